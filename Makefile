@@ -1,0 +1,69 @@
+# quoteloop developer entry points; `make` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON      ?= python3
+VENV        := .venv
+STACK_DIR   := $(abspath $(or $(QL_STACK_DIR),.local/stack))
+STACK_ENV   := $(STACK_DIR)/env
+PYTEST_ARGS ?=
+# what the dev stack's scripts see (the test harness uses its own stack dir)
+WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
+
+.PHONY: help venv deps stack migrate topics run down test bench-history
+
+help: ## list targets
+	@echo "usage: make TARGET"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(VENV)/.installed ## create .venv (python >= 3.11) and pip install -e '.[dev]'
+
+# Re-installs only when pyproject.toml is newer than the stamp.
+$(VENV)/.installed: pyproject.toml
+	@if [ ! -x $(VENV)/bin/python ]; then \
+	  command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }; \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	    || { echo "make: $(PYTHON) is $$($(PYTHON) -V 2>&1); need >= 3.11 (set PYTHON=...)" >&2; exit 1; }; \
+	  if ! $(PYTHON) -m venv $(VENV) >/dev/null 2>&1; then \
+	    rm -rf $(VENV); \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	      echo "make: python venv support missing; apt-get install python3-venv" >&2; \
+	      DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null </dev/null; \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null </dev/null; \
+	    fi; \
+	    $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "make: cannot create $(VENV) (install python3-venv)" >&2; exit 1; }; \
+	  fi; \
+	fi
+	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "make: $(VENV) has $$($(VENV)/bin/python -V 2>&1); need >= 3.11 (rm -rf $(VENV))" >&2; exit 1; }
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+deps: ## PostgreSQL binaries (apt-get if missing) and Kafka jars (fetched once)
+	scripts/stack.sh deps
+
+stack: ## start local PostgreSQL + Kafka (scripts/stack.sh up)
+	$(WITH_STACK) scripts/stack.sh up
+
+migrate: venv stack ## apply dbmate migrations to the local stack
+	. $(STACK_ENV) && $(VENV)/bin/dbmate --url "$$QL_DATABASE_URL?sslmode=disable" \
+	  --migrations-dir dbmate/db/migrations --no-dump-schema --wait up
+
+topics: migrate ## create the Kafka topics (qlctl topics ensure)
+	. $(STACK_ENV) && $(VENV)/bin/qlctl topics ensure
+
+run: topics ## local stack + history-writer, then qlctl status
+	$(WITH_STACK) scripts/daemons.sh start history-writer
+	. $(STACK_ENV) && QL_CONTROL_DIR=$(STACK_DIR)/run $(VENV)/bin/qlctl status
+
+down: ## stop daemons and the local stack
+	$(WITH_STACK) scripts/daemons.sh stop all || true
+	$(WITH_STACK) scripts/stack.sh down
+
+test: venv deps ## the whole suite (the harness starts its own stack); PYTEST_ARGS=...
+	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+bench-history: venv deps ## history-writer durable events/s vs COPY (own stack, run on purpose)
+	$(VENV)/bin/python bench/history_writer.py $(BENCH_ARGS)

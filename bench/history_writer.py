@@ -1,0 +1,175 @@
+"""Benchmark: history-writer durable events/s against a raw COPY of the same rows.
+
+Run on purpose (`make bench-history`), not in the default suite. It brings up its own stack
+(`.local/bench-stack`, its own ports), creates a fresh database, pre-fills the topics with N
+events spread over all eight topics, then:
+
+1. COPY: the same rows (same columns, same jsonb) copied straight into the same tables;
+2. truncates the tables, and runs the real history-writer service (Kafka fetch, decode and
+   validation, one transaction per batch with offsets, ON CONFLICT) from offset zero until every
+   row is durable;
+
+and prints both rates and their ratio. Target on the 2-core machine: >= 20,000 events/s and
+>= 0.5 of COPY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from daemons.core.bus import Delivery, EventProducer, ensure_topics  # noqa: E402
+from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event  # noqa: E402
+from daemons.core.runtime import serve  # noqa: E402
+from daemons.core.settings import CoreSettings  # noqa: E402
+from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings  # noqa: E402
+from daemons.history_writer.store import _row  # noqa: E402
+from tests.samples import sample_payloads  # noqa: E402
+
+PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "56432"))
+KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "39092"))
+
+
+BENCH_STACK = REPO / ".local" / "bench-stack"
+STACK_ENV = {**os.environ, "QL_STACK_DIR": str(BENCH_STACK), "QL_PG_PORT": str(PG_PORT),
+             "QL_KAFKA_PORT": str(KAFKA_PORT)}
+
+
+def stack(action: str) -> None:
+    subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=STACK_ENV, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def fresh_stack() -> None:
+    """Empty topics and tables on every run, so both figures measure the same rows."""
+    stack("down")
+    shutil.rmtree(BENCH_STACK, ignore_errors=True)
+    stack("up")
+
+
+async def fresh_database(admin_url: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    env = {**os.environ, "QL_DATABASE_URL": url}
+    subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=env, check=True, cwd=REPO,
+                   stdout=subprocess.DEVNULL)
+    return url
+
+
+def make_events(n: int) -> list[Envelope[Any]]:
+    producer = Producer(service="bench", instance="b1")
+    events = []
+    topics = list(TOPICS)
+    samples = sample_payloads()
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        payload = samples[topic]
+        events.append(new_event(payload, producer=producer, pair="BTC/EURe", correlation_id=str(i)))
+    return events
+
+
+async def copy_baseline(url: str, events: list[Envelope[Any]]) -> float:
+    by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for offset, e in enumerate(events):
+        delivery = Delivery(e.event_type, 0, offset, None, encode(e), e, None)
+        by_table[TOPICS[e.event_type].table].append(_row(delivery))
+    conn = await asyncpg.connect(url)
+    try:
+        columns = {
+            t: [r["column_name"] for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
+                " AND column_name <> 'written_at' ORDER BY ordinal_position", t)]
+            for t in by_table
+        }
+        start = time.perf_counter()
+        async with conn.transaction():
+            for table, rows in by_table.items():
+                await conn.copy_records_to_table(table, records=rows, columns=columns[table])
+        elapsed = time.perf_counter() - start
+        for table in by_table:
+            await conn.execute(f"TRUNCATE {table}")
+        return len(events) / elapsed
+    finally:
+        await conn.close()
+
+
+async def run_writer(url: str, kafka: str, n: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="qlbench-") as control:
+        settings = HistoryWriterSettings(
+            database_url=url, kafka_bootstrap=kafka, control_dir=Path(control),
+            history_group=f"bench-{uuid.uuid4()}", history_batch_max=5000,
+        )
+        service = HistoryWriter(settings)
+        pool = await asyncpg.connect(url)
+        start = time.perf_counter()
+        task = asyncio.create_task(serve(service, handle_signals=False))
+        try:
+            while True:
+                done = await pool.fetchval(
+                    "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE consumer_group = $1",
+                    settings.history_group,
+                )
+                if done >= n:
+                    break
+                await asyncio.sleep(0.02)
+            elapsed = time.perf_counter() - start
+            stored = sum([await pool.fetchval(f"SELECT count(*) FROM {s.table}") for s in TOPICS.values()])
+            assert stored == n, f"stored {stored} of {n}"
+            return n / elapsed
+        finally:
+            service.request_drain()
+            await task
+            await pool.close()
+
+
+async def main(n: int) -> None:
+    fresh_stack()
+    try:
+        kafka = f"127.0.0.1:{KAFKA_PORT}"
+        url = await fresh_database(f"postgresql://quoteloop@127.0.0.1:{PG_PORT}/quoteloop", "bench")
+        settings = CoreSettings(kafka_bootstrap=kafka)
+        await ensure_topics(settings)
+        events = make_events(n)
+        producer = EventProducer(settings, client_id="bench")
+        await producer.start()
+        t0 = time.perf_counter()
+        for i in range(0, n, 20000):
+            await producer.publish_many(events[i:i + 20000])
+        fill = time.perf_counter() - t0
+        await producer.stop()
+
+        copy_rate = await copy_baseline(url, events)
+        writer_rate = await run_writer(url, kafka, n)
+        print(f"events: {n:,} over {len(TOPICS)} topics (pre-filled at {n / fill:,.0f} events/s)")
+        print(f"COPY baseline:          {copy_rate:>10,.0f} events/s")
+        print(f"history-writer durable: {writer_rate:>10,.0f} events/s")
+        print(f"ratio writer/COPY:      {writer_rate / copy_rate:>10.2f}  (targets: >= 20,000 events/s, >= 0.5)")
+    finally:
+        stack("down")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    asyncio.run(main(args.events))

@@ -1,0 +1,1 @@
+"""quoteloop daemons: one package per daemon, shared code in `daemons.core`."""

@@ -1,0 +1,74 @@
+"""The PostgreSQL pool (asyncpg) and the small writes every daemon shares.
+
+`connect_pool` sets the jsonb codec once (orjson) so rows carry structured events. The shared
+tables written here are `control_actions` (the audit of every control change) and
+`dead_letters` (messages that could not be understood, with their raw bytes and the reason).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + orjson.dumps(value, default=str),
+        decoder=lambda data: orjson.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def connect_pool(database_url: str, *, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+    )
+
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+    TimeoutError,
+)
+"""Errors that mean "the database is not reachable right now", as opposed to a bad statement."""
+
+
+async def record_control_action(
+    pool: asyncpg.Pool,
+    *,
+    service: str,
+    action: str,
+    operator: str,
+    reason: str | None,
+    params: dict[str, Any],
+    outcome: str,
+) -> None:
+    await pool.execute(
+        "INSERT INTO control_actions (service, action, operator, reason, params, outcome)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        service,
+        action,
+        operator,
+        reason,
+        params,
+        outcome,
+    )
+
+
+DEAD_LETTER_SQL = (
+    "INSERT INTO dead_letters (service, source, topic, partition, kafka_offset, key, value, reason)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    " ON CONFLICT (service, topic, partition, kafka_offset) DO NOTHING"
+)

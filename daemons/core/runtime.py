@@ -1,0 +1,315 @@
+"""The service runtime: one start path for every daemon, which is also its recovery path.
+
+A daemon subclasses `Service`, implements `run()` (its I/O loop), `health_reasons()` and
+`state()`, and may add routes. The runtime gives it: pause/resume (stop taking new work, stay
+observable), drain (finish in-flight work, exit 0), SIGTERM/SIGINT as drain, the control server
+with the common endpoints, the audit of every control change (queued, so it never blocks the
+daemon; flushed to `control_actions` as soon as PostgreSQL accepts it), and systemd
+notification (`READY=1`, `WATCHDOG=1`, `STATUS=`) when `NOTIFY_SOCKET` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
+from daemons.core.db import DB_ERRORS, connect_pool, record_control_action
+from daemons.core.events import Producer, now_utc
+from daemons.core.logs import configure_logging, get_logger
+from daemons.core.settings import CoreSettings
+
+
+class SdNotifier:
+    """sd_notify(3) over the datagram socket systemd gives us; a no-op without NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        addr = os.environ.get("NOTIFY_SOCKET")
+        self._sock: socket.socket | None = None
+        self._addr: str | bytes | None = None
+        if addr:
+            self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_interval = int(usec) / 2_000_000 if usec and usec.isdigit() else None
+
+    def notify(self, *lines: str) -> None:
+        if self._sock is None or self._addr is None:
+            return
+        try:
+            self._sock.sendto("\n".join(lines).encode(), self._addr)
+        except (BlockingIOError, OSError):
+            pass  # notifications must never stop the daemon
+
+
+class AuditLog:
+    """Control changes to write to `control_actions`; nothing is lost while PostgreSQL is away."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.pending: deque[dict[str, Any]] = deque(maxlen=10_000)
+        self._wake = asyncio.Event()
+        self.flushed = asyncio.Event()
+        self.flushed.set()
+        self.pool: asyncpg.Pool | None = None
+        self.log = get_logger("audit")
+
+    def record(self, action: str, caller: Caller, outcome: str, params: dict[str, Any] | None = None) -> None:
+        entry = {
+            "service": self.service,
+            "action": action,
+            "operator": caller.operator,
+            "reason": caller.reason,
+            "params": params or {},
+            "outcome": outcome,
+        }
+        self.log.info("control_action", **entry)
+        self.pending.append(entry)
+        self.flushed.clear()
+        self._wake.set()
+
+    async def flush_forever(self, database_url: str) -> None:
+        delay = 0.5
+        while True:
+            await self._wake.wait()
+            try:
+                if self.pool is None:
+                    self.pool = await connect_pool(database_url, min_size=1, max_size=1)
+                while self.pending:
+                    entry = self.pending[0]
+                    try:
+                        await record_control_action(self.pool, **entry)
+                    except asyncpg.PostgresError as exc:
+                        if isinstance(exc, DB_ERRORS):
+                            raise
+                        # a row PostgreSQL will never take; it is in the log line above
+                        self.log.error("audit_row_refused", error=str(exc), **entry)
+                    self.pending.popleft()
+                self._wake.clear()
+                self.flushed.set()
+                delay = 0.5
+            except DB_ERRORS as exc:
+                self.log.warning("audit_write_failed", error=str(exc), queued=len(self.pending))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+
+class Service:
+    """Base of every daemon. Subclasses keep only their own logic."""
+
+    name: str = "service"
+
+    def __init__(self, settings: CoreSettings) -> None:
+        self.settings = settings
+        self.producer_id = Producer(service=self.name, instance=settings.instance or socket.gethostname())
+        self.log = get_logger(self.name.replace("-", "_"))
+        self.paused = False
+        # True while the work loop is parked by a pause (the pause has taken effect)
+        self.parked = False
+        self.started_at = now_utc()
+        self.last_success_at: datetime | None = None
+        self.drain_requested = asyncio.Event()
+        self._runnable = asyncio.Event()
+        self._runnable.set()
+        self.audit = AuditLog(self.name)
+        self.notifier = SdNotifier()
+        self._status_line = ""
+
+    # --- for subclasses -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The I/O loop. Must return once `drain_requested` is set and in-flight work is done."""
+        raise NotImplementedError
+
+    def health_reasons(self) -> list[str]:
+        """Why the service is unhealthy; empty means healthy."""
+        return []
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def routes(self) -> list[Route]:
+        return []
+
+    def gate_status(self) -> str:
+        """One line for systemd's STATUS=: the gate state at a glance."""
+        reasons = self.health_reasons()
+        return f"{'paused' if self.paused else 'running'}; " + (
+            "healthy" if not reasons else "unhealthy: " + ", ".join(reasons)
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def wait_runnable(self) -> bool:
+        """Wait while paused; False when draining (stop taking work)."""
+        if self.drain_requested.is_set():
+            return False
+        if not self._runnable.is_set():
+            self.parked = True
+            waiters = [asyncio.ensure_future(self.drain_requested.wait()), asyncio.ensure_future(self._runnable.wait())]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.parked = False
+                for waiter in waiters:
+                    waiter.cancel()
+        return not self.drain_requested.is_set()
+
+    def pause(self) -> None:
+        self.paused = True
+        self._runnable.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+        self._runnable.set()
+
+    def request_drain(self) -> None:
+        if not self.drain_requested.is_set():
+            self.log.info("drain_requested")
+        self.drain_requested.set()
+        self._runnable.set()
+
+    def mark_success(self) -> None:
+        self.last_success_at = now_utc()
+
+    # --- common control endpoints ---------------------------------------------------------
+
+    def base_state(self) -> dict[str, Any]:
+        reasons = self.health_reasons()
+        return {
+            "service": self.name,
+            "instance": self.producer_id.instance,
+            "pid": os.getpid(),
+            "healthy": not reasons,
+            "reasons": reasons,
+            "paused": self.paused,
+            "pause_effective": self.parked,
+            "draining": self.drain_requested.is_set(),
+            "started_at": self.started_at,
+            "last_success_at": self.last_success_at,
+            "audit_queued": len(self.audit.pending),
+        }
+
+    def common_routes(self) -> list[Route]:
+        async def healthz(_r: Any, _b: Any, _c: Caller) -> Any:
+            reasons = self.health_reasons()
+            return json_response({"healthy": not reasons, "reasons": reasons}, status=200 if not reasons else 503)
+
+        async def state(_r: Any, _b: Any, _c: Caller) -> Any:
+            return {**self.base_state(), **self.state()}
+
+        async def pause(_r: Any, _b: Any, caller: Caller) -> Any:
+            if self.drain_requested.is_set():
+                raise ControlError(409, "service is draining")
+            was = self.paused
+            self.pause()
+            self.audit.record("pause", caller, "already paused" if was else "paused")
+            self.notify_status()
+            return {"paused": True, "changed": not was}
+
+        async def resume(_r: Any, _b: Any, caller: Caller) -> Any:
+            if self.drain_requested.is_set():
+                raise ControlError(409, "service is draining")
+            was = self.paused
+            self.resume()
+            self.audit.record("resume", caller, "resumed" if was else "already running")
+            self.notify_status()
+            return {"paused": False, "changed": was}
+
+        async def drain(_r: Any, _b: Any, caller: Caller) -> Any:
+            self.audit.record("drain", caller, "draining")
+            self.request_drain()
+            return {"draining": True}
+
+        return [
+            Route("GET", "/healthz", healthz, "200 when healthy, 503 with the reasons otherwise"),
+            Route("GET", "/state", state, "Inputs, last success, blocked reason, authoritative or stale"),
+            Route("POST", "/pause", pause, "Stop taking new work; stay alive and observable", OperatorAction),
+            Route("POST", "/resume", resume, "Take new work again", OperatorAction),
+            Route("POST", "/drain", drain, "Finish in-flight work, then exit 0", OperatorAction),
+        ]
+
+    def notify_status(self) -> None:
+        line = self.gate_status()
+        if line != self._status_line:
+            self._status_line = line
+            self.notifier.notify(f"STATUS={line}")
+
+
+async def _watchdog(service: Service) -> None:
+    interval = service.notifier.watchdog_interval
+    if interval is None:
+        return
+    while True:
+        service.notifier.notify("WATCHDOG=1")
+        service.notify_status()
+        await asyncio.sleep(interval)
+
+
+async def serve(service: Service, *, handle_signals: bool = True) -> int:
+    """Run `service` until it drains; return the process exit code."""
+    settings = service.settings
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.request_drain)
+    control = ControlServer(
+        service.name,
+        service.common_routes() + service.routes(),
+        settings.control_dir,
+        tcp_port=settings.control_tcp_port,
+        token=read_token(settings.control_token_file),
+    )
+    await control.start()
+    helpers = [
+        asyncio.create_task(service.audit.flush_forever(settings.database_url), name="audit"),
+        asyncio.create_task(_watchdog(service), name="watchdog"),
+    ]
+    service.notifier.notify("READY=1", f"STATUS={service.gate_status()}")
+    service.log.info("service_started", pid=os.getpid())
+    code = 0
+    try:
+        await service.run()
+    except Exception:
+        service.log.exception("service_failed")
+        code = 1
+    finally:
+        service.notifier.notify("STOPPING=1")
+        await control.stop()
+        # give queued audit rows a last chance, but never hang the exit on the database
+        if service.audit.pending:
+            try:
+                await asyncio.wait_for(service.audit.flushed.wait(), timeout=5)
+            except TimeoutError:
+                service.log.warning("audit_unflushed_at_exit", queued=len(service.audit.pending))
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        await service.audit.close()
+    service.log.info("service_stopped", exit_code=code)
+    return code
+
+
+def main(service_cls: type[Service], settings_cls: type[CoreSettings]) -> None:
+    """Process entry point for `python -m daemons.<name>`: settings, logging, then `serve`."""
+    settings = settings_cls()
+    configure_logging(service_cls.name, settings.log_level, pair=settings.pair)
+
+    async def _run() -> int:
+        # built inside the loop: aiokafka clients bind to the running loop at construction
+        return await serve(service_cls(settings))
+
+    sys.exit(asyncio.run(_run()))

@@ -1,0 +1,61 @@
+"""Settings shared by every daemon (pydantic-settings, env prefix `QL_`).
+
+The names here are the contract with operators and tests (architecture, "Settings every
+deployment sets"). Defaults point at the real production endpoints; the local stack and the
+tests override them through the environment. Each daemon subclasses `CoreSettings` with its own
+fields, so one class per daemon plus this shared one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PAIR = "BTC/EURe"
+
+
+class CoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QL_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "postgresql://quoteloop@/quoteloop?host=/run/postgresql"
+    control_dir: Path = Path("/run/quoteloop")
+    # Optional loopback TCP control port; it always requires the bearer token in the file below.
+    control_tcp_port: int | None = None
+    control_token_file: Path | None = None
+
+    relay_ws_url: str = "wss://solver-relay-v2.chaindefuser.com/ws"
+    relay_rpc_url: str = "https://solver-relay-v2.chaindefuser.com/rpc"
+    relay_jwt_file: Path | None = None
+    near_rpc_url: str = "https://rpc.mainnet.near.org"
+    verifier_contract: str = "intents.near"
+    poa_bridge_url: str = "https://bridge.chaindefuser.com/rpc"
+    kraken_ws_url: str = "wss://ws.kraken.com/v2"
+    coingecko_url: str = "https://api.coingecko.com/api/v3"
+    coingecko_api_key_file: Path | None = None
+    signer_account_id: str | None = None
+    signer_key_file: Path | None = None
+
+    pair: str = PAIR
+    # Instance name in the envelope's `producer`; defaults to the host name at runtime.
+    instance: str | None = None
+    log_level: str = "INFO"
+
+    # Topic layout, applied by `qlctl topics ensure` (idempotent).
+    topic_partitions: int = Field(default=1, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+
+    # Strict audit mode: strategy and executor refuse to act while history is impaired.
+    strict_audit: bool = False
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return value
+

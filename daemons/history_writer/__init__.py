@@ -1,0 +1,1 @@
+"""history-writer daemon: all eight topics into append-only PostgreSQL rows."""

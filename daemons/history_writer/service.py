@@ -1,0 +1,212 @@
+"""history-writer: every topic into append-only PostgreSQL rows, exactly once (seed section 5).
+
+The loop: poll a batch, write it and its offsets in one transaction, then commit the offsets to
+Kafka. PostgreSQL is the authority on what is stored: whenever partitions are assigned the
+consumer seeks to the offsets PostgreSQL holds (or to the beginning), so a crash between the
+transaction and the Kafka commit replays rows that `ON CONFLICT` skips. While PostgreSQL is down
+the service is unhealthy ("audit history impaired"), retries with backoff and commits nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import Field
+
+from daemons.core.bus import Delivery, EventConsumer, next_offsets
+from daemons.core.db import DB_ERRORS, connect_pool
+from daemons.core.events import TOPICS, now_utc
+from daemons.core.runtime import Service
+from daemons.core.settings import CoreSettings
+from daemons.history_writer.store import stored_offsets, write_batch
+
+
+class HistoryWriterSettings(CoreSettings):
+    history_group: str = "history-writer"
+    history_batch_max: int = Field(default=5000, ge=1)
+    history_poll_ms: int = Field(default=100, ge=1)
+    history_retry_max_s: float = Field(default=5.0, gt=0)
+
+
+class HistoryWriter(Service):
+    name = "history-writer"
+
+    def __init__(self, settings: HistoryWriterSettings) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.pool: asyncpg.Pool | None = None
+        self.consumer = EventConsumer(settings, settings.history_group, list(TOPICS), on_assigned=self._assigned)
+        self.db_available = False
+        self.db_error: str | None = None
+        self.db_down_since: datetime | None = None
+        self.last_write_at: datetime | None = None
+        self.rows_written = 0
+        self.duplicates_skipped = 0
+        self.dead_letters = 0
+        self.batches = 0
+        self.committed: dict[str, int] = {}
+        self.lag: dict[str, int] = {}
+        self._unsynced: set[TopicPartition] = set()
+        self._lag_at = 0.0
+
+    # --- loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._connect()
+        await self.consumer.start()
+        try:
+            while not self.drain_requested.is_set():
+                await self._step()
+        finally:
+            await self.consumer.stop()
+            if self.pool is not None:
+                await self.pool.close()
+
+    async def _step(self) -> None:
+        if self.paused:
+            await self.wait_runnable()
+            return
+        deliveries = await self.consumer.poll(self.cfg.history_poll_ms, self.cfg.history_batch_max)
+        if self._unsynced:
+            # fetched before we knew where PostgreSQL stands: re-read from the stored position
+            await self._sync_positions()
+            return
+        await self._refresh_lag()
+        if not deliveries:
+            return
+        if not await self._store(deliveries):
+            return  # draining while PostgreSQL is down: nothing committed, nothing lost
+        await self._commit(deliveries)
+
+    async def _store(self, deliveries: list[Delivery]) -> bool:
+        delay = 0.1
+        while True:
+            try:
+                if self.pool is None:
+                    await self._connect_once()
+                assert self.pool is not None
+                outcome = await write_batch(self.pool, self.name, self.cfg.history_group, deliveries)
+            except DB_ERRORS as exc:
+                self._db_lost(exc)
+                if self.drain_requested.is_set():
+                    self.log.warning("drain_with_database_down", uncommitted=len(deliveries))
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.history_retry_max_s)
+                continue
+            self._db_back()
+            self.rows_written += outcome.written
+            self.duplicates_skipped += outcome.duplicates
+            self.dead_letters += outcome.dead_letters
+            for reason in outcome.dead_reasons:
+                self.log.warning("dead_letter", reason=reason)
+            self.batches += 1
+            self.last_write_at = now_utc()
+            self.mark_success()
+            return True
+
+    async def _commit(self, deliveries: list[Delivery]) -> None:
+        offsets = next_offsets(deliveries)
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            # PostgreSQL already holds these offsets; a lost Kafka commit only means a replay
+            # that ON CONFLICT absorbs.
+            self.log.warning("kafka_commit_failed", error=str(exc))
+            return
+        for tp, off in offsets.items():
+            self.committed[f"{tp.topic}:{tp.partition}"] = off
+
+    # --- positions ------------------------------------------------------------------------
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        self._unsynced |= assigned
+
+    async def _sync_positions(self) -> None:
+        delay = 0.1
+        while not self.drain_requested.is_set():
+            try:
+                if self.pool is None:
+                    await self._connect_once()
+                assert self.pool is not None
+                stored = await stored_offsets(self.pool, self.cfg.history_group)
+                break
+            except DB_ERRORS as exc:
+                self._db_lost(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.history_retry_max_s)
+        else:
+            return
+        self._db_back()
+        current = self.consumer.assignment()
+        for tp in self._unsynced & current:
+            self.consumer.seek(tp, stored.get((tp.topic, tp.partition), 0))
+        self.log.info("positions_synced", partitions=len(self._unsynced & current))
+        self._unsynced.clear()
+
+    async def _refresh_lag(self) -> None:
+        """At most once a second: lag costs a round trip to the broker."""
+        now = asyncio.get_running_loop().time()
+        if now - self._lag_at < 1.0:
+            return
+        self._lag_at = now
+        try:
+            self.lag = await self.consumer.lag()
+        except KafkaError:
+            pass
+
+    # --- database health ------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        try:
+            await self._connect_once()
+        except DB_ERRORS as exc:
+            self._db_lost(exc)  # the loop keeps retrying; the service stays observable
+
+    async def _connect_once(self) -> None:
+        self.pool = await connect_pool(self.cfg.database_url, min_size=1, max_size=2)
+        self._db_back()
+
+    def _db_lost(self, exc: BaseException) -> None:
+        self.db_error = f"{exc.__class__.__name__}: {exc}"
+        if self.db_available or self.db_down_since is None:
+            self.db_down_since = now_utc()
+            self.log.error("database_lost", error=self.db_error)
+            self.notify_status()
+        self.db_available = False
+
+    def _db_back(self) -> None:
+        if not self.db_available:
+            if self.db_down_since is not None:
+                self.log.info("database_recovered", down_since=self.db_down_since)
+            self.db_available = True
+            self.db_error = None
+            self.db_down_since = None
+            self.notify_status()
+
+    # --- control surface ------------------------------------------------------------------
+
+    def health_reasons(self) -> list[str]:
+        return [] if self.db_available else ["postgres_unavailable: audit history impaired"]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "connected": {"postgres": self.db_available},
+            "authoritative": self.db_available,
+            "audit_history_impaired": not self.db_available,
+            "database_error": self.db_error,
+            "database_down_since": self.db_down_since,
+            "last_write_at": self.last_write_at,
+            "rows_written": self.rows_written,
+            "duplicates_skipped": self.duplicates_skipped,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "last_committed_offsets": self.committed,
+            "lag": self.lag,
+            "blocked_reason": None if self.db_available else "waiting for PostgreSQL",
+        }

@@ -1,0 +1,172 @@
+"""How a batch of deliveries becomes rows: one transaction holding the events, the dead letters
+and the consumer offsets they cover (architecture, "Durable store").
+
+Rows go in with `ON CONFLICT (event_id) DO NOTHING`, so a redelivered event is counted as a
+duplicate and written once. The event column receives the message bytes exactly as Kafka held
+them. If PostgreSQL refuses one row's content (not the connection), the batch is retried row by
+row under savepoints and the refused rows become dead letters, so one bad row never stalls the
+stream.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from daemons.core.bus import Delivery
+from daemons.core.db import DB_ERRORS, DEAD_LETTER_SQL
+from daemons.core.events import TOPICS, link_values
+
+_ENVELOPE_COLUMNS = (
+    ("event_id", "uuid"),
+    ("event_type", "text"),
+    ("schema_version", "int"),
+    ("occurred_at", "timestamptz"),
+    ("observed_at", "timestamptz"),
+    ("producer", "text"),
+    ("pair", "text"),
+    ("correlation_id", "text"),
+    ("causation_id", "uuid"),
+)
+_LINK_TYPES = {"price_event_id": "uuid"}
+_TAIL_COLUMNS = (("kafka_topic", "text"), ("kafka_partition", "int"), ("kafka_offset", "bigint"))
+
+
+def _insert_sql(topic: str) -> str:
+    spec = TOPICS[topic]
+    columns = [*_ENVELOPE_COLUMNS, *((f, _LINK_TYPES.get(f, "text")) for f in spec.link_fields), *_TAIL_COLUMNS]
+    names = [name for name, _ in columns] + ["event"]
+    params = ", ".join(f"${i}::{typ}[]" for i, (_, typ) in enumerate(columns, start=1))
+    n_event = len(columns) + 1
+    select = ", ".join(name for name, _ in columns) + ", event::jsonb"
+    return (
+        f"INSERT INTO {spec.table} ({', '.join(names)}) "
+        f"SELECT {select} FROM unnest({params}, ${n_event}::text[]) AS t({', '.join(names)}) "
+        "ON CONFLICT (event_id) DO NOTHING"
+    )
+
+
+INSERT_SQL = {topic: _insert_sql(topic) for topic in TOPICS}
+
+OFFSETS_SQL = (
+    "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
+    "SELECT $1, t, p, o FROM unnest($2::text[], $3::int[], $4::bigint[]) AS x(t, p, o) "
+    "ON CONFLICT (consumer_group, topic, partition) "
+    "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+)
+
+
+def _row(d: Delivery) -> tuple[object, ...]:
+    e = d.event
+    assert e is not None
+    return (
+        e.event_id,
+        e.event_type,
+        e.schema_version,
+        e.occurred_at,
+        e.observed_at,
+        f"{e.producer.service}/{e.producer.instance}",
+        e.pair,
+        e.correlation_id,
+        e.causation_id,
+        *link_values(e),
+        d.topic,
+        d.partition,
+        d.offset,
+        (d.value or b"").decode(),
+    )
+
+
+@dataclass
+class BatchOutcome:
+    written: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    dead_reasons: list[str] = field(default_factory=list)
+
+
+def _count(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "INSERT 0 42"
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _insert_topic(conn: asyncpg.Connection, topic: str, rows: list[tuple[object, ...]]) -> int:
+    columns = list(zip(*rows, strict=True))
+    return _count(await conn.execute(INSERT_SQL[topic], *columns))
+
+
+async def _dead_letter(conn: asyncpg.Connection, service: str, d: Delivery, reason: str) -> None:
+    await conn.execute(DEAD_LETTER_SQL, service, "kafka", d.topic, d.partition, d.offset, d.key, d.value, reason)
+
+
+async def _save_offsets(conn: asyncpg.Connection, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    if offsets:
+        topics, parts, offs = zip(*((t, p, o) for (t, p), o in offsets.items()), strict=True)
+        await conn.execute(OFFSETS_SQL, group, list(topics), list(parts), list(offs))
+
+
+def _offsets(deliveries: list[Delivery]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for d in deliveries:
+        key = (d.topic, d.partition)
+        out[key] = max(out.get(key, 0), d.offset + 1)
+    return out
+
+
+async def write_batch(pool: asyncpg.Pool, service: str, group: str, deliveries: list[Delivery]) -> BatchOutcome:
+    """Store the batch and its offsets atomically. Raises only the errors in `DB_ERRORS`."""
+    outcome = BatchOutcome()
+    by_topic: dict[str, list[Delivery]] = defaultdict(list)
+    bad: list[Delivery] = []
+    for d in deliveries:
+        (by_topic[d.topic] if d.event is not None else bad).append(d)
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                for topic, items in by_topic.items():
+                    outcome.written += await _insert_topic(conn, topic, [_row(d) for d in items])
+                for d in bad:
+                    await _dead_letter(conn, service, d, d.error or "undecodable")
+                    outcome.dead_letters += 1
+                    outcome.dead_reasons.append(d.error or "undecodable")
+                await _save_offsets(conn, group, _offsets(deliveries))
+        except DB_ERRORS:
+            raise
+        except asyncpg.PostgresError:
+            return await _write_isolated(conn, service, group, deliveries)
+    outcome.duplicates = sum(len(v) for v in by_topic.values()) - outcome.written
+    return outcome
+
+
+async def _write_isolated(
+    conn: asyncpg.Connection, service: str, group: str, deliveries: list[Delivery]
+) -> BatchOutcome:
+    """Row by row under savepoints: a row PostgreSQL refuses becomes a dead letter."""
+    outcome = BatchOutcome()
+    async with conn.transaction():
+        for d in deliveries:
+            if d.event is None:
+                reason = d.error or "undecodable"
+            else:
+                try:
+                    async with conn.transaction():
+                        n = await _insert_topic(conn, d.topic, [_row(d)])
+                    outcome.written += n
+                    outcome.duplicates += 1 - n
+                    continue
+                except DB_ERRORS:
+                    raise
+                except asyncpg.PostgresError as exc:
+                    reason = f"refused by PostgreSQL: {exc.__class__.__name__}: {exc}"
+            await _dead_letter(conn, service, d, reason)
+            outcome.dead_letters += 1
+            outcome.dead_reasons.append(reason)
+        await _save_offsets(conn, group, _offsets(deliveries))
+    return outcome
+
+
+async def stored_offsets(pool: asyncpg.Pool, group: str) -> dict[tuple[str, int], int]:
+    rows = await pool.fetch("SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1", group)
+    return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}

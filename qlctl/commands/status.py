@@ -1,0 +1,66 @@
+"""`qlctl status`: every daemon's health and key state in one table (or JSON)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from qlctl.client import SERVICES
+from qlctl.output import client, console, fail, print_json, run
+
+
+def _summary(state: dict[str, Any]) -> str:
+    keys = ("armed", "connected", "authoritative", "rows_written", "dead_letters", "blocked_reason")
+    parts = []
+    for key in keys:
+        if key in state and state[key] is not None:
+            value = state[key]
+            if isinstance(value, dict):
+                value = ",".join(f"{k}={'up' if v else 'down'}" for k, v in value.items())
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def status(
+    services: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all seven)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    require_all: Annotated[bool, typer.Option(help="Fail when a daemon is not running")] = False,
+) -> None:
+    """Health, pause/arm state and key figures of every daemon.
+
+    Exit code 0 when every running daemon is healthy (and, with --require-all, all are running).
+    """
+    chosen = tuple(services) if services else SERVICES
+    for name in chosen:
+        if name not in SERVICES:
+            fail(f"unknown service {name!r}; one of: {', '.join(SERVICES)}", code=2)
+    ctl = client()
+    states = run(ctl.state_of_all(chosen))
+    if as_json:
+        print_json(states)
+    else:
+        table = Table(title="quoteloop daemons", caption=f"control sockets in {ctl.control_dir}")
+        for column in ("service", "running", "health", "paused", "last success", "details"):
+            table.add_column(column)
+        for name in chosen:
+            st = states[name]
+            if not st.get("running"):
+                error = st.get("error", "")
+                table.add_row(name, "[red]no[/red]", "-", "-", "-", "" if "is not running" in error else error)
+                continue
+            health = "[green]ok[/green]" if st.get("healthy") else "[red]" + "; ".join(st.get("reasons", [])) + "[/red]"
+            table.add_row(
+                name,
+                "[green]yes[/green]",
+                health,
+                "yes" if st.get("paused") else "no",
+                str(st.get("last_success_at") or "-"),
+                _summary(st),
+            )
+        console.print(table)
+    unhealthy = [n for n, st in states.items() if st.get("running") and not st.get("healthy")]
+    missing = [n for n, st in states.items() if not st.get("running")]
+    if unhealthy or (require_all and missing):
+        raise typer.Exit(1)

@@ -1,0 +1,43 @@
+"""Shared output for qlctl commands: JSON for scripts, Rich for people, one-line failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+
+from daemons.core.settings import CoreSettings
+from qlctl.client import ClientError, ControlClient
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def settings() -> CoreSettings:
+    return CoreSettings()
+
+
+def client() -> ControlClient:
+    return ControlClient(settings().control_dir)
+
+
+def print_json(data: Any) -> None:
+    typer.echo(orjson.dumps(data, default=str, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine; a ClientError becomes a one-line failure with exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except ClientError as exc:
+        fail(str(exc))

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Run quoteloop daemons in the background against the local stack.
+#
+#   scripts/daemons.sh start|stop|status NAME...|all
+#
+# NAME is a package under daemons/ (history-writer or history_writer);
+# 'all' = every daemons/<pkg>/__main__.py except core.
+# start   .venv/bin/python -m daemons.<pkg> with $QL_STACK_DIR/env sourced and
+#         QL_CONTROL_DIR=$QL_STACK_DIR/run; log $QL_STACK_DIR/logs/NAME.log,
+#         pid $QL_STACK_DIR/run/NAME.pid; a no-op if already running
+# stop    SIGTERM, wait up to 30 s, then SIGKILL; a no-op if not running
+# status  one line per daemon; exit 1 if any is down
+set -euo pipefail
+umask 022
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PROG="daemons.sh"
+die()  { echo "$PROG: error: $*" >&2; exit 1; }
+note() { echo "$PROG: $*" >&2; }
+
+STACK_DIR="${QL_STACK_DIR:-$REPO/.local/stack}"
+mkdir -p "$STACK_DIR" && STACK_DIR="$(cd "$STACK_DIR" && pwd -P)"
+RUN_DIR="$STACK_DIR/run"
+LOG_DIR="$STACK_DIR/logs"
+PYTHON="$REPO/.venv/bin/python"
+STOP_TIMEOUT="${QL_DAEMON_STOP_TIMEOUT:-30}"
+
+usage() { echo "usage: $PROG start|stop|status NAME...|all" >&2; exit 2; }
+
+all_daemons() { # dashed names of daemons/<pkg>/__main__.py, minus core
+    local f pkg
+    for f in "$REPO"/daemons/*/__main__.py; do
+        [[ -f "$f" ]] || continue
+        pkg="$(basename "$(dirname "$f")")"
+        [[ "$pkg" == core ]] && continue
+        echo "${pkg//_/-}"
+    done
+}
+
+pid_alive() {
+    local st=""
+    [[ "$1" =~ ^[0-9]+$ ]] || return 1
+    read -r st 2>/dev/null <"/proc/$1/stat" || return 1
+    st="${st##*) }"
+    [[ "${st:0:1}" != Z ]]
+}
+
+daemon_pid() { # daemon_pid NAME: live pid of our daemon, else fail (drops stale pid files)
+    local name="$1" f="$RUN_DIR/$1.pid" pid
+    [[ -f "$f" ]] || return 1
+    pid="$(cat "$f" 2>/dev/null || true)"
+    if pid_alive "$pid" \
+       && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-m daemons.${name//-/_}"; then
+        echo "$pid"; return 0
+    fi
+    pid_alive "$pid" || rm -f "$f"   # stale; a live foreign pid is just ignored
+    return 1
+}
+
+start_one() {
+    local name="$1" pkg="${1//-/_}" pid log i off
+    [[ -f "$REPO/daemons/$pkg/__main__.py" ]] || die "no such daemon: $name (daemons/$pkg/__main__.py missing)"
+    if pid="$(daemon_pid "$name")"; then
+        echo "$name: already running (pid $pid)"
+        return 0
+    fi
+    [[ -x "$PYTHON" ]] || die "$PYTHON missing; run 'make venv'"
+    [[ -f "$STACK_DIR/env" ]] || die "$STACK_DIR/env missing; run 'make stack' (scripts/stack.sh up) first"
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    log="$LOG_DIR/$name.log"
+    touch "$log"
+    off="$(stat -c %s "$log")"
+    # env file sourced in the child; the child writes its own pid, then execs
+    # shellcheck disable=SC2016
+    (cd "$REPO" && QL_CONTROL_DIR="$RUN_DIR" exec setsid bash -c '
+        set -e; . "$1"; export QL_CONTROL_DIR; echo $$ >"$2"; shift 2; exec "$@"' \
+        daemon "$STACK_DIR/env" "$RUN_DIR/$name.pid" "$PYTHON" -m "daemons.$pkg") \
+        </dev/null >>"$log" 2>&1 &
+    for ((i = 0; i < 40; i++)); do [[ -s "$RUN_DIR/$name.pid" ]] && break; sleep 0.05; done
+    # catch an immediate crash (import error, bad config) right here
+    sleep 1
+    if ! pid="$(daemon_pid "$name")"; then
+        echo "---- last 30 lines of $log ----" >&2
+        tail -c "+$((off + 1))" "$log" | tail -n 30 >&2
+        echo "----" >&2
+        die "$name exited right after start (log: $log)"
+    fi
+    echo "$name: started (pid $pid, log $log)"
+}
+
+stop_one() {
+    local name="$1" pid i
+    pid="$(daemon_pid "$name")" || { echo "$name: not running"; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT * 4; i++)); do
+        pid_alive "$pid" || break
+        sleep 0.25
+    done
+    if pid_alive "$pid"; then
+        note "$name: pid $pid ignored SIGTERM for ${STOP_TIMEOUT}s, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 40; i++)); do pid_alive "$pid" || break; sleep 0.25; done
+    fi
+    rm -f "$RUN_DIR/$name.pid"
+    echo "$name: stopped"
+}
+
+status_one() {
+    local name="$1" pid
+    if pid="$(daemon_pid "$name")"; then
+        echo "$name: up (pid $pid)"
+    else
+        echo "$name: DOWN"
+        return 1
+    fi
+}
+
+(( $# >= 2 )) || usage
+cmd="$1"; shift
+names=()
+for n in "$@"; do
+    if [[ "$n" == all ]]; then
+        while read -r d; do names+=("$d"); done < <(all_daemons)
+        if [[ "$cmd" == stop ]]; then # also whatever still has a pid file
+            for f in "$RUN_DIR"/*.pid; do
+                [[ -f "$f" ]] && names+=("$(basename "$f" .pid)")
+            done
+        fi
+    else
+        [[ "$n" =~ ^[A-Za-z0-9_-]+$ ]] || die "bad daemon name: $n"
+        names+=("${n//_/-}")
+    fi
+done
+# de-duplicate, keep order
+declare -A seen=()
+uniq=()
+for n in "${names[@]+"${names[@]}"}"; do
+    [[ -n "${seen[$n]:-}" ]] && continue
+    seen[$n]=1; uniq+=("$n")
+done
+(( ${#uniq[@]} )) || { echo "$PROG: no daemons (no daemons/*/__main__.py yet)"; exit 0; }
+
+rc=0
+case "$cmd" in
+    start)  for n in "${uniq[@]}"; do start_one "$n"; done ;;
+    stop)   for n in "${uniq[@]}"; do stop_one "$n"; done ;;
+    status) for n in "${uniq[@]}"; do status_one "$n" || rc=1; done ;;
+    *) usage ;;
+esac
+exit "$rc"

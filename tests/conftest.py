@@ -1,0 +1,107 @@
+"""Shared fixtures: the real PostgreSQL and Kafka, started once per test session.
+
+The harness brings up its own stack (its own directory and ports, apart from `make run`'s)
+with the project's `scripts/stack.sh`, applies the migrations with dbmate and ensures the
+topics. Tests never mock our own infrastructure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_STACK_DIR = Path(os.environ.get("QL_TEST_STACK_DIR", REPO / ".local" / "test-stack"))
+PG_PORT = int(os.environ.get("QL_TEST_PG_PORT", "55432"))
+KAFKA_PORT = int(os.environ.get("QL_TEST_KAFKA_PORT", "29092"))
+
+
+@dataclass
+class Stack:
+    database_url: str
+    kafka_bootstrap: str
+    env: dict[str, str]
+
+    def _stack(self, action: str, component: str) -> None:
+        subprocess.run([str(REPO / "scripts" / "stack.sh"), action, component], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def stop_postgres(self) -> None:
+        self._stack("down", "pg")
+
+    def start_postgres(self) -> None:
+        self._stack("up", "pg")
+
+    def settings_env(self, control_dir: Path) -> dict[str, str]:
+        return {
+            **self.env,
+            "QL_DATABASE_URL": self.database_url,
+            "QL_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "QL_CONTROL_DIR": str(control_dir),
+        }
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    env = {
+        **os.environ,
+        "QL_STACK_DIR": str(TEST_STACK_DIR),
+        "QL_PG_PORT": str(PG_PORT),
+        "QL_KAFKA_PORT": str(KAFKA_PORT),
+    }
+    subprocess.run([str(REPO / "scripts" / "stack.sh"), "up"], env=env, check=True)
+    database_url = f"postgresql://quoteloop@127.0.0.1:{PG_PORT}/quoteloop"
+    kafka = f"127.0.0.1:{KAFKA_PORT}"
+    env |= {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
+    qlctl = [sys.executable, "-m", "qlctl.app"]
+    subprocess.run([*qlctl, "db", "migrate"], env=env, check=True, cwd=REPO)
+    subprocess.run([*qlctl, "topics", "ensure", "--json"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    yield Stack(database_url=database_url, kafka_bootstrap=kafka, env=env)
+    # the stack is left running for the next session to reuse quickly; `make down` style cleanup:
+    if os.environ.get("QL_TEST_KEEP_STACK") != "1":
+        subprocess.run([str(REPO / "scripts" / "stack.sh"), "down"], env=env, check=False)
+
+
+@pytest.fixture
+def control_dir() -> Iterator[Path]:
+    # Unix socket paths are limited to ~107 bytes: keep the directory short.
+    with tempfile.TemporaryDirectory(prefix="qlctl-") as path:
+        yield Path(path)
+
+
+@pytest.fixture
+async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    from daemons.core.db import connect_pool
+
+    p = await connect_pool(stack.database_url, min_size=1, max_size=2)
+    yield p
+    await p.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 30.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Re-check a condition until it holds (a truthy result) or the timeout passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        if result:
+            return result
+        last = result
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {what or check!r} (last: {last!r})")
+        await asyncio.sleep(interval)

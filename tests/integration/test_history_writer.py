@@ -1,0 +1,290 @@
+"""history-writer against the real Kafka and PostgreSQL: exactly once, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from daemons.core.bus import EventProducer
+from daemons.core.control import socket_path
+from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event
+from daemons.core.runtime import serve
+from daemons.core.settings import CoreSettings
+from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
+from tests.conftest import REPO, Stack, eventually
+from tests.samples import sample_payloads
+
+PRODUCER = Producer(service="test", instance="t")
+
+
+def _events(n: int, topic: str = "exec.trade_result") -> list[Envelope[Any]]:
+    out = []
+    for _ in range(n):
+        payload = sample_payloads()[topic]
+        out.append(new_event(payload, producer=PRODUCER, pair="BTC/EURe"))
+    return out
+
+
+@pytest.fixture
+async def producer(stack: Stack) -> AsyncIterator[EventProducer]:
+    p = EventProducer(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap), client_id="test-producer")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+def _settings(stack: Stack, control_dir: Path, group: str, **extra: Any) -> HistoryWriterSettings:
+    return HistoryWriterSettings(
+        database_url=stack.database_url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        control_dir=control_dir,
+        history_group=group,
+        history_retry_max_s=0.5,
+        **extra,
+    )
+
+
+@pytest.fixture
+async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[HistoryWriter]:
+    service = HistoryWriter(_settings(stack, control_dir, f"hw-test-{uuid.uuid4()}"))
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    yield service
+    service.request_drain()
+    assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+async def _stored(pool: asyncpg.Pool, table: str, ids: list[uuid.UUID]) -> int:
+    return int(await pool.fetchval(f"SELECT count(*) FROM {table} WHERE event_id = ANY($1::uuid[])", ids))
+
+
+async def test_every_topic_lands_in_its_table_with_links(
+    writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    events = [new_event(p, producer=PRODUCER, pair="BTC/EURe", correlation_id="q-links")
+              for p in sample_payloads().values()]
+    await producer.publish_many(events)
+    for event in events:
+        table = TOPICS[event.event_type].table
+        await eventually(lambda t=table, e=event: _stored(pool, t, [e.event_id]), what=f"row in {table}")
+    decision = next(e for e in events if e.event_type == "decision.trade_decision")
+    row = await pool.fetchrow("SELECT * FROM trade_decisions WHERE event_id = $1", decision.event_id)
+    assert row["decision_id"] == decision.payload.decision_id
+    assert row["price_event_id"] == decision.payload.price_event_id
+    assert row["decision_reason"] == "edge_below_threshold"
+    assert row["correlation_id"] == "q-links"
+    assert row["event"]["payload"]["gross_edge_pct"] == "0.83"  # money stays a string
+    skipped = await pool.fetchrow("SELECT * FROM skipped_quotes WHERE decision_id = $1", decision.payload.decision_id)
+    assert skipped["decision_reason"] == "edge_below_threshold"
+    assert writer.last_write_at is not None
+
+
+async def test_a_duplicate_delivery_is_stored_once(
+    writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    [event] = _events(1)
+    await producer.publish(event)
+    await producer.publish(event)  # the same event_id delivered twice
+    [marker] = _events(1)
+    await producer.publish(marker)  # written after both copies
+    await eventually(lambda: _stored(pool, "trade_execution_results", [marker.event_id]), what="marker stored")
+    assert await _stored(pool, "trade_execution_results", [event.event_id]) == 1
+    assert writer.duplicates_skipped >= 1
+
+
+async def test_malformed_messages_are_dead_lettered_and_consumption_continues(
+    writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    junk = f"not json {uuid.uuid4()}".encode()
+    wrong_schema = encode(_events(1)[0]).replace(b'"schema_version":1', b'"schema_version":99')
+    await producer.publish_raw("exec.trade_result", junk, key=b"BTC/EURe")
+    await producer.publish_raw("exec.trade_result", wrong_schema, key=b"BTC/EURe")
+    [after] = _events(1)
+    await producer.publish(after)
+    await eventually(lambda: _stored(pool, "trade_execution_results", [after.event_id]), what="later event stored")
+    rows = await pool.fetch("SELECT value, reason, topic FROM dead_letters WHERE value = ANY($1::bytea[])",
+                            [junk, wrong_schema])
+    reasons = {bytes(r["value"]): r["reason"] for r in rows}
+    assert "invalid JSON" in reasons[junk]
+    assert "unsupported schema_version 99" in reasons[wrong_schema]
+    assert {r["topic"] for r in rows} == {"exec.trade_result"}
+    assert writer.dead_letters >= 2
+
+
+async def test_pause_holds_writes_and_resume_catches_up(
+    writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    [first] = _events(1)
+    await producer.publish(first)
+    await eventually(lambda: _stored(pool, "trade_execution_results", [first.event_id]), what="first stored")
+    writer.pause()
+    await eventually(lambda: writer.parked, what="pause in effect")
+    batches = writer.batches
+    [held] = _events(1)
+    await producer.publish(held)
+    # the writer is parked: it cannot have taken another batch
+    assert writer.batches == batches
+    assert await _stored(pool, "trade_execution_results", [held.event_id]) == 0
+    writer.resume()
+    await eventually(lambda: _stored(pool, "trade_execution_results", [held.event_id]), what="held stored")
+
+
+async def test_postgres_stopped_and_started_under_load_loses_nothing(
+    stack: Stack, writer: HistoryWriter, producer: EventProducer
+) -> None:
+    sent: list[uuid.UUID] = []
+
+    async def load() -> None:
+        for _ in range(40):
+            batch = _events(50)
+            await producer.publish_many(batch)
+            sent.extend(e.event_id for e in batch)
+            await asyncio.sleep(0.05)
+
+    await eventually(lambda: writer.db_available, what="writer connected")
+    loader = asyncio.create_task(load())
+    await eventually(lambda: len(sent) >= 200, what="load running")
+    await asyncio.to_thread(stack.stop_postgres)
+    await eventually(lambda: not writer.db_available, what="writer noticed the database is gone")
+    async with aiohttp.ClientSession(
+        connector=aiohttp.UnixConnector(path=str(socket_path(writer.settings.control_dir, writer.name)))
+    ) as session:
+        async with session.get("http://x/healthz") as resp:
+            assert resp.status == 503
+            assert "audit history impaired" in (await resp.json())["reasons"][0]
+        async with session.get("http://x/state") as resp:
+            state = await resp.json()
+            assert state["audit_history_impaired"] is True and state["authoritative"] is False
+    await asyncio.to_thread(stack.start_postgres)
+    await loader
+    pool = await asyncpg.connect(stack.database_url)
+    try:
+        await eventually(
+            lambda: _count_eq(pool, sent), timeout=60, what="every event sent during the outage stored"
+        )
+        assert await pool.fetchval(
+            "SELECT count(*) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", sent
+        ) == len(sent)
+    finally:
+        await pool.close()
+    assert writer.db_available
+
+
+async def _count_eq(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> bool:
+    n = await conn.fetchval("SELECT count(*) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", ids)
+    return bool(n == len(ids))
+
+
+# --- crash: a real process, killed with SIGKILL mid-stream ------------------------------------
+
+
+@pytest.fixture
+def spawn(stack: Stack, control_dir: Path) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(group: str, log: Path) -> subprocess.Popen[bytes]:
+        env = {**stack.settings_env(control_dir), "QL_HISTORY_GROUP": group, "QL_HISTORY_BATCH_MAX": "500"}
+        proc = subprocess.Popen([sys.executable, "-m", "daemons.history_writer"], env=env, cwd=REPO,
+                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(
+    stack: Stack, spawn: Any, producer: EventProducer, pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    group = f"hw-crash-{uuid.uuid4()}"
+    events = _events(20000)
+    ids = [e.event_id for e in events]
+    await producer.publish_many(events)
+
+    proc = spawn(group, tmp_path / "writer.log")
+    # kill it while it is still writing: some of our rows stored, not all
+    await eventually(lambda: _stored(pool, "trade_execution_results", ids), timeout=60, interval=0.01,
+                     what="first rows stored")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = await _stored(pool, "trade_execution_results", ids)
+    assert 0 < partial
+
+    proc = spawn(group, tmp_path / "writer.log")
+    await eventually(lambda: _stored_all(pool, ids), timeout=120, what="all rows after restart")
+    rows = await pool.fetchval(
+        "SELECT count(*) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", ids
+    )
+    assert rows == len(ids)
+    # PostgreSQL's offsets cover everything that was stored
+    stored_to = await pool.fetchval(
+        "SELECT next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = 'exec.trade_result'", group
+    )
+    highest = await pool.fetchval(
+        "SELECT max(kafka_offset) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", ids
+    )
+    await eventually(lambda: _offset_at_least(pool, group, highest + 1), what="offsets persisted")
+    assert stored_to is not None
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    log = (tmp_path / "writer.log").read_text()
+    assert '"event":"service_stopped"' in log and '"exit_code":0' in log
+
+
+async def _stored_all(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> bool:
+    return await _stored(pool, "trade_execution_results", ids) == len(ids)
+
+
+async def _offset_at_least(pool: asyncpg.Pool, group: str, offset: int) -> bool:
+    value = await pool.fetchval(
+        "SELECT next_offset FROM consumer_offsets WHERE consumer_group = $1 AND topic = 'exec.trade_result'", group
+    )
+    return value is not None and value >= offset
+
+
+async def test_start_seeks_to_the_offsets_postgres_holds(
+    stack: Stack, control_dir: Path, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    """PostgreSQL, not Kafka, says where to resume: a position ahead of Kafka's commit is honoured."""
+    group = f"hw-seek-{uuid.uuid4()}"
+    skipped, kept = _events(1), _events(1)
+    await producer.publish_many(skipped)
+    end = await _end_offset(stack, "exec.trade_result")
+    await pool.execute(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, $3)",
+        group, "exec.trade_result", end,
+    )
+    await producer.publish_many(kept)
+    service = HistoryWriter(_settings(stack, control_dir, group))
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    try:
+        await eventually(lambda: _stored(pool, "trade_execution_results", [kept[0].event_id]), what="kept stored")
+        assert await _stored(pool, "trade_execution_results", [skipped[0].event_id]) == 0
+    finally:
+        service.request_drain()
+        await task
+
+
+async def _end_offset(stack: Stack, topic: str) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
