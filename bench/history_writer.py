@@ -33,12 +33,13 @@ import asyncpg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from daemons.core.db import connect_pool  # noqa: E402
 from daemons.core.bus import Delivery, EventProducer, ensure_topics  # noqa: E402
 from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event  # noqa: E402
 from daemons.core.runtime import serve  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings  # noqa: E402
-from daemons.history_writer.store import _row  # noqa: E402
+from daemons.history_writer.store import COPY_COLUMNS, _row  # noqa: E402
 from tests.samples import sample_payloads  # noqa: E402
 
 PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "56432"))
@@ -89,28 +90,24 @@ def make_events(n: int) -> list[Envelope[Any]]:
 
 
 async def copy_baseline(url: str, events: list[Envelope[Any]]) -> float:
+    """The same rows (built by the writer's own row function) COPY'd in one transaction."""
     by_table: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for offset, e in enumerate(events):
         delivery = Delivery(e.event_type, 0, offset, None, encode(e), e, None)
-        by_table[TOPICS[e.event_type].table].append(_row(delivery))
-    conn = await asyncpg.connect(url)
+        by_table[e.event_type].append(_row(delivery))
+    pool = await connect_pool(url, min_size=1, max_size=1)
     try:
-        columns = {
-            t: [r["column_name"] for r in await conn.fetch(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
-                " AND column_name <> 'written_at' ORDER BY ordinal_position", t)]
-            for t in by_table
-        }
-        start = time.perf_counter()
-        async with conn.transaction():
-            for table, rows in by_table.items():
-                await conn.copy_records_to_table(table, records=rows, columns=columns[table])
-        elapsed = time.perf_counter() - start
-        for table in by_table:
-            await conn.execute(f"TRUNCATE {table}")
+        async with pool.acquire() as conn:
+            start = time.perf_counter()
+            async with conn.transaction():
+                for topic, rows in by_table.items():
+                    await conn.copy_records_to_table(TOPICS[topic].table, records=rows, columns=COPY_COLUMNS[topic])
+            elapsed = time.perf_counter() - start
+            for topic in by_table:
+                await conn.execute(f"TRUNCATE {TOPICS[topic].table}")
         return len(events) / elapsed
     finally:
-        await conn.close()
+        await pool.close()
 
 
 async def run_writer(url: str, kafka: str, n: int) -> float:
@@ -121,8 +118,12 @@ async def run_writer(url: str, kafka: str, n: int) -> float:
         )
         service = HistoryWriter(settings)
         pool = await asyncpg.connect(url)
-        start = time.perf_counter()
         task = asyncio.create_task(serve(service, handle_signals=False))
+        # the clock starts once the group is joined and positions are synced: the figure is the
+        # rate of draining a backlog, not of joining a consumer group
+        while not service.consumer.assignment() or service._unsynced:
+            await asyncio.sleep(0.005)
+        start = time.perf_counter()
         try:
             while True:
                 done = await pool.fetchval(

@@ -105,3 +105,27 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {what or check!r} (last: {last!r})")
         await asyncio.sleep(interval)
+
+
+async def start_group_at_end(stack: Stack, group: str) -> None:
+    """Record the topics' current end offsets as `group`'s stored position, so a history-writer
+    of that group starts at the end instead of replaying every earlier test's events."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from daemons.core.events import TOPICS
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t) or {0})]
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.executemany(
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, $3, $4)",
+            [(group, tp.topic, tp.partition, off) for tp, off in ends.items()],
+        )
+    finally:
+        await conn.close()

@@ -13,10 +13,21 @@ import asyncpg
 import orjson
 
 
+class RawJson(bytes):
+    """JSON text that is already serialised (an event as Kafka held it): stored as it is."""
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    # binary jsonb is a version byte followed by the JSON text
+    if isinstance(value, RawJson):
+        return b"\x01" + value
+    return b"\x01" + orjson.dumps(value, default=str)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
-        encoder=lambda value: b"\x01" + orjson.dumps(value, default=str),
+        encoder=_encode_jsonb,
         decoder=lambda data: orjson.loads(data[1:]),
         schema="pg_catalog",
         format="binary",

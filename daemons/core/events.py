@@ -385,6 +385,23 @@ def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
     if raw is None:
         raise EventDecodeError("empty message (tombstone)")
     try:
+        # fast path: pydantic-core parses and validates the JSON in one pass
+        event = _ENVELOPES[topic].model_validate_json(raw)
+    except ValidationError:
+        _diagnose(topic, spec, raw)  # raises with the most useful reason
+        raise AssertionError("unreachable") from None
+    if event.event_type != topic:
+        raise EventDecodeError(f"event_type {event.event_type!r} does not match topic {topic!r}")
+    if event.schema_version != spec.schema_version:
+        raise EventDecodeError(
+            f"unsupported schema_version {event.schema_version!r} for {topic} (expected {spec.schema_version})"
+        )
+    return event
+
+
+def _diagnose(topic: str, spec: TopicSpec, raw: bytes) -> None:
+    """Say why `raw` is not a valid event of `topic`, checking the envelope head first."""
+    try:
         head = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise EventDecodeError(f"invalid JSON: {exc}") from None
@@ -397,9 +414,10 @@ def decode(topic: str, raw: bytes | None) -> Envelope[Any]:
             f"unsupported schema_version {head.get('schema_version')!r} for {topic} (expected {spec.schema_version})"
         )
     try:
-        return _ENVELOPES[topic].model_validate(head)
+        _ENVELOPES[topic].model_validate(head)
     except ValidationError as exc:
         raise EventDecodeError(f"invalid {topic} event: {_first_error(exc)}") from None
+    raise EventDecodeError(f"invalid {topic} event")
 
 
 def link_values(event: Envelope[Any]) -> tuple[Any, ...]:

@@ -53,6 +53,7 @@ class HistoryWriter(Service):
         self.lag: dict[str, int] = {}
         self._unsynced: set[TopicPartition] = set()
         self._lag_at = 0.0
+        self._writing: asyncio.Task[None] | None = None
 
     # --- loop -----------------------------------------------------------------------------
 
@@ -62,26 +63,41 @@ class HistoryWriter(Service):
         try:
             while not self.drain_requested.is_set():
                 await self._step()
+            await self._settle()
         finally:
+            if self._writing is not None and not self._writing.done():
+                self._writing.cancel()
             await self.consumer.stop()
             if self.pool is not None:
                 await self.pool.close()
 
     async def _step(self) -> None:
+        """One poll. The previous batch's transaction runs while this one is fetched and
+        decoded; batches still reach PostgreSQL strictly one after another, in order."""
         if self.paused:
+            await self._settle()
             await self.wait_runnable()
             return
         deliveries = await self.consumer.poll(self.cfg.history_poll_ms, self.cfg.history_batch_max)
+        await self._settle()
         if self._unsynced:
             # fetched before we knew where PostgreSQL stands: re-read from the stored position
             await self._sync_positions()
             return
         await self._refresh_lag()
-        if not deliveries:
-            return
-        if not await self._store(deliveries):
-            return  # draining while PostgreSQL is down: nothing committed, nothing lost
-        await self._commit(deliveries)
+        if deliveries:
+            self._writing = asyncio.create_task(self._store_and_commit(deliveries))
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight, if any, to be stored and committed."""
+        if self._writing is not None:
+            task, self._writing = self._writing, None
+            await task
+
+    async def _store_and_commit(self, deliveries: list[Delivery]) -> None:
+        if await self._store(deliveries):
+            await self._commit(deliveries)
+        # else: draining while PostgreSQL is down: nothing committed, nothing lost
 
     async def _store(self, deliveries: list[Delivery]) -> bool:
         delay = 0.1

@@ -3,7 +3,9 @@ and the consumer offsets they cover (architecture, "Durable store").
 
 Rows go in with `ON CONFLICT (event_id) DO NOTHING`, so a redelivered event is counted as a
 duplicate and written once. The event column receives the message bytes exactly as Kafka held
-them. If PostgreSQL refuses one row's content (not the connection), the batch is retried row by
+them. The normal path is a COPY of the batch per table inside a savepoint; only when that meets
+a row already stored (a redelivery after a crash or a rebalance) is the table's share retried as
+`INSERT ... ON CONFLICT DO NOTHING`, which skips exactly the duplicates. If PostgreSQL refuses one row's content (not the connection), the batch is retried row by
 row under savepoints and the refused rows become dead letters, so one bad row never stalls the
 stream.
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from daemons.core.bus import Delivery
-from daemons.core.db import DB_ERRORS, DEAD_LETTER_SQL
+from daemons.core.db import DB_ERRORS, DEAD_LETTER_SQL, RawJson
 from daemons.core.events import TOPICS, link_values
 
 _ENVELOPE_COLUMNS = (
@@ -34,21 +36,23 @@ _LINK_TYPES = {"price_event_id": "uuid"}
 _TAIL_COLUMNS = (("kafka_topic", "text"), ("kafka_partition", "int"), ("kafka_offset", "bigint"))
 
 
+def _columns(topic: str) -> list[tuple[str, str]]:
+    link = ((f, _LINK_TYPES.get(f, "text")) for f in TOPICS[topic].link_fields)
+    return [*_ENVELOPE_COLUMNS, *link, *_TAIL_COLUMNS, ("event", "jsonb")]
+
+
 def _insert_sql(topic: str) -> str:
-    spec = TOPICS[topic]
-    columns = [*_ENVELOPE_COLUMNS, *((f, _LINK_TYPES.get(f, "text")) for f in spec.link_fields), *_TAIL_COLUMNS]
-    names = [name for name, _ in columns] + ["event"]
+    columns = _columns(topic)
+    names = ", ".join(name for name, _ in columns)
     params = ", ".join(f"${i}::{typ}[]" for i, (_, typ) in enumerate(columns, start=1))
-    n_event = len(columns) + 1
-    select = ", ".join(name for name, _ in columns) + ", event::jsonb"
     return (
-        f"INSERT INTO {spec.table} ({', '.join(names)}) "
-        f"SELECT {select} FROM unnest({params}, ${n_event}::text[]) AS t({', '.join(names)}) "
+        f"INSERT INTO {TOPICS[topic].table} ({names}) SELECT {names} FROM unnest({params}) AS t({names}) "
         "ON CONFLICT (event_id) DO NOTHING"
     )
 
 
 INSERT_SQL = {topic: _insert_sql(topic) for topic in TOPICS}
+COPY_COLUMNS = {topic: [name for name, _ in _columns(topic)] for topic in TOPICS}
 
 OFFSETS_SQL = (
     "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) "
@@ -75,7 +79,7 @@ def _row(d: Delivery) -> tuple[object, ...]:
         d.topic,
         d.partition,
         d.offset,
-        (d.value or b"").decode(),
+        RawJson(d.value or b""),
     )
 
 
@@ -95,6 +99,16 @@ def _count(status: str) -> int:
 async def _insert_topic(conn: asyncpg.Connection, topic: str, rows: list[tuple[object, ...]]) -> int:
     columns = list(zip(*rows, strict=True))
     return _count(await conn.execute(INSERT_SQL[topic], *columns))
+
+
+async def _copy_topic(conn: asyncpg.Connection, topic: str, rows: list[tuple[object, ...]]) -> int:
+    """COPY when none of the rows is stored yet; otherwise INSERT skipping the stored ones."""
+    try:
+        async with conn.transaction():  # a savepoint: a duplicate undoes only this COPY
+            await conn.copy_records_to_table(TOPICS[topic].table, records=rows, columns=COPY_COLUMNS[topic])
+        return len(rows)
+    except asyncpg.UniqueViolationError:
+        return await _insert_topic(conn, topic, rows)
 
 
 async def _dead_letter(conn: asyncpg.Connection, service: str, d: Delivery, reason: str) -> None:
@@ -126,7 +140,7 @@ async def write_batch(pool: asyncpg.Pool, service: str, group: str, deliveries: 
         try:
             async with conn.transaction():
                 for topic, items in by_topic.items():
-                    outcome.written += await _insert_topic(conn, topic, [_row(d) for d in items])
+                    outcome.written += await _copy_topic(conn, topic, [_row(d) for d in items])
                 for d in bad:
                     await _dead_letter(conn, service, d, d.error or "undecodable")
                     outcome.dead_letters += 1

@@ -30,11 +30,15 @@ class Probe(Service):
         super().__init__(settings)
         self.problem: str | None = None
         self.steps = 0
+        # in-flight work that a drain waits for; tests clear it to hold a drain open
+        self.in_flight_done = asyncio.Event()
+        self.in_flight_done.set()
 
     async def run(self) -> None:
         while await self.wait_runnable():
             self.steps += 1
             await asyncio.sleep(0.01)
+        await self.in_flight_done.wait()
 
     def health_reasons(self) -> list[str]:
         return [self.problem] if self.problem else []
@@ -204,11 +208,16 @@ async def test_drain_finishes_and_exits_zero(probe: tuple[Probe, asyncio.Task[in
 
 async def test_pause_while_draining_is_refused(probe: tuple[Probe, Any]) -> None:
     service, task = probe
-    service.pause()  # parked, so the drain cannot complete before we ask
-    service.drain_requested.set()
+    service.in_flight_done.clear()  # the drain waits for in-flight work
+    status, _ = await _call(service, "POST", "/drain")
+    assert status == 200
     status, body = await _call(service, "POST", "/pause")
     assert status == 409 and "draining" in body["error"]
-    service.request_drain()
+    status, body = await _call(service, "POST", "/resume")
+    assert status == 409
+    _, state = await _call(service, "GET", "/state")
+    assert state["draining"] is True and state["paused"] is False
+    service.in_flight_done.set()
     assert await asyncio.wait_for(task, timeout=10) == 0
 
 

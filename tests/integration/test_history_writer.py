@@ -22,7 +22,7 @@ from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event
 from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
-from tests.conftest import REPO, Stack, eventually
+from tests.conftest import REPO, Stack, eventually, start_group_at_end
 from tests.samples import sample_payloads
 
 PRODUCER = Producer(service="test", instance="t")
@@ -57,7 +57,9 @@ def _settings(stack: Stack, control_dir: Path, group: str, **extra: Any) -> Hist
 
 @pytest.fixture
 async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[HistoryWriter]:
-    service = HistoryWriter(_settings(stack, control_dir, f"hw-test-{uuid.uuid4()}"))
+    group = f"hw-test-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
+    service = HistoryWriter(_settings(stack, control_dir, group))
     task = asyncio.create_task(serve(service, handle_signals=False))
     yield service
     service.request_drain()
@@ -210,6 +212,7 @@ async def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(
     stack: Stack, spawn: Any, producer: EventProducer, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     group = f"hw-crash-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
     events = _events(20000)
     ids = [e.event_id for e in events]
     await producer.publish_many(events)
@@ -288,3 +291,69 @@ async def _end_offset(stack: Stack, topic: str) -> int:
         return int((await consumer.end_offsets([tp]))[tp])
     finally:
         await consumer.stop()
+
+
+async def test_views_answer_the_seed_questions(
+    writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    """Fair price and inventory behind a decision, pending funding, the command and the venue's answer."""
+    samples = sample_payloads()
+    price = new_event(samples["ref.market_price"], producer=PRODUCER, pair="BTC/EURe")
+    inventory = new_event(samples["state.intent_inventory"], producer=PRODUCER, pair="BTC/EURe")
+    quote_id = f"q-{uuid.uuid4()}"
+    decision_payload = samples["decision.trade_decision"].model_copy(update={
+        "quote_id": quote_id, "decision": "execute", "decision_reason": "all_gates_passed",
+        "price_event_id": price.event_id, "inventory_snapshot_id": inventory.payload.inventory_id})
+    decision = new_event(decision_payload, producer=PRODUCER, pair="BTC/EURe", correlation_id=quote_id)
+    command = new_event(samples["cmd.execute_trade"].model_copy(update={
+        "quote_id": quote_id, "decision_id": decision_payload.decision_id}), producer=PRODUCER, pair="BTC/EURe")
+    result = new_event(samples["exec.trade_result"].model_copy(update={
+        "quote_id": quote_id, "command_id": command.payload.command_id}), producer=PRODUCER, pair="BTC/EURe")
+    funding = samples["ops.liquidity_action"]
+    notified = new_event(funding, producer=PRODUCER, pair="BTC/EURe")
+    done_id = f"la-{uuid.uuid4()}"
+    credited = [new_event(funding.model_copy(update={"liquidity_action_id": done_id, "status": s}),
+                          producer=PRODUCER, pair="BTC/EURe") for s in ("notified", "credited")]
+    await producer.publish_many([price, inventory, decision, command, result, notified, *credited])
+    await eventually(lambda: _stored(pool, "trade_execution_results", [result.event_id]), what="chain stored")
+    await eventually(lambda: _stored(pool, "liquidity_actions", [credited[-1].event_id]), what="funding stored")
+
+    ctx = await pool.fetchrow("SELECT * FROM decision_context WHERE decision_id = $1", decision_payload.decision_id)
+    assert ctx["price_event_id"] == price.event_id
+    assert ctx["fair_rate_sell_btc"] == "91240.1" and ctx["eure_basis"] == "assumed_1_to_1"
+    assert ctx["inventory_assets"][0]["spendable"] == "5000000"
+    cmd = await pool.fetchrow("SELECT * FROM quote_commands WHERE quote_id = $1", quote_id)
+    assert cmd["command_id"] == command.payload.command_id
+    answer = await pool.fetchrow("SELECT * FROM venue_answers WHERE quote_id = $1", quote_id)
+    assert answer["status"] == "rejected" and answer["reason"] == "invalid signature"
+    assert answer["venue_response"]["error"]["message"] == "invalid signature"
+    pending = {r["liquidity_action_id"] for r in await pool.fetch("SELECT liquidity_action_id FROM pending_funding")}
+    assert funding.liquidity_action_id in pending and done_id not in pending
+    assert await pool.fetchval("SELECT count(*) FROM skipped_quotes WHERE quote_id = $1", quote_id) == 0
+
+
+async def test_state_shows_offsets_and_lag(writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool) -> None:
+    [event] = _events(1)
+    await producer.publish(event)
+    await eventually(lambda: _stored(pool, "trade_execution_results", [event.event_id]), what="stored")
+    state = await eventually(lambda: writer.lag and writer.committed.get("exec.trade_result:0") and writer.state(),
+                             what="offsets and lag known")
+    assert state["last_committed_offsets"]["exec.trade_result:0"] > 0
+    assert set(state["lag"]) >= {"exec.trade_result:0"}
+    assert state["rows_written"] >= 1 and state["last_write_at"] is not None
+
+
+async def test_rows_are_append_only(pool: asyncpg.Pool) -> None:
+    event_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO market_price_events (event_id, event_type, schema_version, occurred_at, observed_at, producer,"
+        " pair, source, kafka_topic, kafka_partition, kafka_offset, event)"
+        " VALUES ($1, 'ref.market_price', 1, now(), now(), 'test/t', 'BTC/EURe', 'kraken', 'ref.market_price', 0,"
+        " -1, '{}'::jsonb)",
+        event_id,
+    )
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("UPDATE market_price_events SET source = 'coingecko' WHERE event_id = $1", event_id)
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await pool.execute("DELETE FROM market_price_events WHERE event_id = $1", event_id)
+    assert await pool.fetchval("SELECT source FROM market_price_events WHERE event_id = $1", event_id) == "kraken"

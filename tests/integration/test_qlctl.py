@@ -17,7 +17,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from daemons.core.events import TOPICS
 from daemons.core.runtime import serve
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
-from tests.conftest import REPO, Stack, eventually
+from tests.conftest import REPO, Stack, eventually, start_group_at_end
 
 
 async def qlctl(stack: Stack, control_dir: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -32,8 +32,10 @@ async def qlctl(stack: Stack, control_dir: Path, *args: str, extra_env: dict[str
 
 @pytest.fixture
 async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[tuple[HistoryWriter, asyncio.Task[int]]]:
+    group = f"qlctl-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
     settings = HistoryWriterSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                                     control_dir=control_dir, history_group=f"qlctl-{uuid.uuid4()}")
+                                     control_dir=control_dir, history_group=group)
     service = HistoryWriter(settings)
     task = asyncio.create_task(serve(service, handle_signals=False))
     await eventually(lambda: service.db_available, what="writer connected")
