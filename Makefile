@@ -56,7 +56,7 @@ topics: migrate ## create the Kafka topics (qlctl topics ensure)
 
 run: topics ## local stack + history-writer, then qlctl status
 	$(WITH_STACK) scripts/daemons.sh start history-writer
-	. $(STACK_ENV) && QL_CONTROL_DIR=$(STACK_DIR)/run $(VENV)/bin/qlctl status
+	. $(STACK_ENV) && $(VENV)/bin/qlctl status
 
 down: ## stop daemons and the local stack
 	$(WITH_STACK) scripts/daemons.sh stop all || true

@@ -499,6 +499,7 @@ write_env() {
 # Written by scripts/stack.sh up ($STACK_DIR)
 export QL_DATABASE_URL=postgresql://quoteloop@127.0.0.1:$PG_PORT/quoteloop
 export QL_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+export QL_CONTROL_DIR=$STACK_DIR/run
 EOF
     chmod 0644 "$tmp"
     mv -f "$tmp" "$ENV_FILE"

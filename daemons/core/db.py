@@ -44,7 +44,12 @@ async def connect_pool(database_url: str, *, min_size: int = 1, max_size: int = 
     )
 
 
+class DatabaseUnavailable(Exception):
+    """The connection broke in the middle of an operation (the server went away)."""
+
+
 DB_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,

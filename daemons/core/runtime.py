@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import uvloop
 
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
 from daemons.core.db import DB_ERRORS, connect_pool, record_control_action
@@ -317,4 +318,5 @@ def main(service_cls: type[Service], settings_cls: type[CoreSettings]) -> None:
         # built inside the loop: aiokafka clients bind to the running loop at construction
         return await serve(service_cls(settings))
 
-    sys.exit(asyncio.run(_run()))
+    # uvloop: the same asyncio semantics with a faster loop on the hot path
+    sys.exit(uvloop.run(_run()))

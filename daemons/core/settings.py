@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from daemons.core.assets import DEFAULT_BTC_ASSET_ID, REGISTRY
+
 PAIR = "BTC/EURe"
 
 
@@ -39,6 +41,8 @@ class CoreSettings(BaseSettings):
     signer_key_file: Path | None = None
 
     pair: str = PAIR
+    # Which BTC the pair trades: nBTC (canonical since 2026-05) or the legacy POA BTC.
+    btc_asset_id: str = DEFAULT_BTC_ASSET_ID
     # Instance name in the envelope's `producer`; defaults to the host name at runtime.
     instance: str | None = None
     log_level: str = "INFO"
@@ -50,6 +54,15 @@ class CoreSettings(BaseSettings):
 
     # Strict audit mode: strategy and executor refuse to act while history is impaired.
     strict_audit: bool = False
+
+    @field_validator("btc_asset_id")
+    @classmethod
+    def _known_btc(cls, value: str) -> str:
+        asset = REGISTRY.get(value)
+        if asset is None or asset.symbol != "BTC":
+            btcs = ", ".join(a.asset_id for a in REGISTRY.values() if a.symbol == "BTC")
+            raise ValueError(f"btc_asset_id must be one of: {btcs}")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from daemons.core.bus import Delivery
-from daemons.core.db import DB_ERRORS, DEAD_LETTER_SQL, RawJson
+from daemons.core.db import DB_ERRORS, DEAD_LETTER_SQL, DatabaseUnavailable, RawJson
 from daemons.core.events import TOPICS, link_values
 
 _ENVELOPE_COLUMNS = (
@@ -149,7 +149,14 @@ async def write_batch(pool: asyncpg.Pool, service: str, group: str, deliveries: 
         except DB_ERRORS:
             raise
         except asyncpg.PostgresError:
+            if conn.is_closed():
+                raise DatabaseUnavailable("connection lost during the batch") from None
             return await _write_isolated(conn, service, group, deliveries)
+        except Exception as exc:
+            # asyncpg reports a connection that died mid-COPY as a client state error
+            if conn.is_closed():
+                raise DatabaseUnavailable(f"connection lost during the batch: {exc}") from exc
+            raise
     outcome.duplicates = sum(len(v) for v in by_topic.values()) - outcome.written
     return outcome
 

@@ -157,17 +157,19 @@ async def test_postgres_stopped_and_started_under_load_loses_nothing(
     loader = asyncio.create_task(load())
     await eventually(lambda: len(sent) >= 200, what="load running")
     await asyncio.to_thread(stack.stop_postgres)
-    await eventually(lambda: not writer.db_available, what="writer noticed the database is gone")
-    async with aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=str(socket_path(writer.settings.control_dir, writer.name)))
-    ) as session:
-        async with session.get("http://x/healthz") as resp:
-            assert resp.status == 503
-            assert "audit history impaired" in (await resp.json())["reasons"][0]
-        async with session.get("http://x/state") as resp:
-            state = await resp.json()
-            assert state["audit_history_impaired"] is True and state["authoritative"] is False
-    await asyncio.to_thread(stack.start_postgres)
+    try:
+        await eventually(lambda: not writer.db_available, what="writer noticed the database is gone")
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(socket_path(writer.settings.control_dir, writer.name)))
+        ) as session:
+            async with session.get("http://x/healthz") as resp:
+                assert resp.status == 503
+                assert "audit history impaired" in (await resp.json())["reasons"][0]
+            async with session.get("http://x/state") as resp:
+                state = await resp.json()
+                assert state["audit_history_impaired"] is True and state["authoritative"] is False
+    finally:
+        await asyncio.to_thread(stack.start_postgres)
     await loader
     pool = await asyncpg.connect(stack.database_url)
     try:
