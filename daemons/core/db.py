@@ -1,8 +1,8 @@
 """The PostgreSQL pool (asyncpg) and the small writes every daemon shares.
 
-`connect_pool` sets the jsonb codec once (orjson) so rows carry structured events. The shared
-tables written here are `control_actions` (the audit of every control change) and
-`dead_letters` (messages that could not be understood, with their raw bytes and the reason).
+`connect_pool` sets the jsonb codec once (orjson) so rows carry structured events. `DB_ERRORS` tells
+"the database is away" from "the statement is wrong"; `DEAD_LETTER_SQL` is the one way a dead
+letter is stored.
 """
 
 from __future__ import annotations
@@ -59,28 +59,6 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 """Errors that mean "the database is not reachable right now", as opposed to a bad statement."""
-
-
-async def record_control_action(
-    pool: asyncpg.Pool,
-    *,
-    service: str,
-    action: str,
-    operator: str,
-    reason: str | None,
-    params: dict[str, Any],
-    outcome: str,
-) -> None:
-    await pool.execute(
-        "INSERT INTO control_actions (service, action, operator, reason, params, outcome)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        service,
-        action,
-        operator,
-        reason,
-        params,
-        outcome,
-    )
 
 
 DEAD_LETTER_SQL = (

@@ -16,15 +16,13 @@ import os
 import signal
 import socket
 import sys
-from collections import deque
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import uvloop
 
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
-from daemons.core.db import DB_ERRORS, connect_pool, record_control_action
+from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
 from daemons.core.events import Producer, now_utc
 from daemons.core.logs import configure_logging, get_logger
 from daemons.core.settings import CoreSettings
@@ -53,62 +51,6 @@ class SdNotifier:
             pass  # notifications must never stop the daemon
 
 
-class AuditLog:
-    """Control changes to write to `control_actions`; nothing is lost while PostgreSQL is away."""
-
-    def __init__(self, service: str) -> None:
-        self.service = service
-        self.pending: deque[dict[str, Any]] = deque(maxlen=10_000)
-        self._wake = asyncio.Event()
-        self.flushed = asyncio.Event()
-        self.flushed.set()
-        self.pool: asyncpg.Pool | None = None
-        self.log = get_logger("audit")
-
-    def record(self, action: str, caller: Caller, outcome: str, params: dict[str, Any] | None = None) -> None:
-        entry = {
-            "service": self.service,
-            "action": action,
-            "operator": caller.operator,
-            "reason": caller.reason,
-            "params": params or {},
-            "outcome": outcome,
-        }
-        self.log.info("control_action", **entry)
-        self.pending.append(entry)
-        self.flushed.clear()
-        self._wake.set()
-
-    async def flush_forever(self, database_url: str) -> None:
-        delay = 0.5
-        while True:
-            await self._wake.wait()
-            try:
-                if self.pool is None:
-                    self.pool = await connect_pool(database_url, min_size=1, max_size=1)
-                while self.pending:
-                    entry = self.pending[0]
-                    try:
-                        await record_control_action(self.pool, **entry)
-                    except asyncpg.PostgresError as exc:
-                        if isinstance(exc, DB_ERRORS):
-                            raise
-                        # a row PostgreSQL will never take; it is in the log line above
-                        self.log.error("audit_row_refused", error=str(exc), **entry)
-                    self.pending.popleft()
-                self._wake.clear()
-                self.flushed.set()
-                delay = 0.5
-            except DB_ERRORS as exc:
-                self.log.warning("audit_write_failed", error=str(exc), queued=len(self.pending))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
-
-
 class Service:
     """Base of every daemon. Subclasses keep only their own logic."""
 
@@ -126,7 +68,9 @@ class Service:
         self.drain_requested = asyncio.Event()
         self._runnable = asyncio.Event()
         self._runnable.set()
-        self.audit = AuditLog(self.name)
+        self.side_records = QueuedWriter(f"{self.name}.side_records")
+        self.audit = AuditLog(self.name, self.side_records)
+        self.dead_letters = DeadLetters(self.name, self.side_records)
         self.notifier = SdNotifier()
         self._status_line = ""
 
@@ -202,7 +146,8 @@ class Service:
             "draining": self.drain_requested.is_set(),
             "started_at": self.started_at,
             "last_success_at": self.last_success_at,
-            "audit_queued": len(self.audit.pending),
+            "dead_letters": self.dead_letters.count,
+            "side_records_queued": len(self.side_records.pending),
         }
 
     def common_routes(self) -> list[Route]:
@@ -281,7 +226,7 @@ async def serve(service: Service, *, handle_signals: bool = True) -> int:
     )
     await control.start()
     helpers = [
-        asyncio.create_task(service.audit.flush_forever(settings.database_url), name="audit"),
+        asyncio.create_task(service.side_records.run(settings.database_url), name="side_records"),
         asyncio.create_task(_watchdog(service), name="watchdog"),
     ]
     service.notifier.notify("READY=1", f"STATUS={service.gate_status()}")
@@ -295,16 +240,17 @@ async def serve(service: Service, *, handle_signals: bool = True) -> int:
     finally:
         service.notifier.notify("STOPPING=1")
         await control.stop()
-        # give queued audit rows a last chance, but never hang the exit on the database
-        if service.audit.pending:
+        # give queued audit rows and dead letters a last chance, but never hang the exit on
+        # the database (each is in the log already)
+        if service.side_records.pending:
             try:
-                await asyncio.wait_for(service.audit.flushed.wait(), timeout=5)
+                await asyncio.wait_for(service.side_records.flushed.wait(), timeout=5)
             except TimeoutError:
-                service.log.warning("audit_unflushed_at_exit", queued=len(service.audit.pending))
+                service.log.warning("side_records_unflushed_at_exit", queued=len(service.side_records.pending))
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
-        await service.audit.close()
+        await service.side_records.close()
     service.log.info("service_stopped", exit_code=code)
     return code
 
