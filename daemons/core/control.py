@@ -113,6 +113,9 @@ def build_app(service: str, routes: list[Route], token: str | None) -> web.Appli
             return await handler(request)
         except web.HTTPException as exc:
             return _error(exc.status, exc.reason or "error")
+        except Exception as exc:  # a bug in a handler: say so in JSON, keep the daemon up
+            log.exception("control_handler_failed", path=request.path)
+            return _error(500, f"internal error in {request.method} {request.path}: {exc.__class__.__name__}")
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
 

@@ -47,7 +47,7 @@ class HistoryWriter(Service):
         self.last_write_at: datetime | None = None
         self.rows_written = 0
         self.duplicates_skipped = 0
-        self.dead_letters = 0
+        self.dead_lettered = 0  # stored in the batch's own transaction, not via side records
         self.batches = 0
         self.committed: dict[str, int] = {}
         self.lag: dict[str, int] = {}
@@ -118,7 +118,7 @@ class HistoryWriter(Service):
             self._db_back()
             self.rows_written += outcome.written
             self.duplicates_skipped += outcome.duplicates
-            self.dead_letters += outcome.dead_letters
+            self.dead_lettered += outcome.dead_letters
             for reason in outcome.dead_reasons:
                 self.log.warning("dead_letter", reason=reason)
             self.batches += 1
@@ -220,7 +220,7 @@ class HistoryWriter(Service):
             "last_write_at": self.last_write_at,
             "rows_written": self.rows_written,
             "duplicates_skipped": self.duplicates_skipped,
-            "dead_letters": self.dead_letters,
+            "dead_letters": self.dead_lettered,
             "batches": self.batches,
             "last_committed_offsets": self.committed,
             "lag": self.lag,

@@ -120,7 +120,7 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(
     assert "invalid JSON" in reasons[junk]
     assert "unsupported schema_version 99" in reasons[wrong_schema]
     assert {r["topic"] for r in rows} == {"exec.trade_result"}
-    assert writer.dead_letters >= 2
+    assert writer.dead_lettered >= 2
 
 
 async def test_pause_holds_writes_and_resume_catches_up(
