@@ -129,3 +129,57 @@ async def start_group_at_end(stack: Stack, group: str) -> None:
         )
     finally:
         await conn.close()
+
+
+class TopicTail:
+    """Reads topics from their current end: what a test's action publishes, decoded."""
+
+    def __init__(self, stack: Stack, topics: list[str]) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self.topics = topics
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False,
+                                         fetch_max_wait_ms=20)
+        self.events: list[Any] = []
+
+    async def start(self) -> None:
+        from aiokafka import TopicPartition
+
+        await self.consumer.start()
+        tps = [TopicPartition(t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or {0})]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end positions now, before the test acts
+            await self.consumer.position(tp)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def wait_for(self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 30.0,
+                       what: str = "") -> list[Any]:
+        """Collect decoded events until `count` of them satisfy `predicate`."""
+        from daemons.core.events import decode
+
+        async def enough() -> list[Any] | None:
+            batches = await self.consumer.getmany(timeout_ms=100)
+            for tp, records in batches.items():
+                self.events.extend(decode(tp.topic, r.value) for r in records)
+            matching = [e for e in self.events if predicate(e)]
+            return matching if len(matching) >= count else None
+
+        return await eventually(enough, timeout=timeout, interval=0, what=what or f"{count} matching events")
+
+
+@pytest.fixture
+async def tail(stack: Stack) -> AsyncIterator[Callable[..., Awaitable[TopicTail]]]:
+    tails: list[TopicTail] = []
+
+    async def make(*topics: str) -> TopicTail:
+        t = TopicTail(stack, list(topics))
+        await t.start()
+        tails.append(t)
+        return t
+
+    yield make
+    for t in tails:
+        await t.stop()

@@ -112,7 +112,7 @@ class SwapDemand(_Model):
     fixed_side: FixedSide
     fixed_amount: U128
     min_deadline_ms: int = Field(ge=0)
-    partner: dict[str, str] = Field(default_factory=dict)
+    partner: dict[str, Any] = Field(default_factory=dict)
     received_at: AwareDatetime
     repeat: bool = False
 

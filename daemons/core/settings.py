@@ -31,6 +31,12 @@ class CoreSettings(BaseSettings):
     relay_ws_url: str = "wss://solver-relay-v2.chaindefuser.com/ws"
     relay_rpc_url: str = "https://solver-relay-v2.chaindefuser.com/rpc"
     relay_jwt_file: Path | None = None
+    # reconnect pacing for relay connections (architecture: capped backoff, reconnect budget)
+    relay_backoff_initial_s: float = Field(default=1.0, gt=0)
+    relay_backoff_max_s: float = Field(default=60.0, gt=0)
+    relay_reconnect_budget: int = Field(default=120, ge=1)
+    relay_reconnect_window_s: float = Field(default=600.0, gt=0)
+    relay_max_frame_bytes: int = Field(default=1 << 20, ge=1024)
     near_rpc_url: str = "https://rpc.mainnet.near.org"
     verifier_contract: str = "intents.near"
     poa_bridge_url: str = "https://bridge.chaindefuser.com/rpc"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -106,27 +107,26 @@ async def test_state_carries_the_common_fields(probe: tuple[Probe, Any]) -> None
 
 async def test_pause_stops_work_and_resume_restarts_it(probe: tuple[Probe, Any], pool: asyncpg.Pool) -> None:
     service, _ = probe
-    status, body = await _call(service, "POST", "/pause", json={"operator": "alice", "reason": "maintenance"})
+    alice = f"alice-{uuid.uuid4()}"  # the database outlives a test run: find this run's rows only
+    status, body = await _call(service, "POST", "/pause", json={"operator": alice, "reason": "maintenance"})
     assert (status, body["paused"], body["changed"]) == (200, True, True)
     await asyncio.sleep(0)  # the loop parks at its next wait_runnable()
     steps = service.steps
     status, state = await _call(service, "GET", "/state")
     assert state["paused"] is True
     assert service.steps <= steps + 1  # at most the step already running
-    status, body = await _call(service, "POST", "/resume", json={"operator": "alice"})
+    status, body = await _call(service, "POST", "/resume", json={"operator": alice})
     assert (status, body["paused"]) == (200, False)
     await eventually(lambda: service.steps > steps + 1, what="work resumed")
-    rows = await eventually(
-        lambda: pool.fetch(
-            "SELECT action, operator, reason, outcome FROM control_actions WHERE service = $1 AND operator = 'alice'"
-            " ORDER BY id",
-            service.name,
-        ),
-        what="audit rows",
-    )
-    assert [tuple(r) for r in rows][-2:] == [
-        ("pause", "alice", "maintenance", "paused"),
-        ("resume", "alice", None, "resumed"),
+    async def audit_rows() -> list[Any] | None:
+        rows = await pool.fetch("SELECT action, operator, reason, outcome FROM control_actions"
+                                " WHERE service = $1 AND operator = $2 ORDER BY id", service.name, alice)
+        return rows if len(rows) >= 2 else None
+
+    rows = await eventually(audit_rows, what="both audit rows")
+    assert [tuple(r) for r in rows] == [
+        ("pause", alice, "maintenance", "paused"),
+        ("resume", alice, None, "resumed"),
     ]
 
 

@@ -475,6 +475,9 @@ class RelayWsConfig:
     jwt: str = field(repr=False)
     instance_id: str | None = None          # §1.6: fixed per instance; required for guaranteed delivery
     quote_filter: QuoteFilter | None = None
+    # False hands other-pair quotes to the caller as QuoteRequests (an ingest that records and
+    # classifies every frame) instead of `filtered` Rejects
+    client_side_filter: bool = True
     guaranteed_status: bool = False
     auto_ack: bool = True
     request_timeout_s: float = 5.0          # subscribe / unsubscribe / acknowledge (§1.2: the AMM solver uses 5 s)
@@ -791,7 +794,8 @@ class RelayWsClient:
         self._counts["frames"] += 1
         self._last_frame_at = received_at
         frame = parse_frame(message, subscriptions=self._subs, received_at=received_at,
-                            max_frame_bytes=self.config.max_frame_bytes, quote_filter=self._filter, epoch=epoch)
+                            max_frame_bytes=self.config.max_frame_bytes,
+                            quote_filter=self._filter if self.config.client_side_filter else None, epoch=epoch)
         if isinstance(frame, RpcReply):
             self._on_reply(frame)
         elif isinstance(frame, QuoteRequest):
