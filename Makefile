@@ -54,8 +54,8 @@ migrate: venv stack ## apply dbmate migrations to the local stack
 topics: migrate ## create the Kafka topics (qlctl topics ensure)
 	. $(STACK_ENV) && $(VENV)/bin/qlctl topics ensure
 
-run: topics ## local stack + history-writer, then qlctl status
-	$(WITH_STACK) scripts/daemons.sh start history-writer
+run: topics ## local stack, venue simulators and every daemon, then qlctl status
+	$(WITH_STACK) scripts/daemons.sh start simulators all
 	. $(STACK_ENV) && $(VENV)/bin/qlctl status
 
 down: ## stop daemons and the local stack

@@ -3,7 +3,9 @@
 #
 #   scripts/daemons.sh start|stop|status NAME...|all
 #
-# NAME is a package under daemons/ (history-writer or history_writer);
+# NAME is a package under daemons/ (history-writer or history_writer), or
+# 'simulators' (every venue simulator in one process: python -m simulators,
+# writing $QL_STACK_DIR/sim/env, which daemons started after it source too);
 # 'all' = every daemons/<pkg>/__main__.py except core.
 # start   .venv/bin/python -m daemons.<pkg> with $QL_STACK_DIR/env sourced and
 #         QL_CONTROL_DIR=$QL_STACK_DIR/run; log $QL_STACK_DIR/logs/NAME.log,
@@ -45,12 +47,16 @@ pid_alive() {
     [[ "${st:0:1}" != Z ]]
 }
 
+module_of() { # module_of NAME: the python -m module that runs it
+    if [[ "$1" == simulators ]]; then echo simulators; else echo "daemons.${1//-/_}"; fi
+}
+
 daemon_pid() { # daemon_pid NAME: live pid of our daemon, else fail (drops stale pid files)
     local name="$1" f="$RUN_DIR/$1.pid" pid
     [[ -f "$f" ]] || return 1
     pid="$(cat "$f" 2>/dev/null || true)"
     if pid_alive "$pid" \
-       && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-m daemons.${name//-/_}"; then
+       && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE -- "-m $(module_of "$name")( |\$)"; then
         echo "$pid"; return 0
     fi
     pid_alive "$pid" || rm -f "$f"   # stale; a live foreign pid is just ignored
@@ -58,8 +64,13 @@ daemon_pid() { # daemon_pid NAME: live pid of our daemon, else fail (drops stale
 }
 
 start_one() {
-    local name="$1" pkg="${1//-/_}" pid log i off
-    [[ -f "$REPO/daemons/$pkg/__main__.py" ]] || die "no such daemon: $name (daemons/$pkg/__main__.py missing)"
+    local name="$1" pkg="${1//-/_}" pid log i off args=()
+    if [[ "$name" == simulators ]]; then
+        args=(--dir "$STACK_DIR/sim")
+        rm -f "$STACK_DIR/sim/env"   # a fresh one says the simulators are listening
+    else
+        [[ -f "$REPO/daemons/$pkg/__main__.py" ]] || die "no such daemon: $name (daemons/$pkg/__main__.py missing)"
+    fi
     if pid="$(daemon_pid "$name")"; then
         echo "$name: already running (pid $pid)"
         return 0
@@ -72,10 +83,12 @@ start_one() {
     off="$(stat -c %s "$log")"
     # env file sourced in the child; the child writes its own pid, then execs
     # shellcheck disable=SC2016
+    # (the simulators' env, when they run, points the daemons at them)
     (cd "$REPO" && QL_CONTROL_DIR="$RUN_DIR" exec setsid bash -c '
-        set -e; . "$1"; export QL_CONTROL_DIR; echo $$ >"$2"; shift 2; exec "$@"' \
-        daemon "$STACK_DIR/env" "$RUN_DIR/$name.pid" "$PYTHON" -m "daemons.$pkg") \
-        </dev/null >>"$log" 2>&1 &
+        set -e; . "$1"; if [ -f "$2" ]; then . "$2"; fi; export QL_CONTROL_DIR; echo $$ >"$3"; shift 3
+        exec "$@"' \
+        daemon "$STACK_DIR/env" "$STACK_DIR/sim/env" "$RUN_DIR/$name.pid" "$PYTHON" -m "$(module_of "$name")" \
+        "${args[@]+"${args[@]}"}") </dev/null >>"$log" 2>&1 &
     for ((i = 0; i < 40; i++)); do [[ -s "$RUN_DIR/$name.pid" ]] && break; sleep 0.05; done
     # catch an immediate crash (import error, bad config) right here
     sleep 1
@@ -84,6 +97,10 @@ start_one() {
         tail -c "+$((off + 1))" "$log" | tail -n 30 >&2
         echo "----" >&2
         die "$name exited right after start (log: $log)"
+    fi
+    if [[ "$name" == simulators ]]; then
+        for ((i = 0; i < 100; i++)); do [[ -s "$STACK_DIR/sim/env" ]] && break; sleep 0.1; done
+        [[ -s "$STACK_DIR/sim/env" ]] || die "simulators did not write $STACK_DIR/sim/env (log: $log)"
     fi
     echo "$name: started (pid $pid, log $log)"
 }

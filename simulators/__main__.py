@@ -1,0 +1,98 @@
+"""`python -m simulators`: every venue simulator in one process, for the local stack.
+
+One simulated `intents.near` (`VerifierState`) backs the relay, the NEAR RPC and the POA bridge,
+so a deposit credited by the bridge is a balance the RPC reports and the relay settles against.
+Ports are consecutive from `--base-port`. The runner writes, into `--dir`:
+
+- `relay.jwt` (mode 0600): a token generated for this run, which the relay simulator requires;
+- `env`: `export QL_...` lines pointing every daemon at the simulators.
+
+It runs until SIGTERM/SIGINT. Test infrastructure only: no daemon imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from daemons.core.assets import EURE_ID, NBTC_ID
+from simulators.coingecko import CoinGeckoSimulator
+from simulators.kraken import KrakenSimulator
+from simulators.near_rpc import NearRpcSimulator
+from simulators.poa_bridge import PoaBridgeSimulator
+from simulators.relay import RelaySimConfig, RelaySimulator
+from simulators.verifier import VerifierState
+
+ORDER = ("relay", "near_rpc", "poa_bridge", "kraken", "coingecko")
+
+
+def env_lines(urls: dict[str, str], jwt_file: Path) -> list[str]:
+    return [
+        f"export QL_RELAY_WS_URL={urls['relay'].replace('http://', 'ws://')}/ws",
+        f"export QL_RELAY_RPC_URL={urls['relay']}/rpc",
+        f"export QL_RELAY_JWT_FILE={jwt_file}",
+        f"export QL_NEAR_RPC_URL={urls['near_rpc']}",
+        f"export QL_POA_BRIDGE_URL={urls['poa_bridge']}/rpc",
+        f"export QL_KRAKEN_WS_URL={urls['kraken'].replace('http://', 'ws://')}/v2",
+        f"export QL_COINGECKO_URL={urls['coingecko']}/api/v3",
+    ]
+
+
+async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    jwt = secrets.token_urlsafe(32)
+    jwt_file = directory / "relay.jwt"
+    fd = os.open(jwt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(jwt)
+    os.chmod(jwt_file, 0o600)
+
+    verifier = VerifierState()
+    sims = {
+        "relay": RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port),
+        "near_rpc": NearRpcSimulator(verifier, host, base_port + 1),
+        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2),
+        "kraken": KrakenSimulator(host, base_port + 3),
+        "coingecko": CoinGeckoSimulator(host, base_port + 4),
+    }
+    urls = {}
+    for name in ORDER:
+        urls[name] = await sims[name].start()
+    env_file = directory / "env"
+    env_file.write_text("# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file)) + "\n")
+    for name in ORDER:
+        print(f"{name:<11} {urls[name]}", flush=True)
+    print(f"env         {env_file}", flush=True)
+    if quote_rate > 0:
+        # a steady stream of swap demand on the active pair (both directions, exact-in and
+        # exact-out, with some other pairs, repeats and malformed frames mixed in)
+        btc = os.environ.get("QL_BTC_ASSET_ID", NBTC_ID)
+        sims["relay"].start_scenario(count=10**9, rate_per_s=quote_rate, pairs=[[btc, EURE_ID]],
+                                     malformed_ratio=0.01, repeat_ratio=0.02)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for name in reversed(ORDER):
+        await sims[name].stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, required=True, help="where to write relay.jwt and env")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--base-port", type=int, default=18080)
+    parser.add_argument("--quote-rate", type=float, default=1.0, help="quote requests per second (0: none)")
+    args = parser.parse_args()
+    asyncio.run(run(args.dir, args.host, args.base_port, args.quote_rate))
+
+
+if __name__ == "__main__":
+    main()
