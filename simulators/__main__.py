@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 from pathlib import Path
 
 from daemons.core.assets import EURE_ID, NBTC_ID
+from simulators.base import until_signalled
 from simulators.coingecko import CoinGeckoSimulator
 from simulators.kraken import KrakenSimulator
 from simulators.near_rpc import NearRpcSimulator
@@ -74,11 +74,7 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
         sims["relay"].start_scenario(count=10**9, rate_per_s=quote_rate, pairs=[[btc, EURE_ID]],
                                      malformed_ratio=0.01, repeat_ratio=0.02)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     for name in reversed(ORDER):
         await sims[name].stop()
 

@@ -8,7 +8,10 @@ A simulator subclasses `SimServer`, adds its venue routes in `venue_routes()` an
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
+from collections.abc import Callable, Sequence
 from collections import defaultdict
 from typing import Any
 
@@ -123,3 +126,23 @@ class SimServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+async def until_signalled() -> None:
+    """Wait for SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve_standalone(sims: Sequence[SimServer], banner: Callable[[list[str]], str]) -> None:
+    """Start `sims`, print the banner built from their base URLs, run until signalled, stop."""
+    urls = [await sim.start() for sim in sims]
+    print(banner(urls), flush=True)
+    try:
+        await until_signalled()
+    finally:
+        for sim in reversed(sims):
+            await sim.stop()

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from simulators.base import SimServer
+from simulators.base import SimServer, serve_standalone
 
 KEY_HEADERS = {"demo": "x-cg-demo-api-key", "pro": "x-cg-pro-api-key"}
 KEY_PARAMS = {"demo": "x_cg_demo_api_key", "pro": "x_cg_pro_api_key"}
@@ -291,12 +291,7 @@ async def _serve(args: argparse.Namespace) -> None:
     sim = CoinGeckoSimulator(
         args.host, args.port, api_key=args.api_key, plan=args.plan, cache_s=args.cache_s, seed=args.seed
     )
-    base = await sim.start()
-    print(f"coingecko simulator: {base}/api/v3 (control {base}/_sim/)", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
+    await serve_standalone([sim], lambda u: f"coingecko simulator: {u[0]}/api/v3 (control {u[0]}/_sim/)")
 
 
 def main(argv: list[str] | None = None) -> None:

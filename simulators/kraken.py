@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from simulators.base import SimServer
+from simulators.base import SimServer, serve_standalone
 
 TICK = Decimal("0.1")
 QTY_PLACES = Decimal("0.00000001")
@@ -451,12 +451,9 @@ async def _serve(args: argparse.Namespace) -> None:
         tick_interval_s=args.tick_interval,
         seed=args.seed,
     )
-    base = await sim.start()
-    print(f"kraken simulator: {base.replace('http', 'ws', 1)}/v2 (control {base}/_sim/)", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await sim.stop()
+    await serve_standalone(
+        [sim], lambda u: f"kraken simulator: {u[0].replace('http', 'ws', 1)}/v2 (control {u[0]}/_sim/)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

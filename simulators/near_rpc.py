@@ -22,14 +22,13 @@ import asyncio
 import base64
 import hashlib
 import json
-import signal
 from collections.abc import Callable
 from typing import Any
 
 import base58
 from aiohttp import web
 
-from simulators.base import SimServer
+from simulators.base import SimServer, serve_standalone
 from simulators.verifier import VerifierError, VerifierState
 
 GENESIS_HEIGHT = 150_000_000
@@ -253,16 +252,10 @@ def _validation_error(rid: Any, cause: str, info: dict[str, Any], code: int, mes
 
 async def _serve(host: str, port: int, state: VerifierState) -> None:
     sim = NearRpcSimulator(state, host=host, port=port)
-    url = await sim.start()
-    print(f"near-rpc simulator listening on {url} (contract {state.contract_id}, salt {state.current_salt()})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve_standalone(
+        [sim],
+        lambda u: f"near-rpc simulator listening on {u[0]} (contract {state.contract_id}, salt {state.current_salt()})",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import itertools
 import json
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,7 +50,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from simulators.base import SimServer
+from simulators.base import SimServer, serve_standalone
 
 Credit = Callable[[str, str, int], None]
 DepositOutcome = Literal["credit", "fail", "never_credit"]
@@ -710,16 +709,7 @@ def _no_credit(account_id: str, token_id: str, amount: int) -> None:
 
 async def _serve(host: str, port: int) -> None:
     sim = PoaBridgeSimulator(_no_credit, host, port)
-    url = await sim.start()
-    print(f"poa-bridge simulator on {url} (POST /rpc)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve_standalone([sim], lambda u: f"poa-bridge simulator on {u[0]} (POST /rpc)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,6 @@ import asyncio
 import itertools
 import json
 import random
-import signal
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 
 from daemons.venues.near_intents.nep413 import MalformedPayload, quote_hash, signed_data_digest
-from simulators.base import SimServer
+from simulators.base import SimServer, serve_standalone
 from simulators.verifier import CheckedAnswer, Settlement, VerifierError, VerifierState, gross_up, token_fee_pips
 
 PickRule = Literal["best", "first", "none"]
@@ -858,16 +857,7 @@ class RelaySimulator(SimServer):
 
 async def _serve(host: str, port: int, config: RelaySimConfig) -> None:
     sim = RelaySimulator(VerifierState(), config, host, port)
-    url = await sim.start()
-    print(f"relay simulator on {url} (WS {sim.ws_url}, RPC POST {sim.rpc_url})", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve_standalone([sim], lambda u: f"relay simulator on {u[0]} (WS {sim.ws_url}, RPC POST {sim.rpc_url})")
 
 
 def main(argv: list[str] | None = None) -> None:
