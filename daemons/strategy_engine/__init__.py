@@ -1,0 +1,1 @@
+"""strategy-engine daemon: price every request, gate it, decide, command only when armed."""
