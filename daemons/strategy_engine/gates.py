@@ -1,0 +1,179 @@
+"""The decision pipeline: a fixed sequence of pure gates, each returning a typed reason.
+
+The order is the issue's (seed section 6): paused · pair not active · repeated quote id ·
+request older than the answer window · `min_deadline_ms` beyond the longest exposure · no price ·
+price stale · price not decisionable · edge below threshold · notional below minimum or above
+cap · no inventory · inventory stale · insufficient spendable inventory of the asset given
+(spendable = credited − reserved for live answers − buffer), or its own reason when a pending
+deposit would cover it · audit history impaired (strict mode) · disarmed. The first gate that
+fails names the decision's reason; a request that passes them all is `EXECUTE`. Nothing here
+does I/O: the service hands in views of its latest inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from daemons.core.assets import ActivePair
+from daemons.core.events import SwapDemand
+from daemons.strategy_engine.pricing import Candidate, PricingError, price
+
+
+class Reason(StrEnum):
+    EXECUTE = "EXECUTE"
+    PAUSED = "PAUSED"
+    PAIR_NOT_ACTIVE = "PAIR_NOT_ACTIVE"
+    REPEATED_QUOTE_ID = "REPEATED_QUOTE_ID"
+    REQUEST_TOO_OLD = "REQUEST_TOO_OLD"
+    DEADLINE_TOO_LONG = "DEADLINE_TOO_LONG"
+    NO_PRICE = "NO_PRICE"
+    PRICE_STALE = "PRICE_STALE"
+    PRICE_NOT_DECISIONABLE = "PRICE_NOT_DECISIONABLE"
+    UNPRICEABLE = "UNPRICEABLE"
+    EDGE_BELOW_THRESHOLD = "EDGE_BELOW_THRESHOLD"
+    NOTIONAL_BELOW_MIN = "NOTIONAL_BELOW_MIN"
+    NOTIONAL_ABOVE_CAP = "NOTIONAL_ABOVE_CAP"
+    NO_INVENTORY = "NO_INVENTORY"
+    INVENTORY_STALE = "INVENTORY_STALE"
+    INSUFFICIENT_INVENTORY = "INSUFFICIENT_INVENTORY"
+    PENDING_DEPOSIT_NOT_CREDITED = "PENDING_DEPOSIT_NOT_CREDITED"
+    AUDIT_IMPAIRED = "AUDIT_IMPAIRED"
+    DISARMED = "DISARMED"
+
+
+@dataclass(frozen=True)
+class PriceView:
+    """The latest reference price as the strategy uses it."""
+
+    event_id: str
+    fair_rate_buy_btc: Decimal
+    fair_rate_sell_btc: Decimal
+    age_ms: int  # at decision time
+    decisionable: bool
+    not_decisionable_reason: str | None = None
+    source: str | None = None
+    fallback_used: bool = False
+    eure_eur_rate: Decimal = Decimal(1)
+    eure_basis: str = "assumed_1_to_1"
+
+    def fair_rate(self, direction: str) -> Decimal:
+        return self.fair_rate_sell_btc if direction == "SELL_BTC" else self.fair_rate_buy_btc
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    """The latest inventory snapshot: credited (spendable) and pending per asset."""
+
+    inventory_id: str
+    credited: dict[str, int]
+    pending_in: dict[str, int]
+    age_ms: int  # at decision time
+    stale: bool
+
+
+@dataclass(frozen=True)
+class Limits:
+    threshold_pct: Decimal = Decimal("2.0")
+    target_edge_pct: Decimal = Decimal("2.5")
+    answer_window_ms: int = 2000
+    max_deadline_ms: int = 120_000
+    min_notional_eure: Decimal = Decimal("1")
+    max_notional_eure: Decimal = Decimal("5")
+    price_max_age_ms: int = 5_000
+    inventory_max_age_ms: int = 30_000
+    buffer: dict[str, int] = field(default_factory=dict)  # base units kept back per asset
+
+
+@dataclass(frozen=True)
+class Context:
+    demand: SwapDemand
+    now: datetime
+    pair: ActivePair
+    limits: Limits
+    paused: bool
+    armed: bool
+    repeat: bool
+    price: PriceView | None
+    inventory: InventoryView | None
+    reserved: dict[str, int]
+    audit_impaired: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: Reason
+    candidate: Candidate | None = None
+    # the inventory figures behind the verdict for the asset quoteloop would give
+    give_asset: str | None = None
+    credited: int | None = None
+    reserved: int | None = None
+    buffer: int | None = None
+    pending_in: int | None = None
+    detail: str | None = None
+
+    @property
+    def execute(self) -> bool:
+        return self.reason is Reason.EXECUTE
+
+    @property
+    def spendable(self) -> int | None:
+        if self.credited is None:
+            return None
+        return self.credited - (self.reserved or 0) - (self.buffer or 0)
+
+
+def decide(ctx: Context) -> Verdict:
+    d, lim = ctx.demand, ctx.limits
+    if ctx.paused:
+        return Verdict(Reason.PAUSED)
+    if ctx.pair.direction_of(d.asset_in, d.asset_out) != d.direction:
+        return Verdict(Reason.PAIR_NOT_ACTIVE)
+    if ctx.repeat:
+        return Verdict(Reason.REPEATED_QUOTE_ID)
+    age_ms = (ctx.now - d.received_at).total_seconds() * 1000
+    if age_ms > lim.answer_window_ms:
+        return Verdict(Reason.REQUEST_TOO_OLD, detail=f"{age_ms:.0f} ms > {lim.answer_window_ms} ms")
+    if d.min_deadline_ms > lim.max_deadline_ms:
+        return Verdict(Reason.DEADLINE_TOO_LONG, detail=f"{d.min_deadline_ms} ms > {lim.max_deadline_ms} ms")
+    p = ctx.price
+    if p is None:
+        return Verdict(Reason.NO_PRICE)
+    if p.age_ms > lim.price_max_age_ms:
+        return Verdict(Reason.PRICE_STALE, detail=f"{p.age_ms} ms > {lim.price_max_age_ms} ms")
+    if not p.decisionable:
+        return Verdict(Reason.PRICE_NOT_DECISIONABLE, detail=p.not_decisionable_reason)
+    btc_id, eure_id = ctx.pair.btc.asset_id, ctx.pair.eure.asset_id
+    try:
+        cand = price(direction=d.direction, fixed_side=d.fixed_side, fixed_amount=d.fixed_amount,
+                     btc_decimals=ctx.pair.decimals(btc_id), eure_decimals=ctx.pair.decimals(eure_id),
+                     fair_rate=p.fair_rate(d.direction), target_edge_pct=lim.target_edge_pct)
+    except PricingError as exc:
+        return Verdict(Reason.UNPRICEABLE, detail=str(exc))
+    if cand.gross_edge_pct < lim.threshold_pct:
+        return Verdict(Reason.EDGE_BELOW_THRESHOLD, cand)
+    if cand.notional_eure < lim.min_notional_eure:
+        return Verdict(Reason.NOTIONAL_BELOW_MIN, cand)
+    if cand.notional_eure > lim.max_notional_eure:
+        return Verdict(Reason.NOTIONAL_ABOVE_CAP, cand)
+    inv = ctx.inventory
+    if inv is None:
+        return Verdict(Reason.NO_INVENTORY, cand)
+    give = d.asset_out
+    figures = dict(give_asset=give, credited=inv.credited.get(give, 0), reserved=ctx.reserved.get(give, 0),
+                   buffer=lim.buffer.get(give, 0), pending_in=inv.pending_in.get(give, 0))
+    if inv.stale or inv.age_ms > lim.inventory_max_age_ms:
+        return Verdict(Reason.INVENTORY_STALE, cand, **figures)
+    verdict = Verdict(Reason.EXECUTE, cand, **figures)
+    spendable = verdict.spendable or 0
+    if spendable < cand.amount_out:
+        if spendable + figures["pending_in"] >= cand.amount_out:
+            return Verdict(Reason.PENDING_DEPOSIT_NOT_CREDITED, cand, **figures)
+        return Verdict(Reason.INSUFFICIENT_INVENTORY, cand, **figures)
+    if ctx.audit_impaired:
+        return Verdict(Reason.AUDIT_IMPAIRED, cand, **figures)
+    if not ctx.armed:
+        return Verdict(Reason.DISARMED, cand, **figures)
+    return verdict
