@@ -127,6 +127,13 @@ class EventConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(tp, offset)
 
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for `tp`, or None when it never committed one."""
+        return await self._consumer.committed(tp)
+
+    async def end_offset(self, tp: TopicPartition) -> int:
+        return int((await self._consumer.end_offsets([tp]))[tp])
+
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 

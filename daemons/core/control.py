@@ -267,3 +267,20 @@ def read_token(path: Path | None) -> str | None:
     if not token:
         raise ValueError(f"control token file {path} is empty")
     return token
+
+
+async def probe_health(control_dir: Path, service: str, timeout_s: float = 1.0) -> tuple[bool, str | None]:
+    """Ask another daemon's `/healthz` over its socket: (healthy, why not)."""
+    import aiohttp
+
+    path = socket_path(control_dir, service)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)),
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+            async with session.get(f"http://{service}/healthz") as resp:
+                body = await resp.json(content_type=None)
+                if resp.status == 200:
+                    return True, None
+                return False, "; ".join(body.get("reasons", [])) or f"HTTP {resp.status}"
+    except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return False, f"{service} not reachable: {exc.__class__.__name__}"

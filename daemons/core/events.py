@@ -118,61 +118,170 @@ class SwapDemand(_Model):
 
 
 class MarketPrice(_Model):
-    """`ref.market_price`: the fair BTC/EURe rates per direction and the sources behind them.
+    """`ref.market_price`: the fair BTC/EURe rate per direction, both sources behind it and their
+    health. Published on every change and at a steady interval, so the event itself says how
+    fresh the price is.
 
-    Rates are EURe per BTC. `fair_rate_buy_btc` is what BTC received is worth (Kraken best bid),
-    `fair_rate_sell_btc` what BTC given costs (best ask); see architecture "Prices and edge".
+    Fair rates are EURe per BTC (architecture "Prices and edge"): `fair_rate_buy_btc` is what BTC
+    received is worth (Kraken best bid), `fair_rate_sell_btc` what BTC given costs (best ask),
+    `fair_rate_mid` between; each is the EUR price divided by `eure_eur_rate`, rounded in
+    quoteloop's favour. On the CoinGecko fallback (`fallback_used`) the single aggregate price is
+    widened by a configured half-spread. `source`, the fair rates, `source_time` and
+    `freshness_ms` are null when no source is usable. Act only when `decisionable`;
+    `status_reason` says why not (`BOTH_STALE`, `FALLBACK_DISABLED`, `SOURCE_CONFLICT`,
+    `EURE_EUR_OUT_OF_TOLERANCE`). `bid`/`ask`/`mid` are Kraken's own EUR quotes; ages are
+    measured from our receive time (Kraken) or CoinGecko's `last_updated_at`.
     """
 
-    source: Literal["kraken", "coingecko"]
+    # the fair rate and where it came from
+    source: Literal["kraken", "coingecko"] | None
     fallback_used: bool
-    bid: Dec | None
-    ask: Dec | None
-    mid: Dec
-    fair_rate_buy_btc: Dec
-    fair_rate_sell_btc: Dec
-    source_time: AwareDatetime
-    freshness_ms: int = Field(ge=0)
+    fair_rate_buy_btc: Dec | None
+    fair_rate_sell_btc: Dec | None
+    fair_rate_mid: Dec | None = None
+    source_time: AwareDatetime | None
+    freshness_ms: int | None = Field(ge=0)
+    # EURe/EUR basis: the rate applied, how it was established, and what CoinGecko said
     eure_eur_rate: Dec
     eure_basis: Literal["assumed_1_to_1", "sanity_checked"]
-    cross_check_price: Dec | None = None
+    eure_state: Literal["ok", "no_data", "stale", "out_of_tolerance"] = "no_data"
+    eure_eur_observed: Dec | None = None
+    eure_eur_observed_age_ms: int | None = Field(default=None, ge=0)
+    # Kraken BTC/EUR (primary): latest valid top of book
+    bid: Dec | None
+    ask: Dec | None
+    mid: Dec | None
+    kraken_source_time: AwareDatetime | None = None
+    kraken_age_ms: int | None = Field(default=None, ge=0)
+    kraken_fresh: bool = False
+    # ok | no_data | stale | disconnected | system_<status> | subscription_rejected | data_stale
+    kraken_state: str = "no_data"
+    # CoinGecko BTC/EUR (fallback and cross-check)
+    coingecko_price: Dec | None = None
+    coingecko_last_updated_at: AwareDatetime | None = None
+    coingecko_age_ms: int | None = Field(default=None, ge=0)
+    coingecko_fresh: bool = False
+    coingecko_state: Literal["ok", "no_data", "stale"] = "no_data"
+    coingecko_poll_error: str | None = None  # kind of the latest poll's failure, null after a success
+    # cross-check: |kraken mid - coingecko| / coingecko, in percent, when both are fresh
     cross_check_divergence_pct: Dec | None = None
+    source_conflict: bool = False
     decisionable: bool
-    status_reason: str | None = None
+    status_reason: Literal["BOTH_STALE", "FALLBACK_DISABLED", "SOURCE_CONFLICT", "EURE_EUR_OUT_OF_TOLERANCE"] | None = (
+        None
+    )
+
+
+class PendingMovement(_Model):
+    """One treasury movement still under way: funding on its way in (a liquidity action, or a
+    deposit the POA bridge shows before it is credited) or a withdrawal on its way out. Reported
+    so it is visible; never counted as spendable."""
+
+    direction: Literal["in", "out"]
+    asset_id: str | None
+    amount: U128 | None
+    source: Literal["liquidity_action", "bridge"]
+    status: str  # the action's latest status, or the bridge's deposit status verbatim
+    liquidity_action_id: str | None = None
+    chain: str | None = None
+    tx_hash: str | None = None
 
 
 class AssetInventory(_Model):
+    """One asset of the pair. `spendable` = `credited` − `reserved_out`: the verifier's credited
+    balance less pending withdrawals whose burn has not settled yet (they are still inside the
+    credited balance but already committed to leave). Pending inbound funding is never in it."""
+
     asset_id: str
     decimals: int = Field(ge=0, le=38)
-    spendable: U128  # credited inside the verifier, nothing else
+    spendable: U128
+    credited: U128 | None = None  # `mt_batch_balance_of` for the signer account, as read
+    reserved_out: U128 = 0
     pending_in: U128 = 0
-    pending_out: U128 = 0
+    pending_out: U128 = 0  # every pending withdrawal, burned or not
+
+
+ReconciliationStatus = Literal["awaiting_credit", "ok", "credited_lower_than_expected", "inconclusive"]
 
 
 class Reconciliation(_Model):
+    """A funding action's credit checked against the credited balance.
+
+    `baseline` is the credited balance read while the deposit was still uncredited, `credited`
+    the balance read after the credit; `expected` = `baseline` + every credit known to have
+    landed between the two readings (`window_action_ids`; this action's `amount` among them).
+    `credited` < `expected` is `credited_lower_than_expected` with the `shortfall`. When other
+    balance movements (our own settled trades, a withdrawal, a credit of unknown timing) fall in
+    the window, the figures cannot be attributed: `inconclusive`, with the `reason`.
+    """
+
     asset_id: str
-    status: Literal["ok", "credited_lower_than_expected", "awaiting_credit"]
+    status: ReconciliationStatus
+    liquidity_action_id: str | None = None
+    tx_hash: str | None = None
+    amount: U128 | None = None
+    baseline: U128 | None = None
     expected: U128 | None = None
     credited: U128 | None = None
-    liquidity_action_id: str | None = None
+    shortfall: U128 | None = None
+    window_action_ids: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    resolved_at: AwareDatetime | None = None
 
 
 class IntentInventory(_Model):
-    """`state.intent_inventory`: credited (spendable) balances apart from pending movements."""
+    """`state.intent_inventory`: credited (spendable) balances apart from pending movements.
+
+    Published after every successful sync and whenever staleness changes. `inventory_id` is
+    unique per published snapshot (decisions cite it); `sync_id` names the verifier reading the
+    balances come from, so a stale re-publication of the same reading keeps its `sync_id`.
+    `age_ms` is the reading's age at publication (null when there has been no reading): consumers
+    refuse a snapshot that is `stale` or too old by their own bound. `assets` is empty only when
+    there has never been a successful reading: balances are never invented. `pending_complete`
+    is false while the liquidity history is still being read or the bridge could not be asked.
+    """
 
     inventory_id: str
     account_id: str
     assets: list[AssetInventory]
     synced_at: AwareDatetime | None
     block_height: int | None = None
-    age_ms: int = Field(ge=0)
+    age_ms: int | None = Field(ge=0)
     stale: bool
+    stale_since: AwareDatetime | None = None
     stale_reason: str | None = None
+    freshness_bound_ms: int | None = Field(default=None, ge=1)
+    sync_id: str | None = None
+    trigger: Literal[
+        "startup", "interval", "refresh", "trade_settled", "liquidity_action", "credit_observed",
+        "history_caught_up", "resume", "staleness_change",
+    ] | None = None
+    pending_complete: bool = True
+    pending: list[PendingMovement] = Field(default_factory=list)
+    reconciliation_status: ReconciliationStatus = "ok"
     reconciliation: list[Reconciliation] = Field(default_factory=list)
 
 
 class LiquidityAction(_Model):
-    """`ops.liquidity_action`: one treasury action and its current status."""
+    """`ops.liquidity_action`: one treasury action and its current status.
+
+    Each transition is a new event with the same `liquidity_action_id`. Per kind:
+
+    - `deposit_address`: requested → issued (`address`) | failed; refused for an unsupported
+      asset or chain.
+    - `funding`: requested → notified → pending (the bridge sees the deposit) → credited; delayed
+      (past the credit bound, still pending); failed (the bridge says FAILED; its operators may
+      still complete it, so credited can follow); duplicate (the same chain and tx hash was
+      already recorded: `duplicate_of`); refused. `amount` is what the operator recorded,
+      `credited_amount` what the bridge credited; `tx_hash` is the external chain transaction,
+      `address` the deposit address.
+    - `withdrawal`: requested → issued (the signed `ft_withdraw` intent was published:
+      `intent_hash`) → pending (the burn settled on NEAR: `tx_hash`) → completed
+      (`transfer_tx_hash` on the destination chain) | failed; delayed past the bound; refused
+      (frozen, unsupported, unknown destination). `amount` is what leaves the intents account
+      (`net_amount` + the bridge `fee`); `address` is the destination.
+    - `freeze` / `unfreeze`: frozen / unfrozen, with `operator` and `reason`.
+    """
 
     liquidity_action_id: str
     kind: Literal["deposit_address", "funding", "withdrawal", "freeze", "unfreeze"]
@@ -188,10 +297,24 @@ class LiquidityAction(_Model):
     wallet_label: str | None = None
     reason: str | None = None
     operator: str | None = None
+    net_amount: U128 | None = None
+    fee: U128 | None = None
+    credited_amount: U128 | None = None
+    intent_hash: str | None = None
+    transfer_tx_hash: str | None = None
+    # the venue's own status word behind this transition (POA bridge or relay), verbatim
+    venue_status: str | None = None
+    duplicate_of: str | None = None
 
 
 class TradeDecision(_Model):
-    """`decision.trade_decision`: the strategy's auditable verdict on one quote request."""
+    """`decision.trade_decision`: the strategy's auditable verdict on one quote request.
+
+    Made for every request, answered or skipped: `decision_reason` is the first gate that failed
+    (`EXECUTE` when all passed; `DISARMED` when only the arm state stopped it). The price and
+    inventory behind it are named by id and copied in the figures used; `request_received_at`
+    and `decided_at` are the stage timestamps.
+    """
 
     decision_id: str
     quote_id: str
@@ -199,10 +322,12 @@ class TradeDecision(_Model):
     direction: Direction | None
     decision: Literal["execute", "reject"]
     decision_reason: str
+    decision_detail: str | None = None
     implied_rate: Dec | None = None
     reference_rate: Dec | None = None
     gross_edge_pct: Dec | None = None
     threshold_pct: Dec
+    target_edge_pct: Dec | None = None
     price_freshness_ms: int | None = None
     price_event_id: uuid.UUID | None = None
     price_source: str | None = None
@@ -210,12 +335,16 @@ class TradeDecision(_Model):
     eure_eur_rate: Dec | None = None
     eure_basis: str | None = None
     inventory_snapshot_id: str | None = None
+    # the figures used for the asset quoteloop would give: credited, reserved, buffer, pending
     inventory_snapshot: dict[str, Any] | None = None
+    fixed_side: FixedSide | None = None
     amount_in: U128 | None = None
     amount_out: U128 | None = None
     notional_eure: Dec | None = None
     protocol_fee_pips: int | None = None
     armed: bool
+    request_received_at: AwareDatetime | None = None
+    decided_at: AwareDatetime | None = None
 
 
 class ExecuteTrade(_Model):
@@ -231,11 +360,33 @@ class ExecuteTrade(_Model):
     amount_out: U128
     fixed_side: FixedSide
     min_deadline_ms: int = Field(ge=0)
+    request_received_at: AwareDatetime | None = None
+    # the answer must leave quoteloop before this (the request's receive time + answer window)
     answer_by: AwareDatetime
 
 
 class TradeResult(_Model):
-    """`exec.trade_result`: what happened to a command, each state change one event."""
+    """`exec.trade_result`: what happened to a command, each state change one event.
+
+    The trade-executor publishes one for every command it was given, whatever happened, built
+    from its ledger row (so a republished result is the same record):
+
+    - `refused`: refused before anything was signed (`reason_code` names the gate: `paused`,
+      `disarmed`, `answer_by_passed`, `inventory_stale`, `insufficient_inventory`, ...).
+    - `acknowledged`: the relay answered OK to the signed `quote_response`; the answer is live
+      until `deadline` (its `amount_out` stays reserved).
+    - `rejected`: the relay refused the answer; `reason` is the venue's text verbatim.
+    - `uncertain`: the answer went out and no answer came in time (or the executor restarted
+      after signing): never assumed failed, resolved later by `quote_status` or `is_nonce_used`.
+    - `settled`: a `quote_status` (`intent_hash`, `tx_hash`) or the verifier's `is_nonce_used`
+      (`resolved_by`) says the answer was used. `expired`: its deadline passed and the nonce is
+      unused.
+
+    `execution_id` is the same for every result of one command. Stage times: the command
+    received, the answer signed, sent, and the venue's answer; `resolved_at` for settled/expired.
+    `inventory_id`, `spendable_at_check` and `reserved_at_check` are the executor's own late
+    inventory check of the asset it gives (`asset_out`).
+    """
 
     execution_id: str
     command_id: str
@@ -243,12 +394,29 @@ class TradeResult(_Model):
     decision_id: str | None = None
     status: Literal["refused", "acknowledged", "rejected", "uncertain", "settled", "expired"]
     reason: str | None = None
+    reason_code: str | None = None
     venue_response: Any = None
     quote_hash: str | None = None
     intent_hash: str | None = None
     tx_hash: str | None = None
     nonce: str | None = None
     deadline: AwareDatetime | None = None
+    direction: Direction | None = None
+    asset_in: str | None = None  # quoteloop receives it
+    asset_out: str | None = None  # quoteloop gives it
+    amount_in: U128 | None = None
+    amount_out: U128 | None = None
+    signer_id: str | None = None
+    command_received_at: AwareDatetime | None = None
+    signed_at: AwareDatetime | None = None
+    sent_at: AwareDatetime | None = None
+    venue_answered_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+    resolved_by: Literal["quote_status", "is_nonce_used"] | None = None
+    cancel_requested_at: AwareDatetime | None = None
+    inventory_id: str | None = None
+    spendable_at_check: U128 | None = None
+    reserved_at_check: U128 | None = None
 
 
 # --- topics -----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ for BTC.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Literal
 
 from daemons.core.assets import ActivePair
@@ -16,23 +15,6 @@ from daemons.core.events import SwapDemand
 from daemons.venues.near_intents.relay_ws import QuoteRequest
 
 Classification = Literal["active_pair", "other_pair"]
-
-
-class RepeatTracker:
-    """Remembers the last `capacity` quote ids; a repeat is marked, never dropped."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self.capacity = capacity
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def seen_before(self, quote_id: str) -> bool:
-        if quote_id in self._seen:
-            self._seen.move_to_end(quote_id)
-            return True
-        self._seen[quote_id] = None
-        if len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-        return False
 
 
 def classify(pair: ActivePair, quote: QuoteRequest) -> Classification:

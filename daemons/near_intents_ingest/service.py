@@ -27,7 +27,8 @@ from daemons.core.events import Envelope, RawQuote, new_event, now_utc
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.settings import CoreSettings
-from daemons.near_intents_ingest.classify import RepeatTracker, classify, swap_demand
+from daemons.core.repeats import RepeatTracker
+from daemons.near_intents_ingest.classify import classify, swap_demand
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
     Connected,

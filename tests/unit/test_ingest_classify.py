@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID, POA_BTC_ID, ActivePair
-from daemons.near_intents_ingest.classify import RepeatTracker, classify, swap_demand
+from daemons.core.repeats import RepeatTracker
+from daemons.near_intents_ingest.classify import classify, swap_demand
 from daemons.venues.near_intents.relay_ws import QuoteRequest
 
 PAIR = ActivePair(NBTC_ID)

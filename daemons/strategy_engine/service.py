@@ -1,0 +1,441 @@
+"""strategy-engine: join each request with the latest price and inventory, run the gates,
+publish a decision for every request and a command only when armed and every gate passes
+(seed section 6).
+
+Inputs are the latest `ref.market_price` and `state.intent_inventory` (read from the last event
+on start, so a restart decides at once) and `exec.trade_result` (to release reservations).
+Requests are read from where the group left off, or from the end for a new group: an old
+request can only be too old. Reservations for answers still live across a restart are rebuilt
+from the recent commands and results on the bus. Starts disarmed, always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ConfigDict, Field, model_validator
+
+from daemons.core.arming import ArmSwitch
+from daemons.core.assets import ActivePair
+from daemons.core.bus import Delivery, EventConsumer, EventProducer, next_offsets
+from daemons.core.control import Caller, ControlError, OperatorAction, Route, probe_health
+from daemons.core.repeats import RepeatTracker
+from daemons.core.events import (
+    Dec,
+    Envelope,
+    EventDecodeError,
+    ExecuteTrade,
+    IntentInventory,
+    MarketPrice,
+    SwapDemand,
+    TradeDecision,
+    TradeResult,
+    decode,
+    new_event,
+    now_utc,
+)
+from daemons.core.runtime import Service
+from daemons.core.settings import CoreSettings
+from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, Reason, Verdict, decide
+from daemons.strategy_engine.reservations import Reservations
+
+INPUT_TOPICS = ("norm.swap_demand", "ref.market_price", "state.intent_inventory", "exec.trade_result")
+LATEST_TOPICS = ("ref.market_price", "state.intent_inventory")
+MAX_THRESHOLD = Decimal(50)
+
+
+class StrategySettings(CoreSettings):
+    strategy_threshold_pct: Decimal = Field(default=Decimal("2.0"), gt=0, le=MAX_THRESHOLD)
+    strategy_target_edge_pct: Decimal = Field(default=Decimal("2.5"), gt=0, le=MAX_THRESHOLD)
+    strategy_answer_window_ms: int = Field(default=2000, ge=100, le=3000)
+    strategy_max_deadline_ms: int = Field(default=120_000, ge=1000)
+    strategy_min_notional_eure: Decimal = Field(default=Decimal("1"), ge=0)
+    # the seed: keep the first live cap tiny, a few EURe
+    strategy_max_notional_eure: Decimal = Field(default=Decimal("5"), gt=0)
+    strategy_price_max_age_ms: int = Field(default=5000, ge=1)
+    strategy_inventory_max_age_ms: int = Field(default=30_000, ge=1)
+    strategy_buffer_btc: int = Field(default=0, ge=0)  # base units never offered
+    strategy_buffer_eure: int = Field(default=0, ge=0)
+    # how long past min_deadline_ms an answer may live (the executor's margin): reservations last
+    strategy_answer_margin_ms: int = Field(default=10_000, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StrategySettings:
+        if self.strategy_target_edge_pct < self.strategy_threshold_pct:
+            raise ValueError("strategy_target_edge_pct must be >= strategy_threshold_pct")
+        if self.strategy_min_notional_eure > self.strategy_max_notional_eure:
+            raise ValueError("strategy_min_notional_eure must be <= strategy_max_notional_eure")
+        return self
+
+
+class ThresholdBody(OperatorAction):
+    model_config = ConfigDict(extra="forbid")
+    threshold_pct: Dec
+    target_edge_pct: Dec | None = None
+
+
+class LimitsBody(OperatorAction):
+    model_config = ConfigDict(extra="forbid")
+    min_notional_eure: Dec | None = None
+    max_notional_eure: Dec | None = None
+    answer_window_ms: int | None = Field(default=None, ge=100, le=3000)
+    max_deadline_ms: int | None = Field(default=None, ge=1000)
+    price_max_age_ms: int | None = Field(default=None, ge=1)
+    inventory_max_age_ms: int | None = Field(default=None, ge=1)
+
+
+def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
+    p = event.payload
+    if p.fair_rate_buy_btc is None or p.fair_rate_sell_btc is None or p.freshness_ms is None:
+        return PriceView(event_id=str(event.event_id), fair_rate_buy_btc=Decimal(0), fair_rate_sell_btc=Decimal(0),
+                         age_ms=0, decisionable=False, not_decisionable_reason=p.status_reason or "NO_FAIR_RATE")
+    # the event's own freshness plus the time it has spent since we received it
+    age = p.freshness_ms + max(0, int((now - event.observed_at).total_seconds() * 1000))
+    return PriceView(event_id=str(event.event_id), fair_rate_buy_btc=p.fair_rate_buy_btc,
+                     fair_rate_sell_btc=p.fair_rate_sell_btc, age_ms=age, decisionable=p.decisionable,
+                     not_decisionable_reason=p.status_reason, source=p.source, fallback_used=p.fallback_used,
+                     eure_eur_rate=p.eure_eur_rate, eure_basis=p.eure_basis)
+
+
+def inventory_view(event: Envelope[IntentInventory], now: datetime) -> InventoryView:
+    inv = event.payload
+    age = inv.age_ms + max(0, int((now - event.observed_at).total_seconds() * 1000))
+    return InventoryView(inventory_id=inv.inventory_id, credited={a.asset_id: a.spendable for a in inv.assets},
+                         pending_in={a.asset_id: a.pending_in for a in inv.assets}, age_ms=age, stale=inv.stale)
+
+
+class StrategyEngine(Service):
+    name = "strategy-engine"
+
+    def __init__(self, settings: StrategySettings) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.pair = ActivePair(settings.btc_asset_id)
+        self.limits = Limits(
+            threshold_pct=settings.strategy_threshold_pct, target_edge_pct=settings.strategy_target_edge_pct,
+            answer_window_ms=settings.strategy_answer_window_ms, max_deadline_ms=settings.strategy_max_deadline_ms,
+            min_notional_eure=settings.strategy_min_notional_eure,
+            max_notional_eure=settings.strategy_max_notional_eure,
+            price_max_age_ms=settings.strategy_price_max_age_ms,
+            inventory_max_age_ms=settings.strategy_inventory_max_age_ms,
+            buffer={self.pair.btc.asset_id: settings.strategy_buffer_btc,
+                    self.pair.eure.asset_id: settings.strategy_buffer_eure},
+        )
+        self.arm = ArmSwitch(self.audit, self.log)  # disarmed on every start: no setting arms it
+        self.producer = EventProducer(settings, client_id=self.name)
+        self.consumer = EventConsumer(settings, self.name, INPUT_TOPICS, on_assigned=self._assigned)
+        self.reservations = Reservations()
+        self.repeats = RepeatTracker()
+        self.price: Envelope[MarketPrice] | None = None
+        self.inventory: Envelope[IntentInventory] | None = None
+        self.counters: Counter[str] = Counter({r.value: 0 for r in Reason})
+        self.latest_decision: dict[str, Any] | None = None
+        self.latest_rejection: dict[str, Any] | None = None
+        self.audit_impaired: str | None = None
+        self.kafka_error: str | None = None
+        self._positioned: set[TopicPartition] = set()
+
+    # --- loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.producer.start()
+        await self._rebuild_reservations()
+        await self.consumer.start()
+        watcher = asyncio.create_task(self._watch_audit()) if self.cfg.strict_audit else None
+        try:
+            while not self.drain_requested.is_set():
+                deliveries = self.dead_letters.screen(await self.consumer.poll(timeout_ms=50, max_records=500))
+                for d in deliveries:
+                    await self._on_event(d)
+                if deliveries:
+                    try:
+                        await self.consumer.commit(next_offsets(deliveries))
+                    except KafkaError as exc:
+                        self.log.warning("kafka_commit_failed", error=str(exc))
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        """A new group starts requests at the end and reads the latest price and inventory."""
+        for tp in assigned:
+            if await self.consumer.committed(tp) is not None:
+                continue
+            end = await self.consumer.end_offset(tp)
+            if tp.topic == "norm.swap_demand":
+                self.consumer.seek(tp, end)
+            elif tp.topic in LATEST_TOPICS:
+                self.consumer.seek(tp, max(0, end - 1))
+            else:
+                self.consumer.seek(tp, end)  # results older than this start were replayed already
+
+    async def _rebuild_reservations(self) -> None:
+        """Commands and results of the last answer lifetime: the answers that may still be live."""
+        horizon = self.cfg.strategy_max_deadline_ms + self.cfg.strategy_answer_margin_ms + 60_000
+        since_ms = int((now_utc() - timedelta(milliseconds=horizon)).timestamp() * 1000)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            # the partition count is ours (topics are created from the settings)
+            tps = [TopicPartition(t, p) for t in ("cmd.execute_trade", "exec.trade_result")
+                   for p in range(self.cfg.topic_partitions)]
+            reader.assign(tps)
+            starts = await reader.offsets_for_times({tp: since_ms for tp in tps})
+            ends = await reader.end_offsets(tps)
+            for tp in tps:
+                start = starts.get(tp)
+                reader.seek(tp, start.offset if start is not None else ends[tp])
+            events: list[Envelope[Any]] = []
+            remaining = [tp for tp in tps if await reader.position(tp) < ends[tp]]
+            while remaining:
+                for tp, records in (await reader.getmany(*remaining, timeout_ms=200)).items():
+                    for rec in records:
+                        if rec.offset < ends[tp]:
+                            try:
+                                events.append(decode(tp.topic, rec.value))
+                            except EventDecodeError:
+                                continue  # a malformed old event cannot be a live answer
+                remaining = [tp for tp in remaining if await reader.position(tp) < ends[tp]]
+            for e in sorted(events, key=lambda e: e.observed_at):
+                if isinstance(e.payload, ExecuteTrade):
+                    self._reserve(e.payload)
+                elif isinstance(e.payload, TradeResult):
+                    self._on_result(e)
+            self.reservations.expire(now_utc())
+            self.log.info("reservations_rebuilt", live=len(self.reservations.live))
+        finally:
+            await reader.stop()
+
+    async def _on_event(self, d: Delivery) -> None:
+        event = d.event
+        assert event is not None
+        payload = event.payload
+        if isinstance(payload, SwapDemand):
+            await self._decide(event)
+        elif isinstance(payload, MarketPrice):
+            self.price = event
+        elif isinstance(payload, IntentInventory):
+            self.inventory = event
+            self.reservations.on_inventory(payload.synced_at)
+        elif isinstance(payload, TradeResult):
+            self._on_result(event)
+
+    def _on_result(self, event: Envelope[TradeResult]) -> None:
+        r = event.payload
+        self.reservations.on_result(r.command_id, r.status, event.occurred_at, r.deadline)
+
+    def _reserve(self, cmd: ExecuteTrade) -> None:
+        received = cmd.request_received_at or cmd.answer_by
+        expires = received + timedelta(milliseconds=cmd.min_deadline_ms + self.cfg.strategy_answer_margin_ms
+                                       + self.cfg.strategy_answer_window_ms)
+        self.reservations.reserve(cmd.command_id, cmd.quote_id, cmd.asset_out, cmd.amount_out, expires)
+
+    # --- deciding -------------------------------------------------------------------------
+
+    async def _decide(self, event: Envelope[SwapDemand]) -> None:
+        demand = event.payload
+        now = now_utc()
+        self.reservations.expire(now)
+        repeat = self.repeats.seen_before(demand.quote_id) or demand.repeat
+        verdict = decide(Context(
+            demand=demand, now=now, pair=self.pair, limits=self.limits, paused=self.paused, armed=self.arm.armed,
+            repeat=repeat,
+            price=price_view(self.price, now) if self.price is not None else None,
+            inventory=inventory_view(self.inventory, now) if self.inventory is not None else None,
+            reserved=self.reservations.reserved(), audit_impaired=self.audit_impaired is not None,
+        ))
+        decision = self._decision(demand, verdict, now)
+        decision_event = new_event(decision, producer=self.producer_id, pair=self.cfg.pair,
+                                   correlation_id=demand.quote_id, causation_id=event.event_id)
+        events: list[Envelope[Any]] = [decision_event]
+        command: ExecuteTrade | None = None
+        if verdict.execute:
+            assert verdict.candidate is not None
+            command = ExecuteTrade(
+                command_id=str(uuid.uuid4()), decision_id=decision.decision_id, quote_id=demand.quote_id,
+                direction=demand.direction, asset_in=demand.asset_in, asset_out=demand.asset_out,
+                amount_in=verdict.candidate.amount_in, amount_out=verdict.candidate.amount_out,
+                fixed_side=demand.fixed_side, min_deadline_ms=demand.min_deadline_ms,
+                request_received_at=demand.received_at,
+                answer_by=demand.received_at + timedelta(milliseconds=self.limits.answer_window_ms),
+            )
+            # reserve before sending: a second request must already see this one's amount
+            self._reserve(command)
+            events.append(new_event(command, producer=self.producer_id, pair=self.cfg.pair,
+                                    correlation_id=demand.quote_id, causation_id=decision_event.event_id))
+        try:
+            sends = [self.producer.publish(decision_event)]
+            if command is not None:  # keyed by command id: per-command ordering for the executor
+                sends.append(self.producer.publish(events[1], key=command.command_id))
+            await asyncio.gather(*sends)
+        except (KafkaError, OSError) as exc:
+            if command is not None:
+                # not sent (or not known to be sent): keep the reservation until it expires
+                self.log.error("command_publish_failed", quote_id=demand.quote_id, command_id=command.command_id,
+                               error=str(exc))
+            self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+            return
+        self.kafka_error = None
+        self._count(verdict, decision)
+
+    def _decision(self, demand: SwapDemand, v: Verdict, now: datetime) -> TradeDecision:
+        c = v.candidate
+        pv = price_view(self.price, now) if self.price is not None else None
+        inv = self.inventory.payload if self.inventory is not None else None
+        figures = None
+        if v.give_asset is not None:
+            figures = {"asset_id": v.give_asset, "credited": str(v.credited), "reserved": str(v.reserved),
+                       "buffer": str(v.buffer), "pending_in": str(v.pending_in), "spendable": str(v.spendable)}
+        return TradeDecision(
+            decision_id=str(uuid.uuid4()), quote_id=demand.quote_id, pair=self.cfg.pair, direction=demand.direction,
+            decision="execute" if v.execute else "reject", decision_reason=v.reason.value, decision_detail=v.detail,
+            implied_rate=c.implied_rate if c else None, reference_rate=c.reference_rate if c else None,
+            gross_edge_pct=c.gross_edge_pct if c else None, threshold_pct=self.limits.threshold_pct,
+            target_edge_pct=self.limits.target_edge_pct,
+            price_freshness_ms=pv.age_ms if pv else None,
+            price_event_id=self.price.event_id if self.price is not None else None,
+            price_source=pv.source if pv else None, fallback_used=pv.fallback_used if pv else None,
+            eure_eur_rate=pv.eure_eur_rate if pv else None, eure_basis=pv.eure_basis if pv else None,
+            inventory_snapshot_id=inv.inventory_id if inv else None, inventory_snapshot=figures,
+            fixed_side=demand.fixed_side, amount_in=c.amount_in if c else None,
+            amount_out=c.amount_out if c else None, notional_eure=c.notional_eure if c else None,
+            protocol_fee_pips=getattr(inv, "fee_pips", None) if inv else None,
+            armed=self.arm.armed, request_received_at=demand.received_at, decided_at=now,
+        )
+
+    def _count(self, v: Verdict, decision: TradeDecision) -> None:
+        self.counters[v.reason.value] += 1
+        summary = {"quote_id": decision.quote_id, "decision_id": decision.decision_id, "reason": v.reason.value,
+                   "detail": v.detail, "direction": decision.direction, "gross_edge_pct": decision.gross_edge_pct,
+                   "at": decision.decided_at}
+        self.latest_decision = summary
+        if v.execute:
+            self.mark_success()
+            self.log.info("command_emitted", quote_id=decision.quote_id, decision_id=decision.decision_id,
+                          gross_edge_pct=str(decision.gross_edge_pct))
+        else:
+            self.latest_rejection = summary
+            if v.reason not in (Reason.REQUEST_TOO_OLD, Reason.REPEATED_QUOTE_ID, Reason.DISARMED):
+                self.log.info("decision_rejected", quote_id=decision.quote_id, reason=v.reason.value,
+                              detail=v.detail, price_freshness_ms=decision.price_freshness_ms)
+
+    async def _watch_audit(self) -> None:
+        """Strict mode: no command while history-writer says audit history is impaired."""
+        while True:
+            healthy, why = await probe_health(self.cfg.control_dir, "history-writer")
+            impaired = None if healthy else (why or "history-writer unhealthy")
+            if (impaired is None) != (self.audit_impaired is None):
+                self.log.warning("audit_history_impaired" if impaired else "audit_history_restored", detail=impaired)
+            self.audit_impaired = impaired
+            await asyncio.sleep(1.0)
+
+    # --- control --------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        async def threshold(_r: Any, body: ThresholdBody, caller: Caller) -> Any:
+            target = body.target_edge_pct if body.target_edge_pct is not None else max(
+                body.threshold_pct, self.limits.target_edge_pct)
+            if not (0 < body.threshold_pct <= MAX_THRESHOLD) or not (0 < target <= MAX_THRESHOLD):
+                raise ControlError(422, f"threshold and target edge must be in (0, {MAX_THRESHOLD}] percent")
+            if target < body.threshold_pct:
+                raise ControlError(422, "target_edge_pct must be >= threshold_pct")
+            old = self._limits_view()
+            self.limits = replace(self.limits, threshold_pct=body.threshold_pct, target_edge_pct=target)
+            self.audit.record("threshold", caller, "set", {"from": old, "to": self._limits_view()})
+            return self._limits_view()
+
+        async def limits(_r: Any, body: LimitsBody, caller: Caller) -> Any:
+            changes = body.model_dump(exclude_none=True, exclude={"operator", "reason"})
+            if not changes:
+                raise ControlError(400, "nothing to change: give at least one limit")
+            new = replace(self.limits, **changes)
+            if new.min_notional_eure < 0 or new.max_notional_eure <= 0:
+                raise ControlError(422, "notional limits must be positive")
+            if new.min_notional_eure > new.max_notional_eure:
+                raise ControlError(422, "min_notional_eure must be <= max_notional_eure")
+            old = self._limits_view()
+            self.limits = new
+            self.audit.record("limits", caller, "set", {"from": old, "to": self._limits_view()})
+            return self._limits_view()
+
+        async def show(_r: Any, _b: Any, _c: Caller) -> Any:
+            return self._limits_view()
+
+        return [
+            *self.arm.routes(),
+            Route("GET", "/threshold", show, "Threshold, target edge and limits"),
+            Route("PUT", "/threshold", threshold, "Set the gross-edge threshold (and target edge)", ThresholdBody,
+                  body_optional=False),
+            Route("GET", "/limits", show, "Threshold, target edge and limits"),
+            Route("PUT", "/limits", limits, "Set notional caps, answer window and freshness bounds", LimitsBody,
+                  body_optional=False),
+        ]
+
+    def _limits_view(self) -> dict[str, Any]:
+        lim = self.limits
+        return {"threshold_pct": str(lim.threshold_pct), "target_edge_pct": str(lim.target_edge_pct),
+                "min_notional_eure": str(lim.min_notional_eure), "max_notional_eure": str(lim.max_notional_eure),
+                "answer_window_ms": lim.answer_window_ms, "max_deadline_ms": lim.max_deadline_ms,
+                "price_max_age_ms": lim.price_max_age_ms, "inventory_max_age_ms": lim.inventory_max_age_ms,
+                "buffer": {k: str(v) for k, v in lim.buffer.items()}}
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _inputs(self) -> dict[str, Any]:
+        now = now_utc()
+        pv = price_view(self.price, now) if self.price is not None else None
+        iv = inventory_view(self.inventory, now) if self.inventory is not None else None
+        return {
+            "price": None if pv is None else {"event_id": pv.event_id, "age_ms": pv.age_ms,
+                                              "decisionable": pv.decisionable, "source": pv.source,
+                                              "reason": pv.not_decisionable_reason,
+                                              "stale": pv.age_ms > self.limits.price_max_age_ms},
+            "inventory": None if iv is None else {"inventory_id": iv.inventory_id, "age_ms": iv.age_ms,
+                                                  "stale": iv.stale or iv.age_ms > self.limits.inventory_max_age_ms},
+        }
+
+    def health_reasons(self) -> list[str]:
+        reasons = []
+        inputs = self._inputs()
+        if inputs["price"] is None:
+            reasons.append("no_price")
+        elif inputs["price"]["stale"] or not inputs["price"]["decisionable"]:
+            reasons.append("price_not_decisionable")
+        if inputs["inventory"] is None:
+            reasons.append("no_inventory")
+        elif inputs["inventory"]["stale"]:
+            reasons.append("inventory_stale")
+        if self.audit_impaired:
+            reasons.append(f"audit_impaired: {self.audit_impaired}")
+        if self.kafka_error:
+            reasons.append(f"kafka_unavailable: {self.kafka_error}")
+        return reasons
+
+    def gate_status(self) -> str:
+        return f"{'armed' if self.arm.armed else 'disarmed'}; " + super().gate_status()
+
+    def state(self) -> dict[str, Any]:
+        reasons = self.health_reasons()
+        return {
+            **self.arm.state(),
+            "limits": self._limits_view(),
+            "inputs": self._inputs(),
+            "connected": {"kafka": self.kafka_error is None},
+            "authoritative": not reasons,
+            "blocked_reason": "disarmed" if not self.arm.armed else ("; ".join(reasons) or None),
+            "latest_decision": self.latest_decision,
+            "latest_rejection": self.latest_rejection,
+            "reason_counters": dict(self.counters),
+            "reserved": {k: str(v) for k, v in self.reservations.reserved().items()},
+            "reservations": self.reservations.view(),
+        }

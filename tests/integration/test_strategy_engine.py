@@ -1,0 +1,236 @@
+"""strategy-engine through the real Kafka (and PostgreSQL for the audit): demand, prices and
+inventory in; the right decisions and commands out."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from daemons.core.assets import EURE_ID, NBTC_ID
+from daemons.core.bus import EventProducer
+from daemons.core.control import socket_path
+from daemons.core.events import (
+    AssetInventory,
+    IntentInventory,
+    MarketPrice,
+    Producer,
+    SwapDemand,
+    TradeResult,
+    new_event,
+    now_utc,
+)
+from daemons.core.runtime import serve
+from daemons.core.settings import CoreSettings
+from daemons.strategy_engine.service import StrategyEngine, StrategySettings
+from tests.conftest import Stack, eventually
+
+SRC = Producer(service="test", instance="t")
+PAIR = "BTC/EURe"
+
+
+def market_price(*, freshness_ms: int = 100, decisionable: bool = True, bid: str = "59990",
+                 ask: str = "60010") -> MarketPrice:
+    now = now_utc()
+    return MarketPrice(
+        source="kraken", fallback_used=False, fair_rate_buy_btc=Decimal(bid), fair_rate_sell_btc=Decimal(ask),
+        source_time=now, freshness_ms=freshness_ms, eure_eur_rate=Decimal(1), eure_basis="assumed_1_to_1",
+        bid=Decimal(bid), ask=Decimal(ask), mid=(Decimal(bid) + Decimal(ask)) / 2, decisionable=decisionable,
+        status_reason=None if decisionable else "SOURCE_CONFLICT",
+    )
+
+
+def inventory(btc: int, eure: int, *, stale: bool = False) -> IntentInventory:
+    return IntentInventory(
+        inventory_id=str(uuid.uuid4()), account_id="solver.near",
+        assets=[AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=btc),
+                AssetInventory(asset_id=EURE_ID, decimals=18, spendable=eure)],
+        synced_at=now_utc(), age_ms=10, stale=stale,
+    )
+
+
+def demand(direction: str = "SELL_BTC", eure_in: int = 3 * 10**18) -> SwapDemand:
+    asset_in, asset_out = (EURE_ID, NBTC_ID) if direction == "SELL_BTC" else (NBTC_ID, EURE_ID)
+    fixed = eure_in if direction == "SELL_BTC" else 5000  # about 3 EURe either way
+    return SwapDemand(quote_id=str(uuid.uuid4()), direction=direction, asset_in=asset_in,  # type: ignore[arg-type]
+                      asset_out=asset_out, asset_in_decimals=18 if asset_in == EURE_ID else 8,
+                      asset_out_decimals=8 if asset_out == NBTC_ID else 18, fixed_side="exact_amount_in",
+                      fixed_amount=fixed, min_deadline_ms=60_000, received_at=now_utc())
+
+
+@pytest.fixture
+async def producer(stack: Stack) -> AsyncIterator[EventProducer]:
+    p = EventProducer(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap), client_id="strategy-test")
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngine]:
+    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
+                                control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}")
+    service = StrategyEngine(settings)
+    # a fresh consumer group per test, so each test starts from the topics' end
+    service.consumer = type(service.consumer)(settings, f"strategy-test-{uuid.uuid4()}",
+                                              service.consumer.topics, on_assigned=service._assigned)
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    await eventually(lambda: service.consumer.assignment(), what="strategy assigned")
+    # reservations rebuilt from earlier tests' commands on the shared bus would leak into this
+    # test; the rebuild has its own test below
+    service.reservations.live.clear()
+    yield service
+    service.request_drain()
+    assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+async def control(service: StrategyEngine, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    sock = socket_path(service.settings.control_dir, service.name)
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
+        async with session.request(method, f"http://x{path}", json=body) as resp:
+            return resp.status, await resp.json()
+
+
+async def feed(producer: EventProducer, engine: StrategyEngine, *payloads: Any) -> None:
+    """Publish inputs and wait until the engine holds them."""
+    for p in payloads:
+        event = new_event(p, producer=SRC, pair=PAIR)
+        await producer.publish(event)
+        if isinstance(p, MarketPrice):
+            await eventually(lambda e=event: engine.price is not None and engine.price.event_id == e.event_id)
+        elif isinstance(p, IntentInventory):
+            await eventually(lambda e=event: engine.inventory is not None and engine.inventory.event_id == e.event_id)
+
+
+async def ask(producer: EventProducer, tail: Any, d: SwapDemand) -> tuple[Any, list[Any]]:
+    t = await tail("decision.trade_decision", "cmd.execute_trade")
+    await producer.publish(new_event(d, producer=SRC, pair=PAIR, correlation_id=d.quote_id))
+    [decision] = await t.wait_for(lambda e: e.event_type == "decision.trade_decision"
+                                  and e.payload.quote_id == d.quote_id)
+    commands = [e for e in t.events if e.event_type == "cmd.execute_trade" and e.payload.quote_id == d.quote_id]
+    if decision.payload.decision == "execute" and not commands:
+        commands = await t.wait_for(lambda e: e.event_type == "cmd.execute_trade" and e.payload.quote_id == d.quote_id)
+    return decision, commands
+
+
+async def arm(engine: StrategyEngine) -> None:
+    status, body = await control(engine, "POST", "/arm", {"operator": "ops", "reason": "integration test"})
+    assert status == 200 and body["armed"] is True
+
+
+async def test_starts_disarmed_and_records_the_decision_without_a_command(
+    engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    assert engine.arm.armed is False
+    await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+    decision, commands = await ask(producer, tail, demand())
+    p = decision.payload
+    assert (p.decision, p.decision_reason, p.armed, commands) == ("reject", "DISARMED", False, [])
+    assert p.gross_edge_pct >= Decimal("2.0") and p.implied_rate > p.reference_rate
+    assert p.price_event_id == engine.price.event_id and p.inventory_snapshot_id  # type: ignore[union-attr]
+    assert p.inventory_snapshot["credited"] == str(10**6) and p.request_received_at and p.decided_at
+
+
+async def test_armed_all_gates_pass_emits_decision_and_command(
+    engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+    await arm(engine)
+    d = demand("BUY_BTC")
+    decision, [command] = await ask(producer, tail, d)
+    assert decision.payload.decision_reason == "EXECUTE"
+    c = command.payload
+    assert (c.quote_id, c.decision_id, c.direction, c.asset_out) == (d.quote_id, decision.payload.decision_id,
+                                                                      "BUY_BTC", EURE_ID)
+    assert c.amount_in == 5000 and c.amount_out == decision.payload.amount_out
+    assert c.answer_by == d.received_at + timedelta(milliseconds=2000)
+    assert command.correlation_id == d.quote_id and command.causation_id == decision.event_id
+    _, state = await control(engine, "GET", "/state")
+    assert state["reserved"][EURE_ID] == str(c.amount_out) and state["reason_counters"]["EXECUTE"] == 1
+
+
+async def test_reservations_stop_over_commitment_until_a_result_releases_them(
+    engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+    await arm(engine)
+    first, [cmd] = await ask(producer, tail, demand())
+    need = cmd.payload.amount_out
+    await feed(producer, engine, inventory(need, 0))  # exactly enough for one answer
+    second, _ = await ask(producer, tail, demand())
+    assert second.payload.decision_reason == "INSUFFICIENT_INVENTORY"
+    assert second.payload.inventory_snapshot["reserved"] == str(need)
+    rejected = TradeResult(execution_id=str(uuid.uuid4()), command_id=cmd.payload.command_id,
+                           quote_id=cmd.payload.quote_id, status="rejected", reason="invalid signature")
+    await producer.publish(new_event(rejected, producer=SRC, pair=PAIR))
+    await eventually(lambda: not engine.reservations.live, what="reservation released")
+    third, [_] = await ask(producer, tail, demand())
+    assert third.payload.decision_reason == "EXECUTE"
+
+
+async def test_stale_price_pending_deposit_and_one_side_affordable(
+    engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    await arm(engine)
+    await feed(producer, engine, market_price(freshness_ms=60_000), inventory(10**6, 10**20))
+    decision, commands = await ask(producer, tail, demand())
+    assert decision.payload.decision_reason == "PRICE_STALE" and commands == []
+    await feed(producer, engine, market_price(decisionable=False))
+    decision, _ = await ask(producer, tail, demand())
+    assert decision.payload.decision_reason == "PRICE_NOT_DECISIONABLE"
+    await feed(producer, engine, market_price(), inventory(10**6, 0))
+    sell, sell_cmds = await ask(producer, tail, demand("SELL_BTC"))
+    buy, buy_cmds = await ask(producer, tail, demand("BUY_BTC"))
+    assert (sell.payload.decision_reason, len(sell_cmds)) == ("EXECUTE", 1)
+    assert (buy.payload.decision_reason, buy_cmds) == ("INSUFFICIENT_INVENTORY", [])
+
+
+async def test_threshold_and_limits_validated_and_audited(engine: StrategyEngine) -> None:
+    for body in ({"threshold_pct": "-1"}, {"threshold_pct": "500"}, {"threshold_pct": 2.5},
+                 {"threshold_pct": "abc"}, {"threshold_pct": "3", "target_edge_pct": "2"}):
+        status, _ = await control(engine, "PUT", "/threshold", body)
+        assert 400 <= status < 500, body
+    for body in ({"min_notional_eure": "10", "max_notional_eure": "5"}, {"answer_window_ms": 5000}, {},
+                 {"max_notional_eure": "0"}):
+        status, _ = await control(engine, "PUT", "/limits", body)
+        assert 400 <= status < 500, body
+    _, view = await control(engine, "GET", "/limits")
+    assert (view["threshold_pct"], view["max_notional_eure"]) == ("2.0", "5")  # nothing changed
+    status, view = await control(engine, "PUT", "/threshold", {"threshold_pct": "3", "operator": "ops"})
+    assert status == 200 and view["threshold_pct"] == "3" and view["target_edge_pct"] == "3"
+    status, view = await control(engine, "PUT", "/limits", {"max_notional_eure": "2", "answer_window_ms": 1500})
+    assert status == 200 and view["max_notional_eure"] == "2" and view["answer_window_ms"] == 1500
+
+
+async def test_a_restart_comes_up_disarmed(stack: Stack, control_dir: Path) -> None:
+    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
+                                control_dir=control_dir)
+    assert StrategyEngine(settings).arm.armed is False
+
+
+async def test_a_restart_rebuilds_reservations_of_answers_still_live(
+    stack: Stack, control_dir: Path, engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+    await arm(engine)
+    _, [live] = await ask(producer, tail, demand())
+    _, [done] = await ask(producer, tail, demand())
+    settled = TradeResult(execution_id=str(uuid.uuid4()), command_id=done.payload.command_id,
+                          quote_id=done.payload.quote_id, status="expired")
+    await producer.publish(new_event(settled, producer=SRC, pair=PAIR))
+    await eventually(lambda: done.payload.command_id not in engine.reservations.live, what="expired released")
+
+    again = StrategyEngine(StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
+                                            control_dir=control_dir / "again"))
+    await again._rebuild_reservations()
+    await again.producer.stop()
+    assert live.payload.command_id in again.reservations.live
+    assert done.payload.command_id not in again.reservations.live
+    assert again.arm.armed is False
