@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from qlctl.commands import control, db, status, topics
+from qlctl.commands import control, db, status, topics, trading
 
 app = typer.Typer(
     name="qlctl",
-    help="Operate quoteloop: daemon state, pause/resume/drain, topics, database.",
+    help="Operate quoteloop: daemon state, arm/disarm, limits, pair filter, topics, database.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -16,6 +16,11 @@ app.command("status")(status.status)
 app.command("pause")(control.pause)
 app.command("resume")(control.resume)
 app.command("drain")(control.drain)
+app.command("arm")(trading.arm)
+app.command("disarm")(trading.disarm)
+app.add_typer(trading.threshold_app, name="threshold")
+app.add_typer(trading.limits_app, name="limits")
+app.add_typer(trading.pair_filter_app, name="pair-filter")
 app.add_typer(topics.app, name="topics")
 app.add_typer(db.app, name="db")
 

@@ -1,0 +1,193 @@
+"""`qlctl arm|disarm`, `threshold`, `limits`, `pair-filter`: the trading controls.
+
+Arming shows what will be armed and the current caps and asks for confirmation; every change
+names an operator and a reason, which the daemon audits in `control_actions`.
+"""
+
+from __future__ import annotations
+
+import getpass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from qlctl.client import Reply
+from qlctl.output import client, console, fail, print_json, run
+
+
+class Target(StrEnum):
+    strategy = "strategy"
+    executor = "executor"
+    both = "both"
+
+
+SERVICE = {"strategy": "strategy-engine", "executor": "trade-executor"}
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+Operator = Annotated[str | None, typer.Option(help="Who is acting (default: your Unix user)")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
+
+
+def _services(target: Target) -> list[str]:
+    return list(SERVICE.values()) if target is Target.both else [SERVICE[target.value]]
+
+
+def _call(service: str, method: str, path: str, body: dict[str, Any] | None = None) -> Reply:
+    return run(client().request(service, method, path, body))
+
+
+def _checked(service: str, reply: Reply, what: str) -> Any:
+    if not reply.ok:
+        error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body
+        fail(f"{service} refused {what}: {error}")
+    return reply.body
+
+
+def arm(
+    target: Annotated[Target, typer.Argument(help="strategy, executor or both")],
+    reason: Annotated[str, typer.Option(help="Why (required; audited)")],
+    operator: Operator = None,
+    yes: Yes = False,
+    as_json: AsJson = False,
+) -> None:
+    """Arm strategy-engine, trade-executor or both (asks for confirmation)."""
+    who = operator or getpass.getuser()
+    services = _services(target)
+    limits = _checked("strategy-engine", _call("strategy-engine", "GET", "/limits"), "showing limits") \
+        if "strategy-engine" in services else None
+    if not as_json:
+        console.print(f"About to ARM: [bold]{', '.join(services)}[/bold] as {who} ({reason})")
+        if limits:
+            console.print(f"  threshold {limits['threshold_pct']} %, target edge {limits['target_edge_pct']} %, "
+                          f"notional {limits['min_notional_eure']}..{limits['max_notional_eure']} EURe, "
+                          f"answer window {limits['answer_window_ms']} ms")
+    if not yes and not typer.confirm("Arm?", default=False):
+        fail("not armed (cancelled)", code=1)
+    results = {s: _checked(s, _call(s, "POST", "/arm", {"operator": who, "reason": reason}), "arm")
+               for s in services}
+    if as_json:
+        print_json(results)
+    else:
+        for s, r in results.items():
+            console.print(f"{s}: [red bold]ARMED[/red bold] by {r['arm_changed_by']}")
+
+
+def disarm(
+    target: Annotated[Target, typer.Argument(help="strategy, executor or both")] = Target.both,
+    reason: Annotated[str | None, typer.Option(help="Why (audited)")] = None,
+    operator: Operator = None,
+    cancel_live: Annotated[bool, typer.Option("--cancel-live", help="Executor: also burn live answers' nonces")]
+    = False,
+    yes: Yes = False,
+    as_json: AsJson = False,
+) -> None:
+    """Disarm (default: both). Latches until an operator arms again."""
+    who = operator or getpass.getuser()
+    services = _services(target)
+    if not yes and not typer.confirm(f"Disarm {', '.join(services)}?", default=True):
+        fail("not disarmed (cancelled)", code=1)
+    results = {}
+    for s in services:
+        body: dict[str, Any] = {"operator": who, "reason": reason}
+        if cancel_live and s == "trade-executor":
+            body["cancel_live"] = True
+        results[s] = _checked(s, _call(s, "POST", "/disarm", {k: v for k, v in body.items() if v is not None}),
+                              "disarm")
+    if as_json:
+        print_json(results)
+    else:
+        for s in results:
+            console.print(f"{s}: disarmed")
+
+
+threshold_app = typer.Typer(help="The strategy's gross-edge threshold", no_args_is_help=True)
+limits_app = typer.Typer(help="The strategy's notional caps, answer window and freshness bounds", no_args_is_help=True)
+pair_filter_app = typer.Typer(help="near-intents-ingest's quote subscription filter", no_args_is_help=True)
+
+
+def _emit(values: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        print_json(values)
+        return
+    table = Table(title=title)
+    table.add_column("setting")
+    table.add_column("value")
+    for k, v in values.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+@threshold_app.command("show")
+@limits_app.command("show")
+def show_limits(as_json: AsJson = False) -> None:
+    """Threshold, target edge and limits in force."""
+    values = _checked("strategy-engine", _call("strategy-engine", "GET", "/limits"), "showing limits")
+    _emit(values, as_json, "strategy-engine limits")
+
+
+@threshold_app.command("set")
+def set_threshold(
+    threshold_pct: Annotated[str, typer.Argument(help="Gross-edge threshold in percent, e.g. 2.0")],
+    target_edge_pct: Annotated[str | None, typer.Option(help="Edge the answers are priced at (>= threshold)")] = None,
+    operator: Operator = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set the threshold (and optionally the target edge)."""
+    body = {"threshold_pct": threshold_pct, "target_edge_pct": target_edge_pct,
+            "operator": operator or getpass.getuser(), "reason": reason}
+    values = _checked("strategy-engine", _call("strategy-engine", "PUT", "/threshold",
+                                               {k: v for k, v in body.items() if v is not None}), "the threshold")
+    _emit(values, as_json, "strategy-engine limits")
+
+
+@limits_app.command("set")
+def set_limits(
+    min_notional_eure: Annotated[str | None, typer.Option()] = None,
+    max_notional_eure: Annotated[str | None, typer.Option()] = None,
+    answer_window_ms: Annotated[int | None, typer.Option()] = None,
+    max_deadline_ms: Annotated[int | None, typer.Option()] = None,
+    price_max_age_ms: Annotated[int | None, typer.Option()] = None,
+    inventory_max_age_ms: Annotated[int | None, typer.Option()] = None,
+    operator: Operator = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change one or more limits; the others stay as they are."""
+    body = {"min_notional_eure": min_notional_eure, "max_notional_eure": max_notional_eure,
+            "answer_window_ms": answer_window_ms, "max_deadline_ms": max_deadline_ms,
+            "price_max_age_ms": price_max_age_ms, "inventory_max_age_ms": inventory_max_age_ms,
+            "operator": operator or getpass.getuser(), "reason": reason}
+    values = _checked("strategy-engine", _call("strategy-engine", "PUT", "/limits",
+                                               {k: v for k, v in body.items() if v is not None}), "the limits")
+    _emit(values, as_json, "strategy-engine limits")
+
+
+@pair_filter_app.command("show")
+def show_filter(as_json: AsJson = False) -> None:
+    """The filter in force and whether it is the default."""
+    values = _checked("near-intents-ingest", _call("near-intents-ingest", "GET", "/pair-filter"), "showing the filter")
+    _emit(values, as_json, "near-intents-ingest pair filter")
+
+
+@pair_filter_app.command("set")
+def set_filter(
+    tokens: Annotated[list[str], typer.Argument(help="Asset ids (from the registry) for both tokens_in and tokens_out")],
+    operator: Operator = None,
+    reason: Annotated[str | None, typer.Option()] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Override the filter; the ingest re-subscribes."""
+    body = {"tokens_in": tokens, "tokens_out": tokens, "operator": operator or getpass.getuser(), "reason": reason}
+    values = _checked("near-intents-ingest", _call("near-intents-ingest", "PUT", "/pair-filter",
+                                                   {k: v for k, v in body.items() if v is not None}), "the filter")
+    _emit(values, as_json, "near-intents-ingest pair filter")
+
+
+@pair_filter_app.command("reset")
+def reset_filter(operator: Operator = None, as_json: AsJson = False) -> None:
+    """Back to the configured default filter."""
+    values = _checked("near-intents-ingest", _call("near-intents-ingest", "POST", "/pair-filter/reset",
+                                                   {"operator": operator or getpass.getuser()}), "the reset")
+    _emit(values, as_json, "near-intents-ingest pair filter")
