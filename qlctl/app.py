@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from qlctl.commands import control, db, status, topics, trading
+from qlctl.commands import control, db, report, status, topics, trading
 
 app = typer.Typer(
     name="qlctl",
@@ -21,6 +21,7 @@ app.command("disarm")(trading.disarm)
 app.add_typer(trading.threshold_app, name="threshold")
 app.add_typer(trading.limits_app, name="limits")
 app.add_typer(trading.pair_filter_app, name="pair-filter")
+app.add_typer(report.app, name="report")
 app.add_typer(topics.app, name="topics")
 app.add_typer(db.app, name="db")
 
