@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
 from qlctl.client import SERVICES
@@ -12,7 +14,8 @@ from qlctl.output import client, console, fail, print_json, run
 
 
 def _summary(state: dict[str, Any]) -> str:
-    keys = ("armed", "connected", "authoritative", "rows_written", "dead_letters", "blocked_reason")
+    keys = ("armed", "connected", "authoritative", "rows_written", "dead_letters", "blocked_reason",
+            "pair_silent_for_ms")
     parts = []
     for key in keys:
         if key in state and state[key] is not None:
@@ -23,12 +26,29 @@ def _summary(state: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _table(states: dict[str, dict[str, Any]], chosen: tuple[str, ...], control_dir: object) -> Table:
+    table = Table(title="quoteloop daemons", caption=f"control sockets in {control_dir}")
+    for column in ("service", "running", "health", "paused", "last success", "details"):
+        table.add_column(column)
+    for name in chosen:
+        st = states[name]
+        if not st.get("running"):
+            error = st.get("error", "")
+            table.add_row(name, "[red]no[/red]", "-", "-", "-", "" if "is not running" in error else error)
+            continue
+        health = "[green]ok[/green]" if st.get("healthy") else "[red]" + "; ".join(st.get("reasons", [])) + "[/red]"
+        table.add_row(name, "[green]yes[/green]", health, "yes" if st.get("paused") else "no",
+                      str(st.get("last_success_at") or "-"), _summary(st))
+    return table
+
+
 def status(
     services: Annotated[list[str] | None, typer.Argument(help="Only these services (default: all seven)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     require_all: Annotated[bool, typer.Option(help="Fail when a daemon is not running")] = False,
+    watch: Annotated[float | None, typer.Option(help="Refresh every N seconds until Ctrl-C")] = None,
 ) -> None:
-    """Health, pause/arm state and key figures of every daemon.
+    """Health, connections, inputs, last success, blocked reason and arm state of every daemon.
 
     Exit code 0 when every running daemon is healthy (and, with --require-all, all are running).
     """
@@ -37,29 +57,21 @@ def status(
         if name not in SERVICES:
             fail(f"unknown service {name!r}; one of: {', '.join(SERVICES)}", code=2)
     ctl = client()
+    if watch is not None:
+        if watch <= 0:
+            fail("--watch takes a positive number of seconds", code=2)
+        with Live(_table(run(ctl.state_of_all(chosen)), chosen, ctl.control_dir), console=console) as live:
+            try:
+                while True:
+                    time.sleep(watch)
+                    live.update(_table(run(ctl.state_of_all(chosen)), chosen, ctl.control_dir))
+            except KeyboardInterrupt:
+                return
     states = run(ctl.state_of_all(chosen))
     if as_json:
         print_json(states)
     else:
-        table = Table(title="quoteloop daemons", caption=f"control sockets in {ctl.control_dir}")
-        for column in ("service", "running", "health", "paused", "last success", "details"):
-            table.add_column(column)
-        for name in chosen:
-            st = states[name]
-            if not st.get("running"):
-                error = st.get("error", "")
-                table.add_row(name, "[red]no[/red]", "-", "-", "-", "" if "is not running" in error else error)
-                continue
-            health = "[green]ok[/green]" if st.get("healthy") else "[red]" + "; ".join(st.get("reasons", [])) + "[/red]"
-            table.add_row(
-                name,
-                "[green]yes[/green]",
-                health,
-                "yes" if st.get("paused") else "no",
-                str(st.get("last_success_at") or "-"),
-                _summary(st),
-            )
-        console.print(table)
+        console.print(_table(states, chosen, ctl.control_dir))
     unhealthy = [n for n, st in states.items() if st.get("running") and not st.get("healthy")]
     missing = [n for n, st in states.items() if not st.get("running")]
     if unhealthy or (require_all and missing):
