@@ -14,7 +14,8 @@ What it models:
   swept ("minimum amount to trigger transfer"), so it stays PENDING. A FAILED deposit can later
   be completed by hand (`POST /_sim/deposit/complete`), as the bridge's operators do (§5).
 - `notify_deposit` is recorded and changes no timing: it is only a hint to the real bridge.
-- Withdrawals are scripted the same way (`add_withdrawal()` / `POST /_sim/withdrawal`):
+- Withdrawals are scripted the same way (`add_withdrawal()` / `POST /_sim/withdrawal`), or
+  follow from the burns the simulated verifier executes (`watch_burns(verifier)`):
   unknown until `visible_after_s` ("Withdrawals not found", which clients treat as transient),
   then PENDING, then COMPLETED (with a `transfer_tx_hash`) or FAILED, or PENDING forever.
   `withdrawal_status` answers in the SDK shape `{withdrawals: [...]}` by default or the docs'
@@ -58,6 +59,7 @@ WithdrawalOutcome = Literal["complete", "fail", "pending"]
 WithdrawalShape = Literal["withdrawals_list", "status_data"]
 
 WITHDRAWALS_NOT_FOUND = "Withdrawals not found"
+WITHDRAW_TO = "WITHDRAW_TO:"  # the memo that makes a POA token burn a withdrawal (§5)
 
 
 # --- the bridge's token list -------------------------------------------------------------------
@@ -438,6 +440,31 @@ class PoaBridgeSimulator(SimServer):
         self.record("sim_withdrawal", withdrawal_hash=withdrawal_hash, outcome=outcome)
         self._tick()
         return withdrawal
+
+    def watch_burns(
+        self,
+        verifier: VerifierState,
+        *,
+        outcome: WithdrawalOutcome = "complete",
+        complete_after_s: float = 0.0,
+        visible_after_s: float = 0.0,
+    ) -> None:
+        """See every POA burn the simulated verifier executes, as the real bridge indexes them:
+        an `ft_withdraw` whose `receiver_id` is one of our tokens and whose memo is
+        `WITHDRAW_TO:<address>` (§5) becomes a scripted withdrawal keyed by the burn's NEAR tx
+        hash. `burn_script` holds the outcome and timing; tests may change it between burns."""
+        self.burn_script: dict[str, Any] = {
+            "outcome": outcome, "complete_after_s": complete_after_s, "visible_after_s": visible_after_s,
+        }
+        verifier.withdrawal_listeners.append(self._on_burn)
+
+    def _on_burn(self, burn: FtWithdrawal) -> None:
+        token = next((t for t in self.tokens if t.near_token_id == burn.token), None)
+        memo = burn.memo or ""
+        if token is None or burn.receiver_id != burn.token or not memo.startswith(WITHDRAW_TO):
+            return  # not a POA withdrawal: the bridge never hears of it
+        self.add_withdrawal(burn.tx_hash, burn.account_id, token.chain, token.near_token_id, burn.amount,
+                            memo.removeprefix(WITHDRAW_TO), **self.burn_script)
 
     def advance(self, seconds: float) -> None:
         """Move simulated time and apply whatever became due."""

@@ -26,7 +26,9 @@ What it models:
   reconnects, replayed on the next guaranteed subscribe, and redelivered every `redelivery_s`.
   `POST /_sim/settle {"quote_id"}` closes a quote's window at once (tests use it instead of waiting).
 - RPC (§1.7): `publish_intents` / `publish_intent` (empty-intent payloads burn nonces through
-  `VerifierState.burn_nonces`; a batch seen before answers FAILED "already processed", which
+  `VerifierState.burn_nonces`; payloads whose intents are all `ft_withdraw` are executed at
+  once through `VerifierState.execute_ft_withdrawals`, then SETTLED with the
+  simulated transaction's hash; a batch seen before answers FAILED "already processed", which
   clients treat as success), `get_status` (SETTLED with `data.hash` for the intents it settled;
   `POST /_sim/status` scripts any status, including the old `NOT_FOUND_OR_NOT_VALID_ANYMORE`).
   Auth: `Authorization: Bearer` or `X-API-Key` (§1.1 UNCONFIRMED which one; either is accepted),
@@ -842,6 +844,18 @@ class RelaySimulator(SimServer):
         if all(h and h in self.published for h in hashes):
             # a retried publish (§1.7: the SDK treats "already processed" as success)
             return shaped("FAILED", reason=ERR_ALREADY_PROCESSED)
+        if _only_ft_withdrawals(signed_datas):
+            # Withdrawals (§5): executed at once as one `execute_intents`, SETTLED with its tx hash.
+            try:
+                done = self.verifier.execute_ft_withdrawals(signed_datas, utcnow())
+            except VerifierError as exc:
+                self._count("publish_failed")
+                return shaped("FAILED", reason=exc.message)
+            for w in done:
+                self.set_status(w.intent_hash, "SETTLED", tx_hash=w.tx_hash)
+            self.published.update(hashes)
+            self._count("ft_withdrawals", len(done))
+            return shaped("OK")
         try:
             self.verifier.burn_nonces(signed_datas, utcnow())
         except VerifierError as exc:
@@ -850,6 +864,24 @@ class RelaySimulator(SimServer):
         self.published.update(hashes)
         self._count("nonces_burned", len(hashes))
         return shaped("OK")
+
+
+def _only_ft_withdrawals(signed_datas: list[dict[str, Any]]) -> bool:
+    """True when every payload's message carries intents and all of them are `ft_withdraw`
+    (anything else keeps the nonce-burn path and its refusals)."""
+    for s in signed_datas:
+        payload = s.get("payload")
+        message = payload.get("message") if isinstance(payload, dict) else None
+        try:
+            doc = json.loads(message) if isinstance(message, str) else None
+        except ValueError:
+            return False
+        intents = doc.get("intents") if isinstance(doc, dict) else None
+        if not isinstance(intents, list) or not intents:
+            return False
+        if not all(isinstance(i, dict) and i.get("intent") == "ft_withdraw" for i in intents):
+            return False
+    return True
 
 
 # --- standalone --------------------------------------------------------------------------------

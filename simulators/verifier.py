@@ -20,7 +20,7 @@ import copy
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -84,6 +84,9 @@ ERR_FIXED_AMOUNT_CHANGED = "the fixed amount does not match the quote request"
 ERR_QUOTE_OUTPUT_MISMATCH = "quote_output does not match token_diff"
 ERR_DEADLINE_TOO_SHORT = "quote deadline is sooner than min_deadline_ms"
 ERR_BURN_NOT_EMPTY = "nonce invalidation payloads must carry no intents"
+# OWN CHOICE: the simulator executes published payloads only when they are nonce burns (no
+# intents) or withdrawals (only `ft_withdraw` intents); anything else is refused with this.
+ERR_ONLY_FT_WITHDRAW = "the simulated relay executes only ft_withdraw intents"
 
 PIPS_MAX = 1_000_000  # 100 % in pips (§2.8)
 U128_MAX = (1 << 128) - 1
@@ -216,6 +219,24 @@ class Settlement:
     fees_collected: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class FtWithdrawal:
+    """One executed `ft_withdraw` intent (§3.2, §5): the signer's balance of `nep141:<token>` was
+    debited by `amount` in the simulated `execute_intents` transaction `tx_hash`."""
+
+    intent_hash: str
+    tx_hash: str
+    account_id: str
+    token: str  # the unprefixed NEP-141 contract, as the intent names it
+    receiver_id: str
+    amount: int
+    memo: str | None = None
+
+    @property
+    def token_id(self) -> str:
+        return "nep141:" + self.token
+
+
 def _fresh_hash() -> str:
     return base58.b58encode(secrets.token_bytes(32)).decode("ascii")
 
@@ -251,6 +272,9 @@ class VerifierState:
         self._current_salt = current
         self._valid_salts: dict[str, None] = {current: None}
         self.settlements: list[Settlement] = []
+        self.ft_withdrawals: list[FtWithdrawal] = []
+        # Called with each executed withdrawal, e.g. the POA bridge simulator seeing the burn.
+        self.withdrawal_listeners: list[Callable[[FtWithdrawal], None]] = []
 
     # --- balances ------------------------------------------------------------------------
 
@@ -618,6 +642,65 @@ class VerifierState:
             target.setdefault(v.signer_id, set()).add(v.nonce)
         return [v.intent_hash for v in checked]
 
+    # --- withdrawals (§3.2, §5) -----------------------------------------------------------------
+
+    @staticmethod
+    def _parse_ft_withdraw(intent: dict[str, Any]) -> tuple[str, str, int, str | None]:
+        """(token, receiver_id, amount, memo) of one `ft_withdraw` intent: unprefixed token and
+        receiver account ids, a u128 decimal-string amount, optional string memo and msg."""
+        if intent.get("intent") != "ft_withdraw":
+            raise VerifierError(ERR_ONLY_FT_WITHDRAW)
+        token, receiver = intent.get("token"), intent.get("receiver_id")
+        if not _is_account_id(token) or not _is_account_id(receiver):
+            raise VerifierError(err_json("ft_withdraw.token and receiver_id must be account ids"))
+        try:
+            amount = _parse_u128(intent.get("amount"), "ft_withdraw.amount")
+        except ValueError as exc:
+            raise VerifierError(err_json(str(exc))) from None
+        if amount == 0:
+            raise VerifierError(ERR_INVALID_INTENT)  # OWN CHOICE: the contract's wording is unread
+        for key in ("memo", "msg"):
+            if intent.get(key) is not None and not isinstance(intent[key], str):
+                raise VerifierError(err_json(f"ft_withdraw.{key} must be a string"))
+        return str(token), str(receiver), amount, intent.get("memo")
+
+    def execute_ft_withdrawals(self, signed_datas: list[dict[str, Any]], now: datetime) -> list[FtWithdrawal]:
+        """`execute_intents` with payloads that carry only `ft_withdraw` intents, as one batch
+        (one transaction): every payload is verified (§2.2 order) and every balance checked before
+        anything moves; then the signers are debited, their nonces committed, and the listeners
+        told. A POA token burns when `receiver_id` is the token and the memo is `WITHDRAW_TO:…`
+        (§5); the simulator leaves that reading to its listeners."""
+        checked: list[tuple[_Verified, list[tuple[str, str, int, str | None]]]] = []
+        seen: set[tuple[str, bytes]] = set()
+        debits: dict[tuple[str, str], int] = {}
+        for signed_data in signed_datas:
+            v = self._verify_payload(signed_data, now)
+            if not v.intents:
+                raise VerifierError(ERR_ONLY_FT_WITHDRAW)
+            if (v.signer_id, v.nonce) in seen:
+                raise VerifierError(ERR_NONCE_USED)
+            seen.add((v.signer_id, v.nonce))
+            parsed = [self._parse_ft_withdraw(i) for i in v.intents]
+            for token, _receiver, amount, _memo in parsed:
+                key = (v.signer_id, "nep141:" + token)
+                debits[key] = debits.get(key, 0) + amount
+            checked.append((v, parsed))
+        for (account_id, token_id), total in debits.items():
+            if self.balance(account_id, token_id) < total:
+                raise VerifierError(ERR_INSUFFICIENT_BALANCE)
+        tx_hash = _fresh_hash()
+        done: list[FtWithdrawal] = []
+        for v, parsed in checked:
+            for token, receiver, amount, memo in parsed:
+                self._add(v.signer_id, "nep141:" + token, -amount)
+                done.append(FtWithdrawal(v.intent_hash, tx_hash, v.signer_id, token, receiver, amount, memo))
+            self._commit_nonce(v.signer_id, v.nonce)
+        self.ft_withdrawals.extend(done)
+        for withdrawal in done:
+            for listener in list(self.withdrawal_listeners):
+                listener(withdrawal)
+        return done
+
     # --- for /_sim/seen -------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -632,4 +715,7 @@ class VerifierState:
             "used_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._nonces.items()},
             "relay_burned_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._relay_burned.items()},
             "settlements": len(self.settlements),
+            "ft_withdrawals": [{"intent_hash": w.intent_hash, "tx_hash": w.tx_hash, "account_id": w.account_id,
+                                "token": w.token, "receiver_id": w.receiver_id, "amount": str(w.amount),
+                                "memo": w.memo} for w in self.ft_withdrawals],
         }
