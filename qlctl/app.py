@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from qlctl.commands import control, db, report, status, topics, trading
+from qlctl.commands import control, db, report, status, topics, trading, treasury
 
 app = typer.Typer(
     name="qlctl",
@@ -21,6 +21,9 @@ app.command("disarm")(trading.disarm)
 app.add_typer(trading.threshold_app, name="threshold")
 app.add_typer(trading.limits_app, name="limits")
 app.add_typer(trading.pair_filter_app, name="pair-filter")
+app.add_typer(treasury.funding_app, name="funding")
+app.add_typer(treasury.withdraw_app, name="withdraw")
+app.add_typer(treasury.withdrawals_app, name="withdrawals")
 app.add_typer(report.app, name="report")
 app.add_typer(topics.app, name="topics")
 app.add_typer(db.app, name="db")
