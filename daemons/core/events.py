@@ -225,6 +225,8 @@ class Reconciliation(_Model):
     credited: U128 | None = None
     shortfall: U128 | None = None
     window_action_ids: list[str] = Field(default_factory=list)
+    baseline_read_at: AwareDatetime | None = None
+    credited_read_at: AwareDatetime | None = None
     reason: str | None = None
     resolved_at: AwareDatetime | None = None
 
@@ -235,10 +237,10 @@ class IntentInventory(_Model):
     Published after every successful sync and whenever staleness changes. `inventory_id` is
     unique per published snapshot (decisions cite it); `sync_id` names the verifier reading the
     balances come from, so a stale re-publication of the same reading keeps its `sync_id`.
-    `age_ms` is the reading's age at publication (null when there has been no reading): consumers
-    refuse a snapshot that is `stale` or too old by their own bound. `assets` is empty only when
-    there has never been a successful reading: balances are never invented. `pending_complete`
-    is false while the liquidity history is still being read or the bridge could not be asked.
+    `age_ms` is the reading's age at publication: consumers refuse a snapshot that is `stale` or
+    too old by their own bound. Nothing is published before the first successful reading, so
+    balances are never invented. `pending_complete` is false while the liquidity history is still
+    being read or the bridge could not be asked.
     """
 
     inventory_id: str
@@ -246,7 +248,7 @@ class IntentInventory(_Model):
     assets: list[AssetInventory]
     synced_at: AwareDatetime | None
     block_height: int | None = None
-    age_ms: int | None = Field(ge=0)
+    age_ms: int = Field(ge=0)
     stale: bool
     stale_since: AwareDatetime | None = None
     stale_reason: str | None = None

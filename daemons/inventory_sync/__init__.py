@@ -1,0 +1,2 @@
+"""inventory-sync: credited balances inside the `intents.near` verifier, apart from pending
+treasury movements, published as `state.intent_inventory` (seed section 3)."""

@@ -1,0 +1,630 @@
+"""inventory-sync: read the signer account's credited balances from the `intents.near` verifier,
+keep them apart from pending treasury movements, and publish `state.intent_inventory`
+(seed section 3, issue 5).
+
+When it reads: at start, every `QL_INVENTORY_INTERVAL_S`, on `POST /refresh`, right after one of
+our own answers settles (`exec.trade_result` with status `settled`), when liquidity-manager
+records a transition (`ops.liquidity_action`), and once more right after a credit is seen, so the
+credit is reconciled at once. Several causes arriving together make one reading.
+
+A reading is `mt_batch_balance_of` for the pair's two assets (the source block height comes with
+it), then the POA bridge's `recent_deposits` for each pair asset with a POA route, in that order
+(see `reconcile`). Pending movements come from the liquidity actions, folded from the whole
+topic at every start (the history is re-read from the beginning, so pending funding survives a
+restart), and from the bridge's list. `snapshot` and `reconcile` hold the rules; this module is
+the I/O around them.
+
+Freshness: inventory is stale when no reading succeeded within `QL_INVENTORY_FRESH_MS`. A
+snapshot is published after every successful reading and whenever staleness changes (a timer
+fires at the moment the bound passes, whether or not the verifier answers), each carrying its
+`age_ms` and `stale`. While stale, `/healthz` answers 503 (not fit for decisioning) and `/state`
+says since when and why; entering and leaving staleness is logged. When the verifier does not
+answer, the last reading is kept and re-published marked stale: balances are never invented, and
+nothing is published before the first successful reading (staleness then shows in `/healthz`,
+`/state` and the log).
+
+Pause stops the readings (nothing new is asked of the venues); the liquidity history is still
+followed, and staleness is still published, so consumers are never misled by silence. Causes
+that arrive while paused are served by one reading on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import AwareDatetime, Field, model_validator
+
+from daemons.core.assets import ActivePair
+from daemons.core.bus import EventConsumer, EventProducer, next_offsets
+from daemons.core.control import Caller, ControlError, OperatorAction, Route
+from daemons.core.events import (
+    AssetInventory,
+    Envelope,
+    IntentInventory,
+    LiquidityAction,
+    PendingMovement,
+    Reconciliation,
+    TradeResult,
+    new_event,
+    now_utc,
+)
+from daemons.core.runtime import Service
+from daemons.core.settings import CoreSettings
+from daemons.inventory_sync.ledger import LiquidityLedger
+from daemons.inventory_sync.reconcile import Reading, Reconciler, summary_status
+from daemons.inventory_sync.snapshot import BridgeRead, bridge_read, freshness, holdings, stale_at
+from daemons.venues.near_intents.near_rpc import NearRpcClient, NearRpcError
+from daemons.venues.poa_bridge import PoaBridgeClient, PoaBridgeError
+
+LIQUIDITY_TOPIC = "ops.liquidity_action"
+TRADE_TOPIC = "exec.trade_result"
+
+
+class InventorySyncSettings(CoreSettings):
+    inventory_group: str = "inventory-sync"
+    # a reading at least this often
+    inventory_interval_s: float = Field(default=5.0, gt=0)
+    # stale when no reading succeeded within this bound
+    inventory_fresh_ms: int = Field(default=15_000, ge=1)
+    inventory_rpc_timeout_s: float = Field(default=5.0, gt=0)
+    inventory_bridge_timeout_s: float = Field(default=5.0, gt=0)
+    # deposits asked of the bridge per chain (its maximum is 100)
+    inventory_deposits_limit: int = Field(default=100, ge=1, le=100)
+    inventory_poll_ms: int = Field(default=200, ge=1)
+    inventory_kafka_retry_max_s: float = Field(default=5.0, gt=0)
+    # liquidity actions first recorded before this instant are ignored (a treasury cut-over)
+    inventory_liquidity_since: AwareDatetime | None = None
+    inventory_reconciliation_keep: int = Field(default=20, ge=1)
+    inventory_reconciliation_baselines: int = Field(default=8, ge=1)
+    inventory_reconciliation_max_waits: int = Field(default=5, ge=0)
+    # how long POST /refresh waits for its reading before answering 504
+    inventory_refresh_timeout_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bound_outlasts_interval(self) -> InventorySyncSettings:
+        if self.inventory_fresh_ms <= self.inventory_interval_s * 1000:
+            raise ValueError("inventory_fresh_ms must be longer than inventory_interval_s, or inventory would "
+                             "go stale between two healthy readings")
+        return self
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    reason: str
+    causation_id: uuid.UUID | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Synced:
+    """The last successful reading and everything computed from it."""
+
+    sync_id: str
+    seq: int
+    synced_at: datetime
+    duration_ms: int
+    block_height: int | None
+    trigger: str
+    assets: list[AssetInventory]
+    pending: list[PendingMovement]
+    pending_complete: bool
+    reconciliation: list[Reconciliation]
+
+
+class InventorySync(Service):
+    name = "inventory-sync"
+
+    def __init__(self, settings: InventorySyncSettings) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.pair = ActivePair(settings.btc_asset_id)
+        self.account_id = settings.signer_account_id
+        self.bound_ms = settings.inventory_fresh_ms
+        # the chains the bridge can show deposits on for our assets (nBTC has none)
+        self.chains = sorted({a.poa_chain for a in self.pair.assets if a.poa_chain})
+        self.producer = EventProducer(settings, client_id=self.name)
+        self.consumer = EventConsumer(settings, settings.inventory_group, [LIQUIDITY_TOPIC, TRADE_TOPIC],
+                                      client_id=self.name, on_assigned=self._assigned)
+        self.rpc = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
+                                 timeout_s=settings.inventory_rpc_timeout_s)
+        self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.inventory_bridge_timeout_s)
+        self.ledger = LiquidityLedger(since=settings.inventory_liquidity_since)
+        self.reconciler = Reconciler(
+            self.pair.token_ids, baselines=settings.inventory_reconciliation_baselines,
+            keep_results=settings.inventory_reconciliation_keep,
+            max_waits=settings.inventory_reconciliation_max_waits,
+        )
+        self.blocked: str | None = None if self.account_id else "QL_SIGNER_ACCOUNT_ID is not set"
+        self.synced: _Synced | None = None
+        self.seq = 0
+        # None until the first reading was attempted: the first verdict is always published
+        self.stale: bool | None = None
+        self.stale_since: datetime | None = self.started_at
+        self.verifier_error: str | None = None
+        self.verifier_down_since: datetime | None = None
+        self.consecutive_failures = 0
+        self.last_attempt_at: datetime | None = None
+        self.bridge_reads: dict[str, BridgeRead] = {}  # the last good read per chain
+        self.bridge_errors: dict[str, str | None] = {c: None for c in self.chains}
+        self.bridge_read_at: dict[str, datetime] = {}
+        self.history_caught_up = False
+        self.kafka_error: str | None = None
+        self.consumer_error: str | None = None
+        self.trades_settled: deque[datetime] = deque(maxlen=10_000)
+        self.last_trade_settled_at: datetime | None = None
+        self.last_snapshot: dict[str, Any] | None = None
+        self.counts: Counter[str] = Counter(
+            {k: 0 for k in ("readings", "reading_failures", "snapshots", "publish_failures", "trades_settled",
+                            "trades_settled_before_start", "liquidity_events", "bridge_failures")}
+        )
+        self.triggers: Counter[str] = Counter()
+        self._trigger: _Trigger | None = None
+        self._wake = asyncio.Event()
+        self._next_due = now_utc()
+        self._refresh_waiters: list[asyncio.Future[dict[str, Any]]] = []
+
+    # --- loop -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.blocked:
+            self.log.error("inventory_sync_blocked", reason=self.blocked)
+            await self.drain_requested.wait()  # stay observable: nothing to read without the account
+            return
+        await self.producer.start()
+        await self.consumer.start()
+        consuming = asyncio.create_task(self._consume_loop(), name="inventory-consume")
+        try:
+            self._request(_Trigger("startup"))
+            await self._sync_loop()
+        finally:
+            consuming.cancel()
+            await asyncio.gather(consuming, return_exceptions=True)
+            self._finish_waiters({"synced": False, "error": "inventory-sync is stopping"})
+            await self.consumer.stop()
+            await self.producer.stop()
+            await self.rpc.close()
+            await self.bridge.close()
+
+    def _request(self, trigger: _Trigger) -> None:
+        """Ask for a reading; the first specific cause since the last reading names it."""
+        if self._trigger is None or self._trigger.reason == "interval":
+            self._trigger = trigger
+        self._wake.set()
+
+    def pause(self) -> None:
+        super().pause()
+        self._wake.set()  # park now, so /state shows the pause in effect
+
+    def resume(self) -> None:
+        super().resume()
+        self._request(_Trigger("resume"))
+
+    async def _sync_loop(self) -> None:
+        while not self.drain_requested.is_set():
+            await self._wait_for_work()
+            if self.drain_requested.is_set():
+                break
+            if self.paused:
+                self.parked = True
+                await self._publish_staleness_change()
+                continue
+            self.parked = False
+            trigger = self._trigger
+            if trigger is None and now_utc() >= self._next_due:
+                trigger = _Trigger("interval")
+            if trigger is not None:
+                self._trigger = None
+                await self._read(trigger)
+            await self._publish_staleness_change()
+
+    async def _wait_for_work(self) -> None:
+        self._wake.clear()
+        if self._trigger is not None and not self.paused:
+            return
+        now = now_utc()
+        deadlines = [] if self.paused else [self._next_due]
+        if self.stale is False and self.synced is not None:
+            turns_stale = stale_at(self.synced.synced_at, self.bound_ms)
+            if turns_stale is not None:
+                deadlines.append(turns_stale)
+        timeout = max(0.0, (min(deadlines) - now).total_seconds()) if deadlines else None
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self.drain_requested.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    # --- one reading ----------------------------------------------------------------------
+
+    async def _read(self, trigger: _Trigger) -> None:
+        assert self.account_id is not None
+        waiters, self._refresh_waiters = self._refresh_waiters, []
+        self.triggers[trigger.reason] += 1
+        started = now_utc()
+        self.last_attempt_at = started
+        try:
+            balances = await self.rpc.mt_batch_balance_of(self.account_id, self.pair.token_ids)
+            height = self.rpc.last_block_height
+        except NearRpcError as exc:
+            self._verifier_failed(f"{exc.__class__.__name__}: {exc.message}")
+            self._finish_waiters({"synced": False, "error": self.verifier_error}, waiters)
+            return
+        except Exception as exc:  # a bug or an unforeseen client failure: visible, never fatal
+            self.log.exception("verifier_read_failed_unexpectedly")
+            self._verifier_failed(f"{exc.__class__.__name__}: {exc}")
+            self._finish_waiters({"synced": False, "error": self.verifier_error}, waiters)
+            return
+        finally:
+            self._next_due = now_utc() + timedelta(seconds=self.cfg.inventory_interval_s)
+        finished = now_utc()
+        self._verifier_ok(finished)
+        # the bridge is read after the balances: what it still shows as uncredited was not in them
+        reads = await self._read_bridge()
+        self.seq += 1
+        by_id = dict(zip(self.pair.token_ids, balances, strict=True))
+        fundings, withdrawals = self.ledger.fundings(), self.ledger.withdrawals()
+        outcome = self.reconciler.observe(
+            Reading(seq=self.seq, started_at=started, finished_at=finished, balances=by_id, bridge=reads),
+            fundings, withdrawals, list(self.trades_settled), finished,
+        )
+        self._prune_trades()
+        # pending figures fall back to the last good bridge read of a chain that failed just now
+        known: dict[str, BridgeRead | None] = {c: reads.get(c) or self.bridge_reads.get(c) for c in self.chains}
+        held = holdings(self.pair.assets, by_id, fundings, withdrawals, known)
+        self.synced = _Synced(
+            sync_id=str(uuid.uuid4()), seq=self.seq, synced_at=finished,
+            duration_ms=(finished - started) // timedelta(milliseconds=1), block_height=height,
+            trigger=trigger.reason, assets=held.assets, pending=held.pending,
+            pending_complete=self.history_caught_up and all(reads.get(c) is not None for c in self.chains),
+            reconciliation=outcome.entries,
+        )
+        self.counts["readings"] += 1
+        self._set_fresh(finished)
+        for r in outcome.resolved:
+            self._log_reconciliation(r)
+        inventory_id = await self._publish(trigger, finished)
+        self.mark_success()
+        self._finish_waiters(self._refresh_answer(inventory_id), waiters)
+        if outcome.wants_reading:
+            self._request(_Trigger("credit_observed"))
+
+    async def _read_bridge(self) -> dict[str, BridgeRead | None]:
+        assert self.account_id is not None
+        account = self.account_id
+        limit = self.cfg.inventory_deposits_limit
+
+        async def one(chain: str) -> BridgeRead | None:
+            try:
+                result = await self.bridge.recent_deposits(account, chain, limit=limit)
+            except PoaBridgeError as exc:
+                self._bridge_failed(chain, f"{exc.__class__.__name__}: {exc}")
+                return None
+            read = bridge_read(chain, result, limit)
+            self._bridge_ok(chain, read)
+            return read
+
+        results = await asyncio.gather(*(one(c) for c in self.chains))
+        return dict(zip(self.chains, results, strict=True))
+
+    def _prune_trades(self) -> None:
+        oldest = self.reconciler.oldest_reading_at
+        while self.trades_settled and oldest is not None and self.trades_settled[0] < oldest:
+            self.trades_settled.popleft()
+
+    # --- venue health transitions ----------------------------------------------------------
+
+    def _verifier_failed(self, error: str) -> None:
+        self.counts["reading_failures"] += 1
+        self.consecutive_failures += 1
+        if self.verifier_error is None:
+            self.verifier_down_since = now_utc()
+            self.log.warning("verifier_unavailable", venue="near_rpc", error=error, account_id=self.account_id)
+        self.verifier_error = error
+        self.notify_status()
+
+    def _verifier_ok(self, at: datetime) -> None:
+        if self.verifier_error is not None and self.verifier_down_since is not None:
+            self.log.info("verifier_recovered", venue="near_rpc",
+                          down_ms=(at - self.verifier_down_since) // timedelta(milliseconds=1))
+        self.verifier_error = None
+        self.verifier_down_since = None
+        self.consecutive_failures = 0
+
+    def _bridge_failed(self, chain: str, error: str) -> None:
+        self.counts["bridge_failures"] += 1
+        if self.bridge_errors.get(chain) is None:
+            self.log.warning("bridge_unavailable", venue="poa_bridge", chain=chain, error=error)
+        self.bridge_errors[chain] = error
+
+    def _bridge_ok(self, chain: str, read: BridgeRead) -> None:
+        if self.bridge_errors.get(chain) is not None:
+            self.log.info("bridge_recovered", venue="poa_bridge", chain=chain)
+        self.bridge_errors[chain] = None
+        self.bridge_reads[chain] = read
+        self.bridge_read_at[chain] = now_utc()
+
+    # --- staleness ------------------------------------------------------------------------
+
+    def _set_fresh(self, at: datetime) -> None:
+        if self.stale is not False:
+            since = self.stale_since
+            self.log.info("inventory_fresh", account_id=self.account_id,
+                          stale_for_ms=None if since is None else (at - since) // timedelta(milliseconds=1))
+            self.notify_status()
+        self.stale = False
+        self.stale_since = None
+
+    def _stale_reason(self, now: datetime) -> str:
+        if self.synced is None:
+            reason = "no successful verifier reading since start"
+        else:
+            age = (now - self.synced.synced_at) // timedelta(milliseconds=1)
+            reason = f"no successful verifier reading for {age} ms (bound {self.bound_ms} ms)"
+        if self.verifier_error:
+            reason += f"; last error: {self.verifier_error}"
+        if self.paused:
+            reason += "; readings paused by the operator"
+        return reason
+
+    async def _publish_staleness_change(self) -> None:
+        """Log and publish the moment inventory goes stale (recovery is the reading's own
+        snapshot). The first verdict after start counts as a change; with no reading yet there
+        is nothing to re-publish, so only the log and the control API say it."""
+        now = now_utc()
+        f = freshness(self.synced.synced_at if self.synced else None, now, self.bound_ms)
+        if not f.stale:
+            return
+        if self.stale is None and self.last_attempt_at is None:
+            return  # the first reading has not been tried yet
+        if self.stale is True:
+            return
+        self.stale = True
+        self.stale_since = stale_at(self.synced.synced_at, self.bound_ms) if self.synced else self.started_at
+        self.log.warning("inventory_stale", account_id=self.account_id, since=self.stale_since,
+                         reason=self._stale_reason(now), age_ms=f.age_ms)
+        self.notify_status()
+        if self.synced is not None:
+            await self._publish(_Trigger("staleness_change"), now)
+
+    # --- publishing -----------------------------------------------------------------------
+
+    def snapshot(self, trigger: str, now: datetime) -> IntentInventory:
+        """The last reading as of `now`; only once there has been one."""
+        assert self.account_id is not None and self.synced is not None
+        s = self.synced
+        f = freshness(s.synced_at, now, self.bound_ms)
+        assert f.age_ms is not None
+        return IntentInventory(
+            inventory_id=str(uuid.uuid4()), account_id=self.account_id, assets=s.assets, synced_at=s.synced_at,
+            block_height=s.block_height, age_ms=f.age_ms, stale=f.stale,
+            stale_since=stale_at(s.synced_at, self.bound_ms) if f.stale else None,
+            stale_reason=self._stale_reason(now) if f.stale else None,
+            freshness_bound_ms=self.bound_ms, sync_id=s.sync_id,
+            trigger=trigger,  # type: ignore[arg-type]
+            pending_complete=s.pending_complete, pending=s.pending,
+            reconciliation_status=summary_status(s.reconciliation), reconciliation=s.reconciliation,
+        )
+
+    async def _publish(self, trigger: _Trigger, now: datetime) -> str | None:
+        """Publish the snapshot as of `now`; its `inventory_id`, or None when Kafka refused it."""
+        payload = self.snapshot(trigger.reason, now)
+        event: Envelope[IntentInventory] = new_event(
+            payload, producer=self.producer_id, pair=self.cfg.pair,
+            occurred_at=payload.synced_at if trigger.reason != "staleness_change" else now,
+            correlation_id=trigger.correlation_id, causation_id=trigger.causation_id,
+        )
+        try:
+            await self.producer.publish(event)
+        except (KafkaError, OSError) as exc:
+            self.counts["publish_failures"] += 1
+            if self.kafka_error is None:
+                self.log.error("kafka_publish_failed", topic="state.intent_inventory", error=str(exc),
+                               inventory_id=payload.inventory_id)
+            self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+            self.notify_status()
+            return None
+        if self.kafka_error is not None:
+            self.log.info("kafka_publish_recovered", topic="state.intent_inventory")
+            self.kafka_error = None
+        self.counts["snapshots"] += 1
+        self.last_snapshot = {"inventory_id": payload.inventory_id, "event_id": str(event.event_id),
+                              "published_at": event.observed_at, "trigger": trigger.reason, "stale": payload.stale}
+        return payload.inventory_id
+
+    def _log_reconciliation(self, r: Reconciliation) -> None:
+        fields = {"liquidity_action_id": r.liquidity_action_id, "asset_id": r.asset_id, "tx_hash": r.tx_hash,
+                  "expected": str(r.expected) if r.expected is not None else None,
+                  "credited": str(r.credited) if r.credited is not None else None}
+        if r.status == "credited_lower_than_expected":
+            self.log.warning("credited_lower_than_expected", shortfall=str(r.shortfall), **fields)
+        elif r.status == "inconclusive":
+            self.log.warning("reconciliation_inconclusive", reason=r.reason, **fields)
+        else:
+            self.log.info("funding_reconciled", **fields)
+
+    # --- Kafka input ----------------------------------------------------------------------
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        # the pending pipeline is rebuilt from the whole liquidity history on every assignment;
+        # the fold ignores what it has already seen
+        for tp in assigned:
+            if tp.topic == LIQUIDITY_TOPIC:
+                self.consumer.seek(tp, 0)
+
+    async def _consume_loop(self) -> None:
+        delay = 0.1
+        while not self.drain_requested.is_set():
+            try:
+                deliveries = await self.consumer.poll(self.cfg.inventory_poll_ms)
+                for d in self.dead_letters.screen(deliveries):
+                    assert d.event is not None
+                    self._on_event(d.event)
+                if deliveries:
+                    await self.consumer.commit(next_offsets(deliveries))
+                if not self.history_caught_up:
+                    await self._check_caught_up()
+            except KafkaError as exc:
+                if self.consumer_error is None:
+                    self.log.error("kafka_consume_failed", error=str(exc))
+                self.consumer_error = f"{exc.__class__.__name__}: {exc}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.cfg.inventory_kafka_retry_max_s)
+                continue
+            if self.consumer_error is not None:
+                self.log.info("kafka_consume_recovered")
+                self.consumer_error = None
+            delay = 0.1
+
+    def _on_event(self, event: Envelope[Any]) -> None:
+        payload = event.payload
+        if isinstance(payload, LiquidityAction):
+            view = self.ledger.apply(event.event_id, payload, event.occurred_at)
+            if view is None:
+                return
+            self.counts["liquidity_events"] += 1
+            if self.history_caught_up:
+                self._request(_Trigger("liquidity_action", event.event_id, payload.liquidity_action_id))
+        elif isinstance(payload, TradeResult) and payload.status == "settled":
+            if event.occurred_at < self.started_at:
+                # settled before this process started: the first reading already holds it (a new
+                # consumer group starts from the beginning of the topic)
+                self.counts["trades_settled_before_start"] += 1
+                return
+            self.counts["trades_settled"] += 1
+            self.trades_settled.append(event.occurred_at)
+            self.last_trade_settled_at = event.occurred_at
+            self._request(_Trigger("trade_settled", event.event_id, payload.quote_id))
+
+    async def _check_caught_up(self) -> None:
+        """The liquidity history is read once the consumer stands at its end on every partition."""
+        mine = {tp for tp in self.consumer.assignment() if tp.topic == LIQUIDITY_TOPIC}
+        if not mine:
+            return
+        lag = await self.consumer.lag()
+        if all(lag.get(f"{tp.topic}:{tp.partition}") == 0 for tp in mine):
+            self.history_caught_up = True
+            self.log.info("liquidity_history_read", actions=len(self.ledger), ignored=self.ledger.ignored)
+            self._request(_Trigger("history_caught_up"))
+
+    # --- control --------------------------------------------------------------------------
+
+    def _finish_waiters(self, answer: dict[str, Any],
+                        waiters: list[asyncio.Future[dict[str, Any]]] | None = None) -> None:
+        if waiters is None:
+            waiters, self._refresh_waiters = self._refresh_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(answer)
+
+    def _refresh_answer(self, inventory_id: str | None) -> dict[str, Any]:
+        s = self.synced
+        assert s is not None
+        return {
+            "synced": True, "published": inventory_id is not None, "inventory_id": inventory_id, "sync_id": s.sync_id,
+            "synced_at": s.synced_at, "block_height": s.block_height, "stale": False,
+            "assets": [a.model_dump(mode="json") for a in s.assets],
+            "reconciliation_status": summary_status(s.reconciliation),
+        }
+
+    def routes(self) -> list[Route]:
+        async def refresh(_r: Any, _b: Any, caller: Caller) -> Any:
+            if self.blocked:
+                raise ControlError(409, f"blocked: {self.blocked}")
+            if self.drain_requested.is_set():
+                raise ControlError(409, "service is draining")
+            if self.paused:
+                raise ControlError(409, "readings are paused; POST /resume first")
+            answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._refresh_waiters.append(answer)
+            self._request(_Trigger("refresh"))
+            try:
+                result = await asyncio.wait_for(asyncio.shield(answer), self.cfg.inventory_refresh_timeout_s)
+            except TimeoutError:
+                self.audit.record("refresh", caller, "timed out")
+                raise ControlError(504, "the reading did not finish in time; see GET /state") from None
+            if not result["synced"]:
+                self.audit.record("refresh", caller, f"failed: {result['error']}")
+                raise ControlError(502, f"verifier reading failed: {result['error']}")
+            self.audit.record("refresh", caller, "synced", {"sync_id": result["sync_id"]})
+            return result
+
+        return [
+            Route("POST", "/refresh", refresh, "Read the verifier now; answers with the resulting inventory",
+                  OperatorAction),
+        ]
+
+    # --- state ----------------------------------------------------------------------------
+
+    def health_reasons(self) -> list[str]:
+        reasons = []
+        if self.blocked:
+            reasons.append(f"blocked: {self.blocked}")
+        else:
+            f = freshness(self.synced.synced_at if self.synced else None, now_utc(), self.bound_ms)
+            if f.stale:
+                reasons.append(f"inventory_stale: {self._stale_reason(now_utc())}")
+        if self.kafka_error:
+            reasons.append(f"kafka_unavailable: {self.kafka_error}")
+        if self.consumer_error:
+            reasons.append(f"kafka_consume_failing: {self.consumer_error}")
+        return reasons
+
+    def state(self) -> dict[str, Any]:
+        now = now_utc()
+        s = self.synced
+        f = freshness(s.synced_at if s else None, now, self.bound_ms)
+        next_in = max(0, (self._next_due - now) // timedelta(milliseconds=1))
+        reconciliation = s.reconciliation if s else []
+        return {
+            "connected": {
+                "verifier": self.last_attempt_at is not None and self.verifier_error is None,
+                "bridge": {c: c in self.bridge_reads and self.bridge_errors.get(c) is None for c in self.chains},
+                "kafka": self.kafka_error is None and self.consumer_error is None,
+            },
+            "authoritative": not f.stale and self.kafka_error is None and bool(s and s.pending_complete),
+            "blocked_reason": self.blocked,
+            "account_id": self.account_id,
+            "active_pair": {"btc": self.pair.btc.asset_id, "eure": self.pair.eure.asset_id},
+            "stale": f.stale,
+            "stale_since": (stale_at(s.synced_at, self.bound_ms) if s else self.started_at) if f.stale else None,
+            "stale_reason": self._stale_reason(now) if f.stale else None,
+            "age_ms": f.age_ms,
+            "freshness_bound_ms": self.bound_ms,
+            "last_sync": None if s is None else {
+                "sync_id": s.sync_id, "synced_at": s.synced_at, "block_height": s.block_height,
+                "trigger": s.trigger, "duration_ms": s.duration_ms,
+            },
+            "last_attempt_at": self.last_attempt_at,
+            "verifier_error": self.verifier_error,
+            "verifier_down_since": self.verifier_down_since,
+            "consecutive_failures": self.consecutive_failures,
+            "next_reading_in_ms": None if self.paused or self.blocked else next_in,
+            "interval_s": self.cfg.inventory_interval_s,
+            "inventory": [a.model_dump(mode="json") for a in s.assets] if s else [],
+            "pending": [p.model_dump(mode="json") for p in s.pending] if s else [],
+            "pending_complete": bool(s and s.pending_complete),
+            "reconciliation_status": summary_status(reconciliation),
+            "reconciliation": [r.model_dump(mode="json") for r in reconciliation],
+            "liquidity_history": {
+                "caught_up": self.history_caught_up, "actions": len(self.ledger),
+                "events_applied": self.ledger.events_applied, "ignored_actions": self.ledger.ignored,
+                "since": self.cfg.inventory_liquidity_since,
+            },
+            "bridge": {c: {"error": self.bridge_errors.get(c), "read_at": self.bridge_read_at.get(c),
+                           "deposits": len(self.bridge_reads[c].deposits) if c in self.bridge_reads else None}
+                       for c in self.chains},
+            "last_trade_settled_at": self.last_trade_settled_at,
+            "last_snapshot": self.last_snapshot,
+            "kafka_error": self.kafka_error,
+            "consumer_error": self.consumer_error,
+            "counts": dict(self.counts),
+            "triggers": dict(self.triggers),
+        }
