@@ -56,6 +56,7 @@ topics: migrate ## create the Kafka topics (qlctl topics ensure)
 
 run: topics ## local stack, venue simulators and every daemon, then qlctl status
 	$(WITH_STACK) scripts/daemons.sh start simulators all
+	. $(STACK_ENV) && . $(STACK_DIR)/sim/env && $(VENV)/bin/python -m simulators.fund_local
 	. $(STACK_ENV) && $(VENV)/bin/qlctl status
 
 down: ## stop daemons and the local stack

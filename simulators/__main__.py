@@ -5,7 +5,14 @@ so a deposit credited by the bridge is a balance the RPC reports and the relay s
 Ports are consecutive from `--base-port`. The runner writes, into `--dir`:
 
 - `relay.jwt` (mode 0600): a token generated for this run, which the relay simulator requires;
-- `env`: `export QL_...` lines pointing every daemon at the simulators.
+- `signer.key` (mode 0600): an ed25519 key generated for this run; its implicit account is the
+  simulated solver account (an implicit account needs no `add_public_key`);
+- `treasury.toml`: the treasury configuration liquidity-manager reads (EURe on `eth:100`);
+- `env`: `export QL_...` lines pointing every daemon at the simulators and that account.
+
+nBTC moves through the Omni bridge, which is not simulated (and has no funding route in the
+project): the runner credits the solver account with nBTC directly. EURe is funded the real
+way, through the POA bridge simulator and liquidity-manager (`python -m simulators.fund_local`).
 
 It runs until SIGTERM/SIGINT. Test infrastructure only: no daemon imports it.
 """
@@ -19,6 +26,7 @@ import secrets
 from pathlib import Path
 
 from daemons.core.assets import EURE_ID, NBTC_ID
+from daemons.venues.near_intents.nep413 import SignerKey
 from simulators.base import until_signalled
 from simulators.coingecko import CoinGeckoSimulator
 from simulators.kraken import KrakenSimulator
@@ -30,8 +38,16 @@ from simulators.verifier import VerifierState
 ORDER = ("relay", "near_rpc", "poa_bridge", "kraken", "coingecko")
 
 
-def env_lines(urls: dict[str, str], jwt_file: Path) -> list[str]:
+SIM_NBTC_BALANCE = 5_000_000  # 0.05 nBTC
+TREASURY_WALLET = "0x00000000000000000000000000000000000a11ce"
+
+
+def env_lines(urls: dict[str, str], jwt_file: Path, key_file: Path, account: str, treasury: Path) -> list[str]:
     return [
+        f"export QL_SIGNER_ACCOUNT_ID={account}",
+        f"export QL_SIGNER_KEY_FILE={key_file}",
+        f"export QL_TREASURY_FILE={treasury}",
+        "export QL_LIQUIDITY_POLL_INTERVAL_S=2",  # the local bridge credits in seconds, not hours
         f"export QL_RELAY_WS_URL={urls['relay'].replace('http://', 'ws://')}/ws",
         f"export QL_RELAY_RPC_URL={urls['relay']}/rpc",
         f"export QL_RELAY_JWT_FILE={jwt_file}",
@@ -42,28 +58,43 @@ def env_lines(urls: dict[str, str], jwt_file: Path) -> list[str]:
     ]
 
 
+def write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    os.chmod(path, 0o600)
+
+
 async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     jwt = secrets.token_urlsafe(32)
     jwt_file = directory / "relay.jwt"
-    fd = os.open(jwt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(jwt)
-    os.chmod(jwt_file, 0o600)
+    write_secret(jwt_file, jwt)
+    key = SignerKey.generate()
+    key_file = directory / "signer.key"
+    write_secret(key_file, key.secret_for_export())
+    account = key.implicit_account_id
+    treasury = directory / "treasury.toml"
+    treasury.write_text(
+        f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n\n'
+        f'[[wallets]]\nlabel = "sim-treasury"\nchain = "eth:100"\naddress = "{TREASURY_WALLET}"\n'
+    )
 
     verifier = VerifierState()
+    verifier.deposit(account, os.environ.get("QL_BTC_ASSET_ID", NBTC_ID), SIM_NBTC_BALANCE)
     sims = {
         "relay": RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port),
         "near_rpc": NearRpcSimulator(verifier, host, base_port + 1),
-        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2),
+        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2),  # credits the verifier
         "kraken": KrakenSimulator(host, base_port + 3),
         "coingecko": CoinGeckoSimulator(host, base_port + 4),
     }
+    sims["poa_bridge"].watch_burns(verifier)  # withdrawals burned on NEAR show up at the bridge
     urls = {}
     for name in ORDER:
         urls[name] = await sims[name].start()
     env_file = directory / "env"
-    env_file.write_text("# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file)) + "\n")
+    env_file.write_text("# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file, key_file, account, treasury)) + "\n")
     for name in ORDER:
         print(f"{name:<11} {urls[name]}", flush=True)
     print(f"env         {env_file}", flush=True)
