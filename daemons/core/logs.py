@@ -78,5 +78,6 @@ def configure_logging(service: str, level: str = "INFO", pair: str | None = None
     structlog.contextvars.bind_contextvars(service=service, namespace=NAMESPACE, pair=pair)
 
 
-def get_logger(component: str, **fields: Any) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger().bind(component=component, **fields)
+def get_logger(component: str, **fields: Any) -> Any:
+    """A lazy logger: safe at import time, it takes the configuration in force when first used."""
+    return structlog.get_logger(component=component, **fields)

@@ -1,0 +1,1 @@
+"""trade-executor: signs and sends quote answers from pre-funded inventory, durably idempotent."""

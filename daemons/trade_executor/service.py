@@ -1,0 +1,949 @@
+"""trade-executor: answer the relay from pre-funded inventory, durably idempotent (seed section 7,
+issue 7).
+
+The loop, per `cmd.execute_trade`:
+
+1. Write the command's ledger row (`received`) before anything else. A row that already exists
+   means a duplicate delivery: the result already recorded is republished, nothing is answered.
+2. Check (pure, `gates.py`): draining, paused, disarmed, signer, relay connection, the command
+   itself, `answer_by`, the deadline asked for, and the late inventory check of the asset given
+   against the latest snapshot minus what live answers hold. A failure is `refused`, recorded
+   and published. A pass reserves the amount at once, before any await.
+3. Nonce and deadline (salt from a ≤ 5 min cache) → ledger `signing`; sign the NEP-413
+   `token_diff` → ledger `submitted` with the signed payload and quote_hash; only then send the
+   `quote_response` and await the relay: OK → `acknowledged`, an error → `rejected` with the
+   relay's text verbatim, no answer in time → `uncertain`. Each outcome is published.
+4. A live answer is resolved by the venue only: a matching `quote_status` → `settled` (acked
+   after the write when guaranteed delivery is on); past its deadline, `is_nonce_used` → settled
+   or `expired`. Uncertain answers likewise; nothing is ever resubmitted.
+
+The start path is the recovery path: every unresolved ledger row is resolved from the venue and
+its result published (received → refused; signing → resolved at once, it was never sent;
+submitted → uncertain, then resolved; acknowledged/uncertain → watched). The same recovery runs
+when PostgreSQL comes back after an outage; while it is away no command is taken (they wait in
+Kafka) and `/state` says why. Results are published at least once: `published_state` in the
+ledger says what is known to be on Kafka, and a sweep republishes whatever is behind.
+
+Starts disarmed on every start. `POST /disarm` with `cancel_live: true` also burns the nonces of
+live answers through the relay (empty-intent payloads) and records it in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from daemons.core.arming import ArmSwitch, DisarmBody
+from daemons.core.assets import ActivePair
+from daemons.core.bus import Delivery, EventConsumer, EventProducer, next_offsets
+from daemons.core.control import Caller, ControlError, Route
+from daemons.core.db import DB_ERRORS, connect_pool
+from daemons.core.events import Envelope, ExecuteTrade, TradeResult, new_event, now_utc
+from daemons.core.runtime import Service
+from daemons.core.secrets import SecretFileError, read_secret_file
+from daemons.trade_executor.answer import SaltCache, cancel_payload, plan_nonce, sign_answer
+from daemons.trade_executor.gates import (
+    GateInputs,
+    InventoryCheck,
+    InventoryView,
+    Refusal,
+    check_inventory,
+    command_refusal,
+)
+from daemons.trade_executor.inventory import InventoryFeed
+from daemons.trade_executor.ledger import (
+    LIVE,
+    RESULT_STATUS,
+    LedgerRow,
+    LedgerState,
+    LedgerStore,
+    execution_id_for,
+    resolve_by_nonce,
+    result_from_row,
+)
+from daemons.trade_executor.settings import ExecutorSettings
+from daemons.trade_executor.settlement import (
+    LiveAnswer,
+    LiveBook,
+    RecoveryStep,
+    cancel_succeeded,
+    expiry_reason,
+    recovery_step,
+)
+from daemons.trade_executor.signer import SignerStatus, authorize, load_key
+from daemons.venues.backoff import Backoff
+from daemons.venues.near_intents.near_rpc import NearRpcClient, NearRpcError
+from daemons.venues.near_intents.nep413 import SignerKey
+from daemons.venues.near_intents.relay_rpc import (
+    RelayPublishFailed,
+    RelayRpcClient,
+    RelayRpcClientError,
+    reason_code,
+)
+from daemons.venues.near_intents.relay_ws import (
+    Connected,
+    Disconnected,
+    LateRelayAnswer,
+    QuoteFilter,
+    QuoteStatus,
+    RelayAnswer,
+    RelayConnectionLost,
+    RelayNotConnected,
+    RelayTimeout,
+    RelayWsClient,
+    RelayWsConfig,
+    Reject,
+)
+
+S = LedgerState
+
+
+class TradeExecutor(Service):
+    name = "trade-executor"
+
+    def __init__(self, settings: ExecutorSettings, *,
+                 random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
+        super().__init__(settings)
+        self.cfg = settings
+        self.pair = ActivePair(settings.btc_asset_id)
+        self.arm = ArmSwitch(self.audit, self.log)
+        self.random_bytes = random_bytes
+        self.producer = EventProducer(settings, client_id=self.name)
+        self.consumer = EventConsumer(settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name)
+        self.rpc = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
+                                 timeout_s=settings.executor_rpc_timeout_s)
+        self.book = LiveBook()
+        self.inventory = InventoryFeed(settings, self._on_snapshot)
+        self.salt = SaltCache(settings.executor_salt_max_age_s)
+        self.key: SignerKey | None = None
+        self.signer = SignerStatus(status="unverified", detail="not loaded yet")
+        self.relay: RelayWsClient | None = None
+        self.relay_rpc: RelayRpcClient | None = None
+        self.relay_error: str | None = None
+        self.store: LedgerStore | None = None
+        self.db_error: str | None = "not connected yet"
+        self.kafka_error: str | None = None
+        self.rpc_error: str | None = None
+        self.recovered_at: datetime | None = None
+        # command ids some coroutine is working on (refcounted): the sweeps leave them alone
+        self.busy: Counter[str] = Counter()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.pending_statuses: list[QuoteStatus] = []
+        self.errors: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self.results: Counter[str] = Counter()
+        self.completed = 0
+        self.last_command: dict[str, Any] | None = None
+        self.last_request: dict[str, Any] | None = None
+        self.last_venue_response: dict[str, Any] | None = None
+        self._stop = asyncio.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.key, self.signer = load_key(self.cfg.signer_account_id, self.cfg.signer_key_file)
+        await self._authorize_signer()
+        await self.producer.start()
+        await self.consumer.start()
+        try:
+            jwt = read_secret_file(self.cfg.relay_jwt_file, "QL_RELAY_JWT_FILE")
+        except SecretFileError as exc:
+            self.relay_error = str(exc)
+            self.log.error("relay_jwt_unavailable", venue="near_intents", error=self.relay_error)
+        else:
+            self.relay = self._relay_client(jwt)
+            self.relay_rpc = RelayRpcClient(self.cfg.relay_rpc_url, jwt, timeout_s=self.cfg.executor_rpc_timeout_s)
+            await self.relay.start()
+        await self._connect_db()
+        helpers = [asyncio.create_task(self.inventory.run(self._stop), name="inventory"),
+                   asyncio.create_task(self._sweep_loop(), name="sweep")]
+        if self.relay is not None:
+            helpers.append(asyncio.create_task(self._relay_loop(), name="relay-events"))
+        self.notify_status()
+        try:
+            await self._command_loop()
+            await self._finish_in_hand()
+        finally:
+            self._stop.set()
+            if self.relay is not None:
+                await self.relay.stop()
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._close()
+
+    async def _close(self) -> None:
+        # Bounded: leaving the consumer group waits for a rebalance in progress (for instance one
+        # held by a killed predecessor's session), and a drain must not hang on it.
+        for name, closer in (("consumer", self.consumer.stop), ("producer", self.producer.stop),
+                             ("near_rpc", self.rpc.close)):
+            try:
+                await asyncio.wait_for(closer(), timeout=self.cfg.executor_close_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - closing must go on to the next client
+                self.log.warning("close_failed", client=name, error=f"{exc.__class__.__name__}: {exc}")
+        if self.relay_rpc is not None:
+            await self.relay_rpc.close()
+        if self.store is not None:
+            await self.store.pool.close()
+
+    def _relay_client(self, jwt: str) -> RelayWsClient:
+        instance = self.cfg.executor_relay_instance_id
+        return RelayWsClient(
+            RelayWsConfig(
+                url=self.cfg.relay_ws_url, jwt=jwt, instance_id=instance,
+                quote_filter=QuoteFilter(tokens_in=self.pair.token_ids, tokens_out=self.pair.token_ids),
+                guaranteed_status=instance is not None,
+                # with guaranteed delivery a fill is acknowledged only after its ledger write
+                auto_ack=instance is None,
+                answer_timeout_s=self.cfg.executor_relay_answer_timeout_s,
+                max_frame_bytes=self.cfg.relay_max_frame_bytes,
+            ),
+            backoff=Backoff(initial_s=self.cfg.relay_backoff_initial_s, max_s=self.cfg.relay_backoff_max_s,
+                            budget=self.cfg.relay_reconnect_budget, window_s=self.cfg.relay_reconnect_window_s),
+        )
+
+    async def _finish_in_hand(self) -> None:
+        """Drain: commands in hand get their relay answer (or time out) and their result."""
+        if self.tasks:
+            done, pending = await asyncio.wait(set(self.tasks), timeout=self.cfg.executor_drain_timeout_s)
+            if pending:
+                self.log.error("drain_left_commands_in_hand", count=len(pending))
+
+    def pause(self) -> None:
+        super().pause()
+        self.parked = True  # takes effect at once: the gate refuses every new command
+
+    def resume(self) -> None:
+        super().resume()
+        self.parked = False
+
+    # --- PostgreSQL -----------------------------------------------------------------------------
+
+    async def _connect_db(self) -> None:
+        """Connect (or check) and run recovery; on failure stay down and say so."""
+        try:
+            if self.store is None:
+                pool = await connect_pool(self.cfg.database_url, min_size=1, max_size=4)
+                self.store = LedgerStore(pool)
+            else:
+                await self.store.ping()
+            await self._recover()
+        except DB_ERRORS as exc:
+            self._db_lost(exc)
+            return
+        if self.db_error is not None:
+            self.log.info("ledger_available", recovered_at=self.recovered_at)
+        self.db_error = None
+        self.notify_status()
+
+    def _db_lost(self, exc: BaseException) -> None:
+        if self.db_error is None:
+            self.log.error("ledger_unavailable", error=f"{exc.__class__.__name__}: {exc}")
+        self.db_error = f"{exc.__class__.__name__}: {exc}"
+        self.errors["ledger_unavailable"] += 1
+        self.notify_status()
+
+    def _store(self) -> LedgerStore:
+        if self.store is None:
+            raise RuntimeError("ledger store used before PostgreSQL was connected")
+        return self.store
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def _command_loop(self) -> None:
+        while not self.drain_requested.is_set():
+            if self.db_error is not None:
+                # without the ledger nothing is answered: commands wait in Kafka
+                await self._nap(self.cfg.executor_poll_ms / 1000)
+                continue
+            try:
+                deliveries = await self._poll()
+            except KafkaError as exc:
+                self._kafka_failed(exc)
+                await self._nap(0.5)
+                continue
+            if deliveries:
+                await self._take(deliveries)
+
+    async def _poll(self) -> list[Delivery]:
+        """One poll that a drain can interrupt: during a group rebalance aiokafka waits for the
+        new assignment whatever the poll timeout says (a killed predecessor holds the group until
+        its session times out), and a drain must not wait for that."""
+        poll = asyncio.ensure_future(self.consumer.poll(timeout_ms=self.cfg.executor_poll_ms))
+        drain = asyncio.ensure_future(self.drain_requested.wait())
+        try:
+            await asyncio.wait({poll, drain}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()
+        if poll.done():
+            return poll.result()
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+        return []
+
+    async def _take(self, deliveries: list[Delivery]) -> None:
+        good = {id(d) for d in self.dead_letters.screen(deliveries)}
+        done: list[Delivery] = []
+        for i, d in enumerate(deliveries):
+            if id(d) in good:
+                try:
+                    await self._accept(d.event)  # type: ignore[arg-type]
+                except DB_ERRORS as exc:
+                    self._db_lost(exc)
+                    self._rewind(deliveries[i:])
+                    break
+            done.append(d)
+        try:
+            await self.consumer.commit(next_offsets(done))
+        except KafkaError as exc:
+            self._kafka_failed(exc)
+
+    def _rewind(self, rest: list[Delivery]) -> None:
+        """Read these again once PostgreSQL is back (a ledger row is the only proof of receipt)."""
+        first: dict[TopicPartition, int] = {}
+        for d in rest:
+            first[d.tp] = min(first.get(d.tp, d.offset), d.offset)
+        for tp, offset in first.items():
+            self.consumer.seek(tp, offset)
+
+    def _gate_inputs(self, now: datetime) -> GateInputs:
+        return GateInputs(
+            now=now, paused=self.paused, draining=self.drain_requested.is_set(), armed=self.arm.armed,
+            signer_problem=None if self.signer.ready and self.key is not None
+            else f"signer {self.signer.status}: {self.signer.detail}",
+            relay_connected=self.relay is not None and self.relay.connected,
+            max_min_deadline_ms=self.cfg.executor_max_min_deadline_ms,
+        )
+
+    async def _accept(self, event: Envelope[ExecuteTrade]) -> None:
+        cmd = event.payload
+        now = now_utc()
+        self.last_command = {"command_id": cmd.command_id, "quote_id": cmd.quote_id,
+                             "decision_id": cmd.decision_id, "received_at": now, "answer_by": cmd.answer_by}
+        row = await self._store().insert_received(event, now)
+        if row is None:
+            await self._duplicate(event, now)
+            return
+        refusal = command_refusal(cmd, self.pair, self._gate_inputs(now))
+        if refusal is not None:
+            await self._refuse(row, refusal, now)
+            return
+        check = check_inventory(self.inventory.latest, cmd.asset_out, cmd.amount_out,
+                                self.book.reserved(cmd.asset_out), now, self.cfg.executor_inventory_max_age_ms,
+                                self.signer.account_id)
+        if check.refusal is not None:
+            await self._refuse(row, check.refusal, now)
+            return
+        # reserve now, with no await since the check: the next command already sees this hold
+        self.book.hold(LiveAnswer(command_id=cmd.command_id, quote_id=cmd.quote_id, asset_out=cmd.asset_out,
+                                  amount_out=cmd.amount_out, state=S.RECEIVED))
+        self.busy[cmd.command_id] += 1
+        task = asyncio.create_task(self._answer(row, cmd, check), name=f"answer-{cmd.command_id}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _duplicate(self, event: Envelope[ExecuteTrade], now: datetime) -> None:
+        cmd = event.payload
+        store = self._store()
+        existing = await store.get(cmd.command_id)
+        if existing is not None:
+            self.errors["duplicate_commands"] += 1
+            self.log.info("duplicate_command", command_id=cmd.command_id, quote_id=cmd.quote_id,
+                          state=existing.state.value)
+            if RESULT_STATUS[existing.state] is None:
+                return  # in hand (or left for recovery): its result is on the way
+            await self._publish(existing, republish=True)
+            return
+        other = await store.get_by_quote(cmd.quote_id)
+        holder = f"command {other.command_id} ({other.state.value})" if other is not None else "another command"
+        # Not stored (the quote's row belongs to the other command), but deterministic: a
+        # redelivery gets the same refusal with the same execution_id.
+        self.errors["duplicate_quotes"] += 1
+        self.refusals["quote_already_answered"] += 1
+        result = TradeResult(
+            execution_id=execution_id_for(cmd.command_id), command_id=cmd.command_id, quote_id=cmd.quote_id,
+            decision_id=cmd.decision_id, status="refused", reason_code="quote_already_answered",
+            reason=f"quote {cmd.quote_id} already belongs to {holder}: a quote is never answered twice",
+            direction=cmd.direction, asset_in=cmd.asset_in, asset_out=cmd.asset_out, amount_in=cmd.amount_in,
+            amount_out=cmd.amount_out, command_received_at=now,
+        )
+        self.log.warning("command_refused", command_id=cmd.command_id, quote_id=cmd.quote_id,
+                         reason_code="quote_already_answered")
+        await self._send_result(result, now, causation=event.event_id)
+
+    async def _refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
+        with self._working(row.command_id):
+            refused = await self._store().transition(
+                row.command_id, S.REFUSED, now, reason=refusal.reason, reason_code=refusal.code,
+                inventory_id=refusal.inventory_id, spendable_at_check=refusal.spendable,
+                reserved_at_check=refusal.reserved,
+            )
+            if refused is None:
+                return  # past `received` already: not a refusal any more
+            self.refusals[refusal.code] += 1
+            self.book.release(row.command_id)
+            self.log.info("command_refused", command_id=row.command_id, quote_id=row.quote_id,
+                          reason_code=refusal.code, reason=refusal.reason)
+            self.completed += 1
+            await self._publish(refused)
+
+    async def _answer(self, row: LedgerRow, cmd: ExecuteTrade, check: InventoryCheck) -> None:
+        cid = cmd.command_id
+        store = self._store()
+        try:
+            salt = await self._current_salt()
+            now = now_utc()
+            late = command_refusal(cmd, self.pair, self._gate_inputs(now))  # again, after the await
+            if salt is None and late is None:
+                late = Refusal("salt_unavailable", f"current_salt could not be read: {self.rpc_error}")
+            if late is not None:
+                await self._refuse(row, late, now)
+                return
+            assert salt is not None and self.key is not None and self.relay is not None
+            signer_id = self.signer.account_id or ""
+            plan = plan_nonce(salt, now, cmd.min_deadline_ms, self.cfg.executor_answer_margin_ms, self.random_bytes)
+            signing = await store.transition(
+                cid, S.SIGNING, now, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
+                deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
+                reserved_at_check=check.reserved,
+            )
+            if signing is None:
+                raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
+            self.book.update(cid, state=S.SIGNING, signer_id=signer_id, nonce=plan.nonce_b64, deadline=plan.deadline)
+            answer = sign_answer(self.key, signer_id, cmd, plan, self.cfg.verifier_contract)
+            signed_at = now_utc()
+            submitted = await store.transition(
+                cid, S.SUBMITTED, signed_at, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
+                quote_output=answer.quote_output_wire(), signed_at=signed_at,
+            )
+            if submitted is None:
+                raise RuntimeError(f"ledger row {cid} left `signing` under the executor's feet")
+            self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
+            sent_at = now_utc()
+            self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": answer.quote_hash,
+                                 "deadline": plan.deadline, "sent_at": sent_at}
+            self.log.info("answer_submitted", command_id=cid, quote_id=cmd.quote_id, quote_hash=answer.quote_hash,
+                          deadline=plan.deadline.isoformat())
+            outcome: RelayAnswer | RelayTimeout | RelayNotConnected
+            try:
+                outcome = await self.relay.send_quote_response(cmd.quote_id, answer.quote_output, answer.signed_data,
+                                                               timeout_s=self.cfg.executor_relay_answer_timeout_s)
+            except (RelayTimeout, RelayNotConnected) as exc:
+                outcome = exc
+            await self._apply_answer(submitted, outcome, sent_at, now_utc())
+        except DB_ERRORS as exc:
+            # the row stays where it is; recovery resolves it once PostgreSQL is back
+            self._db_lost(exc)
+        except Exception:
+            self.errors["internal_error"] += 1
+            self.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
+            try:
+                await self._refuse(row, Refusal("internal_error", "the executor failed before signing"), now_utc())
+            except Exception:  # noqa: BLE001 - the row may be past `received`: the sweeps resolve it
+                pass
+        finally:
+            self._unbusy(cid)
+
+    async def _apply_answer(self, row: LedgerRow, outcome: RelayAnswer | RelayTimeout | RelayNotConnected,
+                            sent_at: datetime, answered_at: datetime) -> None:
+        cid = row.command_id
+        store = self._store()
+        if isinstance(outcome, RelayAnswer):
+            venue = {"ok": outcome.ok, "error": outcome.error, "error_code": outcome.error_code,
+                     "error_data": outcome.error_data, "raw": outcome.raw}
+            self.last_venue_response = {"command_id": cid, "quote_id": row.quote_id, "ok": outcome.ok,
+                                        "error": outcome.error, "at": answered_at}
+            if outcome.ok:
+                target, fields = S.ACKNOWLEDGED, {"reason": None, "reason_code": None}
+            else:
+                error = outcome.error or ""
+                code = reason_code(error)
+                self.errors[f"venue_rejected:{code}"] += 1
+                if "invalid salt" in error:
+                    self.salt.invalidate()  # the next answer reads current_salt again
+                self.log.warning("venue_rejected", command_id=cid, quote_id=row.quote_id, venue="near_intents",
+                                 reason=error, reason_code=code)
+                target, fields = S.REJECTED, {"reason": error, "reason_code": code}
+            fields["venue_response"] = venue
+        elif isinstance(outcome, RelayTimeout):
+            lost = isinstance(outcome, RelayConnectionLost)
+            code = "relay_connection_lost" if lost else "relay_timeout"
+            self.errors[code] += 1
+            reason = (f"no answer from the relay ({outcome}); the outcome is unknown: resolved by quote_status or "
+                      "is_nonce_used, never by resubmitting")
+            self.log.warning("venue_timeout", command_id=cid, quote_id=row.quote_id, venue="near_intents",
+                             error=str(outcome))
+            target, fields = S.UNCERTAIN, {"reason": reason, "reason_code": code,
+                                           "venue_response": {"timeout": str(outcome)}}
+        else:
+            self.errors["not_sent"] += 1
+            target, fields = S.REJECTED, {"reason": f"not sent: {outcome}", "reason_code": "not_sent",
+                                          "venue_response": {"not_sent": str(outcome)}}
+        answered = isinstance(outcome, RelayAnswer)
+        moved = await store.transition(cid, target, answered_at,
+                                       sent_at=None if isinstance(outcome, RelayNotConnected) else sent_at,
+                                       venue_answered_at=answered_at if answered else None, **fields)
+        if moved is None:
+            # a quote_status settled it first: keep the venue's answer beside the settlement
+            await store.merge_venue_response(cid, "answer", fields.get("venue_response"))
+            return
+        if target is S.REJECTED:
+            self.book.release(cid)
+        else:
+            self.book.update(cid, state=target)
+            if target is S.ACKNOWLEDGED:
+                self.log.info("answer_acknowledged", command_id=cid, quote_id=row.quote_id,
+                              quote_hash=row.quote_hash)
+        self.completed += 1
+        await self._publish(moved)
+
+    def _unbusy(self, cid: str) -> None:
+        self.busy[cid] -= 1
+        if self.busy[cid] <= 0:
+            del self.busy[cid]
+
+    @contextmanager
+    def _working(self, cid: str) -> Iterator[None]:
+        """Mark a command as in someone's hands for a transition and its publication: the
+        backlog sweep leaves it alone, so no result goes out twice from two paths."""
+        self.busy[cid] += 1
+        try:
+            yield
+        finally:
+            self._unbusy(cid)
+
+    async def _current_salt(self) -> str | None:
+        salt = self.salt.get(now_utc())
+        if salt is not None:
+            return salt
+        try:
+            salt = await self.rpc.current_salt()
+        except NearRpcError as exc:
+            self.errors["rpc_current_salt"] += 1
+            self.rpc_error = exc.message
+            return None
+        self.rpc_error = None
+        self.salt.put(salt, now_utc())
+        return salt
+
+    # --- results --------------------------------------------------------------------------------
+
+    async def _publish(self, row: LedgerRow, *, republish: bool = False) -> bool:
+        """Publish the row's result, then note it in the ledger; on failure the sweep retries."""
+        result = result_from_row(row)
+        at = getattr(row, f"{row.state.value}_at") or now_utc()
+        if not await self._send_result(result, at, causation=row.command_event_id, key=row.command_id):
+            return False
+        if not republish:
+            self.results[result.status] += 1
+        try:
+            await self._store().mark_published(row.command_id, row.state)
+        except DB_ERRORS as exc:
+            self._db_lost(exc)  # published anyway; at worst it is published once more later
+        return True
+
+    async def _send_result(self, result: TradeResult, at: datetime, *, causation: Any = None,
+                           key: str | None = None) -> bool:
+        event = new_event(result, producer=self.producer_id, pair=self.cfg.pair, occurred_at=at,
+                          correlation_id=result.quote_id, causation_id=causation)
+        try:
+            await self.producer.publish(event, key=key or result.command_id)
+        except (KafkaError, OSError) as exc:
+            self._kafka_failed(exc)
+            return False
+        if self.kafka_error is not None:
+            self.log.info("kafka_publish_recovered")
+            self.kafka_error = None
+        self.mark_success()
+        return True
+
+    def _kafka_failed(self, exc: BaseException) -> None:
+        if self.kafka_error is None:
+            self.log.error("kafka_unavailable", error=str(exc))
+        self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+        self.errors["kafka_unavailable"] += 1
+
+    # --- the relay: statuses, late answers ------------------------------------------------------
+
+    async def _relay_loop(self) -> None:
+        assert self.relay is not None
+        async for item in self.relay.events():
+            try:
+                if isinstance(item, QuoteStatus):
+                    await self._on_status(item)
+                elif isinstance(item, LateRelayAnswer):
+                    await self._on_late_answer(item)
+                elif isinstance(item, Reject):
+                    self.errors[f"relay_frame_{item.code}"] += 1
+                    if item.guaranteed and item.seq is not None and not self.relay.config.auto_ack:
+                        await self.relay.ack(item)  # a poison status must not come back forever
+                elif isinstance(item, Connected):
+                    self.log.info("relay_connected", venue="near_intents", epoch=item.epoch)
+                    self.notify_status()
+                elif isinstance(item, Disconnected):
+                    self.log.warning("relay_disconnected", venue="near_intents", reason=item.reason)
+                    self.notify_status()
+                # quote requests are near-intents-ingest's business
+            except DB_ERRORS as exc:
+                self._db_lost(exc)
+            except Exception:
+                self.errors["internal_error"] += 1
+                self.log.exception("relay_item_failed", kind=getattr(item, "kind", None))
+
+    async def _on_status(self, item: QuoteStatus) -> None:
+        if self.db_error is not None:
+            self.pending_statuses.append(item)  # acknowledged once it is written
+            return
+        try:
+            await self._settle_by_status(item)
+        except DB_ERRORS as exc:
+            self._db_lost(exc)
+            self.pending_statuses.append(item)
+            return
+        if self.relay is not None and item.guaranteed:
+            await self.relay.ack(item)
+
+    async def _settle_by_status(self, item: QuoteStatus) -> bool:
+        store = self._store()
+        cid = self.book.by_hash.get(item.quote_hash)
+        if cid is None:
+            row = await store.get_by_hash(item.quote_hash)
+            if row is None:
+                self.errors["status_not_ours"] += 1
+                return False
+            if row.state not in LIVE and row.state is not S.EXPIRED:
+                return False  # a repeat of a status already applied
+            if row.state is S.EXPIRED:
+                self.log.error("settled_after_expiry", command_id=row.command_id, quote_hash=item.quote_hash)
+            cid = row.command_id
+        with self._working(cid):
+            at = now_utc()
+            resolution = {"quote_status": {"quote_hash": item.quote_hash, "intent_hash": item.intent_hash,
+                                           "tx_hash": item.tx_hash, "seq": item.seq, "received_at": item.received_at}}
+            settled = await store.transition(cid, S.SETTLED, at, intent_hash=item.intent_hash, tx_hash=item.tx_hash,
+                                             resolved_by="quote_status", resolution=resolution,
+                                             reason="the answer settled: quote_status from the relay", reason_code=None)
+            if settled is None:
+                return False
+            if self.book.release(cid, settled_at=at) is None:
+                self.book.note_settled(cid, at, settled.asset_out, settled.amount_out)
+            self.log.info("answer_settled", command_id=cid, quote_id=settled.quote_id, quote_hash=item.quote_hash,
+                          intent_hash=item.intent_hash, tx_hash=item.tx_hash, resolved_by="quote_status")
+            await self._publish(settled)
+            return True
+
+    async def _on_late_answer(self, item: LateRelayAnswer) -> None:
+        self.errors["late_answers"] += 1
+        cid = self.book.by_quote.get(item.quote_id)
+        if cid is None:
+            row = await self._store().get_by_quote(item.quote_id)
+            cid = row.command_id if row is not None else None
+        self.log.warning("late_relay_answer", quote_id=item.quote_id, command_id=cid, ok=item.answer.ok,
+                         error=item.answer.error)
+        if cid is not None:
+            await self._store().merge_venue_response(cid, "late_answer", {
+                "ok": item.answer.ok, "error": item.answer.error, "raw": item.answer.raw,
+                "received_at": item.received_at})
+
+    # --- the sweep: deadlines, backlog, salt, PostgreSQL ----------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._nap(self.cfg.executor_resolve_interval_s, self._stop)
+            if self._stop.is_set():
+                return
+            try:
+                await self._sweep()
+            except DB_ERRORS as exc:
+                self._db_lost(exc)
+            except Exception:
+                self.errors["internal_error"] += 1
+                self.log.exception("sweep_failed")
+
+    async def _sweep(self) -> None:
+        if self.db_error is not None:
+            await self._connect_db()
+            if self.db_error is not None:
+                return
+        pending, self.pending_statuses = self.pending_statuses, []
+        for item in pending:
+            await self._on_status(item)
+        now = now_utc()
+        for answer in self.book.due(now, self.cfg.executor_settle_grace_ms, skip=set(self.busy)):
+            await self._resolve_by_nonce(answer)
+        await self._publish_backlog()
+        if self.key is not None and self.signer.status == "unverified":
+            await self._authorize_signer()
+        if self.key is not None and self.salt.wants_refresh(now_utc()):
+            await self._refresh_salt()
+        self.notify_status()
+
+    async def _refresh_salt(self) -> None:
+        try:
+            salt = await self.rpc.current_salt()
+        except NearRpcError as exc:
+            self.errors["rpc_current_salt"] += 1
+            self.rpc_error = exc.message
+            return
+        self.rpc_error = None
+        self.salt.put(salt, now_utc())
+
+    async def _resolve_by_nonce(self, answer: LiveAnswer, reason: str | None = None) -> None:
+        """The verifier decides: the nonce used → settled, unused → expired."""
+        if answer.nonce is None:
+            return
+        account = answer.signer_id or self.cfg.signer_account_id or ""
+        try:
+            used = await self.rpc.is_nonce_used(account, answer.nonce)
+        except NearRpcError as exc:
+            self.errors["rpc_is_nonce_used"] += 1
+            self.rpc_error = exc.message
+            return
+        self.rpc_error = None
+        cid = answer.command_id
+        with self._working(cid):
+            at = now_utc()
+            target = resolve_by_nonce(used)
+            resolution = {"is_nonce_used": used, "account_id": account, "nonce": answer.nonce, "checked_at": at}
+            if used:
+                fields: dict[str, Any] = {"reason": "settled: its nonce is used in the verifier (the quote_status "
+                                                    "was missed)", "reason_code": "nonce_used"}
+            else:
+                fields = {"reason": reason or expiry_reason(answer),
+                          "reason_code": "cancelled" if answer.cancel_requested else "deadline_passed"}
+            moved = await self._store().transition(cid, target, at, resolved_by="is_nonce_used",
+                                                    resolution=resolution, **fields)
+            if moved is None:
+                fresh = await self._store().get(cid)
+                if fresh is None or fresh.state not in LIVE:
+                    self.book.release(cid)
+                return
+            self.book.release(cid, settled_at=at if used else None)
+            self.log.info("answer_resolved", command_id=cid, quote_id=moved.quote_id, state=target.value,
+                          resolved_by="is_nonce_used")
+            await self._publish(moved)
+
+    async def _publish_backlog(self) -> None:
+        store = self._store()
+        for stale in await store.unpublished():
+            cid = stale.command_id
+            if self.busy[cid]:
+                continue
+            with self._working(cid):
+                # read again under the marker: the list may be older than another path's publication
+                row = await store.get(cid)
+                if row is None or not row.needs_publishing:
+                    continue
+                if not await self._publish(row):
+                    return  # Kafka is away: try again next sweep
+
+    # --- recovery (the start path) --------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        store = self._store()
+        rows = await store.unresolved()
+        steps: Counter[str] = Counter()
+        for row in rows:
+            if self.busy[row.command_id]:
+                continue
+            step = recovery_step(row.state)
+            steps[row.state.value] += 1
+            now = now_utc()
+            if step is RecoveryStep.REFUSE:
+                await self._refuse(row, Refusal(
+                    "executor_restarted",
+                    "the executor stopped (or lost its ledger) before signing: nothing was signed or sent"), now)
+            elif step is RecoveryStep.RESOLVE_NOW:
+                answer = LiveAnswer.from_row(row)
+                self.book.hold(answer)
+                await self._resolve_by_nonce(answer, reason="not sent: the executor stopped while signing, before "
+                                                            "the signed answer was stored")
+            elif step is RecoveryStep.MARK_UNCERTAIN:
+                with self._working(row.command_id):
+                    moved = await store.transition(
+                        row.command_id, S.UNCERTAIN, now, reason_code="restarted_after_submit",
+                        reason="the executor stopped after storing the signed answer: whether the relay received it "
+                               "is unknown; resolved by quote_status or is_nonce_used, never by resubmitting")
+                    if moved is not None:
+                        self.book.hold(LiveAnswer.from_row(moved))
+                        await self._publish(moved)
+            elif step is RecoveryStep.WATCH:
+                self.book.hold(LiveAnswer.from_row(row))
+        # settled answers the next inventory snapshot may not show yet keep holding their amount
+        since = now_utc() - timedelta(milliseconds=self.cfg.executor_inventory_max_age_ms)
+        for row in await store.settled_since(since):
+            if row.settled_at is not None and row.command_id not in self.book.answers:
+                self.book.note_settled(row.command_id, row.settled_at, row.asset_out, row.amount_out)
+        await self._publish_backlog()
+        self.recovered_at = now_utc()
+        if rows:
+            self.log.info("ledger_recovered", unresolved=dict(steps), live=len(self.book.answers))
+
+    # --- signer ---------------------------------------------------------------------------------
+
+    async def _authorize_signer(self) -> None:
+        before = self.signer.status
+        if self.key is not None and self.cfg.signer_account_id:
+            self.signer = await authorize(self.cfg.signer_account_id, self.key, self.rpc, now_utc())
+        if self.signer.status != before or not self.signer.ready:
+            log = self.log.info if self.signer.ready else self.log.error
+            log("signer_status", status=self.signer.status, detail=self.signer.detail,
+                account_id=self.signer.account_id, public_key=self.signer.public_key)
+        self.notify_status()
+
+    async def _check_arm(self) -> None:
+        # read the key file again: the operator may have just fixed it
+        self.key, self.signer = load_key(self.cfg.signer_account_id, self.cfg.signer_key_file)
+        await self._authorize_signer()
+        if not self.signer.ready:
+            raise ControlError(409, f"signer {self.signer.status}: {self.signer.detail}")
+        if self.db_error is not None:
+            raise ControlError(409, f"ledger unavailable: {self.db_error}")
+        if self.relay is None:
+            raise ControlError(409, f"relay unavailable: {self.relay_error}")
+
+    # --- cancel live answers --------------------------------------------------------------------
+
+    async def _on_disarm(self, body: DisarmBody, caller: Caller) -> dict[str, Any]:
+        self.notify_status()
+        if not body.cancel_live:
+            return {}
+        return {"cancel_live": await self._cancel_live(caller)}
+
+    async def _cancel_live(self, caller: Caller) -> dict[str, Any]:
+        now = now_utc()
+        targets = [a for a in self.book.answers.values()
+                   if a.nonce is not None and a.deadline is not None and a.deadline > now]
+        ids = [a.command_id for a in targets]
+        relay: dict[str, Any]
+        if not targets:
+            relay = {"status": "nothing_live"}
+        elif self.key is None or self.relay_rpc is None:
+            relay = {"status": "error", "error": f"cannot sign or publish: signer {self.signer.status}, "
+                                                 f"relay {self.relay_error or 'ok'}"}
+        else:
+            payloads = [cancel_payload(self.key, a.signer_id or self.cfg.signer_account_id or "",
+                                       base64.b64decode(a.nonce or ""), a.deadline or now,
+                                       self.cfg.verifier_contract).signed_data for a in targets]
+            try:
+                published = await self.relay_rpc.publish_intents(payloads)
+                relay = {"status": "OK", "intent_hashes": published.intent_hashes,
+                         "already_processed": published.already_processed}
+            except RelayPublishFailed as exc:
+                relay = {"status": "FAILED", "reason": exc.reason, "code": exc.code}
+            except RelayRpcClientError as exc:
+                relay = {"status": "error", "error": str(exc)}
+        record = {**relay, "command_ids": ids, "quote_hashes": [a.quote_hash for a in targets],
+                  "nonces": [a.nonce for a in targets], "operator": caller.operator}
+        if targets:
+            if cancel_succeeded(relay):
+                for a in targets:
+                    self.book.update(a.command_id, cancel_requested=True)
+            try:
+                await self._store().record_cancel(ids, now, record)
+            except DB_ERRORS as exc:
+                self._db_lost(exc)
+                record["ledger"] = f"not recorded: {exc}"
+        self.audit.record("cancel_live", caller, str(relay["status"]), record)
+        self.log.warning("cancel_live", status=relay["status"], answers=len(ids), operator=caller.operator)
+        return {"requested": len(ids), "command_ids": ids, "relay": relay}
+
+    # --- inventory ------------------------------------------------------------------------------
+
+    def _on_snapshot(self, view: InventoryView, synced_at: datetime) -> None:
+        self.book.forget_settled_before(synced_at)
+
+    # --- control and state ----------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return self.arm.routes(check_arm=self._check_arm, on_disarm=self._on_disarm)
+
+    def health_reasons(self) -> list[str]:
+        reasons = []
+        if not self.signer.ready:
+            reasons.append(f"signer_{self.signer.status}: {self.signer.detail}")
+        if self.db_error is not None:
+            reasons.append(f"ledger_unavailable: {self.db_error}")
+        if self.relay_error is not None:
+            reasons.append(f"relay_unavailable: {self.relay_error}")
+        elif self.relay is None or not self.relay.connected:
+            reasons.append("relay_disconnected")
+        if self.kafka_error is not None:
+            reasons.append(f"kafka_unavailable: {self.kafka_error}")
+        return reasons
+
+    def gate_status(self) -> str:
+        return ("armed; " if self.arm.armed else "disarmed; ") + super().gate_status()
+
+    def blocked_reason(self, now: datetime) -> str | None:
+        """Why a command arriving now would not be answered, or None."""
+        if self.db_error is not None:
+            return f"ledger unavailable (commands wait in Kafka): {self.db_error}"
+        g = self._gate_inputs(now)
+        for problem, why in (
+            (g.draining, "draining"), (g.paused, "paused"), (not g.armed, "disarmed"),
+            (g.signer_problem is not None, g.signer_problem), (not g.relay_connected, "relay disconnected"),
+        ):
+            if problem:
+                return why
+        inv = self.inventory.latest
+        if inv is None:
+            return "no inventory snapshot yet"
+        if inv.stale or inv.age_ms_at(now) > self.cfg.executor_inventory_max_age_ms:
+            return f"inventory snapshot {inv.inventory_id} is stale"
+        return None
+
+    def state(self) -> dict[str, Any]:
+        now = now_utc()
+        relay = self.relay.state() if self.relay is not None else {}
+        return {
+            **self.arm.state(),
+            "connected": {"relay": self.relay is not None and self.relay.connected,
+                          "postgres": self.db_error is None, "kafka": self.kafka_error is None,
+                          "inventory_feed": self.inventory.error is None, "near_rpc": self.rpc_error is None},
+            "authoritative": self.db_error is None and self.relay is not None and self.relay.connected,
+            "blocked_reason": self.blocked_reason(now),
+            "signer": self.signer.model_dump(mode="json"),
+            "ledger": {"available": self.db_error is None, "error": self.db_error, "recovered_at": self.recovered_at},
+            "relay": {"error": self.relay_error, **relay},
+            "near_rpc_error": self.rpc_error,
+            "inputs": {
+                "inventory": self.inventory.state(now),
+                "salt": {"salt": self.salt.get(now), "age_s": self.salt.age_s(now),
+                         "max_age_s": self.salt.max_age_s, "invalidations": self.salt.invalidations},
+            },
+            "last_command_seen": self.last_command,
+            "last_request_sent": self.last_request,
+            "last_venue_response": self.last_venue_response,
+            "in_flight": len(self.tasks),
+            "completed": self.completed,
+            "live_answers": [a.view() for a in self.book.answers.values()],
+            "reserved": {k: str(v) for k, v in self.book.reserved_by_asset().items()},
+            "errors": dict(self.errors),
+            "refusals": dict(self.refusals),
+            "results": dict(self.results),
+            "pending_statuses": len(self.pending_statuses),
+            "limits": {"answer_margin_ms": self.cfg.executor_answer_margin_ms,
+                       "relay_answer_timeout_s": self.cfg.executor_relay_answer_timeout_s,
+                       "inventory_max_age_ms": self.cfg.executor_inventory_max_age_ms,
+                       "max_min_deadline_ms": self.cfg.executor_max_min_deadline_ms,
+                       "settle_grace_ms": self.cfg.executor_settle_grace_ms},
+        }
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    async def _nap(self, seconds: float, until: asyncio.Event | None = None) -> None:
+        event = until or self.drain_requested
+        try:
+            await asyncio.wait_for(event.wait(), timeout=seconds)
+        except TimeoutError:
+            pass

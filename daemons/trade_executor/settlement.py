@@ -1,0 +1,152 @@
+"""Live answers and how each is resolved (pure).
+
+`LiveBook` holds every command the executor has reserved inventory for: from the moment its
+checks pass (before signing) until it is resolved. Resolution follows the venue, never a guess:
+
+- a `quote_status` whose `quote_hash` is a live answer's → settled (`intent_hash`, `tx_hash`);
+- a live answer whose deadline (+ a grace for finality) has passed → `is_nonce_used` on its
+  nonce: used → settled (its status was missed), unused → expired;
+- an uncertain answer (no relay answer in time, or a restart after signing) is resolved the same
+  way, never by resubmitting.
+
+Settled answers keep holding their give-amount until an inventory snapshot synced after the
+settlement arrives: until then the snapshot's spendable still counts what already left.
+`recovery_step` says what a start does with each unresolved ledger row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from daemons.trade_executor.ledger import LIVE, LedgerRow, LedgerState
+
+S = LedgerState
+
+
+@dataclass(frozen=True)
+class LiveAnswer:
+    command_id: str
+    quote_id: str
+    asset_out: str
+    amount_out: int  # what quoteloop gives: the reserved amount
+    state: LedgerState
+    signer_id: str | None = None
+    nonce: str | None = None
+    deadline: datetime | None = None
+    quote_hash: str | None = None
+    cancel_requested: bool = False
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id, "quote_id": self.quote_id, "state": self.state.value,
+            "asset_id": self.asset_out, "reserved": str(self.amount_out), "deadline": self.deadline,
+            "quote_hash": self.quote_hash, "nonce": self.nonce, "cancel_requested": self.cancel_requested,
+        }
+
+    @classmethod
+    def from_row(cls, row: LedgerRow) -> LiveAnswer:
+        return cls(command_id=row.command_id, quote_id=row.quote_id, asset_out=row.asset_out,
+                   amount_out=row.amount_out, state=row.state, signer_id=row.signer_id, nonce=row.nonce,
+                   deadline=row.deadline, quote_hash=row.quote_hash,
+                   cancel_requested=cancel_succeeded(row.cancel_response))
+
+
+@dataclass
+class LiveBook:
+    answers: dict[str, LiveAnswer] = field(default_factory=dict)
+    by_hash: dict[str, str] = field(default_factory=dict)
+    by_quote: dict[str, str] = field(default_factory=dict)
+    # command_id -> (settled_at, asset_id, amount): gone from the verifier, maybe not yet from
+    # the inventory snapshot
+    settled: dict[str, tuple[datetime, str, int]] = field(default_factory=dict)
+
+    def hold(self, answer: LiveAnswer) -> None:
+        old = self.answers.get(answer.command_id)
+        if old is not None and old.quote_hash and old.quote_hash != answer.quote_hash:
+            self.by_hash.pop(old.quote_hash, None)
+        self.answers[answer.command_id] = answer
+        self.by_quote[answer.quote_id] = answer.command_id
+        if answer.quote_hash:
+            self.by_hash[answer.quote_hash] = answer.command_id
+
+    def update(self, command_id: str, **changes: Any) -> LiveAnswer | None:
+        old = self.answers.get(command_id)
+        if old is None:
+            return None
+        new = replace(old, **changes)
+        self.hold(new)
+        return new
+
+    def release(self, command_id: str, *, settled_at: datetime | None = None) -> LiveAnswer | None:
+        """Stop holding; a settled answer keeps its amount held as `settled` (see module doc)."""
+        answer = self.answers.pop(command_id, None)
+        if answer is None:
+            return None
+        if answer.quote_hash:
+            self.by_hash.pop(answer.quote_hash, None)
+        self.by_quote.pop(answer.quote_id, None)
+        if settled_at is not None:
+            self.settled[command_id] = (settled_at, answer.asset_out, answer.amount_out)
+        return answer
+
+    def note_settled(self, command_id: str, settled_at: datetime, asset_id: str, amount: int) -> None:
+        self.settled[command_id] = (settled_at, asset_id, amount)
+
+    def forget_settled_before(self, synced_at: datetime) -> None:
+        """A snapshot synced at `synced_at` already reflects settlements before it."""
+        self.settled = {c: s for c, s in self.settled.items() if s[0] >= synced_at}
+
+    def reserved(self, asset_id: str) -> int:
+        return self.reserved_by_asset().get(asset_id, 0)
+
+    def reserved_by_asset(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in self.answers.values():
+            out[a.asset_out] = out.get(a.asset_out, 0) + a.amount_out
+        for _, asset, amount in self.settled.values():
+            out[asset] = out.get(asset, 0) + amount
+        return out
+
+    def due(self, now: datetime, grace_ms: int, skip: set[str] | frozenset[str] = frozenset()) -> list[LiveAnswer]:
+        """Live answers past deadline + grace, to resolve with `is_nonce_used`."""
+        return [a for a in self.answers.values()
+                if a.command_id not in skip and a.nonce is not None and a.state in LIVE
+                and is_due(a.deadline, now, grace_ms)]
+
+
+def cancel_succeeded(response: Any) -> bool:
+    return isinstance(response, dict) and response.get("status") == "OK"
+
+
+def is_due(deadline: datetime | None, now: datetime, grace_ms: int) -> bool:
+    """True once nothing can settle any more: the verifier refuses an intent past its deadline,
+    and `grace_ms` lets a transaction included just before it reach finality."""
+    return deadline is not None and now >= deadline + timedelta(milliseconds=grace_ms)
+
+
+def expiry_reason(answer: LiveAnswer) -> str:
+    if answer.cancel_requested:
+        return "cancelled: the nonce was burned through the relay; deadline passed, nonce unused"
+    if answer.state is S.UNCERTAIN:
+        return "deadline passed and the nonce is unused: the uncertain answer was not used"
+    return "deadline passed and the nonce is unused: the answer was not picked"
+
+
+class RecoveryStep(StrEnum):
+    REFUSE = "refuse"              # received: nothing was signed
+    RESOLVE_NOW = "resolve_now"    # signing: never sent (submitted is written before sending)
+    MARK_UNCERTAIN = "mark_uncertain"  # submitted: the frame may or may not have gone out
+    WATCH = "watch"                # acknowledged / uncertain: live until status or deadline
+
+
+def recovery_step(state: LedgerState) -> RecoveryStep | None:
+    return {
+        S.RECEIVED: RecoveryStep.REFUSE,
+        S.SIGNING: RecoveryStep.RESOLVE_NOW,
+        S.SUBMITTED: RecoveryStep.MARK_UNCERTAIN,
+        S.ACKNOWLEDGED: RecoveryStep.WATCH,
+        S.UNCERTAIN: RecoveryStep.WATCH,
+    }.get(state)

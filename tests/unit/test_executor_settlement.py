@@ -1,0 +1,109 @@
+"""Live answers, their reservations and how each unresolved ledger state is recovered (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from daemons.trade_executor.ledger import LIVE, UNRESOLVED, LedgerState
+from daemons.trade_executor.settlement import (
+    LiveAnswer,
+    LiveBook,
+    RecoveryStep,
+    cancel_succeeded,
+    expiry_reason,
+    is_due,
+    recovery_step,
+)
+
+S = LedgerState
+EURE = "nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"
+BTC = "nep141:nbtc.bridge.near"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def live(cid: str, amount: int, *, asset: str = EURE, state: S = S.ACKNOWLEDGED, deadline: datetime | None = NOW,
+         quote_hash: str | None = None, nonce: str | None = "bm9uY2U=") -> LiveAnswer:
+    return LiveAnswer(command_id=cid, quote_id=f"q-{cid}", asset_out=asset, amount_out=amount, state=state,
+                      signer_id="solver.near", nonce=nonce, deadline=deadline, quote_hash=quote_hash or f"h-{cid}")
+
+
+def test_holds_add_up_per_asset_and_release_frees_them() -> None:
+    book = LiveBook()
+    book.hold(live("a", 10))
+    book.hold(live("b", 5))
+    book.hold(live("c", 7, asset=BTC))
+    assert book.reserved(EURE) == 15 and book.reserved(BTC) == 7
+    assert book.reserved_by_asset() == {EURE: 15, BTC: 7}
+    assert book.by_hash["h-a"] == "a" and book.by_quote["q-a"] == "a"
+    released = book.release("a")
+    assert released is not None and book.reserved(EURE) == 5
+    assert "h-a" not in book.by_hash and "q-a" not in book.by_quote
+    assert book.release("a") is None  # twice is harmless
+
+
+def test_a_settled_answer_holds_until_a_snapshot_synced_after_it() -> None:
+    book = LiveBook()
+    book.hold(live("a", 10))
+    book.release("a", settled_at=NOW)
+    assert book.reserved(EURE) == 10  # the snapshot in hand still counts what just left
+    book.forget_settled_before(NOW - timedelta(seconds=1))
+    assert book.reserved(EURE) == 10
+    book.forget_settled_before(NOW + timedelta(milliseconds=1))
+    assert book.reserved(EURE) == 0
+
+
+def test_update_moves_the_hash_index() -> None:
+    book = LiveBook()
+    book.hold(live("a", 10, state=S.RECEIVED, quote_hash=None, nonce=None))
+    assert book.by_hash == {"h-a": "a"}  # the helper's default hash
+    book.update("a", state=S.SUBMITTED, quote_hash="real")
+    assert book.by_hash == {"real": "a"} and book.answers["a"].state is S.SUBMITTED
+    assert book.update("missing", state=S.SETTLED) is None
+
+
+def test_due_answers_are_the_live_ones_past_deadline_and_grace() -> None:
+    book = LiveBook()
+    book.hold(live("past", 1, deadline=NOW - timedelta(seconds=2)))
+    book.hold(live("grace", 1, deadline=NOW - timedelta(milliseconds=500)))
+    book.hold(live("future", 1, deadline=NOW + timedelta(seconds=1)))
+    book.hold(live("unsigned", 1, state=S.RECEIVED, nonce=None, deadline=None))
+    book.hold(live("busy", 1, deadline=NOW - timedelta(seconds=5)))
+    due = {a.command_id for a in book.due(NOW, 1_000, skip={"busy"})}
+    assert due == {"past"}
+
+
+@given(offset_ms=st.integers(-10_000, 10_000), grace_ms=st.integers(0, 5_000))
+def test_is_due_exactly_at_deadline_plus_grace(offset_ms: int, grace_ms: int) -> None:
+    deadline = NOW + timedelta(milliseconds=offset_ms)
+    assert is_due(deadline, NOW, grace_ms) is (NOW >= deadline + timedelta(milliseconds=grace_ms))
+    assert is_due(None, NOW, grace_ms) is False
+
+
+@pytest.mark.parametrize(("state", "step"), [
+    (S.RECEIVED, RecoveryStep.REFUSE),
+    (S.SIGNING, RecoveryStep.RESOLVE_NOW),
+    (S.SUBMITTED, RecoveryStep.MARK_UNCERTAIN),
+    (S.ACKNOWLEDGED, RecoveryStep.WATCH),
+    (S.UNCERTAIN, RecoveryStep.WATCH),
+])
+def test_every_unresolved_state_has_a_recovery_step(state: S, step: RecoveryStep) -> None:
+    assert recovery_step(state) is step
+
+
+def test_resolved_states_need_no_recovery_and_nothing_is_ever_resent() -> None:
+    assert {s for s in S if recovery_step(s) is not None} == UNRESOLVED
+    assert all(recovery_step(s) is not None for s in LIVE)
+    assert "resend" not in {step.value for step in RecoveryStep}
+
+
+def test_expiry_reasons_say_why() -> None:
+    assert "cancelled" in expiry_reason(replace(live("a", 1), cancel_requested=True))
+    assert "uncertain" in expiry_reason(live("a", 1, state=S.UNCERTAIN))
+    assert "not picked" in expiry_reason(live("a", 1))
+    assert cancel_succeeded({"status": "OK"}) and not cancel_succeeded({"status": "FAILED"})
+    assert not cancel_succeeded(None)
