@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -100,6 +100,7 @@ class EventConsumer:
         client_id: str | None = None,
         on_assigned: OnAssigned | None = None,
         max_partition_fetch_bytes: int = 4 * 1024 * 1024,
+        new_group_starts_at: Literal["earliest", "latest"] = "earliest",
     ) -> None:
         unknown = [t for t in topics if t not in TOPICS]
         if unknown:
@@ -111,7 +112,9 @@ class EventConsumer:
             group_id=group_id,
             client_id=client_id or group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # where a group with no committed offset starts: a recorder wants everything, a
+            # daemon acting on commands wants only what arrives from now on
+            auto_offset_reset=new_group_starts_at,
             fetch_max_wait_ms=20,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             isolation_level="read_uncommitted",

@@ -118,7 +118,9 @@ class TradeExecutor(Service):
         self.arm = ArmSwitch(self.audit, self.log)
         self.random_bytes = random_bytes
         self.producer = EventProducer(settings, client_id=self.name)
-        self.consumer = EventConsumer(settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name)
+        # a new group starts at the end: a command from before the executor's first start is stale
+        self.consumer = EventConsumer(settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name,
+                                      new_group_starts_at="latest")
         self.rpc = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
                                  timeout_s=settings.executor_rpc_timeout_s)
         self.book = LiveBook()
