@@ -8,8 +8,26 @@ Signing keys have their own loader (`daemons.venues.near_intents.nep413.load_sig
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
+
+
+def forbidden_mode_bits(path: Path) -> int:
+    """Permission bits a secret file must not have.
+
+    Owner-only (no group or other bits), except for a systemd credential: systemd 254 and later
+    present credentials as 0440 (the service user reads them through an ACL) inside a
+    per-unit directory nobody else can enter, so group read is allowed there and only there.
+    """
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory:
+        try:
+            Path(path).resolve().relative_to(Path(directory).resolve())
+            return 0o037
+        except ValueError:
+            pass
+    return 0o077
 
 
 class SecretFileError(Exception):
@@ -25,7 +43,7 @@ def read_secret_file(path: Path | None, setting: str) -> str:
         raise SecretFileError(f"{setting}: {path} does not exist") from None
     except PermissionError:
         raise SecretFileError(f"{setting}: {path} is not readable by this user") from None
-    if mode & 0o077:
+    if mode & forbidden_mode_bits(path):
         raise SecretFileError(f"{setting}: {path} has mode {mode:04o}; a secret must be 0600 or 0400")
     secret = path.read_text().strip()
     if not secret:

@@ -29,6 +29,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import CryptoError as _NaclCryptoError
 from nacl.signing import SigningKey, VerifyKey
 
+from daemons.core.secrets import forbidden_mode_bits
+
 __all__ = [
     "DEFAULT_RECIPIENT",
     "NEP413_TAG",
@@ -268,7 +270,7 @@ def load_signer_key(path: Path) -> SignerKey:
             raise KeyFileInvalid(f"signer key file {str(path)!r} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
         # Group/other write is as bad as read: someone could swap in their own key.
-        if mode & 0o077:
+        if mode & forbidden_mode_bits(path):
             raise KeyFileInsecure(
                 f"signer key file {str(path)!r} has mode {mode:04o}; it must not be accessible "
                 f"by group or others (chmod 600)"
