@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from qlctl.commands import control, db, report, status, topics, trading, treasury
+from qlctl.tui.command import tui
 
 app = typer.Typer(
     name="qlctl",
@@ -27,6 +28,7 @@ app.add_typer(treasury.withdrawals_app, name="withdrawals")
 app.add_typer(report.app, name="report")
 app.add_typer(topics.app, name="topics")
 app.add_typer(db.app, name="db")
+app.command("tui")(tui)
 
 
 def main() -> None:

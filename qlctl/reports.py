@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -114,6 +115,30 @@ class Reports:
             raise ClientError(f"no inventory snapshot at or before {at.isoformat()}")
         return {"inventory_id": row["inventory_id"], "occurred_at": row["occurred_at"],
                 **row["event"]["payload"]}
+
+    # --- latest decisions (the TUI's "latest requests") -------------------------------------------
+
+    async def recent_decisions(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest decisions with their reasons, and what the venue last said for each quote."""
+        rows = await self.pool.fetch(
+            """
+            SELECT d.quote_id, d.decision_id, d.decision, d.decision_reason,
+                   d.event->'payload'->>'decision_detail' AS decision_detail,
+                   d.event->'payload'->>'direction' AS direction,
+                   d.event->'payload'->>'gross_edge_pct' AS gross_edge_pct,
+                   coalesce((d.event->'payload'->>'decided_at')::timestamptz, d.occurred_at) AS decided_at,
+                   r.status AS result_status
+            FROM (SELECT * FROM trade_decisions ORDER BY occurred_at DESC LIMIT $1) d
+            LEFT JOIN LATERAL (
+                SELECT status FROM trade_execution_results t
+                WHERE t.quote_id = d.quote_id ORDER BY t.observed_at DESC LIMIT 1
+            ) r ON true
+            ORDER BY d.occurred_at DESC
+            """,
+            limit,
+        )
+        return [{**dict(r), "gross_edge_pct": None if r["gross_edge_pct"] is None else Decimal(r["gross_edge_pct"])}
+                for r in rows]
 
     # --- latency --------------------------------------------------------------------------------
 

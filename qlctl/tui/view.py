@@ -1,0 +1,491 @@
+"""The monitor's functional core: daemon `/state` bodies and report rows in, display rows out.
+
+Every function here is pure and tolerant: a daemon that is not running, a key a daemon does not
+(yet) publish, or a value of an unexpected type shows as "-" or a muted note, never as an
+exception. Amounts arrive as integer base units (decimal strings on the wire) and are shown in
+units of the asset through the registry's decimals, exactly (Decimal, never float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from rich.text import Text
+
+from daemons.core.assets import REGISTRY, to_units
+from qlctl.client import SERVICES
+
+Level = Literal["ok", "warn", "bad", "muted", "plain"]
+STYLE: dict[Level, str] = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim", "plain": ""}
+ARMABLE: tuple[str, ...] = ("strategy-engine", "trade-executor")
+NONE = "-"
+
+State = Mapping[str, Any]
+States = Mapping[str, State]
+
+
+def cell(text: object, level: Level = "plain") -> Text:
+    return Text(str(text), style=STYLE[level])
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def dig(state: Any, *path: str) -> Any:
+    """`state[a][b]...`, or None where any step is missing or not a mapping."""
+    value = state
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+# --- scalars --------------------------------------------------------------------------------------
+
+
+def parse_ts(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else None
+    return None
+
+
+def ms_between(earlier: Any, now: datetime) -> int | None:
+    at = parse_ts(earlier)
+    return None if at is None else int((now - at).total_seconds() * 1000)
+
+
+def fmt_ms(ms: Any) -> str:
+    """A duration for people: 850 ms, 12.3 s, 4 min, 2 h 5 min."""
+    if isinstance(ms, bool) or not isinstance(ms, int | float | Decimal):
+        return NONE
+    ms = int(ms)
+    sign, ms = ("-", -ms) if ms < 0 else ("", ms)
+    if ms < 1000:
+        return f"{sign}{ms} ms"
+    if ms < 60_000:
+        return f"{sign}{ms // 1000}.{(ms % 1000) // 100} s"
+    minutes = ms // 60_000
+    if minutes < 60:
+        return f"{sign}{minutes} min"
+    return f"{sign}{minutes // 60} h {minutes % 60} min"
+
+
+def ago(value: Any, now: datetime) -> str:
+    ms = ms_between(value, now)
+    return NONE if ms is None else f"{fmt_ms(ms)} ago"
+
+
+def until(value: Any, now: datetime) -> str:
+    ms = ms_between(value, now)
+    if ms is None:
+        return NONE
+    return f"in {fmt_ms(-ms)}" if ms <= 0 else f"passed {fmt_ms(ms)} ago"
+
+
+def clock(value: Any) -> str:
+    at = parse_ts(value)
+    return NONE if at is None else at.strftime("%H:%M:%S.%f")[:-3]
+
+
+def short(value: Any, n: int = 8) -> str:
+    if value is None:
+        return NONE
+    text = str(value)
+    return text if len(text) <= n + 1 else text[:n] + "…"
+
+
+def decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            return None
+    return None
+
+
+def plain_number(value: Any) -> str:
+    d = decimal(value)
+    return NONE if d is None else format(d, "f")
+
+
+def symbol(asset_id: Any) -> str:
+    asset = REGISTRY.get(asset_id) if isinstance(asset_id, str) else None
+    if asset is not None:
+        return asset.symbol
+    return short(asset_id.removeprefix("nep141:") if isinstance(asset_id, str) else asset_id, 16)
+
+
+def amount(base_units: Any, asset_id: Any, decimals: Any = None) -> str:
+    """Base units as units of the asset ("0.00012 BTC"); raw base units when the decimals are
+    unknown, so a figure is never shown at the wrong scale."""
+    d = decimal(base_units)
+    if d is None or d != d.to_integral_value():
+        return NONE if d is None else f"{d} (base units?)"
+    asset = REGISTRY.get(asset_id) if isinstance(asset_id, str) else None
+    places = asset.decimals if asset is not None else decimals if isinstance(decimals, int) else None
+    if places is None:
+        return f"{int(d)} base units"
+    # format "f" and strip by hand: normalize() would round to the context's 28 digits
+    text = format(to_units(int(d), places), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {symbol(asset_id)}"
+
+
+# --- the daemon table -----------------------------------------------------------------------------
+
+DAEMON_COLUMNS = ("service", "running", "health", "state", "arm", "connected", "data", "last success", "blocked")
+
+
+def _connected(value: Any) -> Text:
+    if isinstance(value, bool):
+        return cell("up" if value else "DOWN", "ok" if value else "bad")
+    if not isinstance(value, Mapping) or not value:
+        return cell(NONE, "muted")
+    text = Text()
+    for name, up in value.items():
+        if isinstance(up, Mapping):  # e.g. inventory-sync's bridge reads per chain
+            up = all(v for v in up.values() if v is not None) if up else None
+        if up is None:
+            continue
+        if text:
+            text.append(" ")
+        text.append(f"{name}{'✓' if up else '✗'}", style=STYLE["ok" if up else "bad"])
+    return text or cell(NONE, "muted")
+
+
+def daemon_row(service: str, state: State, now: datetime) -> list[Text]:
+    if not state.get("running"):
+        error = str(state.get("error") or "")
+        # the plain "not running" needs no repeating; permission or timeout errors do
+        detail = "" if "is not running" in error else error
+        return [cell(service), cell("NOT RUNNING", "bad"), *(cell(NONE, "muted")
+                for _ in range(6)), cell(detail, "warn")]
+    reasons = [str(r) for r in _list(state.get("reasons"))]
+    healthy = state.get("healthy")
+    if healthy is True:
+        health = cell("ok", "ok")
+    elif healthy is False:
+        # the first reason, kept short: every reason is in full in the alerts panel
+        health = cell("UNHEALTHY" + (f": {short(reasons[0], 40)}" if reasons else ""), "bad")
+    else:
+        health = cell(NONE, "muted")
+    if state.get("draining"):
+        run_state = cell("draining", "warn")
+    elif state.get("paused"):
+        run_state = cell("paused" if state.get("pause_effective", True) else "pausing", "warn")
+    else:
+        run_state = cell("running", "ok")
+    if service in ARMABLE or "armed" in state:
+        armed = state.get("armed")
+        arm = cell("ARMED", "bad") if armed is True else cell("disarmed", "ok") if armed is False else cell(NONE)
+    else:
+        arm = cell("", "muted")
+    auth = state.get("authoritative")
+    data = cell("authoritative", "ok") if auth is True else cell("STALE", "warn") if auth is False else cell(NONE)
+    blocked = state.get("blocked_reason")
+    return [
+        cell(service),
+        cell("yes", "ok"),
+        health,
+        run_state,
+        arm,
+        _connected(state.get("connected")),
+        data,
+        cell(ago(state.get("last_success_at"), now)),
+        cell(str(blocked) if blocked else "", "warn"),
+    ]
+
+
+def daemon_rows(states: States, now: datetime) -> list[tuple[str, list[Text]]]:
+    """One row per known service, in the fixed order, whatever `states` holds."""
+    return [(s, daemon_row(s, states.get(s) or {"running": False}, now)) for s in SERVICES]
+
+
+# --- alerts ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: Level
+    source: str
+    text: str
+
+
+def alerts(states: States, db_error: str | None = None) -> list[Alert]:
+    """What needs an operator's eye: unhealthy reasons first, then absences and held states."""
+    out: list[Alert] = []
+    for service in SERVICES:
+        st = states.get(service) or {"running": False}
+        if not st.get("running"):
+            error = str(st.get("error") or "")
+            # the socket path is in the header already; other failures (permission, timeout) say more
+            out.append(Alert("warn", service, "not running" if not error or "is not running" in error else error))
+            continue
+        for reason in _list(st.get("reasons")):
+            out.append(Alert("bad", service, str(reason)))
+        if st.get("draining"):
+            out.append(Alert("warn", service, "draining: finishing in-flight work, then exiting"))
+        elif st.get("paused"):
+            out.append(Alert("warn", service, "paused: taking no new work"))
+        dead = st.get("dead_letters")
+        if isinstance(dead, int) and not isinstance(dead, bool) and dead > 0:
+            out.append(Alert("warn", service, f"{dead} undecodable deliveries dead-lettered"))
+        if service == "liquidity-manager" and st.get("withdrawals_frozen"):
+            out.append(Alert("warn", service, "withdrawals frozen"))
+        if service == "trade-executor":
+            # live answers still unresolved after a timeout or disconnect: never assumed failed
+            uncertain = [a for a in _list(st.get("live_answers")) if isinstance(a, Mapping)
+                         and a.get("state") == "uncertain"]
+            if uncertain:
+                out.append(Alert("bad", service, f"{len(uncertain)} live answers with an uncertain outcome"))
+    if db_error:
+        out.append(Alert("warn", "postgresql", db_error))
+    order = {"bad": 0, "warn": 1}
+    return sorted(out, key=lambda a: order.get(a.level, 2))
+
+
+# --- prices ---------------------------------------------------------------------------------------
+
+PRICE_COLUMNS = ("price", "value", "freshness", "note")
+
+
+def _fresh(age_ms: Any, fresh: Any = None) -> Text:
+    if fresh is False:
+        return cell(f"STALE {fmt_ms(age_ms)}" if age_ms is not None else "STALE", "warn")
+    return cell(fmt_ms(age_ms), "plain" if age_ms is not None else "muted")
+
+
+def price_rows(states: States, now: datetime) -> list[list[Text]]:
+    rows: list[list[Text]] = []
+    mr = states.get("market-reference-ingest") or {}
+    if not mr.get("running"):
+        rows.append([cell("market-reference-ingest"), cell("not running", "bad"), cell(NONE), cell("")])
+    else:
+        price = _map(mr.get("price"))
+        decisionable = mr.get("decisionable")
+        source = mr.get("source") or price.get("source")
+        note = ("fallback (CoinGecko)" if mr.get("fallback_in_use") else str(source or ""))
+        fresh = price.get("freshness_ms")
+        ok = decisionable is True
+        rows.append([cell("fair BUY_BTC (bid)"), cell(plain_number(price.get("fair_rate_buy_btc"))),
+                     _fresh(fresh, ok if decisionable is not None else None), cell(note)])
+        rows.append([cell("fair SELL_BTC (ask)"), cell(plain_number(price.get("fair_rate_sell_btc"))),
+                     _fresh(fresh, ok if decisionable is not None else None), cell(note)])
+        if price.get("fair_rate_mid") is not None:
+            rows.append([cell("fair mid"), cell(plain_number(price.get("fair_rate_mid"))), _fresh(fresh), cell("")])
+        if ok:
+            status = "decisionable"
+        elif decisionable is False:
+            status = f"NOT decisionable: {mr.get('blocked_reason') or price.get('status_reason')}"
+        else:
+            status = NONE
+        rows.append([cell("status"), cell(status, "ok" if ok else "bad" if decisionable is False else "muted"),
+                     cell(""), cell(f"published {ago(dig(mr, 'publishing', 'last_published_at'), now)}")])
+        kraken = _map(dig(mr, "kraken", "latest"))
+        if kraken or dig(mr, "kraken", "state"):
+            rows.append([cell("Kraken bid / ask"),
+                         cell(f"{plain_number(kraken.get('bid'))} / {plain_number(kraken.get('ask'))}"),
+                         _fresh(kraken.get("age_ms"), dig(mr, "kraken", "fresh")),
+                         cell(str(dig(mr, "kraken", "state") or ""))])
+        cg = _map(dig(mr, "coingecko", "latest"))
+        if cg or dig(mr, "coingecko", "state"):
+            rows.append([cell("CoinGecko BTC/EUR"), cell(plain_number(cg.get("btc_eur"))),
+                         _fresh(cg.get("age_ms"), dig(mr, "coingecko", "fresh")),
+                         cell(str(dig(mr, "coingecko", "state") or ""))])
+        eure = _map(mr.get("eure"))
+        rate = eure.get("rate", price.get("eure_eur_rate"))
+        if rate is not None:
+            rows.append([cell("EURe/EUR"), cell(plain_number(rate)), cell(""),
+                         cell(str(eure.get("basis") or price.get("eure_basis") or ""))])
+    se = states.get("strategy-engine") or {}
+    inp = dig(se, "inputs", "price")
+    if se.get("running") and isinstance(inp, Mapping):
+        stale = inp.get("stale")
+        usable = not stale and inp.get("decisionable") is not False
+        rows.append([cell("strategy sees"), cell("usable" if usable else "NOT usable", "ok" if usable else "bad"),
+                     _fresh(inp.get("age_ms"), not stale if stale is not None else None),
+                     cell(str(inp.get("reason") or inp.get("source") or ""))])
+    elif se.get("running"):
+        rows.append([cell("strategy sees"), cell("no price yet", "bad"), cell(NONE), cell("")])
+    return rows
+
+
+# --- inventory ------------------------------------------------------------------------------------
+
+INVENTORY_COLUMNS = ("asset", "credited", "spendable", "pending in", "pending out", "rsv strategy",
+                     "rsv executor")
+
+
+def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
+    inv = states.get("inventory-sync") or {}
+    se = states.get("strategy-engine") or {}
+    ex = states.get("trade-executor") or {}
+    reserved_s = _map(se.get("reserved"))
+    reserved_e = _map(ex.get("reserved"))
+    rows: list[list[Text]] = []
+    assets = [a for a in _list(inv.get("inventory")) if isinstance(a, Mapping)]
+    seen: set[str] = set()
+    for a in assets:
+        aid = a.get("asset_id")
+        seen.add(str(aid))
+        dec = a.get("decimals")
+        rows.append([cell(symbol(aid)), cell(amount(a.get("credited"), aid, dec)),
+                     cell(amount(a.get("spendable"), aid, dec), "ok"),
+                     cell(amount(a.get("pending_in"), aid, dec)), cell(amount(a.get("pending_out"), aid, dec)),
+                     cell(amount(reserved_s.get(aid, 0), aid, dec)), cell(amount(reserved_e.get(aid, 0), aid, dec))])
+    # reservations on an asset the snapshot does not list are still shown
+    for aid in sorted({*reserved_s, *reserved_e} - seen):
+        rows.append([cell(symbol(aid)), cell(NONE, "muted"), cell(NONE, "muted"), cell(NONE, "muted"),
+                     cell(NONE, "muted"), cell(amount(reserved_s.get(aid, 0), aid)),
+                     cell(amount(reserved_e.get(aid, 0), aid))])
+    if not inv.get("running"):
+        rows.append([cell("inventory-sync"), cell("not running", "bad"), *(cell("") for _ in range(5))])
+    else:
+        stale = inv.get("stale")
+        note = (f"STALE: {inv.get('stale_reason') or 'snapshot too old'}" if stale
+                else "fresh" if stale is False else NONE)
+        sync_at = dig(inv, "last_sync", "synced_at")
+        rows.append([cell("snapshot"), cell(note, "bad" if stale else "ok" if stale is False else "muted"),
+                     cell(f"age {fmt_ms(inv.get('age_ms'))}"), cell(f"synced {ago(sync_at, now)}"),
+                     cell(f"reconciliation {inv['reconciliation_status']}" if inv.get("reconciliation_status")
+                          else ""), cell(""), cell("")])
+    return rows
+
+
+# --- live answers and reservations ---------------------------------------------------------------
+
+ANSWER_COLUMNS = ("held by", "command", "quote", "state", "gives", "deadline / expiry")
+
+
+def answer_rows(states: States, now: datetime) -> list[list[Text]]:
+    rows: list[list[Text]] = []
+    ex = states.get("trade-executor") or {}
+    for a in _list(ex.get("live_answers")):
+        if not isinstance(a, Mapping):
+            continue
+        state = str(a.get("state") or NONE)
+        level: Level = "bad" if state == "uncertain" else "warn" if a.get("cancel_requested") else "plain"
+        rows.append([cell("executor"), cell(short(a.get("command_id"))), cell(short(a.get("quote_id"), 12)),
+                     cell(state + (" (cancel sent)" if a.get("cancel_requested") else ""), level),
+                     cell(amount(a.get("reserved"), a.get("asset_id"))), cell(until(a.get("deadline"), now))])
+    se = states.get("strategy-engine") or {}
+    for r in _list(se.get("reservations")):
+        if not isinstance(r, Mapping):
+            continue
+        settled = r.get("settled_at")
+        rows.append([cell("strategy"), cell(short(r.get("command_id"))), cell(short(r.get("quote_id"), 12)),
+                     cell("settled" if settled else "reserved", "muted" if settled else "plain"),
+                     cell(amount(r.get("amount"), r.get("asset_id"))), cell(until(r.get("expires_at"), now))])
+    if not rows:
+        missing = [s for s in ARMABLE if not (states.get(s) or {}).get("running")]
+        note = f"({', '.join(missing)} not running)" if missing else ""
+        rows.append([cell("none", "muted"), cell(""), cell(""), cell(""), cell(""), cell(note, "warn")])
+    return rows
+
+
+# --- funding pipeline -----------------------------------------------------------------------------
+
+FUNDING_COLUMNS = ("kind", "id", "asset", "amount", "status", "since / address")
+
+
+def funding_rows(states: States, now: datetime, db_pending: Iterable[Mapping[str, Any]] | None = None
+                 ) -> list[list[Text]]:
+    """liquidity-manager's live view; PostgreSQL's pending funding when the daemon is away."""
+    lm = states.get("liquidity-manager") or {}
+    rows: list[list[Text]] = []
+    if lm.get("running"):
+        for a in _list(lm.get("deposit_addresses")):
+            if isinstance(a, Mapping):
+                assets = ", ".join(symbol(x) for x in _list(a.get("asset_ids")))
+                rows.append([cell("deposit address"), cell(str(a.get("chain") or NONE)), cell(assets),
+                             cell(""), cell(""), cell(str(a.get("address") or NONE))])
+        for f in _list(dig(lm, "funding", "pending")):
+            if isinstance(f, Mapping):
+                status = str(f.get("status") or NONE)
+                rows.append([cell("funding in"), cell(short(f.get("liquidity_action_id"))),
+                             cell(symbol(f.get("asset_id"))), cell(amount(f.get("amount"), f.get("asset_id"))),
+                             cell(status, "warn" if status == "delayed" else "plain"),
+                             cell(f"recorded {ago(f.get('recorded_at'), now)}")])
+        for w in _list(dig(lm, "withdrawals", "in_flight")):
+            if isinstance(w, Mapping):
+                rows.append([cell("withdrawal out"), cell(short(w.get("liquidity_action_id"))),
+                             cell(symbol(w.get("asset_id"))),
+                             cell(amount(w.get("net_amount", w.get("amount")), w.get("asset_id"))),
+                             cell(str(w.get("status") or NONE)),
+                             cell(f"requested {ago(w.get('requested_at'), now)}")])
+        frozen = lm.get("withdrawals_frozen", dig(lm, "withdrawals", "frozen"))
+        if frozen is not None:
+            rows.append([cell("withdrawals"), cell(""), cell(""), cell(""),
+                         cell("FROZEN" if frozen else "open", "warn" if frozen else "ok"), cell("")])
+        if lm.get("blocked_reason"):
+            rows.append([cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm["blocked_reason"]), "bad"),
+                         cell("")])
+    else:
+        rows.append([cell("liquidity-manager"), cell(""), cell(""), cell(""), cell("not running", "bad"),
+                     cell("pending funding below is from PostgreSQL" if db_pending else "")])
+        for f in db_pending or []:
+            rows.append([cell(f"{f.get('kind') or 'funding'} (db)"), cell(short(f.get("liquidity_action_id"))),
+                         cell(symbol(f.get("asset_id"))), cell(amount(f.get("amount"), f.get("asset_id"))),
+                         cell(str(f.get("status") or NONE)), cell(f"since {ago(f.get('status_at'), now)}")])
+    if not rows:
+        rows.append([cell("nothing pending", "muted"), *(cell("") for _ in range(5))])
+    return rows
+
+
+# --- latest requests ------------------------------------------------------------------------------
+
+# exec.trade_result statuses: what the venue (or the executor) made of the answer
+RESULT_LEVEL: dict[str, Level] = {"settled": "ok", "acknowledged": "ok", "expired": "muted", "refused": "warn",
+                                  "rejected": "bad", "uncertain": "bad"}
+DECISION_COLUMNS = ("decided", "direction", "decision", "reason", "edge %", "venue", "quote")
+EDGE_SHOWN = Decimal("0.001")
+
+
+def edge_text(value: Any) -> str:
+    """A percentage to three places for reading (the record keeps the exact figure)."""
+    d = decimal(value)
+    if d is None or not d.is_finite():
+        return NONE
+    exponent = d.as_tuple().exponent
+    return format(d.quantize(EDGE_SHOWN) if isinstance(exponent, int) and exponent < -3 else d, "f")
+
+
+def decision_rows(decisions: Iterable[Mapping[str, Any]]) -> list[list[Text]]:
+    """Quote id last and in full: it is what `qlctl report chain` takes."""
+    rows = []
+    for d in decisions:
+        execute = d.get("decision") == "execute"
+        reason = str(d.get("decision_reason") or NONE)
+        detail = d.get("decision_detail")
+        result = d.get("result_status")
+        rows.append([
+            cell(clock(d.get("decided_at"))),
+            cell(str(d.get("direction") or NONE)),
+            cell("EXECUTE" if execute else "reject", "ok" if execute else "muted"),
+            cell(reason + (f" ({detail})" if detail else ""), "plain" if execute else "warn"),
+            cell(edge_text(d.get("gross_edge_pct"))),
+            cell(str(result or ""), RESULT_LEVEL.get(str(result), "plain")),
+            cell(str(d.get("quote_id") or NONE)),
+        ])
+    return rows
