@@ -78,6 +78,8 @@ class ControlClient:
             raise DaemonNotRunning(f"{service} is not running: {sock} refuses connections (stale socket)") from None
         except TimeoutError:
             raise ClientError(f"{service} did not answer within {self.timeout.total:.0f} s on {sock}") from None
+        except aiohttp.ClientError as exc:  # e.g. the daemon closed the connection mid-answer
+            raise ClientError(f"{service}: the control request failed ({exc.__class__.__name__}); retry") from None
 
     async def state_of_all(self, services: tuple[str, ...] = SERVICES) -> dict[str, dict[str, Any]]:
         """`/state` of each service; a daemon that is not running shows as `running: false`."""
