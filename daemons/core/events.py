@@ -248,6 +248,8 @@ class IntentInventory(_Model):
     assets: list[AssetInventory]
     synced_at: AwareDatetime | None
     block_height: int | None = None
+    # the verifier's protocol fee (view `fee`, pips) when read with these balances
+    fee_pips: int | None = Field(default=None, ge=0)
     age_ms: int = Field(ge=0)
     stale: bool
     stale_since: AwareDatetime | None = None

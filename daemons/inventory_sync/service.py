@@ -116,6 +116,7 @@ class _Synced:
     pending: list[PendingMovement]
     pending_complete: bool
     reconciliation: list[Reconciliation]
+    fee_pips: int | None = None
 
 
 class InventorySync(Service):
@@ -143,6 +144,7 @@ class InventorySync(Service):
         )
         self.blocked: str | None = None if self.account_id else "QL_SIGNER_ACCOUNT_ID is not set"
         self.synced: _Synced | None = None
+        self.fee_pips: int | None = None
         self.seq = 0
         # None until the first reading was attempted: the first verdict is always published
         self.stale: bool | None = None
@@ -253,6 +255,11 @@ class InventorySync(Service):
         try:
             balances = await self.rpc.mt_batch_balance_of(self.account_id, self.pair.token_ids)
             height = self.rpc.last_block_height
+            # the protocol fee rides on the snapshot so every decision records the one in force
+            try:
+                self.fee_pips = await self.rpc.fee()
+            except NearRpcError as exc:
+                self.log.warning("verifier_fee_unavailable", error=exc.message)  # keep the last known fee
         except NearRpcError as exc:
             self._verifier_failed(f"{exc.__class__.__name__}: {exc.message}")
             self._finish_waiters({"synced": False, "error": self.verifier_error}, waiters)
@@ -284,7 +291,7 @@ class InventorySync(Service):
             duration_ms=(finished - started) // timedelta(milliseconds=1), block_height=height,
             trigger=trigger.reason, assets=held.assets, pending=held.pending,
             pending_complete=self.history_caught_up and all(reads.get(c) is not None for c in self.chains),
-            reconciliation=outcome.entries,
+            reconciliation=outcome.entries, fee_pips=self.fee_pips,
         )
         self.counts["readings"] += 1
         self._set_fresh(finished)
@@ -411,6 +418,7 @@ class InventorySync(Service):
             trigger=trigger,  # type: ignore[arg-type]
             pending_complete=s.pending_complete, pending=s.pending,
             reconciliation_status=summary_status(s.reconciliation), reconciliation=s.reconciliation,
+            fee_pips=s.fee_pips,
         )
 
     async def _publish(self, trigger: _Trigger, now: datetime) -> str | None:

@@ -156,6 +156,7 @@ async def test_one_quote_from_request_to_settlement_with_the_chain_in_postgres(
     [decision] = chain["decisions"]
     assert decision["decision"] == "execute" and decision["decision_reason"] == "EXECUTE"
     assert decision["price_event_id"] is not None and decision["inventory_snapshot_id"] is not None
+    assert decision["event"]["payload"]["protocol_fee_pips"] == loop.verifier.fee()  # recorded beside the edge
     assert len(chain["request"]) == 1 and len(chain["demand"]) == 1 and len(chain["commands"]) == 1
     command = chain["commands"][0]["payload"]
     settled = chain["results"][-1]["payload"]
