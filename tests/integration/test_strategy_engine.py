@@ -234,3 +234,63 @@ async def test_a_restart_rebuilds_reservations_of_answers_still_live(
     assert live.payload.command_id in again.reservations.live
     assert done.payload.command_id not in again.reservations.live
     assert again.arm.armed is False
+
+
+async def test_every_gate_reachable_through_kafka_names_its_reason(
+    engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    """Each gate the bus can reach, one request each (EDGE_BELOW_THRESHOLD cannot be configured:
+    the target edge is never below the threshold; NO_PRICE/NO_INVENTORY need empty topics: both
+    are covered by the unit tests of the pipeline)."""
+    await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+    await arm(engine)
+
+    async def reason(d: SwapDemand) -> str:
+        decision, commands = await ask(producer, tail, d)
+        assert (decision.payload.decision == "execute") == bool(commands)
+        return decision.payload.decision_reason
+
+    old = demand().model_copy(update={"received_at": now_utc() - timedelta(seconds=10)})
+    assert await reason(old) == "REQUEST_TOO_OLD"
+    assert await reason(demand().model_copy(update={"min_deadline_ms": 10**6})) == "DEADLINE_TOO_LONG"
+    assert await reason(demand(eure_in=10**17)) == "NOTIONAL_BELOW_MIN"
+    assert await reason(demand(eure_in=50 * 10**18)) == "NOTIONAL_ABOVE_CAP"
+    repeated = demand()
+    assert await reason(repeated) == "EXECUTE"
+    assert await reason(repeated.model_copy(update={"received_at": now_utc()})) == "REPEATED_QUOTE_ID"
+
+    await feed(producer, engine, inventory(10**6, 10**20, stale=True))
+    assert await reason(demand()) == "INVENTORY_STALE"
+    pending = inventory(10, 0).model_copy(update={"assets": [
+        AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=10, pending_in=10**6),
+        AssetInventory(asset_id=EURE_ID, decimals=18, spendable=0)]})
+    await feed(producer, engine, pending)
+    assert await reason(demand()) == "PENDING_DEPOSIT_NOT_CREDITED"
+
+    await feed(producer, engine, inventory(10**6, 10**20))
+    status, _ = await control(engine, "POST", "/pause", {"operator": "ops"})
+    assert status == 200
+    assert await reason(demand()) == "PAUSED"
+    await control(engine, "POST", "/resume", {"operator": "ops"})
+    engine.audit_impaired = "history-writer not reachable"  # what the strict-mode watcher sets
+    assert await reason(demand()) == "AUDIT_IMPAIRED"
+    engine.audit_impaired = None
+    assert await reason(demand()) == "EXECUTE"
+
+
+async def test_strict_mode_watches_history_writer_and_reports_audit_impaired(
+    stack: Stack, control_dir: Path
+) -> None:
+    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
+                                control_dir=control_dir, strict_audit=True)
+    service = StrategyEngine(settings)
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    try:
+        # no history-writer socket in this control dir: audit history cannot be vouched for
+        await eventually(lambda: service.audit_impaired, what="audit impaired detected")
+        assert "history-writer not reachable" in service.audit_impaired  # type: ignore[operator]
+        status, health = await control(service, "GET", "/healthz")
+        assert status == 503 and any(r.startswith("audit_impaired") for r in health["reasons"])
+    finally:
+        service.request_drain()
+        await asyncio.wait_for(task, timeout=30)
