@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # what the dev stack's scripts see (the test harness uses its own stack dir)
 WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
 
-.PHONY: help venv deps stack migrate topics run down test bench-history
+.PHONY: help venv deps stack migrate topics run down test test-faults bench-history bench-latency
 
 help: ## list targets
 	@echo "usage: make TARGET"
@@ -54,9 +54,9 @@ migrate: venv stack ## apply dbmate migrations to the local stack
 topics: migrate ## create the Kafka topics (qlctl topics ensure)
 	. $(STACK_ENV) && $(VENV)/bin/qlctl topics ensure
 
-run: topics ## local stack, venue simulators and every daemon, then qlctl status
+run: topics ## local stack, simulators, every daemon; walks the first-trade checklist; qlctl status
 	$(WITH_STACK) scripts/daemons.sh start simulators all
-	. $(STACK_ENV) && . $(STACK_DIR)/sim/env && $(VENV)/bin/python -m simulators.fund_local
+	. $(STACK_ENV) && . $(STACK_DIR)/sim/env && $(VENV)/bin/python -m simulators.first_trade
 	. $(STACK_ENV) && $(VENV)/bin/qlctl status
 
 down: ## stop daemons and the local stack
@@ -64,7 +64,13 @@ down: ## stop daemons and the local stack
 	$(WITH_STACK) scripts/stack.sh down
 
 test: venv deps ## the whole suite (the harness starts its own stack); PYTEST_ARGS=...
-	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q tests --ignore=tests/faults $(PYTEST_ARGS)
+
+test-faults: venv deps ## fault matrix on real daemon processes (own stack; QL_FAULT_SOAK_S=60 for a soak)
+	$(VENV)/bin/python -m pytest -q tests/faults $(PYTEST_ARGS)
 
 bench-history: venv deps ## history-writer durable events/s vs COPY (own stack, run on purpose)
 	$(VENV)/bin/python bench/history_writer.py $(BENCH_ARGS)
+
+bench-latency: venv deps ## request→answer latency per stage at 50/200/500 per s, floor, RSS/CPU (own stack, run on purpose)
+	$(VENV)/bin/python bench/latency.py $(BENCH_ARGS)

@@ -49,6 +49,7 @@ class Loop:
     verifier: VerifierState
     key: SignerKey
     relay: RelaySimulator
+    poa: PoaBridgeSimulator
     control_dir: Path
     services: dict[str, Service] = field(default_factory=dict)
     tasks: list[asyncio.Task[int]] = field(default_factory=list)
@@ -101,12 +102,12 @@ async def loop(stack: Stack, control_dir: Path, tmp_path: Path) -> AsyncIterator
         MarketReferenceIngest(MarketReferenceSettings(**common, market_startup_grace_s=0.5)),
         InventorySync(InventorySyncSettings(**common, inventory_group=f"e2e-inventory-{run}",
                                             inventory_interval_s=0.5, inventory_fresh_ms=5000)),
-        LiquidityManager(LiquiditySettings(**common, treasury_file=treasury)),
+        LiquidityManager(LiquiditySettings(**common, treasury_file=treasury, liquidity_poll_interval_s=0.5)),
         NearIntentsIngest(IngestSettings(**common)),
         StrategyEngine(StrategySettings(**common)),
         TradeExecutor(ExecutorSettings(**common, executor_group=f"e2e-executor-{run}")),
     ]
-    state = Loop(verifier, key, relay, control_dir, {s.name: s for s in services})
+    state = Loop(verifier, key, relay, poa, control_dir, {s.name: s for s in services})
     state.tasks = [asyncio.create_task(serve(s, handle_signals=False)) for s in services]
     try:
         yield state
@@ -170,3 +171,21 @@ async def test_one_quote_from_request_to_settlement_with_the_chain_in_postgres(
     # and exactly one answer reached the relay
     answers = [s for s in loop.relay.seen if s["kind"] == "ws_in" and '"quote_response"' in s.get("text", "")]
     assert len(answers) == 1
+
+
+async def test_the_first_trade_walk_of_make_run(loop: Loop, stack: Stack) -> None:
+    """The same checklist `make run` walks (simulators/first_trade.py), step by step."""
+    from simulators.first_trade import Walk
+
+    lines: list[str] = []
+    walk = Walk(loop.control_dir, stack.database_url, loop.relay.base_url, loop.poa.base_url, loop.account,
+                say=lines.append, timeout_s=60)
+    quote_id = await walk.run()
+    text = "\n".join(lines)
+    for step in ("disarmed", "decisionable price", "inventory fresh", "requested to credited",
+                 "rejected while disarmed (reason DISARMED)", "armed", "command emitted", "settled",
+                 "chain is in PostgreSQL", "disarmed again"):
+        assert step in text, (step, text)
+    assert quote_id in text
+    strategy = loop.services["strategy-engine"]
+    assert isinstance(strategy, StrategyEngine) and strategy.arm.armed is False
