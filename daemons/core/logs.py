@@ -62,7 +62,8 @@ def configure_logging(service: str, level: str = "INFO", pair: str | None = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiokafka", "kafka", "asyncio", "aiohttp.access"):
+    # websockets at DEBUG logs the handshake headers, relay JWT included: never below WARNING.
+    for noisy in ("aiokafka", "kafka", "asyncio", "aiohttp.access", "websockets"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level]))
     structlog.configure(
         processors=[

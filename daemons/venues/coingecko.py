@@ -143,7 +143,7 @@ def parse_simple_price(
     `CoinGeckoResponseError` for any other shape problem. Never returns a float."""
     try:
         obj = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
         raise CoinGeckoResponseError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise CoinGeckoResponseError(f"expected an object, got {type(obj).__name__}")
@@ -169,11 +169,15 @@ def parse_simple_price(
         updated = entry.get("last_updated_at")
         if isinstance(updated, bool) or not isinstance(updated, (int, Decimal)):
             raise CoinGeckoResponseError(f"{coin_id}: last_updated_at missing or not a number")
+        try:
+            last_updated_at = datetime.fromtimestamp(int(updated), UTC)  # UNIX seconds (§3.2)
+        except (OverflowError, OSError, ValueError):
+            raise CoinGeckoResponseError(f"{coin_id}: last_updated_at {updated} is not a plausible time") from None
         found[coin_id] = CoinPrice(
             coin_id=coin_id,
             vs_currency=vs_currency,
             price=price,
-            last_updated_at=datetime.fromtimestamp(int(updated), UTC),  # UNIX seconds (§3.2)
+            last_updated_at=last_updated_at,
             received_at=received_at,
         )
     if missing:

@@ -202,7 +202,7 @@ def parse_message(raw: str | bytes) -> KrakenMessage:
     """Classify and validate one v2 frame. Raises `KrakenParseError` for anything malformed."""
     try:
         obj = loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
         raise KrakenParseError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise KrakenParseError(f"expected a JSON object, got {type(obj).__name__}")
@@ -214,7 +214,8 @@ def parse_message(raw: str | bytes) -> KrakenMessage:
                 "heartbeat": HeartbeatMessage,
                 "ticker": TickerMessage,
                 "book": BookMessage,
-            }.get(obj["channel"], ChannelMessage)
+            }.get(obj["channel"], ChannelMessage) if isinstance(obj["channel"], str) else ChannelMessage
+            # (a non-string channel, e.g. a list, is unhashable: ChannelMessage then refuses it)
             return model.model_validate(obj)
         if obj.get("method") == "pong":
             return PongMessage.model_validate(obj)

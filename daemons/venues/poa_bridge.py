@@ -401,7 +401,7 @@ class PoaBridgeClient:
             raise PoaBridgeUnavailable(method, f"HTTP {status}: {text[:200]}", http_status=status)
         try:
             envelope = json.loads(text, parse_float=Decimal)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: pathologically deep nesting
             if status >= 300:
                 raise PoaBridgeUnavailable(method, f"HTTP {status}: {text[:200]}", http_status=status) from None
             raise PoaBridgeBadResponse(method, f"not JSON: {text[:200]!r}") from None

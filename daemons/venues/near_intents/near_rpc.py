@@ -180,7 +180,7 @@ class NearRpcClient:
             raise NearRpcUnavailable(f"NEAR RPC unreachable: {exc.__class__.__name__}: {exc}") from None
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: pathologically deep nesting
             doc = None
         error = doc.get("error") if isinstance(doc, dict) else None
         if status != 200:
@@ -241,7 +241,7 @@ class NearRpcClient:
             raise NearRpcBadResponse(f"NEAR RPC call_function result has the wrong shape: {str(result)[:200]}")
         try:
             value = json.loads(bytes(raw).decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise NearRpcBadResponse(f"view {method_name} returned bytes that are not JSON") from None
         logs = result.get("logs") or []
         self.last_block_height = height

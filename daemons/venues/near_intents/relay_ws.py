@@ -341,8 +341,8 @@ def _seq(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
+        return int(value)  # isdigit() alone admits "²", which int() refuses
     return None
 
 
@@ -380,7 +380,7 @@ def parse_frame(
         text = raw
     try:
         msg = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: pathologically deep nesting
         return reject("invalid_json", f"invalid JSON: {exc}", text)
     if not isinstance(msg, dict):
         return reject("unknown_frame", f"top-level JSON {type(msg).__name__}, expected an object", text)
