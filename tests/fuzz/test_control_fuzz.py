@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Stack
 from tests.fuzz.conftest import FUZZ_EXAMPLES
-from tests.fuzz.seven import Seven, seven_daemons
+from tests.seven import Seven, seven_daemons
 
 SKIP_PATHS = {"/drain"}
 WATCHED_GETS = ("/threshold", "/limits", "/pair-filter")

@@ -21,7 +21,7 @@ from daemons.core.events import TOPICS
 from daemons.core.logs import configure_logging
 from daemons.venues.near_intents.nep413 import SignerKey
 from tests.conftest import Stack, eventually
-from tests.fuzz.seven import seven_daemons
+from tests.seven import seven_daemons
 
 
 def needles(key: SignerKey, jwt: str) -> dict[str, str]:

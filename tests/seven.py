@@ -1,5 +1,7 @@
-"""The seven daemons in-process on the simulators, the real Kafka and the real PostgreSQL, built
-as the e2e test builds them; shared by the control-API fuzzer and the secrets test."""
+"""Test support: the seven daemons in-process on the simulators, the real Kafka and the real
+PostgreSQL, each through the shared runtime. Used by the end-to-end first trade, the control-API
+fuzzer and the secrets test. The solver account is the implicit account of a key generated for
+the test, funded in both assets in the simulated verifier."""
 
 from __future__ import annotations
 
@@ -36,15 +38,24 @@ from simulators.verifier import VerifierState
 from tests.conftest import Stack, eventually, start_group_at_end
 
 
+BTC_FUNDED = 1_000_000  # 0.01 nBTC
+EURE_FUNDED = 100 * 10**18
+
+
 @dataclass
 class Seven:
     verifier: VerifierState
     key: SignerKey
     jwt: str
     relay: RelaySimulator
+    poa: PoaBridgeSimulator
     control_dir: Path
     run: str
     services: dict[str, Service] = field(default_factory=dict)
+
+    @property
+    def account(self) -> str:
+        return self.key.implicit_account_id
 
     async def call(self, service: str, method: str, path: str, body: Any = None,
                    raw: bytes | None = None) -> tuple[int, Any]:
@@ -66,8 +77,9 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
     verifier = VerifierState()
     key = key or SignerKey.generate()
     account = key.implicit_account_id
-    verifier.deposit(account, NBTC_ID, 1_000_000)
-    verifier.deposit(account, EURE_ID, 100 * 10**18)
+    verifier.deposit(account, NBTC_ID, BTC_FUNDED)
+    verifier.deposit(account, EURE_ID, EURE_FUNDED)
+    # takers wait ~1 s (protocol doc §1.8); all seven daemons share the test's one event loop
     relay = RelaySimulator(verifier, RelaySimConfig(jwt=jwt, collection_window_s=1.0, pick="best"))
     near = NearRpcSimulator(verifier)
     poa = PoaBridgeSimulator(verifier.deposit)
@@ -89,19 +101,19 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
         kraken_ws_url=f"{kraken.base_url.replace('http://', 'ws://')}/v2",
         coingecko_url=f"{coingecko.base_url}/api/v3", signer_account_id=account, signer_key_file=key_file,
     )
-    history_group = f"fuzz-history-{run}"
+    history_group = f"seven-history-{run}"
     await start_group_at_end(stack, history_group)
     services: list[Service] = [
         HistoryWriter(HistoryWriterSettings(**common, history_group=history_group)),
         MarketReferenceIngest(MarketReferenceSettings(**common, market_startup_grace_s=0.5)),
-        InventorySync(InventorySyncSettings(**common, inventory_group=f"fuzz-inventory-{run}",
+        InventorySync(InventorySyncSettings(**common, inventory_group=f"seven-inventory-{run}",
                                             inventory_interval_s=0.5, inventory_fresh_ms=5000)),
-        LiquidityManager(LiquiditySettings(**common, treasury_file=treasury)),
+        LiquidityManager(LiquiditySettings(**common, treasury_file=treasury, liquidity_poll_interval_s=0.5)),
         NearIntentsIngest(IngestSettings(**common)),
         StrategyEngine(StrategySettings(**common)),
-        TradeExecutor(ExecutorSettings(**common, executor_group=f"fuzz-executor-{run}")),
+        TradeExecutor(ExecutorSettings(**common, executor_group=f"seven-executor-{run}")),
     ]
-    seven = Seven(verifier, key, jwt, relay, control_dir, run, {s.name: s for s in services})
+    seven = Seven(verifier, key, jwt, relay, poa, control_dir, run, {s.name: s for s in services})
     tasks = [asyncio.create_task(serve(s, handle_signals=False)) for s in services]
     try:
         await eventually(lambda: all(socket_path(control_dir, n).exists() for n in seven.services),
