@@ -41,6 +41,14 @@ broken JSON), `drop_responses` (quote_response is checked but never answered), `
 (subscribe is never answered), `rpc_http_500`, `rpc_hang` (held until the client gives up).
 `POST /_sim/disconnect` closes every live WebSocket now.
 
+Timing, for the latency benchmark (`bench/latency.py`): every tracked quote's request frame is
+stamped (`time.perf_counter_ns`) right after the last subscriber's send returns, and every
+`quote_response` frame when it arrives, before parsing; `GET /_sim/timing` returns, per quote id,
+the send wall time and the request-to-answer delay (`?clear=1` starts over). `POST /_sim/load`
+sends a fixed mix of request templates at an exact rate for a fixed time (paced on absolute
+times, so a slow send does not lower the rate), and `POST /_sim/credit` deposits straight into
+the simulated verifier (funding a benchmark run beyond what the runner credits).
+
 Sim-only choices (the real wording is UNDOCUMENTED): the JSON-RPC error strings for an unknown
 quote, a closed quote, bad params and unknown methods; burn intents report NOT_FOUND_OR_NOT_VALID.
 Every frame received is recorded in `/_sim/seen` (the JWT never is).
@@ -53,6 +61,7 @@ import asyncio
 import itertools
 import json
 import random
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -182,6 +191,11 @@ class RelaySimulator(SimServer):
         self._redelivery: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self._held: list[tuple[_Conn, Any, dict[str, Any]]] = []
+        # quote_id -> (perf_counter_ns when its request frame left, wall time then)
+        self.request_sent: dict[str, tuple[int, float]] = {}
+        # quote_id -> ns from the request frame leaving to the first quote_response arriving
+        self.answer_delay_ns: dict[str, int] = {}
+        self.loads: dict[int, dict[str, Any]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -228,6 +242,9 @@ class RelaySimulator(SimServer):
         self.scenarios.clear()
         self.scenario_results.clear()
         self._held.clear()
+        self.request_sent.clear()
+        self.answer_delay_ns.clear()
+        self.loads.clear()
 
     def extra_sim_state(self) -> dict[str, Any]:
         return {
@@ -260,6 +277,9 @@ class RelaySimulator(SimServer):
         app.router.add_post("/_sim/disconnect", self._sim_disconnect)
         app.router.add_post("/_sim/config", self._sim_config)
         app.router.add_post("/_sim/release", self._sim_release)
+        app.router.add_get("/_sim/timing", self._sim_timing)
+        app.router.add_post("/_sim/load", self._sim_load)
+        app.router.add_post("/_sim/credit", self._sim_credit)
 
         async def on_shutdown(_app: web.Application) -> None:
             await self.close_all(code=1001, message="simulator stopping")
@@ -306,6 +326,66 @@ class RelaySimulator(SimServer):
 
     async def _sim_release(self, _request: web.Request) -> web.Response:
         return web.json_response({"released": await self.release_held()})
+
+    async def _sim_timing(self, request: web.Request) -> web.Response:
+        body = {
+            "sent": len(self.request_sent),
+            "answers": {qid: {"sent_wall": self.request_sent[qid][1], "delay_ns": ns}
+                        for qid, ns in self.answer_delay_ns.items() if qid in self.request_sent},
+            "unanswered": [qid for qid in self.request_sent if qid not in self.answer_delay_ns],
+            "loads": {str(k): v for k, v in self.loads.items()},
+        }
+        if request.query.get("clear") == "1":
+            self.request_sent.clear()
+            self.answer_delay_ns.clear()
+        return web.json_response(body)
+
+    async def _sim_load(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            load_id = self.start_load(rate_per_s=float(body["rate_per_s"]), duration_s=float(body["duration_s"]),
+                                      templates=list(body["templates"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"load_id": load_id})
+
+    async def _sim_credit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.verifier.deposit(str(body["account_id"]), str(body["asset_id"]), int(body["amount"]))
+        return web.json_response({"balance": str(self.verifier.balance(str(body["account_id"]),
+                                                                        str(body["asset_id"])))})
+
+    def start_load(self, rate_per_s: float, duration_s: float, templates: list[dict[str, Any]]) -> int:
+        """Send `rate_per_s * duration_s` quote requests, cycling through `templates` (keyword
+        arguments of `emit_quote`), request i due at start + i / rate. Progress in `loads`."""
+        if rate_per_s <= 0 or duration_s <= 0 or not templates:
+            raise ValueError("rate_per_s and duration_s must be positive, templates non-empty")
+        load_id = next(self._scenario_ids)
+        total = int(rate_per_s * duration_s)
+        progress: dict[str, Any] = {"rate_per_s": rate_per_s, "total": total, "sent": 0, "late_max_ms": 0.0,
+                                    "done": False}
+        self.loads[load_id] = progress
+
+        async def run() -> dict[str, Any]:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i in range(total):
+                due = start + i / rate_per_s
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:  # behind schedule: record by how much, and send at once
+                    progress["late_max_ms"] = max(progress["late_max_ms"], -delay * 1000)
+                await self.emit_quote(**templates[i % len(templates)])
+                progress["sent"] = i + 1
+            progress["elapsed_s"] = loop.time() - start
+            progress["done"] = True
+            return progress
+
+        task = asyncio.create_task(run())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return load_id
 
     async def _sim_config(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -374,6 +454,7 @@ class RelaySimulator(SimServer):
         await conn.send(json.dumps(frame))
 
     async def _on_ws_text(self, conn: _Conn, text: str) -> None:
+        arrived_ns = time.perf_counter_ns()  # before any parsing: the answer frame's arrival
         self.record("ws_in", conn=conn.id, text=text)
         self._count("frames_in")
         if self.faults.take("disconnect"):
@@ -399,7 +480,7 @@ class RelaySimulator(SimServer):
         elif method == "acknowledge":
             await self._acknowledge(conn, rid, params)
         elif method == "quote_response":
-            await self._quote_response(conn, rid, params)
+            await self._quote_response(conn, rid, params, arrived_ns)
         else:
             await self._reply(conn, rid, error=self._error(ERR_METHOD_NOT_FOUND, -32601))
 
@@ -450,13 +531,16 @@ class RelaySimulator(SimServer):
             self._count("acks")
         await self._reply(conn, rid, result="OK")  # the real ack reply format is UNCONFIRMED (§1.2)
 
-    async def _quote_response(self, conn: _Conn, rid: Any, params: Any) -> None:
+    async def _quote_response(self, conn: _Conn, rid: Any, params: Any, arrived_ns: int | None = None) -> None:
         drop = self.faults.take("drop_responses")
         if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict):
             if not drop:
                 await self._reply(conn, rid, error=self._error(ERR_BAD_PARAMS, -32602))
             return
         response = params[0]
+        sent = self.request_sent.get(str(response.get("quote_id")))
+        if sent is not None and arrived_ns is not None:
+            self.answer_delay_ns.setdefault(str(response.get("quote_id")), arrived_ns - sent[0])
         record = self.quotes.get(str(response.get("quote_id")))
         error: str | None = None
         if record is None:
@@ -568,6 +652,8 @@ class RelaySimulator(SimServer):
                     continue
                 if await self._send_event(conn, self._frame(sid, data, envelope, metadata=metadata, seq=seq)):
                     sent += 1
+        if sent and track and not omit:
+            self.request_sent.setdefault(qid, (time.perf_counter_ns(), time.time()))
         self._count("quotes_sent", sent)
         return {"quote_id": qid, "sent": sent, "data": data}
 

@@ -1,0 +1,508 @@
+"""Benchmark: request → answer latency of the whole armed stack, per stage, against the in-process
+floor, with each daemon's RSS and CPU and the history-writer's durable rows per second.
+
+Run on purpose (`make bench-latency`), not in the default suite. It brings up its own stack
+(`.local/bench-latency-stack`, PostgreSQL 56332 / Kafka 29992, wiped per run), the venue
+simulators (`python -m simulators --quote-rate 0`) and the seven daemons, each its own process as
+in production, funds the solver account in both assets, arms strategy-engine and
+trade-executor through their control sockets, then for each rate (50, 200, 500 requests/s by
+default, `--seconds` each) makes the relay simulator send requests the strategy will EXECUTE
+(3 EURe exact-in for SELL_BTC, 5000 sat exact-in for BUY_BTC, alternating).
+
+Figures:
+
+- request → answer: from the request frame leaving the relay simulator to the `quote_response`
+  frame arriving there (both stamped in the simulator, `GET /_sim/timing`);
+- per stage, joined by quote id with the stage timestamps in PostgreSQL (`received_at`,
+  `decided_at`, `command_received_at`, `signed_at`, `sent_at`) and the simulator's send time;
+- the floor: the same pricing and gating (`strategy_engine.gates.decide`, which prices) and the
+  same nonce planning and NEP-413 signing (`trade_executor.answer`) called in-process, and the
+  ratio of the end-to-end p50 to it;
+- RSS (max) and CPU (share of one core) of every daemon and the simulators per rate step,
+  sampled from /proc, against the 120 MB target;
+- rows the history-writer made durable per second during each step, and how long after the
+  step's last request it took until every row of the step was in PostgreSQL.
+
+Targets on the 2-core machine: p50 ≤ 8 ms and p99 ≤ 25 ms at 200/s, within 5× of the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from daemons.core.assets import EURE_ID, NBTC_ID, ActivePair  # noqa: E402
+from daemons.core.bus import ensure_topics  # noqa: E402
+from daemons.core.events import ExecuteTrade, SwapDemand  # noqa: E402
+from daemons.core.settings import CoreSettings  # noqa: E402
+from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, decide  # noqa: E402
+from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
+from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
+from qlctl.client import ClientError, ControlClient  # noqa: E402
+
+PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "56332"))
+KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "29992"))
+SIM_PORT = int(os.environ.get("QL_BENCH_SIM_PORT", "18380"))
+STACK_DIR = REPO / ".local" / "bench-latency-stack"
+STACK_ENV = {**os.environ, "QL_STACK_DIR": str(STACK_DIR), "QL_PG_PORT": str(PG_PORT),
+             "QL_KAFKA_PORT": str(KAFKA_PORT)}
+DAEMONS = ("history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
+           "near-intents-ingest", "strategy-engine", "trade-executor")
+TABLES = ("raw_near_intents_quotes", "swap_demand_events", "market_price_events", "intent_inventory_snapshots",
+          "liquidity_actions", "trade_decisions", "execute_trade_commands", "trade_execution_results")
+# what the benchmark credits: enough of both for every answer of the run to settle
+FUND_NBTC = 10 * 10**8
+FUND_EURE = 1_000_000 * 10**18
+TEMPLATES = [  # both directions, sizes inside the default 1–5 EURe caps at the simulated ~60,000 EUR/BTC
+    {"asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_in": str(3 * 10**18), "min_deadline_ms": 60_000},
+    {"asset_in": NBTC_ID, "asset_out": EURE_ID, "exact_amount_in": "5000", "min_deadline_ms": 60_000},
+]
+RSS_TARGET_MB = 120
+TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 8.0, 25.0, 5.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def stack(action: str) -> None:
+    subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=STACK_ENV, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def read_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, value = line.removeprefix("export ").split("=", 1)
+            env[key] = value
+    return env
+
+
+@dataclass
+class Procs:
+    env: dict[str, str] = field(default_factory=dict)
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(STACK_DIR / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.running[name] = proc
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.running.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with {proc.returncode}: see {STACK_DIR / 'logs' / name}.log")
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in reversed(list(self.running.items())):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                print(f"{name} ignored SIGTERM for 30 s: killing pid {proc.pid}")
+                proc.kill()
+                proc.wait()
+
+
+def proc_sample(pid: int) -> tuple[int, int] | None:
+    """(RSS in kB, utime+stime in ticks) of one process, from /proc."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    fields = stat.rsplit(")", 1)[1].split()
+    return rss, int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5), after pid and comm
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat: other work on a shared host
+    competes for the same two cores, and the figures are only honest with it printed beside."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class Usage:
+    rss_max_kb: dict[str, int] = field(default_factory=dict)
+    cpu_ticks: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    machine_busy_pct: float = 0.0  # of all cores
+    loadavg: str = ""
+
+
+async def sample_usage(pids: dict[str, int], stop: asyncio.Event, every_s: float = 0.5) -> Usage:
+    usage = Usage()
+    first = {n: proc_sample(p) for n, p in pids.items()}
+    m_busy, m_total = machine_ticks()
+    start = time.perf_counter()
+    last = dict(first)
+    while True:
+        for name, pid in pids.items():
+            s = proc_sample(pid)
+            if s is not None:
+                usage.rss_max_kb[name] = max(usage.rss_max_kb.get(name, 0), s[0])
+                last[name] = s
+        if stop.is_set():
+            break
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+    usage.wall_s = time.perf_counter() - start
+    busy, total = machine_ticks()
+    usage.machine_busy_pct = (busy - m_busy) / max(1, total - m_total) * 100
+    usage.loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    for name in pids:
+        if first[name] is not None and last[name] is not None:
+            usage.cpu_ticks[name] = last[name][1] - first[name][1]  # type: ignore[index]
+    return usage
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def row(label: str, values: list[float], width: int = 34) -> str:
+    return (f"  {label:<{width}} {len(values):>6} {pct(values, .5):>8.2f} {pct(values, .9):>8.2f} "
+            f"{pct(values, .99):>8.2f} {max(values, default=float('nan')):>8.2f}")
+
+
+def header(width: int = 34) -> str:
+    return f"  {'stage (ms)':<{width}} {'n':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'max':>8}"
+
+
+def floor_ns(iterations: int) -> list[int]:
+    """The pure work of one answer, in-process: gate and price the request, plan the nonce and
+    sign the NEP-413 answer. One figure per iteration, in ns."""
+    pair = ActivePair(NBTC_ID)
+    key = SignerKey.generate()
+    account = key.implicit_account_id
+    limits = Limits(buffer={NBTC_ID: 0, EURE_ID: 0})
+    price = PriceView(event_id=str(uuid.uuid4()), fair_rate_buy_btc=Decimal("60000.0"),
+                      fair_rate_sell_btc=Decimal("60000.1"), age_ms=100, decisionable=True, source="kraken")
+    inventory = InventoryView(inventory_id=str(uuid.uuid4()), credited={NBTC_ID: FUND_NBTC, EURE_ID: FUND_EURE},
+                              pending_in={}, age_ms=100, stale=False)
+    salt = "0a1b2c3d"
+    out = []
+    for i in range(iterations):
+        t = TEMPLATES[i % len(TEMPLATES)]
+        start = time.perf_counter_ns()
+        now = datetime.now(UTC)
+        demand = SwapDemand(
+            quote_id=str(uuid.uuid4()), direction=pair.direction_of(t["asset_in"], t["asset_out"]),  # type: ignore[arg-type]
+            asset_in=t["asset_in"], asset_out=t["asset_out"], asset_in_decimals=pair.decimals(t["asset_in"]),
+            asset_out_decimals=pair.decimals(t["asset_out"]), fixed_side="exact_amount_in",
+            fixed_amount=int(t["exact_amount_in"]), min_deadline_ms=t["min_deadline_ms"], received_at=now,
+        )
+        verdict = decide(Context(demand=demand, now=now, pair=pair, limits=limits, paused=False, armed=True,
+                                 repeat=False, price=price, inventory=inventory, reserved={}))
+        assert verdict.execute and verdict.candidate is not None, verdict
+        c = verdict.candidate
+        cmd = ExecuteTrade(
+            command_id=str(uuid.uuid4()), decision_id=str(uuid.uuid4()), quote_id=demand.quote_id,
+            direction=demand.direction, asset_in=demand.asset_in, asset_out=demand.asset_out,
+            amount_in=c.amount_in, amount_out=c.amount_out, fixed_side=demand.fixed_side,
+            min_deadline_ms=demand.min_deadline_ms, request_received_at=now,
+            answer_by=now + timedelta(milliseconds=limits.answer_window_ms),
+        )
+        plan = plan_nonce(salt, now, cmd.min_deadline_ms, 5000)
+        sign_answer(key, account, cmd, plan, "intents.near")
+        out.append(time.perf_counter_ns() - start)
+    return out
+
+
+STAGES_SQL = """
+WITH q AS (SELECT unnest($1::text[]) AS quote_id),
+dem AS (SELECT DISTINCT ON (s.quote_id) s.quote_id, (s.event->'payload'->>'received_at')::timestamptz AS received
+        FROM swap_demand_events s JOIN q USING (quote_id) ORDER BY s.quote_id, s.observed_at),
+dec AS (SELECT DISTINCT ON (d.quote_id) d.quote_id, d.event->'payload'->>'decision_reason' AS reason,
+               (d.event->'payload'->>'decided_at')::timestamptz AS decided
+        FROM trade_decisions d JOIN q USING (quote_id) ORDER BY d.quote_id, d.observed_at),
+res AS (SELECT DISTINCT ON (r.quote_id) r.quote_id,
+               (r.event->'payload'->>'command_received_at')::timestamptz AS cmd_received,
+               (r.event->'payload'->>'signed_at')::timestamptz AS signed,
+               (r.event->'payload'->>'sent_at')::timestamptz AS sent,
+               (r.event->'payload'->>'venue_answered_at')::timestamptz AS answered
+        FROM trade_execution_results r JOIN q USING (quote_id)
+        WHERE r.event->'payload'->>'sent_at' IS NOT NULL ORDER BY r.quote_id, r.observed_at)
+SELECT q.quote_id, dem.received, dec.decided, dec.reason, res.cmd_received, res.signed, res.sent, res.answered
+FROM q LEFT JOIN dem USING (quote_id) LEFT JOIN dec USING (quote_id) LEFT JOIN res USING (quote_id)
+"""
+
+
+def ms(a: datetime | None, b: datetime | None) -> float | None:
+    return None if a is None or b is None else (b - a).total_seconds() * 1000
+
+
+def stage_figures(rows: list[asyncpg.Record], answers: dict[str, Any]) -> dict[str, list[float]]:
+    stages: dict[str, list[float]] = {k: [] for k in (
+        "relay → ingest received (ws hop)", "ingest → decided (kafka hop 1)", "decided → executor (kafka hop 2)",
+        "executor received → signed", "signed → sent", "sent → relay received (ws hop)",
+        "ingest received → sent (in daemons)")}
+    for r in rows:
+        a = answers.get(r["quote_id"])
+        sim_sent = datetime.fromtimestamp(a["sent_wall"], UTC) if a else None
+        sim_received = sim_sent + timedelta(microseconds=a["delay_ns"] / 1000) if a and sim_sent else None
+        pairs = [(sim_sent, r["received"]), (r["received"], r["decided"]), (r["decided"], r["cmd_received"]),
+                 (r["cmd_received"], r["signed"]), (r["signed"], r["sent"]), (r["sent"], sim_received),
+                 (r["received"], r["sent"])]
+        for name, (x, y) in zip(stages, pairs, strict=True):
+            v = ms(x, y)
+            if v is not None:
+                stages[name].append(v)
+    return stages
+
+
+async def table_rows(pool: asyncpg.Pool) -> int:
+    counts = " + ".join(f"(SELECT count(*) FROM {t})" for t in TABLES)
+    return int(await pool.fetchval(f"SELECT {counts}"))
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    rate: int
+    sent: int = 0
+    late_max_ms: float = 0.0
+    e2e_ms: list[float] = field(default_factory=list)
+    unanswered: int = 0
+    stages: dict[str, list[float]] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    rows_per_s: float = 0.0
+    durable_lag_s: float | None = None
+
+
+async def wait_healthy(control: ControlClient, procs: Procs, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = set(DAEMONS)
+    last: dict[str, Any] = {}
+    while pending:
+        procs.check()
+        for name in sorted(pending):
+            try:
+                reply = await control.request(name, "GET", "/healthz")
+            except ClientError as exc:
+                last[name] = str(exc)
+                continue
+            last[name] = reply.body
+            if reply.status == 200:
+                pending.discard(name)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not healthy after {timeout_s:.0f} s: " + json.dumps({n: last.get(n) for n in pending},
+                                                                               default=str))
+        await asyncio.sleep(0.5)
+
+
+async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSession, pool: asyncpg.Pool,
+                   pids: dict[str, int], procs: Procs) -> Step:
+    step = Step(rate)
+    async with http.get(f"{relay}/_sim/timing", params={"clear": "1"}) as resp:
+        resp.raise_for_status()
+    rows_before = await table_rows(pool)
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_usage(pids, stop))
+    t0 = time.perf_counter()
+    async with http.post(f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": seconds,
+                                                    "templates": TEMPLATES}) as resp:
+        resp.raise_for_status()
+        load_id = str((await resp.json())["load_id"])
+    while True:  # the load runs in the simulator; poll its progress
+        await asyncio.sleep(0.5)
+        procs.check()
+        async with http.get(f"{relay}/_sim/timing") as resp:
+            timing = await resp.json()
+        load = timing["loads"][load_id]
+        if load["done"]:
+            break
+    load_s = time.perf_counter() - t0
+    stop.set()
+    step.usage = await sampler
+    rows_after = await table_rows(pool)
+    step.rows_per_s = (rows_after - rows_before) / load_s
+    # answers still in flight (the relay answer timeout is 2 s): wait until none is missing or 5 s
+    deadline = time.monotonic() + 5
+    while True:
+        async with http.get(f"{relay}/_sim/timing") as resp:
+            timing = await resp.json()
+        if not timing["unanswered"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.25)
+    async with http.get(f"{relay}/_sim/timing", params={"clear": "1"}) as resp:
+        timing = await resp.json()
+    step.sent, step.late_max_ms = load["sent"], load["late_max_ms"]
+    answers = timing["answers"]
+    step.e2e_ms = [a["delay_ns"] / 1e6 for a in answers.values()]
+    step.unanswered = len(timing["unanswered"])
+    ids = list(answers) + list(timing["unanswered"])
+    # the step durable: every request of it has its decision in PostgreSQL
+    t_done = time.perf_counter()
+    deadline = time.monotonic() + 60
+    while True:
+        rows = await pool.fetch(STAGES_SQL, ids)
+        # an answer whose result carries no sent_at (e.g. a relay timeout) must not hold this up
+        missing = sum(1 for r in rows if r["decided"] is None)
+        if not missing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    step.durable_lag_s = (time.perf_counter() - t_done) if not missing else None
+    step.stages = stage_figures(rows, answers)
+    for r in rows:
+        step.reasons[r["reason"] or "(no decision stored)"] = step.reasons.get(r["reason"] or "(no decision stored)",
+                                                                               0) + 1
+    return step
+
+
+def report(steps: list[Step], floor: list[int], names: list[str]) -> None:
+    floor_ms = [n / 1e6 for n in floor]
+    f50 = pct(floor_ms, .5)
+    print("\n=== floor: gates.decide (with pricing) + plan_nonce + sign_answer, in-process ===")
+    print(header())
+    print(row("floor per answer", floor_ms))
+    for s in steps:
+        print(f"\n=== {s.rate} requests/s: {s.sent} sent (max {s.late_max_ms:.1f} ms behind schedule), "
+              f"{len(s.e2e_ms)} answered, {s.unanswered} unanswered ===")
+        print("  decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(s.reasons.items())))
+        print(header())
+        print(row("REQUEST → ANSWER (at the relay)", s.e2e_ms))
+        for name, values in s.stages.items():
+            print(row(name, values))
+        p50, p99 = pct(s.e2e_ms, .5), pct(s.e2e_ms, .99)
+        print(f"  ratio p50 / floor p50: {p50 / f50:.1f}x")
+        lag = f"{s.durable_lag_s:.2f} s" if s.durable_lag_s is not None else "NOT all durable after 60 s"
+        print(f"  history-writer: {s.rows_per_s:,.0f} rows/s durable during the step; every row of the step "
+              f"durable {lag} after its last request")
+        print(f"  machine: {s.usage.machine_busy_pct:.0f}% of all {os.cpu_count()} cores busy during the step "
+              f"(every process on the host, ours and others'); load average at its end {s.usage.loadavg}")
+        print(f"  {'process':<26} {'RSS max MB':>10} {'CPU % core':>10}  (target RSS <= {RSS_TARGET_MB} MB)")
+        for name in names:
+            rss = s.usage.rss_max_kb.get(name, 0) / 1024
+            cpu = s.usage.cpu_ticks.get(name, 0) / CLK_TCK / s.usage.wall_s * 100 if s.usage.wall_s else 0
+            flag = "" if rss <= RSS_TARGET_MB or name == "simulators" else "  OVER"
+            print(f"  {name:<26} {rss:>10.1f} {cpu:>10.0f}{flag}")
+    print("\n=== targets ===")
+    for s in steps:
+        p50, p99 = pct(s.e2e_ms, .5), pct(s.e2e_ms, .99)
+        ok = lambda c: "ok" if c else "MISSED"  # noqa: E731
+        line = f"  {s.rate:>4}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {p50 / f50:.1f}x floor"
+        if s.rate == 200:
+            line += (f"  [p50 <= {TARGET_P50_MS:g} ms {ok(p50 <= TARGET_P50_MS)}, p99 <= {TARGET_P99_MS:g} ms "
+                     f"{ok(p99 <= TARGET_P99_MS)}, <= {TARGET_RATIO:g}x floor {ok(p50 / f50 <= TARGET_RATIO)}]")
+        rss_over = [n for n in names if n != "simulators" and s.usage.rss_max_kb.get(n, 0) / 1024 > RSS_TARGET_MB]
+        line += f"  RSS {'ok' if not rss_over else 'OVER: ' + ', '.join(rss_over)}"
+        print(line)
+
+
+async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, keep: bool) -> None:
+    stack("down")
+    shutil.rmtree(STACK_DIR, ignore_errors=True)
+    stack("up")
+    (STACK_DIR / "logs").mkdir(parents=True, exist_ok=True)
+    run_dir = STACK_DIR / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    procs = Procs(env={**os.environ, **read_env(STACK_DIR / "env"), "QL_CONTROL_DIR": str(run_dir)})
+    try:
+        subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=procs.env, check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL)
+        await ensure_topics(CoreSettings(kafka_bootstrap=procs.env["QL_KAFKA_BOOTSTRAP"]))
+        sim_dir = STACK_DIR / "sim"
+        procs.start("simulators", "simulators", "--dir", str(sim_dir), "--quote-rate", "0",
+                    "--base-port", str(SIM_PORT))
+        for _ in range(200):
+            procs.check()
+            if (sim_dir / "env").is_file() and (sim_dir / "env").stat().st_size:
+                break
+            await asyncio.sleep(0.1)
+        sim_env = read_env(sim_dir / "env")
+        procs.env.update(sim_env)
+        relay = sim_env["QL_RELAY_RPC_URL"].removesuffix("/rpc")
+        account = sim_env["QL_SIGNER_ACCOUNT_ID"]
+        async with aiohttp.ClientSession() as http:
+            for asset, amount in ((NBTC_ID, FUND_NBTC), (EURE_ID, FUND_EURE)):
+                async with http.post(f"{relay}/_sim/credit", json={"account_id": account, "asset_id": asset,
+                                                                  "amount": str(amount)}) as resp:
+                    resp.raise_for_status()
+            for name in DAEMONS:
+                procs.start(name, f"daemons.{name.replace('-', '_')}")
+            control = ControlClient(run_dir)
+            print(f"stack {STACK_DIR}: waiting for the seven daemons to be healthy")
+            await wait_healthy(control, procs, timeout_s=120)
+            for name in ("strategy-engine", "trade-executor"):
+                reply = await control.request(name, "POST", "/arm", {"operator": "bench",
+                                                                     "reason": "latency benchmark"})
+                if not reply.ok:
+                    raise SystemExit(f"{name} refused to arm: {reply.status} {reply.body}")
+            print("armed; floor in-process")
+            floor = floor_ns(floor_n)
+            pool = await asyncpg.create_pool(procs.env["QL_DATABASE_URL"], min_size=1, max_size=2)
+            pids = {name: p.pid for name, p in procs.running.items()}
+            try:
+                if warmup_s > 0:  # connections, JIT-less caches and group joins warmed: not measured
+                    warm = await run_step(20, warmup_s, relay, http, pool, pids, procs)
+                    print(f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
+                          f"p50 {pct(warm.e2e_ms, .5):.2f} ms; decisions {warm.reasons}")
+                    if not warm.e2e_ms:
+                        raise SystemExit("nothing answered in the warm-up: see the logs in " + str(STACK_DIR / "logs"))
+                steps = []
+                for rate in rates:
+                    print(f"{rate} requests/s for {seconds:g} s ...", flush=True)
+                    steps.append(await run_step(rate, seconds, relay, http, pool, pids, procs))
+            finally:
+                await pool.close()
+        report(steps, floor, list(pids))
+    finally:
+        procs.stop_all()
+        if not keep:
+            stack("down")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500],
+                        help="requests per second, comma-separated (default 50,200,500)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each rate step")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds at 20/s before measuring (0: none)")
+    parser.add_argument("--floor-iterations", type=int, default=2000)
+    parser.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL and Kafka up afterwards")
+    args = parser.parse_args()
+    import uvloop
+
+    uvloop.run(main(args.rates, args.seconds, args.warmup, args.floor_iterations, args.keep_stack))
