@@ -61,6 +61,15 @@ class EventProducer:
         """Send and wait for the broker's acknowledgement. Key defaults to the pair."""
         await self._producer.send_and_wait(event.event_type, encode(event), key=(key or event.pair).encode())
 
+    async def send(self, event: Envelope[Any], key: str | None = None) -> asyncio.Future[Any]:
+        """Hand the event over and return its acknowledgement future without waiting for it.
+
+        For the hot path: the caller goes on with the next message while the broker acknowledges
+        this one; the idempotent producer keeps per-partition order, and `stop()` flushes what
+        is still in flight. The caller must watch the future (a failure is only known there).
+        """
+        return await self._producer.send(event.event_type, encode(event), key=(key or event.pair).encode())
+
     async def publish_many(self, events: list[Envelope[Any]], key: str | None = None) -> None:
         """Send a batch without waiting between messages, then wait for every acknowledgement."""
         futures = [

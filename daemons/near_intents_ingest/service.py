@@ -162,18 +162,30 @@ class NearIntentsIngest(Service):
                 correlation_id=quote.quote_id, causation_id=raw.event_id,
             ))
         try:
-            await self.producer.publish_many(events)
+            # not awaiting the broker here: the next frame is read while this one is acknowledged
+            for event in events:
+                (await self.producer.send(event)).add_done_callback(self._acknowledged)
         except (KafkaError, OSError) as exc:
-            # a quote request is worthless seconds later: count and say so, never queue it
-            self.counts["publish_failures"] += 1
-            if self.kafka_error is None:
-                self.log.error("kafka_publish_failed", topic="norm.swap_demand", error=str(exc))
-            self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+            self._publish_failed(exc)
             return
-        if self.kafka_error is not None:
+        self.mark_success()
+
+    def _acknowledged(self, ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled():
+            return
+        exc = ack.exception()
+        if exc is not None:
+            self._publish_failed(exc)
+        elif self.kafka_error is not None:
             self.log.info("kafka_publish_recovered")
             self.kafka_error = None
-        self.mark_success()
+
+    def _publish_failed(self, exc: BaseException) -> None:
+        # a quote request is worthless seconds later: count and say so, never queue it
+        self.counts["publish_failures"] += 1
+        if self.kafka_error is None:
+            self.log.error("kafka_publish_failed", topic="norm.swap_demand", error=str(exc))
+        self.kafka_error = f"{exc.__class__.__name__}: {exc}"
 
     def _on_reject(self, reject: Reject) -> None:
         self.counts["rejects"] += 1

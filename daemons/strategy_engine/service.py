@@ -274,19 +274,36 @@ class StrategyEngine(Service):
             events.append(new_event(command, producer=self.producer_id, pair=self.cfg.pair,
                                     correlation_id=demand.quote_id, causation_id=decision_event.event_id))
         try:
-            sends = [self.producer.publish(decision_event)]
+            # not awaiting the broker: the next request is decided while these are acknowledged
+            (await self.producer.send(decision_event)).add_done_callback(self._acknowledged)
             if command is not None:  # keyed by command id: per-command ordering for the executor
-                sends.append(self.producer.publish(events[1], key=command.command_id))
-            await asyncio.gather(*sends)
+                ack = await self.producer.send(events[1], key=command.command_id)
+                ack.add_done_callback(lambda f, c=command: self._command_acknowledged(f, c))
         except (KafkaError, OSError) as exc:
-            if command is not None:
-                # not sent (or not known to be sent): keep the reservation until it expires
-                self.log.error("command_publish_failed", quote_id=demand.quote_id, command_id=command.command_id,
-                               error=str(exc))
-            self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+            self._publish_failed(exc, command)
             return
-        self.kafka_error = None
         self._count(verdict, decision)
+
+    def _acknowledged(self, ack: asyncio.Future[Any]) -> None:
+        if ack.cancelled():
+            return
+        exc = ack.exception()
+        if exc is not None:
+            self._publish_failed(exc, None)
+        elif self.kafka_error is not None:
+            self.log.info("kafka_publish_recovered")
+            self.kafka_error = None
+
+    def _command_acknowledged(self, ack: asyncio.Future[Any], command: ExecuteTrade) -> None:
+        if not ack.cancelled() and ack.exception() is not None:
+            self._publish_failed(ack.exception(), command)  # type: ignore[arg-type]
+
+    def _publish_failed(self, exc: BaseException, command: ExecuteTrade | None) -> None:
+        if command is not None:
+            # not sent, or not known to be sent: the reservation stays until it expires
+            self.log.error("command_publish_failed", quote_id=command.quote_id, command_id=command.command_id,
+                           error=str(exc))
+        self.kafka_error = f"{exc.__class__.__name__}: {exc}"
 
     def _decision(self, demand: SwapDemand, v: Verdict, now: datetime) -> TradeDecision:
         c = v.candidate
