@@ -118,6 +118,13 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
     try:
         await eventually(lambda: all(socket_path(control_dir, n).exists() for n in seven.services),
                          timeout=30, what="every control socket listening")
+        # a new executor group starts at the end of cmd.execute_trade: a command published before
+        # its consumer is assigned would be skipped, so wait for every consumer group to join
+        consumers = [getattr(s, "consumer") for s in services if hasattr(s, "consumer")]
+        await eventually(lambda: all(c.assignment() for c in consumers), timeout=60,
+                         what="every consumer group joined")
+        for c in consumers:
+            await asyncio.wait_for(c.positions(), timeout=30)  # and knows where it reads from
         yield seven
     finally:
         for s in services:

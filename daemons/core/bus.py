@@ -146,6 +146,10 @@ class EventConsumer:
     async def end_offset(self, tp: TopicPartition) -> int:
         return int((await self._consumer.end_offsets([tp]))[tp])
 
+    async def positions(self) -> dict[TopicPartition, int]:
+        """Where the consumer reads next, per assigned partition (resolving a pending reset)."""
+        return {tp: await self._consumer.position(tp) for tp in self.assignment()}
+
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 

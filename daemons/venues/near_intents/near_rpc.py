@@ -244,6 +244,8 @@ class NearRpcClient:
         except (ValueError, RecursionError):
             raise NearRpcBadResponse(f"view {method_name} returned bytes that are not JSON") from None
         logs = result.get("logs") or []
+        if not isinstance(logs, list):
+            raise NearRpcBadResponse(f"NEAR RPC call_function logs are not a list: {str(logs)[:200]}")
         self.last_block_height = height
         return ViewResult(value=value, block_height=height, block_hash=block_hash, logs=[str(x) for x in logs])
 
