@@ -56,6 +56,9 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionDoesNotExistError,
+    # a connection caught mid-reset by a server shutdown (found by the fault matrix: PostgreSQL
+    # stopped under history-writer raised it from pool.release and killed the daemon)
+    asyncpg.InternalClientError,
     TimeoutError,
 )
 """Errors that mean "the database is not reachable right now", as opposed to a bad statement."""

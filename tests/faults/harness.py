@@ -1,0 +1,302 @@
+"""Fault-matrix harness: the simulators and the seven daemons as real processes.
+
+It starts `python -m simulators` (its env file points every daemon at the simulators, with a
+generated signer key and JWT) and each daemon with `python -m daemons.<pkg>` against the test
+stack, so a fault can be a real `kill -9`. It talks to the daemons over their control sockets
+and to the simulators over their `/_sim/` routes, drives a steady quote stream through the
+relay simulator, and samples the invariants while faults run. Test infrastructure only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from daemons.core.assets import EURE_ID, NBTC_ID
+from daemons.core.control import socket_path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# start order: the writer first (nothing produced is ever missed), the answerers last
+DAEMONS = (
+    "history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
+    "near-intents-ingest", "strategy-engine", "trade-executor",
+)
+ARMED_DAEMONS = ("strategy-engine", "trade-executor")
+# amounts the loop can answer, from either fixed side of SELL_BTC: 5000 and 500 000 sats out,
+# 3 EURe in (the other combinations are refused by the notional gates, also worth exercising);
+# 500 000 sats keep the reservations pressing against the credited 0.05 nBTC
+SIZES = [5_000, 500_000, 3 * 10**18]
+OPERATOR = {"operator": "fault-matrix", "reason": "fault matrix run"}
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """The `export QL_X=...` lines the simulators runner writes."""
+    env: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("export ") and "=" in line:
+            key, value = line[len("export "):].split("=", 1)
+            env[key] = value
+    return env
+
+
+def quote_responses(seen: list[dict[str, Any]]) -> list[tuple[float, str]]:
+    """(time, quote_id) of every `quote_response` frame the relay simulator received."""
+    out: list[tuple[float, str]] = []
+    for item in seen:
+        if item.get("kind") != "ws_in" or '"quote_response"' not in item.get("text", ""):
+            continue
+        try:
+            frame = json.loads(item["text"])
+        except ValueError:
+            continue
+        params = frame.get("params")
+        if frame.get("method") == "quote_response" and isinstance(params, list):
+            for p in params:
+                if isinstance(p, dict) and "quote_id" in p:
+                    out.append((float(item.get("at", 0.0)), str(p["quote_id"])))
+    return out
+
+
+@dataclass
+class Proc:
+    name: str
+    module: str
+    log: Path
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+
+
+@dataclass
+class Violation:
+    what: str
+    detail: str
+
+
+@dataclass
+class FaultLoop:
+    """The running loop: processes, their env, and what the invariant monitor saw."""
+
+    stack_env: dict[str, str]
+    run_dir: Path
+    control_dir: Path
+    procs: dict[str, Proc] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    sim_urls: dict[str, str] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    monitor_task: asyncio.Task[None] | None = None
+    samples: int = 0
+
+    # --- processes ---------------------------------------------------------------------------
+
+    async def _spawn(self, proc: Proc, args: list[str]) -> None:
+        proc.log.parent.mkdir(parents=True, exist_ok=True)
+        log = proc.log.open("ab")
+        try:
+            proc.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", proc.module, *args, cwd=REPO, env=self.env or self.stack_env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            log.close()
+        proc.starts += 1
+
+    async def start_simulators(self, base_port: int) -> None:
+        sim_dir = self.run_dir / "sim"
+        env_file = sim_dir / "env"
+        env_file.unlink(missing_ok=True)
+        proc = Proc("simulators", "simulators", self.run_dir / "logs" / "simulators.log")
+        self.procs["simulators"] = proc
+        # no built-in stream: the harness starts its own, with deadlines short enough that
+        # reservations turn over within a CI-length run
+        await self._spawn(proc, ["--dir", str(sim_dir), "--base-port", str(base_port), "--quote-rate", "0"])
+        deadline = time.monotonic() + 30
+        while not (env_file.exists() and env_file.stat().st_size > 0):
+            if proc.process is not None and proc.process.returncode is not None:
+                raise RuntimeError(f"simulators exited: see {proc.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"simulators wrote no env file: see {proc.log}")
+            await asyncio.sleep(0.1)
+        sim_env = parse_env_file(env_file)
+        self.env = {**self.stack_env, **sim_env, "QL_CONTROL_DIR": str(self.control_dir),
+                    "QL_LOG_LEVEL": os.environ.get("QL_LOG_LEVEL", "INFO")}
+        self.sim_urls = {
+            "relay": sim_env["QL_RELAY_RPC_URL"].removesuffix("/rpc"),
+            "near_rpc": sim_env["QL_NEAR_RPC_URL"],
+            "poa_bridge": sim_env["QL_POA_BRIDGE_URL"].removesuffix("/rpc"),
+            "kraken": sim_env["QL_KRAKEN_WS_URL"].replace("ws://", "http://").removesuffix("/v2"),
+            "coingecko": sim_env["QL_COINGECKO_URL"].removesuffix("/api/v3"),
+        }
+
+    async def start(self, name: str) -> None:
+        proc = self.procs.get(name) or Proc(name, f"daemons.{name.replace('-', '_')}",
+                                             self.run_dir / "logs" / f"{name}.log")
+        self.procs[name] = proc
+        socket_path(self.control_dir, name).unlink(missing_ok=True)
+        await self._spawn(proc, [])
+        await self.wait_control(name)
+
+    async def wait_control(self, name: str, timeout: float = 60.0) -> None:
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.process is not None and proc.process.returncode is not None:
+                raise RuntimeError(f"{name} exited with {proc.process.returncode}: see {proc.log}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                status, _ = await self.control(name, "GET", "/healthz")
+                if status in (200, 503):
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} control socket did not answer in {timeout}s: see {proc.log}")
+            await asyncio.sleep(0.1)
+
+    def pid(self, name: str) -> int:
+        proc = self.procs[name].process
+        assert proc is not None and proc.returncode is None, f"{name} is not running"
+        return proc.pid
+
+    async def kill9(self, name: str) -> None:
+        proc = self.procs[name].process
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+    async def stop_all(self) -> dict[str, int | None]:
+        """SIGTERM everything (daemons first, then the simulators); SIGKILL what lingers."""
+        codes: dict[str, int | None] = {}
+        for name in [*reversed(DAEMONS), "simulators"]:
+            proc = self.procs.get(name)
+            if proc is None or proc.process is None:
+                continue
+            p = proc.process
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(p.wait(), timeout=30)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+                    await p.wait()
+            codes[name] = p.returncode
+        return codes
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.process is not None and p.process.returncode is None for n, p in self.procs.items()}
+
+    # --- control sockets and simulators ------------------------------------------------------
+
+    async def control(self, name: str, method: str, path: str, body: Any = None,
+                      timeout: float = 10.0) -> tuple[int, Any]:
+        sock = socket_path(self.control_dir, name)
+        connector = aiohttp.UnixConnector(path=str(sock))
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+            async with s.request(method, f"http://localhost{path}", json=body) as resp:
+                return resp.status, await resp.json(content_type=None)
+
+    async def sim(self, name: str, method: str, path: str, body: Any = None) -> Any:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+            async with s.request(method, f"{self.sim_urls[name]}{path}", json=body) as resp:
+                resp.raise_for_status()
+                return await resp.json(content_type=None)
+
+    async def fault(self, sim: str, name: str, **kw: Any) -> None:
+        await self.sim(sim, "POST", "/_sim/fault", {"name": name, **kw})
+
+    async def state(self, name: str) -> dict[str, Any]:
+        _, body = await self.control(name, "GET", "/state")
+        return body if isinstance(body, dict) else {}
+
+    async def relay_seen(self) -> dict[str, Any]:
+        seen: dict[str, Any] = await self.sim("relay", "GET", "/_sim/seen")
+        return seen
+
+    async def answers(self) -> list[tuple[float, str]]:
+        return quote_responses((await self.relay_seen())["seen"])
+
+    # --- trading -----------------------------------------------------------------------------
+
+    async def arm(self, name: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = await self.control(name, "POST", "/arm", OPERATOR)
+            if status == 200 and body.get("armed") is True:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} refused to arm: {status} {body}")
+            await asyncio.sleep(0.5)
+
+    async def arm_all(self) -> None:
+        for name in ARMED_DAEMONS:
+            await self.arm(name)
+
+    async def disarm_all(self) -> None:
+        for name in ARMED_DAEMONS:
+            status, body = await self.control(name, "POST", "/disarm", OPERATOR)
+            assert status == 200 and body.get("armed") is False, (name, status, body)
+
+    async def start_stream(self, rate_per_s: float, min_deadline_ms: int) -> int:
+        reply = await self.sim("relay", "POST", "/_sim/scenario", {
+            "count": 10**9, "rate_per_s": rate_per_s, "pairs": [[NBTC_ID, EURE_ID]], "sizes": SIZES,
+            "malformed_ratio": 0.01, "repeat_ratio": 0.02, "min_deadline_ms": min_deadline_ms,
+            "seed": int(time.time())})
+        return int(reply["scenario_id"])
+
+    async def wait_new_answers(self, count: int, timeout: float, what: str = "") -> list[tuple[float, str]]:
+        """Wait until `count` more quote_response frames than now reach the relay."""
+        before = len(await self.answers())
+        deadline = time.monotonic() + timeout
+        while True:
+            now = await self.answers()
+            if len(now) >= before + count:
+                return now[before:]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no recovery{': ' + what if what else ''}: {len(now) - before} of {count} "
+                                     f"new answers in {timeout}s; alive={self.alive()}")
+            await asyncio.sleep(0.5)
+
+    # --- continuous invariant: reservations never above credited ------------------------------
+
+    def start_monitor(self, account: str, every_s: float = 0.25) -> None:
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(every_s)
+                with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+                    await self._check_reservations(account)
+
+        self.monitor_task = asyncio.create_task(watch())
+
+    async def _check_reservations(self, account: str) -> None:
+        seen = await self.relay_seen()
+        balances = seen.get("verifier", {}).get("balances", {}).get(account, {})
+        for service in ARMED_DAEMONS:
+            if not self.alive().get(service):
+                continue
+            try:
+                st = await self.state(service)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                continue
+            for asset, reserved in (st.get("reserved") or {}).items():
+                credited = int(balances.get(asset, 0))
+                self.samples += 1
+                if int(reserved) > credited:
+                    self.violations.append(Violation(
+                        "reservations above credited", f"{service} reserves {reserved} of {asset}, credited {credited}"))
+
+    async def stop_monitor(self) -> None:
+        if self.monitor_task is not None:
+            self.monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.monitor_task
+            self.monitor_task = None
