@@ -9,13 +9,27 @@ A simulator subclasses `SimServer`, adds its venue routes in `venue_routes()` an
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
+
+
+def exact_json(obj: Any) -> str:
+    """JSON with Decimals written as bare numbers in their exact text, as venues write prices
+    (Kraken's book, CoinGecko's `precision=full`): never through float."""
+    if isinstance(obj, Decimal):
+        return format(obj, "f")
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{exact_json(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(exact_json(v) for v in obj) + "]"
+    return json.dumps(obj)
 
 
 class Faults:

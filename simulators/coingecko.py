@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from simulators.base import SimServer, serve_standalone
+from simulators.base import SimServer, exact_json, serve_standalone
 
 KEY_HEADERS = {"demo": "x-cg-demo-api-key", "pro": "x-cg-pro-api-key"}
 KEY_PARAMS = {"demo": "x_cg_demo_api_key", "pro": "x_cg_pro_api_key"}
@@ -47,15 +47,7 @@ RATE_LIMIT_BODY = {
 }
 
 
-def dumps(obj: Any) -> str:
-    """JSON with Decimals as bare numbers in their exact text (what `precision=full` looks like)."""
-    if isinstance(obj, Decimal):
-        return format(obj, "f")
-    if isinstance(obj, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{dumps(v)}" for k, v in obj.items()) + "}"
-    if isinstance(obj, (list, tuple)):
-        return "[" + ",".join(dumps(v) for v in obj) + "]"
-    return json.dumps(obj)
+dumps = exact_json
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from simulators.base import SimServer, serve_standalone
+from simulators.base import SimServer, exact_json, serve_standalone
 
 TICK = Decimal("0.1")
 QTY_PLACES = Decimal("0.00000001")
@@ -41,15 +41,7 @@ def rfc3339(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def dumps(obj: Any) -> str:
-    """JSON with Decimals written as bare numbers in their exact text, as Kraken writes prices."""
-    if isinstance(obj, Decimal):
-        return format(obj, "f")
-    if isinstance(obj, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{dumps(v)}" for k, v in obj.items()) + "}"
-    if isinstance(obj, (list, tuple)):
-        return "[" + ",".join(dumps(v) for v in obj) + "]"
-    return json.dumps(obj)
+dumps = exact_json
 
 
 def _crc_field(value: Decimal) -> str:
