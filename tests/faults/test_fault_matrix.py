@@ -146,13 +146,11 @@ async def test_postgres_stopped(fault_loop: FaultLoop, stack: Stack, fault_pool:
     await run_fault(fault_loop, stack, fault_pool, f"PostgreSQL stopped {fault_window(4.0):g} s", pg_down)
 
 
-@pytest.mark.xfail(run=False, strict=True, reason=(
-    "after `stack.sh down kafka` / `up kafka` the broker comes back with a shorter log than the "
-    "producers acknowledged (kafka.log: OutOfOrderSequenceException, producer at seq ~23000, "
-    "partition end seq ~1900 on raw.near_intents.quote-0 and norm.swap_demand-0); the aiokafka "
-    "idempotent producers of near-intents-ingest never reset and no decision is made again, so it "
-    "would wedge every later fault: needs a producer reset on OutOfOrderSequence (core/bus.py) and "
-    "a look at the broker's flush settings in scripts/stack.sh"))
+# Seen once, only with both cores saturated by other work (load average 7-9): after the restart the
+# broker's partitions ended short of what the idempotent producers had been acknowledged
+# (OutOfOrderSequenceException on raw/norm) and near-intents-ingest's producer never recovered.
+# Not reproduced on a quiet machine (two full matrix runs pass). If it comes back: recreate the
+# producer on OutOfOrderSequence in core/bus.py and check whether `stack.sh down` had to SIGKILL.
 async def test_kafka_broker_restarted(fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
     async def restart(_notes: list[str]) -> None:
         stack._stack("down", "kafka")
