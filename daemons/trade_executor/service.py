@@ -293,17 +293,25 @@ class TradeExecutor(Service):
         return []
 
     async def _take(self, deliveries: list[Delivery]) -> None:
-        good = {id(d) for d in self.dead_letters.screen(deliveries)}
-        done: list[Delivery] = []
-        for i, d in enumerate(deliveries):
-            if id(d) in good:
-                try:
-                    await self._accept(d.event)  # type: ignore[arg-type]
-                except DB_ERRORS as exc:
-                    self._db_lost(exc)
-                    self._rewind(deliveries[i:])
-                    break
-            done.append(d)
+        good = self.dead_letters.screen(deliveries)
+        # Accepted concurrently: a command's inventory check and its hold run with no await
+        # between them (see `_accept`), so interleaving at the ledger writes cannot over-commit.
+        outcomes = await asyncio.gather(*(self._accept(d.event) for d in good),  # type: ignore[arg-type]
+                                        return_exceptions=True)
+        failed: list[Delivery] = []
+        for d, outcome in zip(good, outcomes, strict=True):
+            if isinstance(outcome, DB_ERRORS):
+                failed.append(d)
+                self._db_lost(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        done = deliveries
+        if failed:
+            self._rewind(failed)
+            first = {d.tp: d.offset for d in sorted(failed, key=lambda d: d.offset, reverse=True)}
+            # what lies at or past a rewound position is read again; a command already stored is
+            # then a duplicate, which republishes its result and never answers twice
+            done = [d for d in deliveries if d.tp not in first or d.offset < first[d.tp]]
         try:
             await self.consumer.commit(next_offsets(done))
         except KafkaError as exc:
