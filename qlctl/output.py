@@ -9,6 +9,7 @@ from typing import Any, NoReturn, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from daemons.core.settings import CoreSettings
 from qlctl.client import ClientError, ControlClient
@@ -41,3 +42,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except ClientError as exc:
         fail(str(exc))
+
+
+def print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A Rich table of `columns` from each row (missing values left blank)."""
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
+    console.print(table)

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.table import Table
 
-from qlctl.output import console, fail, print_json, run, settings
+from qlctl.output import console, fail, print_json, print_rows, run, settings
 from qlctl.reports import Reports, parse_since
 
 app = typer.Typer(help="Reports from PostgreSQL: chain, skipped, funding, inventory, latency", no_args_is_help=True)
@@ -25,15 +24,6 @@ def _query(fn: Callable[[Reports], Awaitable[T]]) -> T:
             return await fn(reports)
 
     return run(go())
-
-
-def _table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
-    console.print(table)
 
 
 @app.command("chain")
@@ -57,7 +47,7 @@ def chain(quote_id: str, as_json: AsJson = False) -> None:
         p = res["payload"]
         console.print(f"result {p['status']}: {p.get('reason') or ''} quote_hash={p.get('quote_hash')} "
                       f"tx={p.get('tx_hash')}")
-    _table("stages", result["stages"], ["stage", "at", "ms_since_previous"])
+    print_rows("stages", result["stages"], ["stage", "at", "ms_since_previous"])
 
 
 @app.command("skipped")
@@ -67,7 +57,7 @@ def skipped(since: Since = "1h", as_json: AsJson = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        _table(f"skipped in the last {since}", rows, ["decision_reason", "n", "examples", "latest"])
+        print_rows(f"skipped in the last {since}", rows, ["decision_reason", "n", "examples", "latest"])
 
 
 @app.command("funding")
@@ -78,7 +68,7 @@ def funding(pending: Annotated[bool, typer.Option("--pending", help="Only fundin
     if as_json:
         print_json(rows)
     else:
-        _table("pending funding" if pending else "liquidity actions", rows,
+        print_rows("pending funding" if pending else "liquidity actions", rows,
                ["liquidity_action_id", "kind", "status", "asset_id", "chain", "amount", "tx_hash", "status_at"])
 
 
@@ -98,7 +88,7 @@ def inventory(at: Annotated[str, typer.Option(help="ISO time, e.g. 2026-11-24T12
     else:
         console.print(f"inventory {snapshot['inventory_id']} at {snapshot['occurred_at']} "
                       f"(stale: {snapshot.get('stale')})")
-        _table("assets", snapshot.get("assets", []), ["asset_id", "spendable", "pending_in", "pending_out"])
+        print_rows("assets", snapshot.get("assets", []), ["asset_id", "spendable", "pending_in", "pending_out"])
 
 
 @app.command("latency")
@@ -108,6 +98,6 @@ def latency(since: Since = "1h", as_json: AsJson = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        _table(f"latency in the last {since} (ms)", rows, ["stage", "n", "p50", "p90", "p99", "max"])
+        print_rows(f"latency in the last {since} (ms)", rows, ["stage", "n", "p50", "p90", "p99", "max"])
 
 

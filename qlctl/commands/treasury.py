@@ -11,9 +11,8 @@ import getpass
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from qlctl.output import client, console, fail, print_json, run
+from qlctl.output import client, console, fail, print_json, print_rows, run
 
 SERVICE = "liquidity-manager"
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
@@ -35,15 +34,6 @@ def _call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
 
 def _body(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def _rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r.get(c)) for c in columns))
-    console.print(table)
 
 
 def _emit(result: Any, as_json: bool) -> None:
@@ -74,7 +64,7 @@ def addresses(
     if as_json:
         print_json(rows)
     else:
-        _rows("deposit addresses", rows, ["chain", "asset_ids", "address", "memo", "issued_at"])
+        print_rows("deposit addresses", rows, ["chain", "asset_ids", "address", "memo", "issued_at"])
 
 
 @funding_app.command("record")
@@ -104,7 +94,7 @@ def list_funding(pending: Annotated[bool, typer.Option("--pending")] = False, as
     if as_json:
         print_json(rows)
     else:
-        _rows("pending funding" if pending else "recent funding", rows,
+        print_rows("pending funding" if pending else "recent funding", rows,
               ["liquidity_action_id", "asset_id", "amount", "status", "tx_hash"])
 
 
@@ -136,7 +126,7 @@ def list_withdrawals(as_json: AsJson = False) -> None:
     if as_json:
         print_json(withdrawals)
     else:
-        _rows("withdrawals", withdrawals.get("recent", []),
+        print_rows("withdrawals", withdrawals.get("recent", []),
               ["liquidity_action_id", "asset_id", "amount", "status", "address", "tx_hash"])
 
 
