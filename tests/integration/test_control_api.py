@@ -110,11 +110,11 @@ async def test_pause_stops_work_and_resume_restarts_it(probe: tuple[Probe, Any],
     alice = f"alice-{uuid.uuid4()}"  # the database outlives a test run: find this run's rows only
     status, body = await _call(service, "POST", "/pause", json={"operator": alice, "reason": "maintenance"})
     assert (status, body["paused"], body["changed"]) == (200, True, True)
-    await asyncio.sleep(0)  # the loop parks at its next wait_runnable()
+    await eventually(lambda: service.parked, what="the work loop parked")
     steps = service.steps
     status, state = await _call(service, "GET", "/state")
-    assert state["paused"] is True
-    assert service.steps <= steps + 1  # at most the step already running
+    assert state["paused"] is True and state["pause_effective"] is True
+    assert service.steps == steps  # parked: no work while paused
     status, body = await _call(service, "POST", "/resume", json={"operator": alice})
     assert (status, body["paused"]) == (200, False)
     await eventually(lambda: service.steps > steps + 1, what="work resumed")
