@@ -1,7 +1,9 @@
 """The Kafka bus on aiokafka: one producer and one consumer shape for every daemon.
 
 Producer: idempotent, `acks=all`, no linger — an event is published when the broker has it.
-Consumer: one group per service, manual commits after processing, short fetch waits. Every
+Consumer: one group per service, manual commits after processing, coalesced to one offset commit
+per `kafka_commit_interval_ms` (what a crash replays is bounded by it; every consumer here is
+idempotent on replay), flushed on revocation and on stop. Every
 message comes back as a `Delivery` holding either the decoded event or the reason it could not
 be decoded, so a malformed message is handed to the caller (to count and dead-letter), never
 raised and never dropped. Topic creation lives here too, as idempotent code.
@@ -17,10 +19,14 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from daemons.core.events import TOPICS, Envelope, EventDecodeError, decode, encode
+from daemons.core.logs import get_logger
 from daemons.core.settings import CoreSettings
+
+_log = get_logger("bus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +46,24 @@ class Delivery:
         return TopicPartition(self.topic, self.partition)
 
 
+def _sender_dead(producer: AIOKafkaProducer) -> bool:
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return task is not None and task.done() and not getattr(producer, "_closed", False)
+
+
 class EventProducer:
     def __init__(self, settings: CoreSettings, client_id: str) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            client_id=client_id,
+        self._settings = settings
+        self._client_id = client_id
+        self._producer = self._new()
+        self._restart_lock = asyncio.Lock()
+        self._replacing = False  # the sender died and no new producer has started yet
+        self.restarts = 0  # how often a dead producer was replaced (shown by owners that care)
+
+    def _new(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=0,
@@ -57,9 +76,45 @@ class EventProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
+    async def _live(self) -> AIOKafkaProducer:
+        """The producer, replaced first if its sender has died.
+
+        aiokafka ends the sender for good on OutOfOrderSequenceNumber (seen once when the broker
+        restarted under load: it came back short of what it had acknowledged), and every later
+        send would then wait forever. A new producer gets a new producer id and starts clean;
+        what the dead one had in flight has already failed to its callers.
+        """
+        if not self._replacing and not _sender_dead(self._producer):
+            return self._producer
+        async with self._restart_lock:
+            if _sender_dead(self._producer):  # not already seen by a concurrent caller
+                dead, self._replacing = self._producer, True
+                task = dead._sender.sender_task
+                reason = None if task.cancelled() else task.exception()
+                _log.warning("kafka_producer_replaced", client_id=self._client_id,
+                             error=f"{reason.__class__.__name__}: {reason}" if reason else "sender stopped")
+                try:
+                    await dead.stop()
+                except Exception:  # noqa: BLE001 - it is dead already; closing is best effort
+                    pass
+            if self._replacing:
+                fresh = self._new()
+                try:
+                    await fresh.start()  # raises while Kafka is away: the next send tries again
+                except BaseException:
+                    try:
+                        await fresh.stop()
+                    except Exception:  # noqa: BLE001 - never started; nothing to close
+                        pass
+                    raise
+                self._producer, self._replacing = fresh, False
+                self.restarts += 1
+        return self._producer
+
     async def publish(self, event: Envelope[Any], key: str | None = None) -> None:
         """Send and wait for the broker's acknowledgement. Key defaults to the pair."""
-        await self._producer.send_and_wait(event.event_type, encode(event), key=(key or event.pair).encode())
+        producer = await self._live()
+        await producer.send_and_wait(event.event_type, encode(event), key=(key or event.pair).encode())
 
     async def send(self, event: Envelope[Any], key: str | None = None) -> asyncio.Future[Any]:
         """Hand the event over and return its acknowledgement future without waiting for it.
@@ -68,29 +123,33 @@ class EventProducer:
         this one; the idempotent producer keeps per-partition order, and `stop()` flushes what
         is still in flight. The caller must watch the future (a failure is only known there).
         """
-        return await self._producer.send(event.event_type, encode(event), key=(key or event.pair).encode())
+        producer = await self._live()
+        return await producer.send(event.event_type, encode(event), key=(key or event.pair).encode())
 
     async def publish_many(self, events: list[Envelope[Any]], key: str | None = None) -> None:
         """Send a batch without waiting between messages, then wait for every acknowledgement."""
-        futures = [
-            await self._producer.send(e.event_type, encode(e), key=(key or e.pair).encode()) for e in events
-        ]
+        producer = await self._live()
+        futures = [await producer.send(e.event_type, encode(e), key=(key or e.pair).encode()) for e in events]
         await asyncio.gather(*futures)
 
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Bytes as they are; for tests and tools that must put malformed messages on a topic."""
-        await self._producer.send_and_wait(topic, value, key=key)
+        producer = await self._live()
+        await producer.send_and_wait(topic, value, key=key)
 
 
+_FLUSH_TIMEOUT_S = 5.0
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_assigned: OnAssigned | None) -> None:
+    def __init__(self, owner: EventConsumer, on_assigned: OnAssigned | None) -> None:
+        self._owner = owner
         self._on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+        # the next owner of these partitions starts where we got to, not at the last flush
+        await self._owner.flush_commits(swallow=True)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self._on_assigned is not None:
@@ -116,6 +175,12 @@ class EventConsumer:
             raise ValueError(f"unknown topics: {unknown}")
         self.topics = tuple(topics)
         self._on_assigned = on_assigned
+        self._commit_interval_s = settings.kafka_commit_interval_ms / 1000
+        self._pending: dict[TopicPartition, int] = {}
+        self._next_commit_at = 0.0
+        self._commit_lock = asyncio.Lock()
+        # why the last background flush failed (None once one succeeds): shown by the owner's /state
+        self.commit_error: str | None = None
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,
@@ -124,17 +189,20 @@ class EventConsumer:
             # where a group with no committed offset starts: a recorder wants everything, a
             # daemon acting on commands wants only what arrives from now on
             auto_offset_reset=new_group_starts_at,
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             isolation_level="read_uncommitted",
         )
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe(list(self.topics), listener=_Listener(self._on_assigned))
+        self._consumer.subscribe(list(self.topics), listener=_Listener(self, self._on_assigned))
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        try:
+            await self.flush_commits(swallow=True)
+        finally:
+            await self._consumer.stop()
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._consumer.seek(tp, offset)
@@ -154,6 +222,8 @@ class EventConsumer:
         return set(self._consumer.assignment())
 
     async def poll(self, timeout_ms: int = 200, max_records: int = 1000) -> list[Delivery]:
+        if self._pending and asyncio.get_running_loop().time() >= self._next_commit_at:
+            await self.flush_commits(swallow=True)
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         out: list[Delivery] = []
         for tp, records in batches.items():
@@ -166,10 +236,41 @@ class EventConsumer:
                 out.append(Delivery(tp.topic, tp.partition, rec.offset, rec.key, rec.value, event, error))
         return out
 
-    async def commit(self, next_offsets: dict[TopicPartition, int]) -> None:
-        """Commit the offset of the next message to read, per partition."""
-        if next_offsets:
-            await self._consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in next_offsets.items()})
+    async def commit(self, next_offsets: dict[TopicPartition, int], *, now: bool = False) -> None:
+        """Record the offset of the next message to read, per partition, as processed.
+
+        The broker is told at most once per commit interval (here, or from the next `poll`),
+        at once with `now=True`, and always on revocation and `stop()`: one offset commit per
+        message cost the broker and each daemon more CPU than the messages themselves.
+        """
+        for tp, off in next_offsets.items():
+            if off > self._pending.get(tp, -1):
+                self._pending[tp] = off
+        if self._pending and (now or asyncio.get_running_loop().time() >= self._next_commit_at):
+            await self.flush_commits()
+
+    async def flush_commits(self, *, swallow: bool = False) -> None:
+        """Send the recorded offsets now. `swallow`: keep them for the next try on a Kafka error."""
+        async with self._commit_lock:  # one commit at a time, so offsets reach the broker in order
+            if not self._pending:
+                return
+            pending, self._pending = self._pending, {}
+            self._next_commit_at = asyncio.get_running_loop().time() + self._commit_interval_s
+            try:
+                commit = self._consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in pending.items()})
+                # a background flush must not hold a rebalance or a stop while the coordinator is away
+                await (asyncio.wait_for(commit, _FLUSH_TIMEOUT_S) if swallow else commit)
+            except (KafkaError, TimeoutError) as exc:
+                self._keep(pending, exc)
+                if not swallow:
+                    raise
+            else:
+                self.commit_error = None
+
+    def _keep(self, pending: dict[TopicPartition, int], exc: BaseException) -> None:
+        for tp, off in pending.items():  # a newer record may have arrived meanwhile
+            self._pending[tp] = max(off, self._pending.get(tp, -1))
+        self.commit_error = f"{exc.__class__.__name__}: {exc}"
 
     async def lag(self) -> dict[str, int]:
         """Messages behind the log end, per assigned partition ("topic:partition")."""

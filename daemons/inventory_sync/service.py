@@ -78,6 +78,9 @@ class InventorySyncSettings(CoreSettings):
     # deposits asked of the bridge per chain (its maximum is 100)
     inventory_deposits_limit: int = Field(default=100, ge=1, le=100)
     inventory_poll_ms: int = Field(default=200, ge=1)
+    # Readings asked for by events start at least this far apart: a burst of settlements (one
+    # per answer at 200 answers/s) becomes one reading and one snapshot, not one each.
+    inventory_min_gap_ms: int = Field(default=200, ge=0, le=10_000)
     inventory_kafka_retry_max_s: float = Field(default=5.0, gt=0)
     # liquidity actions first recorded before this instant are ignored (a treasury cut-over)
     inventory_liquidity_since: AwareDatetime | None = None
@@ -169,6 +172,7 @@ class InventorySync(Service):
         self.triggers: Counter[str] = Counter()
         self._trigger: _Trigger | None = None
         self._wake = asyncio.Event()
+        self._last_read_at = float("-inf")  # event-loop time the last reading started
         self._next_due = now_utc()
         self._refresh_waiters: list[asyncio.Future[dict[str, Any]]] = []
 
@@ -229,6 +233,12 @@ class InventorySync(Service):
     async def _wait_for_work(self) -> None:
         self._wake.clear()
         if self._trigger is not None and not self.paused:
+            gap = self._last_read_at + self.cfg.inventory_min_gap_ms / 1000 - asyncio.get_running_loop().time()
+            if gap > 0:  # what arrives meanwhile joins this reading
+                try:
+                    await asyncio.wait_for(self.drain_requested.wait(), timeout=gap)
+                except TimeoutError:
+                    pass
             return
         now = now_utc()
         deadlines = [] if self.paused else [self._next_due]
@@ -250,6 +260,7 @@ class InventorySync(Service):
         assert self.account_id is not None
         waiters, self._refresh_waiters = self._refresh_waiters, []
         self.triggers[trigger.reason] += 1
+        self._last_read_at = asyncio.get_running_loop().time()
         started = now_utc()
         self.last_attempt_at = started
         try:

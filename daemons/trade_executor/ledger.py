@@ -4,9 +4,15 @@ One row per command (`executor_ledger`, unique by `command_id` and by `quote_id`
 anything is signed. States and the only moves between them::
 
     received ──► signing ──► submitted ──► acknowledged ──► settled | expired
-        │           │            ├───────► rejected
-        ▼           │            └───────► uncertain ────► settled | expired
-     refused        └──► settled | expired          (restart: never sent, resolved at once)
+        │  │        │       ▲    ├───────► rejected
+        │  └────────┼───────┘    └───────► uncertain ────► settled | expired
+        ▼           └──► settled | expired          (restart: never sent, resolved at once)
+     refused
+
+The executor goes `received → submitted` in one write: the nonce, deadline and signature are
+stored together, before anything is sent (signing is local and has no side effect, so a write
+before it protected nothing and cost a durable commit on the hot path). `signing` remains for
+rows written by earlier versions, and recovery still resolves them.
 
 `submitted` also goes straight to settled/expired (a `quote_status` can beat the relay's OK),
 and `expired` to `settled` (a late `quote_status` is a venue fact and wins over our inference).
@@ -47,7 +53,7 @@ class LedgerState(StrEnum):
 S = LedgerState
 
 TRANSITIONS: dict[LedgerState, frozenset[LedgerState]] = {
-    S.RECEIVED: frozenset({S.SIGNING, S.REFUSED}),
+    S.RECEIVED: frozenset({S.SIGNING, S.SUBMITTED, S.REFUSED}),
     S.SIGNING: frozenset({S.SUBMITTED, S.SETTLED, S.EXPIRED}),
     S.SUBMITTED: frozenset({S.ACKNOWLEDGED, S.REJECTED, S.UNCERTAIN, S.SETTLED, S.EXPIRED}),
     S.ACKNOWLEDGED: frozenset({S.SETTLED, S.EXPIRED}),
@@ -309,9 +315,17 @@ class LedgerStore:
         )
 
     async def mark_published(self, command_id: str, state: LedgerState) -> None:
+        await self.mark_published_many({command_id: state})
+
+    async def mark_published_many(self, marks: dict[str, LedgerState]) -> None:
+        """Note each row's result as on Kafka, if the row is still in the state published."""
+        if not marks:
+            return
         await self.pool.execute(
-            "UPDATE executor_ledger SET published_state = $2 WHERE command_id = $1 AND state = $2",
-            command_id, state.value,
+            "UPDATE executor_ledger l SET published_state = m.state"
+            " FROM unnest($1::text[], $2::text[]) AS m(command_id, state)"
+            " WHERE l.command_id = m.command_id AND l.state = m.state",
+            list(marks), [s.value for s in marks.values()],
         )
 
     async def record_cancel(self, command_ids: list[str], at: datetime, response: Any) -> None:

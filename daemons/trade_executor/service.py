@@ -140,6 +140,8 @@ class TradeExecutor(Service):
         self.busy: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
         self.pending_statuses: list[QuoteStatus] = []
+        # results on Kafka whose ledger note (`published_state`) is not written yet
+        self.published_marks: dict[str, LedgerState] = {}
         self.errors: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.results: Counter[str] = Counter()
@@ -195,6 +197,11 @@ class TradeExecutor(Service):
         if self.relay_rpc is not None:
             await self.relay_rpc.close()
         if self.store is not None:
+            if self.published_marks and self.db_error is None:
+                try:
+                    await self._note_published()
+                except DB_ERRORS as exc:  # the next start republishes what was not noted
+                    self.log.warning("published_notes_lost", count=len(self.published_marks), error=str(exc))
             await self.store.pool.close()
 
     def _relay_client(self, jwt: str) -> RelayWsClient:
@@ -421,22 +428,18 @@ class TradeExecutor(Service):
             assert salt is not None and self.key is not None and self.relay is not None
             signer_id = self.signer.account_id or ""
             plan = plan_nonce(salt, now, cmd.min_deadline_ms, self.cfg.executor_answer_margin_ms, self.random_bytes)
-            signing = await store.transition(
-                cid, S.SIGNING, now, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
-                deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
-                reserved_at_check=check.reserved,
-            )
-            if signing is None:
-                raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
             self.book.update(cid, state=S.SIGNING, signer_id=signer_id, nonce=plan.nonce_b64, deadline=plan.deadline)
             answer = sign_answer(self.key, signer_id, cmd, plan, self.cfg.verifier_contract)
             signed_at = now_utc()
+            # one durable write before the answer leaves: nonce, deadline and signature together
             submitted = await store.transition(
-                cid, S.SUBMITTED, signed_at, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
+                cid, S.SUBMITTED, signed_at, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
+                deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
+                reserved_at_check=check.reserved, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
                 quote_output=answer.quote_output_wire(), signed_at=signed_at,
             )
             if submitted is None:
-                raise RuntimeError(f"ledger row {cid} left `signing` under the executor's feet")
+                raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
             self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
             sent_at = now_utc()
             self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": answer.quote_hash,
@@ -555,11 +558,19 @@ class TradeExecutor(Service):
             return False
         if not republish:
             self.results[result.status] += 1
-        try:
-            await self._store().mark_published(row.command_id, row.state)
-        except DB_ERRORS as exc:
-            self._db_lost(exc)  # published anyway; at worst it is published once more later
+        # noted in the ledger by the next sweep, many rows in one write; until then the backlog
+        # sweep leaves the row alone, and a crash before the note republishes it once more
+        self.published_marks[row.command_id] = row.state
         return True
+
+    async def _note_published(self) -> None:
+        marks, self.published_marks = self.published_marks, {}
+        try:
+            await self._store().mark_published_many(marks)
+        except BaseException:
+            for cid, state in marks.items():  # a newer publication of the row wins
+                self.published_marks.setdefault(cid, state)
+            raise
 
     async def _send_result(self, result: TradeResult, at: datetime, *, causation: Any = None,
                            key: str | None = None) -> bool:
@@ -684,6 +695,7 @@ class TradeExecutor(Service):
             await self._connect_db()
             if self.db_error is not None:
                 return
+        await self._note_published()
         pending, self.pending_statuses = self.pending_statuses, []
         for item in pending:
             await self._on_status(item)
@@ -746,7 +758,7 @@ class TradeExecutor(Service):
         store = self._store()
         for stale in await store.unpublished():
             cid = stale.command_id
-            if self.busy[cid]:
+            if self.busy[cid] or cid in self.published_marks:
                 continue
             with self._working(cid):
                 # read again under the marker: the list may be older than another path's publication

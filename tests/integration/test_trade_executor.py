@@ -310,8 +310,10 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
         return row if row is not None and row.published_state == row.state == LedgerState.SETTLED else None
 
     row = await eventually(published, what="the settled result noted as published")
-    times = [row.received_at, row.signing_at, row.submitted_at, row.acknowledged_at, row.settled_at]
+    times = [row.received_at, row.submitted_at, row.acknowledged_at, row.settled_at]
     assert all(times) and times == sorted(times)  # type: ignore[type-var]
+    # one write took it from received to submitted, nonce and signature together
+    assert row.signing_at is None and row.nonce and row.signed_data and row.signed_at == row.submitted_at
     assert cid not in svc.book.answers
     # still held until an inventory snapshot synced after the settlement arrives
     assert svc.book.reserved(EURE_ID) == GIVE

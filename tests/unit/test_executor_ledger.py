@@ -32,7 +32,7 @@ T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 # The machine, written out once more by hand: the code must match it exactly.
 EXPECTED = {
-    (S.RECEIVED, S.SIGNING), (S.RECEIVED, S.REFUSED),
+    (S.RECEIVED, S.SIGNING), (S.RECEIVED, S.SUBMITTED), (S.RECEIVED, S.REFUSED),
     (S.SIGNING, S.SUBMITTED), (S.SIGNING, S.SETTLED), (S.SIGNING, S.EXPIRED),
     (S.SUBMITTED, S.ACKNOWLEDGED), (S.SUBMITTED, S.REJECTED), (S.SUBMITTED, S.UNCERTAIN),
     (S.SUBMITTED, S.SETTLED), (S.SUBMITTED, S.EXPIRED),
@@ -58,8 +58,8 @@ def test_state_groups() -> None:
     assert FINAL == {S.REJECTED, S.SETTLED, S.REFUSED} and all(not TRANSITIONS[s] for s in FINAL)
     assert LIVE == {S.SIGNING, S.SUBMITTED, S.ACKNOWLEDGED, S.UNCERTAIN}
     assert UNRESOLVED == LIVE | {S.RECEIVED}
-    # nothing is ever answered without passing through signing and submitted
-    assert sources_of(S.ACKNOWLEDGED) == {S.SUBMITTED} and sources_of(S.SUBMITTED) == {S.SIGNING}
+    # nothing is ever answered without passing through submitted (nonce and signature stored)
+    assert sources_of(S.ACKNOWLEDGED) == {S.SUBMITTED} and sources_of(S.SUBMITTED) == {S.RECEIVED, S.SIGNING}
     assert sources_of(S.SIGNING) == {S.RECEIVED} and sources_of(S.REFUSED) == {S.RECEIVED}
     assert sources_of(S.RECEIVED) == frozenset()
     assert {s for s, status in RESULT_STATUS.items() if status is None} == {S.RECEIVED, S.SIGNING, S.SUBMITTED}

@@ -491,6 +491,9 @@ class RelayWsConfig:
     queue_max: int = 10_000                 # items beyond this are dropped and counted
     late_answer_memory: int = 1_000
     proxy: str | None = None
+    # permessage-deflate off by default: frames are a few hundred bytes, and compressing each one
+    # cost CPU on both ends of every request and answer for no useful saving
+    compression: bool = False
 
 
 @dataclass
@@ -696,6 +699,7 @@ class RelayWsClient:
                     ping_timeout=self.config.ping_timeout_s,
                     max_size=self.config.hard_max_frame_bytes or 4 * self.config.max_frame_bytes,
                     proxy=self.config.proxy,
+                    compression="deflate" if self.config.compression else None,
                 )
             except InvalidStatus as exc:
                 # §1.1: 403 means the JWT is missing or refused; retried under the same budget

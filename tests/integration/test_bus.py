@@ -1,0 +1,117 @@
+"""The Kafka wrapper against the real broker: coalesced offset commits (flushed by interval, by
+`now=True` and on stop) and a producer whose sender died being replaced on the next send."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from daemons.core.bus import EventConsumer, EventProducer, next_offsets
+from daemons.core.events import Producer, new_event
+from daemons.core.settings import CoreSettings
+from tests.conftest import Stack, eventually, start_group_at_end
+from tests.samples import sample_payloads
+
+TOPIC = "norm.swap_demand"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _event() -> object:
+    return new_event(sample_payloads()[TOPIC], producer=Producer(service="t", instance="t"), pair="BTC/EURe")
+
+
+async def _consume_one(stack: Stack, settings: CoreSettings, group: str) -> tuple[EventConsumer, dict]:
+    consumer = EventConsumer(settings, group, [TOPIC])
+    await consumer.start()
+    producer = EventProducer(settings, client_id="bus-test")
+    await producer.start()
+    try:
+        await consumer.poll(timeout_ms=100)  # joined, positioned at the end
+        sent = _event()
+        await producer.publish(sent)  # type: ignore[arg-type]
+        got: list = []
+
+        async def arrived() -> bool:
+            got.extend(await consumer.poll(timeout_ms=100))
+            return any(d.event is not None and d.event.event_id == sent.event_id for d in got)  # type: ignore[attr-defined]
+
+        await eventually(arrived, what="event consumed")
+    finally:
+        await producer.stop()
+    return consumer, next_offsets(got)
+
+
+async def test_commits_wait_for_the_interval_and_stop_flushes_them(stack: Stack) -> None:
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_commit_interval_ms=60_000)
+    group = f"bus-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
+    consumer, offsets = await _consume_one(stack, settings, group)
+    (tp, offset), = offsets.items()
+    try:
+        await consumer.commit(offsets)  # the first commit goes out at once (no earlier flush)
+        assert await consumer.committed(tp) == offset
+        await consumer.commit({tp: offset + 5})  # inside the interval: recorded, not sent
+        assert await consumer.committed(tp) == offset
+        await consumer.commit({tp: offset + 3})  # never moves an offset back
+    finally:
+        await consumer.stop()  # flushes what was recorded
+    reader = EventConsumer(settings, group, [TOPIC])
+    await reader.start()
+    try:
+        assert await reader.committed(TopicPartition(tp.topic, tp.partition)) == offset + 5
+    finally:
+        await reader.stop()
+
+
+async def test_commit_now_is_sent_at_once(stack: Stack) -> None:
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_commit_interval_ms=60_000)
+    group = f"bus-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
+    consumer, offsets = await _consume_one(stack, settings, group)
+    (tp, offset), = offsets.items()
+    try:
+        await consumer.commit(offsets)
+        await consumer.commit({tp: offset + 1}, now=True)
+        assert await consumer.committed(tp) == offset + 1
+        assert consumer.commit_error is None
+    finally:
+        await consumer.stop()
+
+
+async def test_a_producer_whose_sender_died_is_replaced_on_the_next_send(stack: Stack) -> None:
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap)
+    producer = EventProducer(settings, client_id="bus-test-replace")
+    await producer.start()
+    try:
+        await producer.publish(_event())  # type: ignore[arg-type]
+        # what aiokafka does on OutOfOrderSequenceNumber: the sender task ends for good
+        sender = producer._producer._sender.sender_task
+        sender.cancel()
+        try:
+            await sender
+        except BaseException:  # noqa: BLE001 - the cancellation we caused
+            pass
+        assert producer.restarts == 0
+        # the broker unreachable at that moment: the send fails, and the next one tries again
+        new = producer._new
+        producer._new = lambda: AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{_closed_port()}",  # type: ignore[method-assign]
+                                                 request_timeout_ms=1000)
+        with pytest.raises(KafkaError):
+            await producer.publish(_event())  # type: ignore[arg-type]
+        assert producer.restarts == 0
+        producer._new = new  # type: ignore[method-assign]
+        await producer.publish(_event())  # type: ignore[arg-type]
+        assert producer.restarts == 1
+        await producer.publish(_event())  # type: ignore[arg-type]
+        assert producer.restarts == 1
+    finally:
+        await producer.stop()
