@@ -13,7 +13,7 @@
 # Knobs (defaults):
 #   QL_STACK_DIR  $REPO/.local/stack   pg/, kafka/, logs/, *.pid, env
 #   QL_CACHE_DIR  $REPO/.cache         kafka-<ver>/libs (fetched once via Maven)
-#   QL_PG_PORT    54329
+#   QL_PG_PORT    24329
 #   QL_KAFKA_PORT 19092                controller listener on QL_KAFKA_PORT+1
 #   QL_PG_BINDIR  autodetected         PostgreSQL bin dir (initdb, pg_ctl, ...)
 #   QL_STACK_TIMEOUT 60                seconds to wait for readiness
@@ -38,7 +38,9 @@ STACK_DIR="$(abspath "${QL_STACK_DIR:-$REPO/.local/stack}")" \
     || die "cannot create stack dir ${QL_STACK_DIR:-$REPO/.local/stack}"
 CACHE_DIR="$(abspath "${QL_CACHE_DIR:-$REPO/.cache}")" \
     || die "cannot create cache dir ${QL_CACHE_DIR:-$REPO/.cache}"
-PG_PORT="${QL_PG_PORT:-54329}"
+# default ports lie below the kernel's ephemeral range (32768-60999): an outgoing connection's
+# local port there once took the benchmark's PostgreSQL port and the server could not bind
+PG_PORT="${QL_PG_PORT:-24329}"
 KAFKA_PORT="${QL_KAFKA_PORT:-19092}"
 is_port "$PG_PORT" || die "QL_PG_PORT is not a valid port: $PG_PORT"
 is_port "$KAFKA_PORT" || die "QL_KAFKA_PORT is not a valid port: $KAFKA_PORT"

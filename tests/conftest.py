@@ -22,7 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_STACK_DIR = Path(os.environ.get("QL_TEST_STACK_DIR", REPO / ".local" / "test-stack"))
-PG_PORT = int(os.environ.get("QL_TEST_PG_PORT", "55432"))
+PG_PORT = int(os.environ.get("QL_TEST_PG_PORT", "25432"))
 KAFKA_PORT = int(os.environ.get("QL_TEST_KAFKA_PORT", "29092"))
 
 

@@ -169,7 +169,11 @@ class EventConsumer:
         on_assigned: OnAssigned | None = None,
         max_partition_fetch_bytes: int = 4 * 1024 * 1024,
         new_group_starts_at: Literal["earliest", "latest"] = "earliest",
+        batched: bool = False,
     ) -> None:
+        """`batched`: for a consumer off the hot path (the recorder, inventory bookkeeping) — the
+        broker holds its fetch until 256 KiB or `kafka_batch_wait_ms` have gathered, instead of
+        answering it for every single message; each answered fetch costs the broker and us CPU."""
         unknown = [t for t in topics if t not in TOPICS]
         if unknown:
             raise ValueError(f"unknown topics: {unknown}")
@@ -189,7 +193,8 @@ class EventConsumer:
             # where a group with no committed offset starts: a recorder wants everything, a
             # daemon acting on commands wants only what arrives from now on
             auto_offset_reset=new_group_starts_at,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            fetch_max_wait_ms=settings.kafka_batch_wait_ms if batched else settings.kafka_fetch_max_wait_ms,
+            fetch_min_bytes=256 * 1024 if batched else 1,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             isolation_level="read_uncommitted",
         )

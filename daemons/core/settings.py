@@ -26,6 +26,9 @@ class CoreSettings(BaseSettings):
     # record arrives, so this bounds idle fetch traffic, not latency: 20 ms here cost the broker
     # ~22 % of a core with the stack idle.
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=1, le=5_000)
+    # A consumer off the hot path (history-writer, inventory-sync) gets its messages in batches,
+    # at most this late: one fetch answer per message was most of the broker's CPU under load.
+    kafka_batch_wait_ms: int = Field(default=200, ge=1, le=5_000)
     # Offsets are committed to the broker at most this often (and on revocation and stop); a crash
     # replays at most this much, which every consumer here tolerates (see core/bus.py).
     kafka_commit_interval_ms: int = Field(default=1_000, ge=0, le=60_000)

@@ -134,8 +134,9 @@ class InventorySync(Service):
         # the chains the bridge can show deposits on for our assets (nBTC has none)
         self.chains = sorted({a.poa_chain for a in self.pair.assets if a.poa_chain})
         self.producer = EventProducer(settings, client_id=self.name)
+        # batched: a settlement asks for a reading that waits `inventory_min_gap_ms` anyway
         self.consumer = EventConsumer(settings, settings.inventory_group, [LIQUIDITY_TOPIC, TRADE_TOPIC],
-                                      client_id=self.name, on_assigned=self._assigned)
+                                      client_id=self.name, on_assigned=self._assigned, batched=True)
         self.rpc = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
                                  timeout_s=settings.inventory_rpc_timeout_s)
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.inventory_bridge_timeout_s)

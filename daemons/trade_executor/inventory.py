@@ -56,7 +56,8 @@ class InventoryFeed:
         delay = 0.5
         while not stop.is_set():
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
-                                        group_id=None, fetch_max_wait_ms=50, client_id="trade-executor-inventory")
+                                        group_id=None, fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+                                        client_id="trade-executor-inventory")
             try:
                 await consumer.start()
                 tps = [TopicPartition(TOPIC, p) for p in sorted(consumer.partitions_for_topic(TOPIC) or {0})]

@@ -334,6 +334,26 @@ async def test_a_settled_trade_of_ours_triggers_a_reading_at_once(
     assert svc.service.counts["trades_settled"] == 1
 
 
+async def test_a_burst_of_settlements_inside_the_gap_is_served_by_one_reading(
+    venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
+) -> None:
+    venues.verifier.deposit(venues.account, EURE_ID, 50 * E)
+    t = await tail(SNAPSHOTS)
+    # a gap far longer than the burst takes to arrive (one publish, one batched fetch)
+    svc = start(inventory_min_gap_ms=3_000)
+    await latest(t, venues, lambda p: p.pending_complete, "history read")
+    readings = svc.service.counts["readings"]
+    burst = [new_event(TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()),
+                                   quote_id=str(uuid.uuid4()), status="settled"), producer=PRODUCER, pair="BTC/EURe")
+             for _ in range(5)]
+    await producer.publish_many(burst)  # type: ignore[arg-type]
+    await eventually(lambda: svc.service.counts["trades_settled"] == 5, what="every settlement seen")
+    # the first settlement's reading waits out the gap, and the other four join it
+    [event] = await t.wait_for(mine(venues, lambda p: p.trigger == "trade_settled"), what="the one reading")
+    assert svc.service.counts["readings"] == readings + 1
+    assert event.causation_id in {e.event_id for e in burst}
+
+
 async def test_pause_refuses_refresh_and_one_reading_serves_what_arrived_meanwhile(
     venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any, pool: asyncpg.Pool
 ) -> None:
