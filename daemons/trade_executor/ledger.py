@@ -27,7 +27,7 @@ is the same record; `published_state` says which state's result is known to be o
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -193,6 +193,11 @@ class LedgerRow:
         return cls(**data)
 
 
+# What a LedgerRow holds: every column but the stored command event (a jsonb decoded for nothing
+# on every transition) and updated_at.
+_COLUMNS = ", ".join(f.name for f in fields(LedgerRow))
+
+
 def result_from_row(row: LedgerRow) -> TradeResult:
     """The exec.trade_result for the row's current state (which must have one)."""
     status = RESULT_STATUS[row.state]
@@ -243,12 +248,12 @@ _SETTABLE = frozenset({
 })
 _AMOUNTS = frozenset({"spendable_at_check", "reserved_at_check"})
 
-_INSERT = """
+_INSERT = f"""
 INSERT INTO executor_ledger (command_id, quote_id, execution_id, decision_id, command_event_id, state, direction,
     asset_in, asset_out, amount_in, amount_out, fixed_side, min_deadline_ms, answer_by, command, received_at)
 VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT DO NOTHING
-RETURNING *
+RETURNING {_COLUMNS}
 """
 
 
@@ -277,15 +282,15 @@ class LedgerStore:
         return LedgerRow.from_record(record) if record is not None else None
 
     async def get(self, command_id: str) -> LedgerRow | None:
-        record = await self.pool.fetchrow("SELECT * FROM executor_ledger WHERE command_id = $1", command_id)
+        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM executor_ledger WHERE command_id = $1", command_id)
         return LedgerRow.from_record(record) if record is not None else None
 
     async def get_by_quote(self, quote_id: str) -> LedgerRow | None:
-        record = await self.pool.fetchrow("SELECT * FROM executor_ledger WHERE quote_id = $1", quote_id)
+        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM executor_ledger WHERE quote_id = $1", quote_id)
         return LedgerRow.from_record(record) if record is not None else None
 
     async def get_by_hash(self, quote_hash: str) -> LedgerRow | None:
-        record = await self.pool.fetchrow("SELECT * FROM executor_ledger WHERE quote_hash = $1", quote_hash)
+        record = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM executor_ledger WHERE quote_hash = $1", quote_hash)
         return LedgerRow.from_record(record) if record is not None else None
 
     async def transition(self, command_id: str, target: LedgerState, at: datetime, **fields: Any) -> LedgerRow | None:
@@ -298,7 +303,7 @@ class LedgerStore:
         sets = ["state = $2", f"{target.value}_at = $3", "updated_at = now()"]
         sets += [f"{name} = ${i}" for i, name in enumerate(names, start=5)]
         sql = (f"UPDATE executor_ledger SET {', '.join(sets)} "
-               "WHERE command_id = $1 AND state = ANY($4::text[]) RETURNING *")
+               f"WHERE command_id = $1 AND state = ANY($4::text[]) RETURNING {_COLUMNS}")
         record = await self.pool.fetchrow(
             sql, command_id, target.value, at, [s.value for s in sources_of(target)],
             *(_value(n, fields[n]) for n in names),
@@ -337,14 +342,14 @@ class LedgerStore:
 
     async def unresolved(self) -> list[LedgerRow]:
         rows = await self.pool.fetch(
-            "SELECT * FROM executor_ledger WHERE state = ANY($1::text[]) ORDER BY received_at",
+            f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = ANY($1::text[]) ORDER BY received_at",
             [s.value for s in UNRESOLVED],
         )
         return [LedgerRow.from_record(r) for r in rows]
 
     async def unpublished(self, limit: int = 500) -> list[LedgerRow]:
         rows = await self.pool.fetch(
-            "SELECT * FROM executor_ledger WHERE published_state IS DISTINCT FROM state"
+            f"SELECT {_COLUMNS} FROM executor_ledger WHERE published_state IS DISTINCT FROM state"
             " AND state <> ALL($1::text[]) ORDER BY updated_at LIMIT $2",
             [s.value for s, status in RESULT_STATUS.items() if status is None], limit,
         )
@@ -352,7 +357,7 @@ class LedgerStore:
 
     async def settled_since(self, since: datetime) -> list[LedgerRow]:
         rows = await self.pool.fetch(
-            "SELECT * FROM executor_ledger WHERE state = 'settled' AND settled_at >= $1", since,
+            f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = 'settled' AND settled_at >= $1", since,
         )
         return [LedgerRow.from_record(r) for r in rows]
 
