@@ -13,6 +13,7 @@ command the strategy sends reserves the amount it gives until its result says it
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,41 +33,65 @@ OVER = frozenset({"rejected", "refused", "expired"})
 
 
 class Reservations:
+    """Per-request work is independent of how many answers are live: totals are kept per asset
+    and expiries in a heap (thousands of acknowledged answers can wait for their deadlines)."""
+
     def __init__(self) -> None:
         self.live: dict[str, Reservation] = {}
+        self._totals: dict[str, int] = defaultdict(int)
+        self._expiries: list[tuple[datetime, str]] = []  # may hold stale entries: checked on pop
+        self._settled: set[str] = set()
 
     def reserve(self, command_id: str, quote_id: str, asset_id: str, amount: int, expires_at: datetime) -> None:
         if amount <= 0:
             raise ValueError("a reservation must be positive")
+        self._drop(command_id)
         self.live[command_id] = Reservation(command_id, quote_id, asset_id, amount, expires_at)
+        self._totals[asset_id] += amount
+        heapq.heappush(self._expiries, (expires_at, command_id))
 
     def on_result(self, command_id: str, status: str, at: datetime, deadline: datetime | None = None) -> None:
         r = self.live.get(command_id)
         if r is None:
             return
         if status in OVER:
-            del self.live[command_id]
+            self._drop(command_id)
         elif status == "settled":
             r.settled_at = at
-        elif deadline is not None:  # acknowledged / uncertain: the answer lives until its deadline
-            r.expires_at = max(r.expires_at, deadline)
+            self._settled.add(command_id)
+        elif deadline is not None and deadline > r.expires_at:  # acknowledged / uncertain: lives until its deadline
+            r.expires_at = deadline
+            heapq.heappush(self._expiries, (deadline, command_id))
 
     def on_inventory(self, synced_at: datetime | None) -> None:
         """A snapshot synced after a settlement already shows the balance it moved."""
         if synced_at is None:
             return
-        for cid in [cid for cid, r in self.live.items() if r.settled_at is not None and synced_at > r.settled_at]:
-            del self.live[cid]
+        for cid in [cid for cid in self._settled if synced_at > self.live[cid].settled_at]:  # type: ignore[operator]
+            self._drop(cid)
 
     def expire(self, now: datetime) -> None:
-        for cid in [cid for cid, r in self.live.items() if r.settled_at is None and now > r.expires_at]:
-            del self.live[cid]
+        while self._expiries and self._expiries[0][0] < now:
+            at, cid = heapq.heappop(self._expiries)
+            r = self.live.get(cid)
+            # a settled answer waits for its snapshot; a later deadline has its own entry
+            if r is not None and r.settled_at is None and r.expires_at == at:
+                self._drop(cid)
 
     def reserved(self) -> dict[str, int]:
-        out: dict[str, int] = defaultdict(int)
-        for r in self.live.values():
-            out[r.asset_id] += r.amount
-        return dict(out)
+        return {asset: total for asset, total in self._totals.items() if total}
+
+    def clear(self) -> None:
+        self.live.clear()
+        self._totals.clear()
+        self._expiries.clear()
+        self._settled.clear()
+
+    def _drop(self, command_id: str) -> None:
+        r = self.live.pop(command_id, None)
+        if r is not None:
+            self._totals[r.asset_id] -= r.amount
+            self._settled.discard(command_id)
 
     def view(self) -> list[dict[str, object]]:
         return [

@@ -85,7 +85,7 @@ async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngin
     await eventually(lambda: service.consumer.assignment(), what="strategy assigned")
     # reservations rebuilt from earlier tests' commands on the shared bus would leak into this
     # test; the rebuild has its own test below
-    service.reservations.live.clear()
+    service.reservations.clear()
     yield service
     service.request_drain()
     assert await asyncio.wait_for(task, timeout=30) == 0

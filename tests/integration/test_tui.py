@@ -77,7 +77,7 @@ async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngin
                                               on_assigned=service._assigned)
     task = asyncio.create_task(serve(service, handle_signals=False))
     await eventually(lambda: service.consumer.assignment(), what="strategy assigned")
-    service.reservations.live.clear()  # earlier tests' commands on the shared bus are not ours
+    service.reservations.clear()  # earlier tests' commands on the shared bus are not ours
     yield service
     service.request_drain()
     assert await asyncio.wait_for(task, timeout=30) == 0
