@@ -62,11 +62,20 @@ class LiveBook:
     # command_id -> (settled_at, asset_id, amount): gone from the verifier, maybe not yet from
     # the inventory snapshot
     settled: dict[str, tuple[datetime, str, int]] = field(default_factory=dict)
+    # the sum of both maps per asset, kept as they change: the inventory check of every command
+    # reads it, and must not cost more with thousands of answers waiting for their deadlines
+    _totals: dict[str, int] = field(default_factory=dict)
+
+    def _add(self, asset_id: str, amount: int) -> None:
+        self._totals[asset_id] = self._totals.get(asset_id, 0) + amount
 
     def hold(self, answer: LiveAnswer) -> None:
         old = self.answers.get(answer.command_id)
         if old is not None and old.quote_hash and old.quote_hash != answer.quote_hash:
             self.by_hash.pop(old.quote_hash, None)
+        if old is not None:
+            self._add(old.asset_out, -old.amount_out)
+        self._add(answer.asset_out, answer.amount_out)
         self.answers[answer.command_id] = answer
         self.by_quote[answer.quote_id] = answer.command_id
         if answer.quote_hash:
@@ -85,30 +94,32 @@ class LiveBook:
         answer = self.answers.pop(command_id, None)
         if answer is None:
             return None
+        self._add(answer.asset_out, -answer.amount_out)
         if answer.quote_hash:
             self.by_hash.pop(answer.quote_hash, None)
         self.by_quote.pop(answer.quote_id, None)
         if settled_at is not None:
-            self.settled[command_id] = (settled_at, answer.asset_out, answer.amount_out)
+            self.note_settled(command_id, settled_at, answer.asset_out, answer.amount_out)
         return answer
 
     def note_settled(self, command_id: str, settled_at: datetime, asset_id: str, amount: int) -> None:
+        old = self.settled.get(command_id)
+        if old is not None:
+            self._add(old[1], -old[2])
+        self._add(asset_id, amount)
         self.settled[command_id] = (settled_at, asset_id, amount)
 
     def forget_settled_before(self, synced_at: datetime) -> None:
         """A snapshot synced at `synced_at` already reflects settlements before it."""
-        self.settled = {c: s for c, s in self.settled.items() if s[0] >= synced_at}
+        for cid in [c for c, s in self.settled.items() if s[0] < synced_at]:
+            _, asset, amount = self.settled.pop(cid)
+            self._add(asset, -amount)
 
     def reserved(self, asset_id: str) -> int:
-        return self.reserved_by_asset().get(asset_id, 0)
+        return self._totals.get(asset_id, 0)
 
     def reserved_by_asset(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for a in self.answers.values():
-            out[a.asset_out] = out.get(a.asset_out, 0) + a.amount_out
-        for _, asset, amount in self.settled.values():
-            out[asset] = out.get(asset, 0) + amount
-        return out
+        return {asset: total for asset, total in self._totals.items() if total}
 
     def due(self, now: datetime, grace_ms: int, skip: set[str] | frozenset[str] = frozenset()) -> list[LiveAnswer]:
         """Live answers past deadline + grace, to resolve with `is_nonce_used`."""

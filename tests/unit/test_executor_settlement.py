@@ -107,3 +107,36 @@ def test_expiry_reasons_say_why() -> None:
     assert "not picked" in expiry_reason(live("a", 1))
     assert cancel_succeeded({"status": "OK"}) and not cancel_succeeded({"status": "FAILED"})
     assert not cancel_succeeded(None)
+
+
+_cids = st.sampled_from([f"c{i}" for i in range(5)])
+_book_ops = st.one_of(
+    st.tuples(st.just("hold"), _cids, st.sampled_from([EURE, BTC]), st.integers(1, 1000)),
+    st.tuples(st.just("update"), _cids, st.integers(1, 1000)),
+    st.tuples(st.just("release"), _cids, st.booleans(), st.integers(0, 60)),
+    st.tuples(st.just("note_settled"), _cids, st.sampled_from([EURE, BTC]), st.integers(1, 1000), st.integers(0, 60)),
+    st.tuples(st.just("forget"), st.integers(0, 60)),
+)
+
+
+@given(st.lists(_book_ops, max_size=40))
+def test_the_kept_totals_always_equal_the_sum_of_what_is_held(ops: list[tuple]) -> None:
+    book = LiveBook()
+    for op in ops:
+        if op[0] == "hold":
+            book.hold(live(op[1], op[3], asset=op[2]))
+        elif op[0] == "update":
+            book.update(op[1], amount_out=op[2])
+        elif op[0] == "release":
+            book.release(op[1], settled_at=NOW + timedelta(seconds=op[3]) if op[2] else None)
+        elif op[0] == "note_settled":
+            book.note_settled(op[1], NOW + timedelta(seconds=op[4]), op[2], op[3])
+        else:
+            book.forget_settled_before(NOW + timedelta(seconds=op[1]))
+        expected: dict[str, int] = {}
+        for a in book.answers.values():
+            expected[a.asset_out] = expected.get(a.asset_out, 0) + a.amount_out
+        for _, asset, amount in book.settled.values():
+            expected[asset] = expected.get(asset, 0) + amount
+        assert book.reserved_by_asset() == expected
+        assert all(book.reserved(asset) == expected.get(asset, 0) for asset in (EURE, BTC))
