@@ -78,6 +78,7 @@ TEMPLATES = [  # both directions, sizes inside the default 1–5 EURe caps at th
     {"asset_in": NBTC_ID, "asset_out": EURE_ID, "exact_amount_in": "5000", "min_deadline_ms": 60_000},
 ]
 RSS_TARGET_MB = 120
+WARMUP_RATE = 100
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 8.0, 25.0, 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -506,8 +507,11 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
             pool = await asyncpg.create_pool(procs.env["QL_DATABASE_URL"], min_size=1, max_size=2)
             pids = {name: p.pid for name, p in procs.running.items()} | stack_pids()
             try:
-                if warmup_s > 0:  # connections, JIT-less caches and group joins warmed: not measured
-                    warm = await run_step(20, warmup_s, relay, http, pool, pids, procs)
+                if warmup_s > 0:
+                    # not measured: connections, caches and group joins, and the broker's JIT (a
+                    # fresh JVM compiles its hot paths under load for tens of seconds; the broker
+                    # of a running host has long done so)
+                    warm = await run_step(WARMUP_RATE, warmup_s, relay, http, pool, pids, procs)
                     print(f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
                           f"p50 {pct(warm.e2e_ms, .5):.2f} ms; decisions {warm.reasons}")
                     if not warm.e2e_ms:
@@ -530,7 +534,8 @@ if __name__ == "__main__":
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500],
                         help="requests per second, comma-separated (default 50,200,500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each rate step")
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds at 20/s before measuring (0: none)")
+    parser.add_argument("--warmup", type=float, default=20.0,
+                        help=f"seconds at {WARMUP_RATE}/s before measuring (0: none)")
     parser.add_argument("--floor-iterations", type=int, default=2000)
     parser.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL and Kafka up afterwards")
     args = parser.parse_args()
