@@ -29,7 +29,12 @@ def _event() -> object:
     return new_event(sample_payloads()[TOPIC], producer=Producer(service="t", instance="t"), pair="BTC/EURe")
 
 
-async def _consume_one(stack: Stack, settings: CoreSettings, group: str) -> tuple[EventConsumer, dict]:
+async def _consume_one(stack: Stack) -> tuple[CoreSettings, str, EventConsumer, TopicPartition, int]:
+    """A fresh group with a long commit interval that has consumed one event: its settings,
+    group, consumer, partition and the offset to commit."""
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_commit_interval_ms=60_000)
+    group = f"bus-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
     consumer = EventConsumer(settings, group, [TOPIC])
     await consumer.start()
     producer = EventProducer(settings, client_id="bus-test")
@@ -47,17 +52,14 @@ async def _consume_one(stack: Stack, settings: CoreSettings, group: str) -> tupl
         await eventually(arrived, what="event consumed")
     finally:
         await producer.stop()
-    return consumer, next_offsets(got)
+    (tp, offset), = next_offsets(got).items()
+    return settings, group, consumer, tp, offset
 
 
 async def test_commits_wait_for_the_interval_and_stop_flushes_them(stack: Stack) -> None:
-    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_commit_interval_ms=60_000)
-    group = f"bus-{uuid.uuid4()}"
-    await start_group_at_end(stack, group)
-    consumer, offsets = await _consume_one(stack, settings, group)
-    (tp, offset), = offsets.items()
+    settings, group, consumer, tp, offset = await _consume_one(stack)
     try:
-        await consumer.commit(offsets)  # the first commit goes out at once (no earlier flush)
+        await consumer.commit({tp: offset})  # the first commit goes out at once (no earlier flush)
         assert await consumer.committed(tp) == offset
         await consumer.commit({tp: offset + 5})  # inside the interval: recorded, not sent
         assert await consumer.committed(tp) == offset
@@ -73,13 +75,9 @@ async def test_commits_wait_for_the_interval_and_stop_flushes_them(stack: Stack)
 
 
 async def test_commit_now_is_sent_at_once(stack: Stack) -> None:
-    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_commit_interval_ms=60_000)
-    group = f"bus-{uuid.uuid4()}"
-    await start_group_at_end(stack, group)
-    consumer, offsets = await _consume_one(stack, settings, group)
-    (tp, offset), = offsets.items()
+    _, _, consumer, tp, offset = await _consume_one(stack)
     try:
-        await consumer.commit(offsets)
+        await consumer.commit({tp: offset})
         await consumer.commit({tp: offset + 1}, now=True)
         assert await consumer.committed(tp) == offset + 1
         assert consumer.commit_error is None
