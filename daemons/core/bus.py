@@ -19,7 +19,14 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from daemons.core.events import TOPICS, Envelope, EventDecodeError, decode, encode
@@ -51,6 +58,15 @@ def _sender_dead(producer: AIOKafkaProducer) -> bool:
     return task is not None and task.done() and not getattr(producer, "_closed", False)
 
 
+_FLUSH_TIMEOUT_S = 5.0  # bounds a background offset flush and the close of a broken producer
+
+# Answers after which an idempotent producer's sequence state is broken for good: every later
+# batch to the partition would fail the same way (found by the fault matrix: batches that expired
+# while the restarted broker had no leader left a sequence gap, and aiokafka kept its sender).
+_SEQUENCE_BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping,
+                    InvalidProducerEpoch, ProducerFenced)
+
+
 class EventProducer:
     def __init__(self, settings: CoreSettings, client_id: str) -> None:
         self._settings = settings
@@ -58,6 +74,8 @@ class EventProducer:
         self._producer = self._new()
         self._restart_lock = asyncio.Lock()
         self._replacing = False  # the sender died and no new producer has started yet
+        self._broken: AIOKafkaProducer | None = None  # a producer whose sequence state is broken
+        self._broken_by: BaseException | None = None
         self.restarts = 0  # how often a dead producer was replaced (shown by owners that care)
 
     def _new(self) -> AIOKafkaProducer:
@@ -77,25 +95,29 @@ class EventProducer:
         await self._producer.stop()
 
     async def _live(self) -> AIOKafkaProducer:
-        """The producer, replaced first if its sender has died.
+        """The producer, replaced first if it can no longer deliver.
 
-        aiokafka ends the sender for good on OutOfOrderSequenceNumber (seen once when the broker
-        restarted under load: it came back short of what it had acknowledged), and every later
-        send would then wait forever. A new producer gets a new producer id and starts clean;
-        what the dead one had in flight has already failed to its callers.
+        Two ways an idempotent aiokafka producer breaks for good: its sender task ends (it does
+        on OutOfOrderSequenceNumber raised inside it), after which every send waits forever; or
+        the broker answers a batch with a sequence error (`_SEQUENCE_BROKEN`) and the sender
+        lives on, after which every batch to that partition fails the same way. Either way a new
+        producer gets a new producer id and starts clean; what the old one had in flight has
+        already failed to its callers, who retry or count it as they do for any Kafka failure.
         """
-        if not self._replacing and not _sender_dead(self._producer):
+        if not self._replacing and self._broken is not self._producer and not _sender_dead(self._producer):
             return self._producer
         async with self._restart_lock:
-            if _sender_dead(self._producer):  # not already seen by a concurrent caller
-                dead, self._replacing = self._producer, True
-                task = dead._sender.sender_task
-                reason = None if task.cancelled() else task.exception()
+            current = self._producer
+            if self._broken is current or _sender_dead(current):  # not already handled by a concurrent caller
+                task = current._sender.sender_task
+                reason = (self._broken_by if self._broken is current
+                          else None if task is None or task.cancelled() else task.exception())
+                self._broken, self._replacing = None, True
                 _log.warning("kafka_producer_replaced", client_id=self._client_id,
                              error=f"{reason.__class__.__name__}: {reason}" if reason else "sender stopped")
-                try:
-                    await dead.stop()
-                except Exception:  # noqa: BLE001 - it is dead already; closing is best effort
+                try:  # bounded: its batches fail at once, but nothing here may hang on a broken producer
+                    await asyncio.wait_for(current.stop(), _FLUSH_TIMEOUT_S)
+                except Exception:  # noqa: BLE001 - it is broken already; closing is best effort
                     pass
             if self._replacing:
                 fresh = self._new()
@@ -111,10 +133,20 @@ class EventProducer:
                 self.restarts += 1
         return self._producer
 
+    async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
+        producer = await self._live()
+        ack = await producer.send(topic, value, key=key)
+
+        def watch(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and isinstance(done.exception(), _SEQUENCE_BROKEN):
+                self._broken, self._broken_by = producer, done.exception()
+
+        ack.add_done_callback(watch)
+        return ack
+
     async def publish(self, event: Envelope[Any], key: str | None = None) -> None:
         """Send and wait for the broker's acknowledgement. Key defaults to the pair."""
-        producer = await self._live()
-        await producer.send_and_wait(event.event_type, encode(event), key=(key or event.pair).encode())
+        await (await self._send(event.event_type, encode(event), (key or event.pair).encode()))
 
     async def send(self, event: Envelope[Any], key: str | None = None) -> asyncio.Future[Any]:
         """Hand the event over and return its acknowledgement future without waiting for it.
@@ -123,22 +155,18 @@ class EventProducer:
         this one; the idempotent producer keeps per-partition order, and `stop()` flushes what
         is still in flight. The caller must watch the future (a failure is only known there).
         """
-        producer = await self._live()
-        return await producer.send(event.event_type, encode(event), key=(key or event.pair).encode())
+        return await self._send(event.event_type, encode(event), (key or event.pair).encode())
 
     async def publish_many(self, events: list[Envelope[Any]], key: str | None = None) -> None:
         """Send a batch without waiting between messages, then wait for every acknowledgement."""
-        producer = await self._live()
-        futures = [await producer.send(e.event_type, encode(e), key=(key or e.pair).encode()) for e in events]
+        futures = [await self._send(e.event_type, encode(e), (key or e.pair).encode()) for e in events]
         await asyncio.gather(*futures)
 
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Bytes as they are; for tests and tools that must put malformed messages on a topic."""
-        producer = await self._live()
-        await producer.send_and_wait(topic, value, key=key)
+        await (await self._send(topic, value, key))
 
 
-_FLUSH_TIMEOUT_S = 5.0
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 

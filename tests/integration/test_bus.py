@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 
 from daemons.core.bus import EventConsumer, EventProducer, next_offsets
 from daemons.core.events import Producer, new_event
@@ -111,5 +113,28 @@ async def test_a_producer_whose_sender_died_is_replaced_on_the_next_send(stack: 
         assert producer.restarts == 1
         await producer.publish(_event())  # type: ignore[arg-type]
         assert producer.restarts == 1
+    finally:
+        await producer.stop()
+
+
+async def test_a_producer_the_broker_answers_with_a_sequence_error_is_replaced(stack: Stack) -> None:
+    """The sender lives on but every batch to the partition would fail: found by the fault
+    matrix after a broker restart (batches expired without a leader left a sequence gap)."""
+    producer = EventProducer(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap), client_id="bus-test-sequence")
+    await producer.start()
+    try:
+        await producer.publish(_event())  # type: ignore[arg-type]
+        broken = producer._producer
+
+        async def answered_out_of_order(topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+            ack = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(ack.set_exception, OutOfOrderSequenceNumber())
+            return ack
+
+        broken.send = answered_out_of_order  # type: ignore[method-assign]
+        with pytest.raises(OutOfOrderSequenceNumber):
+            await producer.publish(_event())  # type: ignore[arg-type]
+        await producer.publish(_event())  # type: ignore[arg-type]
+        assert producer.restarts == 1 and producer._producer is not broken
     finally:
         await producer.stop()
