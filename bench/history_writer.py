@@ -130,6 +130,11 @@ async def run_writer(url: str, kafka: str, n: int) -> float:
         # rate of draining a backlog, not of joining a consumer group
         while not service.consumer.assignment() or service._unsynced:
             await asyncio.sleep(0.005)
+        profile = None
+        if os.environ.get("QL_BENCH_PROFILE"):
+            import cProfile  # noqa: PLC0415 - only when asked: it slows the writer down
+            profile = cProfile.Profile()
+            profile.enable()
         start = time.perf_counter()
         cpu_start = time.process_time()
         try:
@@ -143,7 +148,12 @@ async def run_writer(url: str, kafka: str, n: int) -> float:
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - start
             cpu = time.process_time() - cpu_start
-            print(f"writer wall {elapsed:.2f} s, writer-process CPU {cpu:.2f} s ({cpu / elapsed:.0%} of one core)")
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(os.environ["QL_BENCH_PROFILE"])
+            # CPU per event is the figure that holds on a busy machine; events/s is not
+            print(f"writer wall {elapsed:.2f} s, writer-process CPU {cpu:.2f} s ({cpu / elapsed:.0%} of one core), "
+                  f"{cpu / n * 1e6:.1f} µs CPU/event")
             stored = sum([await pool.fetchval(f"SELECT count(*) FROM {s.table}") for s in TOPICS.values()])
             assert stored == n, f"stored {stored} of {n}"
             return n / elapsed
@@ -153,7 +163,12 @@ async def run_writer(url: str, kafka: str, n: int) -> float:
             await pool.close()
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 async def main(n: int) -> None:
+    print(f"before: {load()} on {os.cpu_count()} cores")
     fresh_stack()
     try:
         kafka = f"127.0.0.1:{KAFKA_PORT}"
@@ -175,6 +190,7 @@ async def main(n: int) -> None:
         print(f"COPY baseline (median): {copy_rate:>10,.0f} events/s")
         print(f"history-writer durable: {writer_rate:>10,.0f} events/s")
         print(f"ratio writer/COPY:      {writer_rate / copy_rate:>10.2f}  (targets: >= 20,000 events/s, >= 0.5)")
+        print(f"after: {load()}")
     finally:
         stack("down")
 
