@@ -299,13 +299,18 @@ class EventConsumer:
         return out
 
 
-def decode_records(tp: TopicPartition, records: Iterable[Any]) -> list[Delivery]:
-    """Records of one partition (from `EventConsumer.poll_records`) decoded as `poll` does."""
+def decode_records(
+    tp: TopicPartition, records: Iterable[Any], decoder: Callable[[str, bytes | None], Any] = decode
+) -> list[Delivery]:
+    """Records of one partition (from `EventConsumer.poll_records`) decoded as `poll` does.
+
+    `decoder`: `decode` or a stand-in that raises `EventDecodeError` exactly when it does.
+    """
     topic, partition = tp.topic, tp.partition
     out: list[Delivery] = []
     for rec in records:
         try:
-            event: Envelope[Any] | None = decode(topic, rec.value)
+            event: Envelope[Any] | None = decoder(topic, rec.value)
             error = None
         except EventDecodeError as exc:
             event, error = None, exc.reason

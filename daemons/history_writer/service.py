@@ -29,6 +29,7 @@ from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import TOPICS, now_utc
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
+from daemons.history_writer.fastdecode import decode_for_history
 from daemons.history_writer.store import stored_offsets, write_batch
 
 
@@ -131,7 +132,7 @@ class HistoryWriter(Service):
         for tp, records in parts:
             offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)  # records come in offset order
             for start in range(0, len(records), _DECODE_SLICE):
-                out += decode_records(tp, records[start:start + _DECODE_SLICE])
+                out += decode_records(tp, records[start:start + _DECODE_SLICE], decode_for_history)
                 if self._writing is not None and not self._writing.done():
                     await asyncio.sleep(0)  # the write in flight takes its next step
         return out, offsets
