@@ -9,8 +9,14 @@ events spread over all eight topics, then:
    validation, one transaction per batch with offsets, ON CONFLICT) from offset zero until every
    row is durable;
 
-and prints both rates and their ratio. Target on the 2-core machine: >= 20,000 events/s and
->= 0.5 of COPY.
+and prints both rates and their ratio, with the writer's CPU per event (process CPU time over
+the events: the figure that still means something when other work shares the machine) and the
+load average before and after. Target on the 2-core machine: >= 20,000 events/s and >= 0.5 of
+COPY.
+
+Options: `--writers N` runs N writer processes in one consumer group (the eight partitions split
+between them); `QL_BENCH_PROFILE=file` writes a cProfile of the writer; `QL_BENCH_BATCH` sets
+the batch size.
 """
 
 from __future__ import annotations

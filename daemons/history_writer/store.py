@@ -3,12 +3,12 @@ and the consumer offsets they cover (architecture, "Durable store").
 
 Rows go in with `ON CONFLICT (event_id) DO NOTHING`, so a redelivered event is counted as a
 duplicate and written once. The event column receives the message bytes exactly as Kafka held
-them. The normal path is a COPY of the batch per table, all in the one transaction (no savepoints: each
-cost two round trips per table and batch); only when a COPY meets a row already stored (a
-redelivery after a crash or a rebalance) is the whole batch written again in a new transaction as
-`INSERT ... ON CONFLICT DO NOTHING`, which skips exactly the duplicates. If PostgreSQL refuses one row's content (not the connection), the batch is retried row by
-row under savepoints and the refused rows become dead letters, so one bad row never stalls the
-stream.
+them. The normal path is a COPY of the batch per table, all in the one transaction (no
+savepoints: they cost two round trips per table and batch); only when a COPY meets a row already
+stored (a redelivery after a crash or a rebalance) is the whole batch written again, in a new
+transaction, as `INSERT ... ON CONFLICT DO NOTHING`, which skips exactly the duplicates. If
+PostgreSQL refuses one row's content (not the connection), the batch is retried row by row under
+savepoints and the refused rows become dead letters, so one bad row never stalls the stream.
 """
 
 from __future__ import annotations
