@@ -269,6 +269,17 @@ class EventConsumer:
                 out.append(Delivery(tp.topic, tp.partition, rec.offset, rec.key, rec.value, event, error))
         return out
 
+    async def poll_records(self, timeout_ms: int = 200, max_records: int = 1000) -> list[tuple[TopicPartition, list[Any]]]:
+        """Like `poll`, but the records undecoded, per partition in offset order.
+
+        For a caller that decodes a large batch in slices (see `decode_records`) so that other tasks
+        on the loop get a turn in between; `poll` decodes everything in one go.
+        """
+        if self._pending and asyncio.get_running_loop().time() >= self._next_commit_at:
+            await self.flush_commits(swallow=True)
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [(tp, records) for tp, records in batches.items() if records]
+
     async def commit(self, next_offsets: dict[TopicPartition, int], *, now: bool = False) -> None:
         """Record the offset of the next message to read, per partition, as processed.
 
@@ -319,6 +330,25 @@ class EventConsumer:
                 continue
             out[f"{tp.topic}:{tp.partition}"] = max(0, ends[tp] - pos)
         return out
+
+
+def decode_records(
+    tp: TopicPartition, records: Iterable[Any], decoder: Callable[[str, bytes | None], Any] = decode
+) -> list[Delivery]:
+    """Records of one partition (from `EventConsumer.poll_records`) decoded as `poll` does.
+
+    `decoder`: `decode` or a stand-in that raises `EventDecodeError` exactly when it does.
+    """
+    topic, partition = tp.topic, tp.partition
+    out: list[Delivery] = []
+    for rec in records:
+        try:
+            event: Envelope[Any] | None = decoder(topic, rec.value)
+            error = None
+        except EventDecodeError as exc:
+            event, error = None, exc.reason
+        out.append(Delivery(topic, partition, rec.offset, rec.key, rec.value, event, error))
+    return out
 
 
 def next_offsets(deliveries: Iterable[Delivery]) -> dict[TopicPartition, int]:

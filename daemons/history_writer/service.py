@@ -5,6 +5,12 @@ Kafka. PostgreSQL is the authority on what is stored: whenever partitions are as
 consumer seeks to the offsets PostgreSQL holds (or to the beginning), so a crash between the
 transaction and the Kafka commit replays rows that `ON CONFLICT` skips. While PostgreSQL is down
 the service is unhealthy ("audit history impaired"), retries with backoff and commits nothing.
+
+The next batch is fetched and decoded while the previous one is written. Decoding goes in slices
+with a turn for the write in between: decoded in one go, a batch held the event loop for tens of
+milliseconds, so the write in flight could not take its round trips and the two ran one after
+the other. When a poll brings only a few records (a quiet stream), the writer lingers briefly
+for more, so that a trickle of events does not cost one transaction per poll.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import Field
 
-from daemons.core.bus import Delivery, EventConsumer, next_offsets
+from daemons.core.bus import Delivery, EventConsumer, decode_records
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import TOPICS, now_utc
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
+from daemons.history_writer.fastdecode import decode_for_history
 from daemons.history_writer.store import stored_offsets, write_batch
 
 
@@ -31,6 +38,16 @@ class HistoryWriterSettings(CoreSettings):
     history_batch_max: int = Field(default=5000, ge=1)
     history_poll_ms: int = Field(default=100, ge=1)
     history_retry_max_s: float = Field(default=5.0, gt=0)
+    # a poll bringing fewer records than `history_linger_records` waits up to this long for more
+    # before writing: at a few hundred events/s one transaction per poll cost PostgreSQL and the
+    # writer more CPU per event than the events themselves. 0 writes every poll at once.
+    history_linger_ms: int = Field(default=50, ge=0, le=5_000)
+    history_linger_records: int = Field(default=500, ge=1)
+
+
+# records decoded between two turns of the batch being written: a PostgreSQL round trip of the
+# write in flight waits at most one slice (about a millisecond) instead of the whole batch
+_DECODE_SLICE = 100
 
 
 class HistoryWriter(Service):
@@ -54,6 +71,7 @@ class HistoryWriter(Service):
         self._unsynced: set[TopicPartition] = set()
         self._lag_at = 0.0
         self._writing: asyncio.Task[None] | None = None
+        self.lingering = False  # waiting for more records before writing a small batch
 
     # --- loop -----------------------------------------------------------------------------
 
@@ -78,7 +96,7 @@ class HistoryWriter(Service):
             await self._settle()
             await self.wait_runnable()
             return
-        deliveries = await self.consumer.poll(self.cfg.history_poll_ms, self.cfg.history_batch_max)
+        deliveries, offsets = await self._poll_batch()
         await self._settle()
         if self._unsynced:
             # fetched before we knew where PostgreSQL stands: re-read from the stored position
@@ -86,7 +104,41 @@ class HistoryWriter(Service):
             return
         await self._refresh_lag()
         if deliveries:
-            self._writing = asyncio.create_task(self._store_and_commit(deliveries))
+            self._writing = asyncio.create_task(self._store_and_commit(deliveries, offsets))
+
+    async def _poll_batch(self) -> tuple[list[Delivery], dict[TopicPartition, int]]:
+        """One batch: a poll, a short linger if it brought only a few records, then decoding.
+        Also the offsets to commit after it, per partition (from the records, not per event)."""
+        limit = self.cfg.history_batch_max
+        parts = await self.consumer.poll_records(self.cfg.history_poll_ms, limit)
+        count = sum(len(records) for _, records in parts)
+        if 0 < count < min(self.cfg.history_linger_records, limit) and self.cfg.history_linger_ms > 0:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + self.cfg.history_linger_ms / 1000
+            self.lingering = True
+            try:
+                while count < self.cfg.history_linger_records and count < limit and self._may_linger():
+                    left_ms = int((until - loop.time()) * 1000)
+                    if left_ms <= 0:
+                        break
+                    # in steps of at most one poll interval, so a drain or pause is seen promptly
+                    more = await self.consumer.poll_records(min(left_ms, self.cfg.history_poll_ms), limit - count)
+                    parts += more
+                    count += sum(len(records) for _, records in more)
+            finally:
+                self.lingering = False
+        out: list[Delivery] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in parts:
+            offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)  # records come in offset order
+            for start in range(0, len(records), _DECODE_SLICE):
+                out += decode_records(tp, records[start:start + _DECODE_SLICE], decode_for_history)
+                if self._writing is not None and not self._writing.done():
+                    await asyncio.sleep(0)  # the write in flight takes its next step
+        return out, offsets
+
+    def _may_linger(self) -> bool:
+        return not (self.drain_requested.is_set() or self.paused or self._unsynced)
 
     async def _settle(self) -> None:
         """Wait for the batch in flight, if any, to be stored and committed."""
@@ -94,19 +146,22 @@ class HistoryWriter(Service):
             task, self._writing = self._writing, None
             await task
 
-    async def _store_and_commit(self, deliveries: list[Delivery]) -> None:
-        if await self._store(deliveries):
-            await self._commit(deliveries)
+    async def _store_and_commit(self, deliveries: list[Delivery], offsets: dict[TopicPartition, int]) -> None:
+        if await self._store(deliveries, offsets):
+            await self._commit(offsets)
         # else: draining while PostgreSQL is down: nothing committed, nothing lost
 
-    async def _store(self, deliveries: list[Delivery]) -> bool:
+    async def _store(self, deliveries: list[Delivery], offsets: dict[TopicPartition, int]) -> bool:
         delay = 0.1
         while True:
             try:
                 if self.pool is None:
                     await self._connect_once()
                 assert self.pool is not None
-                outcome = await write_batch(self.pool, self.name, self.cfg.history_group, deliveries)
+                outcome = await write_batch(
+                    self.pool, self.name, self.cfg.history_group, deliveries,
+                    offsets={(tp.topic, tp.partition): off for tp, off in offsets.items()},
+                )
             except DB_ERRORS as exc:
                 self._db_lost(exc)
                 if self.drain_requested.is_set():
@@ -126,8 +181,7 @@ class HistoryWriter(Service):
             self.mark_success()
             return True
 
-    async def _commit(self, deliveries: list[Delivery]) -> None:
-        offsets = next_offsets(deliveries)
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:

@@ -16,12 +16,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from daemons.core.bus import EventProducer
+from daemons.core.bus import Delivery, EventProducer
 from daemons.core.control import socket_path
 from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event
 from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
+from daemons.history_writer.store import write_batch
 from tests.conftest import REPO, Stack, eventually, start_group_at_end
 from tests.samples import sample_payloads
 
@@ -359,3 +360,70 @@ async def test_rows_are_append_only(pool: asyncpg.Pool) -> None:
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await pool.execute("DELETE FROM market_price_events WHERE event_id = $1", event_id)
     assert await pool.fetchval("SELECT source FROM market_price_events WHERE event_id = $1", event_id) == "kraken"
+
+
+# --- batching: a redelivery among new rows, and the linger --------------------------------------
+
+
+async def test_a_batch_mixing_stored_and_new_rows_writes_each_once(pool: asyncpg.Pool) -> None:
+    """The batch's COPY meets a stored row: the whole batch is written again skipping exactly it."""
+    group = f"hw-mixed-{uuid.uuid4()}"
+    [old] = _events(1)
+    [new_result] = _events(1)
+    [new_price] = _events(1, "ref.market_price")
+
+    def delivery(e: Envelope[Any], offset: int) -> Delivery:
+        return Delivery(e.event_type, 0, offset, None, encode(e), e, None)
+
+    first = await write_batch(pool, "test", group, [delivery(old, 0)])
+    assert (first.written, first.duplicates) == (1, 0)
+    again = await write_batch(pool, "test", group, [delivery(old, 0), delivery(new_result, 1), delivery(new_price, 0)])
+    assert (again.written, again.duplicates, again.dead_letters) == (2, 1, 0)
+    assert await _stored(pool, "trade_execution_results", [old.event_id, new_result.event_id]) == 2
+    assert await _stored(pool, "market_price_events", [new_price.event_id]) == 1
+    offsets = dict(await pool.fetch(
+        "SELECT topic, next_offset FROM consumer_offsets WHERE consumer_group = $1", group))
+    assert offsets == {"exec.trade_result": 2, "ref.market_price": 1}
+
+
+@pytest.fixture
+async def lingering_writer(stack: Stack, control_dir: Path) -> AsyncIterator[HistoryWriter]:
+    """A writer that holds a small batch for up to 5 s, until it has 5 records."""
+    group = f"hw-linger-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
+    service = HistoryWriter(_settings(stack, control_dir, group, history_linger_ms=5000, history_linger_records=5))
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    await eventually(lambda: service.consumer.assignment() and not service._unsynced, what="writer assigned")
+    yield service
+    service.request_drain()
+    assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+async def test_a_trickle_of_events_is_written_as_one_batch(
+    lingering_writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    batches = lingering_writer.batches
+    events = _events(5)
+    for event in events:  # one at a time, each acknowledged before the next is sent
+        await producer.publish(event)
+    ids = [e.event_id for e in events]
+    await eventually(lambda: _stored_all(pool, ids), what="the five events stored")
+    assert lingering_writer.batches == batches + 1
+
+
+async def test_drain_while_lingering_stores_what_was_held(
+    stack: Stack, control_dir: Path, producer: EventProducer, pool: asyncpg.Pool
+) -> None:
+    group = f"hw-linger-drain-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
+    service = HistoryWriter(_settings(stack, control_dir, group, history_linger_ms=5000, history_linger_records=100))
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    try:
+        await eventually(lambda: service.consumer.assignment() and not service._unsynced, what="writer assigned")
+        [event] = _events(1)
+        await producer.publish(event)
+        await eventually(lambda: service.lingering, interval=0.005, what="the writer holds the event")
+    finally:
+        service.request_drain()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+    assert await _stored(pool, "trade_execution_results", [event.event_id]) == 1
