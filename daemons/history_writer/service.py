@@ -57,7 +57,10 @@ class HistoryWriter(Service):
         super().__init__(settings)
         self.cfg = settings
         self.pool: asyncpg.Pool | None = None
-        self.consumer = EventConsumer(settings, settings.history_group, list(TOPICS), on_assigned=self._assigned)
+        # batched: the recorder is off the hot path, and one fetch answer per event cost the
+        # broker more than the rows cost PostgreSQL
+        self.consumer = EventConsumer(settings, settings.history_group, list(TOPICS), on_assigned=self._assigned,
+                                      batched=True)
         self.db_available = False
         self.db_error: str | None = None
         self.db_down_since: datetime | None = None
