@@ -475,6 +475,10 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
         subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=procs.env, check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
         await ensure_topics(CoreSettings(kafka_bootstrap=procs.env["QL_KAFKA_BOOTSTRAP"]))
+        sock = STACK_DIR / "pg" / "sock"
+        if (sock / f".s.PGSQL.{PG_PORT}").exists():
+            # as deployed (the playbook's QL_DATABASE_URL is the Unix socket), not loopback TCP
+            procs.env["QL_DATABASE_URL"] = f"postgresql://quoteloop@/quoteloop?host={sock}&port={PG_PORT}"
         sim_dir = STACK_DIR / "sim"
         procs.start("simulators", "simulators", "--dir", str(sim_dir), "--quote-rate", "0",
                     "--base-port", str(SIM_PORT))
