@@ -183,7 +183,8 @@ async def test_kraken_silent_subscription(fault_loop: FaultLoop, stack: Stack, f
         try:
             await asyncio.sleep(fault_window(8.0))  # past QL_MARKET_KRAKEN_STALE_AFTER_S
             st = await fault_loop.state("market-reference-ingest")
-            notes.append(f"market state healthy={st.get('healthy', st.get('authoritative'))}")
+            notes.append(f"market state authoritative={st.get('authoritative')} source={st.get('source')} "
+                         f"fallback={st.get('fallback_in_use')}")
         finally:
             await fault_loop.fault("kraken", "silent_subscription", on=False)
             await fault_loop.fault("kraken", "disconnect", count=1)
