@@ -65,8 +65,9 @@ down: ## stop daemons and the local stack
 
 # `make test` is what CI runs (.ci/run): the default suite, then the fault matrix in its short CI
 # mode (QL_FAULT_SOAK_S=0 whatever the environment says; the soak is `make test-faults` on purpose).
-# Two pytest sessions, each starting the test stack itself. PYTEST_ARGS applies to the default
-# suite only (a -k for it would deselect the whole matrix); FAULT_ARGS to the matrix.
+# Two pytest sessions, each starting its own stack (the matrix's from empty, in .local/fault-stack).
+# PYTEST_ARGS applies to the default suite only (a -k for it would deselect the whole matrix);
+# FAULT_ARGS to the matrix.
 FAULT_ARGS  ?=
 
 test: venv deps ## the default suite, then the fault matrix in CI mode (the harness starts its own stack); PYTEST_ARGS=...
