@@ -7,7 +7,7 @@ random moment up to it. CI mode keeps the whole matrix to a few minutes (`make t
 
 The matrix starts from an empty stack every session, in its own directory (`QL_FAULT_STACK_DIR`,
 default `.local/fault-stack`; data wiped at the start) on the test ports (`QL_TEST_PG_PORT`,
-`QL_TEST_KAFKA_PORT`: `make test` runs it after the default suite has stopped its stack). The
+`QL_TEST_KAFKA_PORT`; the default suite's stack, if kept running, is stopped first). The
 default suite's history is another simulated world (other signer accounts, other venues' state):
 inherited, its live commands and settlements become the fresh daemons' reservations and its
 backlog the history-writer's, and the invariants would judge the matrix by someone else's data.
@@ -31,7 +31,7 @@ import asyncpg
 import pytest
 
 from daemons.core.db import connect_pool
-from tests.conftest import KAFKA_PORT, PG_PORT, REPO, Stack
+from tests.conftest import KAFKA_PORT, PG_PORT, REPO, TEST_STACK_DIR, Stack
 from tests.faults.harness import DAEMONS, FaultLoop
 from tests.faults.invariants import topic_ends
 
@@ -73,7 +73,10 @@ def stack() -> Iterator[Stack]:
     env = {**os.environ, "QL_STACK_DIR": str(FAULT_STACK_DIR), "QL_PG_PORT": str(PG_PORT),
            "QL_KAFKA_PORT": str(KAFKA_PORT)}
     script = str(REPO / "scripts" / "stack.sh")
-    subprocess.run([script, "down"], env=env, check=True)  # one a killed session left running
+    # the same ports: the default suite's stack if kept running (QL_TEST_KEEP_STACK=1; its next
+    # session starts it again), and this one if a killed session left it running
+    subprocess.run([script, "down"], env={**env, "QL_STACK_DIR": str(TEST_STACK_DIR)}, check=True)
+    subprocess.run([script, "down"], env=env, check=True)
     for data in ("pg", "kafka"):
         shutil.rmtree(FAULT_STACK_DIR / data, ignore_errors=True)
     subprocess.run([script, "up"], env=env, check=True)
