@@ -153,8 +153,9 @@ async def test_postgres_stopped(fault_loop: FaultLoop, stack: Stack, fault_pool:
 # answers every later batch OutOfOrderSequenceNumber (not retriable), and the sender task lives on,
 # so EventProducer._live (which replaces a producer only when its sender task died) never replaces
 # it: near-intents-ingest publishes nothing again ("kafka_unavailable: OutOfOrderSequenceNumber"),
-# and the loop answers nothing. The broker lost nothing (graceful stop, no SIGKILL). Fix: replace
-# the producer when an acknowledgement fails with OutOfOrderSequenceNumber/UnknownProducerId.
+# and the loop answers nothing. The broker lost nothing (graceful stop, no SIGKILL). Fixed in
+# core/bus.py (a producer answered with a sequence error is replaced); reproduced at will with
+# `QL_FAULT_SOAK_S=12 make test-faults FAULT_ARGS='-k "baseline or kafka"'` (12 s down + restart).
 async def test_kafka_broker_restarted(fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
     async def restart(_notes: list[str]) -> None:
         stack._stack("down", "kafka")
