@@ -113,6 +113,7 @@ async def fault_loop(stack: Stack) -> AsyncIterator[FaultLoop]:
         await loop.stop_monitor()
         codes = await loop.stop_all()
         write_summary(loop, codes)
+        shutil.rmtree(control_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
