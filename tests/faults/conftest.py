@@ -1,18 +1,29 @@
-"""Fixtures of the fault matrix: one loop of real processes for the whole matrix, the table of
-faults and results, and the CI/soak durations.
+"""Fixtures of the fault matrix: its own fresh stack, one loop of real processes for the whole
+matrix, the table of faults and results, and the CI/soak durations.
 
 `QL_FAULT_SOAK_S` (seconds, default 0 = CI mode) lengthens every fault window: PostgreSQL stays
 down that long (the issue's 60 s), the other faults hold that long, and each kill -9 waits a
-random moment up to it. CI mode keeps the whole matrix to a few minutes.
+random moment up to it. CI mode keeps the whole matrix to a few minutes (`make test` runs it so).
+
+The matrix starts from an empty stack every session, in its own directory (`QL_FAULT_STACK_DIR`,
+default `.local/fault-stack`; data wiped at the start) on the test ports (`QL_TEST_PG_PORT`,
+`QL_TEST_KAFKA_PORT`; the default suite's stack, if kept running, is stopped first). The
+default suite's history is another simulated world (other signer accounts, other venues' state):
+inherited, its live commands and settlements become the fresh daemons' reservations and its
+backlog the history-writer's, and the invariants would judge the matrix by someone else's data.
+Simulators on `QL_FAULT_SIM_PORT` .. +4 (default 18480).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +31,7 @@ import asyncpg
 import pytest
 
 from daemons.core.db import connect_pool
-from tests.conftest import REPO, Stack
+from tests.conftest import KAFKA_PORT, PG_PORT, REPO, TEST_STACK_DIR, Stack
 from tests.faults.harness import DAEMONS, FaultLoop
 from tests.faults.invariants import topic_ends
 
@@ -28,6 +39,7 @@ SOAK_S = float(os.environ.get("QL_FAULT_SOAK_S", "0"))
 RATE_PER_S = float(os.environ.get("QL_FAULT_RATE", "50"))
 BASE_PORT = int(os.environ.get("QL_FAULT_SIM_PORT", "18480"))
 SUMMARY = Path(os.environ.get("QL_FAULT_SUMMARY", REPO / ".local" / "fault-matrix-summary.txt"))
+FAULT_STACK_DIR = Path(os.environ.get("QL_FAULT_STACK_DIR", REPO / ".local" / "fault-stack"))
 
 # shortened bounds so a stale input shows within a CI-length fault window; each is a daemon
 # setting, so the matrix exercises the same code paths production runs with its own values
@@ -56,6 +68,30 @@ def fault_window(ci_s: float) -> float:
 
 
 @pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """The matrix's own stack, from empty (overrides the default suite's shared `stack`)."""
+    env = {**os.environ, "QL_STACK_DIR": str(FAULT_STACK_DIR), "QL_PG_PORT": str(PG_PORT),
+           "QL_KAFKA_PORT": str(KAFKA_PORT)}
+    script = str(REPO / "scripts" / "stack.sh")
+    # the same ports: the default suite's stack if kept running (QL_TEST_KEEP_STACK=1; its next
+    # session starts it again), and this one if a killed session left it running
+    subprocess.run([script, "down"], env={**env, "QL_STACK_DIR": str(TEST_STACK_DIR)}, check=True)
+    subprocess.run([script, "down"], env=env, check=True)
+    for data in ("pg", "kafka"):
+        shutil.rmtree(FAULT_STACK_DIR / data, ignore_errors=True)
+    subprocess.run([script, "up"], env=env, check=True)
+    database_url = f"postgresql://quoteloop@127.0.0.1:{PG_PORT}/quoteloop"
+    kafka = f"127.0.0.1:{KAFKA_PORT}"
+    env |= {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
+    qlctl = [sys.executable, "-m", "qlctl.app"]
+    subprocess.run([*qlctl, "db", "migrate"], env=env, check=True, cwd=REPO)
+    subprocess.run([*qlctl, "topics", "ensure", "--json"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    yield Stack(database_url=database_url, kafka_bootstrap=kafka, env=env)
+    if os.environ.get("QL_TEST_KEEP_STACK") != "1":
+        subprocess.run([script, "down"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
 async def fault_loop(stack: Stack) -> AsyncIterator[FaultLoop]:
     control_dir = Path(tempfile.mkdtemp(prefix="qlf-"))  # Unix socket paths must stay short
     run_dir = REPO / ".local" / "fault-runs" / time.strftime("%Y%m%d-%H%M%S")
@@ -77,6 +113,7 @@ async def fault_loop(stack: Stack) -> AsyncIterator[FaultLoop]:
         await loop.stop_monitor()
         codes = await loop.stop_all()
         write_summary(loop, codes)
+        shutil.rmtree(control_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

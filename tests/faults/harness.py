@@ -263,8 +263,24 @@ class FaultLoop:
                 return now[before:]
             if time.monotonic() > deadline:
                 raise AssertionError(f"no recovery{': ' + what if what else ''}: {len(now) - before} of {count} "
-                                     f"new answers in {timeout}s; alive={self.alive()}")
+                                     f"new answers in {timeout}s; alive={self.alive()}; "
+                                     f"unhealthy={await self.unhealthy()}")
             await asyncio.sleep(0.5)
+
+    async def unhealthy(self) -> dict[str, Any]:
+        """Each running daemon that reports itself unhealthy, with its reasons (for a failure message)."""
+        out: dict[str, Any] = {}
+        for name in DAEMONS:
+            if not self.alive().get(name):
+                continue
+            try:
+                st = await self.state(name)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+                out[name] = f"no state: {exc.__class__.__name__}"
+                continue
+            if st.get("healthy") is False:
+                out[name] = st.get("reasons")
+        return out
 
     # --- continuous invariant: reservations never above credited ------------------------------
 
