@@ -121,8 +121,10 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
         # a new executor group starts at the end of cmd.execute_trade: a command published before
         # its consumer is assigned would be skipped, so wait for every consumer group to join
         consumers = [getattr(s, "consumer") for s in services if hasattr(s, "consumer")]
-        await eventually(lambda: all(c.assignment() for c in consumers), timeout=60,
-                         what="every consumer group joined")
+        # assigned and placed: strategy-engine's new group seeks to the end of norm.swap_demand in
+        # its assignment callback, and a quote published before that seek would be skipped
+        await eventually(lambda: all(c.assignment() and c.positioned.is_set() for c in consumers), timeout=60,
+                         what="every consumer group joined and positioned")
         for c in consumers:
             await asyncio.wait_for(c.positions(), timeout=30)  # and knows where it reads from
         yield seven

@@ -176,12 +176,14 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._owner.positioned.clear()
         # the next owner of these partitions starts where we got to, not at the last flush
         await self._owner.flush_commits(swallow=True)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self._on_assigned is not None:
             await self._on_assigned(set(assigned))
+        self._owner.positioned.set()
 
 
 class EventConsumer:
@@ -213,6 +215,9 @@ class EventConsumer:
         self._commit_lock = asyncio.Lock()
         # why the last background flush failed (None once one succeeds): shown by the owner's /state
         self.commit_error: str | None = None
+        # set once partitions are assigned and the owner's `on_assigned` has placed them (its seeks
+        # done): from then on nothing published is skipped; cleared while a rebalance is under way
+        self.positioned = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,

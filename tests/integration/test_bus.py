@@ -138,3 +138,27 @@ async def test_a_producer_the_broker_answers_with_a_sequence_error_is_replaced(s
         assert producer.restarts == 1 and producer._producer is not broken
     finally:
         await producer.stop()
+
+
+async def test_positioned_is_set_only_after_the_assignment_callback_has_placed_the_partitions(stack: Stack) -> None:
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap)
+    placed: list[set[TopicPartition]] = []
+
+    async def on_assigned(assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            consumer.seek(tp, await consumer.end_offset(tp))
+        placed.append(assigned)
+
+    consumer = EventConsumer(settings, f"bus-{uuid.uuid4()}", [TOPIC], on_assigned=on_assigned)
+    await consumer.start()
+    try:
+        assert not consumer.positioned.is_set()
+
+        async def positioned() -> bool:
+            await consumer.poll(timeout_ms=100)
+            return consumer.positioned.is_set()
+
+        await eventually(positioned, what="positioned")
+        assert placed and placed[-1] == consumer.assignment()
+    finally:
+        await consumer.stop()

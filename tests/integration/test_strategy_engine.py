@@ -82,7 +82,8 @@ async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngin
     service.consumer = type(service.consumer)(settings, f"strategy-test-{uuid.uuid4()}",
                                               service.consumer.topics, on_assigned=service._assigned)
     task = asyncio.create_task(serve(service, handle_signals=False))
-    await eventually(lambda: service.consumer.assignment(), what="strategy assigned")
+    await eventually(lambda: service.consumer.assignment() and service.consumer.positioned.is_set(),
+                     what="strategy assigned and positioned")
     # reservations rebuilt from earlier tests' commands on the shared bus would leak into this
     # test; the rebuild has its own test below
     service.reservations.clear()
