@@ -46,12 +46,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from simulators.base import SimServer, serve_standalone
+
+if TYPE_CHECKING:  # annotations only: the verifier is attached at run time
+    from simulators.verifier import FtWithdrawal, VerifierState
 
 Credit = Callable[[str, str, int], None]
 DepositOutcome = Literal["credit", "fail", "never_credit"]

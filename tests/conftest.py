@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_STACK_DIR = Path(os.environ.get("QL_TEST_STACK_DIR", REPO / ".local" / "test-stack"))
 PG_PORT = int(os.environ.get("QL_TEST_PG_PORT", "25432"))
 KAFKA_PORT = int(os.environ.get("QL_TEST_KAFKA_PORT", "29092"))
+STACK_SCRIPT = str(REPO / "scripts" / "stack.sh")
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Stack:
     env: dict[str, str]
 
     def _stack(self, action: str, component: str) -> None:
-        subprocess.run([str(REPO / "scripts" / "stack.sh"), action, component], env=self.env, check=True,
+        subprocess.run([STACK_SCRIPT, action, component], env=self.env, check=True,
                        stdout=subprocess.DEVNULL)
 
     def stop_postgres(self) -> None:
@@ -51,25 +52,30 @@ class Stack:
         }
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    env = {
-        **os.environ,
-        "QL_STACK_DIR": str(TEST_STACK_DIR),
-        "QL_PG_PORT": str(PG_PORT),
-        "QL_KAFKA_PORT": str(KAFKA_PORT),
-    }
-    subprocess.run([str(REPO / "scripts" / "stack.sh"), "up"], env=env, check=True)
-    database_url = f"postgresql://quoteloop@127.0.0.1:{PG_PORT}/quoteloop"
-    kafka = f"127.0.0.1:{KAFKA_PORT}"
-    env |= {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
+def stack_env(stack_dir: Path) -> dict[str, str]:
+    """What scripts/stack.sh needs for a stack in `stack_dir` on the test ports."""
+    return {**os.environ, "QL_STACK_DIR": str(stack_dir), "QL_PG_PORT": str(PG_PORT), "QL_KAFKA_PORT": str(KAFKA_PORT)}
+
+
+def serve_stack(env: dict[str, str]) -> Iterator[Stack]:
+    """Bring the stack up with migrations and topics, yield it, and stop it afterwards unless
+    QL_TEST_KEEP_STACK=1 (then the next session reuses it quickly). The default suite and the
+    fault matrix both start their stacks through here."""
+    subprocess.run([STACK_SCRIPT, "up"], env=env, check=True)
+    database_url = f"postgresql://quoteloop@127.0.0.1:{env['QL_PG_PORT']}/quoteloop"
+    kafka = f"127.0.0.1:{env['QL_KAFKA_PORT']}"
+    env = env | {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
     qlctl = [sys.executable, "-m", "qlctl.app"]
     subprocess.run([*qlctl, "db", "migrate"], env=env, check=True, cwd=REPO)
     subprocess.run([*qlctl, "topics", "ensure", "--json"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     yield Stack(database_url=database_url, kafka_bootstrap=kafka, env=env)
-    # the stack is left running for the next session to reuse quickly; `make down` style cleanup:
     if os.environ.get("QL_TEST_KEEP_STACK") != "1":
-        subprocess.run([str(REPO / "scripts" / "stack.sh"), "down"], env=env, check=False)
+        subprocess.run([STACK_SCRIPT, "down"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    yield from serve_stack(stack_env(TEST_STACK_DIR))
 
 
 @pytest.fixture
@@ -183,3 +189,44 @@ async def tail(stack: Stack) -> AsyncIterator[Callable[..., Awaitable[TopicTail]
     yield make
     for t in tails:
         await t.stop()
+
+
+@pytest.fixture
+async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[tuple[Any, asyncio.Task[int]]]:
+    """A history-writer service in-process on its own group started at the topics' end, and its
+    task; drained at the end unless the test already stopped it."""
+    import uuid
+
+    from daemons.core.runtime import serve
+    from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
+
+    group = f"writer-{uuid.uuid4()}"
+    await start_group_at_end(stack, group)
+    settings = HistoryWriterSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
+                                     control_dir=control_dir, history_group=group)
+    service = HistoryWriter(settings)
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    await eventually(lambda: service.db_available, what="writer connected")
+    yield service, task
+    if not task.done():
+        service.request_drain()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+@pytest.fixture
+def daemon_procs() -> Iterator[Callable[[str, dict[str, str], Path], subprocess.Popen[bytes]]]:
+    """Start daemons as real processes (`python -m MODULE`, output appended to a log file), for
+    tests that kill -9 them; whatever still runs at the end is killed."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=REPO, stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

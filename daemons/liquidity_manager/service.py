@@ -573,9 +573,9 @@ class LiquidityManager(Service):
             result = await self.relay.publish_intents([w.signed_data], quote_hashes=[])
         except RelayPublishFailed as exc:
             self._venue_ok("relay_rpc")
-            now = now_utc()
+            now, reason = now_utc(), exc.reason  # bound here: `exc` is unset once the except block ends
             return await self._step_withdrawal(w.liquidity_action_id,
-                                               lambda cur: withdrawals.publish_refused(cur, exc.reason, now))
+                                               lambda cur: withdrawals.publish_refused(cur, reason, now))
         except RelayRpcClientError as exc:
             self._venue_failed("relay_rpc", exc)
             return w

@@ -319,9 +319,6 @@ class LedgerStore:
             command_id, {key: value},
         )
 
-    async def mark_published(self, command_id: str, state: LedgerState) -> None:
-        await self.mark_published_many({command_id: state})
-
     async def mark_published_many(self, marks: dict[str, LedgerState]) -> None:
         """Note each row's result as on Kafka, if the row is still in the state published."""
         if not marks:

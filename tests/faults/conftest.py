@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -31,7 +30,7 @@ import asyncpg
 import pytest
 
 from daemons.core.db import connect_pool
-from tests.conftest import KAFKA_PORT, PG_PORT, REPO, TEST_STACK_DIR, Stack
+from tests.conftest import REPO, STACK_SCRIPT, TEST_STACK_DIR, Stack, serve_stack, stack_env
 from tests.faults.harness import DAEMONS, FaultLoop
 from tests.faults.invariants import topic_ends
 
@@ -70,25 +69,14 @@ def fault_window(ci_s: float) -> float:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The matrix's own stack, from empty (overrides the default suite's shared `stack`)."""
-    env = {**os.environ, "QL_STACK_DIR": str(FAULT_STACK_DIR), "QL_PG_PORT": str(PG_PORT),
-           "QL_KAFKA_PORT": str(KAFKA_PORT)}
-    script = str(REPO / "scripts" / "stack.sh")
+    env = stack_env(FAULT_STACK_DIR)
     # the same ports: the default suite's stack if kept running (QL_TEST_KEEP_STACK=1; its next
     # session starts it again), and this one if a killed session left it running
-    subprocess.run([script, "down"], env={**env, "QL_STACK_DIR": str(TEST_STACK_DIR)}, check=True)
-    subprocess.run([script, "down"], env=env, check=True)
+    subprocess.run([STACK_SCRIPT, "down"], env=stack_env(TEST_STACK_DIR), check=True)
+    subprocess.run([STACK_SCRIPT, "down"], env=env, check=True)
     for data in ("pg", "kafka"):
         shutil.rmtree(FAULT_STACK_DIR / data, ignore_errors=True)
-    subprocess.run([script, "up"], env=env, check=True)
-    database_url = f"postgresql://quoteloop@127.0.0.1:{PG_PORT}/quoteloop"
-    kafka = f"127.0.0.1:{KAFKA_PORT}"
-    env |= {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
-    qlctl = [sys.executable, "-m", "qlctl.app"]
-    subprocess.run([*qlctl, "db", "migrate"], env=env, check=True, cwd=REPO)
-    subprocess.run([*qlctl, "topics", "ensure", "--json"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    yield Stack(database_url=database_url, kafka_bootstrap=kafka, env=env)
-    if os.environ.get("QL_TEST_KEEP_STACK") != "1":
-        subprocess.run([script, "down"], env=env, check=False)
+    yield from serve_stack(env)
 
 
 @pytest.fixture(scope="session")

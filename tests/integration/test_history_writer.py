@@ -6,9 +6,8 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
 from daemons.history_writer.store import write_batch
-from tests.conftest import REPO, Stack, eventually, start_group_at_end
+from tests.conftest import Stack, eventually, start_group_at_end
 from tests.samples import sample_payloads
 
 PRODUCER = Producer(service="test", instance="t")
@@ -194,21 +193,12 @@ async def _count_eq(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> bool:
 
 
 @pytest.fixture
-def spawn(stack: Stack, control_dir: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
-
+def spawn(stack: Stack, control_dir: Path, daemon_procs: Any) -> Any:
     def start(group: str, log: Path) -> subprocess.Popen[bytes]:
         env = {**stack.settings_env(control_dir), "QL_HISTORY_GROUP": group, "QL_HISTORY_BATCH_MAX": "500"}
-        proc = subprocess.Popen([sys.executable, "-m", "daemons.history_writer"], env=env, cwd=REPO,
-                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+        return daemon_procs("daemons.history_writer", env, log)  # type: ignore[no-any-return]
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return start
 
 
 async def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(

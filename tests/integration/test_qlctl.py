@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from daemons.core.events import TOPICS
 from daemons.core.runtime import serve
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
-from tests.conftest import REPO, Stack, eventually, start_group_at_end
+from tests.conftest import REPO, Stack, eventually
 
 
 async def qlctl(stack: Stack, control_dir: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -28,21 +26,6 @@ async def qlctl(stack: Stack, control_dir: Path, *args: str, extra_env: dict[str
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[tuple[HistoryWriter, asyncio.Task[int]]]:
-    group = f"qlctl-{uuid.uuid4()}"
-    await start_group_at_end(stack, group)
-    settings = HistoryWriterSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                                     control_dir=control_dir, history_group=group)
-    service = HistoryWriter(settings)
-    task = asyncio.create_task(serve(service, handle_signals=False))
-    await eventually(lambda: service.db_available, what="writer connected")
-    yield service, task
-    if not task.done():
-        service.request_drain()
-        await task
 
 
 async def test_status_shows_the_running_daemon_and_the_absent_ones(

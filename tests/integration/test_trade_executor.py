@@ -10,9 +10,8 @@ import base64
 import os
 import signal
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +42,7 @@ from simulators.verifier import (
     VerifierState,
     err_public_key_missing,
 )
-from tests.conftest import REPO, Stack, TopicTail, eventually
+from tests.conftest import Stack, TopicTail, eventually
 from tests.samples import sample_payloads
 
 JWT = "executor-test-jwt"
@@ -696,21 +695,12 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
 
 
 @pytest.fixture
-def spawn(harness: Harness, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
+def spawn(harness: Harness, tmp_path: Path, daemon_procs: Any) -> Callable[..., subprocess.Popen[bytes]]:
     def start(**extra: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **harness.env(**extra)}
-        proc = subprocess.Popen([sys.executable, "-m", "daemons.trade_executor"], env=env, cwd=REPO,
-                                stdout=(tmp_path / "executor.log").open("ab"), stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
+        return daemon_procs("daemons.trade_executor", {**os.environ, **harness.env(**extra)},  # type: ignore[no-any-return]
+                            tmp_path / "executor.log")
 
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return start
 
 
 async def test_kill_9_after_sending_then_restart_answers_once_and_publishes(

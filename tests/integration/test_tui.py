@@ -34,7 +34,7 @@ from daemons.core.events import (
 )
 from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
-from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
+from daemons.history_writer.service import HistoryWriter
 from daemons.history_writer.store import write_batch
 from daemons.strategy_engine.service import StrategyEngine, StrategySettings
 from qlctl.client import SERVICES, ControlClient
@@ -42,7 +42,7 @@ from qlctl.tui.app import MonitorApp
 from qlctl.tui.confirm import Confirmation, ConfirmScreen
 from qlctl.tui.plans import Plan, plan
 from qlctl.tui.source import MonitorSource
-from tests.conftest import Stack, eventually, start_group_at_end
+from tests.conftest import Stack, eventually
 
 SRC = Producer(service="tui-test", instance="t")
 PAIR = "BTC/EURe"
@@ -50,21 +50,6 @@ OPERATOR = "carol"
 
 
 # --- daemons ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[tuple[HistoryWriter, asyncio.Task[int]]]:
-    group = f"tui-{uuid.uuid4()}"
-    await start_group_at_end(stack, group)
-    settings = HistoryWriterSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                                     control_dir=control_dir, history_group=group)
-    service = HistoryWriter(settings)
-    task = asyncio.create_task(serve(service, handle_signals=False))
-    await eventually(lambda: service.db_available, what="writer connected")
-    yield service, task
-    if not task.done():
-        service.request_drain()
-        assert await asyncio.wait_for(task, timeout=30) == 0
 
 
 @pytest.fixture
