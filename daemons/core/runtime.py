@@ -212,7 +212,7 @@ async def serve(service: Service, *, handle_signals: bool = True) -> int:
     # Daemons allocate many short-lived event objects: keep start-up objects out of the
     # collector's way and run fewer, larger young-generation passes.
     gc.freeze()
-    gc.set_threshold(50_000, 50, 50)
+    gc.set_threshold(settings.gc_young_threshold, 50, 50)
     if handle_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

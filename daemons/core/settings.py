@@ -32,6 +32,10 @@ class CoreSettings(BaseSettings):
     # Offsets are committed to the broker at most this often (and on revocation and stop); a crash
     # replays at most this much, which every consumer here tolerates (see core/bus.py).
     kafka_commit_interval_ms: int = Field(default=1_000, ge=0, le=60_000)
+    # The collector's young-generation threshold: net new container objects between passes. A
+    # pass walks every young object still alive, so a daemon holding large batches in flight
+    # wants it above their size (history-writer), or every batch is walked once more.
+    gc_young_threshold: int = Field(default=50_000, ge=700)
     database_url: str = "postgresql://quoteloop@/quoteloop?host=/run/postgresql"
     control_dir: Path = Path("/run/quoteloop")
     # Optional loopback TCP control port; it always requires the bearer token in the file below.
