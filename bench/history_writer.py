@@ -15,8 +15,9 @@ load average before and after. Target on the 2-core machine: >= 20,000 events/s 
 COPY.
 
 Options: `--writers N` runs N writer processes in one consumer group (the eight partitions split
-between them); `QL_BENCH_PROFILE=file` writes a cProfile of the writer; `QL_BENCH_BATCH` sets
-the batch size.
+between them); `--start-when FILE` waits, once the topics are filled, until FILE exists before
+timing anything (how `bench/latency.py --with-history-bench` runs it beside the latency steps);
+`QL_BENCH_PROFILE=file` writes a cProfile of the writer; `QL_BENCH_BATCH` sets the batch size.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def main(n: int, writers: int) -> None:
+async def main(n: int, writers: int, start_when: Path | None = None) -> None:
     print(f"before: {load()} on {os.cpu_count()} cores")
     fresh_stack()
     try:
@@ -227,6 +228,11 @@ async def main(n: int, writers: int) -> None:
             await producer.publish_many(events[i:i + 20000])
         fill = time.perf_counter() - t0
         await producer.stop()
+        if start_when is not None:
+            print(f"topics filled; waiting for {start_when}", flush=True)
+            while not start_when.exists():
+                await asyncio.sleep(0.05)
+        measured_from = time.time()
 
         copy_rate = await copy_baseline(url, events)
         writer_rate = await run_writer(url, kafka, n, writers)
@@ -235,6 +241,7 @@ async def main(n: int, writers: int) -> None:
         print(f"history-writer durable: {writer_rate:>10,.0f} events/s")
         print(f"ratio writer/COPY:      {writer_rate / copy_rate:>10.2f}  (targets: >= 20,000 events/s, >= 0.5)")
         print(f"after: {load()}")
+        print(f"measured: {measured_from:.3f} to {time.time():.3f} (unix time)")
     finally:
         stack("down")
 
@@ -244,9 +251,11 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--writers", type=int, default=1,
                         help="history-writer processes sharing the group (the partitions split between them)")
+    parser.add_argument("--start-when", type=Path, metavar="FILE",
+                        help="once the topics are filled, wait until FILE exists before timing anything")
     parser.add_argument("--child", nargs=3, metavar=("URL", "KAFKA", "GROUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         uvloop.run(child_writer(*args.child))
     else:
-        uvloop.run(main(args.events, args.writers))  # the daemons' own event loop
+        uvloop.run(main(args.events, args.writers, args.start_when))  # the daemons' own event loop

@@ -23,6 +23,11 @@ Figures:
 - rows the history-writer made durable per second during each step, and how long after the
   step's last request it took until every row of the step was in PostgreSQL.
 
+With `--with-history-bench`, the history-writer benchmark (`bench/history_writer.py`, its own
+stack on its own ports) runs at the same time: it fills its topics while this stack warms up,
+times its COPY baseline and its writer once the first rate step starts, and its figures are
+printed after the steps, with how much of its timed span the steps covered.
+
 Targets on the 2-core machine: p50 ≤ 8 ms and p99 ≤ 25 ms at 200/s, within 5× of the floor.
 """
 
@@ -462,7 +467,38 @@ def report(steps: list[Step], floor: list[int], names: list[str]) -> None:
         print(line)
 
 
-async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, keep: bool) -> None:
+def start_history_bench(go: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """bench/history_writer.py in the background, timing nothing until `go` exists."""
+    go.unlink(missing_ok=True)
+    out = STACK_DIR / "logs" / "history-bench.txt"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "history_writer.py"), "--start-when", str(go)],
+                                cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
+    return proc, out
+
+
+def report_history_bench(proc: subprocess.Popen[bytes], out: Path, steps_span: tuple[float, float]) -> None:
+    try:
+        proc.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        print(f"\n=== history-writer benchmark: did not finish in 10 minutes (output: {out}) ===")
+        return
+    lines = out.read_text(errors="replace").splitlines()
+    print(f"\n=== history-writer benchmark, run at the same time (exit {proc.returncode}; output: {out}) ===")
+    figures = ("writer wall", "events:", "COPY baseline", "history-writer durable", "ratio", "measured:")
+    for line in lines:
+        if line.startswith(figures):
+            print(f"  {line}")
+    measured = next((line.split()[1:4:2] for line in lines if line.startswith("measured:")), None)
+    if measured:
+        begin, end = (float(x) for x in measured)
+        overlap = max(0.0, min(end, steps_span[1]) - max(begin, steps_span[0]))
+        print(f"  the rate steps covered {overlap / max(end - begin, 1e-9):.0%} of its timed span")
+
+
+async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, keep: bool,
+               with_history: bool = False) -> None:
     stack("down")
     shutil.rmtree(STACK_DIR, ignore_errors=True)
     stack("up")
@@ -470,6 +506,8 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
     run_dir = STACK_DIR / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     procs = Procs(env={**os.environ, **read_env(STACK_DIR / "env"), "QL_CONTROL_DIR": str(run_dir)})
+    history = start_history_bench(run_dir / "history-go") if with_history else None
+    steps_span = (0.0, 0.0)
     try:
         subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=procs.env, check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
@@ -520,14 +558,21 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                     if not warm.e2e_ms:
                         raise SystemExit("nothing answered in the warm-up: see the logs in " + str(STACK_DIR / "logs"))
                 steps = []
+                steps_from = time.time()
+                if history is not None:
+                    (run_dir / "history-go").touch()
                 for rate in rates:
                     print(f"{rate} requests/s for {seconds:g} s ...", flush=True)
                     steps.append(await run_step(rate, seconds, relay, http, pool, pids, procs))
+                steps_span = (steps_from, time.time())
             finally:
                 await pool.close()
         report(steps, floor, list(pids))
     finally:
         procs.stop_all()
+        if history is not None:
+            (run_dir / "history-go").touch()  # an early failure must not leave it waiting
+            report_history_bench(*history, steps_span)
         if not keep:
             stack("down")
 
@@ -541,7 +586,10 @@ if __name__ == "__main__":
                         help=f"seconds at {WARMUP_RATE}/s before measuring (0: none)")
     parser.add_argument("--floor-iterations", type=int, default=2000)
     parser.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL and Kafka up afterwards")
+    parser.add_argument("--with-history-bench", action="store_true",
+                        help="run bench/history_writer.py (its own stack) at the same time as the rate steps")
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(args.rates, args.seconds, args.warmup, args.floor_iterations, args.keep_stack))
+    uvloop.run(main(args.rates, args.seconds, args.warmup, args.floor_iterations, args.keep_stack,
+                    args.with_history_bench))
