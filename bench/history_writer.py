@@ -50,6 +50,9 @@ from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings 
 from daemons.history_writer.store import COPY_COLUMNS, _row  # noqa: E402
 from tests.samples import sample_payloads  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from procstat import CLK_TCK, machine_ticks, proc_sample, stack_pids  # noqa: E402
+
 PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "56432"))
 KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "39092"))
 
@@ -62,6 +65,28 @@ STACK_ENV = {**os.environ, "QL_STACK_DIR": str(BENCH_STACK), "QL_PG_PORT": str(P
 def stack(action: str) -> None:
     subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=STACK_ENV, check=True,
                    stdout=subprocess.DEVNULL)
+
+
+class StackUsage:
+    """CPU of PostgreSQL and the broker, and how busy the machine was, over one timed phase:
+    whether the writer waits on them, or all of them on the two cores."""
+
+    def __init__(self) -> None:
+        self.pids = stack_pids(BENCH_STACK)
+        self.before = {name: proc_sample(pid) for name, pid in self.pids.items()}
+        self.machine = machine_ticks()
+        self.start = time.perf_counter()
+
+    def line(self) -> str:
+        wall = time.perf_counter() - self.start
+        parts = []
+        for name, pid in self.pids.items():
+            before, after = self.before[name], proc_sample(pid)
+            if before is not None and after is not None:
+                parts.append(f"{name} {(after[1] - before[1]) / CLK_TCK / wall:.0%}")
+        busy, total = machine_ticks()
+        share = (busy - self.machine[0]) / max(1, total - self.machine[1])
+        return f"{', '.join(parts)} of one core; machine {share:.0%} busy of {os.cpu_count()} cores"
 
 
 def fresh_stack() -> None:
@@ -108,6 +133,7 @@ async def copy_baseline(url: str, events: list[Envelope[Any]]) -> float:
         async with pool.acquire() as conn:
             # the median of three runs: a single COPY figure swings with checkpoints and WAL
             rates = []
+            usage = StackUsage()
             for _ in range(3):
                 start = time.perf_counter()
                 async with conn.transaction():
@@ -119,6 +145,7 @@ async def copy_baseline(url: str, events: list[Envelope[Any]]) -> float:
                 for topic in by_table:
                     await conn.execute(f"TRUNCATE {TOPICS[topic].table}")
                 await conn.execute("CHECKPOINT")
+            print(f"during COPY: {usage.line()}")
         return sorted(rates)[1]
     finally:
         await pool.close()
@@ -172,6 +199,7 @@ async def run_writer(url: str, kafka: str, n: int, writers: int = 1) -> float:
             import cProfile  # noqa: PLC0415 - only when asked: it slows the writer down
             profile = cProfile.Profile()
             profile.enable()
+        usage = StackUsage()
         start = time.perf_counter()
         cpu_start = time.process_time()
         try:
@@ -185,6 +213,7 @@ async def run_writer(url: str, kafka: str, n: int, writers: int = 1) -> float:
                 await asyncio.sleep(0.02)
             elapsed = time.perf_counter() - start
             cpu = time.process_time() - cpu_start
+            print(f"during the writer: {usage.line()}")
             for child, before in zip(children, child_cpu_start, strict=True):
                 child_cpu = cpu_seconds(child.pid) - before
                 print(f"extra writer process CPU {child_cpu:.2f} s ({child_cpu / elapsed:.0%} of one core)")

@@ -64,6 +64,9 @@ from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
 from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from procstat import CLK_TCK, machine_ticks, proc_sample, stack_pids  # noqa: E402
+
 PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "26332"))
 KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "29992"))
 SIM_PORT = int(os.environ.get("QL_BENCH_SIM_PORT", "18380"))
@@ -84,7 +87,6 @@ TEMPLATES = [  # both directions, sizes inside the default 1–5 EURe caps at th
 RSS_TARGET_MB = 120
 WARMUP_RATE = 100
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 8.0, 25.0, 5.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -132,53 +134,6 @@ class Procs:
                 print(f"{name} ignored SIGTERM for 30 s: killing pid {proc.pid}")
                 proc.kill()
                 proc.wait()
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
-                for c in (t / "children").read_text().split()]
-    except OSError:
-        return []
-
-
-def proc_sample(pid: int) -> tuple[int, int] | None:
-    """(RSS in kB, utime+stime in ticks) of one process, from /proc. A negative pid stands for a
-    PostgreSQL postmaster and all its backends: RSS of the postmaster, CPU of them all (backends
-    of the daemons' pools live as long as the run, so none is lost between samples)."""
-    if pid < 0:
-        own = proc_sample(-pid)
-        if own is None:
-            return None
-        cpu = own[1] + sum(c[1] for c in (proc_sample(k) for k in _children(-pid)) if c is not None)
-        return own[0], cpu
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    fields = stat.rsplit(")", 1)[1].split()
-    return rss, int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5), after pid and comm
-
-
-def stack_pids() -> dict[str, int]:
-    """The broker and PostgreSQL: their CPU is the stack's cost of every request too."""
-    out: dict[str, int] = {}
-    try:
-        out["kafka broker"] = int((STACK_DIR / "kafka.pid").read_text().split()[0])
-        out["postgresql (all backends)"] = -int((STACK_DIR / "pg" / "data" / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of the whole machine, from /proc/stat: other work on a shared host
-    competes for the same two cores, and the figures are only honest with it printed beside."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
 
 
 @dataclass
@@ -546,7 +501,7 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
             print("armed; floor in-process")
             floor = floor_ns(floor_n)
             pool = await asyncpg.create_pool(procs.env["QL_DATABASE_URL"], min_size=1, max_size=2)
-            pids = {name: p.pid for name, p in procs.running.items()} | stack_pids()
+            pids = {name: p.pid for name, p in procs.running.items()} | stack_pids(STACK_DIR)
             try:
                 if warmup_s > 0:
                     # not measured: connections, caches and group joins, and the broker's JIT (a
