@@ -335,7 +335,7 @@ async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSe
     while True:  # the load runs in the simulator; poll its progress
         await asyncio.sleep(0.5)
         procs.check()
-        async with http.get(f"{relay}/_sim/timing") as resp:
+        async with http.get(f"{relay}/_sim/timing", params={"summary": "1"}) as resp:
             timing = await resp.json()
         load = timing["loads"][load_id]
         if load["done"]:
@@ -348,7 +348,7 @@ async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSe
     # answers still in flight (the relay answer timeout is 2 s): wait until none is missing or 5 s
     deadline = time.monotonic() + 5
     while True:
-        async with http.get(f"{relay}/_sim/timing") as resp:
+        async with http.get(f"{relay}/_sim/timing", params={"summary": "1"}) as resp:
             timing = await resp.json()
         if not timing["unanswered"] or time.monotonic() > deadline:
             break

@@ -328,6 +328,13 @@ class RelaySimulator(SimServer):
         return web.json_response({"released": await self.release_held()})
 
     async def _sim_timing(self, request: web.Request) -> web.Response:
+        if request.query.get("summary") == "1":
+            # counts and loads only: a caller polling a run in progress does not pay (nor make
+            # the simulator pay) for every answer so far on each poll
+            answered = sum(1 for qid in self.answer_delay_ns if qid in self.request_sent)
+            return web.json_response({"sent": len(self.request_sent), "answered": answered,
+                                      "unanswered": len(self.request_sent) - answered,
+                                      "loads": {str(k): v for k, v in self.loads.items()}})
         body = {
             "sent": len(self.request_sent),
             "answers": {qid: {"sent_wall": self.request_sent[qid][1], "delay_ns": ns}

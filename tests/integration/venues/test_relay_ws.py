@@ -477,6 +477,28 @@ async def test_signed_answer_settles_with_guaranteed_status_ack_and_redelivery(
     assert len(acks) == 1 and f'["{again.subscription}",1]' in acks[0]["text"]
 
 
+async def test_timing_summary_counts_what_the_full_timing_lists(
+    http: SimHttp, key: SignerKey, make_client: MakeClient
+) -> None:
+    """The benchmark polls the summary while a load runs; it must agree with the full answer."""
+    client, feed = await make_client()
+    await feed.next(Connected)
+    await http.quote(quote_id="q-answered", exact_amount_in=50_000)
+    await http.quote(quote_id="q-left", exact_amount_in=50_000)
+    q = await feed.next(QuoteRequest)
+    await feed.next(QuoteRequest)
+    signed, output, _ = build_answer(key, q)
+    assert (await client.send_quote_response(q.quote_id, output, signed.signed_data)).ok
+    async with http.session.get(f"{http.sim.base_url}/_sim/timing", params={"summary": "1"}) as resp:
+        summary = await resp.json()
+    async with http.session.get(f"{http.sim.base_url}/_sim/timing") as resp:
+        full = await resp.json()
+    assert (summary["sent"], summary["answered"], summary["unanswered"]) == (2, 1, 1)
+    assert set(full["answers"]) == {q.quote_id}
+    assert full["unanswered"] == list({"q-answered", "q-left"} - {q.quote_id})
+    assert summary["loads"] == full["loads"]
+
+
 async def test_auto_ack_and_periodic_redelivery(
     sim: RelaySimulator, http: SimHttp, key: SignerKey, make_client: MakeClient
 ) -> None:
