@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
@@ -22,6 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    KafkaConnectionError,
     KafkaError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -89,7 +90,14 @@ class EventProducer:
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        """Connect; raises `KafkaConnectionError` when no broker answers, after which `start`
+        may be called again (see `start_clients`)."""
+        try:
+            await self._producer.start()
+        except BaseException:
+            await _close_unstarted(self._producer)
+            self._producer = self._new()
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -218,7 +226,7 @@ class EventConsumer:
         # set once partitions are assigned and the owner's `on_assigned` has placed them (its seeks
         # done): from then on nothing published is skipped; cleared while a rebalance is under way
         self.positioned = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
+        self._options: dict[str, Any] = dict(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=group_id,
             client_id=client_id or group_id,
@@ -231,9 +239,17 @@ class EventConsumer:
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             isolation_level="read_uncommitted",
         )
+        self._consumer = AIOKafkaConsumer(**self._options)
 
     async def start(self) -> None:
-        await self._consumer.start()
+        """Connect and subscribe; raises `KafkaConnectionError` when no broker answers, after
+        which `start` may be called again (see `start_clients`)."""
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await _close_unstarted(self._consumer)
+            self._consumer = AIOKafkaConsumer(**self._options)
+            raise
         self._consumer.subscribe(list(self.topics), listener=_Listener(self, self._on_assigned))
 
     async def stop(self) -> None:
@@ -364,6 +380,54 @@ def next_offsets(deliveries: Iterable[Delivery]) -> dict[TopicPartition, int]:
         if d.offset + 1 > out.get(tp, -1):
             out[tp] = d.offset + 1
     return out
+
+
+class BusClient(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _close_unstarted(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    try:  # its bootstrap failed: nothing was started but the client's connections
+        await asyncio.wait_for(client.stop(), _FLUSH_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - best effort; a fresh client replaces it
+        pass
+
+
+async def start_clients(
+    clients: Sequence[BusClient],
+    until: asyncio.Event,
+    on_unreachable: Callable[[str, float], None],
+    *,
+    initial_s: float = 0.5,
+    max_s: float = 10.0,
+) -> bool:
+    """Start `clients` in order, retrying each while no broker can be reached (backoff from
+    `initial_s` doubling to `max_s`; `on_unreachable(error, retry_in_s)` before each wait).
+
+    True once all are started; False, with those already started stopped again, when `until`
+    is set first (a drain while Kafka is away). Any other error is raised as it is.
+    """
+    started: list[BusClient] = []
+    delay = initial_s
+    for client in clients:
+        while True:
+            try:
+                await client.start()
+                break
+            except KafkaConnectionError as exc:
+                on_unreachable(str(exc), delay)
+            try:
+                await asyncio.wait_for(until.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, max_s)
+                continue
+            for done in reversed(started):
+                await done.stop()
+            return False
+        started.append(client)
+    return True
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ A daemon subclasses `Service`, implements `run()` (its I/O loop), `health_reason
 `state()`, and may add routes. The runtime gives it: pause/resume (stop taking new work, stay
 observable), drain (finish in-flight work, exit 0), SIGTERM/SIGINT as drain, the control server
 with the common endpoints, the audit of every control change (queued, so it never blocks the
-daemon; flushed to `control_actions` as soon as PostgreSQL accepts it), and systemd
-notification (`READY=1`, `WATCHDOG=1`, `STATUS=`) when `NOTIFY_SOCKET` is set.
+daemon; flushed to `control_actions` as soon as PostgreSQL accepts it), systemd
+notification (`READY=1`, `WATCHDOG=1`, `STATUS=`) when `NOTIFY_SOCKET` is set, and `start_bus`,
+which waits (up, observable, unhealthy) for a Kafka broker that is not there yet at start.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import uvloop
 
+from daemons.core.bus import BusClient, start_clients
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
 from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
 from daemons.core.events import Producer, now_utc
@@ -73,6 +75,9 @@ class Service:
         self.dead_letters = DeadLetters(self.name, self.side_records)
         self.notifier = SdNotifier()
         self._status_line = ""
+        # set while `start_bus` waits for a broker: the daemon is up and says why it does nothing
+        self.kafka_unreachable: str | None = None
+        self.kafka_unreachable_since: datetime | None = None
 
     # --- for subclasses -------------------------------------------------------------------
 
@@ -90,9 +95,15 @@ class Service:
     def routes(self) -> list[Route]:
         return []
 
+    def reasons(self) -> list[str]:
+        """Every reason the service is unhealthy: the runtime's own, then the daemon's."""
+        own = [f"kafka_unreachable: {self.kafka_unreachable} (since {self.kafka_unreachable_since:%H:%M:%S} UTC)"
+               ] if self.kafka_unreachable is not None and self.kafka_unreachable_since is not None else []
+        return own + self.health_reasons()
+
     def gate_status(self) -> str:
         """One line for systemd's STATUS=: the gate state at a glance."""
-        reasons = self.health_reasons()
+        reasons = self.reasons()
         return f"{'paused' if self.paused else 'running'}; " + (
             "healthy" if not reasons else "unhealthy: " + ", ".join(reasons)
         )
@@ -131,10 +142,34 @@ class Service:
     def mark_success(self) -> None:
         self.last_success_at = now_utc()
 
+    async def start_bus(self, *clients: BusClient) -> bool:
+        """Start the Kafka clients, waiting for the broker if it cannot be reached yet.
+
+        A daemon that exited whenever Kafka was down at its start crash-looped into systemd's
+        start limit and stayed down after Kafka returned; waiting here, it stays up, observable
+        and unhealthy (`kafka_unreachable`), and goes on by itself. False when a drain came first
+        (the clients already started are stopped again): the caller returns from `run()`.
+        """
+
+        def unreachable(error: str, retry_in_s: float) -> None:
+            if self.kafka_unreachable is None:
+                self.kafka_unreachable_since = now_utc()
+                self.log.warning("kafka_unreachable", error=error, retry_in_s=retry_in_s)
+                self.kafka_unreachable = error
+                self.notify_status()
+            self.kafka_unreachable = error
+
+        started = await start_clients(clients, self.drain_requested, unreachable)
+        if started and self.kafka_unreachable is not None:
+            self.log.info("kafka_reachable", unreachable_since=self.kafka_unreachable_since)
+            self.kafka_unreachable = self.kafka_unreachable_since = None
+            self.notify_status()
+        return started
+
     # --- common control endpoints ---------------------------------------------------------
 
     def base_state(self) -> dict[str, Any]:
-        reasons = self.health_reasons()
+        reasons = self.reasons()
         return {
             "service": self.name,
             "instance": self.producer_id.instance,
@@ -148,11 +183,13 @@ class Service:
             "last_success_at": self.last_success_at,
             "dead_letters": self.dead_letters.count,
             "side_records_queued": len(self.side_records.pending),
+            "kafka_unreachable": self.kafka_unreachable,
+            "kafka_unreachable_since": self.kafka_unreachable_since,
         }
 
     def common_routes(self) -> list[Route]:
         async def healthz(_r: Any, _b: Any, _c: Caller) -> Any:
-            reasons = self.health_reasons()
+            reasons = self.reasons()
             return json_response({"healthy": not reasons, "reasons": reasons}, status=200 if not reasons else 503)
 
         async def state(_r: Any, _b: Any, _c: Caller) -> Any:

@@ -83,7 +83,10 @@ class HistoryWriter(Service):
 
     async def run(self) -> None:
         await self._connect()
-        await self.consumer.start()
+        if not await self.start_bus(self.consumer):
+            if self.pool is not None:
+                await self.pool.close()
+            return
         try:
             while not self.drain_requested.is_set():
                 await self._step()

@@ -184,8 +184,10 @@ class InventorySync(Service):
             self.log.error("inventory_sync_blocked", reason=self.blocked)
             await self.drain_requested.wait()  # stay observable: nothing to read without the account
             return
-        await self.producer.start()
-        await self.consumer.start()
+        if not await self.start_bus(self.producer, self.consumer):
+            await self.rpc.close()
+            await self.bridge.close()
+            return
         consuming = asyncio.create_task(self._consume_loop(), name="inventory-consume")
         try:
             self._request(_Trigger("startup"))

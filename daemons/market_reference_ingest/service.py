@@ -129,8 +129,10 @@ class MarketReferenceIngest(Service):
     # --- loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if not await self.start_bus(self.producer):
+            await self.kraken.close()
+            return
         self._open_coingecko()
-        await self.producer.start()
         self.kraken.start()
         evaluator = asyncio.create_task(self._evaluate_loop(), name="evaluate")
         helpers = [asyncio.create_task(self._tick_loop(), name="kraken_ticks")]

@@ -94,7 +94,8 @@ class NearIntentsIngest(Service):
             self.log.error("relay_jwt_unavailable", venue="near_intents", error=self.blocked)
             await self.drain_requested.wait()  # stay observable; nothing to do without the JWT
             return
-        await self.producer.start()
+        if not await self.start_bus(self.producer):
+            return
         self.client = RelayWsClient(
             RelayWsConfig(
                 url=self.cfg.relay_ws_url,

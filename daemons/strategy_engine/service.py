@@ -146,9 +146,12 @@ class StrategyEngine(Service):
     # --- loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.producer.start()
+        if not await self.start_bus(self.producer):
+            return
         await self._rebuild_reservations()
-        await self.consumer.start()
+        if not await self.start_bus(self.consumer):
+            await self.producer.stop()
+            return
         watcher = asyncio.create_task(self._watch_audit()) if self.cfg.strict_audit else None
         try:
             while not self.drain_requested.is_set():
@@ -442,7 +445,7 @@ class StrategyEngine(Service):
         return f"{'armed' if self.arm.armed else 'disarmed'}; " + super().gate_status()
 
     def state(self) -> dict[str, Any]:
-        reasons = self.health_reasons()
+        reasons = self.reasons()
         return {
             **self.arm.state(),
             "limits": self._limits_view(),

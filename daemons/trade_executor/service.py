@@ -156,8 +156,9 @@ class TradeExecutor(Service):
     async def run(self) -> None:
         self.key, self.signer = load_key(self.cfg.signer_account_id, self.cfg.signer_key_file)
         await self._authorize_signer()
-        await self.producer.start()
-        await self.consumer.start()
+        if not await self.start_bus(self.producer, self.consumer):
+            await self.rpc.close()
+            return
         try:
             jwt = read_secret_file(self.cfg.relay_jwt_file, "QL_RELAY_JWT_FILE")
         except SecretFileError as exc:

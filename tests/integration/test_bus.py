@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 
 from daemons.core.bus import EventConsumer, EventProducer, next_offsets
+from daemons.core.runtime import Service
 from daemons.core.events import Producer, new_event
 from daemons.core.settings import CoreSettings
 from tests.conftest import Stack, eventually, start_group_at_end
@@ -162,3 +163,80 @@ async def test_positioned_is_set_only_after_the_assignment_callback_has_placed_t
         assert placed and placed[-1] == consumer.assignment()
     finally:
         await consumer.stop()
+
+
+class _Forwarder:
+    """A TCP port that forwards to the broker once opened: Kafka "coming up" at the address a
+    daemon bootstraps from (after bootstrap, clients use the broker's advertised address)."""
+
+    def __init__(self, port: int, target: str) -> None:
+        self.port = port
+        self.host, target_port = target.rsplit(":", 1)
+        self.target_port = int(target_port)
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+            for task in (asyncio.create_task(pipe(reader, up_writer)), asyncio.create_task(pipe(up_reader, writer))):
+                self.pipes.add(task)
+                task.add_done_callback(self.pipes.discard)
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.pipes):
+            task.cancel()
+        await asyncio.gather(*self.pipes, return_exceptions=True)
+
+
+async def test_a_daemon_waits_for_kafka_at_start_unhealthy_and_goes_on_when_it_arrives(stack: Stack) -> None:
+
+    port = _closed_port()
+    settings = CoreSettings(kafka_bootstrap=f"127.0.0.1:{port}")
+    service = Service(settings)
+    producer = EventProducer(settings, client_id="late-kafka")
+    consumer = EventConsumer(settings, f"late-kafka-{uuid.uuid4()}", [TOPIC])
+    forwarder = _Forwarder(port, stack.kafka_bootstrap)
+    starting = asyncio.create_task(service.start_bus(producer, consumer))
+    try:
+        await eventually(lambda: service.kafka_unreachable is not None, what="kafka_unreachable reported")
+        assert not starting.done()
+        [reason] = service.reasons()
+        assert reason.startswith("kafka_unreachable: ") and service.base_state()["healthy"] is False
+        await forwarder.open()
+        assert await asyncio.wait_for(starting, 30) is True
+        assert service.kafka_unreachable is None and service.reasons() == []
+        await producer.publish(_event())  # type: ignore[arg-type]  # the retried producer works
+    finally:
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await consumer.stop()
+        await producer.stop()
+        await forwarder.close()
+
+
+async def test_a_drain_while_kafka_is_away_ends_the_wait_and_stops_what_started(stack: Stack) -> None:
+
+    service = Service(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap))
+    producer = EventProducer(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap), client_id="drained")
+    consumer = EventConsumer(CoreSettings(kafka_bootstrap=f"127.0.0.1:{_closed_port()}"), "drained", [TOPIC])
+    starting = asyncio.create_task(service.start_bus(producer, consumer))
+    await eventually(lambda: service.kafka_unreachable is not None, what="kafka_unreachable reported")
+    service.request_drain()
+    assert await asyncio.wait_for(starting, 10) is False
+    assert producer._producer._closed  # the producer that had started is stopped again
+    await consumer.stop()  # never started: closing it is harmless
