@@ -57,6 +57,20 @@ class Seven:
     def account(self) -> str:
         return self.key.implicit_account_id
 
+    def ready_to_answer(self) -> bool:
+        """A quote emitted now can be answered: strategy-engine has a decisionable price and a
+        fresh snapshot of this run's account, the relay is connected, and trade-executor's own
+        inventory feed (it checks again, and refuses until then) holds a fresh snapshot of this
+        run's account too — not one an earlier test left on the shared topic."""
+        strategy, executor = self.services["strategy-engine"], self.services["trade-executor"]
+        price, inventory = strategy.price, strategy.inventory  # type: ignore[attr-defined]
+        own = executor.inventory.latest  # type: ignore[attr-defined]
+        return bool(price is not None and price.payload.decisionable
+                    and inventory is not None and inventory.payload.account_id == self.account
+                    and not inventory.payload.stale
+                    and self.services["near-intents-ingest"].connected  # type: ignore[attr-defined]
+                    and own is not None and own.account_id == self.account and not own.stale)
+
     async def call(self, service: str, method: str, path: str, body: Any = None,
                    raw: bytes | None = None) -> tuple[int, Any]:
         sock = socket_path(self.control_dir, service)

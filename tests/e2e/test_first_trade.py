@@ -32,16 +32,7 @@ async def test_one_quote_from_request_to_settlement_with_the_chain_in_postgres(
     strategy = loop.services["strategy-engine"]
     assert isinstance(strategy, StrategyEngine)
 
-    def inputs_ready() -> bool:
-        if strategy.price is None or strategy.inventory is None:
-            return False
-        inv = strategy.inventory.payload
-        return (inv.account_id == loop.account and not inv.stale and strategy.price.payload.decisionable
-                and loop.services["near-intents-ingest"].connected  # type: ignore[attr-defined]
-                # the executor checks inventory again from its own feed, and refuses until it has one
-                and loop.services["trade-executor"].inventory.latest is not None)  # type: ignore[attr-defined]
-
-    await eventually(inputs_ready, timeout=60,
+    await eventually(loop.ready_to_answer, timeout=60,
                      what="fresh price, our inventory (strategy and executor) and the relay connection")
     for service in ("strategy-engine", "trade-executor"):
         status, body = await loop.call(service, "POST", "/arm", {"operator": "e2e", "reason": "first trade"})

@@ -57,15 +57,8 @@ async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_p
         ends = await consumer.end_offsets(tps)
         states: dict[str, str] = {}
         async with seven_daemons(stack, control_dir, tmp_path, jwt=jwt, key=key) as seven:
-            strategy = seven.services["strategy-engine"]
-
-            def inputs_ready() -> bool:
-                s = strategy  # type: ignore[assignment]
-                return bool(s.price is not None and s.inventory is not None  # type: ignore[attr-defined]
-                            and not s.inventory.payload.stale and s.price.payload.decisionable  # type: ignore[attr-defined]
-                            and seven.services["near-intents-ingest"].connected)  # type: ignore[attr-defined]
-
-            await eventually(inputs_ready, timeout=60, what="inputs ready")
+            await eventually(seven.ready_to_answer, timeout=60,
+                             what="fresh price, our inventory (strategy and executor) and the relay connection")
             for service in ("strategy-engine", "trade-executor"):
                 status, _ = await seven.call(service, "POST", "/arm", {"operator": "secrets-test", "reason": "leak test"})
                 assert status == 200
