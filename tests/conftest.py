@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,51 @@ async def start_group_at_end(stack: Stack, group: str) -> None:
         )
     finally:
         await conn.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (free when asked; the kernel may hand it out later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TcpForwarder:
+    """A TCP port that forwards to the broker once opened: Kafka "coming up" at the address a
+    daemon bootstraps from (after bootstrap, clients use the broker's advertised address)."""
+
+    def __init__(self, port: int, target: str) -> None:
+        self.port = port
+        self.host, target_port = target.rsplit(":", 1)
+        self.target_port = int(target_port)
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except OSError:
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+            for task in (asyncio.create_task(pipe(reader, up_writer)), asyncio.create_task(pipe(up_reader, writer))):
+                self.pipes.add(task)
+                task.add_done_callback(self.pipes.discard)
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.pipes):
+            task.cancel()
+        await asyncio.gather(*self.pipes, return_exceptions=True)
 
 
 class TopicTail:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from typing import Any
 
@@ -16,16 +15,10 @@ from daemons.core.bus import EventConsumer, EventProducer, next_offsets
 from daemons.core.runtime import Service
 from daemons.core.events import Producer, new_event
 from daemons.core.settings import CoreSettings
-from tests.conftest import Stack, eventually, start_group_at_end
+from tests.conftest import Stack, TcpForwarder, closed_port, eventually, start_group_at_end
 from tests.samples import sample_payloads
 
 TOPIC = "norm.swap_demand"
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _event() -> object:
@@ -104,7 +97,7 @@ async def test_a_producer_whose_sender_died_is_replaced_on_the_next_send(stack: 
         assert producer.restarts == 0
         # the broker unreachable at that moment: the send fails, and the next one tries again
         new = producer._new
-        producer._new = lambda: AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{_closed_port()}",  # type: ignore[method-assign]
+        producer._new = lambda: AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{closed_port()}",  # type: ignore[method-assign]
                                                  request_timeout_ms=1000)
         with pytest.raises(KafkaError):
             await producer.publish(_event())  # type: ignore[arg-type]
@@ -165,52 +158,14 @@ async def test_positioned_is_set_only_after_the_assignment_callback_has_placed_t
         await consumer.stop()
 
 
-class _Forwarder:
-    """A TCP port that forwards to the broker once opened: Kafka "coming up" at the address a
-    daemon bootstraps from (after bootstrap, clients use the broker's advertised address)."""
-
-    def __init__(self, port: int, target: str) -> None:
-        self.port = port
-        self.host, target_port = target.rsplit(":", 1)
-        self.target_port = int(target_port)
-        self.server: asyncio.Server | None = None
-        self.pipes: set[asyncio.Task[None]] = set()
-
-    async def open(self) -> None:
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except OSError:
-                pass
-            finally:
-                writer.close()
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
-            for task in (asyncio.create_task(pipe(reader, up_writer)), asyncio.create_task(pipe(up_reader, writer))):
-                self.pipes.add(task)
-                task.add_done_callback(self.pipes.discard)
-
-        self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.pipes):
-            task.cancel()
-        await asyncio.gather(*self.pipes, return_exceptions=True)
-
-
 async def test_a_daemon_waits_for_kafka_at_start_unhealthy_and_goes_on_when_it_arrives(stack: Stack) -> None:
 
-    port = _closed_port()
+    port = closed_port()
     settings = CoreSettings(kafka_bootstrap=f"127.0.0.1:{port}")
     service = Service(settings)
     producer = EventProducer(settings, client_id="late-kafka")
     consumer = EventConsumer(settings, f"late-kafka-{uuid.uuid4()}", [TOPIC])
-    forwarder = _Forwarder(port, stack.kafka_bootstrap)
+    forwarder = TcpForwarder(port, stack.kafka_bootstrap)
     starting = asyncio.create_task(service.start_bus(producer, consumer))
     try:
         await eventually(lambda: service.kafka_unreachable is not None, what="kafka_unreachable reported")
@@ -233,7 +188,7 @@ async def test_a_drain_while_kafka_is_away_ends_the_wait_and_stops_what_started(
 
     service = Service(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap))
     producer = EventProducer(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap), client_id="drained")
-    consumer = EventConsumer(CoreSettings(kafka_bootstrap=f"127.0.0.1:{_closed_port()}"), "drained", [TOPIC])
+    consumer = EventConsumer(CoreSettings(kafka_bootstrap=f"127.0.0.1:{closed_port()}"), "drained", [TOPIC])
     starting = asyncio.create_task(service.start_bus(producer, consumer))
     await eventually(lambda: service.kafka_unreachable is not None, what="kafka_unreachable reported")
     service.request_drain()

@@ -22,7 +22,7 @@ from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
 from daemons.history_writer.store import write_batch
-from tests.conftest import Stack, eventually, start_group_at_end
+from tests.conftest import Stack, TcpForwarder, closed_port, eventually, start_group_at_end
 from tests.samples import sample_payloads
 
 PRODUCER = Producer(service="test", instance="t")
@@ -417,3 +417,45 @@ async def test_drain_while_lingering_stores_what_was_held(
         service.request_drain()
         assert await asyncio.wait_for(task, timeout=30) == 0
     assert await _stored(pool, "trade_execution_results", [event.event_id]) == 1
+
+
+async def test_started_while_kafka_is_away_it_waits_unhealthy_then_goes_on(
+    stack: Stack, control_dir: Path, daemon_procs: Any, tmp_path: Path
+) -> None:
+    """As a real process: no exit (systemd would count it against the start limit), /healthz
+    503 with the reason while the broker is unreachable, healthy once it is, drain exits 0."""
+    port = closed_port()
+    env = {**stack.settings_env(control_dir), "QL_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+           "QL_HISTORY_GROUP": f"hw-late-kafka-{uuid.uuid4()}"}
+    log = tmp_path / "writer.log"
+    proc = daemon_procs("daemons.history_writer", env, log)
+    forwarder = TcpForwarder(port, stack.kafka_bootstrap)
+
+    async def health() -> tuple[int, list[str]] | None:
+        try:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(socket_path(control_dir, "history-writer")))
+            ) as session, session.get("http://x/healthz") as resp:
+                return resp.status, (await resp.json())["reasons"]
+        except aiohttp.ClientError:
+            return None  # not listening yet
+
+    try:
+        waiting = await eventually(
+            lambda: _reported(health(), lambda h: h[0] == 503 and h[1][0].startswith("kafka_unreachable: ")),
+            what="503 kafka_unreachable")
+        assert proc.poll() is None, "the daemon exited instead of waiting"
+        assert "kafka_unreachable" in waiting[1][0]
+        await forwarder.open()
+        await eventually(lambda: _reported(health(), lambda h: h == (200, [])), timeout=60, what="healthy")
+    finally:
+        await forwarder.close()
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) == 0
+    text = log.read_text()
+    assert '"event":"kafka_unreachable"' in text and '"event":"kafka_reachable"' in text
+
+
+async def _reported(probe: Any, ok: Any) -> Any:
+    result = await probe
+    return result if result is not None and ok(result) else None
