@@ -2,13 +2,16 @@
 
 Every line carries `level`, `service`, `component`, `event`, `namespace`, `venue`, `topic` and
 `pair` (null when not relevant), plus a UTC timestamp; ids and figures go in the body. Services
-log transitions, never every healthy message.
+log transitions, never every healthy message; a library line that repeats is shown once per
+30 s with a count of those held back (`RepeatFilter`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -29,6 +32,38 @@ def _stdlib_component(_logger: Any, _name: str, event_dict: dict[str, Any]) -> d
     if record is not None:
         event_dict.setdefault("component", record.name)
     return event_dict
+
+
+class RepeatFilter(logging.Filter):
+    """At most one line per `window_s` for each library message template (logger and format
+    string), the next one saying how many were held back.
+
+    With the broker away, aiokafka logs the same few errors for every reconnect attempt of every
+    client: about 70 lines a second per daemon, in which the daemon's own lines (`kafka_unreachable`,
+    which says the same once) drowned. Only standard-library records pass through here, that is
+    the libraries'; the daemons' own structlog lines are never held back.
+    """
+
+    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # template -> (shown at, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        shown = self._seen.get(key)
+        if shown is not None and now - shown[0] < self.window_s:
+            self._seen[key] = (shown[0], shown[1] + 1)
+            return False
+        held = shown[1] if shown is not None else 0
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} [{held} more like this in the last {self.window_s:g} s not shown]"
+        if len(self._seen) > 1000:  # templates are few; never let the table grow without bound
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+        return True
 
 
 def _dumps(obj: Any, default: Any = None) -> str:
@@ -59,6 +94,7 @@ def configure_logging(service: str, level: str = "INFO", pair: str | None = None
             ],
         )
     )
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
