@@ -97,9 +97,10 @@ class Service:
 
     def reasons(self) -> list[str]:
         """Every reason the service is unhealthy: the runtime's own, then the daemon's."""
-        own = [f"kafka_unreachable: {self.kafka_unreachable} (since {self.kafka_unreachable_since:%H:%M:%S} UTC)"
-               ] if self.kafka_unreachable is not None and self.kafka_unreachable_since is not None else []
-        return own + self.health_reasons()
+        if self.kafka_unreachable is None:
+            return self.health_reasons()
+        since = f" (since {self.kafka_unreachable_since:%H:%M:%S} UTC)" if self.kafka_unreachable_since else ""
+        return [f"kafka_unreachable: {self.kafka_unreachable}{since}", *self.health_reasons()]
 
     def gate_status(self) -> str:
         """One line for systemd's STATUS=: the gate state at a glance."""
@@ -152,12 +153,12 @@ class Service:
         """
 
         def unreachable(error: str, retry_in_s: float) -> None:
-            if self.kafka_unreachable is None:
+            first = self.kafka_unreachable is None
+            self.kafka_unreachable = error
+            if first:
                 self.kafka_unreachable_since = now_utc()
                 self.log.warning("kafka_unreachable", error=error, retry_in_s=retry_in_s)
-                self.kafka_unreachable = error
                 self.notify_status()
-            self.kafka_unreachable = error
 
         started = await start_clients(clients, self.drain_requested, unreachable)
         if started and self.kafka_unreachable is not None:

@@ -129,10 +129,11 @@ class MarketReferenceIngest(Service):
     # --- loop -----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self._open_coingecko()  # before the bus: a missing API key is shown while Kafka is awaited too
         if not await self.start_bus(self.producer):
-            await self.kraken.close()
+            if self.coingecko is not None:
+                await self.coingecko.close()
             return
-        self._open_coingecko()
         self.kraken.start()
         evaluator = asyncio.create_task(self._evaluate_loop(), name="evaluate")
         helpers = [asyncio.create_task(self._tick_loop(), name="kraken_ticks")]

@@ -1,5 +1,6 @@
 """The Kafka wrapper against the real broker: coalesced offset commits (flushed by interval, by
-`now=True` and on stop) and a producer whose sender died being replaced on the next send."""
+`now=True` and on stop), a producer whose sender died being replaced on the next send, and
+`Service.start_bus` waiting for a broker that is not there yet at start (and giving up on a drain)."""
 
 from __future__ import annotations
 
@@ -159,7 +160,6 @@ async def test_positioned_is_set_only_after_the_assignment_callback_has_placed_t
 
 
 async def test_a_daemon_waits_for_kafka_at_start_unhealthy_and_goes_on_when_it_arrives(stack: Stack) -> None:
-
     port = closed_port()
     settings = CoreSettings(kafka_bootstrap=f"127.0.0.1:{port}")
     service = Service(settings)
@@ -185,7 +185,6 @@ async def test_a_daemon_waits_for_kafka_at_start_unhealthy_and_goes_on_when_it_a
 
 
 async def test_a_drain_while_kafka_is_away_ends_the_wait_and_stops_what_started(stack: Stack) -> None:
-
     service = Service(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap))
     producer = EventProducer(CoreSettings(kafka_bootstrap=stack.kafka_bootstrap), client_id="drained")
     consumer = EventConsumer(CoreSettings(kafka_bootstrap=f"127.0.0.1:{closed_port()}"), "drained", [TOPIC])
