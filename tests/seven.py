@@ -134,7 +134,8 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
                          timeout=30, what="every control socket listening")
         # a new executor group starts at the end of cmd.execute_trade: a command published before
         # its consumer is assigned would be skipped, so wait for every consumer group to join
-        consumers = [getattr(s, "consumer") for s in services if hasattr(s, "consumer")]
+        consumers = [getattr(s, attr) for s in services for attr in ("consumer", "results_consumer")
+                     if hasattr(s, attr)]
         # assigned and placed: strategy-engine's new group seeks to the end of norm.swap_demand in
         # its assignment callback, and a quote published before that seek would be skipped
         await eventually(lambda: all(c.assignment() and c.positioned.is_set() for c in consumers), timeout=60,

@@ -3,7 +3,9 @@ publish a decision for every request and a command only when armed and every gat
 (seed section 6).
 
 Inputs are the latest `ref.market_price` and `state.intent_inventory` (read from the last event
-on start, so a restart decides at once) and `exec.trade_result` (to release reservations).
+on start, so a restart decides at once) and `exec.trade_result` (to release reservations; read
+batched by a second consumer group, `strategy-engine.results`, so a result never wakes the loop
+that decides).
 Requests are read from where the group left off, or from the end for a new group: an old
 request can only be too old. Reservations for answers still live across a restart are rebuilt
 from the recent commands and results on the bus. Starts disarmed, always.
@@ -47,7 +49,12 @@ from daemons.core.settings import CoreSettings
 from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, Reason, Verdict, decide
 from daemons.strategy_engine.reservations import Reservations
 
-INPUT_TOPICS = ("norm.swap_demand", "ref.market_price", "state.intent_inventory", "exec.trade_result")
+# Read as they arrive: a request is decided at once, on the newest price and inventory.
+INPUT_TOPICS = ("norm.swap_demand", "ref.market_price", "state.intent_inventory")
+# Read batched, by a consumer group of its own: results only release reservations, and a release
+# read up to `kafka_batch_wait_ms` later only holds an amount a little longer (the safe side).
+# One group for everything cost the broker and us a fetch answer per result, two per request.
+RESULT_TOPICS = ("exec.trade_result",)
 LATEST_TOPICS = ("ref.market_price", "state.intent_inventory")
 MAX_THRESHOLD = Decimal(50)
 
@@ -132,6 +139,8 @@ class StrategyEngine(Service):
         self.arm = ArmSwitch(self.audit, self.log)  # disarmed on every start: no setting arms it
         self.producer = EventProducer(settings, client_id=self.name)
         self.consumer = EventConsumer(settings, self.name, INPUT_TOPICS, on_assigned=self._assigned)
+        self.results_consumer = EventConsumer(settings, f"{self.name}.results", RESULT_TOPICS,
+                                              on_assigned=self._assigned, batched=True)
         self.reservations = Reservations()
         self.repeats = RepeatTracker()
         self.price: Envelope[MarketPrice] | None = None
@@ -149,38 +158,50 @@ class StrategyEngine(Service):
         if not await self.start_bus(self.producer):
             return
         await self._rebuild_reservations()
-        if not await self.start_bus(self.consumer):
+        if not await self.start_bus(self.consumer, self.results_consumer):
             await self.producer.stop()
             return
         watcher = asyncio.create_task(self._watch_audit()) if self.cfg.strict_audit else None
+        loops = [asyncio.create_task(self._consume(c), name=f"consume-{c.topics[0]}")
+                 for c in (self.consumer, self.results_consumer)]
         try:
-            while not self.drain_requested.is_set():
-                deliveries = self.dead_letters.screen(await self.consumer.poll(timeout_ms=50, max_records=500))
-                for d in deliveries:
-                    await self._on_event(d)
-                if deliveries:
-                    try:
-                        await self.consumer.commit(next_offsets(deliveries))
-                    except KafkaError as exc:
-                        self.log.warning("kafka_commit_failed", error=str(exc))
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a loop that failed fails the daemon, as one loop did
         finally:
             if watcher is not None:
                 watcher.cancel()
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self.results_consumer.stop()
             await self.consumer.stop()
             await self.producer.stop()
+
+    async def _consume(self, consumer: EventConsumer) -> None:
+        while not self.drain_requested.is_set():
+            deliveries = self.dead_letters.screen(await consumer.poll(timeout_ms=50, max_records=500))
+            for d in deliveries:
+                await self._on_event(d)
+            if deliveries:
+                try:
+                    await consumer.commit(next_offsets(deliveries))
+                except KafkaError as exc:
+                    self.log.warning("kafka_commit_failed", error=str(exc))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         """A new group starts requests at the end and reads the latest price and inventory."""
         for tp in assigned:
-            if await self.consumer.committed(tp) is not None:
+            consumer = self.results_consumer if tp.topic in RESULT_TOPICS else self.consumer
+            if await consumer.committed(tp) is not None:
                 continue
-            end = await self.consumer.end_offset(tp)
+            end = await consumer.end_offset(tp)
             if tp.topic == "norm.swap_demand":
-                self.consumer.seek(tp, end)
+                consumer.seek(tp, end)
             elif tp.topic in LATEST_TOPICS:
-                self.consumer.seek(tp, max(0, end - 1))
+                consumer.seek(tp, max(0, end - 1))
             else:
-                self.consumer.seek(tp, end)  # results older than this start were replayed already
+                consumer.seek(tp, end)  # results older than this start were replayed already
 
     async def _rebuild_reservations(self) -> None:
         """Commands and results of the last answer lifetime: the answers that may still be live."""

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID
-from daemons.core.bus import EventProducer
+from daemons.core.bus import EventConsumer, EventProducer
 from daemons.core.control import socket_path
 from daemons.core.events import (
     AssetInventory,
@@ -79,11 +79,14 @@ async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngin
                                 control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}")
     service = StrategyEngine(settings)
     # a fresh consumer group per test, so each test starts from the topics' end
-    service.consumer = type(service.consumer)(settings, f"strategy-test-{uuid.uuid4()}",
-                                              service.consumer.topics, on_assigned=service._assigned)
+    group = f"strategy-test-{uuid.uuid4()}"
+    service.consumer = EventConsumer(settings, group, service.consumer.topics, on_assigned=service._assigned)
+    service.results_consumer = EventConsumer(settings, f"{group}.results", service.results_consumer.topics,
+                                             on_assigned=service._assigned, batched=True)
     task = asyncio.create_task(serve(service, handle_signals=False))
-    await eventually(lambda: service.consumer.assignment() and service.consumer.positioned.is_set(),
-                     what="strategy assigned and positioned")
+    await eventually(lambda: all(c.assignment() and c.positioned.is_set()
+                                 for c in (service.consumer, service.results_consumer)),
+                     what="strategy's two groups assigned and positioned")
     # reservations rebuilt from earlier tests' commands on the shared bus would leak into this
     # test; the rebuild has its own test below
     service.reservations.clear()
