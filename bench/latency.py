@@ -18,6 +18,10 @@ Figures:
 - the floor: the same pricing and gating (`strategy_engine.gates.decide`, which prices) and the
   same nonce planning and NEP-413 signing (`trade_executor.answer`) called in-process, and the
   ratio of the end-to-end p50 to it;
+- the infrastructure floor, measured after the steps on the idle stack (`bench/infra_floor.py`):
+  one Kafka hop and one durable commit as the daemons make them; the path floor adds two of each
+  to the in-process floor (two hops and two ledger commits lie on every answer's path), and the
+  ratio of the end-to-end p50 to it says how much our own code and the load add;
 - RSS (max) and CPU (share of one core) of every daemon and the simulators per rate step,
   sampled from /proc, against the 120 MB target;
 - rows the history-writer made durable per second during each step, and how long after the
@@ -28,7 +32,9 @@ stack on its own ports) runs at the same time: it fills its topics while this st
 times its COPY baseline and its writer once the first rate step starts, and its figures are
 printed after the steps, with how much of its timed span the steps covered.
 
-Targets on the 2-core machine: p50 ≤ 8 ms and p99 ≤ 25 ms at 200/s, within 5× of the floor.
+Targets on the 2-core machine (issue 9): p50 ≤ 8 ms and p99 ≤ 25 ms at 200/s, within 5× of the
+floor. The "targets" lines also give the ratio to the path floor above, which is what the design
+itself costs on this host.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
+from infra_floor import durable_commit_ms, kafka_hop_ms  # noqa: E402
 from procstat import CLK_TCK, machine_ticks, proc_sample, stack_pids  # noqa: E402
 
 PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "26332"))
@@ -378,12 +385,31 @@ async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSe
     return step
 
 
-def report(steps: list[Step], floor: list[int], names: list[str]) -> None:
+@dataclass
+class InfraFloor:
+    """What the infrastructure costs on the path, measured with nothing of ours around it."""
+
+    kafka_hop: list[float]
+    commit: list[float]
+
+    def path_p50(self, floor_p50: float) -> float:
+        """The in-process work plus what the design puts around it: two Kafka hops and two
+        durable ledger commits before the answer leaves (see bench/infra_floor.py)."""
+        return floor_p50 + 2 * pct(self.kafka_hop, .5) + 2 * pct(self.commit, .5)
+
+
+def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[str]) -> None:
     floor_ms = [n / 1e6 for n in floor]
     f50 = pct(floor_ms, .5)
+    path50 = infra.path_p50(f50)
     print("\n=== floor: gates.decide (with pricing) + plan_nonce + sign_answer, in-process ===")
     print(header())
     print(row("floor per answer", floor_ms))
+    print("\n=== infrastructure floor, measured after the steps on the idle stack (bench/infra_floor.py) ===")
+    print(header())
+    print(row("Kafka hop (send → record in hand)", infra.kafka_hop))
+    print(row("durable commit (UPDATE, round trip)", infra.commit))
+    print(f"  path floor = in-process + 2 Kafka hops + 2 durable commits (p50s): {path50:.2f} ms")
     for s in steps:
         print(f"\n=== {s.rate} requests/s: {s.sent} sent (max {s.late_max_ms:.1f} ms behind schedule), "
               f"{len(s.e2e_ms)} answered, {s.unanswered} unanswered ===")
@@ -393,7 +419,7 @@ def report(steps: list[Step], floor: list[int], names: list[str]) -> None:
         for name, values in s.stages.items():
             print(row(name, values))
         p50, p99 = pct(s.e2e_ms, .5), pct(s.e2e_ms, .99)
-        print(f"  ratio p50 / floor p50: {p50 / f50:.1f}x")
+        print(f"  ratio p50 / floor p50: {p50 / f50:.1f}x; p50 / path floor: {p50 / path50:.1f}x")
         lag = f"{s.durable_lag_s:.2f} s" if s.durable_lag_s is not None else "NOT all durable after 60 s"
         print(f"  history-writer: {s.rows_per_s:,.0f} rows/s durable during the step; every row of the step "
               f"durable {lag} after its last request")
@@ -413,7 +439,8 @@ def report(steps: list[Step], floor: list[int], names: list[str]) -> None:
     for s in steps:
         p50, p99 = pct(s.e2e_ms, .5), pct(s.e2e_ms, .99)
         ok = lambda c: "ok" if c else "MISSED"  # noqa: E731
-        line = f"  {s.rate:>4}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {p50 / f50:.1f}x floor"
+        line = (f"  {s.rate:>4}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {p50 / f50:.1f}x floor, "
+                f"{p50 / path50:.1f}x path floor")
         if s.rate == 200:
             line += (f"  [p50 <= {TARGET_P50_MS:g} ms {ok(p50 <= TARGET_P50_MS)}, p99 <= {TARGET_P99_MS:g} ms "
                      f"{ok(p99 <= TARGET_P99_MS)}, <= {TARGET_RATIO:g}x floor {ok(p50 / f50 <= TARGET_RATIO)}]")
@@ -506,7 +533,9 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                 if warmup_s > 0:
                     # not measured: connections, caches and group joins, and the broker's JIT (a
                     # fresh JVM compiles its hot paths under load for tens of seconds; the broker
-                    # of a running host has long done so)
+                    # of a running host has long done so). 60 s by default: after 20 s the broker
+                    # still used ~1/3 more CPU per request than after 60 s (25 % vs 18 % of a core
+                    # at 50/s, measured back to back), and its JIT threads were still busy.
                     warm = await run_step(WARMUP_RATE, warmup_s, relay, http, pool, pids, procs)
                     print(f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
                           f"p50 {pct(warm.e2e_ms, .5):.2f} ms; decisions {warm.reasons}")
@@ -520,9 +549,13 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                     print(f"{rate} requests/s for {seconds:g} s ...", flush=True)
                     steps.append(await run_step(rate, seconds, relay, http, pool, pids, procs))
                 steps_span = (steps_from, time.time())
+                print("infrastructure floor: Kafka hop and durable commit, stack idle", flush=True)
+                infra = InfraFloor(
+                    kafka_hop=await kafka_hop_ms(CoreSettings(kafka_bootstrap=procs.env["QL_KAFKA_BOOTSTRAP"])),
+                    commit=await durable_commit_ms(procs.env["QL_DATABASE_URL"]))
             finally:
                 await pool.close()
-        report(steps, floor, list(pids))
+        report(steps, floor, infra, list(pids))
     finally:
         procs.stop_all()
         if history is not None:
@@ -537,7 +570,7 @@ if __name__ == "__main__":
     parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500],
                         help="requests per second, comma-separated (default 50,200,500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each rate step")
-    parser.add_argument("--warmup", type=float, default=20.0,
+    parser.add_argument("--warmup", type=float, default=60.0,
                         help=f"seconds at {WARMUP_RATE}/s before measuring (0: none)")
     parser.add_argument("--floor-iterations", type=int, default=2000)
     parser.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL and Kafka up afterwards")
