@@ -73,8 +73,7 @@ async def producer(stack: Stack) -> AsyncIterator[EventProducer]:
     await p.stop()
 
 
-@pytest.fixture
-async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngine]:
+async def start_engine(stack: Stack, control_dir: Path) -> tuple[StrategyEngine, asyncio.Task[int]]:
     settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
                                 control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}")
     service = StrategyEngine(settings)
@@ -90,6 +89,12 @@ async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngin
     # reservations rebuilt from earlier tests' commands on the shared bus would leak into this
     # test; the rebuild has its own test below
     service.reservations.clear()
+    return service, task
+
+
+@pytest.fixture
+async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngine]:
+    service, task = await start_engine(stack, control_dir)
     yield service
     service.request_drain()
     assert await asyncio.wait_for(task, timeout=30) == 0
@@ -177,6 +182,23 @@ async def test_reservations_stop_over_commitment_until_a_result_releases_them(
     await eventually(lambda: not engine.reservations.live, what="reservation released")
     third, [_] = await ask(producer, tail, demand())
     assert third.payload.decision_reason == "EXECUTE"
+
+
+async def test_a_failure_reading_results_stops_the_daemon(
+    stack: Stack, control_dir: Path, producer: EventProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results are read by a loop of their own: an error there must fail the daemon (exit 1, and
+    systemd restarts it), never leave it deciding on reservations it can no longer release."""
+    service, task = await start_engine(stack, control_dir)
+
+    def broken(event: Any) -> None:
+        raise RuntimeError("results loop broken by the test")
+
+    monkeypatch.setattr(service, "_on_result", broken)
+    result = TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), quote_id=str(uuid.uuid4()),
+                         status="rejected", reason="test")
+    await producer.publish(new_event(result, producer=SRC, pair=PAIR))
+    assert await asyncio.wait_for(task, timeout=30) == 1
 
 
 async def test_stale_price_pending_deposit_and_one_side_affordable(
