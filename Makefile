@@ -80,5 +80,5 @@ test-faults: venv deps ## fault matrix alone on real daemon processes (own stack
 bench-history: venv deps ## history-writer durable events/s vs COPY (own stack, run on purpose)
 	$(VENV)/bin/python bench/history_writer.py $(BENCH_ARGS)
 
-bench-latency: venv deps ## request→answer latency per stage at 50/200/500 per s, floor, RSS/CPU (own stack, run on purpose)
+bench-latency: venv deps ## request→answer latency per stage at 50/200/500 per s, in-process and path floors, RSS/CPU (own stack, run on purpose)
 	$(VENV)/bin/python bench/latency.py $(BENCH_ARGS)
