@@ -534,8 +534,9 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                     # not measured: connections, caches and group joins, and the broker's JIT (a
                     # fresh JVM compiles its hot paths under load for tens of seconds; the broker
                     # of a running host has long done so). 60 s by default: after 20 s the broker
-                    # still used ~1/3 more CPU per request than after 60 s (25 % vs 18 % of a core
-                    # at 50/s, measured back to back), and its JIT threads were still busy.
+                    # still used ~1/3 more CPU per request than after 60 s (19-26 % vs 11-18 % of a
+                    # core at 50/s over several runs, one pair back to back 19 % vs 11 %), and its
+                    # JIT threads were still busy.
                     warm = await run_step(WARMUP_RATE, warmup_s, relay, http, pool, pids, procs)
                     print(f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
                           f"p50 {pct(warm.e2e_ms, .5):.2f} ms; decisions {warm.reasons}")
