@@ -218,6 +218,9 @@ class InventorySync(Service):
     async def _sync_loop(self) -> None:
         while not self.drain_requested.is_set():
             await self._wait_for_work()
+            # cleared after the wait, before the state is read: a wake set while the last pass
+            # awaited (a pause during a reading) is not lost, and every cause set before it is seen
+            self._wake.clear()
             if self.drain_requested.is_set():
                 break
             if self.paused:
@@ -234,7 +237,6 @@ class InventorySync(Service):
             await self._publish_staleness_change()
 
     async def _wait_for_work(self) -> None:
-        self._wake.clear()
         if self._trigger is not None and not self.paused:
             gap = self._last_read_at + self.cfg.inventory_min_gap_ms / 1000 - asyncio.get_running_loop().time()
             if gap > 0:  # what arrives meanwhile joins this reading

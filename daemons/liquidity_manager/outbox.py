@@ -44,6 +44,7 @@ class OutboxPublisher:
         self._on_change = on_change
         self._producer: EventProducer | None = None
         self._wake = asyncio.Event()
+        self._stopping = False
         self._pruned_at = datetime.min.replace(tzinfo=UTC)
         self.kafka_error: str | None = None
         self.backlog = 0
@@ -56,11 +57,17 @@ class OutboxPublisher:
     def wake(self) -> None:
         self._wake.set()
 
+    def stop(self) -> None:
+        """Let `run` finish the batch in hand and return: cancelled between a send and its mark,
+        it would leave rows that `flush` then publishes a second time."""
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
+            self._wake.clear()  # before the batch: a row queued while it publishes wakes the next
             if await self.publish_batch():
                 continue  # a full batch: there may be more
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.liquidity_outbox_retry_s)
 

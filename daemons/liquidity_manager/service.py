@@ -203,6 +203,8 @@ class LiquidityManager(Service):
             if not self._in_flight:
                 break
             await asyncio.sleep(0.1)
+        self.outbox.stop()
+        await asyncio.wait([outbox], timeout=5.0)  # the batch in hand; one stuck on Kafka is cut short
         outbox.cancel()
         await asyncio.gather(outbox, return_exceptions=True)
         await self.outbox.flush()
@@ -301,6 +303,7 @@ class LiquidityManager(Service):
 
     async def _poll_loop(self) -> None:
         while await self.wait_runnable():
+            self._wake.clear()  # before the pass: a wake during it brings the next one forward
             try:
                 await self.poll_once()
             except Exception as exc:  # a bug must not silently stop the following of money
@@ -311,7 +314,6 @@ class LiquidityManager(Service):
                 if self.poll_error is not None:
                     self.log.info("poll_recovered")
                 self.poll_error = None
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.liquidity_poll_interval_s)
 

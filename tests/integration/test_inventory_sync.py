@@ -393,6 +393,28 @@ async def test_pause_refuses_refresh_and_one_reading_serves_what_arrived_meanwhi
     assert {"/refresh", "/pause", "/resume", "/state", "/healthz"} <= set(spec["paths"])
 
 
+async def test_a_pause_asked_during_a_reading_takes_effect_when_the_reading_ends(
+    venues: Venues, start: Callable[..., Running], tail: Any
+) -> None:
+    # the pause's wake-up arrives while the loop awaits the venue: it must not be lost (the loop
+    # then waited for the next staleness deadline, 15 min here, before parking)
+    venues.verifier.deposit(venues.account, EURE_ID, E)
+    t = await tail(SNAPSHOTS)
+    svc = start()
+    await latest(t, venues, lambda p: p.pending_complete, "history read")
+    venues.rpc.faults.set("timeout", count=1)  # the next reading waits until the client gives up (2 s)
+    operator = f"erin-{uuid.uuid4()}"
+    refresh = asyncio.create_task(svc.control("POST", "/refresh", {"operator": operator}))
+    await eventually(lambda: not venues.rpc.faults.snapshot()["counted"], what="a reading held by the venue")
+    status, body = await svc.control("POST", "/pause", {"operator": operator, "reason": "venue maintenance"})
+    assert status == 200 and body["paused"] is True and not svc.service.parked
+    status, err = await refresh
+    assert status == 502 and "verifier reading failed" in err["error"]
+    await eventually(lambda: svc.service.parked, timeout=10, what="pause in effect after the reading")
+    status, state = await svc.control("GET", "/state")
+    assert state["pause_effective"] is True
+
+
 async def test_a_restart_rebuilds_pending_from_the_liquidity_history(
     stack: Stack, venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any,
     pool: asyncpg.Pool
