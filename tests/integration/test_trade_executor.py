@@ -311,7 +311,7 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
     row = await eventually(published, what="the settled result noted as published")
     times = [row.received_at, row.submitted_at, row.acknowledged_at, row.settled_at]
     assert all(times) and times == sorted(times)  # type: ignore[type-var]
-    # one write took it from received to submitted, nonce and signature together
+    # written once, in submitted: nonce and signature together
     assert row.signing_at is None and row.nonce and row.signed_data and row.signed_at == row.submitted_at
     assert cid not in svc.book.answers
     # still held until an inventory snapshot synced after the settlement arrives
@@ -325,7 +325,7 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
 
 
 async def test_a_duplicate_delivery_republishes_and_never_answers_twice(harness: Harness) -> None:
-    await harness.start()
+    svc = await harness.start()
     await harness.inventory()
     qid = await harness.quote()
     event = harness.command(qid)
@@ -337,11 +337,32 @@ async def test_a_duplicate_delivery_republishes_and_never_answers_twice(harness:
     again = harness.results_for(cid)
     assert [r.status for r in again] == ["acknowledged", "acknowledged"]
     assert again[1].execution_id == first.execution_id and again[1].quote_hash == first.quote_hash
+    assert svc.book.reserved(EURE_ID) == GIVE  # the live answer's hold, neither doubled nor dropped
     # another command for the same quote is refused: a quote is never answered twice
     other = harness.command(qid)
     await harness.send(other)
     refused = await harness.result(other.payload.command_id, "refused")
     assert refused.reason_code == "quote_already_answered" and cid in refused.reason
+    assert svc.book.by_quote[qid] == cid and svc.book.reserved(EURE_ID) == GIVE  # still the live answer's
+    assert len(harness.venue.quote_responses()) == 1
+
+
+async def test_a_duplicate_delivered_while_the_answer_is_in_hand_changes_nothing(harness: Harness) -> None:
+    svc = await harness.start()
+    await harness.inventory()
+    harness.venue.relay.faults.set("drop_responses", count=1)  # the answer stays in hand until it times out
+    qid = await harness.quote()
+    event = harness.command(qid)
+    cid = event.payload.command_id
+    await harness.send(event)
+    await eventually(lambda: len(harness.venue.quote_responses()) == 1, what="the answer sent, awaiting the relay")
+    await harness.send(event)  # redelivered meanwhile
+    await eventually(lambda: svc.errors["duplicate_commands"] == 1, what="the redelivery seen")
+    assert svc.book.reserved(EURE_ID) == GIVE  # held once, and not released by the duplicate
+    assert (await harness.result(cid, "uncertain")).reason_code == "relay_timeout"
+    await harness.venue.relay.close_quote(qid)
+    await harness.result(cid, "settled")
+    assert await harness.statuses(cid) == ["uncertain", "settled"]  # nothing published for the duplicate
     assert len(harness.venue.quote_responses()) == 1
 
 
@@ -564,6 +585,8 @@ async def test_disarmed_paused_and_late_commands_are_refused_with_a_result(harne
     assert harness.venue.quote_responses() == []
     for cid in harness.command_ids:
         assert await harness.statuses(cid) == ["refused"]
+        row = await harness.row(cid)  # written once, straight in `refused`: nothing signed
+        assert row is not None and row.refused_at == row.received_at and row.nonce is row.signed_data is None
     rows = await harness.pool.fetch(
         "SELECT action, operator, outcome FROM control_actions WHERE service = 'trade-executor'"
         " AND action IN ('arm', 'pause') ORDER BY id DESC LIMIT 2")
@@ -660,7 +683,7 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
     async def seed(state: str, min_deadline_ms: int = 200) -> str:
         event = harness.command(await harness.quote(min_deadline_ms=min_deadline_ms), min_deadline_ms=min_deadline_ms)
         cid = event.payload.command_id
-        assert await store.insert_received(event, now) is not None
+        assert await store.insert(event, now, LedgerState.RECEIVED, now) is not None
         if state == "received":
             return cid
         plan = plan_nonce(harness.venue.verifier.current_salt(), now, min_deadline_ms, 0)
