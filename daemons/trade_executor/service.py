@@ -21,9 +21,9 @@ The loop, per `cmd.execute_trade`:
 
 The start path is the recovery path: every unresolved ledger row is resolved from the venue and
 its result published (submitted → uncertain, then resolved; acknowledged/uncertain → watched;
-rows of earlier versions: received → refused, signing → resolved at once, it was never sent). The same recovery runs
-when PostgreSQL comes back after an outage; while it is away no command is taken (they wait in
-Kafka) and `/state` says why. Results are published at least once: `published_state` in the
+rows of earlier versions: received → refused, signing → resolved at once, it was never sent).
+The same recovery runs when PostgreSQL comes back after an outage; while it is away no command is
+taken (they wait in Kafka) and `/state` says why. Results are published at least once: `published_state` in the
 ledger says what is known to be on Kafka, and a sweep republishes whatever is behind.
 
 Starts disarmed on every start. `POST /disarm` with `cancel_live: true` also burns the nonces of
