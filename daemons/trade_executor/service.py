@@ -349,7 +349,7 @@ class TradeExecutor(Service):
         commits the command's offset only then."""
         cmd = event.payload
         cid = cmd.command_id
-        now = now_utc()
+        now = received_at = now_utc()
         self.last_command = {"command_id": cid, "quote_id": cmd.quote_id,
                              "decision_id": cmd.decision_id, "received_at": now, "answer_by": cmd.answer_by}
         if self.busy[cid]:
@@ -377,7 +377,7 @@ class TradeExecutor(Service):
                                         self.cfg.executor_inventory_max_age_ms, self.signer.account_id)
                 refusal = check.refusal
             if refusal is not None:
-                await self._refuse_command(event, refusal, now)
+                await self._refuse_command(event, refusal, received_at, now)
                 return
             assert salt is not None and self.key is not None
             signer_id = self.signer.account_id or ""
@@ -389,7 +389,7 @@ class TradeExecutor(Service):
                 self.errors["internal_error"] += 1
                 self.log.exception("signing_failed", command_id=cid, quote_id=cmd.quote_id)
                 await self._refuse_command(event, Refusal("internal_error", "the executor failed before signing"),
-                                           now)
+                                           received_at, now)
                 return
             # reserve now, with no await since the check: the next command already sees this hold
             self.book.hold(LiveAnswer(command_id=cid, quote_id=cmd.quote_id, asset_out=cmd.asset_out,
@@ -399,7 +399,7 @@ class TradeExecutor(Service):
             try:
                 # the one durable write before the answer leaves: nonce, deadline and signature together
                 submitted = await self._store().insert(
-                    event, now, S.SUBMITTED, signed_at, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
+                    event, received_at, S.SUBMITTED, signed_at, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
                     deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
                     reserved_at_check=check.reserved, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
                     quote_output=answer.quote_output_wire(), signed_at=signed_at,
@@ -448,10 +448,11 @@ class TradeExecutor(Service):
                          reason_code="quote_already_answered")
         await self._send_result(result, now, causation=event.event_id)
 
-    async def _refuse_command(self, event: Envelope[ExecuteTrade], refusal: Refusal, now: datetime) -> None:
+    async def _refuse_command(self, event: Envelope[ExecuteTrade], refusal: Refusal, received_at: datetime,
+                              now: datetime) -> None:
         """A new command's row, written straight in `refused` (nothing was signed)."""
         refused = await self._store().insert(
-            event, now, S.REFUSED, now, reason=refusal.reason, reason_code=refusal.code,
+            event, received_at, S.REFUSED, now, reason=refusal.reason, reason_code=refusal.code,
             inventory_id=refusal.inventory_id, spendable_at_check=refusal.spendable,
             reserved_at_check=refusal.reserved,
         )
