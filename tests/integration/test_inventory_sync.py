@@ -410,7 +410,7 @@ async def test_a_pause_asked_during_a_reading_takes_effect_when_the_reading_ends
     assert status == 200 and body["paused"] is True and not svc.service.parked
     status, err = await refresh
     assert status == 502 and "verifier reading failed" in err["error"]
-    await eventually(lambda: svc.service.parked, timeout=10, what="pause in effect after the reading")
+    await eventually(lambda: svc.service.parked, what="pause in effect after the reading")
     status, state = await svc.control("GET", "/state")
     assert state["pause_effective"] is True
 
