@@ -1,7 +1,8 @@
 """The executor's durable ledger: the state machine (pure) and its PostgreSQL table.
 
 One row per command (`executor_ledger`, unique by `command_id` and by `quote_id`), written before
-anything is signed. States and the only moves between them::
+anything is sent. States and the only moves between them (a row starts in `submitted` or
+`refused`; `received` and `signing` are where earlier versions started it)::
 
     received ──► signing ──► submitted ──► acknowledged ──► settled | expired
         │  │        │       ▲    ├───────► rejected
