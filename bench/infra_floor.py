@@ -1,17 +1,16 @@
 """The infrastructure's own floor on the request → answer path, measured on the running stack.
 
 Every answer crosses two Kafka hops (`norm.swap_demand` to strategy-engine, `cmd.execute_trade`
-to trade-executor) and waits for one durable ledger commit before it leaves (the command's row,
-written in `submitted` with the signed answer before it is sent: architecture, "Write before you
-act"). What those cost on this host, with nothing of ours around them:
+to trade-executor) and waits for two durable ledger commits before it leaves (the `received` row
+before signing, the `submitted` row before sending: architecture, "Write before you act"). What
+those cost on this host, with nothing of ours around them:
 
 - `kafka_hop_ms`: one message from a producer configured as `EventProducer` (idempotent,
   `acks=all`, no linger) to a consumer fetching as the hot-path consumers do (`fetch_min_bytes=1`,
   `kafka_fetch_max_wait_ms`), both in this process, on a topic of its own; from the send call to
   the record in hand;
-- `durable_commit_ms`: one single-row write in its own transaction with `synchronous_commit=on`
-  (the ledger's setting), round trip over the same connection string the daemons use (an UPDATE
-  of one small row: the commit's WAL flush, not the row, is what it measures).
+- `durable_commit_ms`: one single-row UPDATE in its own transaction with `synchronous_commit=on`
+  (the ledger's setting), round trip over the same connection string the daemons use.
 
 Used by `bench/latency.py`, which prints them beside the in-process floor: the sum is what the
 design costs before any of its Python runs.

@@ -19,10 +19,9 @@ Figures:
   same nonce planning and NEP-413 signing (`trade_executor.answer`) called in-process, and the
   ratio of the end-to-end p50 to it;
 - the infrastructure floor, measured after the steps on the idle stack (`bench/infra_floor.py`):
-  one Kafka hop and one durable commit as the daemons make them; the path floor adds two hops
-  and one commit to the in-process floor (what lies on every answer's path: `norm.swap_demand`,
-  `cmd.execute_trade` and the executor's ledger row), and the ratio of the end-to-end p50 to it
-  says how much our own code and the load add;
+  one Kafka hop and one durable commit as the daemons make them; the path floor adds two of each
+  to the in-process floor (two hops and two ledger commits lie on every answer's path), and the
+  ratio of the end-to-end p50 to it says how much our own code and the load add;
 - RSS (max) and CPU (share of one core) of every daemon and the simulators per rate step,
   sampled from /proc, against the 120 MB target;
 - rows the history-writer made durable per second during each step, and how long after the
@@ -394,9 +393,9 @@ class InfraFloor:
     commit: list[float]
 
     def path_p50(self, floor_p50: float) -> float:
-        """The in-process work plus what the design puts around it: two Kafka hops and one
-        durable ledger commit before the answer leaves (see bench/infra_floor.py)."""
-        return floor_p50 + 2 * pct(self.kafka_hop, .5) + pct(self.commit, .5)
+        """The in-process work plus what the design puts around it: two Kafka hops and two
+        durable ledger commits before the answer leaves (see bench/infra_floor.py)."""
+        return floor_p50 + 2 * pct(self.kafka_hop, .5) + 2 * pct(self.commit, .5)
 
 
 def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[str]) -> None:
@@ -409,8 +408,8 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
     print("\n=== infrastructure floor, measured after the steps on the idle stack (bench/infra_floor.py) ===")
     print(header())
     print(row("Kafka hop (send → record in hand)", infra.kafka_hop))
-    print(row("durable commit (round trip)", infra.commit))
-    print(f"  path floor = in-process + 2 Kafka hops + 1 durable commit (p50s): {path50:.2f} ms")
+    print(row("durable commit (UPDATE, round trip)", infra.commit))
+    print(f"  path floor = in-process + 2 Kafka hops + 2 durable commits (p50s): {path50:.2f} ms")
     for s in steps:
         print(f"\n=== {s.rate} requests/s: {s.sent} sent (max {s.late_max_ms:.1f} ms behind schedule), "
               f"{len(s.e2e_ms)} answered, {s.unanswered} unanswered ===")

@@ -1,8 +1,7 @@
 """The executor's durable ledger: the state machine (pure) and its PostgreSQL table.
 
 One row per command (`executor_ledger`, unique by `command_id` and by `quote_id`), written before
-anything is sent. States and the only moves between them (a row starts in `submitted` or
-`refused`; `received` and `signing` are where earlier versions started it)::
+anything is signed. States and the only moves between them::
 
     received ──► signing ──► submitted ──► acknowledged ──► settled | expired
         │  │        │       ▲    ├───────► rejected
@@ -10,12 +9,10 @@ anything is sent. States and the only moves between them (a row starts in `submi
         ▼           └──► settled | expired          (restart: never sent, resolved at once)
      refused
 
-The executor writes a command's row once, when its checks are done: straight in `submitted`
-(nonce, deadline and signature together, before anything is sent) or in `refused`; the Kafka
-offset of the command is committed only after that write, so a command never has no row and no
-result. Signing is local and has no side effect, so a `received` write before it protected nothing
-and cost a durable commit on the hot path. `received` and `signing` remain for rows written by
-earlier versions, and recovery still resolves them.
+The executor goes `received → submitted` in one write: the nonce, deadline and signature are
+stored together, before anything is sent (signing is local and has no side effect, so a write
+before it protected nothing and cost a durable commit on the hot path). `signing` remains for
+rows written by earlier versions, and recovery still resolves them.
 
 `submitted` also goes straight to settled/expired (a `quote_status` can beat the relay's OK),
 and `expired` to `settled` (a late `quote_status` is a venue fact and wins over our inference).
@@ -251,8 +248,13 @@ _SETTABLE = frozenset({
 })
 _AMOUNTS = frozenset({"spendable_at_check", "reserved_at_check"})
 
-# The states a row may be written in: `received` only by earlier versions (and tests seeding them).
-_FIRST_STATES = frozenset({S.RECEIVED, S.SUBMITTED, S.REFUSED})
+_INSERT = f"""
+INSERT INTO executor_ledger (command_id, quote_id, execution_id, decision_id, command_event_id, state, direction,
+    asset_in, asset_out, amount_in, amount_out, fixed_side, min_deadline_ms, answer_by, command, received_at)
+VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+ON CONFLICT DO NOTHING
+RETURNING {_COLUMNS}
+"""
 
 
 def _value(name: str, value: Any) -> Any:
@@ -268,32 +270,15 @@ class LedgerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def insert(self, event: Envelope[ExecuteTrade], received_at: datetime, state: LedgerState,
-                     at: datetime, **fields: Any) -> LedgerRow | None:
-        """The command's row, written once in `state` (entered at `at`) with `fields`; None when
-        its command_id or quote_id already has one."""
-        if state not in _FIRST_STATES:
-            raise ValueError(f"a ledger row is never written first in {state.value}")
-        unknown = set(fields) - _SETTABLE
-        if unknown:
-            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+    async def insert_received(self, event: Envelope[ExecuteTrade], received_at: datetime) -> LedgerRow | None:
+        """The command's row in `received`; None when its command_id or quote_id already has one."""
         cmd = event.payload
-        values: dict[str, Any] = {
-            "command_id": cmd.command_id, "quote_id": cmd.quote_id, "execution_id": execution_id_for(cmd.command_id),
-            "decision_id": cmd.decision_id, "command_event_id": event.event_id, "state": state.value,
-            "direction": cmd.direction, "asset_in": cmd.asset_in, "asset_out": cmd.asset_out,
-            "amount_in": Decimal(cmd.amount_in), "amount_out": Decimal(cmd.amount_out), "fixed_side": cmd.fixed_side,
-            "min_deadline_ms": cmd.min_deadline_ms, "answer_by": cmd.answer_by,
-            "command": event.model_dump(mode="json"), "received_at": received_at,
-        }
-        if state is not S.RECEIVED:
-            values[f"{state.value}_at"] = at
-        values |= {name: _value(name, value) for name, value in fields.items()}
-        names = list(values)
-        sql = (f"INSERT INTO executor_ledger ({', '.join(names)}) "
-               f"VALUES ({', '.join(f'${i}' for i in range(1, len(names) + 1))}) "
-               f"ON CONFLICT DO NOTHING RETURNING {_COLUMNS}")
-        record = await self.pool.fetchrow(sql, *values.values())
+        record = await self.pool.fetchrow(
+            _INSERT, cmd.command_id, cmd.quote_id, execution_id_for(cmd.command_id), cmd.decision_id,
+            event.event_id, cmd.direction, cmd.asset_in, cmd.asset_out, Decimal(cmd.amount_in),
+            Decimal(cmd.amount_out), cmd.fixed_side, cmd.min_deadline_ms, cmd.answer_by,
+            event.model_dump(mode="json"), received_at,
+        )
         return LedgerRow.from_record(record) if record is not None else None
 
     async def get(self, command_id: str) -> LedgerRow | None:

@@ -3,27 +3,25 @@ issue 7).
 
 The loop, per `cmd.execute_trade`:
 
-1. Check (pure, `gates.py`): draining, paused, disarmed, signer, relay connection, the command
-   itself, `answer_by`, the deadline asked for, the salt (from a ≤ 5 min cache), and the late
-   inventory check of the asset given against the latest snapshot minus what live answers hold.
-   A failure is written as the command's ledger row in `refused`, and published.
-2. A pass: nonce and deadline, the NEP-413 `token_diff` signed, the amount reserved at once (no
-   await since the check), then the command's one ledger row written in `submitted` with the
-   signed payload and quote_hash. A row that already exists (its command_id or quote_id) means a
-   duplicate delivery: the hold is dropped, the result already recorded is republished, nothing
-   is answered. The command's Kafka offset is committed only after its row is durable.
-3. Only then is the `quote_response` sent and the relay awaited: OK → `acknowledged`, an error →
-   `rejected` with the relay's text verbatim, no answer in time → `uncertain`. Each outcome is
-   published.
+1. Write the command's ledger row (`received`) before anything else. A row that already exists
+   means a duplicate delivery: the result already recorded is republished, nothing is answered.
+2. Check (pure, `gates.py`): draining, paused, disarmed, signer, relay connection, the command
+   itself, `answer_by`, the deadline asked for, and the late inventory check of the asset given
+   against the latest snapshot minus what live answers hold. A failure is `refused`, recorded
+   and published. A pass reserves the amount at once, before any await.
+3. Nonce and deadline (salt from a ≤ 5 min cache) → ledger `signing`; sign the NEP-413
+   `token_diff` → ledger `submitted` with the signed payload and quote_hash; only then send the
+   `quote_response` and await the relay: OK → `acknowledged`, an error → `rejected` with the
+   relay's text verbatim, no answer in time → `uncertain`. Each outcome is published.
 4. A live answer is resolved by the venue only: a matching `quote_status` → `settled` (acked
    after the write when guaranteed delivery is on); past its deadline, `is_nonce_used` → settled
    or `expired`. Uncertain answers likewise; nothing is ever resubmitted.
 
 The start path is the recovery path: every unresolved ledger row is resolved from the venue and
-its result published (submitted → uncertain, then resolved; acknowledged/uncertain → watched;
-rows of earlier versions: received → refused, signing → resolved at once, it was never sent).
-The same recovery runs when PostgreSQL comes back after an outage; while it is away no command is
-taken (they wait in Kafka) and `/state` says why. Results are published at least once: `published_state` in the
+its result published (received → refused; signing → resolved at once, it was never sent;
+submitted → uncertain, then resolved; acknowledged/uncertain → watched). The same recovery runs
+when PostgreSQL comes back after an outage; while it is away no command is taken (they wait in
+Kafka) and `/state` says why. Results are published at least once: `published_state` in the
 ledger says what is known to be on Kafka, and a sweep republishes whatever is behind.
 
 Starts disarmed on every start. `POST /disarm` with `cancel_live: true` also burns the nonces of
@@ -55,6 +53,7 @@ from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.trade_executor.answer import SaltCache, cancel_payload, plan_nonce, sign_answer
 from daemons.trade_executor.gates import (
     GateInputs,
+    InventoryCheck,
     InventoryView,
     Refusal,
     check_inventory,
@@ -344,78 +343,29 @@ class TradeExecutor(Service):
         )
 
     async def _accept(self, event: Envelope[ExecuteTrade]) -> None:
-        """Check, sign and write the command's one ledger row (`submitted` or `refused`); the
-        answer is then sent by a task of its own. Returns once the row is durable: the caller
-        commits the command's offset only then."""
         cmd = event.payload
-        cid = cmd.command_id
-        now = received_at = now_utc()
-        self.last_command = {"command_id": cid, "quote_id": cmd.quote_id,
+        now = now_utc()
+        self.last_command = {"command_id": cmd.command_id, "quote_id": cmd.quote_id,
                              "decision_id": cmd.decision_id, "received_at": now, "answer_by": cmd.answer_by}
-        if self.busy[cid]:
-            # a redelivery of a command in hand (its row may not be durable yet): the path that
-            # holds it publishes its result
-            self.errors["duplicate_commands"] += 1
-            self.log.info("duplicate_command", command_id=cid, quote_id=cmd.quote_id, state="in hand")
-            return
-        if cid in self.book.answers or cmd.quote_id in self.book.by_quote:
-            # the command, or another one for its quote, is live: its hold is never replaced
+        row = await self._store().insert_received(event, now)
+        if row is None:
             await self._duplicate(event, now)
             return
-        with self._working(cid):
-            refusal = command_refusal(cmd, self.pair, self._gate_inputs(now))
-            salt: str | None = None
-            if refusal is None:
-                salt = await self._current_salt()  # cached: an RPC read at most every few minutes
-                now = now_utc()
-                refusal = command_refusal(cmd, self.pair, self._gate_inputs(now))  # again, after the await
-                if refusal is None and salt is None:
-                    refusal = Refusal("salt_unavailable", f"current_salt could not be read: {self.rpc_error}")
-            if refusal is None:
-                check = check_inventory(self.inventory.latest, cmd.asset_out, cmd.amount_out,
-                                        self.book.reserved(cmd.asset_out), now,
-                                        self.cfg.executor_inventory_max_age_ms, self.signer.account_id)
-                refusal = check.refusal
-            if refusal is not None:
-                await self._refuse_command(event, refusal, received_at, now)
-                return
-            assert salt is not None and self.key is not None
-            signer_id = self.signer.account_id or ""
-            try:
-                plan = plan_nonce(salt, now, cmd.min_deadline_ms, self.cfg.executor_answer_margin_ms,
-                                  self.random_bytes)
-                answer = sign_answer(self.key, signer_id, cmd, plan, self.cfg.verifier_contract)
-            except Exception:
-                self.errors["internal_error"] += 1
-                self.log.exception("signing_failed", command_id=cid, quote_id=cmd.quote_id)
-                await self._refuse_command(event, Refusal("internal_error", "the executor failed before signing"),
-                                           received_at, now)
-                return
-            # reserve now, with no await since the check: the next command already sees this hold
-            self.book.hold(LiveAnswer(command_id=cid, quote_id=cmd.quote_id, asset_out=cmd.asset_out,
-                                      amount_out=cmd.amount_out, state=S.SIGNING, signer_id=signer_id,
-                                      nonce=plan.nonce_b64, deadline=plan.deadline))
-            signed_at = now_utc()
-            try:
-                # the one durable write before the answer leaves: nonce, deadline and signature together
-                submitted = await self._store().insert(
-                    event, received_at, S.SUBMITTED, signed_at, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
-                    deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
-                    reserved_at_check=check.reserved, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
-                    quote_output=answer.quote_output_wire(), signed_at=signed_at,
-                )
-            except BaseException:
-                # not sent; if the write did land after all, recovery finds it in `submitted`
-                self.book.release(cid)
-                raise
-            if submitted is None:
-                self.book.release(cid)
-                await self._duplicate(event, now)
-                return
-            self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
-            self.busy[cid] += 1  # before the marker above is dropped: the sweeps never see it unheld
-        task = asyncio.create_task(self._send(submitted, cmd, answer.quote_output, answer.signed_data),
-                                   name=f"answer-{cid}")
+        refusal = command_refusal(cmd, self.pair, self._gate_inputs(now))
+        if refusal is not None:
+            await self._refuse(row, refusal, now)
+            return
+        check = check_inventory(self.inventory.latest, cmd.asset_out, cmd.amount_out,
+                                self.book.reserved(cmd.asset_out), now, self.cfg.executor_inventory_max_age_ms,
+                                self.signer.account_id)
+        if check.refusal is not None:
+            await self._refuse(row, check.refusal, now)
+            return
+        # reserve now, with no await since the check: the next command already sees this hold
+        self.book.hold(LiveAnswer(command_id=cmd.command_id, quote_id=cmd.quote_id, asset_out=cmd.asset_out,
+                                  amount_out=cmd.amount_out, state=S.RECEIVED))
+        self.busy[cmd.command_id] += 1
+        task = asyncio.create_task(self._answer(row, cmd, check), name=f"answer-{cmd.command_id}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -448,21 +398,7 @@ class TradeExecutor(Service):
                          reason_code="quote_already_answered")
         await self._send_result(result, now, causation=event.event_id)
 
-    async def _refuse_command(self, event: Envelope[ExecuteTrade], refusal: Refusal, received_at: datetime,
-                              now: datetime) -> None:
-        """A new command's row, written straight in `refused` (nothing was signed)."""
-        refused = await self._store().insert(
-            event, received_at, S.REFUSED, now, reason=refusal.reason, reason_code=refusal.code,
-            inventory_id=refusal.inventory_id, spendable_at_check=refusal.spendable,
-            reserved_at_check=refusal.reserved,
-        )
-        if refused is None:
-            await self._duplicate(event, now)
-            return
-        await self._refused(refused, refusal)
-
     async def _refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
-        """A row left in `received` (by an earlier version) → `refused`."""
         with self._working(row.command_id):
             refused = await self._store().transition(
                 row.command_id, S.REFUSED, now, reason=refusal.reason, reason_code=refusal.code,
@@ -471,41 +407,63 @@ class TradeExecutor(Service):
             )
             if refused is None:
                 return  # past `received` already: not a refusal any more
+            self.refusals[refusal.code] += 1
             self.book.release(row.command_id)
-            await self._refused(refused, refusal)
+            self.log.info("command_refused", command_id=row.command_id, quote_id=row.quote_id,
+                          reason_code=refusal.code, reason=refusal.reason)
+            self.completed += 1
+            await self._publish(refused)
 
-    async def _refused(self, row: LedgerRow, refusal: Refusal) -> None:
-        self.refusals[refusal.code] += 1
-        self.log.info("command_refused", command_id=row.command_id, quote_id=row.quote_id,
-                      reason_code=refusal.code, reason=refusal.reason)
-        self.completed += 1
-        await self._publish(row)
-
-    async def _send(self, row: LedgerRow, cmd: ExecuteTrade, quote_output: Any, signed_data: Any) -> None:
-        """Send the stored answer and record what the relay said (the command is in hand: busy)."""
-        cid = row.command_id
+    async def _answer(self, row: LedgerRow, cmd: ExecuteTrade, check: InventoryCheck) -> None:
+        cid = cmd.command_id
+        store = self._store()
         try:
-            assert self.relay is not None and row.deadline is not None
+            salt = await self._current_salt()
+            now = now_utc()
+            late = command_refusal(cmd, self.pair, self._gate_inputs(now))  # again, after the await
+            if salt is None and late is None:
+                late = Refusal("salt_unavailable", f"current_salt could not be read: {self.rpc_error}")
+            if late is not None:
+                await self._refuse(row, late, now)
+                return
+            assert salt is not None and self.key is not None and self.relay is not None
+            signer_id = self.signer.account_id or ""
+            plan = plan_nonce(salt, now, cmd.min_deadline_ms, self.cfg.executor_answer_margin_ms, self.random_bytes)
+            self.book.update(cid, state=S.SIGNING, signer_id=signer_id, nonce=plan.nonce_b64, deadline=plan.deadline)
+            answer = sign_answer(self.key, signer_id, cmd, plan, self.cfg.verifier_contract)
+            signed_at = now_utc()
+            # one durable write before the answer leaves: nonce, deadline and signature together
+            submitted = await store.transition(
+                cid, S.SUBMITTED, signed_at, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
+                deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
+                reserved_at_check=check.reserved, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
+                quote_output=answer.quote_output_wire(), signed_at=signed_at,
+            )
+            if submitted is None:
+                raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
+            self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
             sent_at = now_utc()
-            self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": row.quote_hash,
-                                 "deadline": row.deadline, "sent_at": sent_at}
-            self.log.info("answer_submitted", command_id=cid, quote_id=cmd.quote_id, quote_hash=row.quote_hash,
-                          deadline=row.deadline.isoformat())
+            self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": answer.quote_hash,
+                                 "deadline": plan.deadline, "sent_at": sent_at}
+            self.log.info("answer_submitted", command_id=cid, quote_id=cmd.quote_id, quote_hash=answer.quote_hash,
+                          deadline=plan.deadline.isoformat())
             outcome: RelayAnswer | RelayTimeout | RelayNotConnected
             try:
-                outcome = await self.relay.send_quote_response(cmd.quote_id, quote_output, signed_data,
+                outcome = await self.relay.send_quote_response(cmd.quote_id, answer.quote_output, answer.signed_data,
                                                                timeout_s=self.cfg.executor_relay_answer_timeout_s)
             except (RelayTimeout, RelayNotConnected) as exc:
                 outcome = exc
-            await self._apply_answer(row, outcome, sent_at, now_utc())
+            await self._apply_answer(submitted, outcome, sent_at, now_utc())
         except DB_ERRORS as exc:
             # the row stays where it is; recovery resolves it once PostgreSQL is back
             self._db_lost(exc)
         except Exception:
-            # the row stays `submitted` and held: resolved by quote_status or, past its deadline,
-            # by is_nonce_used, never by sending again
             self.errors["internal_error"] += 1
             self.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
+            try:
+                await self._refuse(row, Refusal("internal_error", "the executor failed before signing"), now_utc())
+            except Exception:  # noqa: BLE001 - the row may be past `received`: the sweeps resolve it
+                pass
         finally:
             self._unbusy(cid)
 

@@ -311,7 +311,7 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
     row = await eventually(published, what="the settled result noted as published")
     times = [row.received_at, row.submitted_at, row.acknowledged_at, row.settled_at]
     assert all(times) and times == sorted(times)  # type: ignore[type-var]
-    # written once, in submitted: nonce and signature together
+    # one write took it from received to submitted, nonce and signature together
     assert row.signing_at is None and row.nonce and row.signed_data and row.signed_at == row.submitted_at
     assert cid not in svc.book.answers
     # still held until an inventory snapshot synced after the settlement arrives
@@ -585,8 +585,8 @@ async def test_disarmed_paused_and_late_commands_are_refused_with_a_result(harne
     assert harness.venue.quote_responses() == []
     for cid in harness.command_ids:
         assert await harness.statuses(cid) == ["refused"]
-        row = await harness.row(cid)  # written once, straight in `refused`: nothing signed
-        assert row is not None and row.refused_at == row.received_at and row.nonce is row.signed_data is None
+        row = await harness.row(cid)
+        assert row is not None and row.nonce is row.signed_data is None  # nothing was signed
     rows = await harness.pool.fetch(
         "SELECT action, operator, outcome FROM control_actions WHERE service = 'trade-executor'"
         " AND action IN ('arm', 'pause') ORDER BY id DESC LIMIT 2")
@@ -683,7 +683,7 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
     async def seed(state: str, min_deadline_ms: int = 200) -> str:
         event = harness.command(await harness.quote(min_deadline_ms=min_deadline_ms), min_deadline_ms=min_deadline_ms)
         cid = event.payload.command_id
-        assert await store.insert(event, now, LedgerState.RECEIVED, now) is not None
+        assert await store.insert_received(event, now) is not None
         if state == "received":
             return cid
         plan = plan_nonce(harness.venue.verifier.current_salt(), now, min_deadline_ms, 0)

@@ -149,19 +149,3 @@ def test_from_record_converts_numerics_and_states() -> None:
     assert row.state is S.UNCERTAIN and row.published_state is S.UNCERTAIN
     assert (row.amount_in, row.amount_out, row.spendable_at_check) == (5, 2**127, 7)
     assert isinstance(row.amount_out, int)
-
-
-@pytest.mark.parametrize("state", sorted(set(S) - {S.RECEIVED, S.SUBMITTED, S.REFUSED}))
-async def test_a_row_is_written_first_only_in_submitted_refused_or_received(state: S) -> None:
-    from daemons.trade_executor.ledger import LedgerStore
-
-    store = LedgerStore(pool=None)  # type: ignore[arg-type] - refused before any SQL
-    with pytest.raises(ValueError, match="never written first"):
-        await store.insert(None, T0, state, T0)  # type: ignore[arg-type]
-
-
-async def test_a_row_written_with_a_column_it_does_not_have_is_refused() -> None:
-    from daemons.trade_executor.ledger import LedgerStore
-
-    with pytest.raises(ValueError, match="not ledger columns"):
-        await LedgerStore(pool=None).insert(None, T0, S.REFUSED, T0, updated_at=T0)  # type: ignore[arg-type]
