@@ -442,6 +442,12 @@ class TradeExecutor(Service):
             if submitted is None:
                 raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
             self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
+            if not self.arm.armed:
+                # disarmed while the answer was being stored: once /disarm has answered, nothing
+                # leaves (no await between this check and the frame's write)
+                await self._withhold(submitted, "disarmed", "not sent: the executor was disarmed while the "
+                                                            "signed answer was being stored")
+                return
             sent_at = now_utc()
             self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": answer.quote_hash,
                                  "deadline": plan.deadline, "sent_at": sent_at}
@@ -466,6 +472,18 @@ class TradeExecutor(Service):
                 pass
         finally:
             self._unbusy(cid)
+
+    async def _withhold(self, row: LedgerRow, code: str, reason: str) -> None:
+        """A stored answer that must not leave any more: rejected without being sent."""
+        moved = await self._store().transition(row.command_id, S.REJECTED, now_utc(), reason=reason,
+                                               reason_code=code, venue_response={"not_sent": reason})
+        if moved is None:
+            return  # resolved by another path meanwhile: it keeps its own result
+        self.errors["not_sent"] += 1
+        self.book.release(row.command_id)
+        self.log.warning("answer_withheld", command_id=row.command_id, quote_id=row.quote_id, reason_code=code)
+        self.completed += 1
+        await self._publish(moved)
 
     async def _apply_answer(self, row: LedgerRow, outcome: RelayAnswer | RelayTimeout | RelayNotConnected,
                             sent_at: datetime, answered_at: datetime) -> None:

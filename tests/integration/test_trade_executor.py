@@ -562,6 +562,39 @@ async def test_late_inventory_shortfall_and_stale_inventory_refuse_explicitly(ha
     assert row is not None and row.state.value == "refused" and row.refused_at and row.signing_at is None
 
 
+async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves(harness: Harness) -> None:
+    # The window is the `submitted` write (signed, not yet sent). A trigger of the test's own makes
+    # that write wait for a lock the test holds, so the disarm lands inside it every time (the fault
+    # matrix once caught an answer leaving ~1 ms after /disarm had answered).
+    svc = await harness.start()
+    await harness.inventory()
+    await harness.pool.execute("""
+        CREATE FUNCTION test_hold_submitted() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock(74110); RETURN NEW; END $$;
+        CREATE TRIGGER test_hold_submitted BEFORE UPDATE ON executor_ledger FOR EACH ROW
+            WHEN (NEW.state = 'submitted') EXECUTE FUNCTION test_hold_submitted();""")
+    try:
+        async with harness.pool.acquire() as conn:
+            hold = conn.transaction()
+            await hold.start()
+            await conn.execute("SELECT pg_advisory_xact_lock(74110)")
+            event = harness.command(await harness.quote())
+            cid = event.payload.command_id
+            await harness.send(event)
+            await eventually(lambda: cid in svc.book.answers and svc.book.answers[cid].state is LedgerState.SIGNING,
+                             what="signed, its write held")
+            status, _ = await harness.control("POST", "/disarm", {"operator": "tester", "reason": "stop now"})
+            assert status == 200
+            await hold.rollback()  # the write goes on, after the disarm
+        rejected = await harness.result(cid, "rejected")
+        assert rejected.reason_code == "disarmed" and rejected.sent_at is None and rejected.nonce
+        assert harness.venue.quote_responses() == []
+        assert svc.book.reserved(EURE_ID) == 0 and await harness.statuses(cid) == ["rejected"]
+    finally:
+        await harness.pool.execute("DROP TRIGGER IF EXISTS test_hold_submitted ON executor_ledger;"
+                                   " DROP FUNCTION IF EXISTS test_hold_submitted()")
+
+
 async def test_disarmed_paused_and_late_commands_are_refused_with_a_result(harness: Harness) -> None:
     await harness.start(arm=False)
     await harness.inventory()
