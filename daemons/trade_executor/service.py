@@ -10,9 +10,10 @@ The loop, per `cmd.execute_trade`:
    against the latest snapshot minus what live answers hold. A failure is `refused`, recorded
    and published. A pass reserves the amount at once, before any await.
 3. Nonce and deadline (salt from a ≤ 5 min cache) → ledger `signing`; sign the NEP-413
-   `token_diff` → ledger `submitted` with the signed payload and quote_hash; only then send the
-   `quote_response` and await the relay: OK → `acknowledged`, an error → `rejected` with the
-   relay's text verbatim, no answer in time → `uncertain`. Each outcome is published.
+   `token_diff` → ledger `submitted` with the signed payload and quote_hash; only then, if still
+   armed (disarmed during that write → `rejected`, never sent), send the `quote_response` and
+   await the relay: OK → `acknowledged`, an error → `rejected` with the relay's text verbatim, no
+   answer in time → `uncertain`. Each outcome is published.
 4. A live answer is resolved by the venue only: a matching `quote_status` → `settled` (acked
    after the write when guaranteed delivery is on); past its deadline, `is_nonce_used` → settled
    or `expired`. Uncertain answers likewise; nothing is ever resubmitted.
