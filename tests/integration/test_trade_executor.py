@@ -568,9 +568,11 @@ async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves
     # matrix once caught an answer leaving ~1 ms after /disarm had answered).
     svc = await harness.start()
     await harness.inventory()
+    # idempotent: a run killed before its `finally` must not break the next one on a kept stack
     await harness.pool.execute("""
-        CREATE FUNCTION test_hold_submitted() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE OR REPLACE FUNCTION test_hold_submitted() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_advisory_xact_lock(74110); RETURN NEW; END $$;
+        DROP TRIGGER IF EXISTS test_hold_submitted ON executor_ledger;
         CREATE TRIGGER test_hold_submitted BEFORE UPDATE ON executor_ledger FOR EACH ROW
             WHEN (NEW.state = 'submitted') EXECUTE FUNCTION test_hold_submitted();""")
     try:
