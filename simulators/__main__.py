@@ -85,7 +85,7 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
     sims = {
         "relay": RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port),
         "near_rpc": NearRpcSimulator(verifier, host, base_port + 1),
-        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2),  # credits the verifier
+        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2, chain=verifier.chain),  # credits the verifier
         "kraken": KrakenSimulator(host, base_port + 3),
         "coingecko": CoinGeckoSimulator(host, base_port + 4),
     }

@@ -52,6 +52,7 @@ from aiohttp import web
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from simulators.base import SimServer, serve_standalone
+from simulators.chain import Chain
 
 if TYPE_CHECKING:  # annotations only: the verifier is attached at run time
     from simulators.verifier import FtWithdrawal, VerifierState
@@ -157,8 +158,9 @@ class SimDeposit:
     status: Literal["PENDING", "COMPLETED", "FAILED"] = "PENDING"
     mint_tx_hash: str | None = None
     credited: bool = False
+    mint_height: int | None = None  # the block the mint executes in (with a chain)
 
-    def wire(self, *, amounts_as_strings: bool) -> dict[str, Any]:
+    def wire(self, *, amounts_as_strings: bool, status: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "tx_hash": self.tx_hash,
             "mint_tx_hash": self.mint_tx_hash,
@@ -170,7 +172,7 @@ class SimDeposit:
             "amount": str(self.amount) if amounts_as_strings else self.amount,
             "account_id": self.account_id,
             "address": self.address,
-            "status": self.status,
+            "status": status or self.status,
             "created_at": _iso(self.created_at),
         }
         if self.sender is not None:
@@ -303,9 +305,13 @@ class PoaBridgeSimulator(SimServer):
         clock: SimClock | None = None,
         tokens: tuple[SimToken, ...] = DEFAULT_TOKENS,
         withdrawal_status_shape: WithdrawalShape = "withdrawals_list",
+        chain: Chain | None = None,
     ) -> None:
         super().__init__(host, port)
         self.credit = credit
+        # with the simulated chain, a deposit shows COMPLETED once the block holding its mint is
+        # produced, as the bridge sees it on NEAR (without one, at once)
+        self.chain = chain
         self.clock = clock or SimClock()
         self.tokens = tokens
         self.withdrawal_status_shape: WithdrawalShape = withdrawal_status_shape
@@ -505,6 +511,7 @@ class PoaBridgeSimulator(SimServer):
             deposit.due_at = self.clock.now() + timedelta(seconds=1)
             return
         deposit.credited = True
+        deposit.mint_height = self.chain.pending_height() if self.chain is not None else None
         deposit.status = "COMPLETED"
         deposit.mint_tx_hash = self._fake_hash("near:mainnet", "mint")
         self.record("deposit_credited", tx_hash=deposit.tx_hash, account_id=deposit.account_id,
@@ -622,13 +629,20 @@ class PoaBridgeSimulator(SimServer):
         matching = [
             d for d in reversed(self.deposits)  # newest first
             if d.account_id == account_id and (chain is None or d.chain == chain)
-            and (status is None or d.status == status)
+            and (status is None or self._shown_status(d) == status)
         ]
         as_strings = bool(self.faults.value("amounts_as_strings", False))
         return {
-            "deposits": [d.wire(amounts_as_strings=as_strings) for d in matching[offset:offset + limit]],
+            "deposits": [d.wire(amounts_as_strings=as_strings, status=self._shown_status(d))
+                         for d in matching[offset:offset + limit]],
             "total": len(matching), "limit": limit, "offset": offset,
         }
+
+    def _shown_status(self, d: SimDeposit) -> str:
+        if d.status == "COMPLETED" and d.mint_height is not None and self.chain is not None \
+                and self.chain.head() < d.mint_height:
+            return "PENDING"  # minted in the block being produced
+        return d.status
 
     def _notify_deposit(self, p: dict[str, Any]) -> dict[str, Any]:
         entry = {"deposit_address": _required(p, "deposit_address"), "tx_hash": _required(p, "tx_hash")}

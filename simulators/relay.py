@@ -711,6 +711,10 @@ class RelaySimulator(SimServer):
             else:
                 self.settlements.append(settlement)
                 self._count("settled")
+                # the status goes out once the block holding the execution is produced
+                tx = self.verifier.transactions.get(settlement.tx_hash)
+                if tx is not None:
+                    await self.verifier.chain.reached(tx.height, "optimistic")
                 self.set_status(settlement.intent_hash, "SETTLED", tx_hash=settlement.tx_hash)
                 outcome.update(settled=True, intent_hash=settlement.intent_hash, tx_hash=settlement.tx_hash)
                 await self.broadcast_status({"quote_hash": chosen.quote_hash, "intent_hash": settlement.intent_hash,
@@ -737,7 +741,11 @@ class RelaySimulator(SimServer):
 
     async def broadcast_status(self, data: dict[str, Any]) -> None:
         """Send a quote_status to every plain subscriber once, and queue it for every known
-        instance (guaranteed delivery, §1.6)."""
+        instance (guaranteed delivery, §1.6). The counted fault `lose_status` loses it entirely
+        (not sent, not queued): an outcome only the chain can tell."""
+        if self.faults.take("lose_status"):
+            self.record("status_lost", quote_hash=data.get("quote_hash"))
+            return
         for conn in list(self.conns.values()):
             for sid, sub in list(conn.subs.items()):
                 if sub.kind == "quote_status" and not sub.guaranteed:
@@ -919,6 +927,10 @@ class RelaySimulator(SimServer):
                 return error(ERR_BAD_PARAMS, -32602)
             status = self.statuses.get(arg["intent_hash"]) or {"intent_hash": arg["intent_hash"],
                                                                  "status": "NOT_FOUND_OR_NOT_VALID"}
+            tx = self.verifier.transactions.get(str((status.get("data") or {}).get("hash")))
+            if status.get("status") == "SETTLED" and tx is not None and tx.height > self.verifier.chain.head():
+                # executed in the block being produced: broadcast, not settled yet (§1.7 statuses)
+                status = {**status, "status": "TX_BROADCASTED"}
             return result(status)
         return error(ERR_METHOD_NOT_FOUND, -32601)
 

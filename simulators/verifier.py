@@ -22,6 +22,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +43,7 @@ from daemons.venues.near_intents.nep413 import (
     quote_hash,
     verify_signed_data,
 )
+from simulators.chain import Chain
 
 # --- verbatim contract errors (§3.6, §2.2, §2.3) ----------------------------------------------
 ERR_INVALID_SIGNATURE = "invalid signature"
@@ -237,8 +239,44 @@ class FtWithdrawal:
         return "nep141:" + self.token
 
 
+def _cleanable_before(nonce: bytes, limit_ns: int) -> bool:
+    """A versioned nonce whose own deadline is before `limit_ns` (legacy nonces carry none)."""
+    try:
+        parsed = parse_nonce(nonce)
+    except InvalidNonce:
+        return False
+    return not isinstance(parsed, LegacyNonce) and parsed.deadline_ns < limit_ns
+
+
+def _dip4_event(event: str, data: Any) -> str:
+    """A NEP-297 log line as the verifier emits it (standard `dip4`, protocols doc §3.4)."""
+    return "EVENT_JSON:" + json.dumps({"standard": "dip4", "version": "0.3.0", "event": event, "data": data},
+                                      separators=(",", ":"))
+
+
 def _fresh_hash() -> str:
     return base58.b58encode(secrets.token_bytes(32)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class TxRecord:
+    """An executed transaction as NEAR RPC `tx` reports it: the block its receipt executed in,
+    who signed it and the contract it called, and the NEP-297 logs it emitted."""
+
+    tx_hash: str
+    height: int
+    signer_id: str
+    receiver_id: str
+    method_name: str
+    logs: tuple[str, ...] = ()
+
+
+# The garbage-collector role may clean a versioned nonce as soon as its deadline has passed
+# (`is_nonce_cleanable`, near/intents `contracts/defuse/src/contract/accounts/account/nonces.rs`;
+# see docs/near-rpc.md "Nonce clean-up"). How soon the real collector runs is not published: the
+# simulator cleans this long after the deadline by default, so "not used" after a deadline
+# really does stop meaning "never executed" within a test's lifetime.
+DEFAULT_NONCE_CLEANUP_AFTER_S = 2.0
 
 
 class VerifierState:
@@ -254,16 +292,27 @@ class VerifierState:
         salt_hex: str | None = None,
         *,
         fee_collector: str | None = None,
+        chain: Chain | None = None,
+        nonce_cleanup_after_s: float | None = DEFAULT_NONCE_CLEANUP_AFTER_S,
     ) -> None:
         if not 0 <= fee_pips < PIPS_MAX:
             raise ValueError(f"fee_pips must be in [0, {PIPS_MAX}), got {fee_pips}")
         self.contract_id = contract_id
         self.fee_pips = fee_pips
         self.fee_collector = fee_collector or contract_id
+        self.chain = chain if chain is not None else Chain()
+        # None: nonces are never cleaned up (a kinder chain than mainnet; only for unit tests)
+        self.nonce_cleanup_after_s = nonce_cleanup_after_s
         self._balances: dict[str, dict[str, int]] = {}
+        # (account, token) -> [(height, delta)] for the kept blocks: reads at an older block
+        self._history: dict[tuple[str, str], deque[tuple[int, int]]] = {}
         self._keys: dict[str, dict[str, None]] = {}  # insertion-ordered sets
         self._implicit_removed: set[str] = set()
-        self._nonces: dict[str, set[bytes]] = {}
+        # account -> nonce -> the height it was committed at
+        self._nonces: dict[str, dict[bytes, int]] = {}
+        # cleaned nonces, kept for reads at older blocks: (account, nonce) -> (committed, cleaned)
+        self._cleaned: dict[tuple[str, bytes], tuple[int, int]] = {}
+        self.nonces_cleaned = 0
         # Nonces the relay invalidated in memory only (§1.7 "Cancelling"): they block settlement
         # through the relay, but the on-chain `is_nonce_used` view does not see them.
         self._relay_burned: dict[str, set[bytes]] = {}
@@ -273,6 +322,7 @@ class VerifierState:
         self._valid_salts: dict[str, None] = {current: None}
         self.settlements: list[Settlement] = []
         self.ft_withdrawals: list[FtWithdrawal] = []
+        self.transactions: dict[str, TxRecord] = {}
         # Called with each executed withdrawal, e.g. the POA bridge simulator seeing the burn.
         self.withdrawal_listeners: list[Callable[[FtWithdrawal], None]] = []
 
@@ -289,7 +339,17 @@ class VerifierState:
         self._add(account_id, token_id, -amount)
 
     def balance(self, account_id: str, token_id: str) -> int:
+        """The balance once every executed transaction is in a block (what the next block holds)."""
         return self._balances.get(account_id, {}).get(token_id, 0)
+
+    async def settled(self, finality: str = "final") -> None:
+        """Return once every change made so far is visible to reads at `finality`."""
+        await self.chain.reached(self.chain.pending_height(), finality)
+
+    def balance_at(self, account_id: str, token_id: str, height: int) -> int:
+        """The balance as a read at block `height` sees it (changes executed after it undone)."""
+        later = sum(d for h, d in self._history.get((account_id, token_id), ()) if h > height)
+        return self.balance(account_id, token_id) - later
 
     def balances_of(self, account_id: str) -> dict[str, int]:
         return {t: a for t, a in self._balances.get(account_id, {}).items() if a}
@@ -299,6 +359,11 @@ class VerifierState:
         if not 0 <= new <= U128_MAX:
             raise VerifierError(ERR_INSUFFICIENT_BALANCE)
         self._balances.setdefault(account_id, {})[token_id] = new
+        history = self._history.setdefault((account_id, token_id), deque())
+        history.append((self.chain.pending_height(), delta))
+        oldest = self.chain.oldest_kept()
+        while history and history[0][0] < oldest:
+            history.popleft()
 
     # --- public keys ---------------------------------------------------------------------
 
@@ -380,21 +445,53 @@ class VerifierState:
 
     # --- nonces and fee --------------------------------------------------------------------
 
-    def is_nonce_used(self, account_id: str, nonce_b64: str) -> bool:
-        """The on-chain view: committed nonces only (not the relay's in-memory invalidations)."""
+    def is_nonce_used(self, account_id: str, nonce_b64: str, height: int | None = None) -> bool:
+        """The on-chain view: committed nonces only (not the relay's in-memory invalidations),
+        as of block `height` (the latest by default). A nonce the garbage collector cleaned
+        reads as unused from the block it was cleaned in on."""
         try:
             raw = base64.b64decode(nonce_b64, validate=True)
         except (binascii.Error, ValueError, TypeError):
             raise VerifierError(err_json("nonce is not standard base64")) from None
         if len(raw) != 32:
             raise VerifierError(err_json(f"nonce must be 32 bytes, got {len(raw)}"))
-        return raw in self._nonces.get(account_id, set())
+        self.collect_nonces()
+        at = height if height is not None else self.chain.pending_height()
+        committed = self._nonces.get(account_id, {}).get(raw)
+        if committed is not None:
+            return committed <= at
+        cleaned = self._cleaned.get((account_id, raw))
+        return cleaned is not None and cleaned[0] <= at < cleaned[1]
+
+    def collect_nonces(self, now: datetime | None = None) -> int:
+        """The garbage collector's `cleanup_nonces`: versioned nonces whose deadline passed
+        `nonce_cleanup_after_s` ago are removed. Returns how many were cleaned now."""
+        if self.nonce_cleanup_after_s is None:
+            return 0
+        now_ns = datetime_to_ns(now or self.chain.now())
+        limit_ns = now_ns - int(self.nonce_cleanup_after_s * 1e9)
+        height = self.chain.pending_height()
+        oldest = self.chain.oldest_kept()
+        cleaned = 0
+        for account_id, nonces in self._nonces.items():
+            for nonce in [n for n in nonces if _cleanable_before(n, limit_ns)]:
+                self._cleaned[(account_id, nonce)] = (nonces.pop(nonce), height)
+                cleaned += 1
+        for key in [k for k, (_c, gone) in self._cleaned.items() if gone < oldest]:
+            del self._cleaned[key]
+        self.nonces_cleaned += cleaned
+        return cleaned
 
     def _nonce_taken(self, account_id: str, nonce: bytes) -> bool:
-        return nonce in self._nonces.get(account_id, set()) or nonce in self._relay_burned.get(account_id, set())
+        return nonce in self._nonces.get(account_id, {}) or nonce in self._relay_burned.get(account_id, set())
 
     def _commit_nonce(self, account_id: str, nonce: bytes) -> None:
-        self._nonces.setdefault(account_id, set()).add(nonce)
+        self._nonces.setdefault(account_id, {})[nonce] = self.chain.pending_height()
+
+    def record_tx(self, tx_hash: str, signer_id: str, method_name: str, logs: Iterable[str] = ()) -> TxRecord:
+        tx = TxRecord(tx_hash, self.chain.pending_height(), signer_id, self.contract_id, method_name, tuple(logs))
+        self.transactions[tx_hash] = tx
+        return tx
 
     def fee(self) -> int:
         return self.fee_pips
@@ -614,6 +711,9 @@ class VerifierState:
             fees_collected=fees,
         )
         self.settlements.append(settlement)
+        self.record_tx(settlement.tx_hash, taker_account_id, "execute_intents", [_dip4_event("intents_executed", [
+            {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)},
+        ])])
         return settlement
 
     # --- cancelling (§1.7) ----------------------------------------------------------------------
@@ -638,8 +738,12 @@ class VerifierState:
             seen.add((v.signer_id, v.nonce))
             checked.append(v)
         for v in checked:
-            target = self._nonces if on_chain else self._relay_burned
-            target.setdefault(v.signer_id, set()).add(v.nonce)
+            if on_chain:
+                self._commit_nonce(v.signer_id, v.nonce)
+            else:
+                self._relay_burned.setdefault(v.signer_id, set()).add(v.nonce)
+        if on_chain and checked:
+            self.record_tx(_fresh_hash(), checked[0].signer_id, "execute_intents")
         return [v.intent_hash for v in checked]
 
     # --- withdrawals (§3.2, §5) -----------------------------------------------------------------
@@ -696,6 +800,10 @@ class VerifierState:
                 done.append(FtWithdrawal(v.intent_hash, tx_hash, v.signer_id, token, receiver, amount, memo))
             self._commit_nonce(v.signer_id, v.nonce)
         self.ft_withdrawals.extend(done)
+        self.record_tx(tx_hash, checked[0][0].signer_id if checked else self.contract_id, "execute_intents",
+                       [_dip4_event("intents_executed", [
+                           {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)}
+                           for v, _parsed in checked])])
         for withdrawal in done:
             for listener in list(self.withdrawal_listeners):
                 listener(withdrawal)
@@ -713,6 +821,9 @@ class VerifierState:
             "balances": {a: {t: str(v) for t, v in b.items() if v} for a, b in self._balances.items()},
             "public_keys": {a: list(k) for a, k in self._keys.items()},
             "used_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._nonces.items()},
+            "nonces_cleaned": self.nonces_cleaned,
+            "head_height": self.chain.head(),
+            "final_height": self.chain.final(),
             "relay_burned_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._relay_burned.items()},
             "settlements": len(self.settlements),
             "ft_withdrawals": [{"intent_hash": w.intent_hash, "tx_hash": w.tx_hash, "account_id": w.account_id,

@@ -96,7 +96,7 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
     # takers wait ~1 s (protocol doc §1.8); all seven daemons share the test's one event loop
     relay = RelaySimulator(verifier, RelaySimConfig(jwt=jwt, collection_window_s=1.0, pick="best"))
     near = NearRpcSimulator(verifier)
-    poa = PoaBridgeSimulator(verifier.deposit)
+    poa = PoaBridgeSimulator(verifier.deposit, chain=verifier.chain)
     kraken = KrakenSimulator(heartbeat_interval_s=0.2, tick_interval_s=0.2)
     coingecko = CoinGeckoSimulator()
     sims = [relay, near, poa, kraken, coingecko]
@@ -121,7 +121,7 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
         HistoryWriter(HistoryWriterSettings(**common, history_group=history_group)),
         MarketReferenceIngest(MarketReferenceSettings(**common, market_startup_grace_s=0.5)),
         InventorySync(InventorySyncSettings(**common, inventory_group=f"seven-inventory-{run}",
-                                            inventory_interval_s=0.5, inventory_fresh_ms=5000)),
+                                            inventory_interval_s=3, inventory_fresh_ms=10_000)),
         LiquidityManager(LiquiditySettings(**common, treasury_file=treasury, liquidity_poll_interval_s=0.5)),
         NearIntentsIngest(IngestSettings(**common)),
         StrategyEngine(StrategySettings(**common)),

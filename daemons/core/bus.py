@@ -152,9 +152,11 @@ class EventProducer:
         ack.add_done_callback(watch)
         return ack
 
-    async def publish(self, event: Envelope[Any], key: str | None = None) -> None:
-        """Send and wait for the broker's acknowledgement. Key defaults to the pair."""
-        await (await self._send(event.event_type, encode(event), (key or event.pair).encode()))
+    async def publish(self, event: Envelope[Any], key: str | None = None) -> Placed:
+        """Send and wait for the broker's acknowledgement; where the event landed. Key defaults
+        to the pair."""
+        metadata = await (await self._send(event.event_type, encode(event), (key or event.pair).encode()))
+        return Placed(metadata.partition, metadata.offset)
 
     async def send(self, event: Envelope[Any], key: str | None = None) -> asyncio.Future[Any]:
         """Hand the event over and return its acknowledgement future without waiting for it.
@@ -370,6 +372,57 @@ def decode_records(
             event, error = None, exc.reason
         out.append(Delivery(topic, partition, rec.offset, rec.key, rec.value, event, error))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """Where the broker stored a published event."""
+
+    partition: int
+    offset: int
+
+
+class EndOffsets:
+    """Per partition of a topic, the offset the next record will get, from a consumer of its own
+    with no group (nothing joined or committed; a group consumer busy fetching in another task
+    is not asked). Started on first use; `stop()` closes it."""
+
+    def __init__(self, settings: CoreSettings, client_id: str) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def of(self, topic: str) -> dict[int, int]:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+                                        group_id=None, client_id=self.client_id)
+            try:
+                await consumer.start()
+            except BaseException:
+                await _close_unstarted(consumer)
+                raise
+            self._consumer = consumer
+        partitions = self._consumer.partitions_for_topic(topic)
+        if not partitions:
+            await self._consumer.topics()  # refresh the metadata once
+            partitions = self._consumer.partitions_for_topic(topic) or {0}
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await self._consumer.end_offsets(tps)
+        return {tp.partition: int(ends[tp]) for tp in tps}
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+
+async def topic_end_offsets(settings: CoreSettings, topic: str, client_id: str) -> dict[int, int]:
+    """`EndOffsets.of` once, with a consumer opened and closed for it."""
+    reader = EndOffsets(settings, client_id)
+    try:
+        return await reader.of(topic)
+    finally:
+        await reader.stop()
 
 
 def next_offsets(deliveries: Iterable[Delivery]) -> dict[TopicPartition, int]:

@@ -241,6 +241,14 @@ class IntentInventory(_Model):
     too old by their own bound. Nothing is published before the first successful reading, so
     balances are never invented. `pending_complete` is false while the liquidity history is still
     being read or the bridge could not be asked.
+
+    `block_height` / `block_hash` name the `final` block the balances were read at; heights never
+    go back from one snapshot to the next. `results_through` (partition -> offset of
+    `exec.trade_result`) says which settlements the balances hold: every result below those offsets
+    was published before the chain head was read, and the balances come from a block at or past
+    that head, so each settlement those results report is in them. A consumer releases a settled
+    answer's hold only on a snapshot whose `results_through` passes that result's offset
+    (docs/near-rpc.md, "Finality"). None: this snapshot proves nothing about settlements.
     """
 
     inventory_id: str
@@ -248,6 +256,8 @@ class IntentInventory(_Model):
     assets: list[AssetInventory]
     synced_at: AwareDatetime | None
     block_height: int | None = None
+    block_hash: str | None = None
+    results_through: dict[int, int] | None = None
     # the verifier's protocol fee (view `fee`, pips) when read with these balances
     fee_pips: int | None = Field(default=None, ge=0)
     age_ms: int = Field(ge=0)
@@ -258,7 +268,7 @@ class IntentInventory(_Model):
     sync_id: str | None = None
     trigger: Literal[
         "startup", "interval", "refresh", "trade_settled", "liquidity_action", "credit_observed",
-        "history_caught_up", "resume", "staleness_change",
+        "history_caught_up", "resume", "staleness_change", "finality",
     ] | None = None
     pending_complete: bool = True
     pending: list[PendingMovement] = Field(default_factory=list)
@@ -383,8 +393,10 @@ class TradeResult(_Model):
     - `uncertain`: the answer went out and no answer came in time (or the executor restarted
       after signing): never assumed failed, resolved later by `quote_status` or `is_nonce_used`.
     - `settled`: a `quote_status` (`intent_hash`, `tx_hash`) or the verifier's `is_nonce_used`
-      (`resolved_by`) says the answer was used. `expired`: its deadline passed and the nonce is
-      unused.
+      (`resolved_by`) says the answer was used. `expired`: its deadline passed and either the
+      relay's guaranteed-delivery stream, connected well past it, gave no quote_status for an
+      acknowledged answer (`no_quote_status`), or the nonce was unused at the last block at or
+      before the deadline (`is_nonce_used`).
 
     `execution_id` is the same for every result of one command. Stage times: the command
     received, the answer signed, sent, and the venue's answer; `resolved_at` for settled/expired.
@@ -416,7 +428,7 @@ class TradeResult(_Model):
     sent_at: AwareDatetime | None = None
     venue_answered_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
-    resolved_by: Literal["quote_status", "is_nonce_used"] | None = None
+    resolved_by: Literal["quote_status", "is_nonce_used", "no_quote_status", "operator"] | None = None
     cancel_requested_at: AwareDatetime | None = None
     inventory_id: str | None = None
     spendable_at_check: U128 | None = None

@@ -9,8 +9,9 @@ fields, so one class per daemon plus this shared one.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from daemons.core.assets import DEFAULT_BTC_ASSET_ID, REGISTRY
@@ -51,7 +52,22 @@ class CoreSettings(BaseSettings):
     relay_reconnect_budget: int = Field(default=120, ge=1)
     relay_reconnect_window_s: float = Field(default=600.0, gt=0)
     relay_max_frame_bytes: int = Field(default=1 << 20, ge=1024)
-    near_rpc_url: str = "https://rpc.mainnet.near.org"
+    # NEAR JSON-RPC endpoints, comma-separated, in order of preference (the client fails over
+    # along the list). Production providers from docs.near.org api/rpc/providers: the
+    # `*.near.org` endpoints are deprecated and limited to about 30 requests/min per IP
+    # (docs.near.org api/rpc/setup), so a `near.org` host is refused unless
+    # `near_rpc_allow_deprecated` is set (docs/near-rpc.md).
+    near_rpc_allow_deprecated: bool = False
+    near_rpc_url: str = "https://free.rpc.fastnear.com,https://near.lava.build,https://near.drpc.org"
+    # The client-side budget of each endpoint (daemons/venues/near_intents/near_rpc.py RpcBudget):
+    # at most `per_min` requests in any 60 s and `burst` at once, shared by every client of the
+    # process; an endpoint out of budget is passed over for the next one rather than earn a 429.
+    # 30/min is the deprecated near.org per-IP limit and well under the per-second free tiers the
+    # providers page quotes (dRPC 100/s, BlockPI 20/s; FASTNEAR and Lava publish none). A daily
+    # quota needs less: 1RPC's 20k requests/day is about 13/min (docs/near-rpc.md). The budget is
+    # per process: daemons on one host share its IP, so the provider sees their sum.
+    near_rpc_budget_per_min: int = Field(default=30, ge=1)
+    near_rpc_budget_burst: int = Field(default=5, ge=1)
     verifier_contract: str = "intents.near"
     poa_bridge_url: str = "https://bridge.chaindefuser.com/rpc"
     kraken_ws_url: str = "wss://ws.kraken.com/v2"
@@ -83,6 +99,27 @@ class CoreSettings(BaseSettings):
             btcs = ", ".join(a.asset_id for a in REGISTRY.values() if a.symbol == "BTC")
             raise ValueError(f"btc_asset_id must be one of: {btcs}")
         return value
+
+    @field_validator("near_rpc_url")
+    @classmethod
+    def _near_rpc_urls(cls, value: str, info: ValidationInfo) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("near_rpc_url needs at least one URL (comma-separated for several)")
+        for i, url in enumerate(urls, 1):
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower().rstrip(".")
+            if parts.scheme not in ("http", "https") or not host:
+                # not the URL itself: an endpoint URL may carry an API key
+                raise ValueError(f"near_rpc_url: entry {i} of {len(urls)} is not an http(s) URL with a host")
+            # near_rpc_allow_deprecated is declared before near_rpc_url, so it is validated first
+            if (host == "near.org" or host.endswith(".near.org")) and not info.data.get("near_rpc_allow_deprecated"):
+                raise ValueError(
+                    f"near_rpc_url: {host} is a deprecated near.org RPC endpoint, limited to about 30"
+                    " requests/min per IP (docs.near.org api/rpc/setup); use providers from"
+                    " docs.near.org api/rpc/providers, or set QL_NEAR_RPC_ALLOW_DEPRECATED=true"
+                )
+        return ",".join(urls)
 
     @field_validator("log_level")
     @classmethod

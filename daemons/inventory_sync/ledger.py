@@ -62,6 +62,9 @@ class ActionView:
     amount_at: datetime | None = None
     credited_at: datetime | None = None  # funding: the first `credited` event
     burned_at: datetime | None = None  # withdrawal: the first event saying the burn settled
+    # withdrawal: the ledger's `events_applied` count once that event was folded (a reading whose
+    # head block was read after this count holds the burn; see `snapshot.holdings`)
+    burned_seq: int | None = None
 
     @property
     def done(self) -> bool:
@@ -136,6 +139,7 @@ class LiquidityLedger:
                 amount_at=occurred_at if action.amount is not None else None,
                 credited_at=occurred_at if action.status == "credited" else None,
                 burned_at=occurred_at if _says_burned(action) else None,
+                burned_seq=self.events_applied + 1 if _says_burned(action) else None,
             )
         else:
             newer = occurred_at >= view.status_at
@@ -146,6 +150,9 @@ class LiquidityLedger:
             burned_at = view.burned_at
             if _says_burned(action) and (burned_at is None or occurred_at < burned_at):
                 burned_at = occurred_at
+            burned_seq = view.burned_seq
+            if _says_burned(action) and burned_seq is None:
+                burned_seq = self.events_applied + 1
             view = replace(
                 view,
                 status=action.status if newer else view.status,
@@ -158,6 +165,7 @@ class LiquidityLedger:
                 first_at=min(view.first_at, occurred_at),
                 credited_at=credited_at,
                 burned_at=burned_at,
+                burned_seq=burned_seq,
             )
         self._views[action_id] = view
         self.events_applied += 1

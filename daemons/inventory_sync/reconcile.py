@@ -9,9 +9,12 @@ credited it:
 - a deposit the bridge still lists as PENDING or FAILED (or leaves out of a complete list) was
   not credited when the balances of that reading were read: the reading is a *confirmation*
   that it was uncredited, a possible baseline;
-- a deposit listed COMPLETED/CREDITED at reading N was credited before the balances of reading
-  N+1 were read (`hi` = N+1); a funding liquidity-manager marked credited at time t was credited
-  before the balances of the first reading that started after t.
+- a deposit listed COMPLETED/CREDITED by the bridge read of reading N (at `bridge_read_at`) was
+  credited before the balances of the first *covering* reading whose head block was taken after
+  that instant (`covers_until`): a `final` read trails the chain, so only a reading whose
+  balances come from a block at or past a head read later is known to hold it (`hi`); a funding
+  liquidity-manager marked credited at time t likewise. Until such a reading exists the credit
+  is seen but not placed, and the service makes its next reading a covering one.
 
 So each transfer is known to have been credited between the balance reads of its latest
 confirmation (`lo`) and `hi`. For a credited funding F, a baseline reading b (one of F's
@@ -25,7 +28,9 @@ and `credited < expected` is flagged `credited_lower_than_expected` with both fi
 latest baseline that leaves nothing ambiguous is used; an ambiguity a later reading could settle
 waits for it (a bounded number of readings). Our own settled trades or a withdrawal of the same
 asset inside the window move the balance by amounts this service does not know: the result is
-`inconclusive`, with the reason, never a false alarm or a false all-clear.
+`inconclusive`, with the reason, never a false alarm or a false all-clear; those windows reach
+`LAG_MARGIN` before the baseline's read, since a balance read at `final` may not yet hold what
+settled just before it.
 
 Transfers credited before the service's first reading were never watched: they produce no entry.
 """
@@ -35,7 +40,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from daemons.core.events import Reconciliation, ReconciliationStatus
@@ -44,6 +49,10 @@ from daemons.inventory_sync.snapshot import BridgeRead
 
 Key = tuple[str, ...]
 Placement = Literal["in", "out", "ambiguous", "unsettled"]
+
+# how far back a reading's balances may trail its read (a `final` read is a few blocks behind the
+# head; generous, as a wider window only makes a result inconclusive, never wrong)
+LAG_MARGIN = timedelta(seconds=30)
 
 _SEVERITY: dict[ReconciliationStatus, int] = {
     "ok": 0, "awaiting_credit": 1, "inconclusive": 2, "credited_lower_than_expected": 3,
@@ -62,13 +71,17 @@ def summary_status(entries: Iterable[Reconciliation]) -> ReconciliationStatus:
 @dataclass(frozen=True)
 class Reading:
     """One successful sync: balances read between `started_at` and `finished_at`, then the
-    bridge's deposit lists per chain (None: that chain's read failed)."""
+    bridge's deposit lists per chain (None: that chain's read failed), done at `bridge_read_at`.
+    `covers_until`: for a covering reading, the instant before its head block was read (every
+    change executed before it is in these balances); None for a reading that proves nothing."""
 
     seq: int
     started_at: datetime
     finished_at: datetime
     balances: Mapping[str, int]
     bridge: Mapping[str, BridgeRead | None]
+    bridge_read_at: datetime | None = None
+    covers_until: datetime | None = None
 
 
 @dataclass
@@ -81,6 +94,7 @@ class _Transfer:
     tx_hash: str | None
     confirmed: deque[int]  # readings after whose balance read it was still uncredited, oldest first
     hi: int | None = None  # credited before the balance read of reading `hi`
+    credit_seen_at: datetime | None = None  # known credited by this instant
     actions: list[ActionView] = field(default_factory=list)
     bridge_amount: int | None = None
     listed: bool = False  # the bridge has listed it at least once
@@ -165,7 +179,10 @@ class Reconciler:
         resolved: list[Reconciliation] = []
         wants = False
         for t in self._transfers.values():
-            if t.result is not None or t.silent or t.primary is None or t.hi is None:
+            if t.result is not None or t.silent or t.primary is None:
+                continue
+            if t.hi is None:
+                wants = wants or t.credit_seen_at is not None  # a covering reading will place it
                 continue
             if t.hi <= self._first_seq:
                 t.silent = True
@@ -194,7 +211,7 @@ class Reconciler:
             awaiting.append(Reconciliation(
                 asset_id=t.asset_id, status="awaiting_credit", liquidity_action_id=primary.liquidity_action_id,
                 tx_hash=t.tx_hash, amount=t.amount,
-                reason=None if t.hi is None else "credit seen; compared at the next reading",
+                reason=None if t.credit_seen_at is None else "credit seen; compared at the next reading",
             ))
         return awaiting + list(reversed(self._results))
 
@@ -250,23 +267,27 @@ class Reconciler:
                 bridge_says = deposit.credited
             elif read.complete:
                 bridge_says = False
-        hi = t.hi
+        seen = t.credit_seen_at
         if bridge_says:
-            hi = seq + 1 if hi is None else min(hi, seq + 1)
+            at = reading.bridge_read_at or reading.finished_at
+            seen = at if seen is None else min(seen, at)
         for a in t.actions:
             if a.credited_at is not None:
-                candidate = self._first_started_after(a.credited_at, seq)
-                hi = candidate if hi is None else min(hi, candidate)
-        t.hi = hi
+                seen = a.credited_at if seen is None else min(seen, a.credited_at)
+        t.credit_seen_at = seen
+        hi = self._first_covering_after(seen) if seen is not None else None
+        if hi is not None and t.hi is not None:
+            hi = min(hi, t.hi)
+        t.hi = hi if hi is not None else t.hi
         # a confirmation contradicting a known earlier credit is noise, not a baseline
         if bridge_says is False and (hi is None or hi > seq):
             t.confirmed.append(seq)
 
-    def _first_started_after(self, at: datetime, seq: int) -> int:
-        """The first kept reading whose balance read started at or after `at` (an action credited
-        by then was credited before that read); the next reading when none did."""
-        later = [s for s, r in self._readings.items() if r.started_at >= at]
-        return min(later) if later else seq + 1
+    def _first_covering_after(self, at: datetime) -> int | None:
+        """The first kept reading whose head block was read after `at` (a credit made by then is
+        in its balances); None until there is one."""
+        later = [s for s, r in self._readings.items() if r.covers_until is not None and r.covers_until >= at]
+        return min(later) if later else None
 
     def _prune(self, present: set[Key], seq: int) -> None:
         for key in [k for k, t in self._transfers.items() if k not in present and not t.actions]:
@@ -321,7 +342,7 @@ class Reconciler:
                  withdrawals: Sequence[ActionView], trades_settled_at: Sequence[datetime],
                  now: datetime) -> Reconciliation:
         window_ids = [t.label() for t in inside]
-        start, end = base.started_at, comp.finished_at
+        start, end = base.started_at - LAG_MARGIN, comp.finished_at
         trades = sum(1 for at in trades_settled_at if start <= at <= end)
         if trades:
             return self._result(f, "inconclusive", now, window=window_ids, reads=(base, comp),

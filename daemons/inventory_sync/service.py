@@ -7,9 +7,20 @@ our own answers settles (`exec.trade_result` with status `settled`), when liquid
 records a transition (`ops.liquidity_action`), and once more right after a credit is seen, so the
 credit is reconciled at once. Several causes arriving together make one reading.
 
-A reading is `mt_batch_balance_of` for the pair's two assets (the source block height comes with
-it), then the POA bridge's `recent_deposits` for each pair asset with a POA route, in that order
-(see `reconcile`). Pending movements come from the liquidity actions, folded from the whole
+A reading is `mt_batch_balance_of` for the pair's two assets at `final` (the block height and
+hash come with it), then the POA bridge's `recent_deposits` for each pair asset with a POA route,
+in that order (see `reconcile`). The protocol fee is read at start and every
+`QL_INVENTORY_FEE_INTERVAL_S`, not with every reading: NEAR RPC is metered (docs/near-rpc.md).
+
+Finality: a `final` read trails the chain head by a few blocks, so a reading made right after a
+settlement can predate it. When settlements or withdrawal burns were reported since the last
+covering reading (and at start), a reading first takes `exec.trade_result`'s end offsets, then
+the chain head (`block` at `optimistic`), waits `QL_INVENTORY_FINALITY_WAIT_MS`, and reads the
+balances at `final`: if that block is at or past the head, the snapshot's `results_through`
+carries those offsets (every settlement published below them is in the balances) and burns
+folded before the head count as gone. If `final` has not reached the head yet, the snapshot
+keeps the last coverage and another reading follows. Heights never go back: a reading from a
+node behind the last published block is refused as a failed reading. Pending movements come from the liquidity actions, folded from the whole
 topic at every start (the history is re-read from the beginning, so pending funding survives a
 restart), and from the bridge's list. `snapshot` and `reconcile` hold the rules; this module is
 the I/O around them.
@@ -42,7 +53,7 @@ from aiokafka.errors import KafkaError
 from pydantic import AwareDatetime, Field, model_validator
 
 from daemons.core.assets import ActivePair
-from daemons.core.bus import EventConsumer, EventProducer, next_offsets
+from daemons.core.bus import EndOffsets, EventConsumer, EventProducer, next_offsets
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.events import (
     AssetInventory,
@@ -60,7 +71,7 @@ from daemons.core.settings import CoreSettings
 from daemons.inventory_sync.ledger import LiquidityLedger
 from daemons.inventory_sync.reconcile import Reading, Reconciler, summary_status
 from daemons.inventory_sync.snapshot import BridgeRead, bridge_read, freshness, holdings, stale_at
-from daemons.venues.near_intents.near_rpc import NearRpcClient, NearRpcError
+from daemons.venues.near_intents.near_rpc import NearRpcError, NearRpcRateLimited, client_from_settings
 from daemons.venues.poa_bridge import PoaBridgeClient, PoaBridgeError
 
 LIQUIDITY_TOPIC = "ops.liquidity_action"
@@ -68,6 +79,9 @@ TRADE_TOPIC = "exec.trade_result"
 
 
 class InventorySyncSettings(CoreSettings):
+    # NEAR RPC budget (requests/min): a covering reading is two calls (head, balances) about
+    # every three seconds under load, an idle one a call per interval (see ExecutorSettings)
+    near_rpc_budget_per_min: int = Field(default=36, ge=1)
     inventory_group: str = "inventory-sync"
     # a reading at least this often
     inventory_interval_s: float = Field(default=5.0, gt=0)
@@ -79,8 +93,14 @@ class InventorySyncSettings(CoreSettings):
     inventory_deposits_limit: int = Field(default=100, ge=1, le=100)
     inventory_poll_ms: int = Field(default=200, ge=1)
     # Readings asked for by events start at least this far apart: a burst of settlements (one
-    # per answer at 200 answers/s) becomes one reading and one snapshot, not one each.
-    inventory_min_gap_ms: int = Field(default=200, ge=0, le=10_000)
+    # per answer at 200 answers/s) becomes one reading and one snapshot, not one each; with the
+    # finality wait a covering reading costs two RPC calls, at most every 3.5 s (34/min).
+    inventory_min_gap_ms: int = Field(default=3_500, ge=0, le=10_000)
+    # after reading the chain head, wait this long before reading `final` balances: a `final`
+    # read trails the head by ~3 blocks of ~0.6 s (docs/near-rpc.md, "Finality")
+    inventory_finality_wait_ms: int = Field(default=2_000, ge=0, le=30_000)
+    # the protocol fee changes rarely: read at start and this often
+    inventory_fee_interval_s: float = Field(default=300.0, gt=0)
     inventory_kafka_retry_max_s: float = Field(default=5.0, gt=0)
     # liquidity actions first recorded before this instant are ignored (a treasury cut-over)
     inventory_liquidity_since: AwareDatetime | None = None
@@ -106,6 +126,18 @@ class _Trigger:
 
 
 @dataclass(frozen=True)
+class _Coverage:
+    """What the last covering reading proved its balances hold: every `exec.trade_result` below
+    `results_through`, and every liquidity event folded up to `liquidity_seq`; the head it read."""
+
+    results_through: dict[int, int]
+    liquidity_seq: int
+    head_height: int
+    wanted: int  # `cover_wanted` when it was taken: the causes it answers
+    taken_at: datetime  # before the end offsets and the head were read
+
+
+@dataclass(frozen=True)
 class _Synced:
     """The last successful reading and everything computed from it."""
 
@@ -114,12 +146,22 @@ class _Synced:
     synced_at: datetime
     duration_ms: int
     block_height: int | None
+    block_hash: str | None
+    results_through: dict[int, int] | None
     trigger: str
     assets: list[AssetInventory]
     pending: list[PendingMovement]
     pending_complete: bool
     reconciliation: list[Reconciliation]
     fee_pips: int | None = None
+
+
+class _BehindError(Exception):
+    """The node answered from a block older than one already published."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class InventorySync(Service):
@@ -137,8 +179,8 @@ class InventorySync(Service):
         # batched: a settlement asks for a reading that waits `inventory_min_gap_ms` anyway
         self.consumer = EventConsumer(settings, settings.inventory_group, [LIQUIDITY_TOPIC, TRADE_TOPIC],
                                       client_id=self.name, on_assigned=self._assigned, batched=True)
-        self.rpc = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
-                                 timeout_s=settings.inventory_rpc_timeout_s)
+        self.end_offsets = EndOffsets(settings, f"{self.name}-end-offsets")
+        self.rpc = client_from_settings(settings, timeout_s=settings.inventory_rpc_timeout_s)
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.inventory_bridge_timeout_s)
         self.ledger = LiquidityLedger(since=settings.inventory_liquidity_since)
         self.reconciler = Reconciler(
@@ -149,6 +191,13 @@ class InventorySync(Service):
         self.blocked: str | None = None if self.account_id else "QL_SIGNER_ACCOUNT_ID is not set"
         self.synced: _Synced | None = None
         self.fee_pips: int | None = None
+        self.fee_read_at: datetime | None = None
+        self.coverage: _Coverage | None = None
+        self.cover_pending: _Coverage | None = None  # a head taken that `final` has not reached
+        # causes that want a covering reading (settlements, burns) seen, and covered so far
+        self.cover_wanted = 1  # the first reading covers what happened before the start
+        self.cover_done = 0
+        self.published_height: int | None = None
         self.seq = 0
         # None until the first reading was attempted: the first verdict is always published
         self.stale: bool | None = None
@@ -168,13 +217,17 @@ class InventorySync(Service):
         self.last_snapshot: dict[str, Any] | None = None
         self.counts: Counter[str] = Counter(
             {k: 0 for k in ("readings", "reading_failures", "snapshots", "publish_failures", "trades_settled",
-                            "trades_settled_before_start", "liquidity_events", "bridge_failures")}
+                            "trades_settled_before_start", "liquidity_events", "bridge_failures",
+                            "finality_short")}
         )
         self.triggers: Counter[str] = Counter()
         self._trigger: _Trigger | None = None
         self._wake = asyncio.Event()
         self._last_read_at = float("-inf")  # event-loop time the last reading started
         self._next_due = now_utc()
+        # a covering reading owed (final short of its head, or a failed attempt): due sooner than
+        # the interval, by this many seconds, under this name
+        self._owed_in: float | None = None
         self._refresh_waiters: list[asyncio.Future[dict[str, Any]]] = []
 
     # --- loop -----------------------------------------------------------------------------
@@ -198,12 +251,13 @@ class InventorySync(Service):
             self._finish_waiters({"synced": False, "error": "inventory-sync is stopping"})
             await self.consumer.stop()
             await self.producer.stop()
+            await self.end_offsets.stop()
             await self.rpc.close()
             await self.bridge.close()
 
     def _request(self, trigger: _Trigger) -> None:
         """Ask for a reading; the first specific cause since the last reading names it."""
-        if self._trigger is None or self._trigger.reason == "interval":
+        if self._trigger is None or self._trigger.reason in ("interval", "finality"):
             self._trigger = trigger
         self._wake.set()
 
@@ -225,12 +279,14 @@ class InventorySync(Service):
                 break
             if self.paused:
                 self.parked = True
+                # a refresh asked just before the pause is answered now, not at its timeout
+                self._finish_waiters({"synced": False, "paused": True, "error": "readings are paused"})
                 await self._publish_staleness_change()
                 continue
             self.parked = False
             trigger = self._trigger
             if trigger is None and now_utc() >= self._next_due:
-                trigger = _Trigger("interval")
+                trigger = _Trigger("finality" if self.cover_wanted > self.cover_done else "interval")
             if trigger is not None:
                 self._trigger = None
                 await self._read(trigger)
@@ -268,17 +324,25 @@ class InventorySync(Service):
         self._last_read_at = asyncio.get_running_loop().time()
         started = now_utc()
         self.last_attempt_at = started
+        cover = self.cover_pending
         try:
+            if cover is None and self.cover_wanted > self.cover_done:
+                cover = await self._take_head()
             balances = await self.rpc.mt_batch_balance_of(self.account_id, self.pair.token_ids)
-            height = self.rpc.last_block_height
-            # the protocol fee rides on the snapshot so every decision records the one in force
-            try:
-                self.fee_pips = await self.rpc.fee()
-            except NearRpcError as exc:
-                self.log.warning("verifier_fee_unavailable", error=exc.message)  # keep the last known fee
-        except NearRpcError as exc:
-            self._verifier_failed(f"{exc.__class__.__name__}: {exc.message}")
-            self._finish_waiters({"synced": False, "error": self.verifier_error}, waiters)
+            height, block_hash = self.rpc.last_block_height, self.rpc.last_block_hash
+            if height is not None and self.published_height is not None and height < self.published_height:
+                raise _BehindError(f"the node's final block {height} is behind the last published "
+                                   f"{self.published_height}")
+            await self._read_fee_if_due()
+        except (NearRpcError, _BehindError, KafkaError) as exc:
+            message = exc.message if isinstance(exc, (NearRpcError, _BehindError)) else str(exc)
+            if cover is not None or self.cover_wanted > self.cover_done:  # owed: try again soon
+                self.cover_pending = cover
+                self._owed_in = max(1.0, exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else 0.0)
+            self._verifier_failed(f"{exc.__class__.__name__}: {message}")
+            self._finish_waiters({"synced": False, "error": self.verifier_error,
+                                  "retry_after_s": exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else None},
+                                 waiters)
             return
         except Exception as exc:  # a bug or an unforeseen client failure: visible, never fatal
             self.log.exception("verifier_read_failed_unexpectedly")
@@ -286,25 +350,44 @@ class InventorySync(Service):
             self._finish_waiters({"synced": False, "error": self.verifier_error}, waiters)
             return
         finally:
-            self._next_due = now_utc() + timedelta(seconds=self.cfg.inventory_interval_s)
+            owed, self._owed_in = self._owed_in, None
+            self._next_due = now_utc() + timedelta(seconds=self.cfg.inventory_interval_s if owed is None else owed)
         finished = now_utc()
         self._verifier_ok(finished)
+        self.cover_pending = None
+        covers_until: datetime | None = None
+        if cover is not None and height is not None and height >= cover.head_height:
+            self.coverage, self.cover_done = cover, cover.wanted
+            covers_until = cover.taken_at
+        elif cover is not None:
+            # final has not reached that head yet: read again with the same head, once the
+            # blocks between them should be final (~0.6 s each)
+            self.counts["finality_short"] += 1
+            self.cover_pending = cover
+            behind = cover.head_height - (height or cover.head_height)
+            self._next_due = now_utc() + timedelta(seconds=max(0.3, 0.6 * behind))
+        if self.cover_pending is None and self.cover_wanted > self.cover_done:
+            self._request(_Trigger("finality"))  # causes that came after this reading's head
         # the bridge is read after the balances: what it still shows as uncredited was not in them
         reads = await self._read_bridge()
         self.seq += 1
         by_id = dict(zip(self.pair.token_ids, balances, strict=True))
         fundings, withdrawals = self.ledger.fundings(), self.ledger.withdrawals()
         outcome = self.reconciler.observe(
-            Reading(seq=self.seq, started_at=started, finished_at=finished, balances=by_id, bridge=reads),
+            Reading(seq=self.seq, started_at=started, finished_at=finished, balances=by_id, bridge=reads,
+                    bridge_read_at=now_utc(), covers_until=covers_until),
             fundings, withdrawals, list(self.trades_settled), finished,
         )
         self._prune_trades()
         # pending figures fall back to the last good bridge read of a chain that failed just now
         known: dict[str, BridgeRead | None] = {c: reads.get(c) or self.bridge_reads.get(c) for c in self.chains}
-        held = holdings(self.pair.assets, by_id, fundings, withdrawals, known)
+        held = holdings(self.pair.assets, by_id, fundings, withdrawals, known,
+                        self.coverage.liquidity_seq if self.coverage is not None else None)
         self.synced = _Synced(
             sync_id=str(uuid.uuid4()), seq=self.seq, synced_at=finished,
             duration_ms=(finished - started) // timedelta(milliseconds=1), block_height=height,
+            block_hash=block_hash,
+            results_through=dict(self.coverage.results_through) if self.coverage is not None else None,
             trigger=trigger.reason, assets=held.assets, pending=held.pending,
             pending_complete=self.history_caught_up and all(reads.get(c) is not None for c in self.chains),
             reconciliation=outcome.entries, fee_pips=self.fee_pips,
@@ -316,8 +399,38 @@ class InventorySync(Service):
         inventory_id = await self._publish(trigger, finished)
         self.mark_success()
         self._finish_waiters(self._refresh_answer(inventory_id), waiters)
-        if outcome.wants_reading:
+        if outcome.wants_reading:  # placed only by a reading whose head comes after the credit was seen
+            self.cover_wanted += 1
             self._request(_Trigger("credit_observed"))
+
+    async def _take_head(self) -> _Coverage:
+        """What a reading can prove it covers: `exec.trade_result`'s end offsets and the
+        liquidity events folded so far, taken before the chain head is read; then the wait for
+        `final` to reach that head."""
+        wanted, taken_at = self.cover_wanted, now_utc()
+        ends = await self.end_offsets.of(TRADE_TOPIC)
+        liquidity_seq = self.ledger.events_applied
+        head = await self.rpc.block(finality="optimistic")
+        wait = self.cfg.inventory_finality_wait_ms / 1000
+        if wait > 0:
+            try:
+                await asyncio.wait_for(self.drain_requested.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+        return _Coverage(results_through=ends, liquidity_seq=liquidity_seq, head_height=head.height, wanted=wanted,
+                         taken_at=taken_at)
+
+    async def _read_fee_if_due(self) -> None:
+        """The protocol fee rides on every snapshot, so every decision records the one in force;
+        it is read at start and every `inventory_fee_interval_s` (the last known one is kept)."""
+        now = now_utc()
+        if self.fee_read_at is not None and (now - self.fee_read_at).total_seconds() < self.cfg.inventory_fee_interval_s:
+            return
+        try:
+            self.fee_pips = await self.rpc.fee()
+            self.fee_read_at = now
+        except NearRpcError as exc:
+            self.log.warning("verifier_fee_unavailable", error=exc.message)
 
     async def _read_bridge(self) -> dict[str, BridgeRead | None]:
         assert self.account_id is not None
@@ -427,7 +540,8 @@ class InventorySync(Service):
         assert f.age_ms is not None
         return IntentInventory(
             inventory_id=str(uuid.uuid4()), account_id=self.account_id, assets=s.assets, synced_at=s.synced_at,
-            block_height=s.block_height, age_ms=f.age_ms, stale=f.stale,
+            block_height=s.block_height, block_hash=s.block_hash, results_through=s.results_through,
+            age_ms=f.age_ms, stale=f.stale,
             stale_since=stale_at(s.synced_at, self.bound_ms) if f.stale else None,
             stale_reason=self._stale_reason(now) if f.stale else None,
             freshness_bound_ms=self.bound_ms, sync_id=s.sync_id,
@@ -459,6 +573,8 @@ class InventorySync(Service):
             self.log.info("kafka_publish_recovered", topic="state.intent_inventory")
             self.kafka_error = None
         self.counts["snapshots"] += 1
+        if payload.block_height is not None:
+            self.published_height = max(self.published_height or 0, payload.block_height)
         self.last_snapshot = {"inventory_id": payload.inventory_id, "event_id": str(event.event_id),
                               "published_at": event.observed_at, "trigger": trigger.reason, "stale": payload.stale}
         return payload.inventory_id
@@ -514,15 +630,18 @@ class InventorySync(Service):
             if view is None:
                 return
             self.counts["liquidity_events"] += 1
+            if view.burned and view.pending:
+                self.cover_wanted += 1
             if self.history_caught_up:
                 self._request(_Trigger("liquidity_action", event.event_id, payload.liquidity_action_id))
         elif isinstance(payload, TradeResult) and payload.status == "settled":
             if event.occurred_at < self.started_at:
-                # settled before this process started: the first reading already holds it (a new
-                # consumer group starts from the beginning of the topic)
+                # published before this process started: the first reading covers it (it takes
+                # the topic's end offsets before its head block)
                 self.counts["trades_settled_before_start"] += 1
                 return
             self.counts["trades_settled"] += 1
+            self.cover_wanted += 1
             self.trades_settled.append(event.occurred_at)
             self.last_trade_settled_at = event.occurred_at
             self._request(_Trigger("trade_settled", event.event_id, payload.quote_id))
@@ -576,6 +695,11 @@ class InventorySync(Service):
                 raise ControlError(504, "the reading did not finish in time; see GET /state") from None
             if not result["synced"]:
                 self.audit.record("refresh", caller, f"failed: {result['error']}")
+                if result.get("paused"):
+                    raise ControlError(409, "readings are paused; POST /resume first")
+                if result.get("retry_after_s") is not None:  # our own NEAR RPC budget said no
+                    raise ControlError(429, f"NEAR RPC budget spent; retry in {result['retry_after_s']:.1f} s "
+                                            f"({result['error']})")
                 raise ControlError(502, f"verifier reading failed: {result['error']}")
             self.audit.record("refresh", caller, "synced", {"sync_id": result["sync_id"]})
             return result
@@ -624,8 +748,18 @@ class InventorySync(Service):
             "freshness_bound_ms": self.bound_ms,
             "last_sync": None if s is None else {
                 "sync_id": s.sync_id, "synced_at": s.synced_at, "block_height": s.block_height,
-                "trigger": s.trigger, "duration_ms": s.duration_ms,
+                "block_hash": s.block_hash, "trigger": s.trigger, "duration_ms": s.duration_ms,
             },
+            "finality": {
+                "covering_wanted": self.cover_wanted > self.cover_done,
+                "covered_head_height": self.coverage.head_height if self.coverage else None,
+                "results_through": self.coverage.results_through if self.coverage else None,
+                "liquidity_seq": self.coverage.liquidity_seq if self.coverage else None,
+                "wait_ms": self.cfg.inventory_finality_wait_ms,
+            },
+            "fee": {"pips": self.fee_pips, "read_at": self.fee_read_at,
+                    "interval_s": self.cfg.inventory_fee_interval_s},
+            "near_rpc": self.rpc.usage().model_dump(mode="json"),
             "last_attempt_at": self.last_attempt_at,
             "verifier_error": self.verifier_error,
             "verifier_down_since": self.verifier_down_since,

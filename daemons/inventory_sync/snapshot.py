@@ -1,8 +1,11 @@
 """What one inventory snapshot says, computed from its inputs (pure: no I/O, no clock).
 
 - Spendable is credited only: the verifier's balance for the signer account, less withdrawals
-  that are committed but whose burn has not settled yet (still inside the credited balance, but
-  leaving). Nothing on its way in ever counts.
+  that are committed but whose burn is not in that balance yet (still inside the credited
+  balance, but leaving). A burn is in the balance only when the event reporting it was folded
+  before the reading's head block was taken (`covered_seq`): a `final` read trails the chain,
+  so a reading made after the burn was reported can still predate it (docs/near-rpc.md,
+  "Finality"). Nothing on its way in ever counts.
 - Pending inbound per asset: every funding action not yet credited, failed, duplicate or
   refused, plus every deposit the POA bridge lists as PENDING that no live action covers (a
   transfer seen externally but not recorded). One transfer is counted once: actions and bridge
@@ -119,15 +122,18 @@ def holdings(
     fundings: Iterable[ActionView],
     withdrawals: Iterable[ActionView],
     bridge: Mapping[str, BridgeRead | None],
+    covered_seq: int | None = None,
 ) -> Holdings:
-    """Per pair asset: credited, spendable, pending in and out; and the movements behind them."""
+    """Per pair asset: credited, spendable, pending in and out; and the movements behind them.
+    `covered_seq`: the liquidity ledger's `events_applied` when the reading's head block was
+    taken; None keeps every burned withdrawal that is still pending reserved."""
     withdrawals = list(withdrawals)
     movements = pending_movements(fundings, withdrawals, bridge)
     rows = []
     for asset in assets:
         credited = balances[asset.asset_id]
         reserved = sum(w.amount or 0 for w in withdrawals
-                       if w.pending and not w.burned and w.asset_id == asset.asset_id)
+                       if w.pending and not burn_in_balance(w, covered_seq) and w.asset_id == asset.asset_id)
         rows.append(AssetInventory(
             asset_id=asset.asset_id, decimals=asset.decimals, credited=credited, reserved_out=reserved,
             spendable=max(0, credited - reserved),
@@ -135,6 +141,16 @@ def holdings(
             pending_out=sum(m.amount or 0 for m in movements if m.direction == "out" and m.asset_id == asset.asset_id),
         ))
     return Holdings(assets=rows, pending=movements)
+
+
+def burn_in_balance(withdrawal: ActionView, covered_seq: int | None) -> bool:
+    """The withdrawal's burn is in a reading whose head block was taken at ledger count
+    `covered_seq` (a burn folded later may still be missing from the balance)."""
+    if not withdrawal.burned:
+        return False
+    if covered_seq is None or withdrawal.burned_seq is None:
+        return False
+    return withdrawal.burned_seq <= covered_seq
 
 
 @dataclass(frozen=True, slots=True)

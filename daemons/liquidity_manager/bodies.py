@@ -69,6 +69,9 @@ class WithdrawalBody(_Amount):
     wallet_label: str | None = Field(default=None, min_length=1, max_length=64)
     address: str | None = Field(default=None, min_length=1, max_length=128)
     liquidity_action_id: str | None = None
+    # the operator checked that no withdrawal whose outcome the chain could not decide has left
+    # (needs a reason; audited)
+    confirm_unknown: bool = False
 
     _id = field_validator("liquidity_action_id")(_action_id)
 
@@ -76,4 +79,6 @@ class WithdrawalBody(_Amount):
     def _destination(self) -> WithdrawalBody:
         if self.wallet_label is None and self.address is None:
             raise ValueError("name the destination: wallet_label or address")
+        if self.confirm_unknown and not (self.reason and self.reason.strip()):
+            raise ValueError("confirm_unknown needs a reason: the evidence that nothing left")
         return self

@@ -45,8 +45,9 @@ from daemons.liquidity_manager.store import DepositAddressRecord, FreezeState, S
 from daemons.liquidity_manager.treasury import Route as TreasuryRoute
 from daemons.liquidity_manager.treasury import RouteRefused, TreasuryConfig, TreasuryFileError, load_treasury
 from daemons.liquidity_manager.withdrawals import Withdrawal
-from daemons.venues.near_intents.near_rpc import NearRpcClient, NearRpcError
-from daemons.venues.near_intents.nep413 import KeyFileError, SignerKey, load_signer_key
+from daemons.venues.near_intents.near_rpc import NearRpcError, client_from_settings
+from daemons.venues.near_intents.nep413 import KeyFileError, SignerKey, datetime_to_ns, load_signer_key
+from daemons.venues.near_intents.nonce_outcome import HeaderCache, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_rpc import (
     RelayPublishFailed,
     RelayRpcClient,
@@ -102,13 +103,15 @@ class LiquidityManager(Service):
         self.store: Store | None = None
         self.ready = asyncio.Event()
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.liquidity_venue_timeout_s)
-        self.near = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
-                                  timeout_s=settings.liquidity_venue_timeout_s)
+        self.near = client_from_settings(settings, timeout_s=settings.liquidity_venue_timeout_s)
         self.relay: RelayRpcClient | None = None
         self.outbox: OutboxPublisher | None = None
 
         self.funding: dict[str, FundingAttempt] = {}
         self.withdrawals: dict[str, Withdrawal] = {}
+        self.headers = HeaderCache()
+        # withdrawals whose outcome the node could not decide (logged once each; never failed)
+        self.undecided: set[str] = set()
         self.addresses: dict[str, DepositAddressRecord] = {}
         self.address_errors: dict[str, dict[str, Any]] = {}
         self.freeze = FreezeState(frozen=False)
@@ -314,8 +317,12 @@ class LiquidityManager(Service):
                 if self.poll_error is not None:
                     self.log.info("poll_recovered")
                 self.poll_error = None
+            # a published withdrawal whose intent is only broadcast yet is asked again soon
+            in_flight = any(w.stage == "published" for w in self.withdrawals.values())
+            interval = min(self.cfg.liquidity_poll_interval_s, self.cfg.liquidity_in_flight_poll_s) if in_flight \
+                else self.cfg.liquidity_poll_interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.liquidity_poll_interval_s)
+                await asyncio.wait_for(self._wake.wait(), interval)
 
     async def poll_once(self) -> dict[str, Any]:
         """One pass over deposit addresses, open funding and open withdrawals."""
@@ -524,16 +531,27 @@ class LiquidityManager(Service):
             cur, status.status.value, now, tx_hash=status.tx_hash, status_details=status.status_details))
 
     async def _resolve_expired(self, w: Withdrawal) -> Withdrawal:
-        """Past the deadline without SETTLED: the on-chain nonce decides whether it executed."""
+        """Past the deadline without SETTLED: the on-chain nonce decides whether it executed, read
+        at the last block at or before the deadline (`nonce_outcome`: read later, a nonce the
+        verifier cleaned up reads as unused, which proves nothing). Undecidable → left as it is,
+        never failed."""
         assert self.account_id is not None and w.nonce is not None
         try:
-            used = await self.near.is_nonce_used(self.account_id, w.nonce)
+            final = await self.near.block(finality="final")
+            outcome = await nonce_outcome(self.near, self.account_id, w.nonce, datetime_to_ns(w.deadline), final,
+                                          self.headers)
         except NearRpcError as exc:
             self._venue_failed("near_rpc", exc)
             return w
         self._venue_ok("near_rpc")
         now = now_utc()
-        if not used:
+        if outcome in (NonceOutcome.NOT_YET, NonceOutcome.UNKNOWN):
+            if outcome is NonceOutcome.UNKNOWN and w.liquidity_action_id not in self.undecided:
+                self.undecided.add(w.liquidity_action_id)
+                self.log.error("withdrawal_outcome_unknown", liquidity_action_id=w.liquidity_action_id,
+                               reason="the block at its deadline is out of this node's reach")
+            return w
+        if outcome is NonceOutcome.UNUSED:
             return await self._step_withdrawal(w.liquidity_action_id, lambda cur: withdrawals.on_expired(cur, False, now))
         try:
             recent = await self.bridge.recent_withdrawals(self.account_id, w.chain)
@@ -735,6 +753,15 @@ class LiquidityManager(Service):
         if self.freeze.frozen:
             raise await self._refuse("withdrawal", body, caller, 409, "frozen", self._frozen_text(),
                                      amount=body.amount, wallet_label=body.wallet_label, address=body.address)
+        undecided = sorted(a for a in self.undecided if a in self.withdrawals and self.withdrawals[a].open)
+        if undecided and not body.confirm_unknown:
+            raise await self._refuse(
+                "withdrawal", body, caller, 409, "outcome_unknown",
+                f"withdrawal(s) {', '.join(undecided)} may have executed (the chain could not tell); re-issuing "
+                "could send the money twice. Check the destination chain, then confirm with confirm_unknown "
+                "and a reason", amount=body.amount)
+        if undecided:
+            self.audit.record("withdrawal_despite_unknown", caller, "confirmed", {"undecided": undecided})
         if self.withdrawals_blocked or self.signer is None or self.relay is None:
             raise await self._refuse("withdrawal", body, caller, 503, "withdrawals_blocked",
                                      self.withdrawals_blocked or "no signer", amount=body.amount)
@@ -980,7 +1007,10 @@ class LiquidityManager(Service):
                 "blocked_reason": self.withdrawals_blocked,
                 "recent": [_withdrawal_view(w) for w in outs[:recent]],
                 "in_flight": [_withdrawal_view(w) for w in outs if w.open],
+                # past the deadline, outcome not decidable by the node: never marked failed
+                "undecided": sorted(self.undecided),
             },
+            "near_rpc": self.near.usage().model_dump(mode="json"),
             "withdrawals_frozen": self.freeze.frozen,
             "pending_withdrawals": {k: str(v) for k, v in pending_out.items()},
             "rebalance": {

@@ -15,12 +15,17 @@ from daemons.core.settings import CoreSettings
 
 
 class LiquiditySettings(CoreSettings):
+    # NEAR RPC budget (requests/min): salt and withdrawal outcomes only (see ExecutorSettings)
+    near_rpc_budget_per_min: int = Field(default=6, ge=1)
     # The treasury file: assets, chains and labelled external wallets (TOML, or JSON by suffix).
     treasury_file: Path | None = None
 
     # How often the bridge and the relay are asked about open funding and withdrawals;
     # `POST /refresh` asks at once.
     liquidity_poll_interval_s: float = Field(default=30.0, gt=0)
+    # while a published withdrawal's intent is not settled yet (TX_BROADCASTED: its block is
+    # not produced), the relay is asked this often
+    liquidity_in_flight_poll_s: float = Field(default=2.0, gt=0)
     # A funding attempt not credited this long after it was recorded is `delayed` (BTC needs
     # confirmations; an hour covers the usual case and still flags a stuck one the same day).
     liquidity_credit_delay_s: float = Field(default=3600.0, gt=0)

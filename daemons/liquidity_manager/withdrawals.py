@@ -12,7 +12,8 @@ Stages only move forward: signed (written before anything is sent) → published
 it: `intent_hash`) → burned (settled on NEAR: `tx_hash`) → completed | failed. A publish whose
 outcome is unknown leaves the stage at signed; the same signed payload is published again (a
 duplicate is "already processed", §1.7), never re-signed with a fresh nonce. Once the deadline
-has passed, `is_nonce_used` tells whether it ever executed. Late is a flag (`delayed`) as in
+has passed, `is_nonce_used` at the last block at or before the deadline tells whether it ever
+executed. Late is a flag (`delayed`) as in
 funding.
 """
 
@@ -175,8 +176,10 @@ def past_deadline(w: Withdrawal, now: datetime, grace: timedelta) -> bool:
 
 
 def on_expired(w: Withdrawal, nonce_used: bool, now: datetime) -> Withdrawal | None:
-    """The deadline has passed without SETTLED. An unused nonce can never execute any more, so
-    nothing moved: failed. A used nonce means it executed; the tx hash must come from elsewhere."""
+    """The deadline has passed without SETTLED. A nonce unused at the last block at or before the
+    deadline can never execute any more, so nothing moved: failed (positive evidence; read
+    later, a cleaned-up nonce reads as unused and proves nothing, see `nonce_outcome`). A used
+    nonce means it executed; the tx hash must come from elsewhere."""
     if w.stage not in ("signed", "published") or nonce_used:
         return None
     return replace(w, stage="failed", settled_at=now, venue_status="EXPIRED",

@@ -4,9 +4,10 @@ Unique nonces mean several live answers can settle (architecture, "Venue facts")
 command the strategy sends reserves the amount it gives until its result says it is over:
 
 - `rejected`, `refused`, `expired`: released at once;
-- `settled`: kept until an inventory snapshot synced after the settlement arrives (until then
-  the credited balance still includes what was just given away: releasing early would count
-  it twice);
+- `settled`: kept until an inventory snapshot proves it holds the settlement: its
+  `results_through` passes the offset of the settled result (a `final` read trails the chain,
+  so a snapshot read after the settlement can still predate it; releasing early would count
+  what was just given away twice);
 - no result at all: released when the answer can no longer settle (its latest possible
   deadline has passed), never before.
 """
@@ -26,10 +27,15 @@ class Reservation:
     asset_id: str
     amount: int
     expires_at: datetime  # after this the answer cannot settle
-    settled_at: datetime | None = None
+    # settled: (partition, offset) of its result on exec.trade_result
+    settled_at: tuple[int, int] | None = None
 
 
 OVER = frozenset({"rejected", "refused", "expired"})
+
+
+def _covered(results_through: dict[int, int], placed: tuple[int, int] | None) -> bool:
+    return placed is not None and results_through.get(placed[0], 0) > placed[1]
 
 
 class Reservations:
@@ -50,24 +56,25 @@ class Reservations:
         self._totals[asset_id] += amount
         heapq.heappush(self._expiries, (expires_at, command_id))
 
-    def on_result(self, command_id: str, status: str, at: datetime, deadline: datetime | None = None) -> None:
+    def on_result(self, command_id: str, status: str, placed: tuple[int, int], deadline: datetime | None = None) -> None:
+        """A result for a command; `placed` is where it stands on exec.trade_result."""
         r = self.live.get(command_id)
         if r is None:
             return
         if status in OVER:
             self._drop(command_id)
         elif status == "settled":
-            r.settled_at = at
+            r.settled_at = placed
             self._settled.add(command_id)
         elif deadline is not None and deadline > r.expires_at:  # acknowledged / uncertain: lives until its deadline
             r.expires_at = deadline
             heapq.heappush(self._expiries, (deadline, command_id))
 
-    def on_inventory(self, synced_at: datetime | None) -> None:
-        """A snapshot synced after a settlement already shows the balance it moved."""
-        if synced_at is None:
+    def on_inventory(self, results_through: dict[int, int] | None) -> None:
+        """A snapshot whose `results_through` passes a settled result holds its settlement."""
+        if results_through is None:
             return
-        for cid in [cid for cid in self._settled if synced_at > self.live[cid].settled_at]:  # type: ignore[operator]
+        for cid in [cid for cid in self._settled if _covered(results_through, self.live[cid].settled_at)]:
             self._drop(cid)
 
     def expire(self, now: datetime) -> None:

@@ -219,22 +219,22 @@ class StrategyEngine(Service):
             for tp in tps:
                 start = starts.get(tp)
                 reader.seek(tp, start.offset if start is not None else ends[tp])
-            events: list[Envelope[Any]] = []
+            events: list[tuple[Envelope[Any], tuple[int, int]]] = []
             remaining = [tp for tp in tps if await reader.position(tp) < ends[tp]]
             while remaining:
                 for tp, records in (await reader.getmany(*remaining, timeout_ms=200)).items():
                     for rec in records:
                         if rec.offset < ends[tp]:
                             try:
-                                events.append(decode(tp.topic, rec.value))
+                                events.append((decode(tp.topic, rec.value), (rec.partition, rec.offset)))
                             except EventDecodeError:
                                 continue  # a malformed old event cannot be a live answer
                 remaining = [tp for tp in remaining if await reader.position(tp) < ends[tp]]
-            for e in sorted(events, key=lambda e: e.observed_at):
+            for e, placed in sorted(events, key=lambda item: item[0].observed_at):
                 if isinstance(e.payload, ExecuteTrade):
                     self._reserve(e.payload)
                 elif isinstance(e.payload, TradeResult):
-                    self._on_result(e)
+                    self._on_result(e, placed)
             self.reservations.expire(now_utc())
             self.log.info("reservations_rebuilt", live=len(self.reservations.live))
         finally:
@@ -250,13 +250,13 @@ class StrategyEngine(Service):
             self.price = event
         elif isinstance(payload, IntentInventory):
             self.inventory = event
-            self.reservations.on_inventory(payload.synced_at)
+            self.reservations.on_inventory(payload.results_through)
         elif isinstance(payload, TradeResult):
-            self._on_result(event)
+            self._on_result(event, (d.partition, d.offset))
 
-    def _on_result(self, event: Envelope[TradeResult]) -> None:
+    def _on_result(self, event: Envelope[TradeResult], placed: tuple[int, int]) -> None:
         r = event.payload
-        self.reservations.on_result(r.command_id, r.status, event.occurred_at, r.deadline)
+        self.reservations.on_result(r.command_id, r.status, placed, r.deadline)
 
     def _reserve(self, cmd: ExecuteTrade) -> None:
         received = cmd.request_received_at or cmd.answer_by

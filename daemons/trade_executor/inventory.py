@@ -37,13 +37,9 @@ def view_of(payload: IntentInventory, observed_at: datetime) -> InventoryView:
     )
 
 
-def synced_at_of(payload: IntentInventory, observed_at: datetime) -> datetime:
-    synced = getattr(payload, "synced_at", None)
-    return synced if isinstance(synced, datetime) else observed_at
-
-
 class InventoryFeed:
-    def __init__(self, settings: CoreSettings, on_snapshot: Callable[[InventoryView, datetime], None]) -> None:
+    def __init__(self, settings: CoreSettings,
+                 on_snapshot: Callable[[InventoryView, dict[int, int] | None], None]) -> None:
         self.settings = settings
         self.on_snapshot = on_snapshot
         self.latest: InventoryView | None = None
@@ -103,7 +99,7 @@ class InventoryFeed:
             return  # an older snapshot from another partition
         self.latest = view
         self.snapshots += 1
-        self.on_snapshot(view, synced_at_of(event.payload, event.observed_at))
+        self.on_snapshot(view, event.payload.results_through)
 
     def state(self, now: datetime) -> dict[str, Any]:
         v = self.latest

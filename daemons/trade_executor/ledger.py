@@ -153,7 +153,7 @@ class LedgerRow:
     venue_response: Any = None
     intent_hash: str | None = None
     tx_hash: str | None = None
-    resolved_by: Literal["quote_status", "is_nonce_used"] | None = None
+    resolved_by: Literal["quote_status", "is_nonce_used", "no_quote_status", "operator"] | None = None
     resolution: Any = None
     cancel_requested_at: datetime | None = None
     cancel_response: Any = None

@@ -15,8 +15,11 @@ The loop, per `cmd.execute_trade`:
    await the relay: OK → `acknowledged`, an error → `rejected` with the relay's text verbatim, no
    answer in time → `uncertain`. Each outcome is published.
 4. A live answer is resolved by the venue only: a matching `quote_status` → `settled` (acked
-   after the write when guaranteed delivery is on); past its deadline, `is_nonce_used` → settled
-   or `expired`. Uncertain answers likewise; nothing is ever resubmitted.
+   after the write when guaranteed delivery is on); past its deadline + grace, `is_nonce_used`
+   read at the last block at or before the deadline → settled or `expired` (read later, a nonce
+   the verifier cleaned up reads as unused: `nonce_outcome`). An answer the node cannot decide
+   keeps its hold and shows in `/state` (`undecided`). Uncertain answers likewise; nothing is
+   ever resubmitted.
 
 The start path is the recovery path: every unresolved ledger row is resolved from the venue and
 its result published (received → refused; signing → resolved at once, it was never sent;
@@ -34,19 +37,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic import Field
 
 from daemons.core.arming import ArmSwitch, DisarmBody
 from daemons.core.assets import ActivePair
-from daemons.core.bus import Delivery, EventConsumer, EventProducer, next_offsets
-from daemons.core.control import Caller, ControlError, Route
+from daemons.core.bus import Delivery, EventConsumer, EventProducer, Placed, next_offsets, topic_end_offsets
+from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import Envelope, ExecuteTrade, TradeResult, new_event, now_utc
 from daemons.core.runtime import Service
@@ -82,8 +86,9 @@ from daemons.trade_executor.settlement import (
 )
 from daemons.trade_executor.signer import SignerStatus, authorize, load_key
 from daemons.venues.backoff import Backoff
-from daemons.venues.near_intents.near_rpc import NearRpcClient, NearRpcError
-from daemons.venues.near_intents.nep413 import SignerKey
+from daemons.venues.near_intents.near_rpc import BlockHeader, NearRpcError, client_from_settings
+from daemons.venues.near_intents.nep413 import SignerKey, datetime_to_ns
+from daemons.venues.near_intents.nonce_outcome import HeaderCache, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_rpc import (
     RelayPublishFailed,
     RelayRpcClient,
@@ -108,6 +113,14 @@ from daemons.venues.near_intents.relay_ws import (
 S = LedgerState
 
 
+class ResolveBody(OperatorAction):
+    """An operator's verdict on an undecided answer, with the evidence as the reason."""
+
+    command_id: str = Field(min_length=1, max_length=64)
+    outcome: Literal["settled", "expired"]
+    reason: str = Field(min_length=1, max_length=2000)
+
+
 class TradeExecutor(Service):
     name = "trade-executor"
 
@@ -122,9 +135,18 @@ class TradeExecutor(Service):
         # a new group starts at the end: a command from before the executor's first start is stale
         self.consumer = EventConsumer(settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name,
                                       new_group_starts_at="latest")
-        self.rpc = NearRpcClient(settings.near_rpc_url, settings.verifier_contract,
-                                 timeout_s=settings.executor_rpc_timeout_s)
+        self.rpc = client_from_settings(settings, timeout_s=settings.executor_rpc_timeout_s)
         self.book = LiveBook()
+        self.headers = HeaderCache()
+        self.final_block: BlockHeader | None = None  # read at most every executor_final_block_interval_s
+        self.final_block_read_at = float("-inf")
+        # answers expired by relay silence, to check on chain as the budget allows
+        self.audits: deque[LiveAnswer] = deque()
+        self.audit_counts: Counter[str] = Counter()
+        # live answers whose outcome the node could not decide (logged once each)
+        self.undecided: set[str] = set()
+        # settled holds recovered at start, waiting to learn the offsets a snapshot must cover
+        self.recovered_unplaced: set[str] = set()
         self.inventory = InventoryFeed(settings, self._on_snapshot)
         self.salt = SaltCache(settings.executor_salt_max_age_s)
         self.key: SignerKey | None = None
@@ -574,8 +596,12 @@ class TradeExecutor(Service):
         """Publish the row's result, then note it in the ledger; on failure the sweep retries."""
         result = result_from_row(row)
         at = getattr(row, f"{row.state.value}_at") or now_utc()
-        if not await self._send_result(result, at, causation=row.command_event_id, key=row.command_id):
+        placed = await self._send_result(result, at, causation=row.command_event_id, key=row.command_id)
+        if placed is None:
             return False
+        if row.state is S.SETTLED:
+            self.book.place_settled(row.command_id, {placed.partition: placed.offset + 1})
+            self.recovered_unplaced.discard(row.command_id)
         if not republish:
             self.results[result.status] += 1
         # noted in the ledger by the next sweep, many rows in one write; until then the backlog
@@ -593,19 +619,20 @@ class TradeExecutor(Service):
             raise
 
     async def _send_result(self, result: TradeResult, at: datetime, *, causation: Any = None,
-                           key: str | None = None) -> bool:
+                           key: str | None = None) -> Placed | None:
+        """Publish a result; where it landed, or None when Kafka refused it (the sweep retries)."""
         event = new_event(result, producer=self.producer_id, pair=self.cfg.pair, occurred_at=at,
                           correlation_id=result.quote_id, causation_id=causation)
         try:
-            await self.producer.publish(event, key=key or result.command_id)
+            placed = await self.producer.publish(event, key=key or result.command_id)
         except (KafkaError, OSError) as exc:
             self._kafka_failed(exc)
-            return False
+            return None
         if self.kafka_error is not None:
             self.log.info("kafka_publish_recovered")
             self.kafka_error = None
         self.mark_success()
-        return True
+        return placed
 
     def _kafka_failed(self, exc: BaseException) -> None:
         if self.kafka_error is None:
@@ -675,8 +702,8 @@ class TradeExecutor(Service):
                                              reason="the answer settled: quote_status from the relay", reason_code=None)
             if settled is None:
                 return False
-            if self.book.release(cid, settled_at=at) is None:
-                self.book.note_settled(cid, at, settled.asset_out, settled.amount_out)
+            if self.book.release(cid, settled=True) is None:
+                self.book.note_settled(cid, settled.asset_out, settled.amount_out)
             self.log.info("answer_settled", command_id=cid, quote_id=settled.quote_id, quote_hash=item.quote_hash,
                           intent_hash=item.intent_hash, tx_hash=item.tx_hash, resolved_by="quote_status")
             await self._publish(settled)
@@ -720,9 +747,10 @@ class TradeExecutor(Service):
         for item in pending:
             await self._on_status(item)
         now = now_utc()
-        for answer in self.book.due(now, self.cfg.executor_settle_grace_ms, skip=set(self.busy)):
-            await self._resolve_by_nonce(answer)
+        await self._resolve_due(self.book.due(now, self.cfg.executor_settle_grace_ms, skip=set(self.busy)))
+        await self._audit_silence()
         await self._publish_backlog()
+        await self._place_recovered()
         if self.key is not None and self.signer.status == "unverified":
             await self._authorize_signer()
         if self.key is not None and self.salt.wants_refresh(now_utc()):
@@ -739,8 +767,143 @@ class TradeExecutor(Service):
         self.rpc_error = None
         self.salt.put(salt, now_utc())
 
-    async def _resolve_by_nonce(self, answer: LiveAnswer, reason: str | None = None) -> None:
-        """The verifier decides: the nonce used → settled, unused → expired."""
+    async def _resolve_due(self, due: list[LiveAnswer]) -> None:
+        """Answers past deadline + grace with no quote_status.
+
+        - Acknowledged, with guaranteed delivery: the relay queues every status for its instance
+          and replays what a disconnect missed, so once the stream has been connected for
+          `executor_status_wait_ms` and that long has passed since the deadline, no status means
+          the answer was not used: `expired`, resolved by `no_quote_status` (no RPC call; a status
+          arriving after all still corrects it to settled).
+        - Otherwise (uncertain, plain delivery, a stream not up long enough) the verifier decides,
+          read at the last block at or before the deadline (`nonce_outcome`: read later, a nonce
+          it cleaned up reads as unused). The final block is read again only when it can have
+          passed the earliest deadline waiting; an answer the node cannot decide keeps its hold.
+        """
+        if not due:
+            return
+        now = now_utc()
+        wait = timedelta(milliseconds=self.cfg.executor_status_wait_ms)
+        stream_up_since = self.relay.connected_since if self.relay is not None and self.relay.connected else None
+        silent_ok = self.relay is not None and self.relay.config.guaranteed_status and stream_up_since is not None \
+            and stream_up_since <= now - wait
+        chain: list[LiveAnswer] = []
+        for answer in due:
+            if answer.nonce is None or answer.deadline is None:
+                continue
+            if answer.state is S.ACKNOWLEDGED and self.relay is not None and self.relay.config.guaranteed_status:
+                if now < answer.deadline + wait:
+                    continue  # a replayed status may still come
+                if silent_ok:
+                    await self._resolve(answer, False, {
+                        "rule": "no quote_status on the guaranteed-delivery stream",
+                        "stream_connected_since": stream_up_since, "status_wait_ms": self.cfg.executor_status_wait_ms,
+                        "checked_at": now}, resolved_by="no_quote_status")
+                    self._queue_audit(answer)
+                    continue
+            chain.append(answer)
+        if chain:
+            await self._resolve_on_chain(chain)
+
+    def _queue_audit(self, answer: LiveAnswer) -> None:
+        """An answer expired by the relay's silence is checked on chain as the NEAR RPC budget
+        allows (oldest dropped past `executor_audit_queue`, counted): a relay that broke its
+        delivery guarantee is caught and the answer corrected to settled."""
+        if len(self.audits) >= self.cfg.executor_audit_queue:
+            self.audits.popleft()
+            self.audit_counts["skipped"] += 1
+        self.audits.append(answer)
+
+    async def _audit_silence(self) -> None:
+        """Check queued silence expiries on chain while the budget lasts; a used nonce means the
+        relay lost a fill's status: the row goes expired → settled, its amount held as settled."""
+        if not self.audits:
+            return
+        final = self.final_block
+        loop_now = asyncio.get_running_loop().time()
+        if final is None or loop_now - self.final_block_read_at >= self.cfg.executor_final_block_interval_s:
+            try:
+                final = await self.rpc.block(finality="final")
+            except NearRpcError as exc:
+                self.rpc_error = exc.message
+                return
+            self.final_block, self.final_block_read_at = final, loop_now
+        while self.audits:
+            answer = self.audits[0]
+            assert answer.nonce is not None and answer.deadline is not None
+            account = answer.signer_id or self.cfg.signer_account_id or ""
+            try:
+                outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
+                                              final, self.headers)
+            except NearRpcError as exc:
+                self.rpc_error = exc.message
+                return  # the budget: the rest wait
+            if outcome is NonceOutcome.NOT_YET:
+                return
+            self.audits.popleft()
+            self.audit_counts[outcome.value] += 1
+            if outcome is NonceOutcome.USED:
+                await self._correct_to_settled(answer, final.height)
+
+    async def _correct_to_settled(self, answer: LiveAnswer, height: int) -> None:
+        cid = answer.command_id
+        with self._working(cid):
+            at = now_utc()
+            moved = await self._store().transition(
+                cid, S.SETTLED, at, resolved_by="is_nonce_used",
+                resolution={"is_nonce_used": True, "read_at_block": height, "checked_at": at,
+                            "rule": "audit of an expiry by relay silence"},
+                reason="settled: its nonce is used in the verifier although the relay sent no quote_status",
+                reason_code="nonce_used")
+            if moved is None:
+                return
+            self.book.note_settled(cid, moved.asset_out, moved.amount_out)
+            self.log.error("relay_silence_misled", command_id=cid, quote_id=moved.quote_id,
+                           reason="expired for want of a quote_status, but its nonce was used: corrected to settled")
+            await self._publish(moved)
+
+    async def _resolve_on_chain(self, due: list[LiveAnswer]) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        final = self.final_block
+        earliest = min(datetime_to_ns(a.deadline) for a in due if a.deadline is not None)
+        stale = final is None or (final.timestamp_ns <= earliest
+                                  and loop_now - self.final_block_read_at >= self.cfg.executor_final_block_interval_s)
+        if stale:
+            try:
+                final = await self.rpc.block(finality="final")
+            except NearRpcError as exc:
+                self.errors["rpc_block"] += 1
+                self.rpc_error = exc.message
+                return
+            self.final_block, self.final_block_read_at = final, loop_now
+        assert final is not None
+        for answer in due:
+            assert answer.nonce is not None and answer.deadline is not None
+            account = answer.signer_id or self.cfg.signer_account_id or ""
+            try:
+                outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
+                                              final, self.headers)
+            except NearRpcError as exc:
+                self.errors["rpc_is_nonce_used"] += 1
+                self.rpc_error = exc.message
+                return  # the budget or the node: the rest wait for the next sweep
+            self.rpc_error = None
+            if outcome is NonceOutcome.NOT_YET:
+                continue
+            if outcome is NonceOutcome.UNKNOWN:
+                if answer.command_id not in self.undecided:
+                    self.undecided.add(answer.command_id)
+                    self.log.error("answer_outcome_unknown", command_id=answer.command_id, quote_id=answer.quote_id,
+                                   reason="the block at its deadline is out of this node's reach; hold kept")
+                continue
+            await self._resolve(answer, outcome is NonceOutcome.USED,
+                                {"is_nonce_used": outcome is NonceOutcome.USED, "account_id": account,
+                                 "nonce": answer.nonce, "read_at_block": final.height, "checked_at": now_utc(),
+                                 "rule": "read at the last block at or before the deadline"})
+
+    async def _resolve_unsent(self, answer: LiveAnswer, reason: str) -> None:
+        """A row the executor stopped in while signing never left the process (its `submitted`
+        row is written before the frame): expired now; the nonce read is a cross-check."""
         if answer.nonce is None:
             return
         account = answer.signer_id or self.cfg.signer_account_id or ""
@@ -751,27 +914,33 @@ class TradeExecutor(Service):
             self.rpc_error = exc.message
             return
         self.rpc_error = None
+        await self._resolve(answer, used, {"is_nonce_used": used, "account_id": account, "nonce": answer.nonce,
+                                           "checked_at": now_utc()}, reason=reason)
+
+    async def _resolve(self, answer: LiveAnswer, used: bool, resolution: dict[str, Any],
+                       reason: str | None = None, resolved_by: str = "is_nonce_used") -> None:
+        """The venue's verdict on a live answer: used → settled, unused → expired."""
         cid = answer.command_id
         with self._working(cid):
             at = now_utc()
             target = resolve_by_nonce(used)
-            resolution = {"is_nonce_used": used, "account_id": account, "nonce": answer.nonce, "checked_at": at}
             if used:
                 fields: dict[str, Any] = {"reason": "settled: its nonce is used in the verifier (the quote_status "
                                                     "was missed)", "reason_code": "nonce_used"}
             else:
                 fields = {"reason": reason or expiry_reason(answer),
                           "reason_code": "cancelled" if answer.cancel_requested else "deadline_passed"}
-            moved = await self._store().transition(cid, target, at, resolved_by="is_nonce_used",
+            moved = await self._store().transition(cid, target, at, resolved_by=resolved_by,
                                                     resolution=resolution, **fields)
+            self.undecided.discard(cid)
             if moved is None:
                 fresh = await self._store().get(cid)
                 if fresh is None or fresh.state not in LIVE:
                     self.book.release(cid)
                 return
-            self.book.release(cid, settled_at=at if used else None)
+            self.book.release(cid, settled=used)
             self.log.info("answer_resolved", command_id=cid, quote_id=moved.quote_id, state=target.value,
-                          resolved_by="is_nonce_used")
+                          resolved_by=resolved_by)
             await self._publish(moved)
 
     async def _publish_backlog(self) -> None:
@@ -807,7 +976,7 @@ class TradeExecutor(Service):
             elif step is RecoveryStep.RESOLVE_NOW:
                 answer = LiveAnswer.from_row(row)
                 self.book.hold(answer)
-                await self._resolve_by_nonce(answer, reason="not sent: the executor stopped while signing, before "
+                await self._resolve_unsent(answer, reason="not sent: the executor stopped while signing, before "
                                                             "the signed answer was stored")
             elif step is RecoveryStep.MARK_UNCERTAIN:
                 with self._working(row.command_id):
@@ -820,12 +989,15 @@ class TradeExecutor(Service):
                         await self._publish(moved)
             elif step is RecoveryStep.WATCH:
                 self.book.hold(LiveAnswer.from_row(row))
-        # settled answers the next inventory snapshot may not show yet keep holding their amount
+        # settled answers the inventory snapshot may not hold yet keep holding their amount, until
+        # a snapshot covers every result published before this start (placed by the sweep)
         since = now_utc() - timedelta(milliseconds=self.cfg.executor_inventory_max_age_ms)
         for row in await store.settled_since(since):
             if row.settled_at is not None and row.command_id not in self.book.answers:
-                self.book.note_settled(row.command_id, row.settled_at, row.asset_out, row.amount_out)
+                self.book.note_settled(row.command_id, row.asset_out, row.amount_out)
+                self.recovered_unplaced.add(row.command_id)
         await self._publish_backlog()
+        await self._place_recovered()
         self.recovered_at = now_utc()
         if rows:
             self.log.info("ledger_recovered", unresolved=dict(steps), live=len(self.book.answers))
@@ -901,13 +1073,63 @@ class TradeExecutor(Service):
 
     # --- inventory ------------------------------------------------------------------------------
 
-    def _on_snapshot(self, view: InventoryView, synced_at: datetime) -> None:
-        self.book.forget_settled_before(synced_at)
+    def _on_snapshot(self, view: InventoryView, results_through: dict[int, int] | None) -> None:
+        self.book.forget_covered(results_through)
+
+    async def _place_recovered(self) -> None:
+        """Settled holds recovered from the ledger were published before this start (or are
+        republished since, which places them): a snapshot covering the topic's end offsets as
+        they are now holds them. Retried by the sweep while Kafka does not answer."""
+        if not self.recovered_unplaced:
+            return
+        try:
+            ends = await topic_end_offsets(self.cfg, "exec.trade_result", f"{self.name}-recovery")
+        except (KafkaError, OSError) as exc:
+            self.log.warning("recovered_holds_unplaced", count=len(self.recovered_unplaced), error=str(exc))
+            return
+        for cid in self.recovered_unplaced:
+            held = self.book.settled.get(cid)
+            if held is not None and held[0] is None:
+                self.book.place_settled(cid, ends)
+        self.recovered_unplaced.clear()
 
     # --- control and state ----------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        return self.arm.routes(check_arm=self._check_arm, on_disarm=self._on_disarm)
+        return [*self.arm.routes(check_arm=self._check_arm, on_disarm=self._on_disarm),
+                Route("POST", "/resolve", self._operator_resolve,
+                      "Record an operator's verdict on an answer the chain could not decide (audited)",
+                      ResolveBody, body_optional=False)]
+
+    async def _operator_resolve(self, _r: Any, body: ResolveBody, caller: Caller) -> dict[str, Any]:
+        """Only an `undecided` answer (past its deadline, beyond what the node can tell) takes a
+        verdict; until then its hold is kept. Settled or expired, the hold goes: an answer that
+        old is in every snapshot by now."""
+        cid = body.command_id
+        answer = self.book.answers.get(cid)
+        if cid not in self.undecided or answer is None:
+            self.audit.record("resolve", caller, "refused: not undecided", {"command_id": cid})
+            raise ControlError(409, f"answer {cid} is not undecided; only an answer the chain could not decide "
+                                    "takes an operator's verdict (see undecided in GET /state)")
+        if self.db_error is not None:
+            raise ControlError(503, f"ledger unavailable: {self.db_error}")
+        with self._working(cid):
+            at = now_utc()
+            settled = body.outcome == "settled"
+            moved = await self._store().transition(
+                cid, S.SETTLED if settled else S.EXPIRED, at, resolved_by="operator",
+                resolution={"operator": caller.operator, "reason": body.reason, "recorded_at": at},
+                reason=f"recorded by the operator: {body.reason}",
+                reason_code="operator_settled" if settled else "operator_expired")
+            if moved is None:
+                raise ControlError(409, f"answer {cid} changed meanwhile; see GET /state")
+            self.undecided.discard(cid)
+            self.book.release(cid)
+            self.audit.record("resolve", caller, body.outcome, {"command_id": cid, "quote_id": moved.quote_id})
+            self.log.warning("answer_resolved_by_operator", command_id=cid, quote_id=moved.quote_id,
+                             state=body.outcome, operator=caller.operator)
+            await self._publish(moved)
+        return {"command_id": cid, "state": body.outcome}
 
     def health_reasons(self) -> list[str]:
         reasons = []
@@ -958,6 +1180,7 @@ class TradeExecutor(Service):
             "ledger": {"available": self.db_error is None, "error": self.db_error, "recovered_at": self.recovered_at},
             "relay": {"error": self.relay_error, **relay},
             "near_rpc_error": self.rpc_error,
+            "near_rpc": self.rpc.usage().model_dump(mode="json"),
             "inputs": {
                 "inventory": self.inventory.state(now),
                 "salt": {"salt": self.salt.get(now), "age_s": self.salt.age_s(now),
@@ -967,8 +1190,13 @@ class TradeExecutor(Service):
             "last_request_sent": self.last_request,
             "last_venue_response": self.last_venue_response,
             "in_flight": len(self.tasks),
+            "undecided": sorted(self.undecided),
+            "silence_audit": {"queued": len(self.audits), **self.audit_counts},
             "completed": self.completed,
             "live_answers": [a.view() for a in self.book.answers.values()],
+            # settled, held until a snapshot's results_through reaches `needs` (None: not yet known)
+            "settled_holds": [{"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
+                              for cid, (needs, asset, amount) in self.book.settled.items()],
             "reserved": {k: str(v) for k, v in self.book.reserved_by_asset().items()},
             "errors": dict(self.errors),
             "refusals": dict(self.refusals),

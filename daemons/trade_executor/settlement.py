@@ -9,8 +9,11 @@ checks pass (before signing) until it is resolved. Resolution follows the venue,
 - an uncertain answer (no relay answer in time, or a restart after signing) is resolved the same
   way, never by resubmitting.
 
-Settled answers keep holding their give-amount until an inventory snapshot synced after the
-settlement arrives: until then the snapshot's spendable still counts what already left.
+Settled answers keep holding their give-amount until an inventory snapshot proves it holds the
+settlement: a `final` read trails the chain, so a snapshot read after the settlement can still
+predate it (docs/near-rpc.md, "Finality"). The proof is the snapshot's `results_through`: once it
+passes the offset of the settled result this executor published, the balances hold that
+settlement (`covers`). Until the result is published the hold has no offset and stays.
 `recovery_step` says what a start does with each unresolved ledger row.
 """
 
@@ -59,9 +62,9 @@ class LiveBook:
     answers: dict[str, LiveAnswer] = field(default_factory=dict)
     by_hash: dict[str, str] = field(default_factory=dict)
     by_quote: dict[str, str] = field(default_factory=dict)
-    # command_id -> (settled_at, asset_id, amount): gone from the verifier, maybe not yet from
-    # the inventory snapshot
-    settled: dict[str, tuple[datetime, str, int]] = field(default_factory=dict)
+    # command_id -> (needs, asset_id, amount): gone from the verifier, maybe not yet from the
+    # inventory snapshot; `needs` is what a snapshot's `results_through` must reach (None: unknown yet)
+    settled: dict[str, tuple[dict[int, int] | None, str, int]] = field(default_factory=dict)
     # the sum of both maps per asset, kept as they change: the inventory check of every command
     # reads it, and must not cost more with thousands of answers waiting for their deadlines
     _totals: dict[str, int] = field(default_factory=dict)
@@ -89,7 +92,7 @@ class LiveBook:
         self.hold(new)
         return new
 
-    def release(self, command_id: str, *, settled_at: datetime | None = None) -> LiveAnswer | None:
+    def release(self, command_id: str, *, settled: bool = False) -> LiveAnswer | None:
         """Stop holding; a settled answer keeps its amount held as `settled` (see module doc)."""
         answer = self.answers.pop(command_id, None)
         if answer is None:
@@ -98,20 +101,33 @@ class LiveBook:
         if answer.quote_hash:
             self.by_hash.pop(answer.quote_hash, None)
         self.by_quote.pop(answer.quote_id, None)
-        if settled_at is not None:
-            self.note_settled(command_id, settled_at, answer.asset_out, answer.amount_out)
+        if settled:
+            self.note_settled(command_id, answer.asset_out, answer.amount_out)
         return answer
 
-    def note_settled(self, command_id: str, settled_at: datetime, asset_id: str, amount: int) -> None:
+    def note_settled(self, command_id: str, asset_id: str, amount: int, needs: dict[int, int] | None = None) -> None:
         old = self.settled.get(command_id)
         if old is not None:
             self._add(old[1], -old[2])
+            needs = needs if needs is not None else old[0]
         self._add(asset_id, amount)
-        self.settled[command_id] = (settled_at, asset_id, amount)
+        self.settled[command_id] = (needs, asset_id, amount)
 
-    def forget_settled_before(self, synced_at: datetime) -> None:
-        """A snapshot synced at `synced_at` already reflects settlements before it."""
-        for cid in [c for c, s in self.settled.items() if s[0] < synced_at]:
+    def place_settled(self, command_id: str, needs: dict[int, int]) -> None:
+        """The settled result is on the topic: a snapshot whose `results_through` reaches
+        `needs` on every partition named holds the settlement."""
+        held = self.settled.get(command_id)
+        if held is not None:
+            self.settled[command_id] = (needs, held[1], held[2])
+
+    def unplaced(self) -> list[str]:
+        return [cid for cid, s in self.settled.items() if s[0] is None]
+
+    def forget_covered(self, results_through: dict[int, int] | None) -> None:
+        """Release the settled holds that a snapshot with `results_through` holds."""
+        if results_through is None:
+            return
+        for cid in [c for c, s in self.settled.items() if covers(results_through, s[0])]:
             _, asset, amount = self.settled.pop(cid)
             self._add(asset, -amount)
 
@@ -126,6 +142,11 @@ class LiveBook:
         return [a for a in self.answers.values()
                 if a.command_id not in skip and a.nonce is not None and a.state in LIVE
                 and is_due(a.deadline, now, grace_ms)]
+
+
+def covers(results_through: dict[int, int], needs: dict[int, int] | None) -> bool:
+    """A snapshot's `results_through` holds what `needs` names (partition -> offset it must reach)."""
+    return needs is not None and all(results_through.get(p, 0) >= o for p, o in needs.items())
 
 
 def cancel_succeeded(response: Any) -> bool:

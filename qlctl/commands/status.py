@@ -23,6 +23,10 @@ def _summary(state: dict[str, Any]) -> str:
             if isinstance(value, dict):
                 value = ",".join(f"{k}={'up' if v else 'down'}" for k, v in value.items())
             parts.append(f"{key}={value}")
+    # outcomes the chain could not decide: holds kept until an operator records a verdict
+    undecided = len(state.get("undecided") or []) + len((state.get("withdrawals") or {}).get("undecided") or [])
+    if undecided:
+        parts.append(f"[red]undecided={undecided}[/red]")
     return " ".join(parts)
 
 

@@ -107,6 +107,9 @@ def request(
     units: Annotated[str | None, typer.Option(help="Asset units the destination receives")] = None,
     operator: Operator = None,
     reason: Reason = None,
+    confirm_unknown: Annotated[bool, typer.Option(
+        "--confirm-unknown", help="Withdraw although an earlier withdrawal's outcome is undecided (needs --reason)"
+    )] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -114,7 +117,7 @@ def request(
     if not yes and not typer.confirm(f"Withdraw {amount or units} of {asset} to {wallet or address}?", default=False):
         fail("no withdrawal (cancelled)")
     body = _body(asset_id=asset, wallet_label=wallet, address=address, operator=operator or getpass.getuser(),
-                 reason=reason, **_amounts(amount, units))
+                 reason=reason, **_amounts(amount, units), **({"confirm_unknown": True} if confirm_unknown else {}))
     result = _call("POST", "/withdrawals", body)
     _emit(result, as_json)
 

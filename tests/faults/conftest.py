@@ -45,6 +45,10 @@ FAULT_STACK_DIR = Path(os.environ.get("QL_FAULT_STACK_DIR", REPO / ".local" / "f
 DAEMON_ENV = {
     "QL_INVENTORY_INTERVAL_S": "1",
     "QL_INVENTORY_FRESH_MS": "4000",
+    # a reading every second is 60 NEAR RPC calls/min, past inventory-sync's production budget
+    # (36/min): each daemon may spend this many, and the simulated node still limits the host
+    "QL_NEAR_RPC_BUDGET_PER_MIN": "80",
+    "QL_NEAR_RPC_BUDGET_BURST": "10",
     "QL_MARKET_KRAKEN_STALE_AFTER_S": "5",
     "QL_STRATEGY_MAX_NOTIONAL_EURE": "400",  # lets 0.005 nBTC answers press on the inventory
 }

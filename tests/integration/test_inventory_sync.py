@@ -51,7 +51,7 @@ class Venues:
 async def venues() -> AsyncIterator[Venues]:
     verifier = VerifierState()
     rpc = NearRpcSimulator(verifier)
-    bridge = PoaBridgeSimulator(verifier.deposit, clock=SimClock(frozen=True))  # credits only when a test says
+    bridge = PoaBridgeSimulator(verifier.deposit, clock=SimClock(frozen=True), chain=verifier.chain)  # credits only when a test says
     await rpc.start()
     await bridge.start()
     yield Venues(verifier, rpc, bridge, f"solver-{uuid.uuid4().hex[:10]}.near")
@@ -81,6 +81,12 @@ def _settings(stack: Stack, control_dir: Path, venues: Venues, since: datetime, 
         "inventory_liquidity_since": since, "inventory_rpc_timeout_s": 2.0, "inventory_bridge_timeout_s": 2.0,
         # no interval readings unless a test asks: every snapshot below has a cause the test made
         "inventory_interval_s": 600.0, "inventory_fresh_ms": 900_000,
+        # one reading per cause, so each snapshot names the cause the test made (the default gap
+        # merges causes arriving within 3.5 s; the burst test sets its own)
+        "inventory_min_gap_ms": 200,
+        # readings this close together need more than the production budget (36/min, burst 5);
+        # the simulated node still limits the client (120/min), and one test keeps the defaults
+        "near_rpc_budget_per_min": 110, "near_rpc_budget_burst": 20,
     }
     return InventorySyncSettings(**(values | extra))
 
@@ -151,6 +157,7 @@ async def test_credited_is_spendable_and_pending_movements_are_reported_apart(
     venues.verifier.deposit(venues.account, NBTC_ID, 5_000_000)
     venues.verifier.deposit(venues.account, EURE_ID, 1000 * E)
     venues.deposit("0x" + "e1" * 32, 40 * E)  # seen by the bridge, not recorded by anyone
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start()
     funding = str(uuid.uuid4())
@@ -161,7 +168,11 @@ async def test_credited_is_spendable_and_pending_movements_are_reported_apart(
                          asset_id=EURE_ID, chain=CHAIN, amount=100 * E, address="0xdest")
     await publish_action(producer, liquidity_action_id=str(uuid.uuid4()), kind="withdrawal", status="pending",
                          asset_id=EURE_ID, chain=CHAIN, amount=50 * E, tx_hash="BurnTx1")
-    snap = await latest(t, venues, lambda p: p.pending_complete and len(p.pending) == 4, "all four movements")
+    # the burned withdrawal stays reserved until a reading whose head block came after the burn
+    # was reported (a `final` read trails the chain): wait for that covering reading
+    snap = await latest(t, venues, lambda p: p.pending_complete and len(p.pending) == 4
+                        and asset(p, EURE_ID).reserved_out == 100 * E, "all four movements, the burn covered")
+    assert all(asset(e.payload, EURE_ID).reserved_out >= 100 * E for e in t.events if mine(venues)(e))
     btc, eure = asset(snap, NBTC_ID), asset(snap, EURE_ID)
     assert (btc.credited, btc.spendable, btc.pending_in, btc.pending_out, btc.decimals) == (5_000_000, 5_000_000, 0,
                                                                                            0, 8)
@@ -187,6 +198,7 @@ async def test_a_deposit_seen_externally_stays_pending_until_credited(
     venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, 10 * E)
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start()
     await latest(t, venues, lambda p: p.pending_complete, "history read")
@@ -205,6 +217,7 @@ async def test_a_deposit_seen_externally_stays_pending_until_credited(
         assert sorted((m.source, m.tx_hash, m.status) for m in snap.pending) == [
             ("bridge", "0xabc1", "PENDING"), ("liquidity_action", "0xabc2", "pending")]
     venues.bridge.advance(60)  # the bridge credits both into the verifier
+    await venues.verifier.settled()  # a `final` read sees the credit only once its block is final
     status, answer = await svc.control("POST", "/refresh")
     snap = await latest(t, venues, lambda p, i=answer["inventory_id"]: p.inventory_id == i, "after the credit")
     eure = asset(snap, EURE_ID)
@@ -218,6 +231,7 @@ async def test_credited_lower_than_expected_is_flagged_with_both_figures(
     venues.verifier.deposit(venues.account, EURE_ID, 3 * E)
     venues.deposit("0xbbb2", 20 * E, credit_after_s=60)  # recorded as 20; 20 arrives
     venues.deposit("0xaaa1", 90 * E, credit_after_s=120)  # the operator will record 100; 90 arrives
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start()
     short, exact = str(uuid.uuid4()), str(uuid.uuid4())
@@ -233,6 +247,7 @@ async def test_credited_lower_than_expected_is_flagged_with_both_figures(
                              for r in p.reconciliation)
 
     venues.bridge.advance(60)  # the exact one is credited
+    await venues.verifier.settled()
     await svc.control("POST", "/refresh")  # sees the credit; compares on the reading that follows at once
     snap = await latest(t, venues, resolved(exact), "the exact credit reconciled")
     ok = next(r for r in snap.reconciliation if r.liquidity_action_id == exact)
@@ -240,6 +255,7 @@ async def test_credited_lower_than_expected_is_flagged_with_both_figures(
     assert snap.trigger == "credit_observed" and snap.reconciliation_status == "awaiting_credit"
 
     venues.bridge.advance(60)  # now the short one
+    await venues.verifier.settled()
     await svc.control("POST", "/refresh")
     snap = await latest(t, venues, resolved(short), "the short credit reconciled")
     flagged = next(r for r in snap.reconciliation if r.liquidity_action_id == short)
@@ -259,6 +275,7 @@ async def test_stale_when_the_verifier_stops_answering_and_recovery(
     venues: Venues, start: Callable[..., Running], tail: Any
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, 5 * E)
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start(inventory_interval_s=0.1, inventory_fresh_ms=400)
     fresh = await latest(t, venues, lambda p: not p.stale, "a fresh snapshot")
@@ -290,11 +307,40 @@ async def test_stale_when_the_verifier_stops_answering_and_recovery(
     assert events.index("inventory_stale") < events.index("inventory_fresh")
 
 
+async def test_a_429_storm_degrades_to_visible_staleness_and_recovers_by_itself(
+    venues: Venues, start: Callable[..., Running], tail: Any
+) -> None:
+    """The node answers 429 with Retry-After to everything for a while: inventory goes stale,
+    saying why, the client honours the Retry-After instead of hammering, and readings come back
+    by themselves when the storm ends. Production budget and bounds, only the interval short."""
+    venues.verifier.deposit(venues.account, EURE_ID, 5 * E)
+    await venues.verifier.settled()
+    t = await tail(SNAPSHOTS)
+    svc = start(inventory_interval_s=1.0, inventory_fresh_ms=4000, inventory_min_gap_ms=3_500,
+                near_rpc_budget_per_min=36, near_rpc_budget_burst=5)
+    await latest(t, venues, lambda p: not p.stale, "a fresh snapshot")
+    venues.rpc.faults.set("http_429", on=True, value=2)  # Retry-After: 2 s
+    stale = await latest(t, venues, lambda p: p.stale, "stale in the storm")
+    assert "429" in (stale.stale_reason or "") or "rate-limited" in (stale.stale_reason or "")
+    status, state = await svc.control("GET", "/state")
+    usage = state["near_rpc"]["endpoints"][0]
+    assert usage["rate_limited_total"] >= 1 and state["stale"] is True
+    asked_in_storm = venues.rpc.rate_limited
+    venues.rpc.faults.set("http_429", on=False)
+    await venues.verifier.settled()
+    back = await latest(t, venues, lambda p: not p.stale and p.synced_at > stale.synced_at, "recovered")
+    assert asset(back, EURE_ID).credited == 5 * E
+    # the storm lasted ~4 s (the stale bound): with Retry-After honoured, a handful of tries, not
+    # one per interval per second of backoff-free retrying
+    assert asked_in_storm <= 8
+
+
 async def test_verifier_down_from_the_start_publishes_nothing_until_a_real_reading(
     venues: Venues, start: Callable[..., Running], tail: Any
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, 5 * E)
     venues.rpc.faults.set("http_500", on=True)
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start(inventory_interval_s=0.1, inventory_fresh_ms=400)
     await eventually(lambda: svc.service.stale is True and svc.service.consecutive_failures >= 2,
@@ -315,10 +361,12 @@ async def test_a_settled_trade_of_ours_triggers_a_reading_at_once(
     venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, 50 * E)
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start()  # the interval is ten minutes: only the trade can explain a new reading
     await latest(t, venues, lambda p: p.pending_complete, "history read")
     venues.verifier.withdraw(venues.account, EURE_ID, 8 * E)  # what the settled answer gave away
+    await venues.verifier.settled("optimistic")  # the relay reports a fill once its block is produced
     quote_id = str(uuid.uuid4())
 
     def result(status: str) -> Envelope[Any]:
@@ -334,6 +382,43 @@ async def test_a_settled_trade_of_ours_triggers_a_reading_at_once(
     assert svc.service.counts["trades_settled"] == 1
 
 
+async def test_a_snapshot_covers_a_settlement_only_from_a_block_that_holds_it(
+    venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
+) -> None:
+    """A fill, its settled result, then readings: a `final` read trails the chain head, so the
+    first reading after the result can predate the fill. Judged from the chain's side: every
+    snapshot whose `results_through` passes the result was read at a block at or past the one the
+    fill executed in, and shows the balance the verifier holds after it."""
+    venues.verifier.deposit(venues.account, EURE_ID, 50 * E)
+    await venues.verifier.settled()
+    t = await tail(SNAPSHOTS)
+    svc = start(inventory_min_gap_ms=0, inventory_finality_wait_ms=0)  # as eager as it gets
+    await latest(t, venues, lambda p: p.pending_complete, "history read")
+    venues.verifier.withdraw(venues.account, EURE_ID, 8 * E)  # what the settled answer gave away
+    fill_height = venues.verifier.chain.pending_height()
+    await venues.verifier.settled("optimistic")  # the relay reports a fill once its block is produced
+    settled = new_event(TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()),
+                                    quote_id=str(uuid.uuid4()), status="settled"), producer=PRODUCER, pair="BTC/EURe")
+    placed = await producer.publish(settled)
+
+    def covers(p: Any) -> bool:
+        return p.results_through is not None and p.results_through.get(placed.partition, 0) > placed.offset
+
+    snap = await latest(t, venues, covers, "a snapshot covering the settlement")
+    assert asset(snap, EURE_ID).credited == 42 * E and snap.block_height >= fill_height
+    mine_ = [e.payload for e in t.events if mine(venues)(e)]
+    for p in mine_:
+        if covers(p):
+            assert p.block_height >= fill_height and asset(p, EURE_ID).credited == 42 * E
+        # heights never go back
+    heights = [p.block_height for p in mine_]
+    assert heights == sorted(heights)
+    # the eager reading right after the result read `final` before it reached the head: it did not
+    # cover the settlement, whatever balance it saw
+    assert svc.service.counts["finality_short"] >= 1
+    assert [covers(p) for p in mine_ if p.trigger == "trade_settled"] == [False]
+
+
 async def test_a_burst_of_settlements_inside_the_gap_is_served_by_one_reading(
     venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
 ) -> None:
@@ -342,6 +427,9 @@ async def test_a_burst_of_settlements_inside_the_gap_is_served_by_one_reading(
     # a gap far longer than the burst takes to arrive (one publish, one batched fetch)
     svc = start(inventory_min_gap_ms=3_000)
     await latest(t, venues, lambda p: p.pending_complete, "history read")
+    # and nothing else asked or in progress (the history's own reading may still be owed)
+    await eventually(lambda: svc.service._trigger is None
+                     and svc.service.counts["readings"] == sum(svc.service.triggers.values()), what="idle")
     readings = svc.service.counts["readings"]
     burst = [new_event(TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()),
                                    quote_id=str(uuid.uuid4()), status="settled"), producer=PRODUCER, pair="BTC/EURe")
@@ -358,6 +446,7 @@ async def test_pause_refuses_refresh_and_one_reading_serves_what_arrived_meanwhi
     venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any, pool: asyncpg.Pool
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, E)
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start()
     await latest(t, venues, lambda p: p.pending_complete, "history read")
@@ -399,9 +488,13 @@ async def test_a_pause_asked_during_a_reading_takes_effect_when_the_reading_ends
     # the pause's wake-up arrives while the loop awaits the venue: it must not be lost (the loop
     # then waited for the next staleness deadline, 15 min here, before parking)
     venues.verifier.deposit(venues.account, EURE_ID, E)
+    await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start()
     await latest(t, venues, lambda p: p.pending_complete, "history read")
+    await eventually(lambda: svc.service._trigger is None and svc.service.cover_pending is None
+                     and svc.service.counts["readings"] + svc.service.counts["reading_failures"]
+                     == sum(svc.service.triggers.values()), what="no reading owed or under way")
     venues.rpc.faults.set("timeout", count=1)  # the next reading waits until the client gives up (2 s)
     operator = f"erin-{uuid.uuid4()}"
     refresh = asyncio.create_task(svc.control("POST", "/refresh", {"operator": operator}))
@@ -421,6 +514,7 @@ async def test_a_restart_rebuilds_pending_from_the_liquidity_history(
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, E)
     group = f"inventory-test-{uuid.uuid4()}"
+    await venues.verifier.settled()
     t = await tail(SNAPSHOTS)
     first = start(inventory_group=group)
     await latest(t, venues, lambda p: p.pending_complete, "history read")

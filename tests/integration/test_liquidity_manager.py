@@ -95,7 +95,7 @@ class Harness:
         return self.key.implicit_account_id
 
     async def start_sims(self) -> None:
-        self.poa = PoaBridgeSimulator(self.verifier.deposit, clock=SimClock(frozen=True))
+        self.poa = PoaBridgeSimulator(self.verifier.deposit, clock=SimClock(frozen=True), chain=self.verifier.chain)
         self.poa.watch_burns(self.verifier)
         self.relay = RelaySimulator(self.verifier, RelaySimConfig(jwt=JWT))
         self.near = NearRpcSimulator(self.verifier)

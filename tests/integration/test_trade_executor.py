@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import asyncpg
@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from daemons.core.assets import EURE_ID, NBTC_ID
-from daemons.core.bus import EventProducer
+from daemons.core.bus import EventProducer, topic_end_offsets
 from daemons.core.control import socket_path
 from daemons.core.events import Envelope, ExecuteTrade, IntentInventory, Producer, new_event
 from daemons.core.runtime import serve
@@ -113,6 +113,10 @@ def _env(stack: Stack, control_dir: Path, venue: Venue, secrets_dir: Path, group
         "QL_EXECUTOR_RESOLVE_INTERVAL_S": "0.05", "QL_EXECUTOR_SETTLE_GRACE_MS": "100",
         "QL_EXECUTOR_ANSWER_MARGIN_MS": "300", "QL_EXECUTOR_RELAY_ANSWER_TIMEOUT_S": "0.5",
         "QL_EXECUTOR_POLL_MS": "20", "QL_EXECUTOR_CLOSE_TIMEOUT_S": "1", "QL_LOG_LEVEL": "WARNING",
+        # deadlines here are a second or less: the status wait and the chain reads that decide
+        # answers come in seconds, not the production minutes (budget 12/min)
+        "QL_EXECUTOR_STATUS_WAIT_MS": "1000", "QL_EXECUTOR_FINAL_BLOCK_INTERVAL_S": "0.3",
+        "QL_NEAR_RPC_BUDGET_PER_MIN": "100", "QL_NEAR_RPC_BUDGET_BURST": "20",
         **extra,
     }
 
@@ -149,7 +153,7 @@ class Harness:
         svc = self.service
         if wait_ready:
             await eventually(lambda: svc.relay is not None and svc.relay.connected and svc.db_error is None
-                             and svc.consumer.assignment(), what="executor ready")
+                             and svc.consumer.assignment() and svc.recovered_at is not None, what="executor ready")
         if arm:
             status, body = await self.control("POST", "/arm", {"operator": "tester", "reason": "integration test"})
             assert status == 200 and body["armed"] is True, body
@@ -183,15 +187,19 @@ class Harness:
                 return resp.status, await resp.json()
 
     async def inventory(self, eure: int = 10_000 * EURE, btc: int = 10**8, *, stale: bool = False,
-                        age_ms: int = 0) -> str:
-        """Publish a `state.intent_inventory` snapshot and wait until the executor holds it."""
+                        age_ms: int = 0, results_through: dict[int, int] | None | Literal["now"] = "now") -> str:
+        """Publish a `state.intent_inventory` snapshot and wait until the executor holds it. By
+        default it covers every result published so far, as a covering reading of inventory-sync
+        would; None: it proves nothing about settlements."""
+        if results_through == "now":
+            results_through = await self.results_end()
         sample = sample_payloads()["state.intent_inventory"]
         assert isinstance(sample, IntentInventory)
         btc_asset, eure_asset = sample.assets[0], sample.assets[1]
         inventory_id = str(uuid.uuid4())
         snapshot = sample.model_copy(update={
             "inventory_id": inventory_id, "account_id": ACCOUNT, "stale": stale, "age_ms": age_ms,
-            "synced_at": datetime.now(UTC),
+            "synced_at": datetime.now(UTC), "results_through": results_through,
             "assets": [btc_asset.model_copy(update={"asset_id": NBTC_ID, "spendable": btc}),
                        eure_asset.model_copy(update={"asset_id": EURE_ID, "spendable": eure})],
         })
@@ -201,6 +209,11 @@ class Harness:
             await eventually(lambda: svc.inventory.latest is not None
                              and svc.inventory.latest.inventory_id == inventory_id, what="snapshot seen")
         return inventory_id
+
+    async def results_end(self) -> dict[int, int]:
+        """exec.trade_result's end offsets now: what a snapshot covering every result so far names."""
+        return await topic_end_offsets(_settings(_env(self.stack, self.control_dir, self.venue, self.secrets_dir,
+                                                      self.group)), "exec.trade_result", "test-results-end")
 
     async def quote(self, *, sats: int = SATS, min_deadline_ms: int = 60_000) -> str:
         """A BUY_BTC request at the relay: the taker gives `sats` BTC and wants EURe."""
@@ -224,9 +237,16 @@ class Harness:
         await self.producer.publish(event, key=event.payload.command_id)
 
     async def result(self, command_id: str, status: str, timeout: float = 15.0) -> Any:
-        found = await self.results.wait_for(
-            lambda e: e.payload.command_id == command_id and e.payload.status == status, timeout=timeout,
-            what=f"{status} result for {command_id}")
+        try:
+            found = await self.results.wait_for(
+                lambda e: e.payload.command_id == command_id and e.payload.status == status, timeout=timeout,
+                what=f"{status} result for {command_id}")
+        except AssertionError as exc:  # say what came instead, and what the executor thought
+            seen = [(r.status, r.reason_code, r.reason) for r in self.results_for(command_id)]
+            state = self.service.state() if self.service is not None else None
+            brief = {k: state[k] for k in ("blocked_reason", "reserved", "settled_holds", "refusals", "errors")
+                     if state and k in state}
+            raise AssertionError(f"{exc}; results for it: {seen}; executor: {brief}") from None
         return found[-1].payload
 
     def results_for(self, command_id: str) -> list[Any]:
@@ -314,9 +334,15 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
     # one write took it from received to submitted, nonce and signature together
     assert row.signing_at is None and row.nonce and row.signed_data and row.signed_at == row.submitted_at
     assert cid not in svc.book.answers
-    # still held until an inventory snapshot synced after the settlement arrives
+    # still held until an inventory snapshot proves it holds the settlement: a later snapshot
+    # whose head was read before the settled result existed (a `final` read trails the chain)
+    # proves nothing, one whose results_through passes that result does
     assert svc.book.reserved(EURE_ID) == GIVE
-    await harness.inventory()
+    ends = await harness.results_end()
+    await harness.inventory(results_through=None)
+    await harness.inventory(results_through={p: o - 1 for p, o in ends.items()})
+    assert svc.book.reserved(EURE_ID) == GIVE
+    await harness.inventory(results_through=ends)
     assert svc.book.reserved(EURE_ID) == 0
     assert await harness.statuses(cid) == ["acknowledged", "settled"]  # each result exactly once
     status, state = await harness.control("GET", "/state")
@@ -468,7 +494,69 @@ async def test_no_relay_answer_and_no_fill_expires_by_is_nonce_used(harness: Har
     assert len(harness.venue.quote_responses()) == 1
 
 
-async def test_a_missed_quote_status_is_resolved_by_is_nonce_used(harness: Harness) -> None:
+async def test_a_lost_quote_status_is_caught_on_chain_and_corrected_to_settled(harness: Harness) -> None:
+    """The relay loses a fill's status (neither sent nor queued: it broke its delivery
+    guarantee). The silence expires the answer; the chain audit finds its nonce used at the
+    deadline block and corrects it to settled, holding its amount again."""
+    svc = await harness.start()
+    await harness.inventory()
+    qid = await harness.quote(min_deadline_ms=1_000)
+    event = harness.command(qid, min_deadline_ms=1_000)
+    cid = event.payload.command_id
+    await harness.send(event)
+    await harness.result(cid, "acknowledged")
+    harness.venue.relay.faults.set("lose_status", count=1)
+    outcome = await harness.venue.relay.close_quote(qid)
+    assert outcome["settled"] is True
+    expired = await harness.result(cid, "expired")
+    assert expired.resolved_by == "no_quote_status"
+    settled = await harness.result(cid, "settled")
+    assert settled.resolved_by == "is_nonce_used" and settled.reason_code == "nonce_used"
+    assert settled.tx_hash is None  # the status that carried it was lost
+    assert svc.audit_counts["used"] == 1 and svc.book.reserved(EURE_ID) == GIVE  # held as settled again
+
+
+async def test_an_answer_the_node_cannot_decide_keeps_its_hold_until_an_operator_records_it(
+        harness: Harness) -> None:
+    """The node keeps too few blocks to read the nonce at the deadline: the outcome stays open
+    (undecided, hold kept, never expired) until an operator's verdict, which is audited."""
+    harness.venue.verifier.chain.keep_blocks = 2  # every block a final read names is already gone
+    svc = await harness.start()
+    await harness.inventory()
+    qid = await harness.quote(min_deadline_ms=300)
+    event = harness.command(qid, min_deadline_ms=300)
+    cid = event.payload.command_id
+    harness.venue.relay.faults.set("drop_responses", count=1)  # uncertain: only the chain could tell
+    await harness.send(event)
+    await harness.result(cid, "uncertain")
+    await eventually(lambda: cid in svc.undecided, what="the outcome undecided")
+    status, state = await harness.control("GET", "/state")
+    assert cid in state["undecided"] and svc.book.reserved(EURE_ID) == GIVE
+    assert await harness.statuses(cid) == ["uncertain"]  # neither expired nor settled by a guess
+    status, err = await harness.control("POST", "/resolve", {"command_id": str(uuid.uuid4()), "outcome": "expired",
+                                                             "reason": "guess", "operator": "olga"})
+    assert status == 409 and "not undecided" in err["error"]
+    status, err = await harness.control("POST", "/resolve", {"command_id": cid, "outcome": "expired"})
+    assert status == 422  # the evidence is required
+    status, body = await harness.control("POST", "/resolve", {"command_id": cid, "outcome": "expired",
+                                                              "reason": "archival node: nonce unused at the deadline",
+                                                              "operator": "olga"})
+    assert status == 200 and body["state"] == "expired"
+    expired = await harness.result(cid, "expired")
+    assert (expired.resolved_by, expired.reason_code) == ("operator", "operator_expired")
+    assert svc.book.reserved(EURE_ID) == 0 and cid not in svc.undecided
+
+    async def audited() -> Any:
+        return await harness.pool.fetchrow("SELECT * FROM control_actions WHERE service = 'trade-executor' AND "
+                                   "action = 'resolve' AND operator = 'olga' AND outcome = 'expired'")
+
+    row = await eventually(audited, what="the verdict audited")
+    assert row["reason"] == "archival node: nonce unused at the deadline"
+
+
+async def test_a_broken_status_frame_is_replayed_by_guaranteed_delivery(harness: Harness) -> None:
+    """Guaranteed delivery is on by default: a status frame that arrives broken is delivered
+    again (it was never acknowledged), so the fill is known from the relay, not guessed."""
     await harness.start()
     await harness.inventory()
     qid = await harness.quote(min_deadline_ms=1_000)
@@ -478,10 +566,31 @@ async def test_a_missed_quote_status_is_resolved_by_is_nonce_used(harness: Harne
     await harness.result(cid, "acknowledged")
     harness.venue.relay.faults.set("malformed_next", count=1)  # the status frame arrives broken
     outcome = await harness.venue.relay.close_quote(qid)
-    assert outcome["settled"] is True
+    settled = await harness.result(cid, "settled")
+    assert (settled.resolved_by, settled.tx_hash) == ("quote_status", outcome["tx_hash"])
+
+
+async def test_an_executed_answer_whose_nonce_was_cleaned_up_is_settled_never_expired(harness: Harness) -> None:
+    """The verifier's garbage collector cleans the nonce right after the deadline, so reading
+    `is_nonce_used` now says false although the answer executed: the executor must read it at the
+    last block at or before the deadline."""
+    harness.venue.verifier.nonce_cleanup_after_s = 0.0
+    await harness.start()
+    await harness.inventory()
+    qid = await harness.quote(min_deadline_ms=1_000)
+    event = harness.command(qid, min_deadline_ms=1_000)
+    cid = event.payload.command_id
+    harness.venue.relay.faults.set("drop_responses", count=1)  # the relay's answer never comes: uncertain
+    await harness.send(event)
+    ack = await harness.result(cid, "uncertain")
+    harness.venue.relay.faults.set("lose_status", count=1)  # only the chain can tell
+    assert (await harness.venue.relay.close_quote(qid))["settled"] is True
     settled = await harness.result(cid, "settled")
     assert settled.resolved_by == "is_nonce_used" and settled.reason_code == "nonce_used"
-    assert settled.tx_hash is None  # the status that carried it was lost
+    # judged from the chain's side: it executed, and its nonce reads unused at the head now
+    assert harness.venue.verifier.nonces_cleaned >= 1
+    assert harness.venue.verifier.is_nonce_used(ACCOUNT, ack.nonce) is False
+    assert await harness.statuses(cid) == ["uncertain", "settled"]
 
 
 async def test_an_unpicked_answer_expires_after_its_deadline(harness: Harness) -> None:
@@ -493,7 +602,7 @@ async def test_an_unpicked_answer_expires_after_its_deadline(harness: Harness) -
     await harness.result(event.payload.command_id, "acknowledged")
     await harness.venue.relay.close_quote(qid, pick="none")
     expired = await harness.result(event.payload.command_id, "expired")
-    assert expired.resolved_by == "is_nonce_used"
+    assert expired.resolved_by == "no_quote_status"  # guaranteed delivery, connected throughout
     assert svc.book.reserved(EURE_ID) == 0
     # a quote_status arriving after all is a venue fact: it corrects the expiry
     await harness.venue.relay.broadcast_status({"quote_hash": expired.quote_hash, "intent_hash": "late-intent",
@@ -743,7 +852,7 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
     u = await harness.result(submitted, "uncertain")
     assert u.reason_code == "restarted_after_submit"
     assert (await harness.result(submitted, "expired")).resolved_by == "is_nonce_used"
-    assert (await harness.result(acknowledged, "expired")).resolved_by == "is_nonce_used"
+    assert (await harness.result(acknowledged, "expired")).resolved_by == "no_quote_status"
     assert harness.venue.quote_responses() == []  # nothing was (re)sent
     for cid in (received, signing, submitted, acknowledged):
         await eventually(lambda: _published(harness, cid), what=f"{cid} noted as published")

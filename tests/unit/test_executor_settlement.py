@@ -46,15 +46,20 @@ def test_holds_add_up_per_asset_and_release_frees_them() -> None:
     assert book.release("a") is None  # twice is harmless
 
 
-def test_a_settled_answer_holds_until_a_snapshot_synced_after_it() -> None:
+def test_a_settled_answer_holds_until_a_snapshot_covers_its_result() -> None:
     book = LiveBook()
     book.hold(live("a", 10))
-    book.release("a", settled_at=NOW)
+    book.release("a", settled=True)
     assert book.reserved(EURE) == 10  # the snapshot in hand still counts what just left
-    book.forget_settled_before(NOW - timedelta(seconds=1))
+    book.forget_covered({0: 100})  # the result is not published yet: no snapshot can prove it
+    assert book.reserved(EURE) == 10 and book.unplaced() == ["a"]
+    book.place_settled("a", {0: 8})  # published at offset 7 of partition 0
+    book.forget_covered(None)
+    book.forget_covered({0: 7})  # the head was read before that result existed
+    book.forget_covered({1: 50})
     assert book.reserved(EURE) == 10
-    book.forget_settled_before(NOW + timedelta(milliseconds=1))
-    assert book.reserved(EURE) == 0
+    book.forget_covered({0: 8, 1: 0})
+    assert book.reserved(EURE) == 0 and book.settled == {}
 
 
 def test_update_moves_the_hash_index() -> None:
@@ -113,8 +118,9 @@ _cids = st.sampled_from([f"c{i}" for i in range(5)])
 _book_ops = st.one_of(
     st.tuples(st.just("hold"), _cids, st.sampled_from([EURE, BTC]), st.integers(1, 1000)),
     st.tuples(st.just("update"), _cids, st.integers(1, 1000)),
-    st.tuples(st.just("release"), _cids, st.booleans(), st.integers(0, 60)),
-    st.tuples(st.just("note_settled"), _cids, st.sampled_from([EURE, BTC]), st.integers(1, 1000), st.integers(0, 60)),
+    st.tuples(st.just("release"), _cids, st.booleans()),
+    st.tuples(st.just("note_settled"), _cids, st.sampled_from([EURE, BTC]), st.integers(1, 1000)),
+    st.tuples(st.just("place"), _cids, st.integers(0, 60)),
     st.tuples(st.just("forget"), st.integers(0, 60)),
 )
 
@@ -128,11 +134,13 @@ def test_the_kept_totals_always_equal_the_sum_of_what_is_held(ops: list[tuple]) 
         elif op[0] == "update":
             book.update(op[1], amount_out=op[2])
         elif op[0] == "release":
-            book.release(op[1], settled_at=NOW + timedelta(seconds=op[3]) if op[2] else None)
+            book.release(op[1], settled=op[2])
         elif op[0] == "note_settled":
-            book.note_settled(op[1], NOW + timedelta(seconds=op[4]), op[2], op[3])
+            book.note_settled(op[1], op[2], op[3])
+        elif op[0] == "place":
+            book.place_settled(op[1], {0: op[2]})
         else:
-            book.forget_settled_before(NOW + timedelta(seconds=op[1]))
+            book.forget_covered({0: op[1]})
         expected: dict[str, int] = {}
         for a in book.answers.values():
             expected[a.asset_out] = expected.get(a.asset_out, 0) + a.amount_out

@@ -25,6 +25,9 @@ def at(step: int) -> datetime:
     return T0 + timedelta(seconds=step)
 
 
+AFTER = timedelta(microseconds=1)  # the bridge is read just after the balances
+
+
 def funding(action_id: str, tx: str, amount: int | None, *, status: str = "pending", first: int = 0,
             credited_at: int | None = None, asset: str = EURE_ID) -> ActionView:
     return ActionView(liquidity_action_id=action_id, kind="funding", status=status, asset_id=asset, chain=CHAIN,
@@ -45,9 +48,13 @@ def bridge(*deposits: tuple[str, int, str], complete: bool = True) -> dict[str, 
                                            for tx, amount, status in deposits), complete)}
 
 
-def reading(seq: int, step: int, eure: int, br: dict[str, BridgeRead | None] | None = None) -> Reading:
+def reading(seq: int, step: int, eure: int, br: dict[str, BridgeRead | None] | None = None, *,
+            covering: bool = True) -> Reading:
+    """A reading at `step`: its head block taken as it starts (a covering one), the bridge read
+    just after its balances."""
     return Reading(seq=seq, started_at=at(step), finished_at=at(step), balances={EURE_ID: eure, NBTC_ID: 0},
-                   bridge=br if br is not None else bridge())
+                   bridge=br if br is not None else bridge(), bridge_read_at=at(step) + AFTER,
+                   covers_until=at(step) if covering else None)
 
 
 def rec(**kw: int) -> Reconciler:
@@ -106,23 +113,27 @@ def test_our_settled_trades_in_the_window_make_it_inconclusive_never_a_false_ala
     assert res.expected is None and res.credited is None
 
 
-def test_a_trade_settled_before_the_baseline_is_not_a_confound() -> None:
+@pytest.mark.parametrize(("trade_step", "confounds"), [(-60, False), (1, True)])
+def test_a_trade_settled_well_before_the_baseline_is_not_a_confound(trade_step: int, confounds: bool) -> None:
+    """One settled just before the baseline's read may be missing from its `final` balance."""
     r = rec()
     r.observe(reading(1, 0, 100 * E), [], [], [], at(0))
     f = funding("f1", "0xa", 50 * E, first=1)
-    r.observe(reading(2, 2, 100 * E, bridge(("0xa", 50 * E, "PENDING"))), [f], [], [at(1)], at(2))
+    r.observe(reading(2, 2, 100 * E, bridge(("0xa", 50 * E, "PENDING"))), [f], [], [at(trade_step)], at(2))
     done = funding("f1", "0xa", 50 * E, status="credited", first=1, credited_at=3)
-    out = r.observe(reading(3, 4, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [done], [], [at(1)], at(4))
-    assert out.resolved[0].status == "ok"
+    out = r.observe(reading(3, 4, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [done], [], [at(trade_step)],
+                    at(4))
+    assert (out.resolved[0].status == "inconclusive") is confounds
 
 
 @pytest.mark.parametrize(
     ("w", "confounds"),
     [
         (withdrawal("w1", first=1), True),  # requested, may burn any moment
-        (withdrawal("w1", first=1, status="pending", burned=1), False),  # burned before the baseline read
+        (withdrawal("w1", first=-61, status="pending", burned=-60), False),  # burned well before the baseline
+        (withdrawal("w1", first=1, status="pending", burned=1), True),  # just before: maybe not in it yet
         (withdrawal("w1", first=3, status="pending", burned=3), True),  # burned inside the window
-        (withdrawal("w1", first=0, status="refused", done=1), False),  # refused before the window
+        (withdrawal("w1", first=-62, status="refused", done=-61), False),  # refused well before the window
         (withdrawal("w1", first=5), False),  # asked for after the window
     ],
 )
@@ -340,7 +351,8 @@ class _World:
         self.seq += 1
         out = self.rec.observe(
             Reading(seq=self.seq, started_at=at(read_step), finished_at=at(read_step),
-                    balances={EURE_ID: self.read_balance[read_step], NBTC_ID: 0}, bridge=br),
+                    balances={EURE_ID: self.read_balance[read_step], NBTC_ID: 0}, bridge=br,
+                    bridge_read_at=at(read_step) + AFTER, covers_until=at(read_step)),
             self.views(), [], [at(s) for s in self.trade_steps], at(now),
         )
         for r in out.resolved:
@@ -405,3 +417,20 @@ def test_model_every_conclusion_is_true_and_clean_windows_always_conclude(
     assert set(world.results) == credited
     if not world.trade_steps and not world.bridge_outages:
         assert not [r for r in world.results.values() if r.status == "inconclusive"], world.results
+
+
+def test_a_credit_is_placed_only_by_a_reading_whose_head_came_after_the_bridge_saw_it() -> None:
+    """A `final` read trails the chain: a reading that is not covering, or whose head was read
+    before the bridge listed the credit, may not hold it, so it never serves as the comparison."""
+    r = rec()
+    r.observe(reading(1, 0, 100 * E), [], [], [], at(0))
+    f = funding("f1", "0xa", 50 * E, first=1)
+    r.observe(reading(2, 2, 100 * E, bridge(("0xa", 50 * E, "PENDING"))), [f], [], [], at(2))
+    seen = r.observe(reading(3, 4, 100 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [f], [], [], at(4))
+    assert seen.wants_reading and not seen.resolved
+    # the balance of this one still predates the credit (100): it must not be compared
+    lagging = r.observe(reading(4, 6, 100 * E, bridge(("0xa", 50 * E, "COMPLETED")), covering=False), [f], [], [],
+                        at(6))
+    assert lagging.wants_reading and not lagging.resolved
+    out = r.observe(reading(5, 8, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [f], [], [], at(8))
+    assert [(x.status, x.credited) for x in out.resolved] == [("ok", 150 * E)]

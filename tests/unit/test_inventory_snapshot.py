@@ -27,9 +27,10 @@ CHAIN = "eth:100"
 
 
 def view(action_id: str, kind: str, status: str, amount: int | None, *, asset: str = EURE.asset_id,
-         tx: str | None = None, burned: bool = False) -> ActionView:
+         tx: str | None = None, burned: bool = False, burned_seq: int = 1) -> ActionView:
     return ActionView(liquidity_action_id=action_id, kind=kind, status=status, asset_id=asset, chain=CHAIN,
-                      amount=amount, tx_hash=tx, first_at=T0, status_at=T0, burned_at=T0 if burned else None)
+                      amount=amount, tx_hash=tx, first_at=T0, status_at=T0, burned_at=T0 if burned else None,
+                      burned_seq=burned_seq if burned else None)
 
 
 def br(*deposits: tuple[str, int, str], complete: bool = True) -> dict[str, BridgeRead | None]:
@@ -38,8 +39,9 @@ def br(*deposits: tuple[str, int, str], complete: bool = True) -> dict[str, Brid
 
 
 def eure_row(fundings: list[ActionView], withdrawals: list[ActionView], bridge: dict[str, BridgeRead | None],
-             credited: int = 100 * E):
-    held = holdings((NBTC, EURE), {NBTC.asset_id: 7, EURE.asset_id: credited}, fundings, withdrawals, bridge)
+             credited: int = 100 * E, covered_seq: int | None = 10):
+    held = holdings((NBTC, EURE), {NBTC.asset_id: 7, EURE.asset_id: credited}, fundings, withdrawals, bridge,
+                    covered_seq)
     btc, eure = held.assets
     assert (btc.asset_id, btc.credited, btc.spendable, btc.decimals) == (NBTC.asset_id, 7, 7, 8)
     return eure, held.pending
@@ -99,6 +101,16 @@ def test_withdrawals_are_pending_out_and_reserved_until_their_burn(status: str, 
         assert pending[0].direction == "out"
 
 
+@pytest.mark.parametrize(("burned_seq", "covered_seq", "reserved"), [(5, 5, 0), (6, 5, 40), (5, None, 40)])
+def test_a_burn_counts_as_gone_only_from_a_reading_whose_head_block_came_after_it(
+        burned_seq: int, covered_seq: int | None, reserved: int) -> None:
+    """A `final` read trails the chain: a reading started after the burn was reported can still
+    predate it, so the amount stays reserved until a reading's head block was taken after it."""
+    w = view("w1", "withdrawal", "pending", 40 * E, burned=True, burned_seq=burned_seq)
+    eure, _ = eure_row([], [w], br(), covered_seq=covered_seq)
+    assert (eure.reserved_out, eure.spendable) == (reserved * E, (100 - reserved) * E)
+
+
 def test_spendable_never_goes_below_zero() -> None:
     eure, _ = eure_row([], [view("w1", "withdrawal", "requested", 500 * E)], br())
     assert (eure.spendable, eure.reserved_out) == (0, 500 * E)
@@ -127,7 +139,7 @@ def test_invariants(credited: int, fundings: list[tuple[str, int, str | None]],
     listed = [(f"0x{i:x}", a, b) for i, (_, a, b) in enumerate(fundings) if b is not None]
     ws = [view(f"w{i}", "withdrawal", s, a, burned=b or s in ("pending", "completed"))
           for i, (s, a, b) in enumerate(withdrawals)]
-    held = holdings((NBTC, EURE), {NBTC.asset_id: 0, EURE.asset_id: credited}, fs, ws, br(*listed))
+    held = holdings((NBTC, EURE), {NBTC.asset_id: 0, EURE.asset_id: credited}, fs, ws, br(*listed), 10)
     eure = held.assets[1]
     # spendable is credited less what is committed to leave, never more than credited
     assert eure.spendable <= credited and eure.spendable == max(0, credited - eure.reserved_out)

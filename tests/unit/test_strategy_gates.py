@@ -135,14 +135,15 @@ def test_reservation_lifecycle() -> None:
     book.reserve("c2", "q2", NBTC_ID, 20, NOW + timedelta(seconds=60))
     book.reserve("c3", "q3", EURE_ID, 30, NOW + timedelta(seconds=60))
     assert book.reserved() == {NBTC_ID: 30, EURE_ID: 30}
-    book.on_result("c1", "rejected", NOW)
+    book.on_result("c1", "rejected", (0, 4))
     assert book.reserved() == {NBTC_ID: 20, EURE_ID: 30}
-    book.on_result("c2", "settled", NOW)
-    book.on_inventory(NOW - timedelta(seconds=1))  # synced before the settlement: still counts
+    book.on_result("c2", "settled", (0, 7))  # its result is offset 7 of partition 0
+    book.on_inventory(None)  # a snapshot that proves nothing about settlements
+    book.on_inventory({0: 7})  # read before that result was published: may predate the fill
     assert book.reserved()[NBTC_ID] == 20
-    book.on_inventory(NOW + timedelta(seconds=1))
+    book.on_inventory({0: 8})
     assert NBTC_ID not in book.reserved()
-    book.on_result("c3", "acknowledged", NOW, deadline=NOW + timedelta(seconds=90))
+    book.on_result("c3", "acknowledged", (0, 9), deadline=NOW + timedelta(seconds=90))
     book.expire(NOW + timedelta(seconds=61))
     assert book.reserved() == {EURE_ID: 30}  # the acknowledged answer lives to its deadline
     book.expire(NOW + timedelta(seconds=91))

@@ -22,7 +22,7 @@ class Model:
     def reserve(self, cid: str, asset: str, amount: int, expires: datetime) -> None:
         self.live[cid] = {"asset": asset, "amount": amount, "expires": expires, "settled": None}
 
-    def on_result(self, cid: str, status: str, at: datetime, deadline: datetime | None) -> None:
+    def on_result(self, cid: str, status: str, at: tuple[int, int], deadline: datetime | None) -> None:
         r = self.live.get(cid)
         if r is None:
             return
@@ -33,8 +33,10 @@ class Model:
         elif deadline is not None:
             r["expires"] = max(r["expires"], deadline)
 
-    def on_inventory(self, synced: datetime) -> None:
-        self.live = {c: r for c, r in self.live.items() if not (r["settled"] is not None and synced > r["settled"])}
+    def on_inventory(self, through: dict[int, int]) -> None:
+        # a settled result at (partition, offset) is held by a snapshot whose offsets pass it
+        self.live = {c: r for c, r in self.live.items()
+                     if not (r["settled"] is not None and through.get(r["settled"][0], 0) > r["settled"][1])}
 
     def expire(self, now: datetime) -> None:
         self.live = {c: r for c, r in self.live.items() if not (r["settled"] is None and now > r["expires"])}
@@ -47,12 +49,14 @@ class Model:
 
 
 seconds = st.integers(min_value=0, max_value=120).map(lambda s: T0 + timedelta(seconds=s))
+placed = st.tuples(st.integers(0, 1), st.integers(0, 20))
+through = st.dictionaries(st.integers(0, 1), st.integers(0, 22), max_size=2)
 command_ids = st.sampled_from([f"c{i}" for i in range(6)])
 operations = st.one_of(
     st.tuples(st.just("reserve"), command_ids, st.sampled_from(ASSETS), st.integers(1, 1000), seconds),
     st.tuples(st.just("result"), command_ids, st.sampled_from(["acknowledged", "uncertain", "settled", *OVER]),
-              seconds, st.none() | seconds),
-    st.tuples(st.just("inventory"), seconds),
+              placed, st.none() | seconds),
+    st.tuples(st.just("inventory"), through),
     st.tuples(st.just("expire"), seconds),
 )
 

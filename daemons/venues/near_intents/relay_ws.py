@@ -579,6 +579,11 @@ class RelayWsClient:
         return self._ws is not None and self._announced
 
     @property
+    def connected_since(self) -> datetime | None:
+        """When the current connection's subscriptions were confirmed; None while down."""
+        return self._connected_since
+
+    @property
     def quote_filter(self) -> QuoteFilter | None:
         return self._filter
 

@@ -58,7 +58,7 @@ def key() -> SignerKey:
 
 @pytest.fixture
 def state(key: SignerKey) -> VerifierState:
-    s = VerifierState(fee_pips=100, salt_hex=SALT)
+    s = VerifierState(fee_pips=100, salt_hex=SALT, nonce_cleanup_after_s=None)  # NOW is a fixed past instant
     s.deposit(key.implicit_account_id, EURE, 10**22)
     s.deposit(TAKER, BTC, 10**9)
     return s
