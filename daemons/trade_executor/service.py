@@ -86,7 +86,12 @@ from daemons.trade_executor.settlement import (
 )
 from daemons.trade_executor.signer import SignerStatus, authorize, load_key
 from daemons.venues.backoff import Backoff
-from daemons.venues.near_intents.near_rpc import BlockHeader, NearRpcError, client_from_settings
+from daemons.venues.near_intents.near_rpc import (
+    BlockHeader,
+    NearRpcError,
+    NearRpcRateLimited,
+    client_from_settings,
+)
 from daemons.venues.near_intents.nep413 import SignerKey, datetime_to_ns
 from daemons.venues.near_intents.nonce_outcome import HeaderCache, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_rpc import (
@@ -140,6 +145,7 @@ class TradeExecutor(Service):
         self.headers = HeaderCache()
         self.final_block: BlockHeader | None = None  # read at most every executor_final_block_interval_s
         self.final_block_read_at = float("-inf")
+        self.salt_retry_at = float("-inf")  # after a failed salt read, not before this loop time
         # answers expired by relay silence, to check on chain as the budget allows
         self.audits: deque[LiveAnswer] = deque()
         self.audit_counts: Counter[str] = Counter()
@@ -746,15 +752,17 @@ class TradeExecutor(Service):
         pending, self.pending_statuses = self.pending_statuses, []
         for item in pending:
             await self._on_status(item)
+        # what answering needs comes first from the NEAR RPC budget: the signer and the salt
+        if self.key is not None and self.signer.status == "unverified":
+            await self._authorize_signer()
+        if self.key is not None and self.salt.wants_refresh(now_utc()) \
+                and asyncio.get_running_loop().time() >= self.salt_retry_at:
+            await self._refresh_salt()
         now = now_utc()
         await self._resolve_due(self.book.due(now, self.cfg.executor_settle_grace_ms, skip=set(self.busy)))
         await self._audit_silence()
         await self._publish_backlog()
         await self._place_recovered()
-        if self.key is not None and self.signer.status == "unverified":
-            await self._authorize_signer()
-        if self.key is not None and self.salt.wants_refresh(now_utc()):
-            await self._refresh_salt()
         self.notify_status()
 
     async def _refresh_salt(self) -> None:
@@ -763,9 +771,20 @@ class TradeExecutor(Service):
         except NearRpcError as exc:
             self.errors["rpc_current_salt"] += 1
             self.rpc_error = exc.message
+            # not again before the budget or the node allows (never every sweep)
+            wait = exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else 1.0
+            self.salt_retry_at = asyncio.get_running_loop().time() + max(0.5, wait)
             return
         self.rpc_error = None
         self.salt.put(salt, now_utc())
+
+    def _rpc_spare(self) -> bool:
+        """Whether chain reads that can wait (deciding expired answers, audits) may spend NEAR
+        RPC now: they leave `executor_rpc_reserve` requests for the salt and the signer."""
+        usage = self.rpc.usage()
+        current = next((e for e in usage.endpoints if e.in_use), usage.endpoints[0] if usage.endpoints else None)
+        return current is None or current.tokens_available is None \
+            or current.tokens_available > self.cfg.executor_rpc_reserve
 
     async def _resolve_due(self, due: list[LiveAnswer]) -> None:
         """Answers past deadline + grace with no quote_status.
@@ -819,31 +838,51 @@ class TradeExecutor(Service):
         relay lost a fill's status: the row goes expired → settled, its amount held as settled."""
         if not self.audits:
             return
-        final = self.final_block
-        loop_now = asyncio.get_running_loop().time()
-        if final is None or loop_now - self.final_block_read_at >= self.cfg.executor_final_block_interval_s:
-            try:
-                final = await self.rpc.block(finality="final")
-            except NearRpcError as exc:
-                self.rpc_error = exc.message
-                return
-            self.final_block, self.final_block_read_at = final, loop_now
-        while self.audits:
+        final = await self._final_block(None)
+        while final is not None and self.audits:
             answer = self.audits[0]
-            assert answer.nonce is not None and answer.deadline is not None
-            account = answer.signer_id or self.cfg.signer_account_id or ""
-            try:
-                outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
-                                              final, self.headers)
-            except NearRpcError as exc:
-                self.rpc_error = exc.message
-                return  # the budget: the rest wait
-            if outcome is NonceOutcome.NOT_YET:
-                return
+            outcome = await self._chain_outcome(answer, final)
+            if outcome is None or outcome is NonceOutcome.NOT_YET:
+                return  # the budget or the node: the rest wait
             self.audits.popleft()
             self.audit_counts[outcome.value] += 1
             if outcome is NonceOutcome.USED:
                 await self._correct_to_settled(answer, final.height)
+
+    async def _final_block(self, before_ns: int | None) -> BlockHeader | None:
+        """The latest final block, read again at most every `executor_final_block_interval_s`,
+        and (with `before_ns`) only while the one in hand is not yet past that instant."""
+        loop_now = asyncio.get_running_loop().time()
+        final = self.final_block
+        due = loop_now - self.final_block_read_at >= self.cfg.executor_final_block_interval_s
+        if final is None or (due and (before_ns is None or final.timestamp_ns <= before_ns)):
+            if not self._rpc_spare():
+                return final
+            try:
+                final = await self.rpc.block(finality="final")
+            except NearRpcError as exc:
+                self.errors["rpc_block"] += 1
+                self.rpc_error = exc.message
+                return None
+            self.final_block, self.final_block_read_at = final, loop_now
+        return final
+
+    async def _chain_outcome(self, answer: LiveAnswer, final: BlockHeader) -> NonceOutcome | None:
+        """`nonce_outcome` for a live answer; None when NEAR RPC did not answer (counted) or the
+        budget has only the reserve left."""
+        assert answer.nonce is not None and answer.deadline is not None
+        if not self._rpc_spare():
+            return None
+        account = answer.signer_id or self.cfg.signer_account_id or ""
+        try:
+            outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
+                                          final, self.headers)
+        except NearRpcError as exc:
+            self.errors["rpc_is_nonce_used"] += 1
+            self.rpc_error = exc.message
+            return None
+        self.rpc_error = None
+        return outcome
 
     async def _correct_to_settled(self, answer: LiveAnswer, height: int) -> None:
         cid = answer.command_id
@@ -863,31 +902,11 @@ class TradeExecutor(Service):
             await self._publish(moved)
 
     async def _resolve_on_chain(self, due: list[LiveAnswer]) -> None:
-        loop_now = asyncio.get_running_loop().time()
-        final = self.final_block
-        earliest = min(datetime_to_ns(a.deadline) for a in due if a.deadline is not None)
-        stale = final is None or (final.timestamp_ns <= earliest
-                                  and loop_now - self.final_block_read_at >= self.cfg.executor_final_block_interval_s)
-        if stale:
-            try:
-                final = await self.rpc.block(finality="final")
-            except NearRpcError as exc:
-                self.errors["rpc_block"] += 1
-                self.rpc_error = exc.message
-                return
-            self.final_block, self.final_block_read_at = final, loop_now
-        assert final is not None
-        for answer in due:
-            assert answer.nonce is not None and answer.deadline is not None
-            account = answer.signer_id or self.cfg.signer_account_id or ""
-            try:
-                outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
-                                              final, self.headers)
-            except NearRpcError as exc:
-                self.errors["rpc_is_nonce_used"] += 1
-                self.rpc_error = exc.message
+        final = await self._final_block(min(datetime_to_ns(a.deadline) for a in due if a.deadline is not None))
+        for answer in due if final is not None else []:
+            outcome = await self._chain_outcome(answer, final)  # type: ignore[arg-type]
+            if outcome is None:
                 return  # the budget or the node: the rest wait for the next sweep
-            self.rpc_error = None
             if outcome is NonceOutcome.NOT_YET:
                 continue
             if outcome is NonceOutcome.UNKNOWN:
@@ -896,8 +915,10 @@ class TradeExecutor(Service):
                     self.log.error("answer_outcome_unknown", command_id=answer.command_id, quote_id=answer.quote_id,
                                    reason="the block at its deadline is out of this node's reach; hold kept")
                 continue
+            assert final is not None
             await self._resolve(answer, outcome is NonceOutcome.USED,
-                                {"is_nonce_used": outcome is NonceOutcome.USED, "account_id": account,
+                                {"is_nonce_used": outcome is NonceOutcome.USED,
+                                 "account_id": answer.signer_id or self.cfg.signer_account_id,
                                  "nonce": answer.nonce, "read_at_block": final.height, "checked_at": now_utc(),
                                  "rule": "read at the last block at or before the deadline"})
 

@@ -50,6 +50,8 @@ class ExecutorSettings(CoreSettings):
     # answers past their deadline are decided against the latest final block, read at most this
     # often (NEAR RPC is metered; blocks come every ~0.6 s)
     executor_final_block_interval_s: float = Field(default=1.0, gt=0)
+    # NEAR RPC requests deciding expired answers leave for the salt and the signer
+    executor_rpc_reserve: int = Field(default=2, ge=0)
     # NEAR RPC views and the relay's publish_intents (cancel-live)
     executor_rpc_timeout_s: float = Field(default=5.0, gt=0)
     executor_poll_ms: int = Field(default=50, ge=1)

@@ -459,6 +459,45 @@ async def test_an_unknown_publish_outcome_is_retried_with_the_same_signed_intent
     assert await _in_postgres(pool, action, ["requested", "issued", "pending", "completed"]) == [
         "requested", "issued", "pending", "completed"]
 
+async def test_a_withdrawal_the_chain_cannot_decide_stays_open_and_blocks_another_until_confirmed(
+    harness: Harness, pool: asyncpg.Pool
+) -> None:
+    """Every answer from the relay is lost, and the node no longer keeps the block at the
+    deadline: whether the withdrawal executed cannot be told, so it is never marked failed, and a
+    new withdrawal (which would send the money twice if the first went out) is refused until the
+    operator confirms with a reason, which is audited."""
+    harness.overrides.update(liquidity_withdraw_deadline_s=10, liquidity_withdraw_expiry_grace_s=0,
+                             near_rpc_budget_per_min=120, near_rpc_budget_burst=20)
+    harness.verifier.chain.keep_blocks = 2  # every block a final read names is already gone
+    service = await harness.start()
+    assert harness.relay is not None
+    harness.verifier.deposit(harness.account, EURE_ID, 5 * EURE)
+    harness.relay.faults.set("rpc_http_500", on=True)  # publish and status: no usable answer
+    body = {"asset_id": EURE_ID, "amount_units": "1", "wallet_label": "gnosis-treasury", "operator": "erin"}
+    status, view = await harness.call("POST", "/withdrawals", body)
+    assert status == 200 and view["status"] == "requested"
+    action = view["liquidity_action_id"]
+    await eventually(lambda: action in service.undecided, timeout=40, what="the outcome undecided")
+    status, state = await harness.call("GET", "/state")
+    assert state["withdrawals"]["undecided"] == [action]
+    assert next(w for w in state["withdrawals"]["recent"] if w["liquidity_action_id"] == action)["status"] != "failed"
+    harness.relay.faults.set("rpc_http_500", on=False)
+    status, err = await harness.call("POST", "/withdrawals", body)
+    assert status == 409 and action in err["error"] and "twice" in err["error"]
+    status, err = await harness.call("POST", "/withdrawals", {**body, "confirm_unknown": True})
+    assert status == 422  # the evidence is required
+    status, view2 = await harness.call("POST", "/withdrawals", {**body, "confirm_unknown": True,
+                                                                 "reason": "gnosis explorer: nothing arrived"})
+    assert status == 200 and view2["liquidity_action_id"] != action
+
+    async def audited() -> Any:
+        return await pool.fetchrow("SELECT * FROM control_actions WHERE service = 'liquidity-manager' "
+                                   "AND action = 'withdrawal_despite_unknown' AND operator = 'erin'")
+
+    row = await eventually(audited, what="the confirmation audited")
+    assert row["reason"] == "gnosis explorer: nothing arrived" and action in str(row["params"])
+
+
 async def test_frozen_withdrawals_are_refused_with_409_and_the_freeze_survives_a_restart(
     lm: Harness, tail: Callable[..., Awaitable[TopicTail]], pool: asyncpg.Pool
 ) -> None:

@@ -22,8 +22,8 @@ about 30 requests a minute per IP and the providers limit too, answering HTTP 42
   When two clients ask for different numbers, the lowest wins (per_min and burst each): the
   budget exists to stay under a provider's limit, and the tightest figure anyone configured is
   the one that cannot be wrong. A client with `budget_per_min=None` adds no limit of its own but
-  is still charged to a bucket another client set. The registry holds endpoints weakly: once no
-  client names an endpoint its figures are forgotten.
+  is still charged to a bucket another client set. Once every client naming an endpoint is
+  closed, its figures are forgotten (a client never closed keeps them).
 - HTTP 429. Counted, and the endpoint cools down until its `Retry-After` (seconds or an HTTP
   date, at most an hour), or, without that header, for 1 s doubling to 60 s over consecutive
   429s (reset by an answer); the request moves on to the next endpoint. A cooling endpoint is not
@@ -51,7 +51,6 @@ import json
 import math
 import re
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -449,6 +448,7 @@ class _Endpoint:
         self.failovers = 0
         self.cooling_until: float | None = None  # monotonic
         self.demoted_until: float | None = None  # monotonic
+        self.clients = 0  # open clients naming it: the registry forgets it when the last closes
         self._consecutive_429 = 0
         self._consecutive_failures = 0
 
@@ -511,7 +511,15 @@ class _Endpoint:
 
 
 # Every client of the process that names an endpoint shares its `_Endpoint` (see the docstring).
-_ENDPOINTS: weakref.WeakValueDictionary[str, _Endpoint] = weakref.WeakValueDictionary()
+# endpoints named by an open client (or one never closed); a closed client lets go of its own
+_ENDPOINTS: dict[str, _Endpoint] = {}
+
+
+def _release(endpoint: _Endpoint) -> None:
+    endpoint.clients -= 1
+    key = _key(endpoint.url)
+    if endpoint.clients <= 0 and _ENDPOINTS.get(key) is endpoint:
+        del _ENDPOINTS[key]
 
 
 def _register(url: str, per_min: int | None, burst: int | None) -> _Endpoint:
@@ -520,6 +528,7 @@ def _register(url: str, per_min: int | None, burst: int | None) -> _Endpoint:
     if endpoint is None:
         endpoint = _Endpoint(url)
         _ENDPOINTS[key] = endpoint
+    endpoint.clients += 1
     if per_min is not None:
         burst = burst if burst is not None else min(per_min, DEFAULT_BURST)
         if endpoint.budget is None:
@@ -580,6 +589,7 @@ class NearRpcClient:
         self._ids = itertools.count(1)
         self.last_block_height: int | None = None  # the block of the last view read
         self.last_block_hash: str | None = None
+        self._released = False
 
     async def __aenter__(self) -> NearRpcClient:
         return self
@@ -591,6 +601,10 @@ class NearRpcClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if not self._released:  # the shared endpoint state outlives no client that used it
+            self._released = True
+            for endpoint in self._endpoints:
+                _release(endpoint)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
