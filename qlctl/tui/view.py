@@ -259,6 +259,16 @@ def alerts(states: States, db_error: str | None = None) -> list[Alert]:
                          and a.get("state") == "uncertain"]
             if uncertain:
                 out.append(Alert("bad", service, f"{len(uncertain)} live answers with an uncertain outcome"))
+            undecided = _list(st.get("undecided"))
+            if undecided:
+                out.append(Alert("bad", service, f"{len(undecided)} answers the chain cannot decide: holds kept "
+                                                 "until `qlctl resolve answer`"))
+        if service == "liquidity-manager":
+            withdrawals = st.get("withdrawals")
+            undecided_w = _list(withdrawals.get("undecided")) if isinstance(withdrawals, Mapping) else []
+            if undecided_w:
+                out.append(Alert("bad", service, f"{len(undecided_w)} withdrawals the chain cannot decide: "
+                                                 "new ones refused unless confirmed"))
     if db_error:
         out.append(Alert("warn", "postgresql", db_error))
     order = {"bad": 0, "warn": 1}
@@ -385,7 +395,10 @@ def answer_rows(states: States, now: datetime) -> list[list[Text]]:
         if not isinstance(a, Mapping):
             continue
         state = str(a.get("state") or NONE)
-        level: Level = "bad" if state == "uncertain" else "warn" if a.get("cancel_requested") else "plain"
+        if a.get("command_id") in _list(ex.get("undecided")):
+            state = "undecided"
+        level: Level = "bad" if state in ("uncertain", "undecided") else "warn" if a.get("cancel_requested") \
+            else "plain"
         rows.append([cell("executor"), cell(short(a.get("command_id"))), cell(short(a.get("quote_id"), 12)),
                      cell(state + (" (cancel sent)" if a.get("cancel_requested") else ""), level),
                      cell(amount(a.get("reserved"), a.get("asset_id"))), cell(until(a.get("deadline"), now))])

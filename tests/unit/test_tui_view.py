@@ -122,6 +122,19 @@ def test_alerts_put_unhealthy_reasons_first_and_name_held_states() -> None:
     assert got[-1] == ("warn", "postgresql", "PostgreSQL is not reachable")
 
 
+def test_outcomes_the_chain_cannot_decide_are_alerts_and_marked_in_the_answers() -> None:
+    states = {
+        "trade-executor": running(undecided=["c1"], live_answers=[
+            {"command_id": "c1", "quote_id": "q1", "state": "uncertain", "asset_id": "x", "reserved": "1"}]),
+        "liquidity-manager": running(withdrawals={"undecided": ["w1", "w2"]}),
+    }
+    got = [(a.level, a.source, a.text) for a in view.alerts(states, db_error=None)]
+    assert ("bad", "trade-executor", "1 answers the chain cannot decide: holds kept until `qlctl resolve answer`") in got
+    assert ("bad", "liquidity-manager", "2 withdrawals the chain cannot decide: new ones refused unless confirmed") in got
+    [row] = view.answer_rows(states, NOW)
+    assert texts(row)[3] == "undecided"
+
+
 # --- panels ---------------------------------------------------------------------------------------
 
 
