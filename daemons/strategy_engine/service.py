@@ -145,6 +145,7 @@ class StrategyEngine(Service):
         self.repeats = RepeatTracker()
         self.price: Envelope[MarketPrice] | None = None
         self.inventory: Envelope[IntentInventory] | None = None
+        self.inventory_behind = 0  # snapshots ignored for a block behind the one held
         self.counters: Counter[str] = Counter({r.value: 0 for r in Reason})
         self.latest_decision: dict[str, Any] | None = None
         self.latest_rejection: dict[str, Any] | None = None
@@ -249,6 +250,13 @@ class StrategyEngine(Service):
         elif isinstance(payload, MarketPrice):
             self.price = event
         elif isinstance(payload, IntentInventory):
+            held = self.inventory.payload if self.inventory is not None else None
+            if held is not None and held.account_id == payload.account_id and held.block_height is not None \
+                    and payload.block_height is not None and payload.block_height < held.block_height:
+                # read at a block behind the one held (a lagging node): it may predate fills whose
+                # reservations the held one released; the held one ages instead
+                self.inventory_behind += 1
+                return
             self.inventory = event
             self.reservations.on_inventory(payload.results_through)
         elif isinstance(payload, TradeResult):
@@ -479,4 +487,5 @@ class StrategyEngine(Service):
             "reason_counters": dict(self.counters),
             "reserved": {k: str(v) for k, v in self.reservations.reserved().items()},
             "reservations": self.reservations.view(),
+            "inventory_snapshots_behind": self.inventory_behind,
         }

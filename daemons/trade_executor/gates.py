@@ -44,6 +44,7 @@ class InventoryView:
     age_ms: int  # as the snapshot said when it was published
     observed_at: datetime  # when it was published (envelope)
     account_id: str | None = None  # whose balances these are
+    block_height: int | None = None  # the final block the balances were read at
 
     def age_ms_at(self, now: datetime) -> int:
         since = max(0, int((now - self.observed_at).total_seconds() * 1000))

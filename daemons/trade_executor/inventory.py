@@ -34,6 +34,7 @@ def view_of(payload: IntentInventory, observed_at: datetime) -> InventoryView:
         age_ms=payload.age_ms,
         observed_at=observed_at,
         account_id=getattr(payload, "account_id", None),
+        block_height=payload.block_height,
     )
 
 
@@ -46,6 +47,7 @@ class InventoryFeed:
         self.error: str | None = None
         self.snapshots = 0
         self.undecodable = 0
+        self.behind = 0  # snapshots ignored for a block behind the one held
         self.log = get_logger("inventory_feed", topic=TOPIC)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -97,6 +99,14 @@ class InventoryFeed:
         view = view_of(event.payload, event.observed_at)
         if self.latest is not None and view.observed_at < self.latest.observed_at:
             return  # an older snapshot from another partition
+        if self.latest is not None and view.block_height is not None and self.latest.block_height is not None \
+                and view.account_id == self.latest.account_id and view.block_height < self.latest.block_height:
+            # read from a block behind one already held (a lagging node after a restart): it may
+            # predate fills whose holds were released on the newer one; the held one ages instead
+            self.behind += 1
+            self.log.warning("inventory_snapshot_behind", inventory_id=view.inventory_id,
+                             block_height=view.block_height, held_block_height=self.latest.block_height)
+            return
         self.latest = view
         self.snapshots += 1
         self.on_snapshot(view, event.payload.results_through)
@@ -108,6 +118,7 @@ class InventoryFeed:
             "error": self.error,
             "snapshots_seen": self.snapshots,
             "undecodable": self.undecodable,
+            "behind": self.behind,
             "latest": None if v is None else {
                 "inventory_id": v.inventory_id, "account_id": v.account_id, "stale": v.stale,
                 "stale_reason": v.stale_reason,
