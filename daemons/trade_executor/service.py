@@ -708,6 +708,7 @@ class TradeExecutor(Service):
                                              reason="the answer settled: quote_status from the relay", reason_code=None)
             if settled is None:
                 return False
+            self.undecided.discard(cid)  # the relay's word decides it after all
             if self.book.release(cid, settled=True) is None:
                 self.book.note_settled(cid, settled.asset_out, settled.amount_out)
             self.log.info("answer_settled", command_id=cid, quote_id=settled.quote_id, quote_hash=item.quote_hash,
@@ -808,8 +809,8 @@ class TradeExecutor(Service):
             and stream_up_since <= now - wait
         chain: list[LiveAnswer] = []
         for answer in due:
-            if answer.nonce is None or answer.deadline is None:
-                continue
+            if answer.nonce is None or answer.deadline is None or answer.command_id in self.undecided:
+                continue  # undecided: beyond what the node keeps for good; an operator's verdict ends it
             if answer.state is S.ACKNOWLEDGED and self.relay is not None and self.relay.config.guaranteed_status:
                 if now < answer.deadline + wait:
                     continue  # a replayed status may still come
