@@ -249,7 +249,7 @@ def _cleanable_before(nonce: bytes, limit_ns: int) -> bool:
 
 
 def _dip4_event(event: str, data: Any) -> str:
-    """A NEP-297 log line as the verifier emits it (standard `dip4`, protocols doc §3.4)."""
+    """A NEP-297 log line as the verifier emits it (standard `dip4`, version 0.3.0; NEAR Intents docs, events)."""
     return "EVENT_JSON:" + json.dumps({"standard": "dip4", "version": "0.3.0", "event": event, "data": data},
                                       separators=(",", ":"))
 

@@ -1,7 +1,7 @@
 """NEAR JSON-RPC client for the `intents.near` view methods (balances, keys, nonces, salt, fee),
 blocks and transaction status, over one or more endpoints with a client-side request budget.
 
-Speaks `query` / `call_function` exactly as in `shared/docs/protocols/near-intents.md` §3.3 and
+Speaks `query` / `call_function` exactly as in `docs/near-rpc.md` ("`query` / `call_function`") and
 decodes the view's return bytes as JSON (§3.1 lists the methods); `block` and `tx` as nearcore
 answers them (docs/near-rpc.md). Failures come out typed, so a caller can tell "the venue is down"
 (`NearRpcUnavailable`: HTTP errors, timeouts, garbage; `NearRpcRateLimited` when no endpoint may
