@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # what the dev stack's scripts see (the test harness uses its own stack dir)
 WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
 
-.PHONY: help venv deps stack migrate topics run down test test-faults bench-history bench-latency
+.PHONY: help venv deps stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
 
 help: ## list targets
 	@echo "usage: make TARGET"
@@ -82,3 +82,6 @@ bench-history: venv deps ## history-writer durable events/s vs COPY (own stack, 
 
 bench-latency: venv deps ## request→answer latency per stage at 50/200/500 per s, in-process and path floors, RSS/CPU (own stack, run on purpose)
 	$(VENV)/bin/python bench/latency.py $(BENCH_ARGS)
+
+bench-near-rpc: venv deps ## the stack's NEAR RPC calls/min (at the node) and inventory age at 50 req/s, a third settling, 5 min (own stack, run on purpose)
+	$(VENV)/bin/python bench/near_rpc_budget.py $(BENCH_ARGS)

@@ -41,10 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -62,31 +59,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from daemons.core.assets import EURE_ID, NBTC_ID, ActivePair  # noqa: E402
-from daemons.core.bus import ensure_topics  # noqa: E402
 from daemons.core.events import ExecuteTrade, SwapDemand  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, decide  # noqa: E402
 from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
 from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
-from qlctl.client import ClientError, ControlClient  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from infra_floor import durable_commit_ms, kafka_hop_ms  # noqa: E402
 from procstat import CLK_TCK, machine_ticks, proc_sample, stack_pids  # noqa: E402
+from stackrun import DAEMONS, FUND_EURE, FUND_NBTC, BenchStack, Procs, pct  # noqa: E402
 
 PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "26332"))
 KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "29992"))
 SIM_PORT = int(os.environ.get("QL_BENCH_SIM_PORT", "18380"))
 STACK_DIR = REPO / ".local" / "bench-latency-stack"
-STACK_ENV = {**os.environ, "QL_STACK_DIR": str(STACK_DIR), "QL_PG_PORT": str(PG_PORT),
-             "QL_KAFKA_PORT": str(KAFKA_PORT)}
-DAEMONS = ("history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
-           "near-intents-ingest", "strategy-engine", "trade-executor")
 TABLES = ("raw_near_intents_quotes", "swap_demand_events", "market_price_events", "intent_inventory_snapshots",
           "liquidity_actions", "trade_decisions", "execute_trade_commands", "trade_execution_results")
-# what the benchmark credits: enough of both for every answer of the run to settle
-FUND_NBTC = 10 * 10**8
-FUND_EURE = 1_000_000 * 10**18
 TEMPLATES = [  # both directions, sizes inside the default 1–5 EURe caps at the simulated ~60,000 EUR/BTC
     {"asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_in": str(3 * 10**18), "min_deadline_ms": 60_000},
     {"asset_in": NBTC_ID, "asset_out": EURE_ID, "exact_amount_in": "5000", "min_deadline_ms": 60_000},
@@ -94,53 +83,6 @@ TEMPLATES = [  # both directions, sizes inside the default 1–5 EURe caps at th
 RSS_TARGET_MB = 120
 WARMUP_RATE = 100
 TARGET_P50_MS, TARGET_P99_MS, TARGET_RATIO = 8.0, 25.0, 5.0
-
-
-# --- processes --------------------------------------------------------------------------------
-
-
-def stack(action: str) -> None:
-    subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=STACK_ENV, check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, value = line.removeprefix("export ").split("=", 1)
-            env[key] = value
-    return env
-
-
-@dataclass
-class Procs:
-    env: dict[str, str] = field(default_factory=dict)
-    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
-        log = open(STACK_DIR / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.running[name] = proc
-        return proc
-
-    def check(self) -> None:
-        for name, proc in self.running.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with {proc.returncode}: see {STACK_DIR / 'logs' / name}.log")
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.running.values())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in reversed(list(self.running.items())):
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                print(f"{name} ignored SIGTERM for 30 s: killing pid {proc.pid}")
-                proc.kill()
-                proc.wait()
 
 
 @dataclass
@@ -181,15 +123,6 @@ async def sample_usage(pids: dict[str, int], stop: asyncio.Event, every_s: float
 
 
 # --- figures ----------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def row(label: str, values: list[float], width: int = 34) -> str:
@@ -303,27 +236,6 @@ class Step:
     usage: Usage = field(default_factory=Usage)
     rows_per_s: float = 0.0
     durable_lag_s: float | None = None
-
-
-async def wait_healthy(control: ControlClient, procs: Procs, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    pending = set(DAEMONS)
-    last: dict[str, Any] = {}
-    while pending:
-        procs.check()
-        for name in sorted(pending):
-            try:
-                reply = await control.request(name, "GET", "/healthz")
-            except ClientError as exc:
-                last[name] = str(exc)
-                continue
-            last[name] = reply.body
-            if reply.status == 200:
-                pending.discard(name)
-        if time.monotonic() > deadline:
-            raise SystemExit(f"not healthy after {timeout_s:.0f} s: " + json.dumps({n: last.get(n) for n in pending},
-                                                                               default=str))
-        await asyncio.sleep(0.5)
 
 
 async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSession, pool: asyncpg.Pool,
@@ -481,50 +393,15 @@ def report_history_bench(proc: subprocess.Popen[bytes], out: Path, steps_span: t
 
 async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, keep: bool,
                with_history: bool = False) -> None:
-    stack("down")
-    shutil.rmtree(STACK_DIR, ignore_errors=True)
-    stack("up")
-    (STACK_DIR / "logs").mkdir(parents=True, exist_ok=True)
-    run_dir = STACK_DIR / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    procs = Procs(env={**os.environ, **read_env(STACK_DIR / "env"), "QL_CONTROL_DIR": str(run_dir)})
-    history = start_history_bench(run_dir / "history-go") if with_history else None
+    bench = BenchStack(STACK_DIR, PG_PORT, KAFKA_PORT, SIM_PORT)
+    bench.infra_up()
+    procs = bench.procs
+    history = start_history_bench(bench.run_dir / "history-go") if with_history else None
     steps_span = (0.0, 0.0)
     try:
-        subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=procs.env, check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)
-        await ensure_topics(CoreSettings(kafka_bootstrap=procs.env["QL_KAFKA_BOOTSTRAP"]))
-        sock = STACK_DIR / "pg" / "sock"
-        if (sock / f".s.PGSQL.{PG_PORT}").exists():
-            # as deployed (the playbook's QL_DATABASE_URL is the Unix socket), not loopback TCP
-            procs.env["QL_DATABASE_URL"] = f"postgresql://quoteloop@/quoteloop?host={sock}&port={PG_PORT}"
-        sim_dir = STACK_DIR / "sim"
-        procs.start("simulators", "simulators", "--dir", str(sim_dir), "--quote-rate", "0",
-                    "--base-port", str(SIM_PORT))
-        for _ in range(200):
-            procs.check()
-            if (sim_dir / "env").is_file() and (sim_dir / "env").stat().st_size:
-                break
-            await asyncio.sleep(0.1)
-        sim_env = read_env(sim_dir / "env")
-        procs.env.update(sim_env)
-        relay = sim_env["QL_RELAY_RPC_URL"].removesuffix("/rpc")
-        account = sim_env["QL_SIGNER_ACCOUNT_ID"]
         async with aiohttp.ClientSession() as http:
-            for asset, amount in ((NBTC_ID, FUND_NBTC), (EURE_ID, FUND_EURE)):
-                async with http.post(f"{relay}/_sim/credit", json={"account_id": account, "asset_id": asset,
-                                                                  "amount": str(amount)}) as resp:
-                    resp.raise_for_status()
-            for name in DAEMONS:
-                procs.start(name, f"daemons.{name.replace('-', '_')}")
-            control = ControlClient(run_dir)
-            print(f"stack {STACK_DIR}: waiting for the seven daemons to be healthy")
-            await wait_healthy(control, procs, timeout_s=120)
-            for name in ("strategy-engine", "trade-executor"):
-                reply = await control.request(name, "POST", "/arm", {"operator": "bench",
-                                                                     "reason": "latency benchmark"})
-                if not reply.ok:
-                    raise SystemExit(f"{name} refused to arm: {reply.status} {reply.body}")
+            await bench.up(http, operator="bench", reason="latency benchmark")
+            relay = bench.relay
             print("armed; floor in-process")
             floor = floor_ns(floor_n)
             pool = await asyncpg.create_pool(procs.env["QL_DATABASE_URL"], min_size=1, max_size=2)
@@ -541,11 +418,11 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                     print(f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
                           f"p50 {pct(warm.e2e_ms, .5):.2f} ms; decisions {warm.reasons}")
                     if not warm.e2e_ms:
-                        raise SystemExit("nothing answered in the warm-up: see the logs in " + str(STACK_DIR / "logs"))
+                        raise SystemExit("nothing answered in the warm-up: see the logs in " + str(bench.logs))
                 steps = []
                 steps_from = time.time()
                 if history is not None:
-                    (run_dir / "history-go").touch()
+                    (bench.run_dir / "history-go").touch()
                 for rate in rates:
                     print(f"{rate} requests/s for {seconds:g} s ...", flush=True)
                     steps.append(await run_step(rate, seconds, relay, http, pool, pids, procs))
@@ -560,10 +437,10 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
     finally:
         procs.stop_all()
         if history is not None:
-            (run_dir / "history-go").touch()  # an early failure must not leave it waiting
+            (bench.run_dir / "history-go").touch()  # an early failure must not leave it waiting
             report_history_bench(*history, steps_span)
         if not keep:
-            stack("down")
+            bench.down()
 
 
 if __name__ == "__main__":

@@ -502,8 +502,12 @@ write_env() {
 export QL_DATABASE_URL=postgresql://quoteloop@127.0.0.1:$PG_PORT/quoteloop
 export QL_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 export QL_CONTROL_DIR=$STACK_DIR/run
+export QL_CEILINGS_FILE=$STACK_DIR/ceilings.toml
 EOF
     chmod 0644 "$tmp"
+    # the hard ceilings strategy-engine and trade-executor refuse to start without: owned by
+    # whoever runs this (root here, as the daemons demand), writable by nobody else
+    install -m 0644 "$REPO/config/ceilings.local.toml" "$STACK_DIR/ceilings.toml"
     mv -f "$tmp" "$ENV_FILE"
 }
 

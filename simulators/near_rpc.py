@@ -159,6 +159,7 @@ class NearRpcSimulator(SimServer):
             finality=params.get("finality") if isinstance(params, dict) else None,
             block_id=params.get("block_id") if isinstance(params, dict) else None,
             args=_decode_args_for_record(params),
+            agent=request.headers.get("User-Agent"),
         )
 
         retry_after: float | None

@@ -19,7 +19,8 @@ What it models:
   stream with `POST /_sim/scenario`; both can bypass the filter, as the doc says to filter
   client-side anyway.
 - The takers: each quote collects answers for `collection_window_s`, then a taker picks one
-  (`pick`: `best` price for the taker, `first`, `none`), settles it with `VerifierState.settle`
+  (`pick`: `best` price for the taker, `first`, `none`; sim-only `take_fraction` takes only that
+  share of the quotes, evenly spread), settles it with `VerifierState.settle`
   (funding the simulated taker first unless `fund_taker=False`) and sends `quote_status`
   `{quote_hash, intent_hash, tx_hash}` (§1.5) to every `quote_status` subscriber. Guaranteed
   subscribers get a per-instance `seq`; unacknowledged statuses are kept per instance_id across
@@ -60,6 +61,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import random
 import time
 import uuid
@@ -102,6 +104,9 @@ class RelaySimConfig:
     fund_taker: bool = True              # deposit what the simulated taker needs before settling
     collection_window_s: float = 0.2
     pick: PickRule = "best"
+    # Sim-only: the share of quotes a taker takes at all (the others close with no pick), spread
+    # evenly (quote n is taken when floor(n * f) steps), so a load's settled share is exact.
+    take_fraction: float = 1.0
     redelivery_s: float | None = 1.0     # resend unacked guaranteed statuses; None: only on resubscribe
     error_shape: Literal["object", "string"] = "object"
     error_code: int = -32000
@@ -196,6 +201,7 @@ class RelaySimulator(SimServer):
         # quote_id -> ns from the request frame leaving to the first quote_response arriving
         self.answer_delay_ns: dict[str, int] = {}
         self.loads: dict[int, dict[str, Any]] = {}
+        self._closed_quotes = 0  # quotes whose window closed, for `take_fraction`
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -694,6 +700,11 @@ class RelaySimulator(SimServer):
         if record.window is not None and not from_window:
             record.window.cancel()
         rule = pick or self.config.pick
+        if pick is None and from_window:
+            fraction = min(1.0, max(0.0, float(self.config.take_fraction)))
+            n = self._closed_quotes = self._closed_quotes + 1
+            if math.floor(n * fraction) == math.floor((n - 1) * fraction):
+                rule = "none"
         outcome: dict[str, Any] = {"quote_id": quote_id, "settled": False, "answers": len(record.answers),
                                    "rule": rule}
         chosen = self._choose(record, rule)

@@ -28,6 +28,22 @@ KAFKA_PORT = int(os.environ.get("QL_TEST_KAFKA_PORT", "29092"))
 STACK_SCRIPT = str(REPO / "scripts" / "stack.sh")
 
 
+def install_test_ceilings() -> Path:
+    """The local ceilings (config/ceilings.local.toml) as a root-owned 0644 file, named by
+    QL_CEILINGS_FILE for every daemon built in this process and every child it starts."""
+    path = REPO / ".local" / "test-ceilings.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes((REPO / "config" / "ceilings.local.toml").read_bytes())
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    os.environ.setdefault("QL_CEILINGS_FILE", str(path))
+    return path
+
+
+TEST_CEILINGS = install_test_ceilings()
+
+
 @dataclass
 class Stack:
     database_url: str

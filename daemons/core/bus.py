@@ -374,6 +374,11 @@ def decode_records(
     return out
 
 
+def kafka_auth(settings: CoreSettings) -> dict[str, Any]:
+    """The connection options every Kafka client of this process passes: how it logs in."""
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class Placed:
     """Where the broker stored a published event."""

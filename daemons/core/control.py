@@ -9,6 +9,7 @@ TCP listener, when enabled, refuses every request without the bearer token.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import pwd
@@ -284,3 +285,23 @@ async def probe_health(control_dir: Path, service: str, timeout_s: float = 1.0) 
                 return False, "; ".join(body.get("reasons", [])) or f"HTTP {resp.status}"
     except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return False, f"{service} not reachable: {exc.__class__.__name__}"
+
+
+class AuditWatch:
+    """Strict audit mode: while history-writer says the audit history is impaired (or cannot be
+    asked), `impaired` says why, and the daemon that runs this has no side effects."""
+
+    def __init__(self, control_dir: Path, log: Any, interval_s: float = 1.0) -> None:
+        self.control_dir = control_dir
+        self.log = log
+        self.interval_s = interval_s
+        self.impaired: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            healthy, why = await probe_health(self.control_dir, "history-writer")
+            impaired = None if healthy else (why or "history-writer unhealthy")
+            if (impaired is None) != (self.impaired is None):
+                self.log.warning("audit_history_impaired" if impaired else "audit_history_restored", detail=impaired)
+            self.impaired = impaired
+            await asyncio.sleep(self.interval_s)

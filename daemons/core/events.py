@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
@@ -276,6 +277,16 @@ class IntentInventory(_Model):
     reconciliation: list[Reconciliation] = Field(default_factory=list)
 
 
+def read_behind(account_id: str, block_height: int | None, held_account_id: str | None,
+                held_block_height: int | None) -> bool:
+    """Whether a snapshot of `account_id` read at `block_height` was read at a block behind the
+    snapshot held for the same account. Such a one (an inventory-sync restarted on a lagging node)
+    may predate fills whose holds the held snapshot already released: its consumer keeps the held
+    one, which ages, rather than step back. Unknown heights compare as not behind."""
+    return (held_account_id == account_id and block_height is not None and held_block_height is not None
+            and block_height < held_block_height)
+
+
 class LiquidityAction(_Model):
     """`ops.liquidity_action`: one treasury action and its current status.
 
@@ -377,6 +388,37 @@ class ExecuteTrade(_Model):
     request_received_at: AwareDatetime | None = None
     # the answer must leave quoteloop before this (the request's receive time + answer window)
     answer_by: AwareDatetime
+
+
+class RefusalCode(StrEnum):
+    """Why trade-executor did not answer a command, or withheld a signed answer: the
+    `reason_code` of a `refused` result (and of a `rejected` one it never sent). Reports count by
+    these codes; a venue's own rejection codes are free text beside them."""
+
+    DRAINING = "draining"
+    PAUSED = "paused"
+    DISARMED = "disarmed"
+    SIGNER_UNAVAILABLE = "signer_unavailable"
+    RELAY_DISCONNECTED = "relay_disconnected"
+    INVALID_COMMAND = "invalid_command"
+    ANSWER_BY_PASSED = "answer_by_passed"
+    DEADLINE_TOO_LONG = "deadline_too_long"
+    AUDIT_IMPAIRED = "audit_impaired"
+    OVER_GIVE_CEILING = "over_give_ceiling"
+    OVER_NOTIONAL_CEILING = "over_notional_ceiling"
+    OVER_EXPOSURE_CEILING = "over_exposure_ceiling"
+    PRICE_MISSING = "price_missing"
+    PRICE_STALE = "price_stale"
+    PRICE_NOT_DECISIONABLE = "price_not_decisionable"
+    EDGE_BELOW_FLOOR = "edge_below_floor"
+    INVENTORY_MISSING = "inventory_missing"
+    INVENTORY_STALE = "inventory_stale"
+    INVENTORY_WRONG_ACCOUNT = "inventory_wrong_account"
+    INSUFFICIENT_INVENTORY = "insufficient_inventory"
+    SALT_UNAVAILABLE = "salt_unavailable"
+    QUOTE_ALREADY_ANSWERED = "quote_already_answered"
+    EXECUTOR_RESTARTED = "executor_restarted"
+    INTERNAL_ERROR = "internal_error"
 
 
 class TradeResult(_Model):

@@ -23,11 +23,15 @@ from typing import Any
 import uvloop
 
 from daemons.core.bus import BusClient, start_clients
+from daemons.core.ceilings import CeilingsError
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
 from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
 from daemons.core.events import Producer, now_utc
 from daemons.core.logs import configure_logging, get_logger
 from daemons.core.settings import CoreSettings
+
+# sysexits EX_CONFIG: a configuration an operator must fix (systemd units do not restart on it)
+EXIT_CONFIG = 78
 
 
 class SdNotifier:
@@ -300,7 +304,15 @@ def main(service_cls: type[Service], settings_cls: type[CoreSettings]) -> None:
 
     async def _run() -> int:
         # built inside the loop: aiokafka clients bind to the running loop at construction
-        return await serve(service_cls(settings))
+        try:
+            service = service_cls(settings)
+        except CeilingsError as exc:
+            # a configuration an operator must fix: one line, and the exit code systemd's
+            # RestartPreventExitStatus= names, so it does not restart into the same refusal
+            get_logger(service_cls.name).error("configuration_refused", error=str(exc))
+            print(f"{service_cls.name}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        return await serve(service)
 
     # uvloop: the same asyncio semantics with a faster loop on the hot path
     sys.exit(uvloop.run(_run()))

@@ -75,6 +75,8 @@ class CoreSettings(BaseSettings):
     coingecko_api_key_file: Path | None = None
     signer_account_id: str | None = None
     signer_key_file: Path | None = None
+    # the root-owned hard ceilings strategy-engine and trade-executor hold to (core/ceilings.py)
+    ceilings_file: Path = Path("/etc/quoteloop/ceilings.toml")
 
     pair: str = PAIR
     # Which BTC the pair trades: nBTC (canonical since 2026-05) or the legacy POA BTC.

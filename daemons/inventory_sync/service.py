@@ -180,7 +180,7 @@ class InventorySync(Service):
         self.consumer = EventConsumer(settings, settings.inventory_group, [LIQUIDITY_TOPIC, TRADE_TOPIC],
                                       client_id=self.name, on_assigned=self._assigned, batched=True)
         self.end_offsets = EndOffsets(settings, f"{self.name}-end-offsets")
-        self.rpc = client_from_settings(settings, timeout_s=settings.inventory_rpc_timeout_s)
+        self.rpc = client_from_settings(settings, timeout_s=settings.inventory_rpc_timeout_s, daemon="inventory-sync")
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.inventory_bridge_timeout_s)
         self.ledger = LiquidityLedger(since=settings.inventory_liquidity_since)
         self.reconciler = Reconciler(

@@ -103,7 +103,8 @@ class LiquidityManager(Service):
         self.store: Store | None = None
         self.ready = asyncio.Event()
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.liquidity_venue_timeout_s)
-        self.near = client_from_settings(settings, timeout_s=settings.liquidity_venue_timeout_s)
+        self.near = client_from_settings(settings, timeout_s=settings.liquidity_venue_timeout_s,
+                                         daemon="liquidity-manager")
         self.relay: RelayRpcClient | None = None
         self.outbox: OutboxPublisher | None = None
 

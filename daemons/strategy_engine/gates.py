@@ -18,7 +18,9 @@ from decimal import Decimal
 from enum import StrEnum
 
 from daemons.core.assets import ActivePair
-from daemons.core.events import SwapDemand
+from daemons.core.ceilings import Ceilings
+from daemons.core.edge import fair_rate_for
+from daemons.core.events import Direction, SwapDemand
 from daemons.strategy_engine.pricing import Candidate, PricingError, price
 
 
@@ -59,8 +61,8 @@ class PriceView:
     eure_eur_rate: Decimal = Decimal(1)
     eure_basis: str = "assumed_1_to_1"
 
-    def fair_rate(self, direction: str) -> Decimal:
-        return self.fair_rate_sell_btc if direction == "SELL_BTC" else self.fair_rate_buy_btc
+    def fair_rate(self, direction: Direction) -> Decimal:
+        return fair_rate_for(direction, self.fair_rate_buy_btc, self.fair_rate_sell_btc)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,25 @@ class Limits:
     price_max_age_ms: int = 5_000
     inventory_max_age_ms: int = 30_000
     buffer: dict[str, int] = field(default_factory=dict)  # base units kept back per asset
+
+
+def ceiling_breach(limits: Limits, ceilings: Ceilings) -> str | None:
+    """Which limit is looser than the root-owned ceilings (daemons/core/ceilings.py), naming
+    both; None when every one is within them."""
+    for name, value, ceiling, ceiling_name, looser in (
+        ("threshold_pct", limits.threshold_pct, ceilings.min_edge_pct, "min_edge_pct", limits.threshold_pct
+         < ceilings.min_edge_pct),
+        ("max_notional_eure", limits.max_notional_eure, ceilings.max_notional_eure_per_answer,
+         "max_notional_eure_per_answer", limits.max_notional_eure > ceilings.max_notional_eure_per_answer),
+        ("price_max_age_ms", limits.price_max_age_ms, ceilings.max_price_age_ms, "max_price_age_ms",
+         limits.price_max_age_ms > ceilings.max_price_age_ms),
+        ("inventory_max_age_ms", limits.inventory_max_age_ms, ceilings.max_inventory_age_ms, "max_inventory_age_ms",
+         limits.inventory_max_age_ms > ceilings.max_inventory_age_ms),
+    ):
+        if looser:
+            side = "below" if name == "threshold_pct" else "over"
+            return f"{name} {value} is {side} the ceiling {ceiling_name} {ceiling}"
+    return None
 
 
 @dataclass(frozen=True)

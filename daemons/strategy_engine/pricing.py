@@ -17,18 +17,13 @@ before the protocol fee, which is recorded beside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 
+from daemons.core.edge import DECIMAL_CTX as _CTX
+from daemons.core.edge import HUNDRED, PricingError, gross_edge_pct, units
 from daemons.core.events import Direction, FixedSide
 
-# u128 amounts with 18 decimals times rates need ~60 significant digits to stay exact
-_CTX = Context(prec=80)
-HUNDRED = Decimal(100)
-
-
-class PricingError(ValueError):
-    """The request cannot be priced (non-positive rate or amount, or an answer of zero)."""
-
+__all__ = ["Candidate", "PricingError", "gross_edge_pct", "price", "units"]
 
 @dataclass(frozen=True)
 class Candidate:
@@ -45,27 +40,8 @@ class Candidate:
     notional_eure: Decimal  # the EURe side of the answer, in EURe units
 
 
-def units(base: int, decimals: int) -> Decimal:
-    return Decimal(base).scaleb(-decimals, _CTX)
-
-
 def _base(value: Decimal, decimals: int, rounding: str) -> int:
     return int(value.scaleb(decimals, _CTX).to_integral_value(rounding=rounding))
-
-
-def gross_edge_pct(direction: Direction, btc_amount: int, eure_amount: int, fair_rate: Decimal,
-                   btc_decimals: int, eure_decimals: int) -> Decimal:
-    """quoteloop's edge of an answer at the direction's fair rate, in percent."""
-    with localcontext(_CTX):
-        btc_value = units(btc_amount, btc_decimals) * fair_rate
-        eure_value = units(eure_amount, eure_decimals)
-        if direction == "SELL_BTC":  # receives EURe, gives BTC
-            received, given = eure_value, btc_value
-        else:  # receives BTC, gives EURe
-            received, given = btc_value, eure_value
-        if given <= 0:
-            raise PricingError("nothing given: the edge is undefined")
-        return (received - given) / given * HUNDRED
 
 
 def price(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,8 @@ from pydantic import ConfigDict, Field, model_validator
 from daemons.core.arming import ArmSwitch
 from daemons.core.assets import ActivePair
 from daemons.core.bus import Delivery, EventConsumer, EventProducer, next_offsets
-from daemons.core.control import Caller, ControlError, OperatorAction, Route, probe_health
+from daemons.core.ceilings import CeilingsError, load_ceilings
+from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
 from daemons.core.repeats import RepeatTracker
 from daemons.core.events import (
     Dec,
@@ -43,10 +44,20 @@ from daemons.core.events import (
     decode,
     new_event,
     now_utc,
+    read_behind,
 )
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
-from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, Reason, Verdict, decide
+from daemons.strategy_engine.gates import (
+    Context,
+    InventoryView,
+    Limits,
+    PriceView,
+    Reason,
+    Verdict,
+    ceiling_breach,
+    decide,
+)
 from daemons.strategy_engine.reservations import Reservations
 
 # Read as they arrive: a request is decided at once, on the newest price and inventory.
@@ -119,6 +130,15 @@ def inventory_view(event: Envelope[IntentInventory], now: datetime) -> Inventory
                          pending_in={a.asset_id: a.pending_in for a in inv.assets}, age_ms=age, stale=inv.stale)
 
 
+@dataclass(frozen=True)
+class Sent:
+    """An event handed to the producer, and the broker's acknowledgement to wait for."""
+
+    ack: asyncio.Future[Any]
+    event: Envelope[Any]
+    key: str | None
+
+
 class StrategyEngine(Service):
     name = "strategy-engine"
 
@@ -136,6 +156,10 @@ class StrategyEngine(Service):
             buffer={self.pair.btc.asset_id: settings.strategy_buffer_btc,
                     self.pair.eure.asset_id: settings.strategy_buffer_eure},
         )
+        self.ceilings = load_ceilings(settings.ceilings_file, self.pair)
+        breach = ceiling_breach(self.limits, self.ceilings)
+        if breach is not None:
+            raise CeilingsError(f"strategy settings beyond the ceilings in {settings.ceilings_file}: {breach}")
         self.arm = ArmSwitch(self.audit, self.log)  # disarmed on every start: no setting arms it
         self.producer = EventProducer(settings, client_id=self.name)
         self.consumer = EventConsumer(settings, self.name, INPUT_TOPICS, on_assigned=self._assigned)
@@ -149,7 +173,7 @@ class StrategyEngine(Service):
         self.counters: Counter[str] = Counter({r.value: 0 for r in Reason})
         self.latest_decision: dict[str, Any] | None = None
         self.latest_rejection: dict[str, Any] | None = None
-        self.audit_impaired: str | None = None
+        self.audit_watch = AuditWatch(settings.control_dir, self.log)
         self.kafka_error: str | None = None
         self._positioned: set[TopicPartition] = set()
 
@@ -162,7 +186,7 @@ class StrategyEngine(Service):
         if not await self.start_bus(self.consumer, self.results_consumer):
             await self.producer.stop()
             return
-        watcher = asyncio.create_task(self._watch_audit()) if self.cfg.strict_audit else None
+        watcher = asyncio.create_task(self.audit_watch.run()) if self.cfg.strict_audit else None
         loops = [asyncio.create_task(self._consume(c), name=f"consume-{c.topics[0]}")
                  for c in (self.consumer, self.results_consumer)]
         try:
@@ -180,15 +204,40 @@ class StrategyEngine(Service):
             await self.producer.stop()
 
     async def _consume(self, consumer: EventConsumer) -> None:
-        while not self.drain_requested.is_set():
-            deliveries = self.dead_letters.screen(await consumer.poll(timeout_ms=50, max_records=500))
-            for d in deliveries:
-                await self._on_event(d)
-            if deliveries:
-                try:
-                    await consumer.commit(next_offsets(deliveries))
-                except KafkaError as exc:
-                    self.log.warning("kafka_commit_failed", error=str(exc))
+        """Decide each batch, then commit its offsets once every decision and command it produced
+        is acknowledged by the broker (a committer in order, so the next batch is decided
+        meanwhile). A publish the broker did not acknowledge is sent again, the same event, until
+        it is; a drain meanwhile leaves the batch uncommitted, so the next start reads those
+        requests again (too old by then: each gets a recorded decision, no command). Never a
+        silent gap in the audit chain."""
+        committed: asyncio.Task[None] | None = None
+        try:
+            while not self.drain_requested.is_set():
+                deliveries = self.dead_letters.screen(await consumer.poll(timeout_ms=50, max_records=500))
+                acks: list[Sent] = []
+                for d in deliveries:
+                    acks.extend(await self._on_event(d))
+                if deliveries:
+                    committed = asyncio.create_task(
+                        self._commit_when_acked(consumer, next_offsets(deliveries), acks, committed))
+                if committed is not None and committed.done():
+                    committed.result()  # a failed publish fails the daemon here
+            if committed is not None:
+                await committed
+        finally:
+            if committed is not None and not committed.done():
+                committed.cancel()
+
+    async def _commit_when_acked(self, consumer: EventConsumer, offsets: dict[TopicPartition, int],
+                                 sent: list[Sent], before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await before
+        for item in sent:
+            await self._acked(item)
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as exc:
+            self.log.warning("kafka_commit_failed", error=str(exc))
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         """A new group starts requests at the end and reads the latest price and inventory."""
@@ -241,26 +290,50 @@ class StrategyEngine(Service):
         finally:
             await reader.stop()
 
-    async def _on_event(self, d: Delivery) -> None:
+    async def _acked(self, item: Sent) -> None:
+        """Wait for the broker's acknowledgement of `item`, sending it again until there is one
+        (the same event: history-writer keeps one row per event id; a late command is refused by
+        the executor as past its answer_by, with a result)."""
+        ack, delay = item.ack, 0.5
+        while True:
+            try:
+                await ack
+                return
+            except (KafkaError, OSError) as exc:
+                self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+                self.log.warning("publish_unacknowledged_resending", event_id=str(item.event.event_id),
+                                 event_type=item.event.event_type, error=str(exc))
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                try:
+                    ack = await self.producer.send(item.event, key=item.key)
+                    break
+                except (KafkaError, OSError) as exc:
+                    self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+
+    async def _on_event(self, d: Delivery) -> list[Sent]:
+        """Take one event; what it published, as the broker's acknowledgements to wait for."""
         event = d.event
         assert event is not None
         payload = event.payload
         if isinstance(payload, SwapDemand):
-            await self._decide(event)
-        elif isinstance(payload, MarketPrice):
+            return await self._decide(event)
+        if isinstance(payload, MarketPrice):
             self.price = event
         elif isinstance(payload, IntentInventory):
             held = self.inventory.payload if self.inventory is not None else None
-            if held is not None and held.account_id == payload.account_id and held.block_height is not None \
-                    and payload.block_height is not None and payload.block_height < held.block_height:
-                # read at a block behind the one held (a lagging node): it may predate fills whose
-                # reservations the held one released; the held one ages instead
+            if held is not None and read_behind(payload.account_id, payload.block_height, held.account_id,
+                                                held.block_height):
                 self.inventory_behind += 1
-                return
+                self.log.warning("inventory_snapshot_behind", inventory_id=payload.inventory_id,
+                                 block_height=payload.block_height, held_block_height=held.block_height)
+                return []
             self.inventory = event
             self.reservations.on_inventory(payload.results_through)
         elif isinstance(payload, TradeResult):
             self._on_result(event, (d.partition, d.offset))
+        return []
 
     def _on_result(self, event: Envelope[TradeResult], placed: tuple[int, int]) -> None:
         r = event.payload
@@ -274,7 +347,7 @@ class StrategyEngine(Service):
 
     # --- deciding -------------------------------------------------------------------------
 
-    async def _decide(self, event: Envelope[SwapDemand]) -> None:
+    async def _decide(self, event: Envelope[SwapDemand]) -> list[Sent]:
         demand = event.payload
         now = now_utc()
         self.reservations.expire(now)
@@ -305,16 +378,27 @@ class StrategyEngine(Service):
             self._reserve(command)
             events.append(new_event(command, producer=self.producer_id, pair=self.cfg.pair,
                                     correlation_id=demand.quote_id, causation_id=decision_event.event_id))
-        try:
-            # not awaiting the broker: the next request is decided while these are acknowledged
-            (await self.producer.send(decision_event)).add_done_callback(self._acknowledged)
-            if command is not None:  # keyed by command id: per-command ordering for the executor
-                ack = await self.producer.send(events[1], key=command.command_id)
-                ack.add_done_callback(lambda f, c=command: self._command_acknowledged(f, c))
-        except (KafkaError, OSError) as exc:
-            self._publish_failed(exc, command)
-            return
+        sent: list[Sent] = []
+        # not awaiting the broker: the next request is decided while these are acknowledged (the
+        # offset is committed only after them: `_commit_when_acked`, which also sends again)
+        to_send: list[tuple[Envelope[Any], str | None]] = [(decision_event, None)]
+        if command is not None:  # keyed by command id: per-command ordering for the executor
+            to_send.append((events[1], command.command_id))
+        for item_event, key in to_send:
+            try:
+                ack = await self.producer.send(item_event, key=key)
+            except (KafkaError, OSError) as exc:
+                self._publish_failed(exc, command if item_event is not decision_event else None)
+                ack = asyncio.get_running_loop().create_future()
+                ack.set_exception(exc)
+            else:
+                if item_event is decision_event:
+                    ack.add_done_callback(self._acknowledged)
+                else:
+                    ack.add_done_callback(lambda f, c=command: self._command_acknowledged(f, c))
+            sent.append(Sent(ack, item_event, key))
         self._count(verdict, decision)
+        return sent
 
     def _acknowledged(self, ack: asyncio.Future[Any]) -> None:
         if ack.cancelled():
@@ -378,16 +462,6 @@ class StrategyEngine(Service):
                 self.log.info("decision_rejected", quote_id=decision.quote_id, reason=v.reason.value,
                               detail=v.detail, price_freshness_ms=decision.price_freshness_ms)
 
-    async def _watch_audit(self) -> None:
-        """Strict mode: no command while history-writer says audit history is impaired."""
-        while True:
-            healthy, why = await probe_health(self.cfg.control_dir, "history-writer")
-            impaired = None if healthy else (why or "history-writer unhealthy")
-            if (impaired is None) != (self.audit_impaired is None):
-                self.log.warning("audit_history_impaired" if impaired else "audit_history_restored", detail=impaired)
-            self.audit_impaired = impaired
-            await asyncio.sleep(1.0)
-
     # --- control --------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
@@ -398,8 +472,10 @@ class StrategyEngine(Service):
                 raise ControlError(422, f"threshold and target edge must be in (0, {MAX_THRESHOLD}] percent")
             if target < body.threshold_pct:
                 raise ControlError(422, "target_edge_pct must be >= threshold_pct")
+            new = replace(self.limits, threshold_pct=body.threshold_pct, target_edge_pct=target)
+            self._within_ceilings(new)
             old = self._limits_view()
-            self.limits = replace(self.limits, threshold_pct=body.threshold_pct, target_edge_pct=target)
+            self.limits = new
             self.audit.record("threshold", caller, "set", {"from": old, "to": self._limits_view()})
             return self._limits_view()
 
@@ -412,6 +488,7 @@ class StrategyEngine(Service):
                 raise ControlError(422, "notional limits must be positive")
             if new.min_notional_eure > new.max_notional_eure:
                 raise ControlError(422, "min_notional_eure must be <= max_notional_eure")
+            self._within_ceilings(new)
             old = self._limits_view()
             self.limits = new
             self.audit.record("limits", caller, "set", {"from": old, "to": self._limits_view()})
@@ -429,6 +506,12 @@ class StrategyEngine(Service):
             Route("PUT", "/limits", limits, "Set notional caps, answer window and freshness bounds", LimitsBody,
                   body_optional=False),
         ]
+
+    def _within_ceilings(self, limits: Limits) -> None:
+        breach = ceiling_breach(limits, self.ceilings)
+        if breach is not None:
+            raise ControlError(403, f"refused: {breach} (root-owned {self.cfg.ceilings_file}; no control API raises "
+                                    "a ceiling, lowering a limit is always allowed)")
 
     def _limits_view(self) -> dict[str, Any]:
         lim = self.limits
@@ -470,6 +553,10 @@ class StrategyEngine(Service):
             reasons.append(f"kafka_unavailable: {self.kafka_error}")
         return reasons
 
+    @property
+    def audit_impaired(self) -> str | None:
+        return self.audit_watch.impaired
+
     def gate_status(self) -> str:
         return f"{'armed' if self.arm.armed else 'disarmed'}; " + super().gate_status()
 
@@ -478,6 +565,7 @@ class StrategyEngine(Service):
         return {
             **self.arm.state(),
             "limits": self._limits_view(),
+            "ceilings": self.ceilings.model_dump(mode="json") | {"file": str(self.cfg.ceilings_file)},
             "inputs": self._inputs(),
             "connected": {"kafka": self.kafka_error is None},
             "authoritative": not reasons,

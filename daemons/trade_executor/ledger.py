@@ -358,5 +358,14 @@ class LedgerStore:
         )
         return [LedgerRow.from_record(r) for r in rows]
 
+    async def withheld_until(self, after: datetime) -> list[LedgerRow]:
+        """Signed answers never sent (rejected, `venue_response.not_sent`) whose deadline is after
+        `after`: they could still execute if they had leaked, so they keep their holds."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = 'rejected' AND deadline > $1 "
+            "AND signed_data IS NOT NULL AND venue_response ? 'not_sent'", after,
+        )
+        return [LedgerRow.from_record(r) for r in rows]
+
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")

@@ -5,15 +5,19 @@ The loop, per `cmd.execute_trade`:
 
 1. Write the command's ledger row (`received`) before anything else. A row that already exists
    means a duplicate delivery: the result already recorded is republished, nothing is answered.
-2. Check (pure, `gates.py`): draining, paused, disarmed, signer, relay connection, the command
-   itself, `answer_by`, the deadline asked for, and the late inventory check of the asset given
-   against the latest snapshot minus what live answers hold. A failure is `refused`, recorded
-   and published. A pass reserves the amount at once, before any await.
+2. Check (pure, `gates.py`): draining, paused, disarmed, strict audit, signer, relay connection,
+   the command itself, `answer_by`, the deadline asked for, the root-owned ceilings (given per
+   answer, EURe notional, live exposure), its own price check against the latest
+   `ref.market_price` (edge floor, freshness), and the late inventory check of the asset given
+   against the latest snapshot minus what live answers hold. A failure is `refused` (a
+   `RefusalCode`), recorded and published. A pass reserves the amount at once, before any await.
 3. Nonce and deadline (salt from a ≤ 5 min cache) → ledger `signing`; sign the NEP-413
-   `token_diff` → ledger `submitted` with the signed payload and quote_hash; only then, if still
-   armed (disarmed during that write → `rejected`, never sent), send the `quote_response` and
-   await the relay: OK → `acknowledged`, an error → `rejected` with the relay's text verbatim, no
-   answer in time → `uncertain`. Each outcome is published.
+   `token_diff` → ledger `submitted` with the signed payload and quote_hash; then, with no await
+   between the check and the frame's write, still armed, `answer_by` not passed, price and
+   inventory fresh and exposure within its ceiling (else `rejected`, never sent, its hold kept
+   until its deadline), send the `quote_response` and await the relay: OK → `acknowledged`, an
+   error → `rejected` with the relay's text verbatim, no answer in time → `uncertain`. Each
+   outcome is published.
 4. A live answer is resolved by the venue only: a matching `quote_status` → `settled` (acked
    after the write when guaranteed delivery is on); past its deadline + grace, `is_nonce_used`
    read at the last block at or before the deadline → settled or `expired` (read later, a nonce
@@ -50,9 +54,10 @@ from pydantic import Field
 from daemons.core.arming import ArmSwitch, DisarmBody
 from daemons.core.assets import ActivePair
 from daemons.core.bus import Delivery, EventConsumer, EventProducer, Placed, next_offsets, topic_end_offsets
-from daemons.core.control import Caller, ControlError, OperatorAction, Route
+from daemons.core.ceilings import CeilingsError, load_ceilings
+from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.events import Envelope, ExecuteTrade, TradeResult, new_event, now_utc
+from daemons.core.events import Envelope, ExecuteTrade, RefusalCode, TradeResult, new_event, now_utc
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.trade_executor.answer import SaltCache, cancel_payload, plan_nonce, sign_answer
@@ -61,10 +66,16 @@ from daemons.trade_executor.gates import (
     InventoryCheck,
     InventoryView,
     Refusal,
+    SendInputs,
+    check_ceilings,
     check_inventory,
+    check_price,
     command_refusal,
+    price_problem,
+    send_refusal,
 )
 from daemons.trade_executor.inventory import InventoryFeed
+from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.ledger import (
     LIVE,
     RESULT_STATUS,
@@ -134,13 +145,20 @@ class TradeExecutor(Service):
         super().__init__(settings)
         self.cfg = settings
         self.pair = ActivePair(settings.btc_asset_id)
+        # the root-owned ceilings: refused at start if missing, writable by others, or looser
+        # than this executor's own settings (daemons/core/ceilings.py)
+        self.ceilings = load_ceilings(settings.ceilings_file, self.pair)
+        if settings.executor_inventory_max_age_ms > self.ceilings.max_inventory_age_ms:
+            raise CeilingsError(f"QL_EXECUTOR_INVENTORY_MAX_AGE_MS {settings.executor_inventory_max_age_ms} is over the "
+                                f"ceiling max_inventory_age_ms {self.ceilings.max_inventory_age_ms}")
         self.arm = ArmSwitch(self.audit, self.log)
+        self.audit_watch = AuditWatch(settings.control_dir, self.log)
         self.random_bytes = random_bytes
         self.producer = EventProducer(settings, client_id=self.name)
         # a new group starts at the end: a command from before the executor's first start is stale
         self.consumer = EventConsumer(settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name,
                                       new_group_starts_at="latest")
-        self.rpc = client_from_settings(settings, timeout_s=settings.executor_rpc_timeout_s)
+        self.rpc = client_from_settings(settings, timeout_s=settings.executor_rpc_timeout_s, daemon="trade-executor")
         self.book = LiveBook()
         self.headers = HeaderCache()
         self.final_block: BlockHeader | None = None  # read at most every executor_final_block_interval_s
@@ -154,6 +172,7 @@ class TradeExecutor(Service):
         # settled holds recovered at start, waiting to learn the offsets a snapshot must cover
         self.recovered_unplaced: set[str] = set()
         self.inventory = InventoryFeed(settings, self._on_snapshot)
+        self.prices = PriceFeed(settings)
         self.salt = SaltCache(settings.executor_salt_max_age_s)
         self.key: SignerKey | None = None
         self.signer = SignerStatus(status="unverified", detail="not loaded yet")
@@ -199,7 +218,10 @@ class TradeExecutor(Service):
             await self.relay.start()
         await self._connect_db()
         helpers = [asyncio.create_task(self.inventory.run(self._stop), name="inventory"),
+                   asyncio.create_task(self.prices.run(self._stop), name="prices"),
                    asyncio.create_task(self._sweep_loop(), name="sweep")]
+        if self.cfg.strict_audit:
+            helpers.append(asyncio.create_task(self.audit_watch.run(), name="audit-watch"))
         if self.relay is not None:
             helpers.append(asyncio.create_task(self._relay_loop(), name="relay-events"))
         self.notify_status()
@@ -369,6 +391,7 @@ class TradeExecutor(Service):
             else f"signer {self.signer.status}: {self.signer.detail}",
             relay_connected=self.relay is not None and self.relay.connected,
             max_min_deadline_ms=self.cfg.executor_max_min_deadline_ms,
+            audit_impaired=self.audit_watch.impaired if self.cfg.strict_audit else None,
         )
 
     async def _accept(self, event: Envelope[ExecuteTrade]) -> None:
@@ -380,7 +403,9 @@ class TradeExecutor(Service):
         if row is None:
             await self._duplicate(event, now)
             return
-        refusal = command_refusal(cmd, self.pair, self._gate_inputs(now))
+        refusal = (command_refusal(cmd, self.pair, self._gate_inputs(now))
+                   or check_ceilings(cmd, self.pair, self.ceilings, self.book.live_exposure(cmd.asset_out))
+                   or check_price(cmd, self.pair, self.prices.latest, now, self.ceilings))
         if refusal is not None:
             await self._refuse(row, refusal, now)
             return
@@ -451,7 +476,7 @@ class TradeExecutor(Service):
             now = now_utc()
             late = command_refusal(cmd, self.pair, self._gate_inputs(now))  # again, after the await
             if salt is None and late is None:
-                late = Refusal("salt_unavailable", f"current_salt could not be read: {self.rpc_error}")
+                late = Refusal(RefusalCode.SALT_UNAVAILABLE, f"current_salt could not be read: {self.rpc_error}")
             if late is not None:
                 await self._refuse(row, late, now)
                 return
@@ -471,13 +496,16 @@ class TradeExecutor(Service):
             if submitted is None:
                 raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
             self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
-            if not self.arm.armed:
-                # disarmed while the answer was being stored: once /disarm has answered, nothing
-                # leaves (no await between this check and the frame's write)
-                await self._withhold(submitted, "disarmed", "not sent: the executor was disarmed while the "
-                                                            "signed answer was being stored")
-                return
             sent_at = now_utc()
+            # the last check, with no await between it and the frame's write: once /disarm has
+            # answered nothing leaves, nor anything late, on inputs gone stale, or over a ceiling
+            withheld = send_refusal(cmd, self.pair, self.ceilings, SendInputs(
+                now=sent_at, armed=self.arm.armed, price=self.prices.latest, inventory=self.inventory.latest,
+                inventory_max_age_ms=self.cfg.executor_inventory_max_age_ms,
+                live_exposure=self.book.live_exposure(cmd.asset_out)))
+            if withheld is not None:
+                await self._withhold(submitted, withheld)
+                return
             self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": answer.quote_hash,
                                  "deadline": plan.deadline, "sent_at": sent_at}
             self.log.info("answer_submitted", command_id=cid, quote_id=cmd.quote_id, quote_hash=answer.quote_hash,
@@ -496,21 +524,25 @@ class TradeExecutor(Service):
             self.errors["internal_error"] += 1
             self.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
             try:
-                await self._refuse(row, Refusal("internal_error", "the executor failed before signing"), now_utc())
+                await self._refuse(row, Refusal(RefusalCode.INTERNAL_ERROR, "the executor failed before signing"),
+                                   now_utc())
             except Exception:  # noqa: BLE001 - the row may be past `received`: the sweeps resolve it
                 pass
         finally:
             self._unbusy(cid)
 
-    async def _withhold(self, row: LedgerRow, code: str, reason: str) -> None:
-        """A stored answer that must not leave any more: rejected without being sent."""
-        moved = await self._store().transition(row.command_id, S.REJECTED, now_utc(), reason=reason,
-                                               reason_code=code, venue_response={"not_sent": reason})
+    async def _withhold(self, row: LedgerRow, refusal: Refusal) -> None:
+        """A stored answer that must not leave any more: rejected without being sent. Its hold
+        stays until its deadline passes (its signature is valid until then)."""
+        self.book.withhold(row.command_id)  # before the await: no other command sees it released
+        moved = await self._store().transition(row.command_id, S.REJECTED, now_utc(), reason=refusal.reason,
+                                               reason_code=refusal.code, venue_response={"not_sent": refusal.reason})
         if moved is None:
             return  # resolved by another path meanwhile: it keeps its own result
         self.errors["not_sent"] += 1
-        self.book.release(row.command_id)
-        self.log.warning("answer_withheld", command_id=row.command_id, quote_id=row.quote_id, reason_code=code)
+        self.refusals[refusal.code] += 1
+        self.log.warning("answer_withheld", command_id=row.command_id, quote_id=row.quote_id,
+                         reason_code=refusal.code, deadline=row.deadline)
         self.completed += 1
         await self._publish(moved)
 
@@ -760,6 +792,7 @@ class TradeExecutor(Service):
                 and asyncio.get_running_loop().time() >= self.salt_retry_at:
             await self._refresh_salt()
         now = now_utc()
+        self.book.release_withheld(now, self.cfg.executor_settle_grace_ms)
         await self._resolve_due(self.book.due(now, self.cfg.executor_settle_grace_ms, skip=set(self.busy)))
         await self._audit_silence()
         await self._publish_backlog()
@@ -993,7 +1026,7 @@ class TradeExecutor(Service):
             now = now_utc()
             if step is RecoveryStep.REFUSE:
                 await self._refuse(row, Refusal(
-                    "executor_restarted",
+                    RefusalCode.EXECUTOR_RESTARTED,
                     "the executor stopped (or lost its ledger) before signing: nothing was signed or sent"), now)
             elif step is RecoveryStep.RESOLVE_NOW:
                 answer = LiveAnswer.from_row(row)
@@ -1018,6 +1051,10 @@ class TradeExecutor(Service):
             if row.settled_at is not None and row.command_id not in self.book.answers:
                 self.book.note_settled(row.command_id, row.asset_out, row.amount_out)
                 self.recovered_unplaced.add(row.command_id)
+        # signed answers withheld before the stop hold until their deadlines, as they did
+        for row in await store.withheld_until(now_utc()):
+            if row.command_id not in self.book.answers:
+                self.book.note_withheld(row.command_id, row.deadline, row.asset_out, row.amount_out)
         await self._publish_backlog()
         await self._place_recovered()
         self.recovered_at = now_utc()
@@ -1177,10 +1214,14 @@ class TradeExecutor(Service):
         g = self._gate_inputs(now)
         for problem, why in (
             (g.draining, "draining"), (g.paused, "paused"), (not g.armed, "disarmed"),
+            (g.audit_impaired is not None, f"audit history impaired: {g.audit_impaired}"),
             (g.signer_problem is not None, g.signer_problem), (not g.relay_connected, "relay disconnected"),
         ):
             if problem:
                 return why
+        stale_price = price_problem(self.prices.latest, now, self.ceilings.max_price_age_ms)
+        if stale_price is not None:
+            return stale_price.reason
         inv = self.inventory.latest
         if inv is None:
             return "no inventory snapshot yet"
@@ -1195,7 +1236,8 @@ class TradeExecutor(Service):
             **self.arm.state(),
             "connected": {"relay": self.relay is not None and self.relay.connected,
                           "postgres": self.db_error is None, "kafka": self.kafka_error is None,
-                          "inventory_feed": self.inventory.error is None, "near_rpc": self.rpc_error is None},
+                          "inventory_feed": self.inventory.error is None, "price_feed": self.prices.error is None,
+                          "near_rpc": self.rpc_error is None},
             "authoritative": self.db_error is None and self.relay is not None and self.relay.connected,
             "blocked_reason": self.blocked_reason(now),
             "signer": self.signer.model_dump(mode="json"),
@@ -1205,6 +1247,7 @@ class TradeExecutor(Service):
             "near_rpc": self.rpc.usage().model_dump(mode="json"),
             "inputs": {
                 "inventory": self.inventory.state(now),
+                "price": self.prices.state(now),
                 "salt": {"salt": self.salt.get(now), "age_s": self.salt.age_s(now),
                          "max_age_s": self.salt.max_age_s, "invalidations": self.salt.invalidations},
             },
@@ -1219,7 +1262,12 @@ class TradeExecutor(Service):
             # settled, held until a snapshot's results_through reaches `needs` (None: not yet known)
             "settled_holds": [{"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
                               for cid, (needs, asset, amount) in self.book.settled.items()],
+            # signed, never sent, held until their deadlines
+            "withheld": [{"command_id": cid, "asset_id": asset, "amount": str(amount), "deadline": deadline}
+                         for cid, (deadline, asset, amount) in self.book.withheld.items()],
             "reserved": {k: str(v) for k, v in self.book.reserved_by_asset().items()},
+            "live_exposure": {a: str(self.book.live_exposure(a)) for a in self.pair.token_ids},
+            "ceilings": self.ceilings.model_dump(mode="json") | {"file": str(self.cfg.ceilings_file)},
             "errors": dict(self.errors),
             "refusals": dict(self.refusals),
             "results": dict(self.results),

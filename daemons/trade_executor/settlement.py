@@ -9,6 +9,10 @@ checks pass (before signing) until it is resolved. Resolution follows the venue,
 - an uncertain answer (no relay answer in time, or a restart after signing) is resolved the same
   way, never by resubmitting.
 
+A signed answer that is withheld (never sent: disarmed, late, stale inputs while signing) keeps
+holding its give-amount until its deadline has passed: its signature stays valid until then, so
+it could still execute if it ever left (`withheld`, released by `release_withheld`).
+
 Settled answers keep holding their give-amount until an inventory snapshot proves it holds the
 settlement: a `final` read trails the chain, so a snapshot read after the settlement can still
 predate it (docs/near-rpc.md, "Finality"). The proof is the snapshot's `results_through`: once it
@@ -65,12 +69,19 @@ class LiveBook:
     # command_id -> (needs, asset_id, amount): gone from the verifier, maybe not yet from the
     # inventory snapshot; `needs` is what a snapshot's `results_through` must reach (None: unknown yet)
     settled: dict[str, tuple[dict[int, int] | None, str, int]] = field(default_factory=dict)
-    # the sum of both maps per asset, kept as they change: the inventory check of every command
-    # reads it, and must not cost more with thousands of answers waiting for their deadlines
+    # command_id -> (deadline, asset_id, amount): signed, never sent, valid until the deadline
+    withheld: dict[str, tuple[datetime | None, str, int]] = field(default_factory=dict)
+    # the sum of the three maps per asset, kept as they change: the inventory check of every
+    # command reads it, and must not cost more with thousands of answers waiting for deadlines
     _totals: dict[str, int] = field(default_factory=dict)
+    # the same for what can still execute (answers and withheld ones, not settled ones): the
+    # live exposure the ceilings bound
+    _live: dict[str, int] = field(default_factory=dict)
 
-    def _add(self, asset_id: str, amount: int) -> None:
+    def _add(self, asset_id: str, amount: int, *, live: bool = True) -> None:
         self._totals[asset_id] = self._totals.get(asset_id, 0) + amount
+        if live:
+            self._live[asset_id] = self._live.get(asset_id, 0) + amount
 
     def hold(self, answer: LiveAnswer) -> None:
         old = self.answers.get(answer.command_id)
@@ -105,12 +116,34 @@ class LiveBook:
             self.note_settled(command_id, answer.asset_out, answer.amount_out)
         return answer
 
+    def withhold(self, command_id: str) -> LiveAnswer | None:
+        """A signed answer that will not be sent: held until its deadline passes."""
+        answer = self.release(command_id)
+        if answer is not None:
+            self.note_withheld(command_id, answer.deadline, answer.asset_out, answer.amount_out)
+        return answer
+
+    def note_withheld(self, command_id: str, deadline: datetime | None, asset_id: str, amount: int) -> None:
+        if command_id in self.withheld:
+            return
+        self._add(asset_id, amount)
+        self.withheld[command_id] = (deadline, asset_id, amount)
+
+    def release_withheld(self, now: datetime, grace_ms: int) -> list[str]:
+        """Drop the withheld answers that can no longer execute (deadline + grace passed)."""
+        gone = [cid for cid, (deadline, _, _) in self.withheld.items()
+                if deadline is None or is_due(deadline, now, grace_ms)]
+        for cid in gone:
+            _, asset, amount = self.withheld.pop(cid)
+            self._add(asset, -amount)
+        return gone
+
     def note_settled(self, command_id: str, asset_id: str, amount: int, needs: dict[int, int] | None = None) -> None:
         old = self.settled.get(command_id)
         if old is not None:
-            self._add(old[1], -old[2])
+            self._add(old[1], -old[2], live=False)
             needs = needs if needs is not None else old[0]
-        self._add(asset_id, amount)
+        self._add(asset_id, amount, live=False)
         self.settled[command_id] = (needs, asset_id, amount)
 
     def place_settled(self, command_id: str, needs: dict[int, int]) -> None:
@@ -129,10 +162,14 @@ class LiveBook:
             return
         for cid in [c for c, s in self.settled.items() if covers(results_through, s[0])]:
             _, asset, amount = self.settled.pop(cid)
-            self._add(asset, -amount)
+            self._add(asset, -amount, live=False)
 
     def reserved(self, asset_id: str) -> int:
         return self._totals.get(asset_id, 0)
+
+    def live_exposure(self, asset_id: str) -> int:
+        """What the answers that can still execute give of `asset_id` (live and withheld)."""
+        return self._live.get(asset_id, 0)
 
     def reserved_by_asset(self) -> dict[str, int]:
         return {asset: total for asset, total in self._totals.items() if total}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,6 +41,30 @@ async def test_arm_needs_a_reason_and_confirmation_then_disarm_latches(
     assert code == 0 and orjson.loads(out)["strategy-engine"]["armed"] is True and engine.arm.armed
     code, _, _ = await qlctl(stack, control_dir, "disarm", "strategy", "--yes")
     assert code == 0 and not engine.arm.armed
+
+
+async def test_disarm_both_goes_on_past_a_hung_executor_and_fails_unless_both_are_confirmed(
+    stack: Stack, control_dir: Path, engine: StrategyEngine
+) -> None:
+    """The executor is asked first; one that accepts the connection and never answers (hung) is
+    reported as not confirmed, the strategy is still disarmed, and the exit code says it failed."""
+    code, _, _ = await qlctl(stack, control_dir, "arm", "strategy", "--reason", "x", "--operator", "ops", "--yes")
+    assert code == 0 and engine.arm.armed
+    hung = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # listens, never answers
+    hung.bind(str(control_dir / "trade-executor.sock"))
+    hung.listen(8)
+    try:
+        code, out, _ = await qlctl(stack, control_dir, "disarm", "both", "--reason", "incident", "--yes", "--json")
+    finally:
+        hung.close()
+    results = orjson.loads(out)
+    assert code == 1 and list(results) == ["trade-executor", "strategy-engine"]
+    assert results["trade-executor"]["confirmed_disarmed"] is False and "did not answer" in results["trade-executor"]["error"]
+    assert results["strategy-engine"] == {"confirmed_disarmed": True, "error": None, "armed": False}
+    assert not engine.arm.armed
+    (control_dir / "trade-executor.sock").unlink()
+    code, out, _ = await qlctl(stack, control_dir, "disarm", "strategy", "--yes")
+    assert code == 0 and "strategy-engine: disarmed (confirmed)" in out
 
 
 async def test_arm_both_fails_clearly_when_the_executor_is_not_running(

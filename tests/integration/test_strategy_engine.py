@@ -16,6 +16,7 @@ import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.bus import EventConsumer, EventProducer
+from daemons.core.ceilings import CeilingsError
 from daemons.core.control import socket_path
 from daemons.core.events import (
     AssetInventory,
@@ -47,12 +48,12 @@ def market_price(*, freshness_ms: int = 100, decisionable: bool = True, bid: str
     )
 
 
-def inventory(btc: int, eure: int, *, stale: bool = False) -> IntentInventory:
+def inventory(btc: int, eure: int, *, stale: bool = False, block_height: int | None = None) -> IntentInventory:
     return IntentInventory(
         inventory_id=str(uuid.uuid4()), account_id="solver.near",
         assets=[AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=btc),
                 AssetInventory(asset_id=EURE_ID, decimals=18, spendable=eure)],
-        synced_at=now_utc(), age_ms=10, stale=stale,
+        synced_at=now_utc(), age_ms=10, stale=stale, block_height=block_height,
     )
 
 
@@ -184,6 +185,26 @@ async def test_reservations_stop_over_commitment_until_a_result_releases_them(
     assert third.payload.decision_reason == "EXECUTE"
 
 
+async def test_a_snapshot_read_at_an_older_block_never_replaces_the_one_held(
+    engine: StrategyEngine, producer: EventProducer, tail: Any
+) -> None:
+    """A restarted inventory-sync on a lagging node publishes a snapshot from a block behind the
+    one held: it may predate fills whose reservations were released, so decisions keep using the
+    held one (here the older one would show nothing to give)."""
+    held = inventory(10**6, 10**20, block_height=1_000)
+    await feed(producer, engine, market_price(), held)
+    await arm(engine)
+    await producer.publish(new_event(inventory(0, 0, block_height=997), producer=SRC, pair=PAIR))
+    await eventually(lambda: engine.inventory_behind == 1, what="the older snapshot read and set aside")
+    decision, [_] = await ask(producer, tail, demand())
+    assert decision.payload.decision_reason == "EXECUTE"
+    assert decision.payload.inventory_snapshot_id == held.inventory_id
+    newer = inventory(0, 0, block_height=1_001)
+    await feed(producer, engine, newer)  # a later block is taken, whatever it shows
+    decision, _ = await ask(producer, tail, demand())
+    assert decision.payload.decision_reason == "INSUFFICIENT_INVENTORY"
+
+
 async def test_a_failure_reading_results_stops_the_daemon(
     stack: Stack, control_dir: Path, producer: EventProducer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,6 +254,31 @@ async def test_threshold_and_limits_validated_and_audited(engine: StrategyEngine
     assert status == 200 and view["threshold_pct"] == "3" and view["target_edge_pct"] == "3"
     status, view = await control(engine, "PUT", "/limits", {"max_notional_eure": "2", "answer_window_ms": 1500})
     assert status == 200 and view["max_notional_eure"] == "2" and view["answer_window_ms"] == 1500
+
+
+async def test_no_control_api_goes_beyond_the_root_owned_ceilings(engine: StrategyEngine) -> None:
+    """config/ceilings.local.toml: edge floor 1.0 %, 500 EURe per answer, prices 10 s, inventory 30 s."""
+    for path, body, ceiling in (
+        ("/threshold", {"threshold_pct": "0.9", "target_edge_pct": "1.5"}, "min_edge_pct 1.0"),
+        ("/limits", {"max_notional_eure": "501"}, "max_notional_eure_per_answer 500"),
+        ("/limits", {"price_max_age_ms": 10_001}, "max_price_age_ms 10000"),
+        ("/limits", {"inventory_max_age_ms": 30_001}, "max_inventory_age_ms 30000"),
+    ):
+        status, body_out = await control(engine, "PUT", path, {**body, "operator": "ops"})
+        assert status == 403 and ceiling in body_out["error"], (path, body, body_out)
+    _, view = await control(engine, "GET", "/limits")
+    assert (view["threshold_pct"], view["max_notional_eure"]) == ("2.0", "5")  # nothing changed
+    status, view = await control(engine, "PUT", "/limits", {"max_notional_eure": "500", "price_max_age_ms": 10_000})
+    assert status == 200 and view["max_notional_eure"] == "500"  # up to a ceiling, and lowering, are allowed
+    status, view = await control(engine, "PUT", "/threshold", {"threshold_pct": "1.0"})
+    assert status == 200 and view["threshold_pct"] == "1.0"
+
+
+def test_settings_beyond_the_ceilings_refuse_the_start(control_dir: Path) -> None:
+    settings = StrategySettings(control_dir=control_dir, strategy_threshold_pct=Decimal("0.5"),
+                                strategy_target_edge_pct=Decimal("0.5"))
+    with pytest.raises(CeilingsError, match="threshold_pct 0.5 is below the ceiling min_edge_pct 1.0"):
+        StrategyEngine(settings)
 
 
 async def test_a_restart_comes_up_disarmed(stack: Stack, control_dir: Path) -> None:
@@ -298,9 +344,9 @@ async def test_every_gate_reachable_through_kafka_names_its_reason(
     assert status == 200
     assert await reason(demand()) == "PAUSED"
     await control(engine, "POST", "/resume", {"operator": "ops"})
-    engine.audit_impaired = "history-writer not reachable"  # what the strict-mode watcher sets
+    engine.audit_watch.impaired = "history-writer not reachable"  # what the strict-mode watcher sets
     assert await reason(demand()) == "AUDIT_IMPAIRED"
-    engine.audit_impaired = None
+    engine.audit_watch.impaired = None
     assert await reason(demand()) == "EXECUTE"
 
 

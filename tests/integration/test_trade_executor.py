@@ -10,10 +10,12 @@ import base64
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.bus import EventProducer, topic_end_offsets
 from daemons.core.control import socket_path
-from daemons.core.events import Envelope, ExecuteTrade, IntentInventory, Producer, new_event
+from daemons.core.events import Envelope, ExecuteTrade, IntentInventory, MarketPrice, Producer, new_event
 from daemons.core.runtime import serve
 from daemons.trade_executor.answer import plan_nonce, sign_answer
 from daemons.trade_executor.ledger import LedgerRow, LedgerState, LedgerStore
@@ -42,7 +44,7 @@ from simulators.verifier import (
     VerifierState,
     err_public_key_missing,
 )
-from tests.conftest import Stack, TopicTail, eventually
+from tests.conftest import REPO, Stack, TopicTail, eventually
 from tests.samples import sample_payloads
 
 JWT = "executor-test-jwt"
@@ -50,6 +52,7 @@ ACCOUNT = "solver.near"
 EURE = 10**18
 SATS = 100_000  # 0.001 BTC
 GIVE = 89 * EURE  # what quoteloop gives for SATS in BUY_BTC
+PRICE_BID = "92000"  # EURe per BTC: SATS are worth 92 EURe, a gross edge of 3.4 % on GIVE
 TEST_PRODUCER = Producer(service="test", instance="test")
 
 
@@ -141,6 +144,7 @@ class Harness:
         self.group = f"exec-{uuid.uuid4()}"
         self.service: TradeExecutor | None = None
         self.task: asyncio.Task[int] | None = None
+        self.prices: asyncio.Task[None] | None = None
         self.command_ids: list[str] = []
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -151,15 +155,53 @@ class Harness:
         self.service = TradeExecutor(_settings(self.env(**extra)))
         self.task = asyncio.create_task(serve(self.service, handle_signals=False))
         svc = self.service
+        self.start_price_beat()
         if wait_ready:
             await eventually(lambda: svc.relay is not None and svc.relay.connected and svc.db_error is None
-                             and svc.consumer.assignment() and svc.recovered_at is not None, what="executor ready")
+                             and svc.consumer.assignment() and svc.recovered_at is not None
+                             and svc.prices.latest is not None, what="executor ready")
         if arm:
             status, body = await self.control("POST", "/arm", {"operator": "tester", "reason": "integration test"})
             assert status == 200 and body["armed"] is True, body
         return svc
 
+    async def price(self, bid: str = PRICE_BID, ask: str | None = None, *, decisionable: bool = True,
+                    freshness_ms: int = 0) -> str:
+        """Publish a `ref.market_price` (EURe per BTC) and wait until the executor holds it."""
+        sample = sample_payloads()["ref.market_price"]
+        assert isinstance(sample, MarketPrice)
+        price = sample.model_copy(update={
+            "fair_rate_buy_btc": Decimal(bid), "fair_rate_sell_btc": Decimal(ask or bid), "decisionable": decisionable,
+            "status_reason": None if decisionable else "SOURCE_CONFLICT", "freshness_ms": freshness_ms,
+        })
+        event = new_event(price, producer=TEST_PRODUCER, pair="BTC/EURe")
+        await self.producer.publish(event)
+        svc = self.service
+        if svc is not None:
+            await eventually(lambda: svc.prices.latest is not None and svc.prices.latest.event_id == str(event.event_id),
+                             what="price seen")
+        return str(event.event_id)
+
+    async def _price_beat(self) -> None:
+        """What market-reference-ingest does: a fresh price every second (PRICE_BID, an edge
+        of about 3 % on the harness's commands)."""
+        while True:
+            await self.price()
+            await asyncio.sleep(1.0)
+
+    def start_price_beat(self) -> None:
+        if self.prices is None:
+            self.prices = asyncio.create_task(self._price_beat())
+
+    async def stop_price_beat(self) -> None:
+        """From now on only the test's own `price()` calls publish prices."""
+        if self.prices is not None:
+            self.prices.cancel()
+            await asyncio.gather(self.prices, return_exceptions=True)
+            self.prices = None
+
     async def stop(self) -> None:
+        await self.stop_price_beat()
         if self.service is not None and self.task is not None:
             self.service.request_drain()
             assert await asyncio.wait_for(self.task, timeout=30) == 0
@@ -396,7 +438,9 @@ async def test_a_duplicate_delivered_while_the_answer_is_in_hand_changes_nothing
 
 
 async def test_venue_rejects_are_recorded_with_the_error_verbatim(harness: Harness) -> None:
-    svc = await harness.start()
+    # ceilings loose enough for one answer to give more than the verifier holds (10,000 EURe)
+    ceilings = write_ceilings(harness.secrets_dir / "ceilings.toml", notional="30000", give_eure="30000")
+    svc = await harness.start(QL_CEILINGS_FILE=str(ceilings))
     await harness.inventory(eure=100_000 * EURE)  # the snapshot claims more than the verifier holds
     venue = harness.venue
 
@@ -405,7 +449,8 @@ async def test_venue_rejects_are_recorded_with_the_error_verbatim(harness: Harne
         return await harness.result(event.payload.command_id, "rejected")
 
     # the verifier holds less than the snapshot claims
-    r = await rejected(harness.command(await harness.quote(), give=20_000 * EURE))
+    big = 22_000_000  # 0.22 BTC, worth 20,240 EURe at PRICE_BID: a 1.2 % edge on 20,000 EURe
+    r = await rejected(harness.command(await harness.quote(sats=big), give=20_000 * EURE, sats=big))
     assert r.reason == ERR_INSUFFICIENT_BALANCE and r.reason_code == "INSUFFICIENT_BALANCE"
     assert r.venue_response["error"] == ERR_INSUFFICIENT_BALANCE and r.quote_hash
     # the command does not echo the request's fixed amount
@@ -671,6 +716,108 @@ async def test_late_inventory_shortfall_and_stale_inventory_refuse_explicitly(ha
     assert row is not None and row.state.value == "refused" and row.refused_at and row.signing_at is None
 
 
+async def test_the_executor_checks_the_price_itself_whatever_the_command_says(harness: Harness) -> None:
+    """A well-formed command is not enough: at the executor's own reference price the answer must
+    keep at least the ceilings' edge floor (1 % here), on a price that is decisionable and fresh."""
+    svc = await harness.start()
+    await harness.inventory()
+    await harness.stop_price_beat()
+    cases = [  # (bid, decisionable, freshness_ms) -> refusal
+        (("88000", True, 0), "edge_below_floor"),  # SATS worth 88 EURe for the 89 given: -1.1 %
+        (("89800", True, 0), "edge_below_floor"),  # 0.9 %: just under the floor
+        ((PRICE_BID, False, 0), "price_not_decisionable"),
+        ((PRICE_BID, True, 60_000), "price_stale"),
+    ]
+    for (bid, decisionable, freshness), code in cases:
+        await harness.price(bid, decisionable=decisionable, freshness_ms=freshness)
+        event = harness.command(await harness.quote())
+        await harness.send(event)
+        refused = await harness.result(event.payload.command_id, "refused")
+        assert refused.reason_code == code, (bid, refused.reason)
+    assert "min_edge_pct" in (await harness.row(harness.command_ids[0])).reason  # type: ignore[union-attr]
+    assert harness.venue.quote_responses() == []  # nothing refused reached the relay
+    await harness.price("89900")  # 1.01 %: at the floor, answered
+    ok = harness.command(await harness.quote())
+    await harness.send(ok)
+    await harness.result(ok.payload.command_id, "acknowledged")
+    assert svc.refusals["edge_below_floor"] == 2
+
+
+async def test_strict_audit_mode_holds_in_the_executor_too(harness: Harness) -> None:
+    """With QL_STRICT_AUDIT and no history-writer to vouch for the audit history, nothing is
+    answered, whatever the strategy (or anyone else on the bus) commands."""
+    svc = await harness.start(QL_STRICT_AUDIT="true")
+    await harness.inventory()
+    await eventually(lambda: svc.audit_watch.impaired, what="history-writer found missing")
+    event = harness.command(await harness.quote())
+    await harness.send(event)
+    refused = await harness.result(event.payload.command_id, "refused")
+    assert refused.reason_code == "audit_impaired" and "history-writer" in refused.reason
+    assert harness.venue.quote_responses() == []
+    assert "audit history impaired" in (svc.state()["blocked_reason"] or "")
+
+
+def write_ceilings(path: Path, *, notional: str = "500", give_eure: str = "500", exposure_eure: str = "200000",
+                   min_edge: str = "1.0") -> Path:
+    path.write_text(f"""min_edge_pct = "{min_edge}"
+max_notional_eure_per_answer = "{notional}"
+max_price_age_ms = 10000
+max_inventory_age_ms = 30000
+[max_give_per_answer]
+BTC = "0.01"
+EURe = "{give_eure}"
+[max_live_exposure]
+BTC = "1"
+EURe = "{exposure_eure}"
+""")
+    path.chmod(0o644)
+    return path
+
+
+async def test_ceilings_bound_each_answer_and_all_live_answers_together(harness: Harness, tmp_path: Path) -> None:
+    ceilings = write_ceilings(tmp_path / "ceilings.toml", notional="100", give_eure="150", exposure_eure="200")
+    svc = await harness.start(QL_CEILINGS_FILE=str(ceilings))
+    await harness.inventory()
+    refused = {}
+    for name, give, sats in (("notional", 120 * EURE, 135_000), ("give", 160 * EURE, 180_000)):
+        event = harness.command(await harness.quote(sats=sats), give=give, sats=sats)
+        await harness.send(event)
+        refused[name] = await harness.result(event.payload.command_id, "refused")
+    assert refused["notional"].reason_code == "over_notional_ceiling"
+    assert "max_notional_eure_per_answer 100" in refused["notional"].reason
+    assert refused["give"].reason_code == "over_give_ceiling"
+    live = []
+    for _ in range(2):  # 2 × 89 = 178 EURe live: within 200
+        event = harness.command(await harness.quote())
+        await harness.send(event)
+        live.append(await harness.result(event.payload.command_id, "acknowledged"))
+    third = harness.command(await harness.quote())
+    await harness.send(third)
+    over = await harness.result(third.payload.command_id, "refused")
+    assert over.reason_code == "over_exposure_ceiling" and "max_live_exposure" in over.reason
+    assert len(harness.venue.quote_responses()) == 2
+    state = svc.state()
+    assert state["live_exposure"][EURE_ID] == str(2 * GIVE) and state["ceilings"]["file"] == str(ceilings)
+
+
+async def test_an_executor_without_usable_ceilings_does_not_start(tmp_path: Path) -> None:
+    """Missing, writable by others, or looser than its own settings: refused at start, one line,
+    exit code 78 (systemd does not restart into the same refusal)."""
+    env = {**os.environ, "QL_CONTROL_DIR": str(tmp_path), "QL_LOG_LEVEL": "ERROR"}
+    loose = write_ceilings(tmp_path / "loose.toml")
+    loose.chmod(0o666)
+    for path, words in ((tmp_path / "absent.toml", "does not exist"), (loose, "mode 0666")):
+        proc = subprocess.run([sys.executable, "-m", "daemons.trade_executor"], env={**env, "QL_CEILINGS_FILE": str(path)},
+                              cwd=REPO, capture_output=True, timeout=60)
+        assert proc.returncode == 78, proc.stderr
+        assert words in proc.stderr.decode()
+    tight = write_ceilings(tmp_path / "tight.toml")
+    tight.write_text(tight.read_text().replace("max_inventory_age_ms = 30000", "max_inventory_age_ms = 1000"))
+    proc = subprocess.run([sys.executable, "-m", "daemons.trade_executor"], cwd=REPO, capture_output=True, timeout=60,
+                          env={**env, "QL_CEILINGS_FILE": str(tight)})
+    assert proc.returncode == 78 and "QL_EXECUTOR_INVENTORY_MAX_AGE_MS 30000" in proc.stderr.decode()
+
+
 async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves(harness: Harness) -> None:
     # The window is the `submitted` write (signed, not yet sent). A trigger of the test's own makes
     # that write wait for a lock the test holds, so the disarm lands inside it every time (the fault
@@ -689,7 +836,7 @@ async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves
             hold = conn.transaction()
             await hold.start()
             await conn.execute("SELECT pg_advisory_xact_lock(74110)")
-            event = harness.command(await harness.quote())
+            event = harness.command(await harness.quote(min_deadline_ms=1000), min_deadline_ms=1000)
             cid = event.payload.command_id
             await harness.send(event)
             await eventually(lambda: cid in svc.book.answers and svc.book.answers[cid].state is LedgerState.SIGNING,
@@ -700,7 +847,11 @@ async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves
         rejected = await harness.result(cid, "rejected")
         assert rejected.reason_code == "disarmed" and rejected.sent_at is None and rejected.nonce
         assert harness.venue.quote_responses() == []
-        assert svc.book.reserved(EURE_ID) == 0 and await harness.statuses(cid) == ["rejected"]
+        assert await harness.statuses(cid) == ["rejected"]
+        # its signature is valid until its deadline: it holds its amount until then
+        assert svc.book.reserved(EURE_ID) == GIVE and cid in svc.book.withheld
+        await eventually(lambda: svc.book.reserved(EURE_ID) == 0, timeout=10, what="released after the deadline")
+        assert datetime.now(UTC) >= rejected.deadline
     finally:
         await harness.pool.execute("DROP TRIGGER IF EXISTS test_hold_submitted ON executor_ledger;"
                                    " DROP FUNCTION IF EXISTS test_hold_submitted()")
@@ -889,7 +1040,8 @@ async def test_kill_9_after_sending_then_restart_answers_once_and_publishes(
     status, _ = await harness.control("POST", "/arm", {"operator": "tester", "reason": "crash test"})
     assert status == 200
     await harness.inventory()
-    await eventually(lambda: _state_has_inventory(harness), what="snapshot seen by the process")
+    harness.start_price_beat()
+    await eventually(lambda: _state_has_inputs(harness), what="snapshot and price seen by the process")
     relay = harness.venue.relay
     relay.faults.set("hold_responses", count=1)  # the relay keeps its answer: the executor waits
     qid = await harness.quote()
@@ -924,9 +1076,9 @@ async def _published(harness: Harness, cid: str) -> bool:
     return row is not None and row.published_state == row.state
 
 
-async def _state_has_inventory(harness: Harness) -> bool:
+async def _state_has_inputs(harness: Harness) -> bool:
     status, state = await harness.control("GET", "/state")
-    return state["inputs"]["inventory"]["latest"] is not None
+    return state["inputs"]["inventory"]["latest"] is not None and state["inputs"]["price"]["latest"] is not None
 
 
 # --- PostgreSQL away -------------------------------------------------------------------------------

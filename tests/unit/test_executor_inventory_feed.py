@@ -25,8 +25,8 @@ def _raw(height: int, at: datetime, inventory_id: str) -> bytes:
 def test_a_snapshot_from_an_older_block_is_ignored() -> None:
     seen: list[str] = []
     feed = InventoryFeed(CoreSettings(), lambda view, _through: seen.append(view.inventory_id))
-    feed._take(TOPIC, _raw(100, T0, "first"))
-    feed._take(TOPIC, _raw(97, T0 + timedelta(seconds=1), "behind"))  # published later, read earlier
-    feed._take(TOPIC, _raw(101, T0 + timedelta(seconds=2), "next"))
+    feed.take(TOPIC, _raw(100, T0, "first"))
+    feed.take(TOPIC, _raw(97, T0 + timedelta(seconds=1), "behind"))  # published later, read earlier
+    feed.take(TOPIC, _raw(101, T0 + timedelta(seconds=2), "next"))
     assert seen == ["first", "next"] and feed.behind == 1
     assert feed.latest is not None and feed.latest.inventory_id == "next"

@@ -148,3 +148,20 @@ def test_the_kept_totals_always_equal_the_sum_of_what_is_held(ops: list[tuple]) 
             expected[asset] = expected.get(asset, 0) + amount
         assert book.reserved_by_asset() == expected
         assert all(book.reserved(asset) == expected.get(asset, 0) for asset in (EURE, BTC))
+
+
+def test_a_withheld_answer_holds_until_its_deadline_and_counts_as_live_exposure() -> None:
+    book = LiveBook()
+    book.hold(live("a", 10, deadline=NOW + timedelta(seconds=5)))
+    book.hold(live("b", 4))
+    book.release("b", settled=True)  # spent, waiting for a snapshot: reserved, not exposure
+    assert (book.reserved(EURE), book.live_exposure(EURE)) == (14, 10)
+    book.withhold("a")
+    assert "a" not in book.answers and "a" in book.withheld
+    assert (book.reserved(EURE), book.live_exposure(EURE)) == (14, 10)
+    assert book.release_withheld(NOW + timedelta(seconds=5), grace_ms=100) == []  # could still execute
+    assert book.release_withheld(NOW + timedelta(seconds=5, milliseconds=100), grace_ms=100) == ["a"]
+    assert (book.reserved(EURE), book.live_exposure(EURE)) == (4, 0)
+    book.note_withheld("r", NOW + timedelta(seconds=1), EURE, 3)  # recovered at a restart
+    book.note_withheld("r", NOW + timedelta(seconds=1), EURE, 3)  # twice is once
+    assert book.live_exposure(EURE) == 3

@@ -571,6 +571,7 @@ class NearRpcClient:
         session: aiohttp.ClientSession | None = None,
         budget_per_min: int | None = None,
         budget_burst: int | None = None,
+        agent: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = _utc_now,
     ) -> None:
@@ -586,6 +587,8 @@ class NearRpcClient:
         self._wall_clock = wall_clock
         self._session = session
         self._owns_session = session is None
+        # sent as User-Agent: a provider (and the simulator) can tell the daemons of one host apart
+        self._headers = {"User-Agent": agent} if agent else None
         self._ids = itertools.count(1)
         self.last_block_height: int | None = None  # the block of the last view read
         self.last_block_hash: str | None = None
@@ -632,7 +635,8 @@ class NearRpcClient:
         session = self._get_session()
         where = redact_url(url)
         try:
-            async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+            async with session.post(url, json=body, headers=self._headers,
+                                    timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 text = await resp.text()
@@ -978,8 +982,9 @@ def _typed(value: Any, kind: type, what: str) -> Any:
     return value
 
 
-def client_from_settings(settings: CoreSettings, *, timeout_s: float) -> NearRpcClient:
-    """The daemon's one NEAR RPC client: its endpoints, verifier and budget from the settings."""
+def client_from_settings(settings: CoreSettings, *, timeout_s: float, daemon: str) -> NearRpcClient:
+    """The daemon's one NEAR RPC client: its endpoints, verifier and budget from the settings;
+    `daemon` names it in the User-Agent (`quoteloop-<daemon>`)."""
     return NearRpcClient(settings.near_rpc_url, settings.verifier_contract, timeout_s=timeout_s,
                          budget_per_min=settings.near_rpc_budget_per_min,
-                         budget_burst=settings.near_rpc_budget_burst)
+                         budget_burst=settings.near_rpc_budget_burst, agent=f"quoteloop-{daemon}")
