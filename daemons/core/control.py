@@ -3,13 +3,17 @@
 Routes are declared once (`Route`), which gives both the handler wiring and `GET /openapi.json`.
 A request body is parsed into its pydantic model before the handler runs: invalid JSON is a 400,
 a body that does not fit the model a 422, each with a one-line message; handlers signal refusals
-with `ControlError`. The Unix socket is created with mode 0660 (group-restricted); the loopback
-TCP listener, when enabled, refuses every request without the bearer token.
+with `ControlError`. The Unix socket is created with mode 0660: its group (`QL_CONTROL_SOCKET_GROUP`,
+else the daemon's own) is who may read; a request that changes state also needs `may_act` (root,
+the daemon's user, or a member of `QL_CONTROL_ACT_GROUP`), else 403. The caller's kernel identity
+(SO_PEERCRED) is recorded with every action, beside any operator name the body claims. The
+loopback TCP listener, when enabled, refuses every request without the bearer token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import grp
 import hmac
 import os
 import pwd
@@ -25,6 +29,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemons.core.logs import get_logger
+from daemons.core.secrets import read_secret_file
 
 log = get_logger("control")
 
@@ -48,10 +53,13 @@ class ControlError(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who made a request: the body's `operator` if given, else the socket peer."""
+    """Who made a request. `identity` is what the kernel says (the Unix socket peer's uid and
+    user, or the TCP listener's bearer token holder); `operator` is the name the body claims,
+    else that identity. Audit records keep both: a claim never replaces the identity."""
 
     operator: str
     reason: str | None
+    identity: str = "unknown"
 
 
 Handler = Callable[[web.Request, Any, Caller], Awaitable[Any]]
@@ -80,20 +88,61 @@ def _error(status: int, message: str) -> web.Response:
     return json_response({"error": message}, status=status)
 
 
-def _peer_operator(request: web.Request) -> str:
+@dataclass(frozen=True)
+class Peer:
+    """The kernel's word on who is at the other end of a control connection."""
+
+    identity: str
+    uid: int | None = None  # a Unix socket peer's uid (SO_PEERCRED)
+    gid: int | None = None
+    user: str | None = None
+    tcp: bool = False  # the loopback listener: its bearer token was checked already
+
+
+def peer_of(request: web.Request) -> Peer:
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if sock is not None and sock.family == socket.AF_UNIX:
         try:
             creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            _pid, uid, _gid = struct.unpack("3i", creds)
-            try:
-                return f"uid:{uid}:{pwd.getpwuid(uid).pw_name}"
-            except KeyError:
-                return f"uid:{uid}"
         except OSError:
-            return "unix-peer"
+            return Peer(identity="unix-peer")
+        _pid, uid, gid = struct.unpack("3i", creds)
+        try:
+            user: str | None = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = None
+        return Peer(identity=f"uid:{uid}:{user}" if user else f"uid:{uid}", uid=uid, gid=gid, user=user)
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    return f"tcp:{peer[0]}" if peer else "unknown"
+    return Peer(identity=f"tcp-token:{peer[0]}" if peer else "tcp-token", tcp=True)
+
+
+def group_members_gid(name: str | None) -> int | None:
+    if not name:
+        return None
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def may_act(peer: Peer, act_gid: int | None, own_uid: int) -> bool:
+    """Who may change state (arm, limits, funding, withdrawals, ...): root, the daemon's own user,
+    the bearer-token holder on TCP, and members of the act group. Everyone else who can open the
+    socket (its group: the readers) may only read."""
+    if peer.tcp:
+        return True
+    if peer.uid is None:
+        return False
+    if peer.uid in (0, own_uid):
+        return True
+    if act_gid is None:
+        return False
+    if peer.gid == act_gid:
+        return True
+    try:
+        return act_gid in os.getgrouplist(peer.user, peer.gid) if peer.user and peer.gid is not None else False
+    except OSError:
+        return False
 
 
 def _is_tcp(request: web.Request) -> bool:
@@ -101,8 +150,11 @@ def _is_tcp(request: web.Request) -> bool:
     return sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
 
 
-def build_app(service: str, routes: list[Route], token: str | None) -> web.Application:
-    """The aiohttp application for `service`; `token` guards requests arriving over TCP."""
+def build_app(service: str, routes: list[Route], token: str | None, act_group: str | None = None) -> web.Application:
+    """The aiohttp application for `service`; `token` guards requests arriving over TCP;
+    requests that change state need `may_act` (`act_group` names the operators who may)."""
+    act_gid = group_members_gid(act_group)
+    own_uid = os.geteuid()
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
@@ -144,8 +196,12 @@ def build_app(service: str, routes: list[Route], token: str | None) -> web.Appli
                     return _error(422, f"{where}: {first['msg']}")
             elif raw.strip():
                 return _error(400, f"{route.method} {route.path} takes no body")
-            operator = getattr(body, "operator", None) or _peer_operator(request)
-            caller = Caller(operator=operator, reason=getattr(body, "reason", None))
+            peer = peer_of(request)
+            if route.method != "GET" and not may_act(peer, act_gid, own_uid):
+                return _error(403, f"{peer.identity} may read but not act: {route.method} {route.path} needs "
+                                   f"membership of the group {act_group or '(none configured)'}")
+            operator = getattr(body, "operator", None) or peer.identity
+            caller = Caller(operator=operator, reason=getattr(body, "reason", None), identity=peer.identity)
             try:
                 result = await route.handler(request, body, caller)
             except ControlError as exc:
@@ -200,7 +256,7 @@ def socket_path(control_dir: Path, service: str) -> Path:
     return control_dir / f"{service}.sock"
 
 
-def _bind_unix(path: Path) -> socket.socket:
+def _bind_unix(path: Path, gid: int | None = None) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() or path.is_symlink():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -220,6 +276,8 @@ def _bind_unix(path: Path) -> socket.socket:
         sock.bind(str(path))
     finally:
         os.umask(old)
+    if gid is not None:  # the readers' group: who may open the socket at all
+        os.chown(path, -1, gid)
     os.chmod(path, 0o660)
     sock.setblocking(False)
     return sock
@@ -236,18 +294,23 @@ class ControlServer:
         *,
         tcp_port: int | None = None,
         token: str | None = None,
+        socket_group: str | None = None,
+        act_group: str | None = None,
     ) -> None:
         if tcp_port is not None and not token:
             raise ValueError("a TCP control port needs a bearer token (QL_CONTROL_TOKEN_FILE)")
         self.service = service
         self.path = socket_path(control_dir, service)
         self.tcp_port = tcp_port
-        self._app = build_app(service, routes, token)
+        self.socket_gid = group_members_gid(socket_group)
+        if socket_group and self.socket_gid is None:
+            raise ValueError(f"control socket group {socket_group!r} does not exist (QL_CONTROL_SOCKET_GROUP)")
+        self._app = build_app(service, routes, token, act_group)
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
 
     async def start(self) -> None:
         await self._runner.setup()
-        sock = _bind_unix(self.path)
+        sock = _bind_unix(self.path, self.socket_gid)
         await web.SockSite(self._runner, sock).start()
         if self.tcp_port is not None:
             await web.TCPSite(self._runner, "127.0.0.1", self.tcp_port).start()
@@ -262,12 +325,11 @@ class ControlServer:
 
 
 def read_token(path: Path | None) -> str | None:
+    """The TCP listener's bearer token: a secret file like the others (owner-only, read through
+    one descriptor, never logged)."""
     if path is None:
         return None
-    token = path.read_text().strip()
-    if not token:
-        raise ValueError(f"control token file {path} is empty")
-    return token
+    return read_secret_file(path, "QL_CONTROL_TOKEN_FILE")
 
 
 async def probe_health(control_dir: Path, service: str, timeout_s: float = 1.0) -> tuple[bool, str | None]:

@@ -28,6 +28,7 @@ from daemons.core.control import Caller, ControlError, ControlServer, OperatorAc
 from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
 from daemons.core.events import Producer, now_utc
 from daemons.core.logs import configure_logging, get_logger
+from daemons.core.secrets import SecretFileError
 from daemons.core.settings import CoreSettings
 
 # sysexits EX_CONFIG: a configuration an operator must fix (systemd units do not restart on it)
@@ -265,6 +266,8 @@ async def serve(service: Service, *, handle_signals: bool = True) -> int:
         settings.control_dir,
         tcp_port=settings.control_tcp_port,
         token=read_token(settings.control_token_file),
+        socket_group=settings.control_socket_group,
+        act_group=settings.control_act_group,
     )
     await control.start()
     helpers = [
@@ -306,7 +309,8 @@ def main(service_cls: type[Service], settings_cls: type[CoreSettings]) -> None:
         # built inside the loop: aiokafka clients bind to the running loop at construction
         try:
             service = service_cls(settings)
-        except CeilingsError as exc:
+            read_token(settings.control_token_file)  # refused here, before anything starts
+        except (CeilingsError, SecretFileError) as exc:
             # a configuration an operator must fix: one line, and the exit code systemd's
             # RestartPreventExitStatus= names, so it does not restart into the same refusal
             get_logger(service_cls.name).error("configuration_refused", error=str(exc))

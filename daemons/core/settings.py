@@ -42,6 +42,11 @@ class CoreSettings(BaseSettings):
     # Optional loopback TCP control port; it always requires the bearer token in the file below.
     control_tcp_port: int | None = None
     control_token_file: Path | None = None
+    # Who may open the control socket (read: status, reports): its group; unset, the daemon's
+    # own. Who may also act (arm, limits, funding, withdrawals): members of this group, root and
+    # the daemon's user (daemons/core/control.py `may_act`).
+    control_socket_group: str | None = None
+    control_act_group: str | None = "quoteloop-act"
 
     relay_ws_url: str = "wss://solver-relay-v2.chaindefuser.com/ws"
     relay_rpc_url: str = "https://solver-relay-v2.chaindefuser.com/rpc"

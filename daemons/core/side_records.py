@@ -20,8 +20,8 @@ from daemons.core.db import DB_ERRORS, DEAD_LETTER_SQL, connect_pool
 from daemons.core.logs import get_logger
 
 CONTROL_ACTION_SQL = (
-    "INSERT INTO control_actions (service, action, operator, reason, params, outcome)"
-    " VALUES ($1, $2, $3, $4, $5, $6)"
+    "INSERT INTO control_actions (service, action, operator, reason, params, outcome, identity)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
 )
 
 
@@ -82,10 +82,10 @@ class AuditLog:
         self.log = get_logger("audit")
 
     def record(self, action: str, caller: Caller, outcome: str, params: dict[str, Any] | None = None) -> None:
-        self.log.info("control_action", action=action, operator=caller.operator, reason=caller.reason,
-                      params=params or {}, outcome=outcome)
+        self.log.info("control_action", action=action, operator=caller.operator, identity=caller.identity,
+                      reason=caller.reason, params=params or {}, outcome=outcome)
         self.writer.put(CONTROL_ACTION_SQL, self.service, action, caller.operator, caller.reason, params or {},
-                        outcome)
+                        outcome, caller.identity)
 
 
 class DeadLetters:

@@ -58,6 +58,7 @@ class Probe(Service):
 async def probe(stack: Stack, control_dir: Path, tmp_path: Path) -> AsyncIterator[tuple[Probe, asyncio.Task[int]]]:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     settings = CoreSettings(
         database_url=stack.database_url,
         kafka_bootstrap=stack.kafka_bootstrap,
@@ -226,3 +227,80 @@ def test_tcp_without_token_is_refused_at_start(control_dir: Path) -> None:
 
     with pytest.raises(ValueError, match="bearer token"):
         ControlServer("history-writer", [], control_dir, tcp_port=_free_port(), token=None)
+
+
+READER_CLIENT = r"""
+import json, os, socket, sys
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # nobody: in the socket's group, not the act group
+out = {}
+for method, path, body in (("GET", "/state", None), ("POST", "/pause", b'{"operator": "root"}')):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    s.sendall(head.encode() + b"\r\n" + (body or b""))
+    reply = b""
+    while chunk := s.recv(65536):
+        reply += chunk
+    status = int(reply.split(b" ", 2)[1])
+    out[path] = [status, json.loads(reply.split(b"\r\n\r\n", 1)[1] or b"null")]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+async def test_a_reader_may_read_but_not_act_and_the_kernel_identity_is_audited(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    """The socket's group lets a user in (here nobody's group); only root, the daemon's user
+    and the act group may change state. A claimed operator name never replaces who it was."""
+    import grp
+    import subprocess
+    import sys
+
+    import shutil
+    import tempfile
+
+    control = Path(tempfile.mkdtemp(prefix="ql-control-"))  # pytest's tmp is 0700: nobody could not reach it
+    control.chmod(0o755)
+    settings = CoreSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
+                            control_dir=control, control_socket_group=grp.getgrgid(65534).gr_name,
+                            control_act_group="quoteloop-test-act-nonexistent")
+    service = Probe(settings)
+    task = asyncio.create_task(serve(service, handle_signals=False))
+    try:
+        sock = socket_path(control, service.name)
+        await eventually(lambda: sock.exists(), what="socket created")
+        assert sock.stat().st_gid == 65534
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", READER_CLIENT, str(sock),
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        assert proc.returncode == 0, err
+        seen = __import__("json").loads(out)
+        assert seen["/state"][0] == 200
+        status, body = seen["/pause"]
+        assert status == 403 and "uid:65534" in body["error"] and "may read but not act" in body["error"]
+        assert not service.paused
+        # root acts, claiming another name: both are recorded
+        status, _ = await _call(service, "POST", "/pause", json={"operator": "alice", "reason": "drill"})
+        assert status == 200 and service.paused
+        row = await eventually(lambda: pool.fetchrow(
+            "SELECT operator, identity FROM control_actions WHERE service = 'history-writer' AND action = 'pause'"
+            " AND reason = 'drill' ORDER BY id DESC LIMIT 1"), what="audit row")
+        assert row["operator"] == "alice" and row["identity"] == f"uid:0:{__import__('pwd').getpwuid(0).pw_name}"
+    finally:
+        service.request_drain()
+        await asyncio.wait_for(task, timeout=30)
+        shutil.rmtree(control, ignore_errors=True)
+
+
+def test_a_token_file_others_may_read_is_refused(control_dir: Path, tmp_path: Path) -> None:
+    from daemons.core.control import read_token
+    from daemons.core.secrets import SecretFileError
+
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o644)
+    with pytest.raises(SecretFileError, match="QL_CONTROL_TOKEN_FILE: .* has mode 0644"):
+        read_token(token)

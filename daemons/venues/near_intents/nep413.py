@@ -13,10 +13,8 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import re
 import secrets
-import stat
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import CryptoError as _NaclCryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from daemons.core.secrets import forbidden_mode_bits
+from daemons.core.secrets import PrivateFileProblem, read_private_file
 
 __all__ = [
     "DEFAULT_RECIPIENT",
@@ -257,30 +255,18 @@ def load_signer_key(path: Path) -> SignerKey:
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise KeyFileMissing(f"signer key file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise KeyFileInvalid(f"signer key file {str(path)!r} is a directory") from None
-    except PermissionError:
-        raise KeyFileInvalid(f"signer key file {str(path)!r} is not readable by this user") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise KeyFileInvalid(f"signer key file {str(path)!r} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        # Group/other write is as bad as read: someone could swap in their own key.
-        if mode & forbidden_mode_bits(path):
-            raise KeyFileInsecure(
-                f"signer key file {str(path)!r} has mode {mode:04o}; it must not be accessible "
-                f"by group or others (chmod 600)"
-            )
-        with os.fdopen(fd, "rb", closefd=True) as fh:
-            fd = -1
-            data = fh.read(64 * 1024)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        data = read_private_file(path)
+    except PrivateFileProblem as exc:
+        where = f"signer key file {str(path)!r}"
+        if exc.kind == "missing":
+            raise KeyFileMissing(f"{where} does not exist") from None
+        if exc.kind == "insecure":
+            # group/other write is as bad as read: someone could swap in their own key
+            raise KeyFileInsecure(f"{where} has mode {exc.mode or 0:04o}; it must not be accessible by group or "
+                                  "others (chmod 600)") from None
+        raise KeyFileInvalid({"directory": f"{where} is a directory",
+                              "unreadable": f"{where} is not readable by this user",
+                              "not_regular": f"{where} is not a regular file"}[exc.kind]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
