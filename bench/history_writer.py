@@ -94,6 +94,9 @@ def fresh_stack() -> None:
     stack("down")
     shutil.rmtree(BENCH_STACK, ignore_errors=True)
     stack("up")
+    # the broker requires a login: this process and the writers it starts use the stack's admin
+    os.environ.update({"QL_KAFKA_USERNAME": "admin",
+                       "QL_KAFKA_PASSWORD_FILE": str(BENCH_STACK / "kafka-credentials" / "admin")})
 
 
 async def fresh_database(admin_url: str, name: str) -> str:

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from daemons.core.bus import EventProducer
+from daemons.core.bus import EventProducer, kafka_auth
 from daemons.core.settings import CoreSettings
 
 HOP_TOPIC = "bench.kafka_hop"
@@ -35,7 +35,7 @@ HOP_TOPIC = "bench.kafka_hop"
 
 async def kafka_hop_ms(settings: CoreSettings, count: int = 300, rate: float = 50.0) -> list[float]:
     """`count` messages at `rate` per second; the send → in-hand time of each, in ms."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_auth(settings))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(HOP_TOPIC, num_partitions=1, replication_factor=1)])
@@ -46,7 +46,7 @@ async def kafka_hop_ms(settings: CoreSettings, count: int = 300, rate: float = 5
     consumer = AIOKafkaConsumer(HOP_TOPIC, bootstrap_servers=settings.kafka_bootstrap,
                                 group_id=f"bench-hop-{uuid.uuid4()}", auto_offset_reset="latest",
                                 enable_auto_commit=False, fetch_min_bytes=1,
-                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, **kafka_auth(settings))
     producer = EventProducer(settings, client_id="bench-hop")
     await consumer.start()
     await producer.start()

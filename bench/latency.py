@@ -60,7 +60,6 @@ sys.path.insert(0, str(REPO))
 
 from daemons.core.assets import EURE_ID, NBTC_ID, ActivePair  # noqa: E402
 from daemons.core.events import ExecuteTrade, SwapDemand  # noqa: E402
-from daemons.core.settings import CoreSettings  # noqa: E402
 from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, decide  # noqa: E402
 from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
 from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
@@ -429,7 +428,7 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                 steps_span = (steps_from, time.time())
                 print("infrastructure floor: Kafka hop and durable commit, stack idle", flush=True)
                 infra = InfraFloor(
-                    kafka_hop=await kafka_hop_ms(CoreSettings(kafka_bootstrap=procs.env["QL_KAFKA_BOOTSTRAP"])),
+                    kafka_hop=await kafka_hop_ms(bench.settings()),
                     commit=await durable_commit_ms(procs.env["QL_DATABASE_URL"]))
             finally:
                 await pool.close()

@@ -67,7 +67,12 @@ class Procs:
 
     def start(self, name: str, module: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=self.env, stdout=log,
+        env = dict(self.env)
+        admin = env.get("QL_KAFKA_PASSWORD_FILE")
+        own = Path(admin).parent / name if admin else None
+        if own is not None and own.is_file():  # a daemon logs in to Kafka as itself (scripts/stack.sh)
+            env |= {"QL_KAFKA_USERNAME": name, "QL_KAFKA_PASSWORD_FILE": str(own)}
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.running[name] = proc
         return proc
@@ -136,7 +141,7 @@ class BenchStack:
         env = self.procs.env
         subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=env, check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
-        await ensure_topics(CoreSettings(kafka_bootstrap=env["QL_KAFKA_BOOTSTRAP"]))
+        await ensure_topics(self.settings())
         sock = self.directory / "pg" / "sock"
         if (sock / f".s.PGSQL.{self.pg_port}").exists():
             # as deployed (the playbook's QL_DATABASE_URL is the Unix socket), not loopback TCP
@@ -168,6 +173,13 @@ class BenchStack:
             if not reply.ok:
                 raise SystemExit(f"{name} refused to arm: {reply.status} {reply.body}")
         return control
+
+    def settings(self) -> CoreSettings:
+        """The stack's Kafka and PostgreSQL as this process (the admin) reaches them."""
+        env = self.procs.env
+        return CoreSettings(kafka_bootstrap=env["QL_KAFKA_BOOTSTRAP"], database_url=env["QL_DATABASE_URL"],
+                            kafka_username=env.get("QL_KAFKA_USERNAME") or None,
+                            kafka_password_file=env.get("QL_KAFKA_PASSWORD_FILE") or None)
 
     async def wait_healthy(self, control: ControlClient, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -84,11 +84,16 @@ start_one() {
     # env file sourced in the child; the child writes its own pid, then execs
     # shellcheck disable=SC2016
     # (the simulators' env, when they run, points the daemons at them)
+    # each daemon logs in to Kafka as itself (its password file from scripts/stack.sh), not as
+    # the admin the env file names for tools
+    local kcred="$STACK_DIR/kafka-credentials/$name"
+    [[ -s "$kcred" ]] || kcred=""
     (cd "$REPO" && QL_CONTROL_DIR="$RUN_DIR" exec setsid bash -c '
-        set -e; . "$1"; if [ -f "$2" ]; then . "$2"; fi; export QL_CONTROL_DIR; echo $$ >"$3"; shift 3
+        set -e; . "$1"; if [ -f "$2" ]; then . "$2"; fi; export QL_CONTROL_DIR; echo $$ >"$3"
+        if [ -n "$4" ]; then export QL_KAFKA_USERNAME="$5" QL_KAFKA_PASSWORD_FILE="$4"; fi; shift 5
         exec "$@"' \
-        daemon "$STACK_DIR/env" "$STACK_DIR/sim/env" "$RUN_DIR/$name.pid" "$PYTHON" -m "$(module_of "$name")" \
-        "${args[@]+"${args[@]}"}") </dev/null >>"$log" 2>&1 &
+        daemon "$STACK_DIR/env" "$STACK_DIR/sim/env" "$RUN_DIR/$name.pid" "$kcred" "$name" \
+        "$PYTHON" -m "$(module_of "$name")" "${args[@]+"${args[@]}"}") </dev/null >>"$log" 2>&1 &
     for ((i = 0; i < 40; i++)); do [[ -s "$RUN_DIR/$name.pid" ]] && break; sleep 0.05; done
     # catch an immediate crash (import error, bad config) right here
     sleep 1

@@ -61,6 +61,12 @@ KAFKA_LIBS="$KAFKA_HOME/libs"
 KAFKA_STAMP="$KAFKA_HOME/.fetched"
 KAFKA_POM="$REPO/scripts/kafka/pom.xml"
 ENV_FILE="$STACK_DIR/env"
+# Kafka principals (SASL/SCRAM-SHA-512): one password file each, 0600; admin is the broker's own
+# and the super user (tools, tests); each daemon logs in as itself (scripts/daemons.sh)
+KAFKA_CRED_DIR="$STACK_DIR/kafka-credentials"
+KAFKA_PRINCIPALS=(admin qlctl history-writer market-reference-ingest inventory-sync liquidity-manager
+                  near-intents-ingest strategy-engine trade-executor)
+KAFKA_AUTH_STAMP="$KAFKA_DATA/.quoteloop-scram-v1"
 
 # Unix socket inside the stack dir, unless the path would exceed sun_path
 # (107 bytes); then fall back to a short per-stack-dir path under /tmp.
@@ -373,20 +379,45 @@ kafka_cluster_id() { # base64url of 16 random bytes, like StorageTool random-uui
     done
 }
 
+kafka_credentials() { # a random password per principal, made once, kept with the stack
+    local p
+    mkdir -p "$KAFKA_CRED_DIR"
+    chmod 0700 "$KAFKA_CRED_DIR"
+    for p in "${KAFKA_PRINCIPALS[@]}"; do
+        [[ -s "$KAFKA_CRED_DIR/$p" ]] && continue
+        (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KAFKA_CRED_DIR/$p")
+    done
+}
+
 kafka_write_props() {
     mkdir -p "$KAFKA_DATA"
-    local tmp
-    tmp="$(mktemp "$KAFKA_DIR/.server.properties.XXXXXX")"
+    local tmp admin
+    admin="$(cat "$KAFKA_CRED_DIR/admin")"
+    tmp="$(mktemp "$KAFKA_DIR/.server.properties.XXXXXX")"  # 0600: it holds the admin password
     cat >"$tmp" <<EOF
 # Written by scripts/stack.sh on every 'up'; edits are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CPORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+# Every connection logs in: clients and the broker itself with SCRAM-SHA-512 on CLIENT, the
+# controller with PLAIN (KRaft controllers cannot use SCRAM: its credentials live in the metadata
+# log they serve). Anonymous connections are refused; the authorizer allows only what an ACL
+# grants (ACLs: daemons/core/acls.py, made by 'qlctl topics ensure'); admin is the super user.
+listeners=CLIENT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CPORT
+advertised.listeners=CLIENT://127.0.0.1:$KAFKA_PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin" user_admin="$admin";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
 log.dirs=$KAFKA_DATA
 num.partitions=1
 auto.create.topics.enable=false
@@ -409,15 +440,27 @@ kafka_launch() { # start the broker if needed; does not wait
     port_open "$KAFKA_CPORT" && die "kafka: controller port 127.0.0.1:$KAFKA_CPORT is already in use by another process (set QL_KAFKA_PORT)"
     kafka_deps
     mkdir -p "$KAFKA_DIR"
+    kafka_credentials
     kafka_write_props
     touch "$KAFKA_LOG"
+    if [[ -f "$KAFKA_DATA/meta.properties" && ! -f "$KAFKA_AUTH_STAMP" ]]; then
+        # formatted before the broker required logins: its metadata holds no SCRAM users
+        note "kafka: $KAFKA_DATA predates SASL/SCRAM; wiping it to format it again (local data only)"
+        rm -rf "$KAFKA_DATA"
+        mkdir -p "$KAFKA_DATA"
+    fi
     if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
         note "kafka: formatting $KAFKA_DATA"
+        local scram=() p
+        for p in "${KAFKA_PRINCIPALS[@]}"; do
+            scram+=(--add-scram "SCRAM-SHA-512=[name=$p,password=$(cat "$KAFKA_CRED_DIR/$p")]")
+        done
         java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
-            -t "$(kafka_cluster_id)" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 || {
+            -t "$(kafka_cluster_id)" -c "$KAFKA_PROPS" "${scram[@]}" >>"$KAFKA_LOG" 2>&1 || {
                 last_log_lines "$KAFKA_LOG"
                 die "kafka: storage format failed (log: $KAFKA_LOG)"
             }
+        touch "$KAFKA_AUTH_STAMP"
     fi
     KAFKA_LOG_OFF="$(stat -c %s "$KAFKA_LOG")"
     # The process writes its own pid (exact even through setsid), detached
@@ -503,6 +546,8 @@ export QL_DATABASE_URL=postgresql://quoteloop@127.0.0.1:$PG_PORT/quoteloop
 export QL_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 export QL_CONTROL_DIR=$STACK_DIR/run
 export QL_CEILINGS_FILE=$STACK_DIR/ceilings.toml
+export QL_KAFKA_USERNAME=admin
+export QL_KAFKA_PASSWORD_FILE=$KAFKA_CRED_DIR/admin
 EOF
     chmod 0644 "$tmp"
     # the hard ceilings strategy-engine and trade-executor refuse to start without: owned by

@@ -81,13 +81,36 @@ def serve_stack(env: dict[str, str]) -> Iterator[Stack]:
     subprocess.run([STACK_SCRIPT, "up"], env=env, check=True)
     database_url = f"postgresql://quoteloop@127.0.0.1:{env['QL_PG_PORT']}/quoteloop"
     kafka = f"127.0.0.1:{env['QL_KAFKA_PORT']}"
-    env = env | {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
+    # the broker refuses anonymous clients: the harness and the daemons it builds in-process log
+    # in as the stack's admin (scripts/stack.sh); daemon processes log in as themselves
+    login = {k: v for k, v in parse_env_file(Path(env["QL_STACK_DIR"]) / "env").items()
+             if k in ("QL_KAFKA_USERNAME", "QL_KAFKA_PASSWORD_FILE")}
+    os.environ.update(login)
+    env = env | login | {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
     qlctl = [sys.executable, "-m", "qlctl.app"]
     subprocess.run([*qlctl, "db", "migrate"], env=env, check=True, cwd=REPO)
     subprocess.run([*qlctl, "topics", "ensure", "--json"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     yield Stack(database_url=database_url, kafka_bootstrap=kafka, env=env)
     if os.environ.get("QL_TEST_KEEP_STACK") != "1":
         subprocess.run([STACK_SCRIPT, "down"], env=env, check=False)
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """The `export KEY=value` lines of an env file written by scripts/stack.sh or the simulators."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, value = line.removeprefix("export ").split("=", 1)
+            env[key] = value
+    return env
+
+
+def kafka_options() -> dict[str, Any]:
+    """The login every raw aiokafka client of a test passes (the harness's admin)."""
+    from daemons.core.bus import kafka_auth
+    from daemons.core.settings import CoreSettings
+
+    return kafka_auth(CoreSettings())
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +160,7 @@ async def start_group_at_end(stack: Stack, group: str) -> None:
 
     from daemons.core.events import TOPICS
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, **kafka_options())
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t) or {0})]
@@ -207,7 +230,7 @@ class TopicTail:
 
         self.topics = topics
         self.consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=20)
+                                         fetch_max_wait_ms=20, **kafka_options())
         self.events: list[Any] = []
 
     async def start(self) -> None:

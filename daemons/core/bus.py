@@ -32,6 +32,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from daemons.core.events import TOPICS, Envelope, EventDecodeError, decode, encode
 from daemons.core.logs import get_logger
+from daemons.core.secrets import read_secret_file
 from daemons.core.settings import CoreSettings
 
 _log = get_logger("bus")
@@ -87,6 +88,7 @@ class EventProducer:
             enable_idempotence=True,
             linger_ms=0,
             request_timeout_ms=10_000,
+            **kafka_auth(self._settings),
         )
 
     async def start(self) -> None:
@@ -240,6 +242,7 @@ class EventConsumer:
             fetch_min_bytes=256 * 1024 if batched else 1,
             max_partition_fetch_bytes=max_partition_fetch_bytes,
             isolation_level="read_uncommitted",
+            **kafka_auth(settings),
         )
         self._consumer = AIOKafkaConsumer(**self._options)
 
@@ -375,8 +378,14 @@ def decode_records(
 
 
 def kafka_auth(settings: CoreSettings) -> dict[str, Any]:
-    """The connection options every Kafka client of this process passes: how it logs in."""
-    return {}
+    """The connection options every Kafka client of this process passes: how it logs in
+    (SASL/SCRAM-SHA-512 as `kafka_username`, the password read from its secret file, never
+    logged), or nothing when no principal is configured."""
+    if not settings.kafka_username:
+        return {}
+    password = read_secret_file(settings.kafka_password_file, "QL_KAFKA_PASSWORD_FILE")
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": settings.kafka_username, "sasl_plain_password": password}
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,7 +409,7 @@ class EndOffsets:
     async def of(self, topic: str) -> dict[int, int]:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
-                                        group_id=None, client_id=self.client_id)
+                                        group_id=None, client_id=self.client_id, **kafka_auth(self.settings))
             try:
                 await consumer.start()
             except BaseException:
@@ -496,7 +505,8 @@ class TopicAction:
 
 async def ensure_topics(settings: CoreSettings) -> list[TopicAction]:
     """Create the eight topics if missing and bring partitions and retention up to the settings."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="qlctl-topics")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="qlctl-topics",
+                                **kafka_auth(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

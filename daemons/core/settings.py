@@ -23,6 +23,11 @@ class CoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QL_", extra="ignore", frozen=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # SASL/SCRAM-SHA-512 login on the broker: this process's principal and a file holding its
+    # password (a secret: owner-only, or a systemd credential). Unset: no login (a broker that
+    # requires one refuses the connection).
+    kafka_username: str | None = None
+    kafka_password_file: Path | None = None
     # How long the broker holds a fetch that has nothing to return. It answers the moment a
     # record arrives, so this bounds idle fetch traffic, not latency: 20 ms here cost the broker
     # ~22 % of a core with the stack idle.

@@ -47,7 +47,7 @@ from daemons.liquidity_manager.treasury import RouteRefused, TreasuryConfig, Tre
 from daemons.liquidity_manager.withdrawals import Withdrawal
 from daemons.venues.near_intents.near_rpc import NearRpcError, client_from_settings
 from daemons.venues.near_intents.nep413 import KeyFileError, SignerKey, datetime_to_ns, load_signer_key
-from daemons.venues.near_intents.nonce_outcome import HeaderCache, NonceOutcome, nonce_outcome
+from daemons.venues.near_intents.nonce_outcome import HeaderCache, LookupsSpent, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_rpc import (
     RelayPublishFailed,
     RelayRpcClient,
@@ -544,6 +544,8 @@ class LiquidityManager(Service):
         except NearRpcError as exc:
             self._venue_failed("near_rpc", exc)
             return w
+        except LookupsSpent:
+            return w  # the block search goes on at the next poll (its headers are cached)
         self._venue_ok("near_rpc")
         now = now_utc()
         if outcome in (NonceOutcome.NOT_YET, NonceOutcome.UNKNOWN):

@@ -27,7 +27,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from daemons.core.arming import ArmSwitch
 from daemons.core.assets import ActivePair
-from daemons.core.bus import Delivery, EventConsumer, EventProducer, next_offsets
+from daemons.core.bus import Delivery, EventConsumer, EventProducer, kafka_auth, next_offsets
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
 from daemons.core.repeats import RepeatTracker
@@ -257,7 +257,8 @@ class StrategyEngine(Service):
         """Commands and results of the last answer lifetime: the answers that may still be live."""
         horizon = self.cfg.strategy_max_deadline_ms + self.cfg.strategy_answer_margin_ms + 60_000
         since_ms = int((now_utc() - timedelta(milliseconds=horizon)).timestamp() * 1000)
-        reader = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap, enable_auto_commit=False)
+        reader = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap, enable_auto_commit=False,
+                                  **kafka_auth(self.cfg))
         await reader.start()
         try:
             # the partition count is ours (topics are created from the settings)

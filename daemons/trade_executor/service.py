@@ -104,7 +104,7 @@ from daemons.venues.near_intents.near_rpc import (
     client_from_settings,
 )
 from daemons.venues.near_intents.nep413 import SignerKey, datetime_to_ns
-from daemons.venues.near_intents.nonce_outcome import HeaderCache, NonceOutcome, nonce_outcome
+from daemons.venues.near_intents.nonce_outcome import HeaderCache, LookupsSpent, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_rpc import (
     RelayPublishFailed,
     RelayRpcClient,
@@ -164,6 +164,7 @@ class TradeExecutor(Service):
         self.final_block: BlockHeader | None = None  # read at most every executor_final_block_interval_s
         self.final_block_read_at = float("-inf")
         self.salt_retry_at = float("-inf")  # after a failed salt read, not before this loop time
+        self.signer_retry_at = float("-inf")  # after a signer check that could not decide, likewise
         # answers expired by relay silence, to check on chain as the budget allows
         self.audits: deque[LiveAnswer] = deque()
         self.audit_counts: Counter[str] = Counter()
@@ -786,7 +787,8 @@ class TradeExecutor(Service):
         for item in pending:
             await self._on_status(item)
         # what answering needs comes first from the NEAR RPC budget: the signer and the salt
-        if self.key is not None and self.signer.status == "unverified":
+        if self.key is not None and self.signer.status == "unverified" \
+                and asyncio.get_running_loop().time() >= self.signer_retry_at:
             await self._authorize_signer()
         if self.key is not None and self.salt.wants_refresh(now_utc()) \
                 and asyncio.get_running_loop().time() >= self.salt_retry_at:
@@ -812,13 +814,19 @@ class TradeExecutor(Service):
         self.rpc_error = None
         self.salt.put(salt, now_utc())
 
-    def _rpc_spare(self) -> bool:
-        """Whether chain reads that can wait (deciding expired answers, audits) may spend NEAR
-        RPC now: they leave `executor_rpc_reserve` requests for the salt and the signer."""
+    def _rpc_spare_count(self) -> int | None:
+        """NEAR RPC requests that chain reads that can wait (deciding expired answers, audits) may
+        spend now: what the budget holds beyond `executor_rpc_reserve`, kept for the salt and the
+        signer (checked again at every arm). None: no client-side limit."""
         usage = self.rpc.usage()
         current = next((e for e in usage.endpoints if e.in_use), usage.endpoints[0] if usage.endpoints else None)
-        return current is None or current.tokens_available is None \
-            or current.tokens_available > self.cfg.executor_rpc_reserve
+        if current is None or current.tokens_available is None:
+            return None
+        return max(0, current.tokens_available - self.cfg.executor_rpc_reserve)
+
+    def _rpc_spare(self) -> bool:
+        spare = self._rpc_spare_count()
+        return spare is None or spare > 0
 
     async def _resolve_due(self, due: list[LiveAnswer]) -> None:
         """Answers past deadline + grace with no quote_status.
@@ -905,12 +913,16 @@ class TradeExecutor(Service):
         """`nonce_outcome` for a live answer; None when NEAR RPC did not answer (counted) or the
         budget has only the reserve left."""
         assert answer.nonce is not None and answer.deadline is not None
-        if not self._rpc_spare():
+        spare = self._rpc_spare_count()
+        if spare is not None and spare < 2:
             return None
         account = answer.signer_id or self.cfg.signer_account_id or ""
         try:
+            # the block search takes at most what is spare, less the is_nonce_used read itself
             outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
-                                          final, self.headers)
+                                          final, self.headers, max_calls=24 if spare is None else min(24, spare - 1))
+        except LookupsSpent:
+            return None  # the headers read are cached: the next sweep goes on from there
         except NearRpcError as exc:
             self.errors["rpc_is_nonce_used"] += 1
             self.rpc_error = exc.message
@@ -1067,6 +1079,8 @@ class TradeExecutor(Service):
         before = self.signer.status
         if self.key is not None and self.cfg.signer_account_id:
             self.signer = await authorize(self.cfg.signer_account_id, self.key, self.rpc, now_utc())
+            if self.signer.status == "unverified":  # the node could not say: asked again in a second, not every sweep
+                self.signer_retry_at = asyncio.get_running_loop().time() + 1.0
         if self.signer.status != before or not self.signer.ready:
             log = self.log.info if self.signer.ready else self.log.error
             log("signer_status", status=self.signer.status, detail=self.signer.detail,

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from qlctl.client import ClientError, Reply
+from qlctl.client import Reply
+from qlctl.disarm import DISARM_ORDER, disarm_in_order, summary_line
 from qlctl.output import client, console, fail, print_json, run
 
 
@@ -74,32 +75,6 @@ def arm(
             console.print(f"{s}: [red bold]ARMED[/red bold] by {r['arm_changed_by']}")
 
 
-# Disarming stops side effects: the executor, which answers, goes first; the strategy after it.
-DISARM_ORDER = ("trade-executor", "strategy-engine")
-
-
-async def _disarm_one(service: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Ask `service` to disarm, then read its state back: a daemon that fails or hangs is reported,
-    never a reason to skip the next one."""
-    out: dict[str, Any] = {"confirmed_disarmed": False, "error": None, "armed": None}
-    ctl = client()
-    try:
-        reply = await ctl.request(service, "POST", "/disarm", body)
-        if not reply.ok:
-            error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body
-            out["error"] = f"refused: {error}"
-    except ClientError as exc:
-        out["error"] = str(exc)
-    try:  # what it says now, whatever the disarm call said
-        state = await ctl.request(service, "GET", "/state")
-        armed = state.body.get("armed") if state.ok and isinstance(state.body, dict) else None
-        out["armed"] = armed
-        out["confirmed_disarmed"] = armed is False
-    except ClientError as exc:
-        out["error"] = out["error"] or f"state unreadable: {exc}"
-    return out
-
-
 def disarm(
     target: Annotated[Target, typer.Argument(help="strategy, executor or both")] = Target.both,
     reason: Annotated[str | None, typer.Option(help="Why (audited)")] = None,
@@ -116,21 +91,20 @@ def disarm(
     services = [s for s in DISARM_ORDER if s in _services(target)]
     if not yes and not typer.confirm(f"Disarm {', '.join(services)}?", default=True):
         fail("not disarmed (cancelled)", code=1)
-    results: dict[str, dict[str, Any]] = {}
-    for s in services:
+
+    def body_for(service: str) -> dict[str, Any]:
         body: dict[str, Any] = {"operator": who, "reason": reason}
-        if cancel_live and s == "trade-executor":
+        if cancel_live and service == "trade-executor":
             body["cancel_live"] = True
-        results[s] = asyncio.run(_disarm_one(s, {k: v for k, v in body.items() if v is not None}))
+        return {k: v for k, v in body.items() if v is not None}
+
+    results = asyncio.run(disarm_in_order(client(), services, body_for))
     if as_json:
         print_json(results)
     else:
         for s, r in results.items():
-            if r["confirmed_disarmed"]:
-                console.print(f"{s}: disarmed (confirmed)" + (f"; the call said: {r['error']}" if r["error"] else ""))
-            else:
-                state = {True: "still ARMED", False: "disarmed", None: "state unknown"}[r["armed"]]
-                console.print(f"{s}: [red bold]NOT CONFIRMED DISARMED[/red bold] ({state}): {r['error']}")
+            line = summary_line(s, r)
+            console.print(line if r["confirmed_disarmed"] else f"[red bold]{line}[/red bold]", highlight=False)
     if not all(r["confirmed_disarmed"] for r in results.values()):
         raise typer.Exit(1)
 

@@ -4,7 +4,8 @@ Panels: the daemon table (health, run and arm state, connections, authoritative 
 success, blocked reason; the selected row is what the control keys act on), alerts, prices and
 their freshness, inventory (credited, spendable, pending, reserved), live answers and
 reservations, the latest requests with their decisions (PostgreSQL), and the funding pipeline.
-Keys p/r/a/d pause, resume, arm and disarm the selected daemon, each through `ConfirmScreen`.
+Keys p/r/a/d pause, resume, arm and disarm the selected daemon, D disarms both (trade-executor
+first, `qlctl/disarm.py`), each through `ConfirmScreen`.
 
 Reads never overlap: a refresh that is still running when the next tick comes is not doubled.
 Nothing a daemon or the database does can crash the monitor; it says what is wrong instead.
@@ -25,9 +26,10 @@ from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Header, Static
 
 from qlctl.client import SERVICES, ClientError
+from qlctl.disarm import DISARM_ORDER, disarm_in_order, summary_line
 from qlctl.tui import view
 from qlctl.tui.confirm import Confirmation, ConfirmScreen
-from qlctl.tui.plans import Action, Plan, Refusal, plan, request_body
+from qlctl.tui.plans import BOTH, Action, Plan, Refusal, plan, plan_disarm_both, request_body
 from qlctl.tui.source import MonitorSource, Snapshot
 
 PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -57,6 +59,7 @@ class MonitorApp(App[None]):
         Binding("r", "control('resume')", "Resume"),
         Binding("a", "control('arm')", "Arm"),
         Binding("d", "control('disarm')", "Disarm"),
+        Binding("D", "disarm_both", "Disarm both"),
         Binding("g", "refresh_now", "Refresh now"),
         Binding("q", "quit", "Quit"),
     ]
@@ -200,6 +203,13 @@ class MonitorApp(App[None]):
             return
         self.push_screen(ConfirmScreen(result, self.operator), callback=lambda c: self._confirmed(result, c))
 
+    def action_disarm_both(self) -> None:
+        if len(self.screen_stack) > 1:
+            return
+        states = self.snapshot.states if self.snapshot is not None else {}
+        p = plan_disarm_both(states)
+        self.push_screen(ConfirmScreen(p, self.operator), callback=lambda c: self._confirmed(p, c))
+
     def _confirmed(self, p: Plan, confirmation: Confirmation | None) -> None:
         if confirmation is None:
             self.say(f"{p.action} {p.service} cancelled: nothing sent", "muted")
@@ -209,6 +219,15 @@ class MonitorApp(App[None]):
     @work(group="control", exit_on_error=False)
     async def _send(self, p: Plan, c: Confirmation) -> None:
         body = request_body(p, c.operator, c.reason, c.cancel_live)
+        if p.service == BOTH:
+            def body_for(service: str) -> dict[str, Any]:
+                return body if service == "trade-executor" else {k: v for k, v in body.items() if k != "cancel_live"}
+
+            results = await disarm_in_order(self.source.client, DISARM_ORDER, body_for)
+            ok = all(r["confirmed_disarmed"] for r in results.values())
+            self.say("; ".join(summary_line(s, r) for s, r in results.items()), "ok" if ok else "bad")
+            self._tick(again=True)
+            return
         try:
             reply = await self.source.send(p.service, p.path, body)
         except ClientError as exc:

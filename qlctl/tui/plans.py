@@ -145,6 +145,24 @@ def plan(action: Action, service: str, states: States) -> Plan | Refusal:
     return Plan(action, service, f"Disarm {service}?", tuple(lines), offer_cancel_live=offer_cancel)
 
 
+BOTH = "trade-executor then strategy-engine"
+
+
+def plan_disarm_both(states: States) -> Plan:
+    """Disarm both, the executor first (qlctl/disarm.py): offered whatever either one's state,
+    since a daemon that seems down or disarmed may not be."""
+    live = (states.get("trade-executor") or {}).get("live_answers")
+    count = len(live) if isinstance(live, list) else "?"
+    lines = ["trade-executor is disarmed first (no new answers), then strategy-engine (no new commands).",
+             "A daemon that fails or does not answer is reported; the other is still disarmed; each one's "
+             "state is read back.",
+             f"Answers already out ({count}) stay valid until their deadlines unless you also cancel them below.",
+             f"Now: trade-executor {_arm_word(states.get('trade-executor') or {'running': False})}, strategy-engine "
+             f"{_arm_word(states.get('strategy-engine') or {'running': False})}.",
+             "Disarm latches until an operator arms again."]
+    return Plan("disarm", BOTH, "Disarm both?", tuple(lines), offer_cancel_live=True)
+
+
 def request_body(p: Plan, operator: str, reason: str, cancel_live: bool = False) -> dict[str, Any]:
     """The JSON body for the daemon's endpoint: who, why, and for a disarm whether to cancel."""
     body: dict[str, Any] = {"operator": operator.strip()}

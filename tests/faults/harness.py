@@ -24,6 +24,7 @@ import aiohttp
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.control import socket_path
+from tests.conftest import parse_env_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,17 +39,6 @@ ARMED_DAEMONS = ("strategy-engine", "trade-executor")
 # 500 000 sats keep the reservations pressing against the credited 0.05 nBTC
 SIZES = [5_000, 500_000, 3 * 10**18]
 OPERATOR = {"operator": "fault-matrix", "reason": "fault matrix run"}
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """The `export QL_X=...` lines the simulators runner writes."""
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("export ") and "=" in line:
-            key, value = line[len("export "):].split("=", 1)
-            env[key] = value
-    return env
 
 
 def quote_responses(seen: list[dict[str, Any]]) -> list[tuple[float, str]]:
@@ -100,12 +90,22 @@ class FaultLoop:
 
     # --- processes ---------------------------------------------------------------------------
 
+    def _env_of(self, name: str) -> dict[str, str]:
+        """The stack's environment; a daemon logs in to Kafka as itself (scripts/stack.sh made
+        one password file per principal beside the admin's the stack's env names)."""
+        env = dict(self.env or self.stack_env)
+        admin = env.get("QL_KAFKA_PASSWORD_FILE")
+        own = Path(admin).parent / name if admin else None
+        if own is not None and own.is_file():
+            env |= {"QL_KAFKA_USERNAME": name, "QL_KAFKA_PASSWORD_FILE": str(own)}
+        return env
+
     async def _spawn(self, proc: Proc, args: list[str]) -> None:
         proc.log.parent.mkdir(parents=True, exist_ok=True)
         log = proc.log.open("ab")
         try:
             proc.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", proc.module, *args, cwd=REPO, env=self.env or self.stack_env,
+                sys.executable, "-m", proc.module, *args, cwd=REPO, env=self._env_of(proc.name),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True)
         finally:

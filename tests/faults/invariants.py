@@ -16,6 +16,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from daemons.core.events import TOPICS
+from tests.conftest import kafka_options
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Offsets:
 
 
 async def topic_ends(bootstrap: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options())
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t) or {0})]
@@ -40,7 +41,8 @@ async def produced_since(bootstrap: str, start: dict[TopicPartition, int]) -> di
     import json
 
     ends = await topic_ends(bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
+                                **kafka_options())
     await consumer.start()
     ids: dict[str, set[str]] = {t: set() for t in TOPICS}
     try:

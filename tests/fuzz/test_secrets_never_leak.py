@@ -20,7 +20,7 @@ from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.events import TOPICS
 from daemons.core.logs import configure_logging
 from daemons.venues.near_intents.nep413 import SignerKey
-from tests.conftest import Stack, eventually
+from tests.conftest import Stack, eventually, kafka_options
 from tests.seven import seven_daemons
 
 
@@ -50,7 +50,7 @@ async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_p
         sys.stdout = real_stdout
 
     ends: dict[TopicPartition, int] = {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, **kafka_options())
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t) or {0})]

@@ -22,7 +22,7 @@ from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
 from daemons.history_writer.store import write_batch
-from tests.conftest import Stack, TcpForwarder, closed_port, eventually, start_group_at_end
+from tests.conftest import Stack, TcpForwarder, closed_port, eventually, kafka_options, start_group_at_end
 from tests.samples import sample_payloads
 
 PRODUCER = Producer(service="test", instance="t")
@@ -277,7 +277,7 @@ async def test_start_seeks_to_the_offsets_postgres_holds(
 async def _end_offset(stack: Stack, topic: str) -> int:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, **kafka_options())
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)

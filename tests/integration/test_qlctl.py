@@ -15,7 +15,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from daemons.core.events import TOPICS
 from daemons.core.runtime import serve
 from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
-from tests.conftest import REPO, Stack, eventually
+from tests.conftest import REPO, Stack, eventually, kafka_options
 
 
 async def qlctl(stack: Stack, control_dir: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -89,7 +89,7 @@ async def test_topics_ensure_is_idempotent_and_applies_the_settings(stack: Stack
     assert {a["topic"] for a in orjson.loads(out)} == set(TOPICS)
     code, out, _ = await qlctl(stack, control_dir, "topics", "ensure", "--json", extra_env=env)
     assert code == 0 and {a["action"] for a in orjson.loads(out)} == {"exists"}
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, **kafka_options())
     await admin.start()
     try:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "cmd.execute_trade")])

@@ -44,7 +44,7 @@ from simulators.verifier import (
     VerifierState,
     err_public_key_missing,
 )
-from tests.conftest import REPO, Stack, TopicTail, eventually
+from tests.conftest import REPO, Stack, TopicTail, eventually, kafka_options
 from tests.samples import sample_payloads
 
 JWT = "executor-test-jwt"
@@ -94,7 +94,8 @@ def secrets_dir(tmp_path: Path, venue: Venue) -> Path:
 
 async def _commands_from_end(stack: Stack, group: str) -> None:
     """Give `group` a committed position at the topic's end, so it skips earlier tests' commands."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False,
+                                **kafka_options())
     await consumer.start()
     try:
         tps = [TopicPartition("cmd.execute_trade", p)
@@ -159,7 +160,8 @@ class Harness:
         if wait_ready:
             await eventually(lambda: svc.relay is not None and svc.relay.connected and svc.db_error is None
                              and svc.consumer.assignment() and svc.recovered_at is not None
-                             and svc.prices.latest is not None, what="executor ready")
+                             and svc.prices.latest is not None and (svc.signer.ready or not arm),
+                             what="executor ready")
         if arm:
             status, body = await self.control("POST", "/arm", {"operator": "tester", "reason": "integration test"})
             assert status == 200 and body["armed"] is True, body

@@ -203,6 +203,17 @@ async def test_arm_goes_through_the_confirmation_and_cancel_sends_nothing(
         assert engine.arm.changed_by == OPERATOR
         await eventually(lambda: row(app, "daemons", "strategy-engine")[4] == "disarmed", what="disarmed shown")
 
+        # disarm both (D): the executor first; here it is not running, which is reported, and the
+        # strategy is still disarmed and confirmed
+        engine.arm.armed = True  # as if armed meanwhile
+        await pilot.press("D")
+        assert isinstance(app.screen, ConfirmScreen) and "Disarm both?" in app.screen.plan_text
+        await pilot.press("enter")
+        await eventually(lambda: "strategy-engine: disarmed (confirmed)" in app.last_message, what="both reported")
+        assert not engine.arm.armed
+        assert "trade-executor: NOT CONFIRMED DISARMED" in app.last_message
+        assert app.last_message.index("trade-executor") < app.last_message.index("strategy-engine")
+
 
 async def test_pause_and_resume_the_selected_daemon_and_no_arm_switch_where_there_is_none(
     stack: Stack, control_dir: Path, writer: tuple[HistoryWriter, asyncio.Task[int]]

@@ -13,10 +13,12 @@ with no block is passed over), and reads the nonce there:
 
 - `used` / `unused`: conclusive;
 - `not_yet`: the final block is not past the deadline yet: ask again later;
-- `unknown`: the block could not be found within `max_calls`, or the node no longer keeps it
-  (an archival node would); the caller keeps the outcome open and says so.
+- `unknown`: the node no longer keeps that block (an archival node would); the caller keeps the
+  outcome open and says so.
 
-RPC failures (`NearRpcError`) propagate: nothing was learned.
+RPC failures (`NearRpcError`) propagate: nothing was learned. So does `LookupsSpent` when the
+search needs more than `max_calls` look-ups (a caller's share of its NEAR RPC budget): the
+headers read so far stay in the `HeaderCache`, and the next call goes on from there.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from __future__ import annotations
 from enum import StrEnum
 
 from daemons.venues.near_intents.near_rpc import BlockHeader, NearRpcClient, NearRpcRequestError
+
+
+class LookupsSpent(Exception):
+    """The search took the `max_calls` look-ups it was given without finding the block: not an
+    outcome, ask again later (the headers read are cached)."""
 
 
 class NonceOutcome(StrEnum):
@@ -78,7 +85,7 @@ async def last_block_at_or_before(rpc: NearRpcClient, deadline_ns: int, final: B
                                   *, block_time_ns: int = 600_000_000, max_calls: int = 24) -> BlockHeader | None:
     """The block with the greatest height whose timestamp is <= `deadline_ns` (timestamps grow
     with height), searching below `final` (which must be past the deadline); None when the node
-    no longer keeps it or `max_calls` look-ups did not find it."""
+    no longer keeps it; `LookupsSpent` when `max_calls` look-ups did not find it."""
     calls = [0]
     hi = final  # a block past the deadline
     # a block at or before the deadline: step back from the estimate, doubling the step
@@ -87,7 +94,7 @@ async def last_block_at_or_before(rpc: NearRpcClient, deadline_ns: int, final: B
     try:
         while lo is None:
             if calls[0] >= max_calls:
-                return None
+                raise LookupsSpent(f"{max_calls} look-ups")
             height = hi.height - step
             probe = await _header(rpc, height, cache, calls)
             if probe is not None and probe.timestamp_ns <= deadline_ns:
@@ -100,7 +107,7 @@ async def last_block_at_or_before(rpc: NearRpcClient, deadline_ns: int, final: B
         floor = lo.height
         while hi.height - floor > 1:
             if calls[0] >= max_calls:
-                return None
+                raise LookupsSpent(f"{max_calls} look-ups")
             mid = (floor + hi.height) // 2
             probe = await _header(rpc, mid, cache, calls)
             top = mid  # heights in (probe.height, top] have no block

@@ -19,7 +19,7 @@ from daemons.venues.near_intents.nep413 import (
     sign_intent,
     versioned_nonce,
 )
-from daemons.venues.near_intents.nonce_outcome import HeaderCache, NonceOutcome, nonce_outcome
+from daemons.venues.near_intents.nonce_outcome import LookupsSpent, HeaderCache, NonceOutcome, nonce_outcome
 from simulators.chain import Chain
 from simulators.near_rpc import NearRpcSimulator
 from simulators.verifier import VerifierState
@@ -111,3 +111,23 @@ async def test_a_deadline_older_than_the_node_keeps_is_unknown(
     nonce = _burn(state, key, deadline, state.chain.now())
     clock.t += 600.0  # 1000 blocks later; the node keeps 200
     assert await _outcome(state, client, key, nonce, deadline) is NonceOutcome.UNKNOWN
+
+
+async def test_a_search_out_of_look_ups_is_no_outcome_and_goes_on_from_its_cache(
+        world: tuple[VerifierState, NearRpcClient], clock: Clock) -> None:
+    """A caller's share of the budget may be smaller than the search needs: that is not
+    `unknown` (which would keep a hold for an operator), only 'not yet', and the headers found
+    are kept, so the next try needs fewer look-ups."""
+    state, client = world
+    key = SignerKey.generate()
+    deadline = state.chain.now() + timedelta(seconds=3)
+    clock.t += 1.0
+    nonce = _burn(state, key, deadline, state.chain.now())
+    clock.t += 60.0  # ~100 blocks later: a few look-ups are needed
+    final = await client.block(finality="final")
+    cache = HeaderCache()
+    with pytest.raises(LookupsSpent):
+        await nonce_outcome(client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, cache,
+                            max_calls=1)
+    assert await nonce_outcome(client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, cache,
+                               max_calls=24) is NonceOutcome.USED
