@@ -31,6 +31,7 @@ from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
 from daemons.core.bus import ensure_topics  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402
+from simulators.envfile import parse_env_file  # noqa: E402
 
 DAEMONS = ("history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
            "near-intents-ingest", "strategy-engine", "trade-executor")
@@ -47,16 +48,6 @@ def pct(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    """The `export KEY=value` lines of an env file written by stack.sh or the simulators."""
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, value = line.removeprefix("export ").split("=", 1)
-            env[key] = value
-    return env
 
 
 @dataclass
@@ -132,7 +123,7 @@ class BenchStack:
         self._stack("up")
         self.logs.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.procs.env = {**os.environ, **read_env(self.directory / "env"), "QL_CONTROL_DIR": str(self.run_dir),
+        self.procs.env = {**os.environ, **parse_env_file(self.directory / "env"), "QL_CONTROL_DIR": str(self.run_dir),
                           **self.daemon_env}
 
     async def up(self, http: aiohttp.ClientSession, *, operator: str, reason: str) -> ControlClient:
@@ -154,7 +145,7 @@ class BenchStack:
             if (sim_dir / "env").is_file() and (sim_dir / "env").stat().st_size:
                 break
             await asyncio.sleep(0.1)
-        sim_env = read_env(sim_dir / "env")
+        sim_env = parse_env_file(sim_dir / "env")
         env.update(sim_env)
         self.relay = sim_env["QL_RELAY_RPC_URL"].removesuffix("/rpc")
         self.near_rpc = sim_env["QL_NEAR_RPC_URL"].split(",")[0]

@@ -21,6 +21,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from simulators.envfile import parse_env_file
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_STACK_DIR = Path(os.environ.get("QL_TEST_STACK_DIR", REPO / ".local" / "test-stack"))
 PG_PORT = int(os.environ.get("QL_TEST_PG_PORT", "25432"))
@@ -93,16 +95,6 @@ def serve_stack(env: dict[str, str]) -> Iterator[Stack]:
     yield Stack(database_url=database_url, kafka_bootstrap=kafka, env=env)
     if os.environ.get("QL_TEST_KEEP_STACK") != "1":
         subprocess.run([STACK_SCRIPT, "down"], env=env, check=False)
-
-
-def parse_env_file(path: Path) -> dict[str, str]:
-    """The `export KEY=value` lines of an env file written by scripts/stack.sh or the simulators."""
-    env = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, value = line.removeprefix("export ").split("=", 1)
-            env[key] = value
-    return env
 
 
 def kafka_options() -> dict[str, Any]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from daemons.core.bus import kafka_auth
+from daemons.core.events import Envelope, EventDecodeError, decode
 from daemons.core.logs import get_logger
 from daemons.core.settings import CoreSettings
 
@@ -26,11 +28,22 @@ class LatestFollower(ABC):
         self.topic = topic
         self.client_id = client_id
         self.error: str | None = None
+        self.undecodable = 0
         self.log = get_logger(client_id, topic=topic)
 
-    @abstractmethod
     def take(self, topic: str, raw: bytes | None) -> None:
-        """One message of the topic, in order per partition."""
+        """One message of the topic, in order per partition: decoded, or counted and logged."""
+        try:
+            event = decode(topic, raw)
+        except EventDecodeError as exc:
+            self.undecodable += 1
+            self.log.warning("event_undecodable", reason=exc.reason)
+            return
+        self.take_event(event)
+
+    @abstractmethod
+    def take_event(self, event: Envelope[Any]) -> None:
+        """One decoded event of the topic."""
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from daemons.core.events import EventDecodeError, IntentInventory, decode, read_behind
+from daemons.core.events import Envelope, IntentInventory, read_behind
 from daemons.core.latest import LatestFollower
 from daemons.core.settings import CoreSettings
 from daemons.trade_executor.gates import InventoryView
@@ -37,15 +37,10 @@ class InventoryFeed(LatestFollower):
         self.on_snapshot = on_snapshot
         self.latest: InventoryView | None = None
         self.snapshots = 0
-        self.undecodable = 0
         self.behind = 0  # snapshots ignored for a block behind the one held
 
-    def take(self, topic: str, raw: bytes | None) -> None:
-        try:
-            event = decode(topic, raw)
-        except EventDecodeError as exc:
-            self.undecodable += 1
-            self.log.warning("inventory_snapshot_undecodable", reason=exc.reason)
+    def take_event(self, event: Envelope[Any]) -> None:
+        if not isinstance(event.payload, IntentInventory):
             return
         view = view_of(event.payload, event.observed_at)
         if self.latest is not None and view.observed_at < self.latest.observed_at:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from daemons.core.events import EventDecodeError, MarketPrice, decode
+from daemons.core.events import Envelope, MarketPrice
 from daemons.core.latest import LatestFollower
 from daemons.core.settings import CoreSettings
 from daemons.trade_executor.gates import PriceView
@@ -28,15 +28,8 @@ class PriceFeed(LatestFollower):
         super().__init__(settings, TOPIC, "trade-executor-price")
         self.latest: PriceView | None = None
         self.prices = 0
-        self.undecodable = 0
 
-    def take(self, topic: str, raw: bytes | None) -> None:
-        try:
-            event = decode(topic, raw)
-        except EventDecodeError as exc:
-            self.undecodable += 1
-            self.log.warning("market_price_undecodable", reason=exc.reason)
-            return
+    def take_event(self, event: Envelope[Any]) -> None:
         if not isinstance(event.payload, MarketPrice):
             return
         if self.latest is not None and event.observed_at < self.latest.observed_at:

@@ -1147,6 +1147,10 @@ class TradeExecutor(Service):
     # --- inventory ------------------------------------------------------------------------------
 
     def _on_snapshot(self, view: InventoryView, results_through: dict[int, int] | None) -> None:
+        # only the signer's own balances prove a settlement of its answers is in them
+        signer = self.signer.account_id or self.cfg.signer_account_id
+        if view.account_id is not None and signer is not None and view.account_id != signer:
+            return
         self.book.forget_covered(results_through)
 
     async def _place_recovered(self) -> None:

@@ -24,7 +24,7 @@ import aiohttp
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.control import socket_path
-from tests.conftest import parse_env_file
+from simulators.envfile import parse_env_file
 
 REPO = Path(__file__).resolve().parents[2]
 

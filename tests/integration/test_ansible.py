@@ -100,7 +100,12 @@ def host_state() -> dict[str, object]:
     return state
 
 
-def secrets_file(tmp_path: Path, **values: str) -> str:
+KAFKA_PASSWORDS = {name: f"not-a-kafka-password-{i}" for i, name in enumerate(
+    ("admin", "history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
+     "near-intents-ingest", "strategy-engine", "trade-executor"))}
+
+
+def secrets_file(tmp_path: Path, **values: object) -> str:
     """Throwaway secrets as an operator's vault would hold them (never real ones)."""
     path = tmp_path / "secrets.yml"
     path.write_text("".join(f"{k}: {v!r}\n" for k, v in values.items()))
@@ -133,13 +138,14 @@ def test_check_mode_against_localhost_passes_and_changes_nothing(tmp_path: Path)
         quoteloop_signer_key="ed25519:not-a-real-key",
         quoteloop_relay_jwt="not.a.jwt",
         quoteloop_coingecko_api_key="not-a-key",
+        quoteloop_kafka_passwords=KAFKA_PASSWORDS,
     ))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     recap = output[output.index("PLAY RECAP"):]
     assert "failed=0" in recap and "unreachable=0" in recap, recap
     # the secrets are never printed, not even in check mode
-    for secret in ("not-a-real-key", "not.a.jwt", "not-a-key"):
+    for secret in ("not-a-real-key", "not.a.jwt", "not-a-key", *KAFKA_PASSWORDS.values()):
         assert secret not in output
     # what the run evaluated: the source, the settings, the secrets and the units
     for task in ("Copy the source", "Write the settings", "Write the secrets", "Install the units and the target",
@@ -153,15 +159,22 @@ def test_check_mode_refuses_missing_secrets_and_secret_settings(tmp_path: Path) 
     debian_target()
     if Path("/etc/quoteloop/secrets/signer-key").exists():
         pytest.skip("this machine has a signer key installed")
-    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_relay_jwt="not.a.jwt"))
+    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_relay_jwt="not.a.jwt",
+                                                     quoteloop_kafka_passwords=KAFKA_PASSWORDS))
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "quoteloop_signer_key is empty" in output, output[-4000:]
     # a secret's path in the settings would override the credential the unit hands over
-    result = check_mode(tmp_path, "-e", '{"quoteloop_env_extra": {"QL_SIGNER_KEY_FILE": "/tmp/key"}}')
+    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_kafka_passwords=KAFKA_PASSWORDS),
+                        "-e", '{"quoteloop_env_extra": {"QL_SIGNER_KEY_FILE": "/tmp/key"}}')
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "quoteloop_env_extra takes QL_* names only" in output, output[-4000:]
+    # the broker cannot be formatted without every principal's password
+    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_signer_key="ed25519:not-a-real-key",
+                                                     quoteloop_relay_jwt="not.a.jwt"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "quoteloop_kafka_passwords has no admin password" in output, output[-4000:]
 
 
 def test_settings_template_carries_no_secret_settings() -> None:

@@ -203,7 +203,10 @@ def test_secrets_are_credentials_and_only_where_needed(service: str) -> None:
         assert "coingecko-api-key" not in " ".join(base.get("LoadCredential", []))
     else:
         assert "coingecko-api-key" not in loaded
-    assert set(loaded) <= set(CREDENTIALS) | {"coingecko-api-key"}
+    # every daemon logs in to Kafka as itself, with its own password only
+    assert loaded.get("kafka-password") == f"/etc/quoteloop/secrets/kafka-{service}"
+    assert env.get("QL_KAFKA_USERNAME") == service and env.get("QL_KAFKA_PASSWORD_FILE") == "%d/kafka-password"
+    assert set(loaded) <= set(CREDENTIALS) | {"coingecko-api-key", "kafka-password"}
 
 
 # --- systemd's own verdicts ------------------------------------------------------------------

@@ -231,7 +231,8 @@ class Harness:
                 return resp.status, await resp.json()
 
     async def inventory(self, eure: int = 10_000 * EURE, btc: int = 10**8, *, stale: bool = False,
-                        age_ms: int = 0, results_through: dict[int, int] | None | Literal["now"] = "now") -> str:
+                        age_ms: int = 0, results_through: dict[int, int] | None | Literal["now"] = "now",
+                        account: str = ACCOUNT) -> str:
         """Publish a `state.intent_inventory` snapshot and wait until the executor holds it. By
         default it covers every result published so far, as a covering reading of inventory-sync
         would; None: it proves nothing about settlements."""
@@ -242,7 +243,7 @@ class Harness:
         btc_asset, eure_asset = sample.assets[0], sample.assets[1]
         inventory_id = str(uuid.uuid4())
         snapshot = sample.model_copy(update={
-            "inventory_id": inventory_id, "account_id": ACCOUNT, "stale": stale, "age_ms": age_ms,
+            "inventory_id": inventory_id, "account_id": account, "stale": stale, "age_ms": age_ms,
             "synced_at": datetime.now(UTC), "results_through": results_through,
             "assets": [btc_asset.model_copy(update={"asset_id": NBTC_ID, "spendable": btc}),
                        eure_asset.model_copy(update={"asset_id": EURE_ID, "spendable": eure})],
@@ -382,11 +383,15 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
     # whose head was read before the settled result existed (a `final` read trails the chain)
     # proves nothing, one whose results_through passes that result does
     assert svc.book.reserved(EURE_ID) == GIVE
-    ends = await harness.results_end()
+    # what a snapshot must reach: one past the settled result's own offset (other results may
+    # follow it on the shared topic, so the topic's end would say nothing about this one)
+    needs = await eventually(lambda: svc.book.settled.get(cid, (None,))[0], what="the settled result placed")
     await harness.inventory(results_through=None)
-    await harness.inventory(results_through={p: o - 1 for p, o in ends.items()})
+    await harness.inventory(results_through={p: o - 1 for p, o in needs.items()})
     assert svc.book.reserved(EURE_ID) == GIVE
-    await harness.inventory(results_through=ends)
+    await harness.inventory(results_through=needs, account="someone-else.near")  # not the signer's balances
+    assert svc.book.reserved(EURE_ID) == GIVE
+    await harness.inventory(results_through=needs)
     assert svc.book.reserved(EURE_ID) == 0
     assert await harness.statuses(cid) == ["acknowledged", "settled"]  # each result exactly once
     status, state = await harness.control("GET", "/state")
