@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
+from daemons.core.acls import ensure_acls  # noqa: E402
 from daemons.core.bus import ensure_topics  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402
@@ -133,6 +134,7 @@ class BenchStack:
         subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=env, check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
         await ensure_topics(self.settings())
+        await ensure_acls(self.settings())  # each daemon logs in as itself (scripts/stack.sh)
         sock = self.directory / "pg" / "sock"
         if (sock / f".s.PGSQL.{self.pg_port}").exists():
             # as deployed (the playbook's QL_DATABASE_URL is the Unix socket), not loopback TCP

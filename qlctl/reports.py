@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from daemons.core.db import DB_ERRORS, connect_pool
+from daemons.core.events import RefusalCode
 from qlctl.client import ClientError
 
 _SINCE = re.compile(r"^(\d+)\s*(s|m|h|d)$")
@@ -97,6 +98,24 @@ class Reports:
             since, examples,
         )
         return [dict(r) for r in rows]
+
+    # --- refusals -----------------------------------------------------------------------------
+
+    async def refusals(self, since: timedelta) -> list[dict[str, Any]]:
+        """trade-executor's refused and not-sent answers by `reason_code`, each marked as one of
+        its own checks (`RefusalCode`) or the venue's rejection code."""
+        rows = await self.pool.fetch(
+            """
+            SELECT status, event->'payload'->>'reason_code' AS reason_code, count(*) AS n,
+                   max(occurred_at) AS latest, (array_agg(quote_id ORDER BY occurred_at DESC))[1] AS example
+            FROM trade_execution_results
+            WHERE occurred_at >= now() - $1::interval AND status IN ('refused', 'rejected')
+            GROUP BY status, reason_code ORDER BY n DESC
+            """,
+            since,
+        )
+        own = {c.value for c in RefusalCode}
+        return [{**dict(r), "source": "executor" if r["reason_code"] in own else "venue"} for r in rows]
 
     # --- funding ------------------------------------------------------------------------------
 

@@ -60,6 +60,17 @@ def skipped(since: Since = "1h", as_json: AsJson = False) -> None:
         print_rows(f"skipped in the last {since}", rows, ["decision_reason", "n", "examples", "latest"])
 
 
+@app.command("refusals")
+def refusals(since: Since = "1h", as_json: AsJson = False) -> None:
+    """trade-executor's refusals and not-sent answers by reason code (its own checks or the venue's)."""
+    rows = _query(lambda r: r.refusals(parse_since(since)))
+    if as_json:
+        print_json(rows)
+    else:
+        print_rows(f"executor refusals in the last {since}", rows,
+                   ["status", "reason_code", "source", "n", "example", "latest"])
+
+
 @app.command("funding")
 def funding(pending: Annotated[bool, typer.Option("--pending", help="Only funding still pending")] = False,
             as_json: AsJson = False) -> None:

@@ -41,11 +41,18 @@ async def test_chain_skipped_inventory_latency_and_funding(stack: Stack, control
         "quote_id": qid, "command_id": command.command_id, "status": "acknowledged", "reason": None,
         "command_received_at": t0 + timedelta(milliseconds=4), "signed_at": t0 + timedelta(milliseconds=5),
         "sent_at": t0 + timedelta(milliseconds=6), "venue_answered_at": t0 + timedelta(milliseconds=9)})
+    over = s["exec.trade_result"].model_copy(update={
+        "quote_id": f"q-{uuid.uuid4()}", "status": "refused", "reason_code": "over_exposure_ceiling",
+        "reason": "live answers would give too much"})
+    venue = s["exec.trade_result"].model_copy(update={
+        "quote_id": f"q-{uuid.uuid4()}", "status": "rejected", "reason_code": "INSUFFICIENT_BALANCE",
+        "reason": "insufficient balance"})
     skipped_qid = f"q-{uuid.uuid4()}"
     skipped = s["decision.trade_decision"].model_copy(update={"quote_id": skipped_qid,
                                                               "decision_reason": "PRICE_STALE"})
     events = [new_event(demand, producer=SRC, pair="BTC/EURe"), price, inv,
-              *(new_event(p, producer=SRC, pair="BTC/EURe") for p in (decision, command, result, skipped))]
+              *(new_event(p, producer=SRC, pair="BTC/EURe") for p in (decision, command, result, skipped, over,
+                                                                         venue))]
     await store(pool, events)
 
     code, out, err = await qlctl(stack, control_dir, "report", "chain", qid, "--json")
@@ -61,6 +68,11 @@ async def test_chain_skipped_inventory_latency_and_funding(stack: Stack, control
     code, out, _ = await qlctl(stack, control_dir, "report", "skipped", "--since", "1h", "--json")
     by_reason = {r["decision_reason"]: r for r in orjson.loads(out)}
     assert code == 0 and by_reason["PRICE_STALE"]["n"] >= 1
+
+    code, out, _ = await qlctl(stack, control_dir, "report", "refusals", "--since", "1h", "--json")
+    by_code = {r["reason_code"]: r for r in orjson.loads(out)}
+    assert code == 0 and by_code["over_exposure_ceiling"]["source"] == "executor"
+    assert by_code["INSUFFICIENT_BALANCE"]["source"] == "venue" and by_code["INSUFFICIENT_BALANCE"]["n"] >= 1
 
     code, out, _ = await qlctl(stack, control_dir, "report", "inventory", "--json")
     assert code == 0 and "assets" in orjson.loads(out)
