@@ -233,7 +233,8 @@ class StrategyEngine(Service):
         if before is not None:
             await before
         for item in sent:
-            await self._acked(item)
+            if not await self._acked(item):
+                return  # draining with it unacknowledged: uncommitted, read again at the next start
         try:
             await consumer.commit(offsets)
         except KafkaError as exc:
@@ -291,20 +292,22 @@ class StrategyEngine(Service):
         finally:
             await reader.stop()
 
-    async def _acked(self, item: Sent) -> None:
+    async def _acked(self, item: Sent) -> bool:
         """Wait for the broker's acknowledgement of `item`, sending it again until there is one
         (the same event: history-writer keeps one row per event id; a late command is refused by
-        the executor as past its answer_by, with a result)."""
+        the executor as past its answer_by, with a result). False: a drain came first."""
         ack, delay = item.ack, 0.5
         while True:
             try:
                 await ack
-                return
+                return True
             except (KafkaError, OSError) as exc:
                 self.kafka_error = f"{exc.__class__.__name__}: {exc}"
                 self.log.warning("publish_unacknowledged_resending", event_id=str(item.event.event_id),
                                  event_type=item.event.event_type, error=str(exc))
             while True:
+                if self.drain_requested.is_set():
+                    return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 try:
