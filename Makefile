@@ -64,7 +64,7 @@ down: ## stop daemons and the local stack
 	$(WITH_STACK) scripts/stack.sh down
 
 # `make test` is what CI runs (.ci/run): the default suite, then the fault matrix in its short CI
-# mode (QL_FAULT_SOAK_S=0 whatever the environment says; the soak is `make test-faults` on purpose).
+# mode (QL_FAULT_SOAK_S=0 whatever the environment says: no soak; the soak is `make test-faults` on purpose).
 # Two pytest sessions, each starting its own stack (the matrix's from empty, in .local/fault-stack).
 # PYTEST_ARGS applies to the default suite only (a -k for it would deselect the whole matrix);
 # FAULT_ARGS to the matrix.
@@ -74,7 +74,7 @@ test: venv deps ## the default suite, then the fault matrix in CI mode (the harn
 	$(VENV)/bin/python -m pytest -q tests --ignore=tests/faults $(PYTEST_ARGS)
 	QL_FAULT_SOAK_S=0 $(VENV)/bin/python -m pytest -q tests/faults $(FAULT_ARGS)
 
-test-faults: venv deps ## fault matrix alone on real daemon processes (own stack; QL_FAULT_SOAK_S=60 for a soak); FAULT_ARGS=...
+test-faults: venv deps ## fault matrix alone on real daemon processes (own stack; QL_FAULT_SOAK_S=600 adds the soak); FAULT_ARGS=...
 	$(VENV)/bin/python -m pytest -q tests/faults $(FAULT_ARGS) $(PYTEST_ARGS)
 
 bench-history: venv deps ## history-writer durable events/s vs COPY (own stack, run on purpose)

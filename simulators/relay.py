@@ -38,7 +38,9 @@ What it models:
 Faults (`POST /_sim/fault`): `refuse_upgrade` (HTTP 503), `close_on_connect` (accept, then close
 at once), `disconnect` (close on the next client frame), `malformed_next` (the next event frame is
 broken JSON), `drop_responses` (quote_response is checked but never answered), `hold_responses`
-(its reply is held until `POST /_sim/release`, so it arrives late), `drop_subscribe`
+(its reply is held until `POST /_sim/release`, so it arrives late), `drop_status_frames` (a
+guaranteed quote_status frame is lost on the way; unacknowledged, it is delivered again),
+`lose_status` (a status is never sent nor queued), `drop_subscribe`
 (subscribe is never answered), `rpc_http_500`, `rpc_hang` (held until the client gives up).
 `POST /_sim/disconnect` closes every live WebSocket now.
 
@@ -52,7 +54,9 @@ the simulated verifier (funding a benchmark run beyond what the runner credits).
 
 Sim-only choices (the real wording is UNDOCUMENTED): the JSON-RPC error strings for an unknown
 quote, a closed quote, bad params and unknown methods; burn intents report NOT_FOUND_OR_NOT_VALID.
-Every frame received is recorded in `/_sim/seen` (the JWT never is).
+Every frame received is recorded in `/_sim/seen` (the JWT never is). The venue's own record of
+requests sent and answers received, with the verifier's balances at each answer and when each
+answer's nonce was consumed, is `GET /_sim/book` (`simulators/answer_book.py`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 
 from daemons.venues.near_intents.nep413 import MalformedPayload, quote_hash, signed_data_digest
+from simulators.answer_book import AnswerBook
 from simulators.base import SimServer, serve_standalone
 from simulators.verifier import CheckedAnswer, Settlement, VerifierError, VerifierState, gross_up, token_fee_pips
 
@@ -202,6 +207,9 @@ class RelaySimulator(SimServer):
         self.answer_delay_ns: dict[str, int] = {}
         self.loads: dict[int, dict[str, Any]] = {}
         self._closed_quotes = 0  # quotes whose window closed, for `take_fraction`
+        # the venue's own record of requests sent and answers received (`GET /_sim/book`)
+        self.book = AnswerBook()
+        verifier.nonce_listeners.append(self.book.nonce_spent)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -251,6 +259,7 @@ class RelaySimulator(SimServer):
         self.request_sent.clear()
         self.answer_delay_ns.clear()
         self.loads.clear()
+        self.book.clear()
 
     def extra_sim_state(self) -> dict[str, Any]:
         return {
@@ -284,6 +293,7 @@ class RelaySimulator(SimServer):
         app.router.add_post("/_sim/config", self._sim_config)
         app.router.add_post("/_sim/release", self._sim_release)
         app.router.add_get("/_sim/timing", self._sim_timing)
+        app.router.add_get("/_sim/book", self._sim_book)
         app.router.add_post("/_sim/load", self._sim_load)
         app.router.add_post("/_sim/credit", self._sim_credit)
 
@@ -352,6 +362,15 @@ class RelaySimulator(SimServer):
             self.request_sent.clear()
             self.answer_delay_ns.clear()
         return web.json_response(body)
+
+    async def _sim_book(self, request: web.Request) -> web.Response:
+        try:
+            answers_from = max(0, int(request.query.get("answers_from", "0")))
+            requests_from = max(0, int(request.query.get("requests_from", "0")))
+        except ValueError:
+            return web.json_response({"error": "answers_from and requests_from are integers"}, status=400)
+        return web.json_response({**self.book.page(answers_from, requests_from), "held_replies": len(self._held),
+                                  "counts": dict(self.counts)})
 
     async def _sim_load(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -568,6 +587,11 @@ class RelaySimulator(SimServer):
                 record.refused.append(exc.message)
             else:
                 record.answers.append(answer)
+                self.book.accepted(answer.quote_id, answer.signer_id, answer.nonce, answer.deadline.timestamp(),
+                                   {t: -d for t, d in answer.diff.items() if d < 0},
+                                   self.verifier.balances_of(answer.signer_id))
+        if error is not None:
+            self.book.refused(str(response.get("quote_id")), error)
         self._count("answers_refused" if error else "answers_ok")
         if drop:
             # The answer was processed; only the reply is lost: the client must treat it as uncertain.
@@ -667,6 +691,7 @@ class RelaySimulator(SimServer):
                     sent += 1
         if sent and track and not omit:
             self.request_sent.setdefault(qid, (time.perf_counter_ns(), time.time()))
+            self.book.request_sent(qid, sent)
         self._count("quotes_sent", sent)
         return {"quote_id": qid, "sent": sent, "data": data}
 
@@ -721,6 +746,7 @@ class RelaySimulator(SimServer):
                 self.record("settle_failed", quote_id=quote_id, quote_hash=chosen.quote_hash, error=exc.message)
             else:
                 self.settlements.append(settlement)
+                self.book.settled(chosen.signer_id, chosen.nonce, settlement.tx_hash)
                 self._count("settled")
                 # the status goes out once the block holding the execution is produced
                 tx = self.verifier.transactions.get(settlement.tx_hash)
@@ -776,6 +802,11 @@ class RelaySimulator(SimServer):
 
     async def _deliver_guaranteed(self, conn: _Conn, sid: str, seq: int, pending: _Pending) -> None:
         pending.sent_at = asyncio.get_running_loop().time()
+        if self.faults.take("drop_status_frames"):
+            # lost on the way: still unacknowledged, so the redelivery (or the next guaranteed
+            # subscribe) sends it again
+            self._count("status_frames_dropped")
+            return
         await self._send_event(conn, self._frame(sid, pending.data, "event", seq=seq))
         self._count("status_sent")
 

@@ -325,6 +325,9 @@ class VerifierState:
         self.transactions: dict[str, TxRecord] = {}
         # Called with each executed withdrawal, e.g. the POA bridge simulator seeing the burn.
         self.withdrawal_listeners: list[Callable[[FtWithdrawal], None]] = []
+        # Called with (account, nonce) whenever a nonce is consumed, on chain or by the relay's
+        # in-memory cancel: the venue's record of answers marks the answer unable to run.
+        self.nonce_listeners: list[Callable[[str, bytes], None]] = []
 
     # --- balances ------------------------------------------------------------------------
 
@@ -487,6 +490,11 @@ class VerifierState:
 
     def _commit_nonce(self, account_id: str, nonce: bytes) -> None:
         self._nonces.setdefault(account_id, {})[nonce] = self.chain.pending_height()
+        self._nonce_spent(account_id, nonce)
+
+    def _nonce_spent(self, account_id: str, nonce: bytes) -> None:
+        for listener in list(self.nonce_listeners):
+            listener(account_id, nonce)
 
     def record_tx(self, tx_hash: str, signer_id: str, method_name: str, logs: Iterable[str] = ()) -> TxRecord:
         tx = TxRecord(tx_hash, self.chain.pending_height(), signer_id, self.contract_id, method_name, tuple(logs))
@@ -742,6 +750,7 @@ class VerifierState:
                 self._commit_nonce(v.signer_id, v.nonce)
             else:
                 self._relay_burned.setdefault(v.signer_id, set()).add(v.nonce)
+                self._nonce_spent(v.signer_id, v.nonce)
         if on_chain and checked:
             self.record_tx(_fresh_hash(), checked[0].signer_id, "execute_intents")
         return [v.intent_hash for v in checked]

@@ -57,6 +57,7 @@ from daemons.core.bus import Delivery, EventConsumer, EventProducer, Placed, nex
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
+from daemons.core.failpoints import failpoint
 from daemons.core.events import Envelope, ExecuteTrade, RefusalCode, TradeResult, new_event, now_utc
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
@@ -496,6 +497,7 @@ class TradeExecutor(Service):
             )
             if submitted is None:
                 raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
+            failpoint("trade-executor.after_submitted")  # signed and durable, not yet sent
             self.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
             sent_at = now_utc()
             # the last check, with no await between it and the frame's write: once /disarm has

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,24 +41,6 @@ SIZES = [5_000, 500_000, 3 * 10**18]
 OPERATOR = {"operator": "fault-matrix", "reason": "fault matrix run"}
 
 
-def quote_responses(seen: list[dict[str, Any]]) -> list[tuple[float, str]]:
-    """(time, quote_id) of every `quote_response` frame the relay simulator received."""
-    out: list[tuple[float, str]] = []
-    for item in seen:
-        if item.get("kind") != "ws_in" or '"quote_response"' not in item.get("text", ""):
-            continue
-        try:
-            frame = json.loads(item["text"])
-        except ValueError:
-            continue
-        params = frame.get("params")
-        if frame.get("method") == "quote_response" and isinstance(params, list):
-            for p in params:
-                if isinstance(p, dict) and "quote_id" in p:
-                    out.append((float(item.get("at", 0.0)), str(p["quote_id"])))
-    return out
-
-
 @dataclass
 class Proc:
     name: str
@@ -66,12 +48,6 @@ class Proc:
     log: Path
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
-
-
-@dataclass
-class Violation:
-    what: str
-    detail: str
 
 
 @dataclass
@@ -84,9 +60,17 @@ class FaultLoop:
     procs: dict[str, Proc] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     sim_urls: dict[str, str] = field(default_factory=dict)
-    violations: list[Violation] = field(default_factory=list)
-    monitor_task: asyncio.Task[None] | None = None
-    samples: int = 0
+    # the venue's record (`GET /_sim/book` of the relay simulator), fetched incrementally
+    venue_answers: list[dict[str, Any]] = field(default_factory=list)
+    venue_requests: list[dict[str, Any]] = field(default_factory=list)
+    _answers_stable: int = 0  # answers before this index can no longer change (past deadline)
+    # answer-based invariants judge the venue's record from here on (see `check_invariants`)
+    judged_until: float = 0.0
+    # windows in which a fault may lose quote requests on their way in (a killed reader, a
+    # closing connection, a broker away): requests sent then need no raw row
+    excused: list[tuple[float, float]] = field(default_factory=list)
+    held_replies: int = 0  # quote_response replies the relay holds back (fault `hold_responses`)
+    start_offsets: dict[Any, int] = field(default_factory=dict)  # Kafka ends at the last check
 
     # --- processes ---------------------------------------------------------------------------
 
@@ -100,12 +84,12 @@ class FaultLoop:
             env |= {"QL_KAFKA_USERNAME": name, "QL_KAFKA_PASSWORD_FILE": str(own)}
         return env
 
-    async def _spawn(self, proc: Proc, args: list[str]) -> None:
+    async def _spawn(self, proc: Proc, args: list[str], extra_env: dict[str, str] | None = None) -> None:
         proc.log.parent.mkdir(parents=True, exist_ok=True)
         log = proc.log.open("ab")
         try:
             proc.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", proc.module, *args, cwd=REPO, env=self._env_of(proc.name),
+                sys.executable, "-m", proc.module, *args, cwd=REPO, env=self._env_of(proc.name) | (extra_env or {}),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True)
         finally:
@@ -139,12 +123,12 @@ class FaultLoop:
             "coingecko": sim_env["QL_COINGECKO_URL"].removesuffix("/api/v3"),
         }
 
-    async def start(self, name: str) -> None:
+    async def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         proc = self.procs.get(name) or Proc(name, f"daemons.{name.replace('-', '_')}",
                                              self.run_dir / "logs" / f"{name}.log")
         self.procs[name] = proc
         socket_path(self.control_dir, name).unlink(missing_ok=True)
-        await self._spawn(proc, [])
+        await self._spawn(proc, [], extra_env)
         await self.wait_control(name)
 
     async def wait_control(self, name: str, timeout: float = 60.0) -> None:
@@ -165,6 +149,12 @@ class FaultLoop:
         proc = self.procs[name].process
         assert proc is not None and proc.returncode is None, f"{name} is not running"
         return proc.pid
+
+    async def exited(self, name: str, timeout: float) -> int:
+        """Wait for a daemon to exit by itself (a crash point); its exit code."""
+        proc = self.procs[name].process
+        assert proc is not None
+        return await asyncio.wait_for(proc.wait(), timeout)
 
     async def kill9(self, name: str) -> None:
         proc = self.procs[name].process
@@ -218,12 +208,34 @@ class FaultLoop:
         _, body = await self.control(name, "GET", "/state")
         return body if isinstance(body, dict) else {}
 
-    async def relay_seen(self) -> dict[str, Any]:
-        seen: dict[str, Any] = await self.sim("relay", "GET", "/_sim/seen")
-        return seen
+    async def book(self) -> list[dict[str, Any]]:
+        """The relay simulator's record, brought up to date: every quote_response it received
+        (accepted or refused, in arrival order) — also what `venue_requests` extends.
+
+        An accepted answer's record changes until its deadline (its nonce spent, its settlement),
+        so the tail from the first answer that may still change is fetched again each time."""
+        fetched_at = time.time()
+        page = await self.sim("relay", "GET", f"/_sim/book?answers_from={self._answers_stable}"
+                                               f"&requests_from={len(self.venue_requests)}")
+        del self.venue_answers[self._answers_stable:]
+        self.venue_answers.extend(page["answers"])
+        self.venue_requests.extend(page["requests"])
+        self.held_replies = int(page.get("held_replies", 0))
+        i = self._answers_stable
+        while i < len(self.venue_answers):
+            a = self.venue_answers[i]
+            if a["accepted"] and (a["deadline"] or 0) >= fetched_at - 1.0:
+                break
+            i += 1
+        self._answers_stable = i
+        return self.venue_answers
 
     async def answers(self) -> list[tuple[float, str]]:
-        return quote_responses((await self.relay_seen())["seen"])
+        """(relay time, quote_id) of every quote_response the relay received."""
+        return [(a["at"], a["quote_id"]) for a in await self.book()]
+
+    async def settled_count(self) -> int:
+        return sum(1 for a in await self.book() if a.get("settled_tx"))
 
     # --- trading -----------------------------------------------------------------------------
 
@@ -253,18 +265,20 @@ class FaultLoop:
             "seed": int(time.time())})
         return int(reply["scenario_id"])
 
-    async def wait_new_answers(self, count: int, timeout: float, what: str = "") -> list[tuple[float, str]]:
-        """Wait until `count` more quote_response frames than now reach the relay."""
-        before = len(await self.answers())
+    async def wait_new_answers(self, count: int, timeout: float, what: str = "",
+                               settled: int = 0) -> list[dict[str, Any]]:
+        """Wait until the relay has accepted `count` more answers than now, and has settled
+        `settled` of the answers from now on; those new answers."""
+        before = len(await self.book())
         deadline = time.monotonic() + timeout
         while True:
-            now = await self.answers()
-            if len(now) >= before + count:
-                return now[before:]
+            new = [a for a in (await self.book())[before:] if a["accepted"]]
+            if len(new) >= count and sum(1 for a in new if a.get("settled_tx")) >= settled:
+                return new
             if time.monotonic() > deadline:
-                raise AssertionError(f"no recovery{': ' + what if what else ''}: {len(now) - before} of {count} "
-                                     f"new answers in {timeout}s; alive={self.alive()}; "
-                                     f"unhealthy={await self.unhealthy()}")
+                raise AssertionError(f"no recovery{': ' + what if what else ''}: {len(new)} of {count} new answers "
+                                     f"({sum(1 for a in new if a.get('settled_tx'))} of {settled} settled) in "
+                                     f"{timeout}s; alive={self.alive()}; unhealthy={await self.unhealthy()}")
             await asyncio.sleep(0.5)
 
     async def unhealthy(self) -> dict[str, Any]:
@@ -282,37 +296,38 @@ class FaultLoop:
                 out[name] = st.get("reasons")
         return out
 
-    # --- continuous invariant: reservations never above credited ------------------------------
 
-    def start_monitor(self, account: str, every_s: float = 0.25) -> None:
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(every_s)
-                with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
-                    await self._check_reservations(account)
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (from /proc), root first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
-        self.monitor_task = asyncio.create_task(watch())
 
-    async def _check_reservations(self, account: str) -> None:
-        seen = await self.relay_seen()
-        balances = seen.get("verifier", {}).get("balances", {}).get(account, {})
-        for service in ARMED_DAEMONS:
-            if not self.alive().get(service):
-                continue
-            try:
-                st = await self.state(service)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                continue
-            for asset, reserved in (st.get("reserved") or {}).items():
-                credited = int(balances.get(asset, 0))
-                self.samples += 1
-                if int(reserved) > credited:
-                    self.violations.append(Violation(
-                        "reservations above credited", f"{service} reserves {reserved} of {asset}, credited {credited}"))
-
-    async def stop_monitor(self) -> None:
-        if self.monitor_task is not None:
-            self.monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.monitor_task
-            self.monitor_task = None
+@contextlib.contextmanager
+def frozen(pid: int) -> Iterator[list[int]]:
+    """SIGSTOP a process and everything below it (a hung server: connections stay open, nothing
+    answers), SIGCONT them all on the way out whatever happens."""
+    pids = process_tree(pid)
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGCONT)

@@ -1,7 +1,11 @@
-"""The fault matrix's invariants, checked against Kafka, PostgreSQL and the relay simulator.
+"""The fault matrix's invariants, judged from the other side: the venue's own record (the relay
+simulator's `/_sim/book`: every request it sent, every answer it received with the verifier's
+balances at that instant and when the answer's nonce was consumed), Kafka and PostgreSQL —
+never a daemon's `/state` or logs.
 
-Each check returns a list of human-readable violations (empty: the invariant holds), so one
-fault's row in the summary table can name every invariant it broke, not only the first.
+Each check returns a `Judged`: how many samples it saw (too few is itself a failure: a run with
+nothing answered proves nothing), every violation in words (so one fault's row in the summary
+names every invariant it broke), and its worst margin for the summary table.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from daemons.core.assets import REGISTRY
 from daemons.core.events import TOPICS
 from tests.conftest import kafka_options
 
@@ -72,9 +77,10 @@ async def produced_since(bootstrap: str, start: dict[TopicPartition, int]) -> di
 
 
 async def events_lost(pool: asyncpg.Pool, bootstrap: str, start: dict[TopicPartition, int],
-                      timeout: float = 90.0) -> list[str]:
+                      min_samples: int = 1, timeout: float = 90.0) -> Judged:
     """Every event produced since `start` is in its PostgreSQL table, exactly once."""
     produced = await produced_since(bootstrap, start)
+    total = sum(len(ids) for ids in produced.values())
     deadline = time.monotonic() + timeout
     while True:
         problems: list[str] = []
@@ -93,34 +99,103 @@ async def events_lost(pool: asyncpg.Pool, bootstrap: str, start: dict[TopicParti
             if twice:
                 problems.append(f"{topic}: {len(twice)} events stored more than once")
         if not problems or time.monotonic() > deadline:
-            return problems
+            return Judged("events stored", total, problems, min_samples=min_samples)
         await asyncio.sleep(1.0)
 
 
-def answered_twice(answers: list[tuple[float, str]]) -> list[str]:
-    counts = Counter(q for _, q in answers)
-    twice = {q: n for q, n in counts.items() if n > 1}
-    return [f"{len(twice)} quotes answered more than once: {dict(list(twice.items())[:3])}"] if twice else []
+@dataclass
+class Judged:
+    """One invariant over one row: how many samples it judged, what broke, its worst margin."""
+
+    name: str
+    samples: int
+    problems: list[str]
+    margin: str = ""
+    min_samples: int = 1
+
+    def all_problems(self) -> list[str]:
+        if self.samples < self.min_samples:
+            return [f"{self.name}: only {self.samples} samples (at least {self.min_samples} needed)", *self.problems]
+        return [f"{self.name}: {p}" for p in self.problems]
+
+    def figure(self) -> str:
+        return f"{self.name} {self.samples}" + (f" ({self.margin})" if self.margin else "")
 
 
-async def answers_without_armed_fresh_decision(pool: asyncpg.Pool, answers: list[tuple[float, str]]) -> list[str]:
-    """Every answer the relay received comes from an `execute` decision taken armed, on a
-    decisionable price and a non-stale inventory snapshot, with a command behind it."""
-    quote_ids = sorted({q for _, q in answers})
+def in_units(token: str, base_units: int) -> str:
+    """`BTC 0.00166648`: the asset's symbol and amount for the summary table (the raw token id
+    and base units when the registry does not know it)."""
+    asset = REGISTRY.get(token)
+    return f"{asset.symbol} {format(asset.to_units(base_units), 'f')}" if asset else f"{token} {base_units}"
+
+
+def in_window(answers: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+    return [a for a in answers if start <= a["at"] < end]
+
+
+def over_commitment(answers: list[dict[str, Any]], start: float, end: float, min_samples: int = 1) -> Judged:
+    """At every answer the venue accepted in [start, end): the gives of the signer's answers
+    still able to execute then (accepted, deadline not passed, nonce not yet consumed) sum, per
+    token, to no more than the balance the verifier credited the signer with at that instant.
+    Computed over the whole record (answers from before `start` still count while live)."""
+    live: list[dict[str, Any]] = []
+    problems: list[str] = []
+    samples = 0
+    worst: dict[str, int] = {}
+    for a in sorted((x for x in answers if x["accepted"]), key=lambda x: x["at"]):
+        t = a["at"]
+        if t >= end:
+            break
+        live = [x for x in live if x["deadline"] > t and (x["spent_at"] is None or x["spent_at"] > t)]
+        live.append(a)
+        if t < start:
+            continue
+        samples += 1
+        mine = [x for x in live if x["signer_id"] == a["signer_id"]]
+        for token in {tok for x in mine for tok in x["gives"]}:
+            committed = sum(int(x["gives"].get(token, 0)) for x in mine)
+            margin = int(a["credited"].get(token, "0")) - committed
+            worst[token] = min(worst.get(token, margin), margin)
+            if margin < 0:
+                problems.append(f"at {t:.3f} ({a['quote_id']}): {committed} of {token} committed in "
+                                f"{len(mine)} live answers, {a['credited'].get(token, '0')} credited")
+    shown = ", ".join(in_units(token, m) for token, m in sorted(worst.items()))
+    return Judged("over-commitment", samples, problems[:3] + ([f"... {len(problems)} in all"] if len(problems) > 3 else []),
+                  f"worst margin {shown}" if shown else "", min_samples)
+
+
+def answered_twice(answers: list[dict[str, Any]], start: float, end: float, min_samples: int = 1) -> Judged:
+    """No quote answered more than once, over every frame the relay ever received."""
+    counts = Counter(a["quote_id"] for a in answers if a["at"] < end)
+    judged = {a["quote_id"] for a in in_window(answers, start, end)}
+    twice = {q: counts[q] for q in judged if counts[q] > 1}
+    problems = [f"{len(twice)} quotes answered more than once: {dict(list(twice.items())[:3])}"] if twice else []
+    return Judged("one answer per quote", len(judged), problems, min_samples=min_samples)
+
+
+def answered_between(answers: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+    """Frames the relay received in [start, end) by its own clock (a window where none may come)."""
+    return in_window(answers, start, end)
+
+
+async def stale_inputs(pool: asyncpg.Pool, answers: list[dict[str, Any]], start: float, end: float,
+                       price_max_age_ms: int, inventory_max_age_ms: int, min_samples: int = 1) -> Judged:
+    """Every answer the venue accepted comes from an `execute` decision whose price and inventory
+    were within the limits in force when it was decided, by the events' own timestamps
+    (decided_at − the price's source_time, decided_at − the snapshot's synced_at)."""
+    quote_ids = sorted({a["quote_id"] for a in in_window(answers, start, end) if a["accepted"]})
     if not quote_ids:
-        return []
-    # the relay can see an answer a moment before history-writer stores its chain
-    deadline = time.monotonic() + 60
+        return Judged("fresh inputs", 0, [], min_samples=min_samples)
+    sql = ("SELECT d.quote_id, (d.event->'payload'->>'decided_at')::timestamptz AS decided_at,"
+           " (p.event->'payload'->>'source_time')::timestamptz AS price_time,"
+           " (i.event->'payload'->>'synced_at')::timestamptz AS synced_at"
+           " FROM trade_decisions d"
+           " LEFT JOIN market_price_events p ON p.event_id = d.price_event_id"
+           " LEFT JOIN intent_inventory_snapshots i ON i.inventory_id = d.inventory_snapshot_id"
+           " WHERE d.quote_id = ANY($1) AND d.decision = 'execute'")
+    deadline = time.monotonic() + 60  # the venue can see an answer before history-writer stores its chain
     while True:
-        rows = await pool.fetch(
-            "SELECT d.quote_id, d.decision, (d.event->'payload'->>'armed')::boolean AS armed,"
-            " i.event->'payload'->>'stale' AS inv_stale,"
-            " p.event->'payload'->>'decisionable' AS price_ok,"
-            " EXISTS (SELECT 1 FROM execute_trade_commands c WHERE c.decision_id = d.decision_id) AS commanded"
-            " FROM trade_decisions d"
-            " LEFT JOIN intent_inventory_snapshots i ON i.inventory_id = d.inventory_snapshot_id"
-            " LEFT JOIN market_price_events p ON p.event_id = d.price_event_id"
-            " WHERE d.quote_id = ANY($1) AND d.decision = 'execute'", quote_ids)
+        rows = await pool.fetch(sql, quote_ids)
         found = {r["quote_id"] for r in rows}
         if found >= set(quote_ids) or time.monotonic() > deadline:
             break
@@ -128,14 +203,102 @@ async def answers_without_armed_fresh_decision(pool: asyncpg.Pool, answers: list
     problems: list[str] = []
     missing = set(quote_ids) - found
     if missing:
-        problems.append(f"{len(missing)} answered quotes have no execute decision in PostgreSQL "
-                        f"(e.g. {sorted(missing)[:3]})")
-    bad = [r["quote_id"] for r in rows
-           if not r["armed"] or r["inv_stale"] != "false" or r["price_ok"] != "true" or not r["commanded"]]
+        problems.append(f"{len(missing)} answered quotes have no execute decision (e.g. {sorted(missing)[:3]})")
+    worst_price = worst_inv = 0
+    bad: list[str] = []
+    for r in rows:
+        if r["price_time"] is None or r["synced_at"] is None:
+            bad.append(f"{r['quote_id']}: price or inventory event not found")
+            continue
+        price_ms = int((r["decided_at"] - r["price_time"]).total_seconds() * 1000)
+        inv_ms = int((r["decided_at"] - r["synced_at"]).total_seconds() * 1000)
+        worst_price, worst_inv = max(worst_price, price_ms), max(worst_inv, inv_ms)
+        if price_ms > price_max_age_ms or inv_ms > inventory_max_age_ms:
+            bad.append(f"{r['quote_id']}: price {price_ms} ms, inventory {inv_ms} ms old")
     if bad:
-        problems.append(f"{len(bad)} answers from a decision that was disarmed, stale or uncommanded "
-                        f"(e.g. {bad[:3]})")
-    return problems
+        problems.append(f"{len(bad)} answers on stale or unknown inputs (e.g. {bad[:3]})")
+    return Judged("fresh inputs", len(quote_ids), problems,
+                  f"oldest price {worst_price}/{price_max_age_ms} ms, inventory {worst_inv}/{inventory_max_age_ms} ms",
+                  min_samples)
+
+
+TERMINAL = ("refused", "rejected", "settled", "expired")
+
+
+async def one_result_per_command(pool: asyncpg.Pool, since: Any, min_samples: int = 1,
+                                 timeout: float = 90.0) -> Judged:
+    """Every command since `since` has a result in PostgreSQL, and no two final results that
+    disagree (an `expired` later corrected to `settled` by the chain is counted, not failed)."""
+    sql = ("SELECT c.command_id, array_remove(array_agg(DISTINCT r.status), NULL) AS statuses"
+           " FROM execute_trade_commands c LEFT JOIN trade_execution_results r ON r.command_id = c.command_id"
+           " WHERE c.observed_at >= $1 GROUP BY c.command_id")
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await pool.fetch(sql, since)
+        without = [r["command_id"] for r in rows if not r["statuses"]]
+        if not without or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    problems: list[str] = []
+    if without:
+        problems.append(f"{len(without)} commands without a result (e.g. {without[:3]})")
+    corrected = 0
+    conflicting: list[str] = []
+    for r in rows:
+        final = {s for s in r["statuses"] if s in TERMINAL}
+        if final == {"expired", "settled"}:
+            corrected += 1
+        elif len(final) > 1:
+            conflicting.append(f"{r['command_id']}: {sorted(final)}")
+    if conflicting:
+        problems.append(f"{len(conflicting)} commands with conflicting final results (e.g. {conflicting[:3]})")
+    return Judged("one result per command", len(rows), problems,
+                  f"{corrected} expired→settled" if corrected else "", min_samples)
+
+
+async def settlements_match(pool: asyncpg.Pool, answers: list[dict[str, Any]], start: float, end: float,
+                            min_samples: int = 1, timeout: float = 90.0) -> Judged:
+    """The executor's `settled` results are exactly the answers the venue executed: each answer
+    the taker settled has a `settled` result, and no answer the venue did not execute has one."""
+    window = [a for a in in_window(answers, start, end) if a["accepted"]]
+    venue = {a["quote_id"] for a in window if a.get("settled_tx")}
+    answered = {a["quote_id"] for a in window}
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await pool.fetch("SELECT DISTINCT quote_id FROM trade_execution_results"
+                                " WHERE status = 'settled' AND quote_id = ANY($1)", sorted(answered))
+        ours = {r["quote_id"] for r in rows}
+        if venue <= ours or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    problems: list[str] = []
+    if venue - ours:
+        problems.append(f"{len(venue - ours)} answers the venue settled have no settled result "
+                        f"(e.g. {sorted(venue - ours)[:3]})")
+    if ours - venue:
+        problems.append(f"{len(ours - venue)} settled results for answers the venue never executed "
+                        f"(e.g. {sorted(ours - venue)[:3]})")
+    return Judged("settlements match the venue", len(venue), problems, min_samples=min_samples)
+
+
+async def requests_stored(pool: asyncpg.Pool, requests: list[dict[str, Any]], start: float, end: float,
+                          excused: list[tuple[float, float]], min_samples: int = 1, timeout: float = 90.0) -> Judged:
+    """Every quote request the relay sent in [start, end) has its raw row in PostgreSQL (none
+    lost before Kafka), except those sent inside a window a fault excuses."""
+    sent = {r["quote_id"] for r in requests if start <= r["at"] < end
+            and not any(a <= r["at"] <= b for a, b in excused)}
+    excused_n = sum(1 for r in requests if start <= r["at"] < end and any(a <= r["at"] <= b for a, b in excused))
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await pool.fetch("SELECT DISTINCT quote_id FROM raw_near_intents_quotes WHERE quote_id = ANY($1)",
+                                sorted(sent))
+        missing = sent - {r["quote_id"] for r in rows}
+        if not missing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    problems = [f"{len(missing)} of {len(sent)} requests the relay sent have no raw row "
+                f"(e.g. {sorted(missing)[:3]})"] if missing else []
+    return Judged("requests stored", len(sent), problems, f"{excused_n} excused" if excused_n else "", min_samples)
 
 
 async def executes_after(pool: asyncpg.Pool, since_epoch: float, until_epoch: float) -> int:
@@ -145,18 +308,6 @@ async def executes_after(pool: asyncpg.Pool, since_epoch: float, until_epoch: fl
         " AND (event->'payload'->>'decided_at')::timestamptz BETWEEN to_timestamp($1) AND to_timestamp($2)",
         since_epoch, until_epoch)
     return n
-
-
-async def commands_without_result(pool: asyncpg.Pool, since: Any, timeout: float = 90.0) -> list[str]:
-    """Every command since `since` has at least one `exec.trade_result` in PostgreSQL."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await pool.fetch(
-            "SELECT c.command_id FROM execute_trade_commands c WHERE c.observed_at >= $1"
-            " AND NOT EXISTS (SELECT 1 FROM trade_execution_results r WHERE r.command_id = c.command_id)", since)
-        if not rows or time.monotonic() > deadline:
-            return [f"{len(rows)} commands without a result (e.g. {[r['command_id'] for r in rows[:3]]})"] if rows else []
-        await asyncio.sleep(1.0)
 
 
 async def history_caught_up(pool: asyncpg.Pool, after_epoch: float, timeout: float = 60.0) -> None:
