@@ -300,6 +300,10 @@ class StrategyEngine(Service):
         while True:
             try:
                 await ack
+                if ack is not item.ack and self.kafka_error is not None:
+                    # the broker takes our publishes again: healthy now, not at the next decision
+                    self.log.info("kafka_publish_recovered", event_id=str(item.event.event_id))
+                    self.kafka_error = None
                 return True
             except (KafkaError, OSError) as exc:
                 self.kafka_error = f"{exc.__class__.__name__}: {exc}"

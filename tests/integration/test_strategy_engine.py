@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -13,13 +13,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest
 
+from daemons.core.acls import ALLOW, GRANTS, GROUP, LITERAL, READ, TOPIC, WRITE
 from daemons.core.assets import EURE_ID, NBTC_ID
-from daemons.core.bus import EventConsumer, EventProducer
+from daemons.core.bus import EventConsumer, EventProducer, Placed
 from daemons.core.ceilings import CeilingsError
 from daemons.core.control import socket_path
 from daemons.core.events import (
     AssetInventory,
+    Envelope,
     IntentInventory,
     MarketPrice,
     Producer,
@@ -31,7 +37,7 @@ from daemons.core.events import (
 from daemons.core.runtime import serve
 from daemons.core.settings import CoreSettings
 from daemons.strategy_engine.service import StrategyEngine, StrategySettings
-from tests.conftest import Stack, eventually
+from tests.conftest import TEST_STACK_DIR, Stack, eventually, kafka_options
 
 SRC = Producer(service="test", instance="t")
 PAIR = "BTC/EURe"
@@ -74,12 +80,15 @@ async def producer(stack: Stack) -> AsyncIterator[EventProducer]:
     await p.stop()
 
 
-async def start_engine(stack: Stack, control_dir: Path) -> tuple[StrategyEngine, asyncio.Task[int]]:
+async def start_engine(stack: Stack, control_dir: Path, group: str | None = None,
+                       **options: Any) -> tuple[StrategyEngine, asyncio.Task[int]]:
+    """`group`: the consumer groups' name (`group` and `group.results`), a fresh one by default;
+    `options`: further settings (a login, say)."""
     settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}")
+                                control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}", **options)
     service = StrategyEngine(settings)
-    # a fresh consumer group per test, so each test starts from the topics' end
-    group = f"strategy-test-{uuid.uuid4()}"
+    # a fresh consumer group per test unless given, so each test starts from the topics' end
+    group = group or f"strategy-test-{uuid.uuid4()}"
     service.consumer = EventConsumer(settings, group, service.consumer.topics, on_assigned=service._assigned)
     service.results_consumer = EventConsumer(settings, f"{group}.results", service.results_consumer.topics,
                                              on_assigned=service._assigned, batched=True)
@@ -366,3 +375,227 @@ async def test_strict_mode_watches_history_writer_and_reports_audit_impaired(
     finally:
         service.request_drain()
         await asyncio.wait_for(task, timeout=30)
+
+
+# --- the broker refusing the strategy's publishes ---------------------------------------------------
+
+PRINCIPAL = "User:strategy-engine"
+OUTPUTS = GRANTS["strategy-engine"].writes  # decision.trade_decision, cmd.execute_trade
+
+
+async def acl_call(stack: Stack, request: Any) -> Any:
+    """One ACL request to the broker as the harness's admin (aiokafka's admin client has none:
+    see daemons/core/acls.py)."""
+    client = AIOKafkaClient(bootstrap_servers=stack.kafka_bootstrap, client_id="strategy-test-acls",
+                            **kafka_options())
+    await client.bootstrap()
+    try:
+        return await client.send(client.get_random_node(), request)
+    finally:
+        await client.close()
+
+
+class StrategyAcls:
+    """The strategy-engine principal's ACLs at the test broker, changed by a test."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    async def held(self, rtype: int, name: str, operation: int) -> bool:
+        """Whether the broker's authorizer holds the ALLOW (DescribeAcls is answered from it)."""
+        response = await acl_call(self.stack, DescribeAclsRequest(rtype, name, LITERAL, PRINCIPAL, "*", operation,
+                                                                  ALLOW))
+        assert response.error_code == 0, response
+        return bool(response.resources)
+
+    async def set(self, rtype: int, name: str, operation: int, allowed: bool) -> None:
+        request = CreateAclsRequest if allowed else DeleteAclsRequest
+        response = await acl_call(self.stack, request(rtype, name, LITERAL, PRINCIPAL, "*", operation, ALLOW))
+        answers = response.creation_responses if allowed else response.filter_responses
+        assert [a[0] for a in answers] == [0], answers
+
+        async def applied() -> bool:  # the authorizer has it once the broker replayed the record
+            return await self.held(rtype, name, operation) is allowed
+
+        await eventually(applied, what=f"{PRINCIPAL} {'granted' if allowed else 'refused'} {operation} on {name}")
+
+    async def refuse_writes(self) -> None:
+        for topic in OUTPUTS:
+            await self.set(TOPIC, topic, WRITE, False)
+
+    async def accept_writes(self) -> None:
+        for topic in OUTPUTS:
+            await self.set(TOPIC, topic, WRITE, True)
+
+
+@pytest.fixture
+async def as_strategy_engine(stack: Stack) -> AsyncIterator[tuple[dict[str, Any], StrategyAcls]]:
+    """`start_engine` options that run it as its own principal on a fresh pair of groups (granted
+    here, as daemons/core/acls.py grants its real ones), and the principal's ACLs. Whatever a test
+    took away is given back at the end."""
+    group = f"strategy-test-{uuid.uuid4()}"
+    acls = StrategyAcls(stack)
+    groups = (group, f"{group}.results")
+    for g in groups:
+        await acls.set(GROUP, g, READ, True)
+    # each commit reaches the broker at once: the group's committed offset is what the engine decided
+    options = {"group": group, "kafka_username": "strategy-engine",
+               "kafka_password_file": TEST_STACK_DIR / "kafka-credentials" / "strategy-engine",
+               "kafka_commit_interval_ms": 0}
+    try:
+        yield options, acls
+    finally:
+        await acls.accept_writes()
+        for g in groups:
+            await acls.set(GROUP, g, READ, False)
+
+
+def record_sends(engine: StrategyEngine, monkeypatch: pytest.MonkeyPatch) -> list[Envelope[Any]]:
+    """Every event the engine hands its producer, first sends and resends alike (each then sent
+    as ever)."""
+    sends: list[Envelope[Any]] = []
+    send = engine.producer.send
+
+    async def recorded(event: Envelope[Any], key: str | None = None) -> asyncio.Future[Any]:
+        sends.append(event)
+        return await send(event, key=key)
+
+    monkeypatch.setattr(engine.producer, "send", recorded)
+    return sends
+
+
+Committed = Callable[[str, TopicPartition], Awaitable[int]]
+
+
+@pytest.fixture
+async def committed(stack: Stack) -> AsyncIterator[Committed]:
+    """Asks the broker for a group's committed offset on a partition (-1: none), as the admin."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="strategy-test-offsets",
+                                **kafka_options())
+    await admin.start()
+
+    async def offset(group: str, tp: TopicPartition) -> int:
+        offsets = await admin.list_consumer_group_offsets(group, partitions=[tp])
+        return offsets[tp].offset if tp in offsets else -1
+
+    yield offset
+    await admin.close()
+
+
+async def request(producer: EventProducer, d: SwapDemand) -> tuple[Placed, TopicPartition]:
+    placed = await producer.publish(new_event(d, producer=SRC, pair=PAIR, correlation_id=d.quote_id))
+    return placed, TopicPartition("norm.swap_demand", placed.partition)
+
+
+def sent_for(sends: list[Envelope[Any]], topic: str, quote_id: str) -> list[Envelope[Any]]:
+    return [e for e in sends if e.event_type == topic and e.payload.quote_id == quote_id]
+
+
+async def test_a_refused_publish_is_sent_again_and_its_request_committed_only_once_acknowledged(
+    stack: Stack, control_dir: Path, producer: EventProducer, tail: Any, committed: Committed,
+    as_strategy_engine: tuple[dict[str, Any], StrategyAcls], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The broker refuses the strategy's writes (its WRITE ACLs taken away mid-run): the request's
+    offset stays uncommitted while the same decision is sent again; once the broker takes them,
+    the same decision and command land, and only then is the request committed."""
+    options, acls = as_strategy_engine
+    group = options["group"]
+    engine, task = await start_engine(stack, control_dir, **options)
+    try:
+        sends = record_sends(engine, monkeypatch)
+        await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+        await arm(engine)
+        _, [_] = await ask(producer, tail, demand())  # accepted: the producer has sent to both topics
+
+        await acls.refuse_writes()
+        t = await tail(*OUTPUTS)
+        d = demand()
+        placed, tp = await request(producer, d)
+
+        async def resent_uncommitted() -> bool:
+            # (a) at every look while refused: the request is not committed
+            assert await committed(group, tp) <= placed.offset, "committed while its decision is refused"
+            return len(sent_for(sends, "decision.trade_decision", d.quote_id)) >= 3
+
+        await eventually(resent_uncommitted, what="the refused decision sent again, twice")
+        assert task.done() is False  # refused, not failed
+        _, health = await control(engine, "GET", "/healthz")
+        assert any(r.startswith("kafka_unavailable: TopicAuthorizationFailedError") for r in health["reasons"])
+
+        await acls.accept_writes()
+        # (b) accepted again: the decision and the command decided once land, as they were decided
+        decision = (await t.wait_for(lambda e: e.event_type == "decision.trade_decision"
+                                     and e.payload.quote_id == d.quote_id, what="the decision, resent"))[0]
+        command = (await t.wait_for(lambda e: e.event_type == "cmd.execute_trade"
+                                    and e.payload.quote_id == d.quote_id, what="the command, resent"))[0]
+        decided = sent_for(sends, "decision.trade_decision", d.quote_id)
+        commanded = sent_for(sends, "cmd.execute_trade", d.quote_id)
+        assert {e.event_id for e in decided} == {decided[0].event_id} == {decision.event_id}
+        assert {e.event_id for e in commanded} == {commanded[0].event_id} == {command.event_id}
+        assert (decision.payload.decision_reason, command.causation_id) == ("EXECUTE", decision.event_id)
+
+        async def request_committed() -> bool:
+            return await committed(group, tp) > placed.offset
+
+        await eventually(request_committed, what="the request committed once both are acknowledged")
+        _, health = await control(engine, "GET", "/healthz")  # healthy again without waiting for a request
+        assert not [r for r in health["reasons"] if r.startswith("kafka_unavailable")], health
+        # at least once, and never a second decision or command for the quote
+        landed = {(e.event_type, e.event_id) for e in t.events if e.payload.quote_id == d.quote_id}
+        assert landed == {("decision.trade_decision", decision.event_id), ("cmd.execute_trade", command.event_id)}
+    finally:
+        engine.request_drain()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+
+
+async def test_a_drain_while_refused_leaves_the_request_uncommitted_for_the_next_start(
+    stack: Stack, control_dir: Path, producer: EventProducer, tail: Any, committed: Committed,
+    as_strategy_engine: tuple[dict[str, Any], StrategyAcls], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(c) A drain while the broker refuses the decision: the engine exits without committing the
+    request, and the next start on the same group reads it again and records a decision for it."""
+    options, acls = as_strategy_engine
+    group = options["group"]
+    engine, task = await start_engine(stack, control_dir, **options)
+    try:
+        sends = record_sends(engine, monkeypatch)
+        await feed(producer, engine, market_price(), inventory(10**6, 10**20))
+        first, tp = await request(producer, demand())  # accepted and committed: the group's position
+
+        async def first_committed() -> bool:
+            return await committed(group, tp) > first.offset
+
+        await eventually(first_committed, what="the first request committed")
+
+        await acls.refuse_writes()
+        d = demand()
+        placed, _ = await request(producer, d)
+
+        async def resent_uncommitted() -> bool:
+            assert await committed(group, tp) <= placed.offset, "committed while its decision is refused"
+            return len(sent_for(sends, "decision.trade_decision", d.quote_id)) >= 2
+
+        await eventually(resent_uncommitted, what="the refused decision sent again")
+    finally:
+        engine.request_drain()
+        assert await asyncio.wait_for(task, timeout=30) == 0
+    # (c) drained with the decision unacknowledged: the request stays uncommitted
+    assert first.offset < await committed(group, tp) <= placed.offset
+    refused = {e.event_id for e in sent_for(sends, "decision.trade_decision", d.quote_id)}
+
+    await acls.accept_writes()
+    t = await tail("decision.trade_decision")
+    (control_dir / "again").mkdir()
+    again, again_task = await start_engine(stack, control_dir / "again", **options)
+    try:
+        [decision] = await t.wait_for(lambda e: e.payload.quote_id == d.quote_id,
+                                      what="the request read again and decided")
+        assert decision.event_id not in refused  # the drained engine's decision never landed
+
+        async def request_committed() -> bool:
+            return await committed(group, tp) > placed.offset
+
+        await eventually(request_committed, what="the request committed by the next start")
+    finally:
+        again.request_drain()
+        assert await asyncio.wait_for(again_task, timeout=30) == 0
