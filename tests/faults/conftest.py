@@ -2,7 +2,7 @@
 matrix, the table of faults and results, and the CI/soak durations.
 
 `QL_FAULT_SOAK_S` (seconds, default 0 = CI mode) lengthens every fault window: PostgreSQL stays
-down that long (the issue's 60 s), the other faults hold that long, and each kill -9 waits a
+down that long (e.g. 60: a minute without it), the other faults hold that long, and each kill -9 waits a
 random moment up to it. CI mode keeps the whole matrix to a few minutes (`make test` runs it so).
 
 The matrix starts from an empty stack every session, in its own directory (`QL_FAULT_STACK_DIR`,
