@@ -2,7 +2,7 @@
 
 Every answer crosses two Kafka hops (`norm.swap_demand` to strategy-engine, `cmd.execute_trade`
 to trade-executor) and waits for two durable ledger commits before it leaves (the `received` row
-before signing, the `submitted` row before sending: architecture, "Write before you act"). What
+before signing, the `submitted` row before sending: docs/design.md §8, "Write before you act"). What
 those cost on this host, with nothing of ours around them:
 
 - `kafka_hop_ms`: one message from a producer configured as `EventProducer` (idempotent,

@@ -32,7 +32,7 @@ stack on its own ports) runs at the same time: it fills its topics while this st
 times its COPY baseline and its writer once the first rate step starts, and its figures are
 printed after the steps, with how much of its timed span the steps covered.
 
-Targets on the 2-core machine (issue 9): p50 ≤ 8 ms and p99 ≤ 25 ms at 200/s, within 5× of the
+Targets on the 2-core machine: p50 ≤ 8 ms and p99 ≤ 25 ms at 200/s, within 5× of the
 floor. The "targets" lines also give the ratio to the path floor above, which is what the design
 itself costs on this host.
 """

@@ -1,4 +1,5 @@
-"""The reports service layer: the seed's questions answered straight from PostgreSQL.
+"""The reports service layer: the operator's questions (docs/design.md §5) answered straight
+from PostgreSQL.
 
 Every report reads the append-only history tables and the views of the event-store migration;
 it never asks a daemon. A database that cannot be reached is a `ClientError` naming the URL's

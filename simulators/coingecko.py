@@ -1,15 +1,15 @@
 """CoinGecko API simulator (TEST INFRASTRUCTURE): `GET /api/v3/simple/price` and `/api/v3/ping`
-as `shared/docs/protocols/market-data.md` §3 describes them.
+as `docs/coingecko.md` (§n below) describes them.
 
-Demo and Pro share the path `/api/v3` on different hosts (§3.1); one simulator plays one plan,
+Demo and Pro share the path `/api/v3` on different hosts (§1); one simulator plays one plan,
 checks that plan's key header (or query parameter) when a key is configured, and answers the
 other plan's header with the key/host mismatch code (10010/10011). Prices follow the cache
-semantics of §3.3 in *simulated* time: the published price and its `last_updated_at` change only
+semantics of §3 in *simulated* time: the published price and its `last_updated_at` change only
 when the clock crosses a `cache_s` boundary, so polling faster returns the same value. Tests move
 the clock with `POST /_sim/clock` and set prices with `POST /_sim/prices`; unknown ids are left
-out (`{}` when none is known, §3.2).
+out (`{}` when none is known, §2).
 
-Faults (`POST /_sim/fault`): `rate_limit` (429 with the §3.4 body; a `retry-after` header when the
+Faults (`POST /_sim/fault`): `rate_limit` (429 with the §4 body; a `retry-after` header when the
 fault's value or the simulator's `retry_after` gives one), `rate_limit_body` (HTTP 200 carrying
 the 429 body, a third-party report), `timeout` (hold the answer for the value's seconds, default
 until reset/stop), `http_500`, `http_status` (value = the status to answer).
@@ -117,7 +117,7 @@ class CoinGeckoSimulator(SimServer):
         }
 
     def _refresh(self) -> None:
-        # §3.3: one value per cache window; last_updated_at is the window's start
+        # §3: one value per cache window; last_updated_at is the window's start
         now = self.now()
         bucket = int(now // self.cache_s)
         for coin in self.coins.values():
@@ -183,7 +183,7 @@ class CoinGeckoSimulator(SimServer):
         other = "pro" if self.plan == "demo" else "demo"
         given = request.headers.get(KEY_HEADERS[self.plan]) or request.query.get(KEY_PARAMS[self.plan])
         if given is None and (request.headers.get(KEY_HEADERS[other]) or request.query.get(KEY_PARAMS[other])):
-            # §3.1: a key for the other plan's host
+            # §1: a key for the other plan's host
             code, msg = (
                 (10010, "If using a Pro key, your root URL must be pro-api.coingecko.com")
                 if other == "pro"
@@ -254,7 +254,7 @@ class CoinGeckoSimulator(SimServer):
         for cid in ids:
             coin = self.coins.get(cid)
             if coin is None or coin.published is None:
-                continue  # §3.2: unknown ids are silently left out
+                continue  # §2: unknown ids are silently left out
             entry: dict[str, Any] = {}
             for currency in vs:
                 if currency in VS_RATES:

@@ -1,5 +1,5 @@
 """`python -m simulators.first_trade`: the first-trade checklist, walked automatically on the
-local stack (runbooks/first-trade.md; the seed's runtime validation list).
+local stack (runbooks/first-trade.md).
 
 Every step prints what it checked; a failed step stops with the reason (exit 1). The walk:
 strategy and executor start disarmed → prices live → inventory live → fund EURe through the POA

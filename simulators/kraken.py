@@ -1,8 +1,8 @@
 """Kraken WebSocket v2 simulator (TEST INFRASTRUCTURE): the public market-data side of
-`wss://ws.kraken.com/v2` as `shared/docs/protocols/market-data.md` §1 describes it.
+`wss://ws.kraken.com/v2` as `docs/kraken.md` (§n below) describes it.
 
 On connect it pushes `status`; it answers `ping` with `pong`, and `subscribe`/`unsubscribe` for
-`ticker` and `book` with one ack per symbol (errors name the symbol at the top level, §1.8),
+`ticker` and `book` with one ack per symbol (errors name the symbol at the top level, §8),
 then a snapshot and updates that follow either a scripted path of (bid, ask) steps
 (`POST /_sim/prices`) or a seeded random walk. Heartbeats flow while anything is subscribed.
 Books carry the v2 CRC32 checksum, computed here independently of the client's code.
@@ -10,7 +10,7 @@ Books carry the v2 CRC32 checksum, computed here independently of the client's c
 Faults (`POST /_sim/fault`): `maintenance` (sticky; its value, e.g. "cancel_only", is the pushed
 `system`), `silent_subscription` (ack, then no data for that subscription), `disconnect` (close every
 socket with a close frame), `disconnect_abort` (drop TCP without one: a 1006, as Cloudflare
-does, §1.9), `stop_heartbeats`, `silence`
+does, §9), `stop_heartbeats`, `silence`
 (send nothing at all), `bad_checksum` (corrupt the next book checksum).
 """
 
@@ -49,7 +49,7 @@ def _crc_field(value: Decimal) -> str:
 
 
 def book_checksum(asks: list[tuple[Decimal, Decimal]], bids: list[tuple[Decimal, Decimal]]) -> int:
-    # §1.6: top 10 asks low->high, then top 10 bids high->low; price+qty without "." or leading 0s
+    # §6: top 10 asks low->high, then top 10 bids high->low; price+qty without "." or leading 0s
     text = "".join(
         _crc_field(p) + _crc_field(q)
         for p, q in [*sorted(asks)[:10], *sorted(bids, reverse=True)[:10]]
@@ -105,7 +105,7 @@ class KrakenSimulator(SimServer):
         self.tick_interval_s = tick_interval_s
         self.seed = seed
         self.default_random_walk = random_walk
-        self.include_timestamp = include_timestamp  # §6.2: real tickers may omit it
+        self.include_timestamp = include_timestamp  # §5, §16: real tickers may omit it
         self._initial = markets or {"BTC/EUR": ("60000.0", "60000.1")}
         self._peers: set[_Peer] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -188,7 +188,7 @@ class KrakenSimulator(SimServer):
             peer.sent_data_since_heartbeat = True
 
     async def _reply(self, peer: _Peer, body: dict[str, Any], time_in: str) -> None:
-        # §1.3: every ack carries time_in/time_out
+        # §3: every ack carries time_in/time_out
         await self._send(peer, {**body, "time_in": time_in, "time_out": rfc3339()})
 
     def _status_message(self) -> dict[str, Any]:
@@ -247,7 +247,7 @@ class KrakenSimulator(SimServer):
         peer = _Peer(ws=ws, request=request)
         self._peers.add(peer)
         self.record("connect", path=request.path)
-        await self._send(peer, self._status_message())  # §1.4: unsolicited on connect
+        await self._send(peer, self._status_message())  # §4: unsolicited on connect
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -290,7 +290,7 @@ class KrakenSimulator(SimServer):
         async def reject(error: str, symbol: str | None = None, as_method: str | None = None) -> None:
             body: dict[str, Any] = {"error": error, "method": as_method or method, "success": False, **envelope}
             if symbol is not None:
-                body["symbol"] = symbol  # §1.8: the failing symbol sits at the top level
+                body["symbol"] = symbol  # §8: the failing symbol sits at the top level
             await self._reply(peer, body, time_in)
 
         if channel not in ("ticker", "book"):
@@ -308,7 +308,7 @@ class KrakenSimulator(SimServer):
             await reject("Unsupported event_trigger")
             return
         snapshot = params.get("snapshot", True)
-        for symbol in symbols:  # §1.6: one ack per symbol
+        for symbol in symbols:  # §6: one ack per symbol
             key = (channel, symbol)
             market = self.markets.get(symbol)
             if market is None:
@@ -321,7 +321,7 @@ class KrakenSimulator(SimServer):
                 result["depth"] = depth
             if method == "unsubscribe":
                 if peer.subs.pop(key, None) is None:
-                    # §1.8: Kraken names the failed unsubscribe "subscribe"
+                    # §8: Kraken names the failed unsubscribe "subscribe"
                     await reject("Subscription Not Found", symbol, as_method="subscribe")
                     continue
                 ack = {"method": "unsubscribe", "result": result, "success": True, **envelope}
@@ -424,7 +424,7 @@ class KrakenSimulator(SimServer):
         }
 
     async def _heartbeats(self) -> None:
-        # §1.4: about once a second, only while subscribed, and only when nothing else was sent
+        # §4: about once a second, only while subscribed, and only when nothing else was sent
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
             if self.faults.value("stop_heartbeats"):

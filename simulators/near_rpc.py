@@ -302,7 +302,8 @@ class NearRpcSimulator(SimServer):
         if self.faults.value("panic_form") == "error":
             info = {"vm_error": vm_error, "block_height": height, "block_hash": block_hash}
             return _rpc(rid, error=_handler_error("CONTRACT_EXECUTION_ERROR", info, vm_error))
-        # Legacy shape nearcore still returns for view failures (§3.3): an error string in `result`.
+        # Legacy shape nearcore still returns for view failures (docs/near-rpc.md): an error string in
+        # `result`.
         return _rpc(rid, result={"error": vm_error, "logs": [], "block_height": height, "block_hash": block_hash})
 
     async def _hold(self, request: web.Request) -> None:

@@ -1,5 +1,5 @@
-"""POA bridge simulator: the JSON-RPC 2.0 API of `bridge.chaindefuser.com/rpc` (§5 of
-`shared/docs/protocols/near-intents.md`), served at `POST /rpc` and `POST /`.
+"""POA bridge simulator: the JSON-RPC 2.0 API of `bridge.chaindefuser.com/rpc` (as
+`docs/poa-bridge.md` (§n below) describes it), served at `POST /rpc` and `POST /`.
 
 What it models:
 
@@ -12,7 +12,7 @@ What it models:
   (the all-in-one runner passes the verifier simulator's deposit), or become FAILED, or stay
   PENDING forever (`never_credit`). A deposit below the token's `min_deposit_amount` is never
   swept ("minimum amount to trigger transfer"), so it stays PENDING. A FAILED deposit can later
-  be completed by hand (`POST /_sim/deposit/complete`), as the bridge's operators do (§5).
+  be completed by hand (`POST /_sim/deposit/complete`), as the bridge's operators do (§4).
 - `notify_deposit` is recorded and changes no timing: it is only a hint to the real bridge.
 - Withdrawals are scripted the same way (`add_withdrawal()` / `POST /_sim/withdrawal`), or
   follow from the burns the simulated verifier executes (`watch_burns(verifier)`):
@@ -63,7 +63,7 @@ WithdrawalOutcome = Literal["complete", "fail", "pending"]
 WithdrawalShape = Literal["withdrawals_list", "status_data"]
 
 WITHDRAWALS_NOT_FOUND = "Withdrawals not found"
-WITHDRAW_TO = "WITHDRAW_TO:"  # the memo that makes a POA token burn a withdrawal (§5)
+WITHDRAW_TO = "WITHDRAW_TO:"  # the memo that makes a POA token burn a withdrawal (§8)
 
 
 # --- the bridge's token list -------------------------------------------------------------------
@@ -99,7 +99,7 @@ class SimToken:
 
 
 DEFAULT_TOKENS: tuple[SimToken, ...] = (
-    # BTC amounts are the SDK's test fixture (§4); live values are UNCONFIRMED.
+    # BTC amounts are the SDK's test fixture (docs/assets.md §3); live values are UNCONFIRMED.
     SimToken("btc:mainnet", "btc:mainnet:native", "btc.omft.near", "BTC", 8, 10_000, 700, 1_500),
     # EURe limits are made up for the simulator (0.5 EURe fee, 1 EURe minimums).
     SimToken(
@@ -168,7 +168,7 @@ class SimDeposit:
             "defuse_asset_identifier": self.token.defuse_asset_identifier,
             "near_token_id": self.token.near_token_id,
             "decimals": self.token.decimals,
-            # A JSON number in the new docs/SDK, a string in the old docs (§5).
+            # A JSON number in the new docs/SDK, a string in the old docs (§4).
             "amount": str(self.amount) if amounts_as_strings else self.amount,
             "account_id": self.account_id,
             "address": self.address,
@@ -196,7 +196,7 @@ class SimWithdrawal:
     transfer_tx_hash: str | None = None
 
     def data_list_shape(self) -> dict[str, Any]:
-        # SDK `WithdrawalStatusResponseOk` (§5): numeric amount, `created`.
+        # SDK `WithdrawalStatusResponseOk` (§6): numeric amount, `created`.
         return {
             "tx_hash": self.withdrawal_hash,
             "transfer_tx_hash": self.transfer_tx_hash,
@@ -211,7 +211,7 @@ class SimWithdrawal:
         }
 
     def data_docs_shape(self) -> dict[str, Any]:
-        # Docs response (§5): string amounts, `created_at`, fee and net amount.
+        # Docs response (§6): string amounts, `created_at`, fee and net amount.
         fee = min(self.token.withdrawal_fee, self.amount)
         return {
             "tx_hash": self.withdrawal_hash,
@@ -287,7 +287,7 @@ class ScriptError(ValueError):
 
 
 class RpcError(Exception):
-    """Answered as a JSON-RPC error: the bridge sends `error` as a bare string (§5)."""
+    """Answered as a JSON-RPC error: the bridge sends `error` as a bare string (§1)."""
 
 
 # --- the simulator -----------------------------------------------------------------------------
@@ -460,7 +460,7 @@ class PoaBridgeSimulator(SimServer):
     ) -> None:
         """See every POA burn the simulated verifier executes, as the real bridge indexes them:
         an `ft_withdraw` whose `receiver_id` is one of our tokens and whose memo is
-        `WITHDRAW_TO:<address>` (§5) becomes a scripted withdrawal keyed by the burn's NEAR tx
+        `WITHDRAW_TO:<address>` (§8) becomes a scripted withdrawal keyed by the burn's NEAR tx
         hash. `burn_script` holds the outcome and timing; tests may change it between burns."""
         self.burn_script: dict[str, Any] = {
             "outcome": outcome, "complete_after_s": complete_after_s, "visible_after_s": visible_after_s,
@@ -603,7 +603,7 @@ class PoaBridgeSimulator(SimServer):
             "withdrawal_estimate": self._withdrawal_estimate,
         }
 
-    # --- methods (§5) ----------------------------------------------------------------------------
+    # --- methods (§2–§7) -------------------------------------------------------------------------
 
     def _supported_tokens(self, p: dict[str, Any]) -> dict[str, Any]:
         chains = p.get("chains")
@@ -625,7 +625,7 @@ class PoaBridgeSimulator(SimServer):
         limit, offset = p.get("limit", 20), p.get("offset", 0)
         if not isinstance(limit, int) or not isinstance(offset, int) or limit < 1 or offset < 0:
             raise RpcError("Invalid params: limit and offset must be non-negative integers")
-        limit = min(limit, 100)  # "limit defaults to 20, max 100" (§5)
+        limit = min(limit, 100)  # "limit defaults to 20, max 100" (§4)
         matching = [
             d for d in reversed(self.deposits)  # newest first
             if d.account_id == account_id and (chain is None or d.chain == chain)

@@ -1,38 +1,38 @@
 """Solver relay v2 simulator: the solver WebSocket at `/ws` and the taker JSON-RPC at `POST /rpc`
-(`shared/docs/protocols/near-intents.md` §1; section numbers below point there).
+(`docs/near-intents-relay.md` (§n below)).
 
 What it models:
 
-- WS auth: the upgrade without `Authorization: Bearer <jwt>` is refused with HTTP 403 (§1.1).
-  `?instance_id=` names the guaranteed-delivery queue (§1.6); a second live connection with the
-  same id takes over and the older one is closed (the doc says "one live connection per id").
-- JSON-RPC requests (§1.2): `subscribe` (`["quote", filter?]`, `["quote_status"]`,
+- WS auth: the upgrade without `Authorization: Bearer <jwt>` is refused with HTTP 403 (§1).
+  `?instance_id=` names the guaranteed-delivery queue (§6); a second live connection with the
+  same id takes over and the older one is closed (§6: "one connection may be live per id").
+- JSON-RPC requests (§2): `subscribe` (`["quote", filter?]`, `["quote_status"]`,
   `["quote_status", null, true]`), `unsubscribe`, `acknowledge [subscription, seq]`,
-  `quote_response` (§1.4). Every answer is checked by `VerifierState.check_quote_response`;
+  `quote_response` (§4). Every answer is checked by `VerifierState.check_quote_response`;
   success is `{"result": "OK"}`, a refusal is a JSON-RPC error whose message is the verifier's
   string verbatim. Error shape: `{"code": -32000, "message": "<verbatim>"}` — the SDK's schema
-  allows a string or `{code, message}` (§1.4); the object is the JSON-RPC 2.0 standard form and
+  allows a string or `{code, message}` (§4); the object is the JSON-RPC 2.0 standard form and
   the default, `error_shape="string"` sends the bare string instead.
 - Quote requests go to `quote` subscribers whose filter matches (server-side filtering), in the
   working-code envelope (`method: event`, `params.data`) or the docs' flat `method: subscribe`
-  one (§1.3). Tests send one with `POST /_sim/quote`, arbitrary text with `POST /_sim/send`, or a
-  stream with `POST /_sim/scenario`; both can bypass the filter, as the doc says to filter
+  one (§3). Tests send one with `POST /_sim/quote`, arbitrary text with `POST /_sim/send`, or a
+  stream with `POST /_sim/scenario`; both can bypass the filter, as §2 says to filter
   client-side anyway.
 - The takers: each quote collects answers for `collection_window_s`, then a taker picks one
   (`pick`: `best` price for the taker, `first`, `none`; sim-only `take_fraction` takes only that
   share of the quotes, evenly spread), settles it with `VerifierState.settle`
   (funding the simulated taker first unless `fund_taker=False`) and sends `quote_status`
-  `{quote_hash, intent_hash, tx_hash}` (§1.5) to every `quote_status` subscriber. Guaranteed
+  `{quote_hash, intent_hash, tx_hash}` (§5) to every `quote_status` subscriber. Guaranteed
   subscribers get a per-instance `seq`; unacknowledged statuses are kept per instance_id across
   reconnects, replayed on the next guaranteed subscribe, and redelivered every `redelivery_s`.
   `POST /_sim/settle {"quote_id"}` closes a quote's window at once (tests use it instead of waiting).
-- RPC (§1.7): `publish_intents` / `publish_intent` (empty-intent payloads burn nonces through
+- RPC (§7): `publish_intents` / `publish_intent` (empty-intent payloads burn nonces through
   `VerifierState.burn_nonces`; payloads whose intents are all `ft_withdraw` are executed at
   once through `VerifierState.execute_ft_withdrawals`, then SETTLED with the
   simulated transaction's hash; a batch seen before answers FAILED "already processed", which
   clients treat as success), `get_status` (SETTLED with `data.hash` for the intents it settled;
   `POST /_sim/status` scripts any status, including the old `NOT_FOUND_OR_NOT_VALID_ANYMORE`).
-  Auth: `Authorization: Bearer` or `X-API-Key` (§1.1 UNCONFIRMED which one; either is accepted),
+  Auth: `Authorization: Bearer` or `X-API-Key` (§1 UNCONFIRMED which one; either is accepted),
   otherwise HTTP 401.
 
 Faults (`POST /_sim/fault`): `refuse_upgrade` (HTTP 503), `close_on_connect` (accept, then close
@@ -152,7 +152,7 @@ class _Pending:
 
 @dataclass
 class _InstanceQueue:
-    """A guaranteed-delivery queue `QS_<partner>_<instance_id>` (§1.6)."""
+    """A guaranteed-delivery queue `QS_<partner>_<instance_id>` (§6)."""
 
     next_seq: int = 1
     unacked: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
@@ -161,7 +161,7 @@ class _InstanceQueue:
 
 @dataclass
 class QuoteRecord:
-    data: dict[str, Any]                 # the quote request as sent (§1.3 data)
+    data: dict[str, Any]                 # the quote request as sent (§3 data)
     sent_at: datetime
     answers: list[CheckedAnswer] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -436,7 +436,7 @@ class RelaySimulator(SimServer):
         self._count("upgrades")
         if not authorized:
             self._count("upgrades_forbidden")
-            return web.Response(status=403, text="Forbidden")  # §1.1, issue #9
+            return web.Response(status=403, text="Forbidden")  # §1: no JWT, no stream
         if self.faults.take("refuse_upgrade"):
             self._count("upgrades_refused")
             return web.Response(status=503, text="Service Unavailable")
@@ -530,7 +530,7 @@ class RelaySimulator(SimServer):
             await self._reply(conn, rid, error=self._error(ERR_BAD_PARAMS, -32602))
             return
         if guaranteed:
-            # §1.6: JWT + instance_id, and "the second parameter (filters) must be empty"
+            # §6: JWT + instance_id, and "the second parameter (filters) must be empty"
             if not conn.instance_id:
                 await self._reply(conn, rid, error=self._error(ERR_GUARANTEED_NEEDS_INSTANCE, -32602))
                 return
@@ -542,7 +542,7 @@ class RelaySimulator(SimServer):
         self._count("subscriptions")
         await self._reply(conn, rid, result=sid)
         if guaranteed and conn.instance_id:
-            # "Events wait while you are offline, then replay when you reconnect" (§1.6)
+            # "Events wait while you are offline, then replay when you reconnect" (§6)
             queue = self.queues.setdefault(conn.instance_id, _InstanceQueue())
             for seq, pending in list(queue.unacked.items()):
                 await self._deliver_guaranteed(conn, sid, seq, pending)
@@ -561,7 +561,7 @@ class RelaySimulator(SimServer):
         if queue.unacked.pop(params[1], None) is not None:
             queue.acked.append(params[1])
             self._count("acks")
-        await self._reply(conn, rid, result="OK")  # the real ack reply format is UNCONFIRMED (§1.2)
+        await self._reply(conn, rid, result="OK")  # the real ack reply format is UNCONFIRMED (§2)
 
     async def _quote_response(self, conn: _Conn, rid: Any, params: Any, arrived_ns: int | None = None) -> None:
         drop = self.faults.take("drop_responses")
@@ -765,7 +765,7 @@ class RelaySimulator(SimServer):
         if rule == "first":
             return record.answers[0]
         if "exact_amount_in" in record.data:
-            # exact in: the taker gives a fixed amount and wants the most out (§1.7 sortQuotes)
+            # exact in: the taker gives a fixed amount and wants the most out (§7.1 sortQuotes)
             return max(record.answers, key=lambda a: a.amount_out)
         return min(record.answers, key=lambda a: a.amount_in)
 
@@ -778,7 +778,7 @@ class RelaySimulator(SimServer):
 
     async def broadcast_status(self, data: dict[str, Any]) -> None:
         """Send a quote_status to every plain subscriber once, and queue it for every known
-        instance (guaranteed delivery, §1.6). The counted fault `lose_status` loses it entirely
+        instance (guaranteed delivery, §6). The counted fault `lose_status` loses it entirely
         (not sent, not queued): an outcome only the chain can tell."""
         if self.faults.take("lose_status"):
             self.record("status_lost", quote_hash=data.get("quote_hash"))
@@ -971,7 +971,7 @@ class RelaySimulator(SimServer):
                                                                  "status": "NOT_FOUND_OR_NOT_VALID"}
             tx = self.verifier.transactions.get(str((status.get("data") or {}).get("hash")))
             if status.get("status") == "SETTLED" and tx is not None and tx.height > self.verifier.chain.head():
-                # executed in the block being produced: broadcast, not settled yet (§1.7 statuses)
+                # executed in the block being produced: broadcast, not settled yet (§7.4 statuses)
                 status = {**status, "status": "TX_BROADCASTED"}
             return result(status)
         return error(ERR_METHOD_NOT_FOUND, -32601)
@@ -989,10 +989,10 @@ class RelaySimulator(SimServer):
             return {"status": status, key: hashes if many else hashes[0], **extra}
 
         if all(h and h in self.published for h in hashes):
-            # a retried publish (§1.7: the SDK treats "already processed" as success)
+            # a retried publish (§7.3: the SDK treats "already processed" as success)
             return shaped("FAILED", reason=ERR_ALREADY_PROCESSED)
         if _only_ft_withdrawals(signed_datas):
-            # Withdrawals (§5): executed at once as one `execute_intents`, SETTLED with its tx hash.
+            # Withdrawals (docs/poa-bridge.md §8): executed at once as one `execute_intents`, SETTLED with its tx hash.
             try:
                 done = self.verifier.execute_ft_withdrawals(signed_datas, utcnow())
             except VerifierError as exc:

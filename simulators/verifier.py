@@ -4,12 +4,12 @@ the checks the real verifier and the solver relay apply to a solver's quote answ
 Shared by the relay, NEAR RPC and POA bridge simulators, so one in-memory state backs the views
 a solver reads and the settlements it is paid by. It is test infrastructure, but it refuses
 exactly what the real contract would, with the contract's verbatim `DefuseError` strings
-(`shared/docs/protocols/near-intents.md` §3.6); section numbers below point into that doc.
-Relay-level refusals have no documented wording (§1.4 "reject reasons … UNCONFIRMED"): their
+(`docs/verifier.md` (§n below) §14).
+Relay-level refusals have no documented wording (docs/near-intents-relay.md §4, UNCONFIRMED): their
 strings are this module's own and are marked so.
 
 Signatures and byte layouts come from `daemons.venues.near_intents.nep413`, the same code the
-solver signs with; the doc's test vectors pin that module.
+solver signs with; the test vectors of §6 pin that module.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from daemons.venues.near_intents.nep413 import (
 )
 from simulators.chain import Chain
 
-# --- verbatim contract errors (§3.6, §2.2, §2.3) ----------------------------------------------
+# --- verbatim contract errors (§14, §2, §3) ---------------------------------------------------
 ERR_INVALID_SIGNATURE = "invalid signature"
 ERR_NONCE_USED = "nonce was already used"
 ERR_NONCE_EXPIRED = "nonce was already expired"
@@ -74,7 +74,7 @@ def err_json(detail: str) -> str:
 # --- our own strings (no documented wording) --------------------------------------------------
 # OWN CHOICE: the simulator only implements nep413; the real contract also takes erc191 etc.
 ERR_UNSUPPORTED_STANDARD = "unsupported standard: the simulated verifier accepts nep413 only"
-# OWN CHOICE (relay-level, §1.4): how the relay refuses an answer that does not fit the request.
+# OWN CHOICE (relay-level, docs/near-intents-relay.md §4): how the relay refuses a misfit answer.
 ERR_QUOTE_ID_MISMATCH = "quote_id does not match the quote request"
 ERR_NOT_ONE_TOKEN_DIFF = "quote must carry exactly one token_diff intent"
 ERR_TOKENS_MISMATCH = "token_diff tokens do not match the quote request"
@@ -90,11 +90,11 @@ ERR_BURN_NOT_EMPTY = "nonce invalidation payloads must carry no intents"
 # intents) or withdrawals (only `ft_withdraw` intents); anything else is refused with this.
 ERR_ONLY_FT_WITHDRAW = "the simulated relay executes only ft_withdraw intents"
 
-PIPS_MAX = 1_000_000  # 100 % in pips (§2.8)
+PIPS_MAX = 1_000_000  # 100 % in pips (§8)
 U128_MAX = (1 << 128) - 1
 I128_MIN, I128_MAX = -(1 << 127), (1 << 127) - 1
 
-# Intent tags the contract knows (§2.2); anything else fails to deserialize.
+# Intent tags the contract knows (§2); anything else fails to deserialize.
 _KNOWN_INTENTS = frozenset(
     {
         "add_public_key",
@@ -138,7 +138,7 @@ def _parse_token_id(value: Any) -> str:
 
 
 def _parse_i128(token_id: str, value: Any) -> int:
-    # i128 as a decimal string (serde DisplayFromStr, §2.2); a JSON number is a type error.
+    # i128 as a decimal string (serde DisplayFromStr, §2); a JSON number is a type error.
     if not isinstance(value, str) or not _I128.match(value):
         raise VerifierError(err_json(f"invalid delta for {token_id}: expected an i128 decimal string"))
     n = int(value)
@@ -157,7 +157,7 @@ def _parse_u128(value: Any, what: str) -> int:
 
 
 def token_fee_pips(token_id: str, amount: int, fee_pips: int) -> int:
-    """The fee rate applied to a token (§2.8): NEP-141 always; NEP-245 (and IMT, also a
+    """The fee rate applied to a token (§8): NEP-141 always; NEP-245 (and IMT, also a
     multi-token) only when |delta| > 1; NEP-171 (NFTs) never."""
     if token_id.startswith("nep141:"):
         return fee_pips
@@ -167,7 +167,7 @@ def token_fee_pips(token_id: str, amount: int, fee_pips: int) -> int:
 
 
 def fee_ceil(amount: int, pips: int) -> int:
-    """ceil(amount * pips / 1e6), the fee on a negative delta of |amount| (§2.8)."""
+    """ceil(amount * pips / 1e6), the fee on a negative delta of |amount| (§8)."""
     return (amount * pips + PIPS_MAX - 1) // PIPS_MAX
 
 
@@ -211,7 +211,7 @@ class CheckedAnswer:
 
 @dataclass
 class Settlement:
-    intent_hash: str  # the taker's intent hash (§1.5)
+    intent_hash: str  # the taker's intent hash (docs/near-intents-relay.md §5)
     tx_hash: str  # the simulated `execute_intents` transaction
     quote_hash: str = ""
     solver_account_id: str = ""
@@ -223,7 +223,7 @@ class Settlement:
 
 @dataclass
 class FtWithdrawal:
-    """One executed `ft_withdraw` intent (§3.2, §5): the signer's balance of `nep141:<token>` was
+    """One executed `ft_withdraw` intent (§10): the signer's balance of `nep141:<token>` was
     debited by `amount` in the simulated `execute_intents` transaction `tx_hash`."""
 
     intent_hash: str
@@ -313,7 +313,7 @@ class VerifierState:
         # cleaned nonces, kept for reads at older blocks: (account, nonce) -> (committed, cleaned)
         self._cleaned: dict[tuple[str, bytes], tuple[int, int]] = {}
         self.nonces_cleaned = 0
-        # Nonces the relay invalidated in memory only (§1.7 "Cancelling"): they block settlement
+        # Nonces the relay invalidated in memory only (docs/near-intents-relay.md §7.5): they block settlement
         # through the relay, but the on-chain `is_nonce_used` view does not see them.
         self._relay_burned: dict[str, set[bytes]] = {}
         current = salt_hex if salt_hex is not None else secrets.token_bytes(4).hex()
@@ -392,13 +392,13 @@ class VerifierState:
         if not self.has_public_key(account_id, public_key):
             raise VerifierError(err_public_key_missing(account_id, public_key))
         if self._implicit_owner(account_id, public_key):
-            # An implicit account can opt out of its own key (contract comment, §3.2).
+            # An implicit account can opt out of its own key (contract comment, §10).
             self._implicit_removed.add(account_id)
         else:
             self._keys[account_id].pop(public_key, None)
 
     def has_public_key(self, account_id: str, public_key: str) -> bool:
-        """Registered keys, plus the implicit account's own key unless it was removed (§3.2)."""
+        """Registered keys, plus the implicit account's own key unless it was removed (§10)."""
         if public_key in self._keys.get(account_id, {}):
             return True
         return self._implicit_owner(account_id, public_key) and account_id not in self._implicit_removed
@@ -408,7 +408,7 @@ class VerifierState:
         # source we read returns only stored keys (an account never touched yields []), so do we.
         return list(self._keys.get(account_id, {}))
 
-    # --- salts (§2.3) --------------------------------------------------------------------
+    # --- salts (§3) ----------------------------------------------------------------------
 
     @staticmethod
     def _check_salt_format(salt_hex: str) -> None:
@@ -509,7 +509,7 @@ class VerifierState:
             raise ValueError(f"fee_pips must be in [0, {PIPS_MAX})")
         self.fee_pips = fee_pips
 
-    # --- payload verification (§2.2 engine order) -------------------------------------------
+    # --- payload verification (§2 engine order) ---------------------------------------------
 
     def _verify_payload(self, signed_data: Any, now: datetime) -> _Verified:
         """The checks `execute_signed_intent` makes, in its order: signature, verifying
@@ -542,7 +542,7 @@ class VerifierState:
         except InvalidNonce:
             raise VerifierError(ERR_INVALID_NONCE) from None
         if not isinstance(parsed, LegacyNonce):
-            # Versioned nonce rules (§2.3, `verify_intent_nonce`); legacy nonces skip them.
+            # Versioned nonce rules (§3, `verify_intent_nonce`); legacy nonces skip them.
             if not self.is_valid_salt(parsed.salt_hex):
                 raise VerifierError(ERR_INVALID_SALT)
             if deadline_ns > parsed.deadline_ns:
@@ -555,7 +555,7 @@ class VerifierState:
 
     @staticmethod
     def _parse_message(message: str) -> tuple[str, int, list[dict[str, Any]]]:
-        """`Nep413DefuseMessage` (§2.2): signer_id, deadline (RFC 3339), intents (default [])."""
+        """`Nep413DefuseMessage` (§2): signer_id, deadline (RFC 3339), intents (default [])."""
         try:
             doc = json.loads(message)
         except ValueError as exc:
@@ -580,7 +580,7 @@ class VerifierState:
 
     @staticmethod
     def _token_diff(intent: dict[str, Any]) -> dict[str, int]:
-        """Parse a token_diff intent; empty diff or a zero delta is `invalid intent` (§2.2)."""
+        """Parse a token_diff intent; empty diff or a zero delta is `invalid intent` (§2)."""
         diff = intent.get("diff")
         if not isinstance(diff, dict):
             raise VerifierError(err_json("token_diff.diff must be an object"))
@@ -598,14 +598,14 @@ class VerifierState:
 
     def check_quote_response(self, quote: Mapping[str, Any], response: Mapping[str, Any], now: datetime) -> CheckedAnswer:
         """Everything the verifier and the relay check on a solver's `quote_response` params[0]
-        (§1.4) against the quote request the relay sent (§1.3). Raises `VerifierError`."""
+        against its quote request (docs/near-intents-relay.md §3, §4). Raises `VerifierError`."""
         asset_in = quote["defuse_asset_identifier_in"]
         asset_out = quote["defuse_asset_identifier_out"]
         exact_in, exact_out = quote.get("exact_amount_in"), quote.get("exact_amount_out")
         if (exact_in is None) == (exact_out is None):
             raise ValueError("quote request needs exactly one of exact_amount_in / exact_amount_out")
         fixed = _parse_u128(exact_in if exact_in is not None else exact_out, "exact amount")
-        min_deadline_ms = int(quote.get("min_deadline_ms", 60_000))  # int or str on the wire (§1.3)
+        min_deadline_ms = int(quote.get("min_deadline_ms", 60_000))  # int or str (docs/near-intents-relay.md §3)
 
         if not isinstance(response, Mapping) or response.get("quote_id") != quote["quote_id"]:
             raise VerifierError(ERR_QUOTE_ID_MISMATCH)
@@ -621,12 +621,12 @@ class VerifierState:
         diff = self._token_diff(v.intents[0])
         if asset_in == asset_out or set(diff) != {asset_in, asset_out}:
             raise VerifierError(ERR_TOKENS_MISMATCH)
-        # §0.3: positive on the token the solver receives (asset_in), negative on what it gives.
+        # docs/near-intents-relay.md §4: + on what the solver receives (asset_in), - on what it gives.
         if not (diff[asset_in] > 0 and diff[asset_out] < 0):
             raise VerifierError(ERR_DIFF_SIGNS)
         amount_in, amount_out = diff[asset_in], -diff[asset_out]
 
-        # §1.4 / §7.2.8: the fixed side is echoed unchanged; quote_output names the other side.
+        # docs/near-intents-relay.md §4: the fixed side is echoed unchanged; quote_output names the other side.
         output = response.get("quote_output")
         if not isinstance(output, Mapping):
             raise VerifierError(ERR_QUOTE_OUTPUT_MISMATCH)
@@ -643,7 +643,7 @@ class VerifierState:
         if reported != out_amount:
             raise VerifierError(ERR_QUOTE_OUTPUT_MISMATCH)
 
-        # The signer's balance moves by exactly its delta (`internal_apply_deltas`); the §2.8 fee
+        # The signer's balance moves by exactly its delta (`internal_apply_deltas`); the §8 fee
         # on its negative delta is not drawn from the signer but withheld from the counterparty,
         # so covering `amount_out` is sufficient.
         if self.balance(v.signer_id, asset_out) < amount_out:
@@ -670,10 +670,10 @@ class VerifierState:
         """Execute the solver's token_diff against a taker's matching one, as `execute_intents`
         would: every payload check again at `now`, then balances, then commit the nonce.
 
-        The taker's diff is the closure of the solver's under the §2.8 fee: it receives the
+        The taker's diff is the closure of the solver's under the §8 fee: it receives the
         solver's `amount_out` net of the fee on that negative delta, and gives `gross_up(amount_in)`
         so the solver's `amount_in` arrives exactly (how the real relay folds the fee into the
-        amounts it reports is UNCONFIRMED, §2.8). The taker must hold that balance.
+        amounts it reports is UNCONFIRMED, §8). The taker must hold that balance.
         """
         v = self._verify_payload(answer.signed_data, now)
         diff = self._token_diff(v.intents[0]) if len(v.intents) == 1 else {}
@@ -689,7 +689,7 @@ class VerifierState:
         taker_gives = gross_up(amount_in, token_fee_pips(token_in, amount_in, self.fee_pips))
         fee_in = fee_ceil(taker_gives, token_fee_pips(token_in, taker_gives, self.fee_pips))
         taker_gets = amount_out - fee_out
-        # Per-token invariant: sum(deltas) + fees == 0 (§2.8).
+        # Per-token invariant: sum(deltas) + fees == 0 (§8).
         if amount_in - taker_gives + fee_in != 0 or -amount_out + taker_gets + fee_out != 0:
             raise VerifierError(f"invariant violated: {json.dumps({token_in: str(amount_in - taker_gives + fee_in)})}")
 
@@ -724,13 +724,13 @@ class VerifierState:
         ])])
         return settlement
 
-    # --- cancelling (§1.7) ----------------------------------------------------------------------
+    # --- cancelling (docs/near-intents-relay.md §7.5) -------------------------------------------
 
     def burn_nonces(self, signed_datas: list[dict[str, Any]], now: datetime, *, on_chain: bool = False) -> list[str]:
         """Consume the nonces of empty-intent payloads (`publish_intents` with `intents: []`).
 
         All payloads are checked before any nonce is consumed, as one batch. By default this is
-        the relay's in-memory invalidation (§1.7: "Relayer doesn't publish such intents onchain"):
+        the relay's in-memory invalidation (docs/near-intents-relay.md §7.5: no on-chain trace):
         later settlement and quote checks refuse the nonce with `nonce was already used`, but the
         `is_nonce_used` view stays false. `on_chain=True` models `execute_intents` with the same
         payloads, which commits the nonces on chain. Returns the payloads' intent hashes.
@@ -755,7 +755,7 @@ class VerifierState:
             self.record_tx(_fresh_hash(), checked[0].signer_id, "execute_intents")
         return [v.intent_hash for v in checked]
 
-    # --- withdrawals (§3.2, §5) -----------------------------------------------------------------
+    # --- withdrawals (§10; docs/poa-bridge.md §8) -----------------------------------------------
 
     @staticmethod
     def _parse_ft_withdraw(intent: dict[str, Any]) -> tuple[str, str, int, str | None]:
@@ -779,10 +779,10 @@ class VerifierState:
 
     def execute_ft_withdrawals(self, signed_datas: list[dict[str, Any]], now: datetime) -> list[FtWithdrawal]:
         """`execute_intents` with payloads that carry only `ft_withdraw` intents, as one batch
-        (one transaction): every payload is verified (§2.2 order) and every balance checked before
+        (one transaction): every payload is verified (§2 order) and every balance checked before
         anything moves; then the signers are debited, their nonces committed, and the listeners
         told. A POA token burns when `receiver_id` is the token and the memo is `WITHDRAW_TO:…`
-        (§5); the simulator leaves that reading to its listeners."""
+        (docs/poa-bridge.md §8); the simulator leaves that reading to its listeners."""
         checked: list[tuple[_Verified, list[tuple[str, str, int, str | None]]]] = []
         seen: set[tuple[str, bytes]] = set()
         debits: dict[tuple[str, str], int] = {}

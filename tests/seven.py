@@ -93,7 +93,7 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
     account = key.implicit_account_id
     verifier.deposit(account, NBTC_ID, BTC_FUNDED)
     verifier.deposit(account, EURE_ID, EURE_FUNDED)
-    # takers wait ~1 s (protocol doc §1.8); all seven daemons share the test's one event loop
+    # takers wait ~1 s (docs/near-intents-relay.md §8); all seven daemons share the test's one event loop
     relay = RelaySimulator(verifier, RelaySimConfig(jwt=jwt, collection_window_s=1.0, pick="best"))
     near = NearRpcSimulator(verifier)
     poa = PoaBridgeSimulator(verifier.deposit, chain=verifier.chain)

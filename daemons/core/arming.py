@@ -2,7 +2,7 @@
 
 Both start disarmed on every start, whatever the environment says: there is no setting that
 starts them armed. Arming is an operator act that names who and why, is logged and audited;
-disarm latches until an operator arms again (architecture, "Lessons": nothing re-arms by
+disarm latches until an operator arms again (docs/design.md §8: nothing re-arms by
 itself). A disarmed service stays live and observable and refuses side effects.
 """
 

@@ -1,9 +1,9 @@
 """The asset registry: every asset quoteloop knows, how many decimals it has, and how (or whether)
 it can be funded into the `intents.near` verifier.
 
-Facts are from `shared/docs/protocols/near-intents.md` §0.8 and §4 and the architecture's "Venue
-facts" (last bullet). quoteloop trades one pair, BTC/EURe, and the BTC side is a setting: nBTC
-(the canonical BTC since 2026-05, Omni bridge) by default, or the legacy POA BTC. `ActivePair`
+Facts, with their sources, are in `docs/assets.md` (§n below); the design rule is `docs/design.md`
+§7 (last bullet). quoteloop trades one pair, BTC/EURe, and the BTC side is a setting: nBTC (the
+canonical BTC since 2026-05, Omni bridge) by default, or the legacy POA BTC. `ActivePair`
 is the one place that turns that setting into answers: which two token ids to watch, which
 direction a request is, how many decimals an id has, and which POA chain funds it.
 
@@ -35,7 +35,7 @@ NEP141 = "nep141:"
 EURE_ID = "nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"
 NBTC_ID = "nep141:nbtc.bridge.near"
 POA_BTC_ID = "nep141:btc.omft.near"
-# nBTC is the canonical BTC since defuse-frontend 6005243 (2026-05-06); btc.omft.near is "BTC (LEGACY)" (§0.8, §4).
+# nBTC is the canonical BTC since defuse-frontend 6005243 (2026-05-06); btc.omft.near is "BTC (LEGACY)" (§3).
 DEFAULT_BTC_ASSET_ID = NBTC_ID
 
 
@@ -69,14 +69,15 @@ class Asset(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     symbol: Symbol
-    asset_id: str = Field(pattern=r"^nep141:[a-z0-9_.\-]+$")  # the defuse / intents token id (§4)
+    asset_id: str = Field(pattern=r"^nep141:[a-z0-9_.\-]+$")  # the defuse / intents token id (§1)
     decimals: int = Field(ge=0, le=38)
     name: str
     bridge: Bridge
-    # POA chain key used by `deposit_address` / `recent_deposits` (§5), e.g. "eth:100" for Gnosis.
+    # POA chain key used by `deposit_address` / `recent_deposits` (docs/poa-bridge.md §3, §4),
+    # e.g. "eth:100" for Gnosis.
     poa_chain: str | None = None
     unsupported_reason: str | None = None
-    # The frontend lists the id in DEPRECATED_TOKENS (§4); still quotable, but say so.
+    # The frontend lists the id in DEPRECATED_TOKENS (§3); still quotable, but say so.
     legacy: bool = False
 
     @model_validator(mode="after")
@@ -87,7 +88,7 @@ class Asset(BaseModel):
 
     @property
     def near_token_id(self) -> str:
-        """The unprefixed NEP-141 contract (what `ft_withdraw` and `withdrawal_estimate` take, §5)."""
+        """The unprefixed NEP-141 contract (what `ft_withdraw` and `withdrawal_estimate` take, §1)."""
         return self.asset_id.removeprefix(NEP141)
 
     @property
@@ -114,7 +115,7 @@ NBTC = Asset(
     symbol="BTC", asset_id=NBTC_ID, decimals=8, name="nBTC (NEAR Omni bridge)", bridge="omni",
     unsupported_reason="nBTC moves through the NEAR Omni bridge: no funding route supported yet",
 )
-# Whether POA still accepts new `btc:mainnet` deposits is UNCONFIRMED (§4); the SDK still maps it.
+# Whether POA still accepts new `btc:mainnet` deposits is UNCONFIRMED (§3); the SDK still maps it.
 POA_BTC = Asset(
     symbol="BTC", asset_id=POA_BTC_ID, decimals=8, name="BTC (POA, legacy)", bridge="poa",
     poa_chain="btc:mainnet", legacy=True,
@@ -184,7 +185,7 @@ class ActivePair:
         return self.asset(asset_id).decimals
 
     def direction_of(self, asset_in: str, asset_out: str) -> Direction | None:
-        """The direction of a quote request, named from quoteloop's side (architecture, "Roles").
+        """The direction of a quote request, named from quoteloop's side (docs/design.md §2).
 
         The request's `asset_in` is what the user offers (quoteloop receives it); `asset_out` is
         what the user wants (quoteloop gives it). None for anything that is not exactly the pair.

@@ -123,7 +123,7 @@ class MarketPrice(_Model):
     health. Published on every change and at a steady interval, so the event itself says how
     fresh the price is.
 
-    Fair rates are EURe per BTC (architecture "Prices and edge"): `fair_rate_buy_btc` is what BTC
+    Fair rates are EURe per BTC (docs/design.md §3): `fair_rate_buy_btc` is what BTC
     received is worth (Kraken best bid), `fair_rate_sell_btc` what BTC given costs (best ask),
     `fair_rate_mid` between; each is the EUR price divided by `eure_eur_rate`, rounded in
     quoteloop's favour. On the CoinGecko fallback (`fallback_used`) the single aggregate price is

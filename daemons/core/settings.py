@@ -1,6 +1,6 @@
 """Settings shared by every daemon (pydantic-settings, env prefix `QL_`).
 
-The names here are the contract with operators and tests (architecture, "Settings every
+The names here are the contract with operators and tests (docs/design.md §9, "Settings every
 deployment sets"). Defaults point at the real production endpoints; the local stack and the
 tests override them through the environment. Each daemon subclasses `CoreSettings` with its own
 fields, so one class per daemon plus this shared one.
@@ -56,7 +56,8 @@ class CoreSettings(BaseSettings):
     relay_ws_url: str = "wss://solver-relay-v2.chaindefuser.com/ws"
     relay_rpc_url: str = "https://solver-relay-v2.chaindefuser.com/rpc"
     relay_jwt_file: Path | None = None
-    # reconnect pacing for relay connections (architecture: capped backoff, reconnect budget)
+    # reconnect pacing for relay connections: capped backoff under a reconnect budget
+    # (docs/near-intents-relay.md §8)
     relay_backoff_initial_s: float = Field(default=1.0, gt=0)
     relay_backoff_max_s: float = Field(default=60.0, gt=0)
     relay_reconnect_budget: int = Field(default=120, ge=1)

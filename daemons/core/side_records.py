@@ -2,7 +2,7 @@
 
 Both go to PostgreSQL through one `QueuedWriter`, which never blocks the daemon: rows wait in a
 bounded in-memory queue while PostgreSQL is away and are flushed, in order, as soon as it
-accepts them (architecture: "alerts and notifications never block trading"). Every row is also
+accepts them (docs/design.md §8: alerts and notifications never block trading). Every row is also
 logged the moment it is queued, so nothing is invisible even if the process dies first.
 """
 

@@ -14,7 +14,7 @@ Every other type (timestamps, UUIDs, literals, bounds, nested models, `extra="fo
 very same pydantic type, so it validates identically. A message the mirror refuses goes to
 `decode()`, which gives the verdict and the reason; so the mirror only ever saves time on a
 message `decode()` would accept, and a dead letter and its reason stay exactly as they were.
-tests/unit/test_history_fastdecode.py checks that property on arbitrary and mutated messages.
+tests/fuzz/test_fuzz_history_fastdecode.py checks that property on arbitrary and mutated messages.
 
 The mirrored event's amounts stay strings; its envelope and link fields equal `decode()`'s.
 """

@@ -1,4 +1,4 @@
-"""history-writer: every topic into append-only PostgreSQL rows, exactly once (seed section 5).
+"""history-writer: every topic into append-only PostgreSQL rows, exactly once (docs/design.md §5).
 
 The loop: poll a batch, write it and its offsets in one transaction, then commit the offsets to
 Kafka. PostgreSQL is the authority on what is stored: whenever partitions are assigned the

@@ -1,5 +1,5 @@
 """How a batch of deliveries becomes rows: one transaction holding the events, the dead letters
-and the consumer offsets they cover (architecture, "Durable store").
+and the consumer offsets they cover (docs/design.md §5).
 
 Rows go in with `ON CONFLICT (event_id) DO NOTHING`, so a redelivered event is counted as a
 duplicate and written once. The event column receives the message bytes exactly as Kafka held

@@ -1,6 +1,6 @@
 """inventory-sync: read the signer account's credited balances from the `intents.near` verifier,
 keep them apart from pending treasury movements, and publish `state.intent_inventory`
-(seed section 3, issue 5).
+(docs/design.md §1, §7).
 
 When it reads: at start, every `QL_INVENTORY_INTERVAL_S`, on `POST /refresh`, right after one of
 our own answers settles (`exec.trade_result` with status `settled`), when liquidity-manager

@@ -1,1 +1,2 @@
-"""liquidity-manager: treasury deposit addresses, funding actions and withdrawals (seed section 4)."""
+"""liquidity-manager: treasury deposit addresses, funding actions and withdrawals
+(docs/design.md §1, docs/poa-bridge.md)."""

@@ -3,9 +3,9 @@ until the verifier credits it. Pure: no I/O, the service feeds it what the bridg
 
 Stages only move forward: recorded → notified (`notify_deposit` accepted) → seen (the bridge
 lists the deposit, not yet credited) → credited | failed; failed → credited is allowed because
-the bridge's operators complete failed deposits by hand (§5). Being late is a flag beside the
-stage, not a stage: past the credit bound a pending attempt is `delayed` and stays so (later
-sightings are reported as `delayed` too) until it is credited or fails. The event status is
+the bridge's operators complete failed deposits by hand (docs/poa-bridge.md §4). Being late is a
+flag beside the stage, not a stage: past the credit bound a pending attempt is `delayed` and stays
+so (later sightings are reported as `delayed` too) until it is credited or fails. The event status is
 derived from stage and flag, so one poll yields at most one event per attempt.
 
 Duplicates are decided on the normalised (chain, tx hash): hex hashes compare without case or

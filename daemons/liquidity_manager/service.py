@@ -1,5 +1,5 @@
 """liquidity-manager: deposit addresses, funding actions and withdrawals for the treasury, off the
-trade path (seed section 4, issue 5). Every transition is an `ops.liquidity_action` event.
+trade path (docs/design.md §1; docs/poa-bridge.md). Every transition is an `ops.liquidity_action` event.
 
 - Deposit addresses come from the POA bridge per treasury route and are kept; an asset without
   a supported route (nBTC today) or an unknown chain is refused with the reason.
@@ -62,7 +62,7 @@ from daemons.venues.poa_bridge import (
 )
 
 _WARN_STATUSES = frozenset({"delayed", "failed", "duplicate", "refused", "frozen"})
-_PAGE = 100  # recent_deposits' maximum page (§5)
+_PAGE = 100  # recent_deposits' maximum page (docs/poa-bridge.md §4)
 _PROBE_HASH = "1" * 44  # a well-formed intent hash nobody published: get_status answers NOT_FOUND
 
 
@@ -396,8 +396,8 @@ class LiquidityManager(Service):
             await self._notify(attempt)
 
     async def _notify(self, attempt: FundingAttempt) -> None:
-        """Tell the bridge about the transfer (an optional speed-up, §5); retried each poll until
-        accepted or the deposit is seen."""
+        """Tell the bridge about the transfer (an optional speed-up, docs/poa-bridge.md §5); retried
+        each poll until accepted or the deposit is seen."""
         address = self.addresses.get(attempt.chain)
         if address is None:
             return
@@ -576,7 +576,7 @@ class LiquidityManager(Service):
         except PoaBridgeRpcError as exc:
             if not exc.withdrawals_not_found:
                 self._venue_failed("poa_bridge", exc)
-            return w  # "Withdrawals not found": not indexed yet (§5)
+            return w  # "Withdrawals not found": not indexed yet (docs/poa-bridge.md §6)
         except PoaBridgeError as exc:
             self._venue_failed("poa_bridge", exc)
             return w

@@ -38,7 +38,8 @@ class LiquiditySettings(CoreSettings):
     # unsettled one is resolved through `is_nonce_used`.
     liquidity_withdraw_deadline_s: float = Field(default=300.0, ge=10)
     liquidity_withdraw_expiry_grace_s: float = Field(default=30.0, ge=0)
-    # `min_gas` on the ft_withdraw intent: the SDK's empirical 17.05 TGas (§5); 0 leaves it out.
+    # `min_gas` on the ft_withdraw intent: the SDK's empirical 17.05 TGas (docs/poa-bridge.md §8);
+    # 0 leaves it out.
     liquidity_withdraw_min_gas: int = Field(default=17_050_000_000_000, ge=0)
 
     # Pages of 100 `recent_deposits` read per chain and poll, looking for recorded transfers.

@@ -2,19 +2,18 @@
 state machine that follows it. Pure: the service signs with the key it holds and feeds in what the
 relay and the bridge said.
 
-The intent (near-intents.md §5): `token` and `receiver_id` are the unprefixed POA token contract
+The intent (docs/poa-bridge.md §8): `token` and `receiver_id` are the unprefixed POA token contract
 (the token burns when it is its own receiver), `memo` is `WITHDRAW_TO:<destination>`, `amount` is
 what the destination should receive plus the bridge's `withdrawalFee` (from
 `withdrawal_estimate`), and `msg` is left out so a failed transfer can be refunded. It is signed
-as NEP-413 with a versioned nonce whose deadline equals the intent deadline (§2.3).
+as NEP-413 with a versioned nonce whose deadline equals the intent deadline (docs/verifier.md §3).
 
 Stages only move forward: signed (written before anything is sent) → published (the relay took
 it: `intent_hash`) → burned (settled on NEAR: `tx_hash`) → completed | failed. A publish whose
 outcome is unknown leaves the stage at signed; the same signed payload is published again (a
-duplicate is "already processed", §1.7), never re-signed with a fresh nonce. Once the deadline
-has passed, `is_nonce_used` at the last block at or before the deadline tells whether it ever
-executed. Late is a flag (`delayed`) as in
-funding.
+duplicate is "already processed", docs/near-intents-relay.md §7.3), never re-signed with a fresh
+nonce. Once the deadline has passed, `is_nonce_used` at the last block at or before the deadline
+tells whether it ever executed. Late is a flag (`delayed`) as in funding.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ WITHDRAW_TO = "WITHDRAW_TO:"
 _STAGE_STATUS: dict[Stage, WithdrawalStatus] = {
     "signed": "requested", "published": "issued", "burned": "pending", "completed": "completed", "failed": "failed",
 }
-# Bridge statuses (§5) that end a withdrawal without the transfer.
+# Bridge statuses (docs/poa-bridge.md §6) that end a withdrawal without the transfer.
 BRIDGE_FAILED = frozenset({"FAILED", "REJECTED", "RETURNED"})
 
 
@@ -158,7 +157,7 @@ def withheld(w: Withdrawal, reason: str, now: datetime) -> Withdrawal | None:
 def on_intent_status(
     w: Withdrawal, status: str, now: datetime, *, tx_hash: str | None = None, status_details: str | None = None
 ) -> Withdrawal | None:
-    """Apply the relay's `get_status` (§1.7). Only SETTLED (with the tx hash) and
+    """Apply the relay's `get_status` (docs/near-intents-relay.md §7.4). Only SETTLED (with the tx hash) and
     NOT_FOUND_OR_NOT_VALID with `status_details: FAILED` are final; anything else waits."""
     if w.stage not in ("signed", "published"):
         return None
@@ -208,7 +207,8 @@ def on_nonce_used(w: Withdrawal, tx_hash: str, now: datetime) -> Withdrawal | No
 def on_bridge_status(
     w: Withdrawal, status: str | None, now: datetime, *, transfer_tx_hash: str | None = None
 ) -> Withdrawal | None:
-    """Apply `withdrawal_status` (§5); None status: the bridge has not indexed the burn yet."""
+    """Apply `withdrawal_status` (docs/poa-bridge.md §6); None status: the bridge has not indexed
+    the burn yet."""
     if w.stage != "burned" or status is None:
         return None
     if status == "COMPLETED":

@@ -1,2 +1,2 @@
 """market-reference-ingest daemon: Kraken BTC/EUR (primary) and CoinGecko (fallback and
-cross-check) into `ref.market_price`, the fair BTC/EURe rate per direction. Seed section 2."""
+cross-check) into `ref.market_price`, the fair BTC/EURe rate per direction (docs/design.md §3)."""

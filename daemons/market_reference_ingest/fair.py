@@ -1,7 +1,7 @@
 """Fair-rate arithmetic, all in `Decimal`: side-specific fair rates, the EURe/EUR basis, the
 cross-check divergence and the validity of a Kraken tick. Pure functions, no I/O.
 
-Direction semantics (architecture "Prices and edge"): for `BUY_BTC` quoteloop receives BTC, so
+Direction semantics (docs/design.md §3): for `BUY_BTC` quoteloop receives BTC, so
 the reference is what that BTC fetches if sold now, the best bid; for `SELL_BTC` quoteloop gives
 BTC, so the reference is what it costs to buy back, the best ask. EURe per BTC is EUR per BTC
 divided by the EURe/EUR rate. Rounding always favours quoteloop: the BUY_BTC rate (the value of

@@ -1,7 +1,7 @@
 """The source policy: a pure state machine from (previous state, Kraken view, CoinGecko view, now,
 config) to the `ref.market_price` payload, the next state and the transitions worth a log line.
 
-Rules (issue 4, every threshold in `PolicyConfig`):
+Rules (docs/reference-prices.md; every threshold in `PolicyConfig`):
 
 - Kraken usable (connected, system `online`, data flowing, latest valid tick no older than
   `kraken_stale_after_s`) → Kraken is the source.

@@ -1,5 +1,6 @@
 """market-reference-ingest: the Kraken BTC/EUR stream (primary) and CoinGecko polls (fallback and
-cross-check) in, `ref.market_price` out. Seed section 2.
+cross-check) in, `ref.market_price` out. See docs/design.md §3
+and docs/reference-prices.md.
 
 The shell only moves data: Kraken ticks (validated: `ask <= bid` is discarded and counted) and
 CoinGecko polls become the two source views; the pure policy (`policy.evaluate`) turns them into

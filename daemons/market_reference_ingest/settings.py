@@ -23,9 +23,9 @@ class MarketReferenceSettings(CoreSettings):
     # the latest valid tick older than this is stale for pricing; keep it above the data timeout
     # below, so a quiet (but healthy) ticker is refreshed by a re-subscribe snapshot first
     market_kraken_stale_after_s: float = Field(default=15.0, gt=0)
-    # the client's per-symbol data clock: quiet this long -> re-subscribe, then reconnect (§1.12)
+    # the client's per-symbol data clock: quiet this long -> re-subscribe, then reconnect (docs/kraken.md §12)
     market_kraken_data_timeout_s: float = Field(default=10.0, gt=0)
-    # the client's connection clock: no frame of any kind this long -> reconnect (§1.10)
+    # the client's connection clock: no frame of any kind this long -> reconnect (docs/kraken.md §10)
     market_kraken_silence_timeout_s: float = Field(default=5.0, gt=0)
     market_kraken_backoff_initial_s: float = Field(default=1.0, gt=0)
     market_kraken_backoff_max_s: float = Field(default=60.0, gt=0)
@@ -36,14 +36,14 @@ class MarketReferenceSettings(CoreSettings):
     # at or above the plan's cache interval (60 s Demo/public, 20 s Pro): faster only burns quota
     market_coingecko_poll_interval_s: float = Field(default=60.0, gt=0)
     market_coingecko_timeout_s: float = Field(default=10.0, gt=0)
-    # a 429 without a usable retry-after / x-ratelimit-reset header waits this long (§3.4)
+    # a 429 without a usable retry-after / x-ratelimit-reset header waits this long (docs/coingecko.md §4)
     market_coingecko_rate_limit_backoff_s: float = Field(default=60.0, gt=0)
-    # judged by CoinGecko's own last_updated_at; 2-3x the cache interval (§4.9.4)
+    # judged by CoinGecko's own last_updated_at; 2-3x the cache interval (docs/reference-prices.md §4)
     market_coingecko_stale_after_s: float = Field(default=180.0, gt=0)
     market_coingecko_eure_id: str = EURE_ID
 
     # --- EURe/EUR basis ---
-    market_eure_stale_after_s: float = Field(default=3600.0, gt=0)  # EURe trades thinly (§4.9.6)
+    market_eure_stale_after_s: float = Field(default=3600.0, gt=0)  # EURe trades thinly (docs/reference-prices.md §6)
     market_eure_tolerance_pct: Decimal = Field(default=Decimal("1.0"), ge=0)
     # a fresh EURe/EUR quote beyond tolerance makes the price not decisionable (else: recorded only)
     market_eure_out_of_tolerance_blocks: bool = True

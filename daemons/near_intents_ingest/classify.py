@@ -1,7 +1,7 @@
 """Pure logic of near-intents-ingest: which pair a quote request is, whether its id was seen
-before, and the normalised demand event for the active pair (seed section 1).
+before, and the normalised demand event for the active pair (docs/design.md §1).
 
-Directions are named from quoteloop's side (architecture, "Roles in the trade"): the request's
+Directions are named from quoteloop's side (docs/design.md §2): the request's
 `asset_out` is what quoteloop would give. `SELL_BTC` gives BTC for EURe, `BUY_BTC` gives EURe
 for BTC.
 """
@@ -26,7 +26,7 @@ def swap_demand(pair: ActivePair, quote: QuoteRequest, *, repeat: bool) -> SwapD
     direction = pair.direction_of(quote.asset_in, quote.asset_out)
     if direction is None:
         raise ValueError(f"quote {quote.quote_id} is not on the active pair")
-    # exactly one of the two amounts is present: the relay client guarantees it (§1.3)
+    # exactly one of the two amounts is present: the relay client guarantees it (docs/near-intents-relay.md §3)
     if quote.exact_amount_in is not None:
         fixed_side, fixed_amount = "exact_amount_in", quote.exact_amount_in
     else:

@@ -1,6 +1,6 @@
 """near-intents-ingest: connect to the solver relay, classify every quote request, publish the raw
 frame (`raw.near_intents.quote`) and, for the active pair, the normalised demand
-(`norm.swap_demand`). Seed section 1.
+(`norm.swap_demand`). See docs/design.md §1.
 
 Repeated quote ids are marked, never dropped (the strategy decides). Frames the relay client
 could not use are dead letters with their raw text. A connection gap is logged and shown in

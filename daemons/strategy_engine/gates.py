@@ -1,6 +1,6 @@
 """The decision pipeline: a fixed sequence of pure gates, each returning a typed reason.
 
-The order is the issue's (seed section 6): paused · pair not active · repeated quote id ·
+The order is fixed: paused · pair not active · repeated quote id ·
 request older than the answer window · `min_deadline_ms` beyond the longest exposure · no price ·
 price stale · price not decisionable · edge below threshold · notional below minimum or above
 cap · no inventory · inventory stale · insufficient spendable inventory of the asset given

@@ -1,11 +1,11 @@
-"""The candidate answer for a quote request, in integers and `Decimal` (seed section 6).
+"""The candidate answer for a quote request, in integers and `Decimal` (docs/design.md §3).
 
 quoteloop gives the request's `asset_out` and receives its `asset_in`. One side is fixed by the
 request; the other is computed from the direction's fair rate so that quoteloop's gross edge is
 `target_edge_pct`, rounding always in quoteloop's favour: an amount it gives is rounded down, an
 amount it receives is rounded up.
 
-Fair rates are EURe per BTC (architecture, "Prices and edge"): for `SELL_BTC` (quoteloop gives
+Fair rates are EURe per BTC (docs/design.md §3): for `SELL_BTC` (quoteloop gives
 BTC) the ask, what the BTC given would cost to buy back; for `BUY_BTC` (quoteloop gives EURe)
 the bid, what the BTC received is worth if sold now. Both sides are valued in EURe at that rate:
 

@@ -1,6 +1,6 @@
 """Inventory reserved for live answers, so several requests in flight can never over-commit.
 
-Unique nonces mean several live answers can settle (architecture, "Venue facts"), so every
+Unique nonces mean several live answers can settle (docs/design.md §7), so every
 command the strategy sends reserves the amount it gives until its result says it is over:
 
 - `rejected`, `refused`, `expired`: released at once;

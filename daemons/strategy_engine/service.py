@@ -1,6 +1,6 @@
 """strategy-engine: join each request with the latest price and inventory, run the gates,
 publish a decision for every request and a command only when armed and every gate passes
-(seed section 6).
+(docs/design.md §1, §3, §7).
 
 Inputs are the latest `ref.market_price` and `state.intent_inventory` (read from the last event
 on start, so a restart decides at once) and `exec.trade_result` (to release reservations; read

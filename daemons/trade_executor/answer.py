@@ -2,7 +2,7 @@
 `quote_response` payload, the empty-intent payload that burns a live answer's nonce, and the
 salt cache. Pure: time, randomness and the key come in as arguments.
 
-Wire facts (`protocols/near-intents.md` §1.4, §2.3, §8): the solver's diff is positive on the
+Wire facts (§4 of `docs/near-intents-relay.md` (§n below); docs/verifier.md §3): the solver's diff is positive on the
 asset it receives (the request's `defuse_asset_identifier_in`) and negative on the one it gives;
 the request's fixed amount is echoed unchanged and `quote_output` names the other side. Each
 answer gets its own versioned nonce carrying the verifier's current salt and a deadline in ns at
@@ -34,7 +34,7 @@ _NS_PER_MS = 1_000_000
 
 
 def floor_ms(dt: datetime) -> datetime:
-    """`dt` truncated to the millisecond: the precision a nonce deadline carries (§2.3)."""
+    """`dt` truncated to the millisecond: the precision a nonce deadline carries (docs/verifier.md §3)."""
     return ns_to_datetime(datetime_to_ns(dt) // _NS_PER_MS * _NS_PER_MS)
 
 
@@ -62,7 +62,7 @@ def token_diff(cmd: ExecuteTrade) -> dict[str, int]:
 
 def quote_output(cmd: ExecuteTrade) -> dict[str, int]:
     """The side the request left open: `amount_out` for exact-in requests, `amount_in` for
-    exact-out ones (§1.4); the fixed side travels unchanged inside the signed diff."""
+    exact-out ones (§4); the fixed side travels unchanged inside the signed diff."""
     if cmd.fixed_side == "exact_amount_in":
         return {"amount_out": cmd.amount_out}
     return {"amount_in": cmd.amount_in}
@@ -110,7 +110,7 @@ def sign_answer(key: SignerKey, signer_id: str, cmd: ExecuteTrade, plan: NoncePl
 
 def cancel_payload(key: SignerKey, signer_id: str, nonce: bytes, deadline: datetime, recipient: str) -> SignedIntent:
     """An empty-intent payload with a live answer's own nonce: publishing it burns the nonce, so
-    the answer can no longer settle (§1.7 "Cancelling"). Its deadline is the answer's, which is
+    the answer can no longer settle (§7.5 "Cancelling"). Its deadline is the answer's, which is
     what the nonce allows (an intent deadline must not pass the nonce's)."""
     return sign_intent(key, intents_message(signer_id, deadline, []), nonce, recipient)
 

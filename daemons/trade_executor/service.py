@@ -1,5 +1,5 @@
-"""trade-executor: answer the relay from pre-funded inventory, durably idempotent (seed section 7,
-issue 7).
+"""trade-executor: answer the relay from pre-funded inventory, durably idempotent (docs/design.md
+§5, §8).
 
 The loop, per `cmd.execute_trade`:
 

@@ -23,9 +23,9 @@ class ExecutorSettings(CoreSettings):
     executor_answer_margin_ms: int = Field(default=5_000, ge=0, le=60_000)
     # how long to wait for the relay's answer to a quote_response before it is `uncertain`
     executor_relay_answer_timeout_s: float = Field(default=2.0, gt=0, le=30)
-    # the verifier's current_salt is trusted this long at most (issue 7: 5 minutes)
+    # the verifier's current_salt is trusted this long at most (5 minutes, the SDK's salt cache: docs/verifier.md §3)
     executor_salt_max_age_s: float = Field(default=300.0, gt=0, le=300.0)
-    # guaranteed quote_status delivery (§1.6): a fixed id per instance; unset = plain delivery
+    # guaranteed quote_status delivery (docs/near-intents-relay.md §6): a fixed id per instance; unset = plain delivery
     # (on by default: fills seen while disconnected or restarting are replayed, not guessed; an
     # empty value turns it off)
     executor_relay_instance_id: str | None = Field(default="quoteloop-1", max_length=128)

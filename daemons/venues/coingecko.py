@@ -1,15 +1,15 @@
 """CoinGecko `/simple/price` client: the fallback and cross-check BTC/EUR price, and the EURe/EUR
 sanity check, for market-reference-ingest.
 
-Wire truth is `shared/docs/protocols/market-data.md` §3 (cited as §n). One request shape:
+Wire truth, with its sources: `docs/coingecko.md` (§n below). One request shape:
 `ids=<ids>&vs_currencies=eur&include_last_updated_at=true&precision=full`. Prices are `Decimal`
 parsed from the response text and `last_updated_at` (UNIX seconds) becomes an aware UTC datetime:
-CoinGecko serves a cached aggregate (§3.3), so freshness is judged by that field, never by when we
-asked. A missing coin (`{}`) is an error, not an empty answer (§3.2). On HTTP 429 the client
+CoinGecko serves a cached aggregate (§3), so freshness is judged by that field, never by when we
+asked. A missing coin (`{}`) is an error, not an empty answer (§2). On HTTP 429 the client
 honours `retry-after` (seconds or an HTTP date), then `x-ratelimit-reset`, else waits at least
-60 s (§3.4), and refuses to call again before `retry_not_before`, so a throttled key is not
+60 s (§4), and refuses to call again before `retry_not_before`, so a throttled key is not
 burned further. The API key is read from a file (`QL_COINGECKO_API_KEY_FILE`), sent in the plan's
-header (§3.1) and never logged, repr'd or put in an exception.
+header (§1) and never logged, repr'd or put in an exception.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr
 
 from daemons.core.logs import get_logger
 
-DEMO_BASE_URL = "https://api.coingecko.com/api/v3"  # keyless public and Demo share it (§3.1)
+DEMO_BASE_URL = "https://api.coingecko.com/api/v3"  # keyless public and Demo share it (§1)
 PRO_BASE_URL = "https://pro-api.coingecko.com/api/v3"
-KEY_HEADERS = {"demo": "x-cg-demo-api-key", "pro": "x-cg-pro-api-key"}  # §3.1
+KEY_HEADERS = {"demo": "x-cg-demo-api-key", "pro": "x-cg-pro-api-key"}  # §1
 BTC_ID = "bitcoin"
-# §3.6: the post-migration EURe id; "monerium-eur-money" is the legacy token. UNCONFIRMED live.
+# §6: the post-migration EURe id; "monerium-eur-money" is the legacy token. UNCONFIRMED live.
 EURE_ID = "monerium-eur-money-2"
 VS_EUR = "eur"
-DEFAULT_BACKOFF_S = 60.0  # §3.4: no usable header -> at least 60 s (freqtrade 60, hummingbot 63)
+DEFAULT_BACKOFF_S = 60.0  # §4: no usable header -> at least 60 s (freqtrade 60, hummingbot 63)
 
 Plan = Literal["public", "demo", "pro"]
 
@@ -69,7 +69,7 @@ class CoinGeckoHTTPError(CoinGeckoError):
 
 
 class CoinGeckoAuthError(CoinGeckoHTTPError):
-    """401/403, or the key/host mismatch codes 10002, 10010, 10011 (§3.5)."""
+    """401/403, or the key/host mismatch codes 10002, 10010, 10011 (§5)."""
 
 
 class CoinGeckoRateLimited(CoinGeckoError):
@@ -84,7 +84,7 @@ class CoinGeckoResponseError(CoinGeckoError):
 
 
 class CoinGeckoUnknownId(CoinGeckoError):
-    """§3.2: an unknown id is silently left out of the answer (`{}` when it was the only one)."""
+    """§2: an unknown id is silently left out of the answer (`{}` when it was the only one)."""
 
     def __init__(self, missing: Sequence[str], found: dict[str, CoinPrice]) -> None:
         super().__init__(f"unknown or unpriced coin id(s): {', '.join(missing)}")
@@ -110,7 +110,7 @@ class CoinPrice(BaseModel):
 
 
 class CoinGeckoQuote(BaseModel):
-    """One batched poll: BTC/EUR (required) and EURe/EUR (sanity check only, §4.9.6)."""
+    """One batched poll: BTC/EUR (required) and EURe/EUR (sanity check only, docs/reference-prices.md §6)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -120,7 +120,7 @@ class CoinGeckoQuote(BaseModel):
 
 
 def _error_info(obj: Any) -> tuple[int | None, str | None]:
-    """(error_code, message) from the body shapes of §3.4/§3.5, or (None, None)."""
+    """(error_code, message) from the body shapes of §4/§5, or (None, None)."""
     if not isinstance(obj, dict):
         return None, None
     status = obj.get("status")
@@ -161,7 +161,7 @@ def parse_simple_price(
             raise CoinGeckoResponseError(f"{coin_id}: expected an object")
         price = entry[vs_currency]
         if price is None or isinstance(price, bool) or not isinstance(price, (int, Decimal)):
-            # §3.3: a null value is CoinGecko's own "no current price" signal
+            # §3: a null value is CoinGecko's own "no current price" signal
             raise CoinGeckoResponseError(f"{coin_id}: no {vs_currency} price ({price!r})")
         price = Decimal(price)
         if not price.is_finite() or price <= 0:
@@ -170,7 +170,7 @@ def parse_simple_price(
         if isinstance(updated, bool) or not isinstance(updated, (int, Decimal)):
             raise CoinGeckoResponseError(f"{coin_id}: last_updated_at missing or not a number")
         try:
-            last_updated_at = datetime.fromtimestamp(int(updated), UTC)  # UNIX seconds (§3.2)
+            last_updated_at = datetime.fromtimestamp(int(updated), UTC)  # UNIX seconds (§2)
         except (OverflowError, OSError, ValueError):
             raise CoinGeckoResponseError(f"{coin_id}: last_updated_at {updated} is not a plausible time") from None
         found[coin_id] = CoinPrice(
@@ -203,7 +203,7 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
 
 
 def parse_ratelimit_reset(value: str | None, now: datetime) -> datetime | None:
-    """`x-ratelimit-reset` as observed in §3.4 (`2025-07-25 14:54:00 +0000`), or epoch seconds."""
+    """`x-ratelimit-reset` as observed in §4 (`2025-07-25 14:54:00 +0000`), or epoch seconds."""
     if not value:
         return None
     value = value.strip()
@@ -226,7 +226,7 @@ def parse_ratelimit_reset(value: str | None, now: datetime) -> datetime | None:
 def rate_limit_until(
     headers: Any, now: datetime, default_backoff_s: float = DEFAULT_BACKOFF_S
 ) -> tuple[datetime, str]:
-    """When a 429 lets us try again, and which signal said so (§3.4 order)."""
+    """When a 429 lets us try again, and which signal said so (§4 order)."""
     moment = parse_retry_after(headers.get("retry-after"), now)
     if moment is not None:
         return moment, "retry-after"
@@ -254,7 +254,7 @@ def read_api_key(path: str | Path) -> SecretStr:
 
 class CoinGeckoClient:
     """One-shot `/simple/price` requests with typed failures; no polling loop of its own (the
-    daemon decides the cadence, at or above the cache interval of §3.3)."""
+    daemon decides the cadence, at or above the cache interval of §3)."""
 
     def __init__(
         self,
@@ -265,8 +265,8 @@ class CoinGeckoClient:
         plan: Plan | None = None,
         timeout_s: float = 10.0,
         default_backoff_s: float = DEFAULT_BACKOFF_S,
-        stale_after_s: float = 180.0,  # §4.9.4: 2–3x the 60 s Demo cache
-        eure_stale_after_s: float = 3600.0,  # §4.9.6: EURe trades thinly; ~1 h
+        stale_after_s: float = 180.0,  # docs/reference-prices.md §4: 2–3x the 60 s Demo cache
+        eure_stale_after_s: float = 3600.0,  # docs/reference-prices.md §6: EURe trades thinly; ~1 h
         eure_id: str = EURE_ID,
         clock: Callable[[], datetime] = utc_now,
         session: aiohttp.ClientSession | None = None,
@@ -325,7 +325,7 @@ class CoinGeckoClient:
     def _headers(self) -> dict[str, str]:
         headers = {"accept": "application/json"}
         if self._key is not None and self.plan != "public":
-            # §3.1: the header, not the query string, so the key stays out of URLs and logs
+            # §1: the header, not the query string, so the key stays out of URLs and logs
             headers[KEY_HEADERS[self.plan]] = self._key.get_secret_value()
         return headers
 
@@ -382,7 +382,7 @@ class CoinGeckoClient:
             pass
         code, message = _error_info(obj)
         if status == 429 or code == 429:
-            # code 429 on HTTP 200 is a third-party report (§3.4, UNCONFIRMED): honour it too
+            # code 429 on HTTP 200 is a third-party report (§4, UNCONFIRMED): honour it too
             until, source = rate_limit_until(headers, now, self.default_backoff_s)
             self._retry_not_before = until
             self._log.warning("coingecko_rate_limited", retry_not_before=until.isoformat(), source=source)
@@ -403,7 +403,7 @@ class CoinGeckoClient:
         return (await self.simple_price([BTC_ID], VS_EUR))[BTC_ID]
 
     async def fetch_quote(self) -> CoinGeckoQuote:
-        """BTC/EUR and EURe/EUR in one request (§3.6: batching saves quota). A missing EURe id
+        """BTC/EUR and EURe/EUR in one request (§6: batching saves quota). A missing EURe id
         degrades to `eure_eur=None` with the reason; a missing bitcoin raises."""
         ids = [BTC_ID, self.eure_id]
         try:
@@ -417,7 +417,7 @@ class CoinGeckoClient:
     # --- freshness and health -------------------------------------------------------------------
 
     def is_stale(self, price: CoinPrice, now: datetime | None = None) -> bool:
-        """Stale by CoinGecko's `last_updated_at` (§3.3), with the EURe bound for the EURe id."""
+        """Stale by CoinGecko's `last_updated_at` (§3), with the EURe bound for the EURe id."""
         bound = self.eure_stale_after if price.coin_id == self.eure_id else self.stale_after
         return price.age(now or self.clock()) > bound
 

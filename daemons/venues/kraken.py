@@ -4,8 +4,8 @@ It keeps one public v2 connection, subscribes `ticker` with `event_trigger: "bbo
 `book` depth 10 with CRC32 verification), and turns the stream into typed `KrakenTick`s: best
 bid/ask with sizes, last, the venue's timestamp when it sends one and our own receive time.
 
-Wire truth is `shared/docs/protocols/market-data.md` (cited below as §n). Liveness follows §1.10
-and §1.12: two clocks, connection silence (no frame of any kind for ~5 s: close and reconnect)
+Wire truth, with its sources: `docs/kraken.md` (§n below). Liveness follows §10
+and §12: two clocks, connection silence (no frame of any kind for ~5 s: close and reconnect)
 and per-symbol data age (the ticker quiet for too long while heartbeats still flow: re-subscribe
 once, then reconnect), because a v2 subscription can be acked and then deliver nothing.
 Reconnects are paced by the shared `Backoff` and every subscription is replayed on each connect,
@@ -35,9 +35,9 @@ from daemons.core.logs import get_logger
 from daemons.venues.backoff import Backoff
 
 DEFAULT_URL = "wss://ws.kraken.com/v2"
-DEFAULT_SYMBOL = "BTC/EUR"  # §1.2: v2 spells it BTC, not XBT (UNCONFIRMED live, §6.1)
-CHECKSUM_LEVELS = 10  # §1.6: the CRC32 always covers the top 10 levels whatever the depth
-BOOK_DEPTHS = (10, 25, 100, 500, 1000)  # §1.6
+DEFAULT_SYMBOL = "BTC/EUR"  # §2: v2 spells it BTC, not XBT (UNCONFIRMED live, §16)
+CHECKSUM_LEVELS = 10  # §6: the CRC32 always covers the top 10 levels whatever the depth
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)  # §6
 INT32_MAX = 2**31 - 1
 
 
@@ -49,7 +49,7 @@ class KrakenParseError(ValueError):
     """A frame that is not JSON, or does not fit the shape its own keys announce."""
 
 
-# --- wire models (§1.3–§1.8) -------------------------------------------------------------------
+# --- wire models (§3–§8) -----------------------------------------------------------------------
 
 
 def _no_float(value: Any) -> Any:
@@ -70,12 +70,12 @@ class _Wire(BaseModel):
 class StatusData(_Wire):
     system: str
     api_version: str | None = None
-    connection_id: int | None = None  # can exceed int64 (§1.4); a Python int holds it
+    connection_id: int | None = None  # can exceed int64 (§4); a Python int holds it
     version: str | None = None
 
 
 class StatusMessage(_Wire):
-    """§1.4: pushed on connect and on every engine status change; cannot be subscribed to."""
+    """§4: pushed on connect and on every engine status change; cannot be subscribed to."""
 
     channel: Literal["status"]
     type: str | None = None
@@ -96,14 +96,14 @@ class TickerData(_Wire):
     bid_qty: Dec
     ask: Dec
     ask_qty: Dec
-    last: Dec | None = None  # §1.5: "only guaranteed if traded within the past 24 hours"
+    last: Dec | None = None  # §5: "only guaranteed if traded within the past 24 hours"
     volume: Dec | None = None
     vwap: Dec | None = None
     low: Dec | None = None
     high: Dec | None = None
     change: Dec | None = None
     change_pct: Dec | None = None
-    timestamp: UtcDatetime | None = None  # §1.5/§6.2: not always sent (UNCONFIRMED); optional
+    timestamp: UtcDatetime | None = None  # §5/§16: not always sent (UNCONFIRMED); optional
 
 
 class TickerMessage(_Wire):
@@ -122,7 +122,7 @@ class BookData(_Wire):
     bids: list[BookLevel] = []
     asks: list[BookLevel] = []
     checksum: int | None = None
-    timestamp: UtcDatetime | None = None  # §1.6: snapshots carry none, updates do
+    timestamp: UtcDatetime | None = None  # §6: snapshots carry none, updates do
 
 
 class BookMessage(_Wire):
@@ -139,7 +139,7 @@ class ChannelMessage(_Wire):
 
 
 class AckMessage(_Wire):
-    """§1.3/§1.8: the reply to a request; `success: false` carries `error` and, for a rejected
+    """§3/§8: the reply to a request; `success: false` carries `error` and, for a rejected
     subscription, the failing `symbol` at the top level rather than under `result`."""
 
     method: str
@@ -170,7 +170,7 @@ class PongMessage(_Wire):
 
 
 class BareError(_Wire):
-    """§1.8: `{"Error": "Exceeded msg rate"}` (capital E, shape UNCONFIRMED) or an `error` with
+    """§8: `{"Error": "Exceeded msg rate"}` (capital E, shape UNCONFIRMED) or an `error` with
     no `success` flag; either way a rejection we cannot tie to a request."""
 
     error: str
@@ -194,7 +194,7 @@ KrakenMessage = (
 
 
 def loads(raw: str | bytes) -> Any:
-    """JSON with every non-integer number as Decimal, so a price is never a float (§1.5)."""
+    """JSON with every non-integer number as Decimal, so a price is never a float (§5)."""
     return json.loads(raw, parse_float=Decimal)
 
 
@@ -229,7 +229,7 @@ def parse_message(raw: str | bytes) -> KrakenMessage:
     return UnknownMessage(raw=obj)
 
 
-# --- book and checksum (§1.6) -------------------------------------------------------------------
+# --- book and checksum (§6) ---------------------------------------------------------------------
 
 
 def checksum_field(value: Decimal) -> str:
@@ -241,7 +241,7 @@ def checksum_field(value: Decimal) -> str:
 
 
 def book_checksum(asks: Iterable[tuple[Decimal, Decimal]], bids: Iterable[tuple[Decimal, Decimal]]) -> int:
-    """CRC32 over the top 10 asks (low to high) then the top 10 bids (high to low), §1.6."""
+    """CRC32 over the top 10 asks (low to high) then the top 10 bids (high to low), §6."""
     best_asks = sorted(asks, key=lambda lvl: lvl[0])[:CHECKSUM_LEVELS]
     best_bids = sorted(bids, key=lambda lvl: lvl[0], reverse=True)[:CHECKSUM_LEVELS]
     text = "".join(checksum_field(p) + checksum_field(q) for p, q in [*best_asks, *best_bids])
@@ -265,7 +265,7 @@ class OrderBook:
         self.apply_update(data)
 
     def apply_update(self, data: BookData) -> None:
-        # Levels are applied in order: one message may touch the same price twice (§1.6).
+        # Levels are applied in order: one message may touch the same price twice (§6).
         for side, levels in ((self._bids, data.bids), (self._asks, data.asks)):
             for level in levels:
                 if level.qty == 0:
@@ -275,7 +275,7 @@ class OrderBook:
         self._truncate()
 
     def _truncate(self) -> None:
-        # Kraken sends no qty 0 for levels pushed out of the subscribed depth (§1.6).
+        # Kraken sends no qty 0 for levels pushed out of the subscribed depth (§6).
         for side, worst_first in ((self._bids, False), (self._asks, True)):
             if len(side) > self.depth:
                 for price in sorted(side, reverse=worst_first)[: len(side) - self.depth]:
@@ -338,7 +338,7 @@ class _Connection:
     ws: ClientConnection
     opened_at: datetime
     data_clock_from: datetime  # when the ticker data clock last started (subscribe sent)
-    resubscribed: bool = False  # §1.12: one re-subscribe per quiet spell, then reconnect
+    resubscribed: bool = False  # §12: one re-subscribe per quiet spell, then reconnect
     proved_good: bool = False
     close_reason: str | None = None
     requests: dict[int, tuple[str, str | None]] = field(default_factory=dict)  # req_id -> (method, channel)
@@ -385,7 +385,7 @@ class KrakenClient:
         self.on_tick = on_tick
         self._log = get_logger("venues.kraken", venue="kraken")
 
-        # §1.10: the local registry replayed on every connect.
+        # §10: the local registry replayed on every connect.
         self._subs: dict[str, _Subscription] = {
             "ticker": _Subscription(
                 "ticker", symbol, {"channel": "ticker", "symbol": [symbol], "event_trigger": "bbo", "snapshot": True}
@@ -480,7 +480,7 @@ class KrakenClient:
                 self.url,
                 open_timeout=self.open_timeout_s,
                 close_timeout=self.close_timeout_s,
-                # Liveness is our silence clock on application frames (§1.10); protocol pings
+                # Liveness is our silence clock on application frames (§10); protocol pings
                 # would add a second, differently-timed opinion.
                 ping_interval=None,
                 max_size=4 * 1024 * 1024,
@@ -535,7 +535,7 @@ class KrakenClient:
         return kind
 
     async def _send(self, conn: _Connection, method: str, params: dict[str, Any] | None = None) -> int:
-        req_id = next(self._req_ids) % INT32_MAX or 1  # ccxt: req_id must fit an int32 (§1.3)
+        req_id = next(self._req_ids) % INT32_MAX or 1  # ccxt: req_id must fit an int32 (§3)
         message: dict[str, Any] = {"method": method, "req_id": req_id}
         if params is not None:
             message["params"] = params
@@ -551,7 +551,7 @@ class KrakenClient:
 
     async def _resubscribe(self, conn: _Connection, sub: _Subscription) -> None:
         # Unsubscribe first: a second subscribe on a live subscription is refused
-        # ("Already subscribed", §1.8). A "Subscription Not Found" reply is harmless here.
+        # ("Already subscribed", §8). A "Subscription Not Found" reply is harmless here.
         unsub = {k: v for k, v in sub.params.items() if k in ("channel", "symbol", "depth", "event_trigger")}
         await self._send(conn, "unsubscribe", unsub)
         await self._subscribe(conn, sub)
@@ -705,13 +705,13 @@ class KrakenClient:
             if data.checksum is not None and self.book.checksum() != data.checksum:
                 self._errors["checksum_mismatch"] += 1
                 self._log.warning("kraken_book_checksum_mismatch", symbol=self.symbol, action="resubscribe")
-                # §4.4 (python-kraken-sdk): drop the book and take a fresh snapshot.
+                # §15 (python-kraken-sdk): drop the book and take a fresh snapshot.
                 self.book = None
                 await self._resubscribe(conn, sub)
                 return
 
     def _on_ack(self, conn: _Connection, ack: AckMessage, now: datetime) -> None:
-        # Match by req_id: a failed unsubscribe comes back as method "subscribe" (§1.8 quirk).
+        # Match by req_id: a failed unsubscribe comes back as method "subscribe" (§8 quirk).
         fallback = (ack.method, ack.channel)
         method, channel = conn.requests.pop(ack.req_id, fallback) if ack.req_id is not None else fallback
         sub = self._subs.get(channel) if channel else None
@@ -742,7 +742,7 @@ class KrakenClient:
         if self._conn is None:
             return ("disconnected", self._last_disconnect_reason)
         if self.system_status is not None and self.system_status != "online":
-            # §1.11: anything but online means no matching, so no fair price
+            # §11: anything but online means no matching, so no fair price
             return (f"system_{self.system_status}", None)
         ticker = self._subs["ticker"]
         if ticker.status == "rejected":

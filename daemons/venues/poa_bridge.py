@@ -1,9 +1,9 @@
-"""POA bridge client: JSON-RPC 2.0 over `POST https://bridge.chaindefuser.com/rpc` (§5 of
-`shared/docs/protocols/near-intents.md`).
+"""POA bridge client: JSON-RPC 2.0 over `POST https://bridge.chaindefuser.com/rpc`, as
+`docs/poa-bridge.md` (§n below) describes it.
 
 The liquidity manager uses it to get deposit addresses, watch deposits until they are credited,
 and follow withdrawals. Every method returns a typed pydantic result with amounts as int base
-units. Where the docs and the SDK disagree (§1.9, §5) the parser accepts both:
+units. Where the docs and the SDK disagree (§4, §6) the parser accepts both:
 
 - `withdrawal_status` answers `{status, data}` (docs) or `{withdrawals: [{status, data}]}` (SDK);
   both become `WithdrawalStatus.withdrawals`.
@@ -15,7 +15,7 @@ units. Where the docs and the SDK disagree (§1.9, §5) the parser accepts both:
 Failure classes are distinct so callers can decide: `PoaBridgeRpcError` (the bridge answered
 and refused), `PoaBridgeUnavailable` (no usable answer: connection error, timeout, HTTP 5xx) and
 `PoaBridgeBadResponse` (an answer we cannot parse, e.g. a status we do not know).
-No auth is documented for this API (§5), so none is sent.
+No auth is documented for this API (§1), so none is sent.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pydantic import (
 )
 
 # "Withdrawals not found" is what the bridge says until it has indexed a burn; the SDK retries it
-# as transient (§5, `waitForWithdrawalCompletion.ts`).
+# as transient (§6, `waitForWithdrawalCompletion.ts`).
 WITHDRAWALS_NOT_FOUND = "Withdrawals not found"
 NEP141 = "nep141:"
 
@@ -182,7 +182,7 @@ class DepositAddress(_Result):
 
 
 class Deposit(_Result):
-    # Present for EVM deposits; empty for Solana (§5). Normalised to "" when missing.
+    # Present for EVM deposits; empty for Solana (§4). Normalised to "" when missing.
     tx_hash: str = ""
     mint_tx_hash: str | None = None
     chain: str
@@ -223,7 +223,7 @@ class WithdrawalData(_Result):
     amount: BaseUnits | None = None
     account_id: str | None = None
     address: str | None = None
-    # docs: `created_at`; SDK: `created` (§5)
+    # docs: `created_at`; SDK: `created` (§6)
     created_at: UtcDatetime = Field(default=None, validation_alias=AliasChoices("created_at", "created"))
     withdrawal_fee: BaseUnits | None = None
     withdraw_amount: BaseUnits | None = None
@@ -249,7 +249,7 @@ class WithdrawalStatus(_Result):
         return self.withdrawals[0] if self.withdrawals else None
 
     def for_token(self, intents_token_id: str) -> Withdrawal | None:
-        """The SDK matches a withdrawal to its token by `"nep141:" + data.near_token_id` (§5)."""
+        """The SDK matches a withdrawal to its token by `"nep141:" + data.near_token_id` (§6)."""
         return next(
             (w for w in self.withdrawals if w.data is not None and w.data.intents_token_id == intents_token_id), None
         )
@@ -305,7 +305,7 @@ class PoaBridgeClient:
             self._session = aiohttp.ClientSession()
         return self._session
 
-    # --- methods (§5) ------------------------------------------------------------------------
+    # --- methods (§2–§7) ---------------------------------------------------------------------
 
     async def supported_tokens(self, chains: list[str] | None = None) -> SupportedTokens:
         params: dict[str, Any] = {"chains": list(chains)} if chains else {}
@@ -328,7 +328,7 @@ class PoaBridgeClient:
         limit: int | None = None,
         offset: int | None = None,
     ) -> RecentDeposits:
-        # `chain` was required by the old docs and is optional now (§5); sent whenever given.
+        # `chain` was required by the old docs and is optional now (§4); sent whenever given.
         params: dict[str, Any] = {"account_id": account_id}
         for key, value in (("chain", chain), ("status", status), ("limit", limit), ("offset", offset)):
             if value is not None:
@@ -372,7 +372,7 @@ class PoaBridgeClient:
         return self._parse("recent_withdrawals", RecentWithdrawals, await self._call("recent_withdrawals", params))
 
     async def withdrawal_estimate(self, chain: str, token: str, address: str) -> WithdrawalEstimate:
-        """`token` is the unprefixed NEP-141 contract (`btc.omft.near`, §5); an intents id
+        """`token` is the unprefixed NEP-141 contract (`btc.omft.near`, §7); an intents id
         (`nep141:…`), as the registry holds it, is accepted and unprefixed here."""
         params = {"chain": chain, "token": token.removeprefix(NEP141), "address": address}
         return self._parse("withdrawal_estimate", WithdrawalEstimate, await self._call("withdrawal_estimate", params))
@@ -418,7 +418,7 @@ class PoaBridgeClient:
 
 
 def _rpc_error(method: str, error: Any) -> PoaBridgeRpcError:
-    # §5: the bridge sends `error` as a bare string (SDK schema); a standard JSON-RPC error object
+    # §1: the bridge sends `error` as a bare string (SDK schema); a standard JSON-RPC error object
     # is accepted too.
     if isinstance(error, str):
         return PoaBridgeRpcError(method, error)

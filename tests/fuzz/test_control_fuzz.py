@@ -98,7 +98,8 @@ async def test_no_5xx_and_rejections_change_nothing(stack: Stack, control_dir: P
 async def test_rejected_threshold_and_arm_leave_state_unchanged(
     stack: Stack, control_dir: Path, tmp_path: Path
 ) -> None:
-    # The property above, pinned to the two named examples so it can visibly fail.
+    # The property above, pinned to two named examples (a bad threshold, an arm without an
+    # operator) so it can visibly fail.
     async with seven_daemons(stack, control_dir, tmp_path, jwt="jwt-control-fuzz") as seven:
         _, limits_before = await seven.call("strategy-engine", "GET", "/limits")
         status, _ = await seven.call("strategy-engine", "PUT", "/threshold", {"threshold_pct": "-5", "bogus": 1})

@@ -1,6 +1,7 @@
 """Fuzz `relay_ws.parse_frame`: its contract is "pure, never raises" — every input, however
 broken, becomes a typed `Frame` (a `Reject` with a reason code for anything unusable), and a
-valid quote or quote_status round-trips in both envelopes (§1.3 nested `params.data`, flat)."""
+valid quote or quote_status round-trips in both envelopes (nested `params.data`, flat:
+docs/near-intents-relay.md §3)."""
 
 from __future__ import annotations
 

@@ -339,7 +339,7 @@ async def test_a_failed_deposit_is_reported_and_a_later_manual_completion_credit
     assert "FAILED" in (events[-1].payload.reason or "")
     _, state = await lm.call("GET", "/state")
     assert state["pending_credits"] == {}  # failed is not pending
-    lm.poa.complete_deposit(tx)  # the bridge's operators complete it by hand (§5)
+    lm.poa.complete_deposit(tx)  # the bridge's operators complete it by hand (docs/poa-bridge.md §4)
     await _events(t, action, "credited")
     assert lm.verifier.balance(lm.account, EURE_ID) == 3 * EURE
     assert (await _in_postgres(pool, action, ["failed", "credited"]))[-1] == "credited"

@@ -1,5 +1,6 @@
 """market-reference-ingest against the Kraken and CoinGecko simulators and the real Kafka and
-PostgreSQL: the prices it publishes, and where each edge case of issue 4 leaves the events,
+PostgreSQL: the prices it publishes, and where each edge case of the source policy
+(docs/reference-prices.md) leaves the events,
 `/state` and `/healthz`.
 
 Scenarios are driven by the simulators' faults and scripted prices and awaited as events on
@@ -259,7 +260,7 @@ async def test_kraken_maintenance_falls_back_and_back(
         down = (await d.price(lambda p: p.kraken_state == "system_maintenance", "Kraken in maintenance")).payload
         assert down.source == "coingecko" and down.fallback_used and down.decisionable
         state = await d.state()
-        assert state["connected"]["kraken"] is True  # connected, but not a fair price (§1.11)
+        assert state["connected"]["kraken"] is True  # connected, but not a fair price (docs/kraken.md §11)
         assert state["kraken"]["client"]["system_status"] == "maintenance" and state["fallback_in_use"] is True
 
         await sim_post(kraken_sim.base_url, "/_sim/fault", {"name": "maintenance", "on": False})

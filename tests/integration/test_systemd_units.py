@@ -1,4 +1,4 @@
-"""The systemd units in systemd/: what the issue asks of them, checked by systemd itself.
+"""The systemd units in systemd/: their contract, checked by systemd itself.
 
 - `systemd-analyze verify` accepts every unit, the target and the CoinGecko drop-in, with no
   message at all (verify exits 0 on unknown keys, so its output is checked too). It needs the
@@ -45,7 +45,7 @@ PROD_PYTHON = "/opt/quoteloop/venv/bin/python"
 TARGET = "quoteloop.target"
 DROPIN = UNIT_DIR / "quoteloop-market-reference-ingest.service.d" / "coingecko-api-key.conf"
 
-# who gets which secret (architecture: only the signers sign, only the relay users hold the JWT)
+# who gets which secret (only the signers hold the key, only the relay users hold the JWT)
 CREDENTIALS = {
     "signer-key": ("QL_SIGNER_KEY_FILE", {"trade-executor", "liquidity-manager"}),
     "relay-jwt": ("QL_RELAY_JWT_FILE", {"near-intents-ingest", "trade-executor", "liquidity-manager"}),

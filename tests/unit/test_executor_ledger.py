@@ -30,7 +30,7 @@ from daemons.trade_executor.ledger import (
 S = LedgerState
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
-# The machine, written out once more by hand: the code must match it exactly.
+# The ledger's state machine (docs/design.md §5), written out once more by hand: the code must match it exactly.
 EXPECTED = {
     (S.RECEIVED, S.SIGNING), (S.RECEIVED, S.SUBMITTED), (S.RECEIVED, S.REFUSED),
     (S.SIGNING, S.SUBMITTED), (S.SIGNING, S.SETTLED), (S.SIGNING, S.EXPIRED),

@@ -30,7 +30,7 @@ def test_the_intent_is_the_documented_poa_withdrawal() -> None:
     token = "gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"
     assert intent == {"intent": "ft_withdraw", "token": token, "receiver_id": token, "amount": str(15 * 10**17),
                       "memo": "WITHDRAW_TO:" + DEST, "min_gas": "17050000000000"}
-    assert "msg" not in intent  # a msg would make ft_transfer_call and forbid refunds (§5)
+    assert "msg" not in intent  # a msg would make ft_transfer_call and forbid refunds (docs/poa-bridge.md §8)
     assert "min_gas" not in withdrawals.ft_withdraw_intent(POA_BTC, 1, "bc1qx", None)
     with pytest.raises(ValueError):
         withdrawals.ft_withdraw_intent(EURE, 0, DEST)

@@ -1,4 +1,5 @@
-"""The gate pipeline, one test per reason and the seed's unit list (seed section 6, "Unit tests")."""
+"""The gate pipeline, one test per reason, and the cases the pricing and gates
+must get right (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -2,12 +2,12 @@
 blocks and transaction status, over one or more endpoints with a client-side request budget.
 
 Speaks `query` / `call_function` exactly as in `docs/near-rpc.md` ("`query` / `call_function`") and
-decodes the view's return bytes as JSON (§3.1 lists the methods); `block` and `tx` as nearcore
-answers them (docs/near-rpc.md). Failures come out typed, so a caller can tell "the venue is down"
+decodes the view's return bytes as JSON (docs/verifier.md §9 lists the methods); `block` and `tx`
+as nearcore answers them (docs/near-rpc.md). Failures come out typed, so a caller can tell "the venue is down"
 (`NearRpcUnavailable`: HTTP errors, timeouts, garbage; `NearRpcRateLimited` when no endpoint may
 be asked now) from "the venue said no" (`NearRpcRequestError` for a JSON-RPC `error` object,
 `NearTxUnknown` for a transaction the node does not know, `NearContractError` for a contract panic
-in either of the two shapes §3.3 says to handle), each with the verbatim text.
+in either of the two shapes docs/near-rpc.md says to handle), each with the verbatim text.
 
 NEAR RPC is metered (docs/near-rpc.md, "Rate limits"): the deprecated `*.near.org` endpoints allow
 about 30 requests a minute per IP and the providers limit too, answering HTTP 429. So:
@@ -136,8 +136,8 @@ class NearTxUnknown(NearRpcRequestError):
 
 
 class NearContractError(NearRpcError):
-    """The view ran and the contract failed: a panic (e.g. a verbatim `DefuseError`, §3.6) or a
-    VM error. Raised for both shapes: the legacy `result.error` string and a top-level
+    """The view ran and the contract failed: a panic (e.g. a verbatim `DefuseError`,
+    docs/verifier.md §14) or a VM error. Raised for both shapes: the legacy `result.error` string and a top-level
     `CONTRACT_EXECUTION_ERROR`. `.panic_msg` is the contract's own text when it panicked."""
 
     def __init__(self, message: str, *, block_height: int | None = None) -> None:
@@ -745,7 +745,8 @@ class NearRpcClient:
         finality: Finality | None = None,
         block_id: int | str | None = None,
     ) -> ViewResult:
-        """`query` / `call_function` on `account_id` (the contract by default), §3.3.
+        """`query` / `call_function` on `account_id` (the contract by default), docs/near-rpc.md
+        ("`query` / `call_function`").
 
         Reads at `block_id` if given, else at `finality` (the client's setting by default).
         """
@@ -761,7 +762,7 @@ class NearRpcClient:
             params["finality"] = finality or self.finality
         result = self._result(await self._call("query", params), "query")
         if result.get("error") is not None:
-            # Legacy form: a contract failure reported inside `result` (§3.3).
+            # Legacy form: a contract failure reported inside `result` (docs/near-rpc.md).
             raise _contract_error(str(result["error"]), result.get("block_height"))
         raw, height, block_hash = result.get("result"), result.get("block_height"), result.get("block_hash")
         if (
@@ -809,7 +810,7 @@ class NearRpcClient:
         result = self._result(await self._call("tx", params), "tx")
         return _tx_status(result, tx_hash, sender_account_id)
 
-    # --- typed views (§3.1) -----------------------------------------------------------------------
+    # --- typed views (docs/verifier.md §9) --------------------------------------------------------
 
     async def mt_batch_balance_of(
         self, account_id: str, token_ids: Sequence[str], *, block_id: int | str | None = None
@@ -852,7 +853,7 @@ class NearRpcClient:
         return _typed(r.value, bool, "is_nonce_used")
 
     async def current_salt(self) -> str:
-        """The current salt as hex (e.g. `252812b3`), for versioned nonces (§2.3)."""
+        """The current salt as hex (e.g. `252812b3`), for versioned nonces (docs/verifier.md §3)."""
         r = await self.query("current_salt", {})
         salt = _typed(r.value, str, "current_salt")
         if not re.fullmatch(r"[0-9a-f]{8}", salt):
@@ -864,7 +865,7 @@ class NearRpcClient:
         return _typed(r.value, bool, "is_valid_salt")
 
     async def fee(self) -> int:
-        """The protocol fee in pips (1 pip = 0.0001 %, §2.8)."""
+        """The protocol fee in pips (1 pip = 0.0001 %, docs/verifier.md §8)."""
         r = await self.query("fee", {})
         fee = _typed(r.value, int, "fee")
         if isinstance(fee, bool) or not 0 <= fee <= 1_000_000:

@@ -1,9 +1,9 @@
 """NEP-413 signing for `intents.near`: the exact bytes the verifier hashes, NEAR ed25519 keys,
 versioned nonces, deadlines and the `token_diff` message, on PyNaCl + base58.
 
-Wire truth: `shared/docs/protocols/near-intents.md` §2 (the section numbers below point there).
+Wire truth, with its sources: `docs/verifier.md` (§n below).
 The solver signs with this module, and the simulated verifier (`simulators/verifier.py`) checks
-with it, so both ends share one implementation of the byte layout; the doc's test vectors pin it.
+with it, so both ends share one implementation of the byte layout; the test vectors of §6 pin it.
 Secret key material never leaves `SignerKey`: it is not logged, repr'd or put in an exception.
 """
 
@@ -65,9 +65,9 @@ __all__ = [
 ]
 
 DEFAULT_RECIPIENT = "intents.near"
-# NEP-461 prefix tag for off-chain messages: (1 << 31) + 413, borsh u32 LE = 9d 01 00 80 (§2.1).
+# NEP-461 prefix tag for off-chain messages: (1 << 31) + 413, borsh u32 LE = 9d 01 00 80 (§1).
 NEP413_TAG = (1 << 31) + 413
-# sha256(b"versioned_nonce")[:4] (§2.3).
+# sha256(b"versioned_nonce")[:4] (§3).
 VERSIONED_MAGIC = bytes.fromhex("5628f6c6")
 VERSIONED_NONCE_V1 = 0
 NONCE_LEN = 32
@@ -112,7 +112,7 @@ class KeyFileInvalid(KeyFileError):
     """The file exists and is private, but holds no valid ed25519 secret key."""
 
 
-# --- digest and hashes (§2.1, §2.5) -------------------------------------------------------------
+# --- digest and hashes (§1, §5) -----------------------------------------------------------------
 
 
 def _borsh_string(value: str) -> bytes:
@@ -121,10 +121,10 @@ def _borsh_string(value: str) -> bytes:
 
 
 def nep413_digest(message: str, nonce: bytes, recipient: str, callback_url: str | None = None) -> bytes:
-    """SHA-256 of borsh((u32 tag, {message, nonce:[u8;32], recipient, callback_url:Option})), §2.1.
+    """SHA-256 of borsh((u32 tag, {message, nonce:[u8;32], recipient, callback_url:Option})), §1.
 
     The 32-byte digest itself is what ed25519 signs (no second hash), and its base58 is the
-    intent hash / quote hash (§2.5).
+    intent hash / quote hash (§5).
     """
     if len(nonce) != NONCE_LEN:
         raise InvalidNonce(f"nonce must be {NONCE_LEN} bytes, got {len(nonce)}")
@@ -134,7 +134,7 @@ def nep413_digest(message: str, nonce: bytes, recipient: str, callback_url: str 
 
 
 def quote_hash(digest: bytes) -> str:
-    """base58 of a NEP-413 digest: the verifier's intent hash, and the relay's quote_hash (§2.5, §1.5)."""
+    """base58 of a NEP-413 digest: the verifier's intent hash, and the relay's quote_hash (§5)."""
     if len(digest) != 32:
         raise ValueError(f"digest must be 32 bytes, got {len(digest)}")
     return base58.b58encode(digest).decode("ascii")
@@ -166,7 +166,7 @@ def _format_public_key(raw: bytes) -> str:
 
 
 def implicit_account_id(public_key: str) -> str:
-    """The NEAR implicit account of an ed25519 key: 64 lowercase hex of its 32 bytes (§3.2)."""
+    """The NEAR implicit account of an ed25519 key: 64 lowercase hex of its 32 bytes (§10)."""
     return parse_public_key(public_key).hex()
 
 
@@ -183,9 +183,9 @@ class SignerKey:
     def from_secret(cls, secret: str) -> SignerKey:
         """Parse NEAR's `ed25519:<base58(seed32 || pubkey32)>` secret-key form.
 
-        A bare 32-byte seed is accepted too (the doc's reference signer, §2.6, takes `raw[:32]`
-        and only cross-checks the public half when it is present). For the 64-byte form the
-        embedded public key must match the seed, which catches a truncated or spliced secret.
+        A bare 32-byte seed is accepted too (the seed alone signs, §6; the public half is only
+        cross-checked when it is present). For the 64-byte form the embedded public key must
+        match the seed, which catches a truncated or spliced secret.
         """
         if not isinstance(secret, str):
             raise InvalidKey("secret key must be a string 'ed25519:<base58>'")
@@ -209,7 +209,7 @@ class SignerKey:
         return bytes(self._signing_key.verify_key).hex()
 
     def sign(self, digest: bytes) -> str:
-        """`ed25519:<base58 64-byte signature>` over the 32-byte digest, as-is (§2.1)."""
+        """`ed25519:<base58 64-byte signature>` over the 32-byte digest, as-is (§1)."""
         if len(digest) != 32:
             raise ValueError(f"sign a 32-byte NEP-413 digest, got {len(digest)} bytes")
         return _ED25519 + base58.b58encode(self._signing_key.sign(digest).signature).decode("ascii")
@@ -279,7 +279,7 @@ def load_signer_key(path: Path) -> SignerKey:
         raise KeyFileInvalid(f"signer key file {str(path)!r}: {exc}") from None
 
 
-# --- time (§2.3, §2.4) -----------------------------------------------------------------------
+# --- time (§3, §4) ---------------------------------------------------------------------------
 
 
 def _require_aware(dt: datetime) -> None:
@@ -303,11 +303,11 @@ def _floor_ms(dt: datetime) -> int:
 
 
 def deadline_str(dt: datetime) -> str:
-    """RFC 3339 in JS `toISOString()` form, `2024-10-14T12:53:40.000Z` (§2.4).
+    """RFC 3339 in JS `toISOString()` form, `2024-10-14T12:53:40.000Z` (§4).
 
     Truncated to the millisecond, exactly like `versioned_nonce`, so an intent deadline and a
     nonce deadline made from the same datetime are equal and pass `deadline is greater than
-    nonce` (§2.3 precision pitfall).
+    nonce` (§3 precision pitfall).
     """
     ms = _floor_ms(dt)
     whole = _EPOCH + timedelta(milliseconds=ms)
@@ -320,7 +320,7 @@ _RFC3339 = re.compile(
 
 
 def parse_deadline_ns(text: str) -> int:
-    """Parse an RFC 3339 deadline (fractions up to ns, `Z` or an offset, §2.4) to epoch ns."""
+    """Parse an RFC 3339 deadline (fractions up to ns, `Z` or an offset, §4) to epoch ns."""
     m = _RFC3339.match(text) if isinstance(text, str) else None
     if m is None:
         raise ValueError(f"deadline {text!r} is not RFC 3339")
@@ -339,7 +339,7 @@ def parse_deadline_ns(text: str) -> int:
     return datetime_to_ns(base) + frac_ns - offset_s * 1_000_000_000
 
 
-# --- nonces (§2.3) -------------------------------------------------------------------------
+# --- nonces (§3) ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -355,7 +355,7 @@ class VersionedNonce:
 
 @dataclass(frozen=True)
 class LegacyNonce:
-    """Any 32 bytes without the versioned magic: accepted by the verifier for now (§2.3)."""
+    """Any 32 bytes without the versioned magic: accepted by the verifier for now (§3)."""
 
     raw: bytes
 
@@ -365,7 +365,7 @@ def versioned_nonce(
 ) -> bytes:
     """A V1 versioned nonce (32 raw bytes; base64 it with `b64_nonce` for the wire).
 
-    The deadline is written in nanoseconds at millisecond precision (SDK convention, §2.3), so
+    The deadline is written in nanoseconds at millisecond precision (SDK convention, §3), so
     use the same datetime for the intent deadline (`deadline_str`).
     """
     try:
@@ -401,7 +401,7 @@ def parse_nonce(nonce: bytes) -> VersionedNonce | LegacyNonce:
 
 
 def b64_nonce(nonce: bytes) -> str:
-    """Standard, padded base64: the JSON form of `Nonce` (§2.3)."""
+    """Standard, padded base64: the JSON form of `Nonce` (§3)."""
     return base64.b64encode(nonce).decode("ascii")
 
 
@@ -419,7 +419,7 @@ def _decode_b64_nonce(text: Any) -> bytes:
     return raw
 
 
-# --- messages (§2.2) ---------------------------------------------------------------------------
+# --- messages (§2) -----------------------------------------------------------------------------
 
 
 def _compact(obj: Any) -> str:
@@ -429,7 +429,8 @@ def _compact(obj: Any) -> str:
 
 
 def intents_message(signer_id: str, deadline: datetime, intents: list[dict[str, Any]]) -> str:
-    """The NEP-413 `message` JSON: keys in the docs' order deadline, intents, signer_id (§1.4)."""
+    """The NEP-413 `message` JSON: keys in the docs' order deadline, intents, signer_id
+    (docs/near-intents-relay.md §4)."""
     return _compact({"deadline": deadline_str(deadline), "intents": intents, "signer_id": signer_id})
 
 
@@ -461,7 +462,7 @@ class SignedIntent:
 
 
 def sign_intent(key: SignerKey, message: str, nonce: bytes, recipient: str = DEFAULT_RECIPIENT) -> SignedIntent:
-    """Sign `message` as a NEP-413 MultiPayload for `recipient` (§1.4, §2.1)."""
+    """Sign `message` as a NEP-413 MultiPayload for `recipient` (§1; docs/near-intents-relay.md §4)."""
     digest = nep413_digest(message, nonce, recipient)
     signed_data = {
         "standard": "nep413",
@@ -497,7 +498,7 @@ def _parse_signed_data(signed_data: Any) -> _Parsed:
     if not isinstance(recipient, str):
         raise MalformedPayload("payload.recipient must be a string")
     nonce = _decode_b64_nonce(payload.get("nonce"))
-    # The contract's Nep413Payload is serde camelCase: only `callbackUrl` reaches the digest (§1.7).
+    # The contract's Nep413Payload is serde camelCase: only `callbackUrl` reaches the digest (§1).
     callback_url = payload.get("callbackUrl")
     if callback_url is not None and not isinstance(callback_url, str):
         raise MalformedPayload("payload.callbackUrl must be a string or absent")
@@ -527,7 +528,7 @@ def verify_signed_data(signed_data: Mapping[str, Any]) -> bytes:
     """Verify a NEP-413 MultiPayload's ed25519 signature; returns its digest.
 
     Raises `MalformedPayload` for a structurally bad payload and `InvalidSignature` when the
-    signature does not verify over the digest (§2.1).
+    signature does not verify over the digest (§1).
     """
     p = _parse_signed_data(signed_data)
     digest = nep413_digest(p.message, p.nonce, p.recipient, p.callback_url)

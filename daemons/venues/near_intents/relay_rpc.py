@@ -1,13 +1,14 @@
-"""Solver relay v2 taker JSON-RPC over HTTP (`POST …/rpc`, near-intents.md §1.7).
+"""Solver relay v2 taker JSON-RPC over HTTP (`POST …/rpc`), as `docs/near-intents-relay.md` (§n below)
+§7 describes it.
 
 The market maker uses two methods:
 
 - `publish_intents(signed_datas, quote_hashes=None)`: publish MultiPayloads. Its main use here is
   cancelling live quote answers by publishing one empty-intents payload per nonce, which makes
-  the relay burn those nonces (§1.7 "Cancelling / invalidating your own quotes": in-memory at the
+  the relay burn those nonces (§7.5 "Cancelling one's own quotes": in-memory at the
   relay, not on chain).
 - `get_status(intent_hash)`: `PENDING`, `TX_BROADCASTED`, `SETTLED`, `NOT_FOUND_OR_NOT_VALID`
-  (older docs: `NOT_FOUND_OR_NOT_VALID_ANYMORE`, normalised), §0 item 10.
+  (older docs: `NOT_FOUND_OR_NOT_VALID_ANYMORE`, normalised), §7.4.
 
 Usage::
 
@@ -23,7 +24,7 @@ error status, timeout, connection failure, a body that is not a JSON-RPC reply).
 result is unknown"); retrying is safe because a duplicate comes back as `already processed`,
 which `publish_intents` reports as success with `already_processed=True`.
 
-Auth: §1.1 leaves UNCONFIRMED whether the RPC reads `X-API-Key` (docs) or `Authorization: Bearer`
+Auth: §1 leaves UNCONFIRMED whether the RPC reads `X-API-Key` (docs) or `Authorization: Bearer`
 (SDK); both headers are sent with the same JWT. The JWT is never logged nor shown in reprs.
 """
 
@@ -51,10 +52,10 @@ class IntentStatusKind(StrEnum):
     UNKNOWN = "UNKNOWN"  # a status string this client does not know; `status_raw` has it
 
 
-# §1.7: older docs spell it NOT_FOUND_OR_NOT_VALID_ANYMORE.
+# §7.4: older docs spell it NOT_FOUND_OR_NOT_VALID_ANYMORE.
 _STATUS_ALIASES = {"NOT_FOUND_OR_NOT_VALID_ANYMORE": IntentStatusKind.NOT_FOUND_OR_NOT_VALID}
 
-# §1.7 table: substrings of `reason` → the SDK's codes (parseFailedPublishError.ts).
+# §7.3: substrings of `reason` → the SDK's codes (parseFailedPublishError.ts).
 _REASON_CODES: tuple[tuple[str, str], ...] = (
     ("deadline has expired", "SIGNATURE_EXPIRED"),
     ("expired", "SIGNATURE_EXPIRED"),
@@ -82,7 +83,7 @@ class _Model(BaseModel):
 
 class PublishResult(_Model):
     intent_hashes: list[str]
-    already_processed: bool = False  # §1.7: "already processed" counts as success
+    already_processed: bool = False  # §7.3: "already processed" counts as success
     raw: dict[str, Any]
 
 
@@ -97,7 +98,7 @@ class IntentStatus(_Model):
     @property
     def is_final(self) -> bool:
         """SETTLED, or NOT_FOUND_OR_NOT_VALID with status_details FAILED. A bare NOT_FOUND can be a
-        transient "not seen yet" (§7.2 item 12) and TX_BROADCASTED is not final."""
+        transient "not seen yet" (§7.4) and TX_BROADCASTED is not final."""
         if self.status is IntentStatusKind.SETTLED:
             return True
         return self.status is IntentStatusKind.NOT_FOUND_OR_NOT_VALID and self.status_details == "FAILED"
@@ -147,7 +148,7 @@ class RelayRpcClient:
         url: str,
         jwt: str,
         *,
-        timeout_s: float = 30.0,  # the SDK's publish timeout (§1.7)
+        timeout_s: float = 30.0,  # the SDK's publish timeout (§7.3)
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.url = url
@@ -189,7 +190,7 @@ class RelayRpcClient:
         try:
             async with self._http().post(
                 self.url,
-                params={"method": method},  # harmless debugging aid, as the SDK does (§1.1)
+                params={"method": method},  # harmless debugging aid, as the SDK does (§1)
                 data=json.dumps(body, separators=(",", ":")),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -209,7 +210,7 @@ class RelayRpcClient:
             raise RelayRpcUnavailable(method, f"not a JSON-RPC reply: {text[:300]}", resp.status)
         error = reply.get("error")
         if error is not None:
-            # §1.4: string or {code, message}; both kept verbatim
+            # §4: string or {code, message}; both kept verbatim
             if isinstance(error, dict):
                 message = error.get("message")
                 code = error.get("code")
@@ -225,7 +226,7 @@ class RelayRpcClient:
     async def publish_intents(
         self, signed_datas: list[dict[str, Any]], quote_hashes: list[str] | None = None
     ) -> PublishResult:
-        """Publish MultiPayloads (§1.7). For nonce invalidation pass empty-intents payloads and no
+        """Publish MultiPayloads (§7.3). For nonce invalidation pass empty-intents payloads and no
         quote hashes (the SDK sends `quote_hashes: []`)."""
         result = await self.call(
             "publish_intents", [{"quote_hashes": list(quote_hashes or []), "signed_datas": list(signed_datas)}]

@@ -1,10 +1,10 @@
-"""Solver relay v2 WebSocket client ("Message Bus", near-intents.md §1.1–1.8).
+"""Solver relay v2 WebSocket client ("Message Bus"; wire facts: `docs/near-intents-relay.md` (§n below)).
 
 One `RelayWsClient` owns one logical connection to `wss://…/ws`: it connects with the partner JWT
-as `Authorization: Bearer` (§1.1, without it the upgrade is refused with 403), subscribes `quote`
-(with the pair filter, §1.2) and `quote_status` (optionally guaranteed, §1.6), routes events by
-subscription id, answers quotes with `quote_response` (§1.4), and reconnects with capped, jittered
-backoff under a reconnect budget (`daemons.venues.backoff.Backoff`, §1.8).
+as `Authorization: Bearer` (§1, without it the upgrade is refused with 403), subscribes `quote`
+(with the pair filter, §2) and `quote_status` (optionally guaranteed, §6), routes events by
+subscription id, answers quotes with `quote_response` (§4), and reconnects with capped, jittered
+backoff under a reconnect budget (`daemons.venues.backoff.Backoff`, §8).
 
 Usage::
 
@@ -14,7 +14,7 @@ Usage::
     async for item in client.events():          # single consumer (or `await client.next_event()`)
         match item:
             case QuoteRequest():  answer = await client.send_quote_response(item.quote_id, out, signed)
-            case QuoteStatus():   ...           # at-least-once: dedupe by quote_hash (§1.6)
+            case QuoteStatus():   ...           # at-least-once: dedupe by quote_hash (§6)
             case Reject():        ...           # counted; never raised
             case LateRelayAnswer(): ...         # the relay answered after RelayTimeout
             case Connected() | Disconnected(): ...  # gaps in the stream
@@ -29,12 +29,12 @@ of the session is in place, so no quote of a session is missed by a caller that 
 as *uncertain*, never as a refusal. A late answer still arrives as `LateRelayAnswer`.
 
 Guaranteed `quote_status` events carry a `seq`; with `auto_ack=True` (default) the client sends
-`acknowledge [subscription, seq]` (§1.2) as soon as the item is queued. A daemon that must not
+`acknowledge [subscription, seq]` (§2) as soon as the item is queued. A daemon that must not
 lose a fill across a crash sets `auto_ack=False` and calls `await client.ack(item)` after its
 durable write; an ack whose connection has gone is skipped, because the relay redelivers
 unacknowledged events on the next connection anyway.
 
-Parsing is tolerant (§1.3, §1.9): `method` "event" (payload in `params.data`, with `metadata`
+Parsing is tolerant (§3, §9): `method` "event" (payload in `params.data`, with `metadata`
 and `seq`) or the documented flat "subscribe" form; `min_deadline_ms` as int or decimal string;
 amounts as u128 decimal strings, parsed to int; exactly one of `exact_amount_in`/`exact_amount_out`.
 Anything else becomes a `Reject` with a reason code, counted in `state()`. The JWT is never logged
@@ -72,7 +72,7 @@ RejectCode = Literal[
     "missing_fields",        # a quote / status event without a required field
     "invalid_field",         # a field present but malformed (amount not u128, both amounts, ...)
     "oversize",              # over max_frame_bytes
-    "filtered",              # a quote outside the current pair filter (§1.2: still filter client-side)
+    "filtered",              # a quote outside the current pair filter (§2: still filter client-side)
     "unmatched_reply",       # a JSON-RPC reply whose id we never sent
 ]
 
@@ -85,7 +85,7 @@ def utcnow() -> datetime:
 
 
 class QuoteFilter(BaseModel):
-    """The `quote` subscription filter (§1.2, §0 item 11). `tokens_in` is matched against the
+    """The `quote` subscription filter (§2). `tokens_in` is matched against the
     event's `defuse_asset_identifier_in` (what the taker gives) and `tokens_out` against
     `defuse_asset_identifier_out`; the only known client sends the same list for both, so the
     direction convention is UNCONFIRMED and matters only for asymmetric filters."""
@@ -107,7 +107,7 @@ class _Item(BaseModel):
 
 
 class QuoteRequest(_Item):
-    """A `quote` event (§1.3): the taker asks for a price on `asset_in` → `asset_out`."""
+    """A `quote` event (§3): the taker asks for a price on `asset_in` → `asset_out`."""
 
     kind: Literal["quote"] = "quote"
     quote_id: str
@@ -116,7 +116,7 @@ class QuoteRequest(_Item):
     exact_amount_in: int | None
     exact_amount_out: int | None
     min_deadline_ms: int
-    metadata: dict[str, Any]  # e.g. partner_id, traceparent (§1.3)
+    metadata: dict[str, Any]  # e.g. partner_id, traceparent (§3)
     subscription: str
     seq: int | None
     envelope: Envelope
@@ -126,7 +126,7 @@ class QuoteRequest(_Item):
 
 
 class QuoteStatus(_Item):
-    """A `quote_status` event (§1.5): one of our quotes was used. `quote_hash` is base58 of our
+    """A `quote_status` event (§5): one of our quotes was used. `quote_hash` is base58 of our
     NEP-413 digest; `intent_hash` is the taker's intent; `tx_hash` the NEAR transaction.
     Only `quote_hash` is required: a fill notice is never dropped for a missing secondary field."""
 
@@ -171,7 +171,7 @@ class RpcReply(_Item):
 
 class RelayAnswer(_Item):
     """The relay's answer to a `quote_response`. `error` is the relay's message verbatim
-    (the JSON-RPC error string, or `error.message` of a `{code, message}` object, §1.4)."""
+    (the JSON-RPC error string, or `error.message` of a `{code, message}` object, §4)."""
 
     ok: bool
     error: str | None
@@ -247,7 +247,7 @@ class RelayRequestError(RelayWsError):
 
 
 def parse_u128(value: Any) -> int:
-    """u128 from its wire form: a decimal string (§1.3), or a JSON integer from a lenient peer.
+    """u128 from its wire form: a decimal string (§3), or a JSON integer from a lenient peer.
     Floats are refused: an amount that went through a float has already lost precision."""
     if isinstance(value, bool):
         raise ValueError("amount must be a u128 decimal string, got a boolean")
@@ -265,7 +265,7 @@ def parse_u128(value: Any) -> int:
 
 
 def _parse_ms(value: Any) -> int:
-    # §1.3: the old gitbook shows "60000" as a string; working code has a number.
+    # §3: the old gitbook shows "60000" as a string; working code has a number.
     if isinstance(value, bool):
         raise ValueError("min_deadline_ms must be an integer")
     if isinstance(value, int):
@@ -283,7 +283,7 @@ _NO_AMOUNT = "neither exact_amount_in nor exact_amount_out given; exactly one is
 
 
 class _QuoteData(BaseModel):
-    """Wire shape of a quote event's payload (§1.3, `IQuoteRequestData`)."""
+    """Wire shape of a quote event's payload (§3, `IQuoteRequestData`)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -314,7 +314,7 @@ class _QuoteData(BaseModel):
 
 
 class _StatusData(BaseModel):
-    """Wire shape of a quote_status payload (§1.5, `IPublishedQuoteData`)."""
+    """Wire shape of a quote_status payload (§5, `IPublishedQuoteData`)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -401,7 +401,7 @@ def parse_frame(
     if info is None:
         return reject("unknown_subscription", f"event for unknown subscription {subscription}", text,
                       subscription=subscription, seq=seq)
-    # §1.3: working code nests the payload in params.data; the docs put it flat in params.
+    # §3: working code nests the payload in params.data; the docs put it flat in params.
     data = params.get("data") if isinstance(params.get("data"), dict) else params
     ctx = {"subscription": subscription, "seq": seq, "guaranteed": info.guaranteed}
 
@@ -436,7 +436,7 @@ def parse_frame(
 
 
 def answer_from_reply(reply: RpcReply) -> RelayAnswer:
-    """Turn a quote_response reply into a RelayAnswer. §1.4: success is `result: "OK"`; an error is
+    """Turn a quote_response reply into a RelayAnswer. §4: success is `result: "OK"`; an error is
     a string or a `{code, message}` object (UNCONFIRMED which the relay sends: both accepted)."""
     err = reply.error
     if err is not None:
@@ -473,18 +473,18 @@ def _amount_str(value: Any) -> str:
 class RelayWsConfig:
     url: str
     jwt: str = field(repr=False)
-    instance_id: str | None = None          # §1.6: fixed per instance; required for guaranteed delivery
+    instance_id: str | None = None          # §6: fixed per instance; required for guaranteed delivery
     quote_filter: QuoteFilter | None = None
     # False hands other-pair quotes to the caller as QuoteRequests (an ingest that records and
     # classifies every frame) instead of `filtered` Rejects
     client_side_filter: bool = True
     guaranteed_status: bool = False
     auto_ack: bool = True
-    request_timeout_s: float = 5.0          # subscribe / unsubscribe / acknowledge (§1.2: the AMM solver uses 5 s)
+    request_timeout_s: float = 5.0          # subscribe / unsubscribe / acknowledge (§2: the AMM solver uses 5 s)
     answer_timeout_s: float = 5.0           # quote_response
     open_timeout_s: float = 10.0
     close_timeout_s: float = 2.0
-    ping_interval_s: float | None = 20.0    # protocol pings; the relay's own keepalive is UNCONFIRMED (§1.8)
+    ping_interval_s: float | None = 20.0    # protocol pings; the relay's own keepalive is UNCONFIRMED (§8)
     ping_timeout_s: float | None = 20.0
     max_frame_bytes: int = 1 << 20          # larger frames are Rejects; the stream goes on
     hard_max_frame_bytes: int | None = None  # websockets closes (1009) above this; default 4 x max_frame_bytes
@@ -511,7 +511,7 @@ class RelayWsClient:
 
     def __init__(self, config: RelayWsConfig, *, backoff: Backoff | None = None) -> None:
         if config.guaranteed_status and not config.instance_id:
-            raise ValueError("guaranteed quote_status delivery needs an instance_id (§1.6)")
+            raise ValueError("guaranteed quote_status delivery needs an instance_id (docs/near-intents-relay.md §6)")
         self.config = config
         self.backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
         self._filter = config.quote_filter
@@ -606,7 +606,7 @@ class RelayWsClient:
         *,
         timeout_s: float | None = None,
     ) -> RelayAnswer:
-        """Answer a quote (§1.4). `quote_output` is `{"amount_out": n}` for exact-in requests or
+        """Answer a quote (§4). `quote_output` is `{"amount_out": n}` for exact-in requests or
         `{"amount_in": n}` for exact-out; ints are sent as u128 decimal strings."""
         body: dict[str, Any] = {
             "quote_id": quote_id,
@@ -646,7 +646,7 @@ class RelayWsClient:
                     log.warning("relay_unsubscribe_failed", subscription=sid, error=str(exc))
 
     async def ack(self, item: QuoteStatus | Reject) -> bool:
-        """Acknowledge a guaranteed event (§1.6). False when there is nothing to ack or its
+        """Acknowledge a guaranteed event (§6). False when there is nothing to ack or its
         connection is gone (the relay will redeliver it)."""
         if item.seq is None or item.subscription is None or not item.guaranteed:
             return False
@@ -656,7 +656,7 @@ class RelayWsClient:
         try:
             await self._call("acknowledge", [item.subscription, item.seq], timeout_s=self.config.request_timeout_s)
         except RelayWsError as exc:
-            # the ack reply format is UNCONFIRMED (§1.2); any non-error reply counts as done
+            # the ack reply format is UNCONFIRMED (§2); any non-error reply counts as done
             self._counts["ack_errors"] += 1
             log.warning("relay_ack_failed", subscription=item.subscription, seq=item.seq, error=str(exc))
             return False
@@ -707,7 +707,7 @@ class RelayWsClient:
                     compression="deflate" if self.config.compression else None,
                 )
             except InvalidStatus as exc:
-                # §1.1: 403 means the JWT is missing or refused; retried under the same budget
+                # §1: 403 means the JWT is missing or refused; retried under the same budget
                 reason = f"handshake refused: HTTP {exc.response.status_code}"
                 self._counts["handshake_refused"] += 1
             except Exception as exc:  # noqa: BLE001 - any connect failure is retried with backoff

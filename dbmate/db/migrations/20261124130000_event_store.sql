@@ -1,6 +1,6 @@
 -- migrate:up
 
--- One append-only table per record family (architecture, "Durable store"). Each row is one
+-- One append-only table per record family (docs/design.md §5). Each row is one
 -- event: envelope columns, the linking ids as indexed columns, the whole event as jsonb, and the
 -- Kafka position it was read from. Rows are never updated or deleted (a trigger refuses it).
 
@@ -249,7 +249,7 @@ CREATE INDEX control_actions_service_at_idx ON control_actions (service, at);
 CREATE TRIGGER control_actions_append_only BEFORE UPDATE OR DELETE ON control_actions
     FOR EACH ROW EXECUTE FUNCTION refuse_change();
 
--- Views answering the seed's query list ("Persistence design", "Query requirements").
+-- Views answering the operator's questions (docs/design.md §5).
 
 -- The fair price and the credited inventory behind every decision.
 CREATE VIEW decision_context AS

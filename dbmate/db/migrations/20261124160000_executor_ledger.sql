@@ -1,6 +1,6 @@
 -- migrate:up
 
--- The trade-executor's idempotency ledger (architecture, "Durable store"; issue 7). One row per
+-- The trade-executor's idempotency ledger (docs/design.md §5). One row per
 -- command, written before anything is signed, updated in place as the command moves through
 --   received → signing → submitted → acknowledged | rejected | uncertain → settled | expired
 -- (refused for a command refused before signing). The nonce and deadline are stored when the

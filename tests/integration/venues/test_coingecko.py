@@ -87,7 +87,7 @@ async def test_batched_quote_with_demo_key(sim: CoinGeckoSimulator, client: Coin
     quote = await client.fetch_quote()
     assert quote.btc_eur.price == Decimal("60000.123456789")
     assert quote.eure_eur is not None and quote.eure_eur.price == Decimal("0.998912")
-    window_start = datetime(2026, 5, 18, 12, 0, 0, tzinfo=UTC)  # §3.3: the cache window's time
+    window_start = datetime(2026, 5, 18, 12, 0, 0, tzinfo=UTC)  # docs/coingecko.md §3: the cache window's time
     assert quote.btc_eur.last_updated_at == window_start
     assert quote.btc_eur.received_at == clock.now
     assert not client.is_stale(quote.btc_eur)

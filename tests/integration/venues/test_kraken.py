@@ -178,7 +178,7 @@ async def test_disconnect_reconnects_and_resubscribes(sim: KrakenSimulator, cloc
         await control(sim, "/_sim/fault", {"name": "disconnect_abort" if mode == "abort" else "disconnect", "count": 1})
         await eventually(lambda: connects(sim) >= 2, timeout=10)
 
-        # a fresh snapshot on the new connection: Kraken does not restore subscriptions (§1.10)
+        # a fresh snapshot on the new connection: Kraken does not restore subscriptions (docs/kraken.md §10)
         again = await next_tick(client, ticks)
         while connects(sim) < 2 or not again.snapshot:
             again = await next_tick(client, ticks)

@@ -1,4 +1,4 @@
-"""POA bridge client against the POA bridge simulator (§5): every method, both withdrawal_status
+"""POA bridge client against the POA bridge simulator (docs/poa-bridge.md): every method, both withdrawal_status
 shapes, the error shapes, scripted deposits and withdrawals on a frozen clock, and the failures
 that must surface as `PoaBridgeUnavailable`. No Kafka or PostgreSQL involved."""
 
@@ -100,7 +100,7 @@ async def test_unsupported_chain_is_a_string_error_raised_verbatim(bridge: Bridg
         await bridge.client.deposit_address(ME, "eth:1")
     assert exc.value.message == "Unsupported chain: eth:1"
     assert exc.value.method == "deposit_address"
-    # the wire shape: `error` is a bare string (§5)
+    # the wire shape: `error` is a bare string (docs/poa-bridge.md §1)
     body = {"jsonrpc": "2.0", "id": 7, "method": "deposit_address", "params": [{"account_id": ME, "chain": "eth:1"}]}
     async with bridge.http.post(bridge.url + "/", json=body) as resp:
         assert await resp.json() == {"jsonrpc": "2.0", "id": 7, "error": "Unsupported chain: eth:1"}
@@ -161,7 +161,7 @@ async def test_deposit_that_fails_is_not_credited_until_resolved(bridge: Bridge)
     [dep] = (await bridge.client.recent_deposits(ME, "eth:100")).deposits
     assert dep.status == "FAILED"
     assert bridge.credits.calls == []
-    # "FAILED … handled manually and eventually updated to COMPLETED" (§5)
+    # "FAILED … handled manually and eventually updated to COMPLETED" (docs/poa-bridge.md §4)
     await bridge.sim_post("/_sim/deposit/complete", {"tx_hash": "0xfail"})
     [dep] = (await bridge.client.recent_deposits(ME, "eth:100")).deposits
     assert dep.status == "COMPLETED"
@@ -354,7 +354,7 @@ async def test_reset_clears_scripted_state(bridge: Bridge) -> None:
     assert (await bridge.client.recent_deposits(ME)).deposits == []
 
 
-# --- responses the simulator does not send, but the real bridge might (§1.9, §5) ------------------
+# --- responses the simulator does not send, but the real bridge might (docs/poa-bridge.md §1, §6) ---
 
 
 class Canned(SimServer):

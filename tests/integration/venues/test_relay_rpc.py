@@ -1,6 +1,6 @@
-"""The relay's taker JSON-RPC client against the relay simulator (near-intents.md §1.7): auth
+"""The relay's taker JSON-RPC client against the relay simulator (docs/near-intents-relay.md §7): auth
 headers, publish_intents burning nonces (so a live answer can no longer settle), get_status with
-every status of §0 item 10, and typed errors for FAILED results, JSON-RPC errors and HTTP trouble."""
+every status of docs/near-intents-relay.md §7.4, and typed errors for FAILED results, JSON-RPC errors and HTTP trouble."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ async def rpc(sim: RelaySimulator) -> AsyncIterator[RelayRpcClient]:
 
 
 def burn_payload(key: SignerKey, nonce: bytes, deadline: datetime | None = None) -> dict[str, Any]:
-    """The SDK's `invalidateNonces` payload: one empty-intents message per nonce (§1.7)."""
+    """The SDK's `invalidateNonces` payload: one empty-intents message per nonce
+    (docs/near-intents-relay.md §7.5)."""
     deadline = deadline or datetime.now(UTC) + timedelta(seconds=60)
     return sign_intent(key, intents_message(SOLVER, deadline, []), nonce).signed_data
 
@@ -92,7 +93,7 @@ async def test_publish_burns_a_nonce_so_the_live_answer_cannot_settle(
     outcome = await http.post("/_sim/settle", {"quote_id": "q-cancel"})
     assert not outcome["settled"] and outcome["error"] == V.ERR_NONCE_USED
     assert verifier.balance(SOLVER, q.asset_in) == 10**12  # nothing moved
-    # the relay's invalidation is in memory only: the on-chain view does not show it (§1.7)
+    # the relay's invalidation is in memory only: the on-chain view does not show it (docs/near-intents-relay.md §7.5)
     assert not verifier.is_nonce_used(SOLVER, burn["payload"]["nonce"])
 
     # a retried publish is "already processed", which is success

@@ -1,4 +1,4 @@
-"""The relay WebSocket client against the relay simulator on loopback (near-intents.md §1.1–1.8):
+"""The relay WebSocket client against the relay simulator on loopback (docs/near-intents-relay.md §1–§8):
 auth, subscriptions and filters, both event envelopes, malformed frames, reconnects under the
 budget, request timeouts, and signed answers checked by the simulated verifier, settled by the
 simulated taker and reported through (guaranteed) quote_status."""
@@ -153,8 +153,9 @@ def build_answer(
     flip: bool = False,
     fixed_delta: int = 0,
 ) -> tuple[SignedIntent, dict[str, int], bytes]:
-    """A solver answer as the daemon will build it (§1.4, §2): token_diff positive on asset_in,
-    negative on asset_out, the fixed side echoed, a versioned nonce whose deadline is the intent's."""
+    """A solver answer as the daemon will build it (docs/near-intents-relay.md §4, docs/verifier.md
+    §3): token_diff positive on asset_in, negative on asset_out, the fixed side echoed, a versioned
+    nonce whose deadline is the intent's."""
     deadline = deadline or datetime.now(UTC) + timedelta(milliseconds=q.min_deadline_ms + 10_000)
     nonce = nonce or versioned_nonce(salt, nonce_deadline or deadline)
     btc_in = q.asset_in == BTC
@@ -224,7 +225,7 @@ async def test_quote_events_in_both_envelopes(http: SimHttp, make_client: MakeCl
     assert (q2.quote_id, q2.envelope, q2.exact_amount_out, q2.exact_amount_in) == ("q-flat", "subscribe", 2500, None)
     assert q2.min_deadline_ms == 30_000
 
-    # the relay ignoring our filter: still filtered client-side (§1.2)
+    # the relay ignoring our filter: still filtered client-side (docs/near-intents-relay.md §2)
     await http.quote(quote_id="q-other", asset_in="nep141:wrap.near", asset_out=EURE, exact_amount_in=5,
                      ignore_filter=True)
     r = await feed.next(Reject)
@@ -455,7 +456,7 @@ async def test_signed_answer_settles_with_guaranteed_status_ack_and_redelivery(
     assert outcome["settled"] and outcome["quote_hash"] == signed.quote_hash
 
     status = await feed.next(QuoteStatus)
-    assert status.quote_hash == signed.quote_hash  # base58 of our NEP-413 digest (§1.5)
+    assert status.quote_hash == signed.quote_hash  # base58 of our NEP-413 digest (docs/verifier.md §5)
     assert (status.intent_hash, status.tx_hash) == (outcome["intent_hash"], outcome["tx_hash"])
     assert status.guaranteed and status.seq == 1
     assert verifier.balance(SOLVER, BTC) == 10**12 + 50_000

@@ -301,7 +301,7 @@ def test_burn_makes_a_later_settle_fail(state: VerifierState, key: SignerKey) ->
     assert hashes == [burn.quote_hash]
     assert refused(lambda: state.settle(checked, TAKER, NOW)) == ERR_NONCE_USED
     assert refused(lambda: state.check_quote_response(quote_in(), resp, NOW)) == ERR_NONCE_USED
-    # The relay invalidates in memory only (§1.7): the on-chain view does not see it.
+    # The relay invalidates in memory only (docs/near-intents-relay.md §7.5): the on-chain view does not see it.
     assert not state.is_nonce_used(solver, b64_nonce(checked.nonce))
     assert state.balance(solver, EURE) == 10**22
 

@@ -1,4 +1,4 @@
-"""CoinGecko `/simple/price` bodies, 429 headers, key handling and staleness (market-data.md §3)."""
+"""CoinGecko `/simple/price` bodies, 429 headers, key handling and staleness (`docs/coingecko.md` (§n below))."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_btc_and_eure_parse_exactly() -> None:
 
 
 def test_integer_price_is_fine() -> None:
-    # §3.2's own example prints BTC without decimals
+    # §2's own example prints BTC without decimals
     prices = parse_simple_price('{"bitcoin": {"eur": 76975, "last_updated_at": 1779092258}}', ["bitcoin"], "eur", NOW)
     assert prices["bitcoin"].price == Decimal(76975)
 

@@ -1,5 +1,5 @@
 """Kraken v2 frames parse into typed messages with Decimal prices and UTC times; the book keeps
-depth and its CRC32 matches Kraken's own recorded checksums (market-data.md §1)."""
+depth and its CRC32 matches Kraken's own recorded checksums (`docs/kraken.md` (§n below))."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from daemons.venues.kraken import (
     parse_message,
 )
 
-# §1.5, the docs' ticker snapshot example, verbatim
+# §5, the docs' ticker snapshot example, verbatim
 TICKER_SNAPSHOT = """{
   "channel": "ticker", "type": "snapshot",
   "data": [{"symbol": "ALGO/USD", "bid": 0.10025, "bid_qty": 740.0, "ask": 0.10036,
@@ -63,7 +63,7 @@ def test_ticker_snapshot_keeps_exact_decimals_and_utc_time() -> None:
 
 
 def test_ticker_update_without_timestamp_or_last() -> None:
-    # §1.5/§6.2: ccxt's captured ticker has no timestamp; last is only guaranteed after a trade
+    # §5/§16: ccxt's captured ticker has no timestamp; last is only guaranteed after a trade
     msg = parse_message(
         '{"channel": "ticker", "type": "update", "data": [{"symbol": "BTC/EUR", "bid": 108359.8,'
         ' "bid_qty": 0.1, "ask": 108359.9, "ask_qty": 2}]}'
@@ -82,7 +82,7 @@ def test_ticker_missing_bid_is_a_parse_error() -> None:
 
 
 def test_subscribe_ack_shapes() -> None:
-    # §1.5: nautilus fixture, and python-kraken-sdk's live ack with the echoed event_trigger
+    # §5: nautilus fixture, and python-kraken-sdk's live ack with the echoed event_trigger
     ack = parse_message(
         '{"method": "subscribe", "result": {"channel": "ticker", "symbol": "BTC/USD", "snapshot": true},'
         ' "success": true, "time_in": "2023-09-25T09:04:31.742599Z", "time_out": "2023-09-25T09:04:31.742648Z",'
@@ -100,7 +100,7 @@ def test_subscribe_ack_shapes() -> None:
 
 
 def test_error_ack_names_symbol_at_top_level() -> None:
-    # §1.8: python-kraken-sdk's negative ack (the "subscribe" method on a failed unsubscribe)
+    # §8: python-kraken-sdk's negative ack (the "subscribe" method on a failed unsubscribe)
     ack = parse_message(
         '{"error": "Subscription Not Found", "method": "subscribe", "req_id": 123456789, "success": false,'
         ' "symbol": "BTC/USD", "time_in": "2023-09-25T09:04:31.742599Z"}'
@@ -119,7 +119,7 @@ def test_method_error_without_req_id() -> None:
 
 
 def test_bare_rate_error_with_capital_e() -> None:
-    # §1.8: third-party shape, UNCONFIRMED; accepted in both spellings
+    # §8: third-party shape, UNCONFIRMED; accepted in both spellings
     msg = parse_message('{"Error": "Exceeded msg rate"}')
     assert isinstance(msg, BareError) and msg.error == "Exceeded msg rate"
     assert isinstance(parse_message('{"error": "Malformed request"}'), BareError)
@@ -167,8 +167,8 @@ def test_checksum_field_formatting_from_the_docs() -> None:
 
 
 # Recorded Kraken BTC/USD book (python-kraken-sdk tests/spot/fixture/orderbook.json, a v1 capture;
-# the string algorithm is the same in v2, §1.6). The doc's own book example is cut to 2 levels, so
-# its checksum cannot be reproduced; this capture's can.
+# the string algorithm is the same in v2, §6). The docs' own book example, as ccxt copies it, is
+# cut to 2 levels, so its checksum cannot be reproduced; this capture's can.
 ASKS = [
     ("27918.60000", "0.10013466"), ("27921.40000", "0.04476644"), ("27921.70000", "0.00200000"),
     ("27922.60000", "0.00744600"), ("27922.70000", "0.03909756"), ("27922.80000", "0.01570717"),
@@ -206,7 +206,7 @@ def test_book_checksum_matches_recorded_kraken_updates() -> None:
 def test_book_truncates_to_depth_without_qty_zero() -> None:
     book = OrderBook("BTC/USD", depth=10)
     book.apply_snapshot(BookData(symbol="BTC/USD", bids=_levels(BIDS), asks=_levels(ASKS)))
-    # a better bid pushes the worst one out of depth; Kraken sends no delete for it (§1.6)
+    # a better bid pushes the worst one out of depth; Kraken sends no delete for it (§6)
     book.apply_update(BookData(symbol="BTC/USD", bids=_levels([("27918.55000", "1.00000000")])))
     bids = book.bids()
     assert len(bids) == 10

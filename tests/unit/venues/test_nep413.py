@@ -1,5 +1,6 @@
-"""NEP-413 for intents.near: the doc's three vectors (§2.1 contract vector, §2.3 versioned nonce,
-§1.4 quote_response), key loading, nonces, deadlines, messages and sign/verify round trips."""
+"""NEP-413 for intents.near: the three vectors of docs/verifier.md §6 (the contract vector, the
+versioned nonce, the docs' quote_response), key loading, nonces, deadlines, messages and
+sign/verify round trips."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ from daemons.venues.near_intents.nep413 import (
 
 UTC = timezone.utc
 
-# §1.4: the docs' quote_response example, whose signature verifies [VERIFIED in the doc].
+# docs/near-intents-relay.md §4: the docs' quote_response example, whose signature verifies
+# (docs/verifier.md §6).
 DOCS_SIGNED_DATA = {
     "standard": "nep413",
     "payload": {
@@ -65,11 +67,11 @@ def _key() -> SignerKey:
     return SignerKey.generate()
 
 
-# --- the doc's vectors -------------------------------------------------------------------------
+# --- the vectors of docs/verifier.md §6 --------------------------------------------------------
 
 
 def test_contract_vector_digest_and_signature() -> None:
-    # near/intents crates/signatures/nep413 `verify_ok` (§2.1).
+    # near/intents crates/signatures/nep413 `verify_ok` (docs/verifier.md §1, §6).
     digest = nep413_digest("Hello, world!", bytes(32), "intents.near")
     assert digest.hex() == "94648d7168d4a58d1eecd11fc2ecad210ef7cb5efce7a22d15a19e1764031f59"
     pk = bytes.fromhex("e2e9cb7ac57cb46d4da1ce1d1cc2c33bdfe17407c517916b522724a8ea2c6c50")
@@ -99,7 +101,7 @@ def test_preimage_starts_with_the_nep461_tag() -> None:
 
 
 def test_versioned_nonce_vector() -> None:
-    # contracts/defuse/README.md byte example (§2.3).
+    # contracts/defuse/README.md byte example (docs/verifier.md §3, §6).
     nonce = versioned_nonce(
         "252812b3",
         datetime.fromtimestamp(2280047743, UTC),

@@ -1,4 +1,4 @@
-"""Relay WebSocket frame parsing (near-intents.md §1.3–1.5, §1.9): both event envelopes,
+"""Relay WebSocket frame parsing (docs/near-intents-relay.md §3–§5, §9): both event envelopes,
 tolerant field forms, and every malformed frame turned into a typed Reject, never an exception."""
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def test_event_envelope_quote() -> None:
 
 
 def test_documented_flat_subscribe_envelope_with_string_deadline() -> None:
-    # the docs' websocket.mdx example, with the old gitbook's string min_deadline_ms (§1.3)
+    # the docs' websocket.mdx example, with the old gitbook's string min_deadline_ms
+    # (docs/near-intents-relay.md §3)
     q = parse(flat(quote_data(exact_amount_in=..., exact_amount_out="1000", min_deadline_ms="60000")))
     assert isinstance(q, QuoteRequest)
     assert q.envelope == "subscribe"
