@@ -338,7 +338,9 @@ class TradeDecision(_Model):
     Made for every request, answered or skipped: `decision_reason` is the first gate that failed
     (`EXECUTE` when all passed; `DISARMED` when only the arm state stopped it). The price and
     inventory behind it are named by id and copied in the figures used; `request_received_at`
-    and `decided_at` are the stage timestamps.
+    and `decided_at` are the stage timestamps. A request never priced (rejected before pricing,
+    `UNPRICEABLE`, or `NOTIONAL_BELOW_MIN`, whose amounts are all rounding) has null
+    `implied_rate`, `reference_rate`, `gross_edge_pct` and amounts.
     """
 
     decision_id: str

@@ -134,6 +134,8 @@ class Verdict:
     buffer: int | None = None
     pending_in: int | None = None
     detail: str | None = None
+    # the request's notional when it was refused for it without a candidate (NOTIONAL_BELOW_MIN)
+    notional_eure: Decimal | None = None
 
     @property
     def execute(self) -> bool:
@@ -144,6 +146,11 @@ class Verdict:
         if self.credited is None:
             return None
         return self.credited - (self.reserved or 0) - (self.buffer or 0)
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def decide(ctx: Context) -> Verdict:
@@ -176,7 +183,11 @@ def decide(ctx: Context) -> Verdict:
     if cand.gross_edge_pct < lim.threshold_pct:
         return Verdict(Reason.EDGE_BELOW_THRESHOLD, cand)
     if cand.notional_eure < lim.min_notional_eure:
-        return Verdict(Reason.NOTIONAL_BELOW_MIN, cand)
+        # not priced: below the minimum the answer's amounts are dominated by rounding (a
+        # 10^6-wei request rounds up to 1 sat, an "edge" of 6 * 10^10 %), so the decision
+        # records no candidate, no edge and no implied rate; only the notional that refused it
+        return Verdict(Reason.NOTIONAL_BELOW_MIN, notional_eure=cand.notional_eure,
+                       detail=f"{_plain(cand.notional_eure)} EURe < {lim.min_notional_eure} EURe")
     if cand.notional_eure > lim.max_notional_eure:
         return Verdict(Reason.NOTIONAL_ABOVE_CAP, cand)
     inv = ctx.inventory

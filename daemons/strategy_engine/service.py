@@ -449,7 +449,7 @@ class StrategyEngine(Service):
             eure_eur_rate=pv.eure_eur_rate if pv else None, eure_basis=pv.eure_basis if pv else None,
             inventory_snapshot_id=inv.inventory_id if inv else None, inventory_snapshot=figures,
             fixed_side=demand.fixed_side, amount_in=c.amount_in if c else None,
-            amount_out=c.amount_out if c else None, notional_eure=c.notional_eure if c else None,
+            amount_out=c.amount_out if c else None, notional_eure=c.notional_eure if c else v.notional_eure,
             protocol_fee_pips=inv.fee_pips if inv else None,
             armed=self.arm.armed, request_received_at=demand.received_at, decided_at=now,
         )

@@ -26,6 +26,11 @@ def _query(fn: Callable[[Reports], Awaitable[T]]) -> T:
     return run(go())
 
 
+def _or_dash(value: object) -> str:
+    """A figure a decision did not record (never priced) is "-", not "None"."""
+    return "-" if value is None else str(value)
+
+
 @app.command("chain")
 def chain(quote_id: str, as_json: AsJson = False) -> None:
     """Request → price and inventory used → decision → command → answer → settlement."""
@@ -36,7 +41,8 @@ def chain(quote_id: str, as_json: AsJson = False) -> None:
     console.print(f"[bold]quote {quote_id}[/bold]")
     for d in result["decisions"]:
         console.print(f"decision {d['decision_id']}: {d['decision']} ({d['decision_reason']}) "
-                      f"edge {d['gross_edge_pct']} % at implied {d['implied_rate']} vs fair {d['reference_rate']}")
+                      f"edge {_or_dash(d['gross_edge_pct'])} % at implied {_or_dash(d['implied_rate'])} "
+                      f"vs fair {_or_dash(d['reference_rate'])}")
         console.print(f"  price {d['price_event_id']} ({d['price_source']}, {d['eure_basis']}) at {d['price_at']}; "
                       f"inventory {d['inventory_snapshot_id']} at {d['inventory_at']}")
     for c in result["commands"]:
