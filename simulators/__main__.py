@@ -24,6 +24,7 @@ import asyncio
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.venues.near_intents.nep413 import SignerKey
@@ -40,6 +41,23 @@ ORDER = ("relay", "near_rpc", "poa_bridge", "kraken", "coingecko")
 
 SIM_NBTC_BALANCE = 5_000_000  # 0.05 nBTC
 TREASURY_WALLET = "0x00000000000000000000000000000000000a11ce"
+# The default stream's sizes, in base units of the asset on the request's fixed side: 1.5 to
+# 4.5 EURe either way at the Kraken simulator's 60 000 EUR/BTC (its walk moves cents; there is
+# 10 % either way to spare), inside the strategy's default notional bounds (1 and 5 EURe:
+# strategy_min_notional_eure, strategy_max_notional_eure), so an armed local stack answers and
+# fills instead of refusing every request as NOTIONAL_BELOW_MIN or UNPRICEABLE
+# (tests/unit/simulators/test_default_stream.py).
+STREAM_SIZES_BTC = [2_500, 4_000, 5_500, 7_000]  # sats
+STREAM_SIZES_EURE = [15 * 10**17, 25 * 10**17, 35 * 10**17, 45 * 10**17]  # wei
+
+
+def stream_scenario(btc_asset_id: str, quote_rate: float) -> dict[str, Any]:
+    """`RelaySimulator.start_scenario` arguments of the default stream: swap demand on the active
+    pair in both directions, exact-in and exact-out, with some other pairs, repeats and malformed
+    frames mixed in."""
+    return {"count": 10**9, "rate_per_s": quote_rate, "pairs": [[btc_asset_id, EURE_ID]],
+            "sizes_by_asset": {btc_asset_id: STREAM_SIZES_BTC, EURE_ID: STREAM_SIZES_EURE},
+            "malformed_ratio": 0.01, "repeat_ratio": 0.02}
 
 
 def env_lines(urls: dict[str, str], jwt_file: Path, key_file: Path, account: str, treasury: Path) -> list[str]:
@@ -99,11 +117,8 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
         print(f"{name:<11} {urls[name]}", flush=True)
     print(f"env         {env_file}", flush=True)
     if quote_rate > 0:
-        # a steady stream of swap demand on the active pair (both directions, exact-in and
-        # exact-out, with some other pairs, repeats and malformed frames mixed in)
-        btc = os.environ.get("QL_BTC_ASSET_ID", NBTC_ID)
-        sims["relay"].start_scenario(count=10**9, rate_per_s=quote_rate, pairs=[[btc, EURE_ID]],
-                                     malformed_ratio=0.01, repeat_ratio=0.02)
+        # a steady stream of swap demand on the active pair, at sizes the strategy answers
+        sims["relay"].start_scenario(**stream_scenario(os.environ.get("QL_BTC_ASSET_ID", NBTC_ID), quote_rate))
 
     await until_signalled()
     for name in reversed(ORDER):

@@ -829,6 +829,7 @@ class RelaySimulator(SimServer):
         rate_per_s: float = 100.0,
         pairs: list[list[str]] | None = None,
         sizes: list[int] | None = None,
+        sizes_by_asset: dict[str, list[int]] | None = None,  # the fixed side's asset -> its sizes
         exact_out_ratio: float = 0.3,
         other_pairs: list[list[str]] | None = None,
         other_pair_ratio: float = 0.1,
@@ -894,6 +895,8 @@ class RelaySimulator(SimServer):
                     a, b = rng.choice(others) if other else rng.choice(directions)
                     size = rng.choice(sizes)
                     exact_out = rng.random() < exact_out_ratio
+                    if sizes_by_asset:  # drawn after: without it a seed streams what it always did
+                        size = rng.choice(sizes_by_asset.get(b if exact_out else a, sizes))
                     out = await self.emit_quote(
                         a, b,
                         exact_amount_in=None if exact_out else size,
