@@ -9,6 +9,8 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from daemons.core.events import now_utc
+from qlctl import compact
 from qlctl.client import SERVICES
 from qlctl.output import client, console, fail, print_json, run
 
@@ -51,9 +53,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
     require_all: Annotated[bool, typer.Option(help="Fail when a daemon is not running")] = False,
     watch: Annotated[float | None, typer.Option(help="Refresh every N seconds until Ctrl-C")] = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Full names, every column and every detail")] = False,
 ) -> None:
     """Health, connections, inputs, last success, blocked reason and arm state of every daemon.
 
+    Fits 80 columns (short names, the one detail that matters per daemon); --wide shows all.
     Exit code 0 when every running daemon is healthy (and, with --require-all, all are running).
     """
     chosen = tuple(services) if services else SERVICES
@@ -61,21 +65,34 @@ def status(
         if name not in SERVICES:
             fail(f"unknown service {name!r}; one of: {', '.join(SERVICES)}", code=2)
     ctl = client()
+
+    def render(states: dict[str, dict[str, Any]]) -> Table:
+        if wide:
+            return _table(states, chosen, ctl.control_dir)
+        return compact.table(states, chosen, now_utc(), ctl.control_dir)
+
     if watch is not None:
         if watch <= 0:
             fail("--watch takes a positive number of seconds", code=2)
-        with Live(_table(run(ctl.state_of_all(chosen)), chosen, ctl.control_dir), console=console) as live:
+        if not console.is_terminal:  # a pipe or a log: one table per refresh, no cursor games
+            try:
+                while True:
+                    console.print(render(run(ctl.state_of_all(chosen))))
+                    time.sleep(watch)
+            except KeyboardInterrupt:
+                return
+        with Live(render(run(ctl.state_of_all(chosen))), console=console) as live:
             try:
                 while True:
                     time.sleep(watch)
-                    live.update(_table(run(ctl.state_of_all(chosen)), chosen, ctl.control_dir))
+                    live.update(render(run(ctl.state_of_all(chosen))))
             except KeyboardInterrupt:
                 return
     states = run(ctl.state_of_all(chosen))
     if as_json:
         print_json(states)
     else:
-        console.print(_table(states, chosen, ctl.control_dir))
+        console.print(render(states))
     unhealthy = [n for n, st in states.items() if st.get("running") and not st.get("healthy")]
     missing = [n for n, st in states.items() if not st.get("running")]
     if unhealthy or (require_all and missing):

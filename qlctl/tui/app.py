@@ -25,6 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Header, Static
 
+from qlctl import compact
 from qlctl.client import SERVICES, ClientError
 from qlctl.disarm import DISARM_ORDER, disarm_in_order, summary_line
 from qlctl.tui import view
@@ -32,6 +33,7 @@ from qlctl.tui.confirm import Confirmation, ConfirmScreen
 from qlctl.tui.plans import BOTH, Action, Plan, Refusal, plan, plan_disarm_both, request_body
 from qlctl.tui.source import MonitorSource, Snapshot
 
+NARROW = 120  # columns: below this the daemon table names daemons by their short names
 PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "alerts": ("Alerts", ("level", "source", "alert")),
     "prices": ("Prices and freshness", view.PRICE_COLUMNS),
@@ -109,7 +111,7 @@ class MonitorApp(App[None]):
         for c in view.DAEMON_COLUMNS:
             table.add_column(c, key=c)
         for service in SERVICES:
-            table.add_row(view.cell(service), view.cell("reading…", "muted"), key=service)
+            table.add_row(view.cell(self._service_label(service)), view.cell("reading…", "muted"), key=service)
         table.focus()
         self.sub_title = f"control sockets in {self.source.client.control_dir}"
         self.set_interval(self.refresh_s, self._tick)
@@ -151,6 +153,7 @@ class MonitorApp(App[None]):
         now = s.at
         table = self.query_one("#daemons", DataTable)
         for service, cells in view.daemon_rows(s.states, now):
+            cells[0] = view.cell(self._service_label(service))
             for column, value in zip(view.DAEMON_COLUMNS, cells, strict=True):
                 table.update_cell(service, column, value, update_width=True)
         table.refresh()
@@ -171,6 +174,10 @@ class MonitorApp(App[None]):
             box.border_title = PANELS["decisions"][0]
         self.sub_title = (f"control sockets in {self.source.client.control_dir} · refreshed "
                           f"{s.at.strftime('%H:%M:%S')} every {self.refresh_s:g} s")
+
+    def _service_label(self, service: str) -> str:
+        """The short name in a narrow terminal (80 columns show more of the row)."""
+        return compact.short_name(service) if self.size.width < NARROW else service
 
     def _fill(self, name: str, rows: Callable[[], list[list[Text]]]) -> None:
         table = self.query_one(f"#{name}", DataTable)

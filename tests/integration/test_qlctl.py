@@ -39,8 +39,10 @@ async def test_status_shows_the_running_daemon_and_the_absent_ones(
     assert hw["running"] is True and hw["healthy"] is True and hw["audit_history_impaired"] is False
     assert states["trade-executor"]["running"] is False
     assert "not running" in states["trade-executor"]["error"]
-    code, out, _ = await qlctl(stack, control_dir, "status")
+    code, out, _ = await qlctl(stack, control_dir, "status", "--wide")
     assert code == 0 and "history-writer" in out and "rows_written" in out
+    code, out, _ = await qlctl(stack, control_dir, "status", extra_env={"COLUMNS": "80"})
+    assert code == 0 and "history " in out and "rows written" in out
     code, _, _ = await qlctl(stack, control_dir, "status", "--require-all")
     assert code == 1
 
