@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from qlctl.commands import control, db, report, resolve, status, topics, trading, treasury
+from qlctl.commands import control, db, pnl, report, resolve, status, topics, trading, treasury
 from qlctl.tui.command import tui
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(trading.pair_filter_app, name="pair-filter")
 app.add_typer(treasury.funding_app, name="funding")
 app.add_typer(treasury.withdraw_app, name="withdraw")
 app.add_typer(treasury.withdrawals_app, name="withdrawals")
+report.app.command("pnl")(pnl.pnl)
 app.add_typer(report.app, name="report")
 app.add_typer(resolve.app, name="resolve")
 app.add_typer(topics.app, name="topics")

@@ -12,7 +12,8 @@ import typer
 from qlctl.output import console, fail, print_json, print_rows, run, settings
 from qlctl.reports import Reports, parse_since
 
-app = typer.Typer(help="Reports from PostgreSQL: chain, skipped, funding, inventory, latency", no_args_is_help=True)
+app = typer.Typer(help="Reports from PostgreSQL: chain, skipped, refusals, funding, inventory, latency, pnl",
+                  no_args_is_help=True)
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 Since = Annotated[str, typer.Option(help="How far back: 90s, 15m, 1h, 2d")]
 T = TypeVar("T")
