@@ -197,6 +197,8 @@ class RelaySimulator(SimServer):
         self.scenarios: dict[int, asyncio.Task[dict[str, Any]]] = {}
         self.scenario_results: dict[int, dict[str, Any]] = {}
         self._scenario_ids = itertools.count(1)
+        self._scenarios_running = asyncio.Event()  # cleared: every scenario waits before its next item
+        self._scenarios_running.set()
         self._release = asyncio.Event()
         self._redelivery: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
@@ -287,6 +289,7 @@ class RelaySimulator(SimServer):
         app.router.add_post("/_sim/quote", self._sim_quote)
         app.router.add_post("/_sim/send", self._sim_send)
         app.router.add_post("/_sim/scenario", self._sim_scenario)
+        app.router.add_post("/_sim/scenario/pause", self._sim_scenario_pause)
         app.router.add_post("/_sim/settle", self._sim_settle)
         app.router.add_post("/_sim/status", self._sim_status)
         app.router.add_post("/_sim/disconnect", self._sim_disconnect)
@@ -319,6 +322,17 @@ class RelaySimulator(SimServer):
         body = await request.json()
         sid = self.start_scenario(**body)
         return web.json_response({"scenario_id": sid})
+
+    async def _sim_scenario_pause(self, request: web.Request) -> web.Response:
+        """`{"paused": true}` holds every running scenario before its next item; false resumes."""
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
+            return web.json_response({"error": "body must be {\"paused\": true|false}"}, status=400)
+        if body["paused"]:
+            self._scenarios_running.clear()
+        else:
+            self._scenarios_running.set()
+        return web.json_response({"paused": body["paused"]})
 
     async def _sim_settle(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -843,7 +857,8 @@ class RelaySimulator(SimServer):
     ) -> int:
         """Start a background stream of `count` items at `rate_per_s`: quotes in both directions
         of `pairs`, exact-in and exact-out, other pairs mixed in, both envelopes, repeated quote
-        ids and malformed frames, by the given ratios. Progress is in `/_sim/seen` `scenarios`."""
+        ids and malformed frames, by the given ratios. Progress is in `/_sim/seen` `scenarios`;
+        `POST /_sim/scenario/pause` holds and resumes every scenario."""
         scenario_id = next(self._scenario_ids)
         rng = random.Random(seed)
         pairs = pairs or [[BTC, EURE]]
@@ -865,6 +880,7 @@ class RelaySimulator(SimServer):
                 json.dumps({"jsonrpc": "2.0", "method": "mystery", "params": {}}),
             ]
             for i in range(count):
+                await self._scenarios_running.wait()
                 roll = rng.random()
                 if roll < malformed_ratio:
                     text = malformed[i % len(malformed)]

@@ -5,6 +5,7 @@ simulated taker and reported through (guaranteed) quote_status."""
 
 from __future__ import annotations
 
+import base64
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -631,3 +632,34 @@ async def test_string_error_shape_is_surfaced_verbatim(
     signed_data, output = _wrong_salt(key, q)
     answer = await client.send_quote_response(q.quote_id, output, signed_data)
     assert (answer.ok, answer.error, answer.error_code) == (False, V.ERR_INVALID_SALT, None)
+
+
+async def test_the_book_records_what_the_venue_received_and_held(
+    sim: RelaySimulator, http: SimHttp, key: SignerKey, verifier: VerifierState, make_client: MakeClient
+) -> None:
+    """`/_sim/book`: each request sent, each answer with what it gives and the signer's credited
+    balances when it arrived, and when its nonce was consumed (settled) — the venue's evidence."""
+    client, feed = await make_client()
+    await feed.next(Connected)
+    await http.quote(quote_id="q-book", exact_amount_in=20_000)
+    q = await feed.next(QuoteRequest)
+    signed, output, nonce = build_answer(key, q)
+    credited = verifier.balance(SOLVER, EURE)
+    assert (await client.send_quote_response(q.quote_id, output, signed.signed_data)).ok
+    refused = await client.send_quote_response("q-unknown", output, signed.signed_data)
+    assert not refused.ok
+
+    async with aiohttp.ClientSession() as s, s.get(f"{sim.base_url}/_sim/book") as resp:
+        before = await resp.json()
+    assert [r["quote_id"] for r in before["requests"]] == ["q-book"]
+    first, second = before["answers"]
+    assert first["accepted"] and first["signer_id"] == SOLVER and first["nonce"] == base64.b64encode(nonce).decode()
+    assert first["gives"] == {EURE: str(output["amount_out"])} and first["credited"][EURE] == str(credited)
+    assert first["spent_at"] is None and first["settled_tx"] is None
+    assert not second["accepted"] and second["error"]
+
+    outcome = await http.post("/_sim/settle", {"quote_id": "q-book"})
+    async with aiohttp.ClientSession() as s, s.get(f"{sim.base_url}/_sim/book?answers_from=0&requests_from=1") as resp:
+        after = await resp.json()
+    assert after["requests"] == [] and after["requests_total"] == 1
+    assert after["answers"][0]["spent_at"] >= first["at"] and after["answers"][0]["settled_tx"] == outcome["tx_hash"]
