@@ -39,6 +39,10 @@ def _eur(value: Decimal | None) -> str:
     return "" if value is None else model.plain(value.quantize(SHOWN, rounding=ROUND_HALF_UP))
 
 
+def _pct(value: Decimal | None) -> str:
+    return "" if value is None else model.plain(value.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
+
+
 def _amount(value: Decimal | None, symbol: str) -> str:
     return "" if value is None else f"{model.plain(value)} {symbol}"
 
@@ -63,18 +67,18 @@ def _print(r: model.PnlReport, shown: int) -> None:
             trades.add_row(f"{t.filled_at:%m-%d %H:%M:%S}", t.direction, _amount(t.gave_amount, t.gave_asset),
                            _amount(t.received_amount, t.received_asset),
                            "" if t.fair_rate is None else model.plain(t.fair_rate), _eur(t.edge_eure),
-                           "" if t.edge_pct is None else model.plain(t.edge_pct.quantize(Decimal("0.001"), ROUND_HALF_UP)),
+                           _pct(t.edge_pct),
                            _eur(t.fee_eure), _eur(t.markout_10s_eure), _eur(t.markout_1m_eure),
                            _eur(t.markout_5m_eure), t.quote_id)
         console.print(trades)
     totals = Table(title="totals per day and direction (EURe)")
     for c in ("day", "direction", "trades", "gave", "received", "edge", "fee", "net", "mo 10s", "mo 1m", "mo 5m"):
         totals.add_column(c, justify="left" if c in ("day", "direction", "gave", "received") else "right")
-    for t in [*r.totals, r.total]:
-        totals.add_row("all" if t.day is None else t.day.isoformat(), t.direction or "all", str(t.trades),
-                       ", ".join(_amount(v, k) for k, v in t.gave.items()),
-                       ", ".join(_amount(v, k) for k, v in t.received.items()), _eur(t.edge_eure), _eur(t.fee_eure),
-                       _eur(t.net_eure), *(_markout(t, label) for label, _ in model.HORIZONS))
+    for s in [*r.totals, r.total]:
+        totals.add_row("all" if s.day is None else s.day.isoformat(), s.direction or "all", str(s.trades),
+                       ", ".join(_amount(v, k) for k, v in s.gave.items()),
+                       ", ".join(_amount(v, k) for k, v in s.received.items()), _eur(s.edge_eure), _eur(s.fee_eure),
+                       _eur(s.net_eure), *(_markout(s, label) for label, _ in model.HORIZONS))
     console.print(totals)
     if r.inventory:
         inv = Table(title="inventory value (credited, at the fair mid rate of the time)")

@@ -6,6 +6,7 @@ against a real strategy-engine whose broker is away (unhealthy, with a long reas
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -57,7 +58,7 @@ def every_shape() -> dict[str, dict[str, Any]]:
 
 
 def lines_of(states: dict[str, dict[str, Any]], width: int = 80) -> list[str]:
-    console = Console(width=width, record=True, color_system=None, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=width, record=True, color_system=None, file=io.StringIO())
     console.print(compact.table(states, SERVICES, NOW, "/run/quoteloop"))
     return console.export_text().splitlines()
 
@@ -118,7 +119,7 @@ def test_nothing_is_cut_when_there_is_room_and_names_never_are(width: int) -> No
 def test_only_some_services_and_all_absent() -> None:
     absent = {s: {"running": False, "error": f"{s} is not running: no control socket"} for s in SERVICES}
     check_80(lines_of(absent), absent)
-    console = Console(width=80, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=80, record=True, file=io.StringIO())
     console.print(compact.table(absent, ("trade-executor",), NOW, "/run/quoteloop"))
     text = console.export_text()
     assert "executor" in text and "intents" not in text
