@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # what the dev stack's scripts see (the test harness uses its own stack dir)
 WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
 
-.PHONY: help venv deps stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
+.PHONY: help venv deps lint stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
 
 help: ## list targets
 	@echo "usage: make TARGET"
@@ -44,6 +44,13 @@ $(VENV)/.installed: pyproject.toml
 deps: ## PostgreSQL binaries (apt-get if missing) and Kafka jars (fetched once)
 	scripts/stack.sh deps
 
+# The versions are the dev extra's exact pins in pyproject.toml (installed by `venv`); so is the
+# configuration ([tool.ruff], [tool.mypy]). `ruff format .` fixes what the format check reports.
+lint: venv ## ruff check, ruff format --check, mypy (daemons/core and daemons/venues strict)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 stack: ## start local PostgreSQL + Kafka (scripts/stack.sh up)
 	$(WITH_STACK) scripts/stack.sh up
 
@@ -63,14 +70,14 @@ down: ## stop daemons and the local stack
 	$(WITH_STACK) scripts/daemons.sh stop all || true
 	$(WITH_STACK) scripts/stack.sh down
 
-# `make test` is what CI runs (.ci/run): the default suite, then the fault matrix in its short CI
+# `make test` is what CI runs (.ci/run): `lint` first, the default suite, then the fault matrix in its short CI
 # mode (QL_FAULT_SOAK_S=0 whatever the environment says: no soak; the soak is `make test-faults` on purpose).
 # Two pytest sessions, each starting its own stack (the matrix's from empty, in .local/fault-stack).
 # PYTEST_ARGS applies to the default suite only (a -k for it would deselect the whole matrix);
 # FAULT_ARGS to the matrix.
 FAULT_ARGS  ?=
 
-test: venv deps ## the default suite, then the fault matrix in CI mode (the harness starts its own stack); PYTEST_ARGS=...
+test: lint deps ## lint, the default suite, then the fault matrix in CI mode (the harness starts its own stack); PYTEST_ARGS=...
 	$(VENV)/bin/python -m pytest -q tests --ignore=tests/faults $(PYTEST_ARGS)
 	QL_FAULT_SOAK_S=0 $(VENV)/bin/python -m pytest -q tests/faults $(FAULT_ARGS)
 
