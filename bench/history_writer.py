@@ -41,8 +41,8 @@ import uvloop
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemons.core.db import connect_pool  # noqa: E402
 from daemons.core.bus import Delivery, EventProducer, ensure_topics  # noqa: E402
+from daemons.core.db import connect_pool  # noqa: E402
 from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event  # noqa: E402
 from daemons.core.runtime import serve  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402

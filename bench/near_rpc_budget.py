@@ -174,10 +174,12 @@ def report(rate: float, seconds: float, load: dict[str, Any], t0: float, t1: flo
           f"max {max(ages, default=float('nan')):.0f} (over {len(ages)} decisions with a snapshot)")
     ok = lambda c: "ok" if c else "MISSED"  # noqa: E731
     print("\n=== targets ===")
-    print(f"  <= {TARGET_PER_MIN}/min averaged over the run ({span / 60:.1f} min): {per_min:.1f} {ok(per_min <= TARGET_PER_MIN)}")
+    print(f"  <= {TARGET_PER_MIN}/min averaged over the run ({span / 60:.1f} min): "
+          f"{per_min:.1f} {ok(per_min <= TARGET_PER_MIN)}")
     print(f"  no 10 s window over the budgets' allowance ({allowance_10s:.0f}): most {w10} {ok(w10 <= allowance_10s)}; "
           f"pro rata of {TARGET_PER_MIN}/min ({TARGET_PER_MIN // 6}): {ok(w10 <= TARGET_PER_MIN // 6)}")
-    print(f"  inventory age p99 <= {TARGET_AGE_P99_MS} ms: {pct(ages, .99):.0f} {ok(pct(ages, .99) <= TARGET_AGE_P99_MS)}")
+    print(f"  inventory age p99 <= {TARGET_AGE_P99_MS} ms: "
+          f"{pct(ages, .99):.0f} {ok(pct(ages, .99) <= TARGET_AGE_P99_MS)}")
     if seconds < 300:
         print(f"  (the target is over 5 minutes; this run was {seconds:g} s)")
 

@@ -27,8 +27,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
 from daemons.core.acls import ensure_acls  # noqa: E402
+from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
 from daemons.core.bus import ensure_topics  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402

@@ -12,9 +12,9 @@ import asyncio
 import json
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from collections import defaultdict
 from typing import Any
 
 from aiohttp import web

@@ -35,11 +35,10 @@ import argparse
 import asyncio
 import base64
 import json
-from collections.abc import Callable
-from typing import Any
-
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 

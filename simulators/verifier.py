@@ -20,9 +20,9 @@ import copy
 import json
 import re
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from collections import deque
 from datetime import datetime
 from typing import Any
 

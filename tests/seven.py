@@ -37,7 +37,6 @@ from simulators.relay import RelaySimConfig, RelaySimulator
 from simulators.verifier import VerifierState
 from tests.conftest import Stack, eventually, start_group_at_end
 
-
 BTC_FUNDED = 1_000_000  # 0.01 nBTC
 EURE_FUNDED = 100 * 10**18
 

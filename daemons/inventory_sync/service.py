@@ -20,10 +20,10 @@ balances at `final`: if that block is at or past the head, the snapshot's `resul
 carries those offsets (every settlement published below them is in the balances) and burns
 folded before the head count as gone. If `final` has not reached the head yet, the snapshot
 keeps the last coverage and another reading follows. Heights never go back: a reading from a
-node behind the last published block is refused as a failed reading. Pending movements come from the liquidity actions, folded from the whole
-topic at every start (the history is re-read from the beginning, so pending funding survives a
-restart), and from the bridge's list. `snapshot` and `reconcile` hold the rules; this module is
-the I/O around them.
+node behind the last published block is refused as a failed reading. Pending movements come
+from the liquidity actions, folded from the whole topic at every start (the history is re-read
+from the beginning, so pending funding survives a restart), and from the bridge's list.
+`snapshot` and `reconcile` hold the rules; this module is the I/O around them.
 
 Freshness: inventory is stale when no reading succeeded within `QL_INVENTORY_FRESH_MS`. A
 snapshot is published after every successful reading and whenever staleness changes (a timer

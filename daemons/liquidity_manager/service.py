@@ -450,7 +450,7 @@ class LiquidityManager(Service):
             for attempt in watched:
                 deposit = listed.get((chain, attempt.tx_hash)) if listed is not None else None
                 await self._step_funding(attempt.liquidity_action_id,
-                                         lambda a, d=deposit: funding.advance(a, d, now, bound))
+                                         lambda a, d=deposit, at=now: funding.advance(a, d, at, bound))
             if listed is not None:
                 await self._note_unmatched(chain, listed)
         return ok

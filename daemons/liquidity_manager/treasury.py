@@ -247,7 +247,8 @@ class TreasuryConfig(_Model):
             if wallet is None:
                 raise RouteRefused(
                     "unknown_wallet",
-                    f"{address!r} is not a labelled treasury wallet on {route.chain}: withdrawals go to listed wallets only",
+                    f"{address!r} is not a labelled treasury wallet on {route.chain}: "
+                    "withdrawals go to listed wallets only",
                 )
         if wallet.chain != route.chain or not wallet.serves(route.asset_id, "withdrawal"):
             raise RouteRefused(

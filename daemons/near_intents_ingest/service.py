@@ -24,10 +24,10 @@ from daemons.core.assets import REGISTRY, ActivePair
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.events import Envelope, RawQuote, new_event, now_utc
+from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.settings import CoreSettings
-from daemons.core.repeats import RepeatTracker
 from daemons.near_intents_ingest.classify import classify, swap_demand
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
@@ -35,9 +35,9 @@ from daemons.venues.near_intents.relay_ws import (
     Disconnected,
     QuoteFilter,
     QuoteRequest,
+    Reject,
     RelayWsClient,
     RelayWsConfig,
-    Reject,
 )
 
 

@@ -30,7 +30,6 @@ from daemons.core.assets import ActivePair
 from daemons.core.bus import Delivery, EventConsumer, EventProducer, kafka_auth, next_offsets
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
-from daemons.core.repeats import RepeatTracker
 from daemons.core.events import (
     Dec,
     Envelope,
@@ -46,6 +45,7 @@ from daemons.core.events import (
     now_utc,
     read_behind,
 )
+from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from daemons.strategy_engine.gates import (

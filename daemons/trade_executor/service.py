@@ -57,8 +57,8 @@ from daemons.core.bus import Delivery, EventConsumer, EventProducer, Placed, nex
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.failpoints import failpoint
 from daemons.core.events import Envelope, ExecuteTrade, RefusalCode, TradeResult, new_event, now_utc
+from daemons.core.failpoints import failpoint
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.trade_executor.answer import SaltCache, cancel_payload, plan_nonce, sign_answer
@@ -76,7 +76,6 @@ from daemons.trade_executor.gates import (
     send_refusal,
 )
 from daemons.trade_executor.inventory import InventoryFeed
-from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.ledger import (
     LIVE,
     RESULT_STATUS,
@@ -87,6 +86,7 @@ from daemons.trade_executor.ledger import (
     resolve_by_nonce,
     result_from_row,
 )
+from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.settings import ExecutorSettings
 from daemons.trade_executor.settlement import (
     LiveAnswer,
@@ -118,13 +118,13 @@ from daemons.venues.near_intents.relay_ws import (
     LateRelayAnswer,
     QuoteFilter,
     QuoteStatus,
+    Reject,
     RelayAnswer,
     RelayConnectionLost,
     RelayNotConnected,
     RelayTimeout,
     RelayWsClient,
     RelayWsConfig,
-    Reject,
 )
 
 S = LedgerState

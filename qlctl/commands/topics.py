@@ -25,7 +25,8 @@ def ensure(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         actions = run(ensure_topics(cfg))
         acls = run(ensure_acls(cfg))
     except (KafkaError, OSError) as exc:
-        fail(f"Kafka at {cfg.kafka_bootstrap} is not reachable ({exc.__class__.__name__}): start it (make run) or set QL_KAFKA_BOOTSTRAP")
+        fail(f"Kafka at {cfg.kafka_bootstrap} is not reachable ({exc.__class__.__name__}): "
+             "start it (make run) or set QL_KAFKA_BOOTSTRAP")
     err_console.print(f"ACLs: {acls['acls']} granted" if acls["authorizer"]
                       else "ACLs: the broker has no authorizer; none granted", highlight=False)
     if as_json:

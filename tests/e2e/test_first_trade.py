@@ -1,5 +1,5 @@
-"""The first-trade validation target (runbooks/first-trade.md), end to end on the simulators, the real Kafka and PostgreSQL:
-one active-pair quote is priced, checked against credited inventory, decided, gated, answered
+"""The first-trade validation target (runbooks/first-trade.md), end to end on the simulators, the real Kafka and
+PostgreSQL: one active-pair quote is priced, checked against credited inventory, decided, gated, answered
 with a signed NEP-413 intent, settled by the simulated taker, and the whole chain is in
 PostgreSQL. All seven daemons run, each through the shared runtime."""
 

@@ -289,7 +289,7 @@ class FaultLoop:
                 continue
             try:
                 st = await self.state(name)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 out[name] = f"no state: {exc.__class__.__name__}"
                 continue
             if st.get("healthy") is False:

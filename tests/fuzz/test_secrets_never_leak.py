@@ -10,6 +10,7 @@ import json
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import base58
@@ -64,8 +65,10 @@ async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_p
                 assert status == 200
             quote = await seven.relay.emit_quote(asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=3 * 10**18,
                                                  min_deadline_ms=60_000)
-            answers = lambda: [s for s in seven.relay.seen  # noqa: E731
-                               if s["kind"] == "ws_in" and '"quote_response"' in s.get("text", "")]
+            def answers() -> list[Any]:
+                return [s for s in seven.relay.seen
+                        if s["kind"] == "ws_in" and '"quote_response"' in s.get("text", "")]
+
             await eventually(answers, timeout=30, what="a signed answer reached the relay")
             for name in seven.services:
                 states[name] = json.dumps((await seven.call(name, "GET", "/state"))[1])

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 
 from daemons.core.bus import EventConsumer, EventProducer, next_offsets
-from daemons.core.runtime import Service
 from daemons.core.events import Producer, new_event
+from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from tests.conftest import Stack, TcpForwarder, closed_port, eventually, start_group_at_end
 from tests.samples import sample_payloads

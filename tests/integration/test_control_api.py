@@ -256,10 +256,9 @@ async def test_a_reader_may_read_but_not_act_and_the_kernel_identity_is_audited(
     """The socket's group lets a user in (here nobody's group); only root, the daemon's user
     and the act group may change state. A claimed operator name never replaces who it was."""
     import grp
+    import shutil
     import subprocess
     import sys
-
-    import shutil
     import tempfile
 
     control = Path(tempfile.mkdtemp(prefix="ql-control-"))  # pytest's tmp is 0700: nobody could not reach it

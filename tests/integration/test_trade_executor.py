@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import signal
 import subprocess
@@ -1013,7 +1014,7 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
     assert (await harness.result(acknowledged, "expired")).resolved_by == "no_quote_status"
     assert harness.venue.quote_responses() == []  # nothing was (re)sent
     for cid in (received, signing, submitted, acknowledged):
-        await eventually(lambda: _published(harness, cid), what=f"{cid} noted as published")
+        await eventually(functools.partial(_published, harness, cid), what=f"{cid} noted as published")
 
 
 # --- kill -9 between sending and publishing ------------------------------------------------------

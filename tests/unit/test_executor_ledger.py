@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemons.core.events import TradeResult, decode, encode, new_event, Producer
+from daemons.core.events import Producer, TradeResult, decode, encode, new_event
 from daemons.trade_executor.ledger import (
     FINAL,
     LIVE,

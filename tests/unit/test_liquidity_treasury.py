@@ -72,11 +72,13 @@ def test_toml_and_json_files_load_the_same_config(tmp_path: Path) -> None:
     (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\nsurprise = 1', "Extra inputs"),
     (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
      'address = "0x1234"', "not an address on chain"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "btc:mainnet"\n'
+    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n'
+     '[[wallets]]\nlabel = "w"\nchain = "btc:mainnet"\n'
      f'address = "{BTC_WALLET}"', "not a treasury chain"),
     (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n' + (f'[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
      f'address = "{GNOSIS_WALLET}"\n') * 2, "unique"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "Bad Label"\nchain = "eth:100"\n'
+    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n'
+     '[[wallets]]\nlabel = "Bad Label"\nchain = "eth:100"\n'
      f'address = "{GNOSIS_WALLET}"', "wallet label"),
     (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
      f'address = "{GNOSIS_WALLET}"\nassets = ["{POA_BTC_ID}"]', "not a treasury asset on eth:100"),

@@ -623,7 +623,7 @@ class NearRpcClient:
         return RpcUsage(
             url=redact_url(self.url),
             endpoints=[
-                e.usage(now, wall_now, in_use=_key(u) == current) for u, e in zip(self.urls, self._endpoints)
+                e.usage(now, wall_now, in_use=_key(u) == current) for u, e in zip(self.urls, self._endpoints, strict=True)
             ],
         )
 
@@ -711,7 +711,7 @@ class NearRpcClient:
         now = self._clock()
         waits = [e.ready_in(now) for e in self._endpoints]
         parts = []
-        for url, endpoint, wait in zip(self.urls, self._endpoints, waits):
+        for url, endpoint, wait in zip(self.urls, self._endpoints, waits, strict=True):
             why = "cooling after 429" if endpoint.cooling_left(now) > 0 else "budget spent" if wait > 0 else "429"
             parts.append(f"{redact_url(url)}: {why}, {wait:.3g}s")
         retry = min(waits)

@@ -18,7 +18,7 @@ import secrets
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ VERSIONED_NONCE_V1 = 0
 NONCE_LEN = 32
 _RANDOM_LEN = 15
 _ED25519 = "ed25519:"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_MS = 1_000_000
 
 
@@ -326,7 +326,7 @@ def parse_deadline_ns(text: str) -> int:
         raise ValueError(f"deadline {text!r} is not RFC 3339")
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     try:
-        base = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+        base = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise ValueError(f"deadline {text!r} is not a valid date/time: {exc}") from None
     frac_ns = int((m.group(7) or "").ljust(9, "0") or "0")

@@ -30,7 +30,6 @@ Auth: §1 leaves UNCONFIRMED whether the RPC reads `X-API-Key` (docs) or `Author
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from enum import StrEnum
@@ -198,7 +197,7 @@ class RelayRpcClient:
                 text = await resp.text()
                 if resp.status >= 400:
                     raise RelayRpcUnavailable(method, f"HTTP {resp.status}: {text[:300]}", resp.status)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise RelayRpcUnavailable(method, f"no answer within {self.timeout_s}s") from None
         except aiohttp.ClientError as exc:
             raise RelayRpcUnavailable(method, f"{type(exc).__name__}: {exc}") from None

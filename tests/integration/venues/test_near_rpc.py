@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -130,7 +130,7 @@ async def test_salt_and_fee(client: NearRpcClient, state: VerifierState) -> None
 
 async def test_is_nonce_used(client: NearRpcClient, state: VerifierState) -> None:
     key = SignerKey.generate()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     deadline = now + timedelta(seconds=60)
     nonce = versioned_nonce("252812b3", deadline)
     assert await client.is_nonce_used(key.implicit_account_id, b64_nonce(nonce)) is False
@@ -320,7 +320,7 @@ async def test_is_nonce_used_reads_at_the_finality_or_block_given(sim: NearRpcSi
 # Answers shaped as nearcore sends them (docs/near-rpc.md, "block" and "tx"): the header's
 # `timestamp_nanosec` is a decimal string (`dec_format`), `timestamp` the same number as JSON.
 
-WALL = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+WALL = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 Answer = Callable[[dict[str, Any]], Awaitable[web.StreamResponse] | web.StreamResponse]
 
 
@@ -439,7 +439,7 @@ async def test_block_parses_the_header_and_sends_finality_or_block_id(a: Node, c
         await c.block()
     assert header == BlockHeader(height=170_000_123, hash=HEADER["hash"], timestamp_ns=1777636800123456789,
                                  prev_hash=HEADER["prev_hash"])
-    assert header.timestamp == datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    assert header.timestamp == datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
     assert [b["method"] for b in a.bodies] == ["block"] * 5
     assert [b["params"] for b in a.bodies] == [
         {"finality": "final"}, {"finality": "optimistic"}, {"block_id": 170_000_000},

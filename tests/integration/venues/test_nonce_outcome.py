@@ -19,7 +19,7 @@ from daemons.venues.near_intents.nep413 import (
     sign_intent,
     versioned_nonce,
 )
-from daemons.venues.near_intents.nonce_outcome import LookupsSpent, HeaderCache, NonceOutcome, nonce_outcome
+from daemons.venues.near_intents.nonce_outcome import HeaderCache, LookupsSpent, NonceOutcome, nonce_outcome
 from simulators.chain import Chain
 from simulators.near_rpc import NearRpcSimulator
 from simulators.verifier import VerifierState

@@ -1,6 +1,7 @@
 """The relay's taker JSON-RPC client against the relay simulator (docs/near-intents-relay.md §7): auth
 headers, publish_intents burning nonces (so a live answer can no longer settle), get_status with
-every status of docs/near-intents-relay.md §7.4, and typed errors for FAILED results, JSON-RPC errors and HTTP trouble."""
+every status of docs/near-intents-relay.md §7.4, and typed errors for FAILED results, JSON-RPC errors and
+HTTP trouble."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -43,7 +43,7 @@ from simulators.verifier import (
     token_fee_pips,
 )
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BTC = "nep141:btc.omft.near"
 EURE = "nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import base58
@@ -45,7 +45,7 @@ from daemons.venues.near_intents.nep413 import (
     versioned_nonce,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 # docs/near-intents-relay.md §4: the docs' quote_response example, whose signature verifies
 # (docs/verifier.md §6).
