@@ -85,7 +85,9 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
     sims = {
         "relay": RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port),
         "near_rpc": NearRpcSimulator(verifier, host, base_port + 1),
-        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2, chain=verifier.chain),  # credits the verifier
+        "poa_bridge": PoaBridgeSimulator(
+            verifier.deposit, host, base_port + 2, chain=verifier.chain
+        ),  # credits the verifier
         "kraken": KrakenSimulator(host, base_port + 3),
         "coingecko": CoinGeckoSimulator(host, base_port + 4),
     }
@@ -94,7 +96,9 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
     for name in ORDER:
         urls[name] = await sims[name].start()
     env_file = directory / "env"
-    env_file.write_text("# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file, key_file, account, treasury)) + "\n")
+    env_file.write_text(
+        "# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file, key_file, account, treasury)) + "\n"
+    )
     for name in ORDER:
         print(f"{name:<11} {urls[name]}", flush=True)
     print(f"env         {env_file}", flush=True)
@@ -102,8 +106,9 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
         # a steady stream of swap demand on the active pair (both directions, exact-in and
         # exact-out, with some other pairs, repeats and malformed frames mixed in)
         btc = os.environ.get("QL_BTC_ASSET_ID", NBTC_ID)
-        sims["relay"].start_scenario(count=10**9, rate_per_s=quote_rate, pairs=[[btc, EURE_ID]],
-                                     malformed_ratio=0.01, repeat_ratio=0.02)
+        sims["relay"].start_scenario(
+            count=10**9, rate_per_s=quote_rate, pairs=[[btc, EURE_ID]], malformed_ratio=0.01, repeat_ratio=0.02
+        )
 
     await until_signalled()
     for name in reversed(ORDER):
@@ -111,8 +116,9 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, required=True, help="where to write relay.jwt and env")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--base-port", type=int, default=18080)

@@ -198,8 +198,11 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
                 return _error(400, f"{route.method} {route.path} takes no body")
             peer = peer_of(request)
             if route.method != "GET" and not may_act(peer, act_gid, own_uid):
-                return _error(403, f"{peer.identity} may read but not act: {route.method} {route.path} needs "
-                                   f"membership of the group {act_group or '(none configured)'}")
+                return _error(
+                    403,
+                    f"{peer.identity} may read but not act: {route.method} {route.path} needs "
+                    f"membership of the group {act_group or '(none configured)'}",
+                )
             operator = getattr(body, "operator", None) or peer.identity
             caller = Caller(operator=operator, reason=getattr(body, "reason", None), identity=peer.identity)
             try:
@@ -338,8 +341,9 @@ async def probe_health(control_dir: Path, service: str, timeout_s: float = 1.0) 
 
     path = socket_path(control_dir, service)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)),
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(path)), timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as session:
             async with session.get(f"http://{service}/healthz") as resp:
                 body = await resp.json(content_type=None)
                 if resp.status == 200:

@@ -263,5 +263,7 @@ async def _write_isolated(
 
 
 async def stored_offsets(pool: asyncpg.Pool, group: str) -> dict[tuple[str, int], int]:
-    rows = await pool.fetch("SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1", group)
+    rows = await pool.fetch(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1", group
+    )
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}

@@ -93,14 +93,34 @@ def ceiling_breach(limits: Limits, ceilings: Ceilings) -> str | None:
     """Which limit is looser than the root-owned ceilings (daemons/core/ceilings.py), naming
     both; None when every one is within them."""
     for name, value, ceiling, ceiling_name, looser in (
-        ("threshold_pct", limits.threshold_pct, ceilings.min_edge_pct, "min_edge_pct", limits.threshold_pct
-         < ceilings.min_edge_pct),
-        ("max_notional_eure", limits.max_notional_eure, ceilings.max_notional_eure_per_answer,
-         "max_notional_eure_per_answer", limits.max_notional_eure > ceilings.max_notional_eure_per_answer),
-        ("price_max_age_ms", limits.price_max_age_ms, ceilings.max_price_age_ms, "max_price_age_ms",
-         limits.price_max_age_ms > ceilings.max_price_age_ms),
-        ("inventory_max_age_ms", limits.inventory_max_age_ms, ceilings.max_inventory_age_ms, "max_inventory_age_ms",
-         limits.inventory_max_age_ms > ceilings.max_inventory_age_ms),
+        (
+            "threshold_pct",
+            limits.threshold_pct,
+            ceilings.min_edge_pct,
+            "min_edge_pct",
+            limits.threshold_pct < ceilings.min_edge_pct,
+        ),
+        (
+            "max_notional_eure",
+            limits.max_notional_eure,
+            ceilings.max_notional_eure_per_answer,
+            "max_notional_eure_per_answer",
+            limits.max_notional_eure > ceilings.max_notional_eure_per_answer,
+        ),
+        (
+            "price_max_age_ms",
+            limits.price_max_age_ms,
+            ceilings.max_price_age_ms,
+            "max_price_age_ms",
+            limits.price_max_age_ms > ceilings.max_price_age_ms,
+        ),
+        (
+            "inventory_max_age_ms",
+            limits.inventory_max_age_ms,
+            ceilings.max_inventory_age_ms,
+            "max_inventory_age_ms",
+            limits.inventory_max_age_ms > ceilings.max_inventory_age_ms,
+        ),
     ):
         if looser:
             side = "below" if name == "threshold_pct" else "over"
@@ -168,9 +188,15 @@ def decide(ctx: Context) -> Verdict:
         return Verdict(Reason.PRICE_NOT_DECISIONABLE, detail=p.not_decisionable_reason)
     btc_id, eure_id = ctx.pair.btc.asset_id, ctx.pair.eure.asset_id
     try:
-        cand = price(direction=d.direction, fixed_side=d.fixed_side, fixed_amount=d.fixed_amount,
-                     btc_decimals=ctx.pair.decimals(btc_id), eure_decimals=ctx.pair.decimals(eure_id),
-                     fair_rate=p.fair_rate(d.direction), target_edge_pct=lim.target_edge_pct)
+        cand = price(
+            direction=d.direction,
+            fixed_side=d.fixed_side,
+            fixed_amount=d.fixed_amount,
+            btc_decimals=ctx.pair.decimals(btc_id),
+            eure_decimals=ctx.pair.decimals(eure_id),
+            fair_rate=p.fair_rate(d.direction),
+            target_edge_pct=lim.target_edge_pct,
+        )
     except PricingError as exc:
         return Verdict(Reason.UNPRICEABLE, detail=str(exc))
     if cand.gross_edge_pct < lim.threshold_pct:
@@ -183,8 +209,13 @@ def decide(ctx: Context) -> Verdict:
     if inv is None:
         return Verdict(Reason.NO_INVENTORY, cand)
     give = d.asset_out
-    figures = dict(give_asset=give, credited=inv.credited.get(give, 0), reserved=ctx.reserved.get(give, 0),
-                   buffer=lim.buffer.get(give, 0), pending_in=inv.pending_in.get(give, 0))
+    figures = dict(
+        give_asset=give,
+        credited=inv.credited.get(give, 0),
+        reserved=ctx.reserved.get(give, 0),
+        buffer=lim.buffer.get(give, 0),
+        pending_in=inv.pending_in.get(give, 0),
+    )
     if inv.stale or inv.age_ms > lim.inventory_max_age_ms:
         return Verdict(Reason.INVENTORY_STALE, cand, **figures)
     verdict = Verdict(Reason.EXECUTE, cand, **figures)

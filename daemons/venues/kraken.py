@@ -209,12 +209,16 @@ def parse_message(raw: str | bytes) -> KrakenMessage:
     model: type[_Wire]
     try:
         if "channel" in obj:
-            model = {
-                "status": StatusMessage,
-                "heartbeat": HeartbeatMessage,
-                "ticker": TickerMessage,
-                "book": BookMessage,
-            }.get(obj["channel"], ChannelMessage) if isinstance(obj["channel"], str) else ChannelMessage
+            model = (
+                {
+                    "status": StatusMessage,
+                    "heartbeat": HeartbeatMessage,
+                    "ticker": TickerMessage,
+                    "book": BookMessage,
+                }.get(obj["channel"], ChannelMessage)
+                if isinstance(obj["channel"], str)
+                else ChannelMessage
+            )
             # (a non-string channel, e.g. a list, is unhashable: ChannelMessage then refuses it)
             return model.model_validate(obj)
         if obj.get("method") == "pong":

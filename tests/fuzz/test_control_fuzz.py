@@ -28,8 +28,10 @@ from tests.seven import Seven, seven_daemons
 SKIP_PATHS = {"/drain"}
 WATCHED_GETS = ("/threshold", "/limits", "/pair-filter")
 WATCHED_STATE_KEYS = ("armed", "paused", "draining", "withdrawals_frozen", "frozen")
-GARBAGE = st.one_of(st.binary(max_size=64), st.sampled_from([b"", b"{", b"[]", b"null", b"1e999", b'"x"',
-                                                             b'{"operator": ""}', b'{"operator": null, "x": 1}']))
+GARBAGE = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([b"", b"{", b"[]", b"null", b"1e999", b'"x"', b'{"operator": ""}', b'{"operator": null, "x": 1}']),
+)
 
 
 async def observable(seven: Seven, service: str, paths: set[str]) -> dict[str, Any]:
@@ -49,12 +51,12 @@ def fuzzer(op: Any, send: Callable[[str, str, Any, bytes | None], None]) -> Call
     """The Hypothesis test of one operation: every case it generates (or a garbage body) goes to `send`."""
     method, path = op.method.upper(), op.path
 
-    @settings(max_examples=max(8, FUZZ_EXAMPLES // 8), deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max(8, FUZZ_EXAMPLES // 8), deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(case=op.as_strategy(), garbage=st.one_of(st.none(), GARBAGE))
     def fuzz(case: Any, garbage: bytes | None) -> None:
-        body = case.body if isinstance(case.body, (dict, list, str, int, float, bool)) or case.body is None \
-            else None
+        body = case.body if isinstance(case.body, (dict, list, str, int, float, bool)) or case.body is None else None
         send(method, path, body, garbage)
 
     return fuzz
@@ -81,8 +83,9 @@ async def test_no_5xx_and_rejections_change_nothing(stack: Stack, control_dir: P
                 if after != before:
                     problems.append(f"rejected request changed state: {what}: {before} -> {after}")
 
-        def send_from_thread(service: str, paths: set[str], method: str, path: str, body: Any,
-                             raw: bytes | None) -> None:
+        def send_from_thread(
+            service: str, paths: set[str], method: str, path: str, body: Any, raw: bytes | None
+        ) -> None:
             """From Hypothesis's worker thread: the request still goes through the test's loop."""
             asyncio.run_coroutine_threadsafe(send(service, paths, method, path, body, raw), loop).result(timeout=30)
 

@@ -576,9 +576,7 @@ class NearRpcClient:
         wall_clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.urls: tuple[str, ...] = parse_endpoints(url)
-        self._endpoints: tuple[_Endpoint, ...] = tuple(
-            _register(u, budget_per_min, budget_burst) for u in self.urls
-        )
+        self._endpoints: tuple[_Endpoint, ...] = tuple(_register(u, budget_per_min, budget_burst) for u in self.urls)
         self.url = self.urls[0]  # the endpoint in use: the one that answered last
         self.contract_id = contract_id
         self.timeout_s = timeout_s
@@ -623,7 +621,8 @@ class NearRpcClient:
         return RpcUsage(
             url=redact_url(self.url),
             endpoints=[
-                e.usage(now, wall_now, in_use=_key(u) == current) for u, e in zip(self.urls, self._endpoints, strict=True)
+                e.usage(now, wall_now, in_use=_key(u) == current)
+                for u, e in zip(self.urls, self._endpoints, strict=True)
             ],
         )
 
@@ -635,8 +634,9 @@ class NearRpcClient:
         session = self._get_session()
         where = redact_url(url)
         try:
-            async with session.post(url, json=body, headers=self._headers,
-                                    timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+            async with session.post(
+                url, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 text = await resp.text()
@@ -785,9 +785,9 @@ class NearRpcClient:
     async def block(self, *, finality: Finality | None = None, block_id: int | str | None = None) -> BlockHeader:
         """The header of the block at `block_id` (a height or a hash) if given, else the latest
         at `finality` (the client's setting by default). Does not touch `last_block_height`."""
-        params: dict[str, Any] = {"block_id": block_id} if block_id is not None else {
-            "finality": finality or self.finality
-        }
+        params: dict[str, Any] = (
+            {"block_id": block_id} if block_id is not None else {"finality": finality or self.finality}
+        )
         result = self._result(await self._call("block", params), "block")
         header = result.get("header")
         if not isinstance(header, Mapping):
@@ -797,9 +797,7 @@ class NearRpcClient:
             raise NearRpcBadResponse(f"NEAR RPC block header has the wrong shape: {str(header)[:200]}")
         return BlockHeader(height=height, hash=block_hash, timestamp_ns=_timestamp_ns(header), prev_hash=prev_hash)
 
-    async def tx_status(
-        self, tx_hash: str, sender_account_id: str, wait_until: TxWaitUntil = "FINAL"
-    ) -> TxStatus:
+    async def tx_status(self, tx_hash: str, sender_account_id: str, wait_until: TxWaitUntil = "FINAL") -> TxStatus:
         """`tx`: the status of transaction `tx_hash` sent by `sender_account_id` (it picks the
         shard), waiting on the node's side until `wait_until`. An unknown transaction raises
         `NearTxUnknown`. Above `NONE` a node waits for an unknown transaction until its own
@@ -929,8 +927,9 @@ def _outcome(value: Any, what: str) -> ExecutionOutcome:
         or not all(isinstance(line, str) for line in logs)
     ):
         raise NearRpcBadResponse(f"NEAR RPC tx {what} has the wrong shape: {str(value)[:200]}")
-    return ExecutionOutcome(id=ident, block_hash=block_hash, executor_id=executor, logs=logs,
-                            status=outcome.get("status"))
+    return ExecutionOutcome(
+        id=ident, block_hash=block_hash, executor_id=executor, logs=logs, status=outcome.get("status")
+    )
 
 
 def _tx_status(result: Mapping[str, Any], tx_hash: str, sender_account_id: str) -> TxStatus:
@@ -986,6 +985,11 @@ def _typed(value: Any, kind: type, what: str) -> Any:
 def client_from_settings(settings: CoreSettings, *, timeout_s: float, daemon: str) -> NearRpcClient:
     """The daemon's one NEAR RPC client: its endpoints, verifier and budget from the settings;
     `daemon` names it in the User-Agent (`quoteloop-<daemon>`)."""
-    return NearRpcClient(settings.near_rpc_url, settings.verifier_contract, timeout_s=timeout_s,
-                         budget_per_min=settings.near_rpc_budget_per_min,
-                         budget_burst=settings.near_rpc_budget_burst, agent=f"quoteloop-{daemon}")
+    return NearRpcClient(
+        settings.near_rpc_url,
+        settings.verifier_contract,
+        timeout_s=timeout_s,
+        budget_per_min=settings.near_rpc_budget_per_min,
+        budget_burst=settings.near_rpc_budget_burst,
+        agent=f"quoteloop-{daemon}",
+    )

@@ -262,11 +262,16 @@ def load_signer_key(path: Path) -> SignerKey:
             raise KeyFileMissing(f"{where} does not exist") from None
         if exc.kind == "insecure":
             # group/other write is as bad as read: someone could swap in their own key
-            raise KeyFileInsecure(f"{where} has mode {exc.mode or 0:04o}; it must not be accessible by group or "
-                                  "others (chmod 600)") from None
-        raise KeyFileInvalid({"directory": f"{where} is a directory",
-                              "unreadable": f"{where} is not readable by this user",
-                              "not_regular": f"{where} is not a regular file"}[exc.kind]) from None
+            raise KeyFileInsecure(
+                f"{where} has mode {exc.mode or 0:04o}; it must not be accessible by group or others (chmod 600)"
+            ) from None
+        raise KeyFileInvalid(
+            {
+                "directory": f"{where} is a directory",
+                "unreadable": f"{where} is not readable by this user",
+                "not_regular": f"{where} is not a regular file",
+            }[exc.kind]
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

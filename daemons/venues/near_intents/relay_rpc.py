@@ -89,8 +89,8 @@ class PublishResult(_Model):
 class IntentStatus(_Model):
     intent_hash: str
     status: IntentStatusKind
-    status_raw: str                  # exactly as sent, e.g. the old NOT_FOUND_OR_NOT_VALID_ANYMORE
-    tx_hash: str | None = None       # data.hash: set for TX_BROADCASTED / SETTLED, optional otherwise
+    status_raw: str  # exactly as sent, e.g. the old NOT_FOUND_OR_NOT_VALID_ANYMORE
+    tx_hash: str | None = None  # data.hash: set for TX_BROADCASTED / SETTLED, optional otherwise
     status_details: str | None = None  # e.g. "FAILED" with NOT_FOUND_OR_NOT_VALID
     raw: dict[str, Any]
 
@@ -204,7 +204,9 @@ class RelayRpcClient:
         try:
             reply = json.loads(text)
         except ValueError:
-            raise RelayRpcUnavailable(method, f"HTTP {resp.status}, body is not JSON: {text[:300]}", resp.status) from None
+            raise RelayRpcUnavailable(
+                method, f"HTTP {resp.status}, body is not JSON: {text[:300]}", resp.status
+            ) from None
         if not isinstance(reply, dict) or ("result" not in reply and "error" not in reply):
             raise RelayRpcUnavailable(method, f"not a JSON-RPC reply: {text[:300]}", resp.status)
         error = reply.get("error")
@@ -233,7 +235,9 @@ class RelayRpcClient:
         return self._publish_result("publish_intents", result, "intent_hashes")
 
     async def publish_intent(self, signed_data: dict[str, Any], quote_hashes: list[str] | None = None) -> PublishResult:
-        result = await self.call("publish_intent", [{"quote_hashes": list(quote_hashes or []), "signed_data": signed_data}])
+        result = await self.call(
+            "publish_intent", [{"quote_hashes": list(quote_hashes or []), "signed_data": signed_data}]
+        )
         return self._publish_result("publish_intent", result, "intent_hash")
 
     @staticmethod
@@ -266,6 +270,9 @@ class RelayRpcClient:
         details = result.get("status_details")
         return IntentStatus(
             intent_hash=result.get("intent_hash") if isinstance(result.get("intent_hash"), str) else intent_hash,
-            status=kind, status_raw=raw_status, tx_hash=tx_hash,
-            status_details=details if isinstance(details, str) else None, raw=result,
+            status=kind,
+            status_raw=raw_status,
+            tx_hash=tx_hash,
+            status_details=details if isinstance(details, str) else None,
+            raw=result,
         )

@@ -138,8 +138,12 @@ async def test_get_status_after_settlement_and_every_status(
         ({"status": "PENDING"}, IntentStatusKind.PENDING, None, False),
         ({"status": "TX_BROADCASTED", "hash": "TXB"}, IntentStatusKind.TX_BROADCASTED, "TXB", False),
         ({"status": "NOT_FOUND_OR_NOT_VALID"}, IntentStatusKind.NOT_FOUND_OR_NOT_VALID, None, False),
-        ({"status": "NOT_FOUND_OR_NOT_VALID", "status_details": "FAILED"},
-         IntentStatusKind.NOT_FOUND_OR_NOT_VALID, None, True),
+        (
+            {"status": "NOT_FOUND_OR_NOT_VALID", "status_details": "FAILED"},
+            IntentStatusKind.NOT_FOUND_OR_NOT_VALID,
+            None,
+            True,
+        ),
         ({"status": "NOT_FOUND_OR_NOT_VALID_ANYMORE"}, IntentStatusKind.NOT_FOUND_OR_NOT_VALID, None, False),
         ({"status": "SOMETHING_NEW"}, IntentStatusKind.UNKNOWN, None, False),
     ]
