@@ -27,7 +27,7 @@ from pathlib import Path
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.venues.near_intents.nep413 import SignerKey
-from simulators.base import until_signalled
+from simulators.base import SimServer, until_signalled
 from simulators.coingecko import CoinGeckoSimulator
 from simulators.kraken import KrakenSimulator
 from simulators.near_rpc import NearRpcSimulator
@@ -82,16 +82,17 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
 
     verifier = VerifierState()
     verifier.deposit(account, os.environ.get("QL_BTC_ASSET_ID", NBTC_ID), SIM_NBTC_BALANCE)
-    sims = {
-        "relay": RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port),
-        "near_rpc": NearRpcSimulator(verifier, host, base_port + 1),
-        "poa_bridge": PoaBridgeSimulator(
-            verifier.deposit, host, base_port + 2, chain=verifier.chain
-        ),  # credits the verifier
+    relay = RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port)
+    near_rpc = NearRpcSimulator(verifier, host, base_port + 1)
+    bridge = PoaBridgeSimulator(verifier.deposit, host, base_port + 2, chain=verifier.chain)  # credits the verifier
+    sims: dict[str, SimServer] = {
+        "relay": relay,
+        "near_rpc": near_rpc,
+        "poa_bridge": bridge,
         "kraken": KrakenSimulator(host, base_port + 3),
         "coingecko": CoinGeckoSimulator(host, base_port + 4),
     }
-    sims["poa_bridge"].watch_burns(verifier)  # withdrawals burned on NEAR show up at the bridge
+    bridge.watch_burns(verifier)  # withdrawals burned on NEAR show up at the bridge
     urls = {}
     for name in ORDER:
         urls[name] = await sims[name].start()
@@ -106,7 +107,7 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
         # a steady stream of swap demand on the active pair (both directions, exact-in and
         # exact-out, with some other pairs, repeats and malformed frames mixed in)
         btc = os.environ.get("QL_BTC_ASSET_ID", NBTC_ID)
-        sims["relay"].start_scenario(
+        relay.start_scenario(
             count=10**9, rate_per_s=quote_rate, pairs=[[btc, EURE_ID]], malformed_ratio=0.01, repeat_ratio=0.02
         )
 

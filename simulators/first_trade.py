@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import sys
@@ -114,7 +115,7 @@ class Walk:
         t = self.timeout_s
         self.say("first-trade checklist (runbooks/first-trade.md)")
         for service in ("strategy-engine", "trade-executor"):
-            st = await _until(f"{service} running", lambda s=service: self.state(s), t)
+            st = await _until(f"{service} running", functools.partial(self.state, service), t)
             if st.get("armed"):
                 raise StepFailed(f"{service} is armed at start: it must start disarmed")
         self.ok("strategy-engine and trade-executor are running and disarmed")

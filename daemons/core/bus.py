@@ -158,7 +158,8 @@ class EventProducer:
 
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
         producer = await self._live()
-        ack = await producer.send(topic, value, key=key)
+        # aiokafka is untyped: send() resolves to the future of the broker's acknowledgement
+        ack: asyncio.Future[Any] = await producer.send(topic, value, key=key)
 
         def watch(done: asyncio.Future[Any]) -> None:
             if not done.cancelled() and isinstance(done.exception(), _SEQUENCE_BROKEN):
@@ -195,7 +196,7 @@ class EventProducer:
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped: the base is Any
     def __init__(self, owner: EventConsumer, on_assigned: OnAssigned | None) -> None:
         self._owner = owner
         self._on_assigned = on_assigned
@@ -281,7 +282,8 @@ class EventConsumer:
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for `tp`, or None when it never committed one."""
-        return await self._consumer.committed(tp)
+        offset: int | None = await self._consumer.committed(tp)
+        return offset
 
     async def end_offset(self, tp: TopicPartition) -> int:
         return int((await self._consumer.end_offsets([tp]))[tp])

@@ -157,7 +157,9 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
     own_uid = os.geteuid()
 
     @web.middleware
-    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if _is_tcp(request):
             supplied = request.headers.get("Authorization", "")
             if token is None or not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
@@ -172,8 +174,8 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
 
-    def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def endpoint(request: web.Request) -> web.Response:
+    def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def endpoint(request: web.Request) -> web.StreamResponse:
             body: Any = None
             raw = await request.read()
             if route.body is not None:
@@ -210,7 +212,7 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
             except ControlError as exc:
                 return _error(exc.status, exc.message)
             if isinstance(result, web.StreamResponse):
-                return result  # type: ignore[return-value]
+                return result
             return json_response(result)
 
         return endpoint

@@ -203,6 +203,7 @@ class AssetInventory(_Model):
 
 
 ReconciliationStatus = Literal["awaiting_credit", "ok", "credited_lower_than_expected", "inconclusive"]
+LiquidityActionKind = Literal["deposit_address", "funding", "withdrawal", "freeze", "unfreeze"]
 
 
 class Reconciliation(_Model):
@@ -289,7 +290,7 @@ class IntentInventory(_Model):
 
 
 def read_behind(
-    account_id: str, block_height: int | None, held_account_id: str | None, held_block_height: int | None
+    account_id: str | None, block_height: int | None, held_account_id: str | None, held_block_height: int | None
 ) -> bool:
     """Whether a snapshot of `account_id` read at `block_height` was read at a block behind the
     snapshot held for the same account. Such a one (an inventory-sync restarted on a lagging node)
@@ -325,7 +326,7 @@ class LiquidityAction(_Model):
     """
 
     liquidity_action_id: str
-    kind: Literal["deposit_address", "funding", "withdrawal", "freeze", "unfreeze"]
+    kind: LiquidityActionKind
     status: Literal[
         "requested",
         "issued",
@@ -586,7 +587,8 @@ def new_event(
     """Wrap a payload in a fresh envelope; the topic follows from the payload's type."""
     topic = PAYLOAD_TOPIC[type(payload)]
     observed = now_utc()
-    return Envelope[type(payload)](  # type: ignore[index]
+    # Envelope[type(payload)]: pydantic caches each parametrised class, so it is this same one
+    return _ENVELOPES[topic](
         event_id=uuid.uuid4(),
         event_type=topic,
         schema_version=TOPICS[topic].schema_version,
@@ -613,8 +615,9 @@ class EventDecodeError(Exception):
 
 
 _ENVELOPES: dict[str, type[Envelope[Any]]] = {
-    topic: Envelope[spec.payload]
-    for topic, spec in TOPICS.items()  # type: ignore[name-defined]
+    # parametrised at run time by each topic's payload class, which mypy sees as a value only
+    topic: Envelope[spec.payload]  # type: ignore[name-defined]
+    for topic, spec in TOPICS.items()
 }
 
 

@@ -253,16 +253,16 @@ class Reconciler:
             t = self._transfers.get(key)
             actions = groups.get(key, [])
             if t is None:
-                chain = key[1] if key[0] == "tx" else (actions[0].chain if actions else None)
+                where = key[1] if key[0] == "tx" else (actions[0].chain if actions else None)
                 tx = key[2] if key[0] == "tx" else None
                 asset = actions[0].asset_id if actions else listed[key][0]
                 assert asset is not None
                 t = _Transfer(
                     key=key,
                     asset_id=asset,
-                    chain=chain,
+                    chain=where,
                     tx_hash=tx,
-                    confirmed=deque(self._absent_from(chain, reading.seq), maxlen=self.baselines),
+                    confirmed=deque(self._absent_from(where, reading.seq), maxlen=self.baselines),
                 )
                 self._transfers[key] = t
             if actions:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -33,7 +34,7 @@ import asyncpg
 from daemons.core.assets import InexactAmount
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.events import Envelope, LiquidityAction, new_event, now_utc
+from daemons.core.events import Envelope, LiquidityAction, LiquidityActionKind, new_event, now_utc
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.liquidity_manager import funding, withdrawals
@@ -496,7 +497,8 @@ class LiquidityManager(Service):
             for attempt in watched:
                 deposit = listed.get((chain, attempt.tx_hash)) if listed is not None else None
                 await self._step_funding(
-                    attempt.liquidity_action_id, lambda a, d=deposit, at=now: funding.advance(a, d, at, bound)
+                    attempt.liquidity_action_id,
+                    functools.partial(funding.advance, deposit=deposit, now=now, bound=bound),
                 )
             if listed is not None:
                 await self._note_unmatched(chain, listed)
@@ -690,7 +692,7 @@ class LiquidityManager(Service):
             raise ControlError(409, "liquidity-manager is paused: no new funding or withdrawal work (POST /resume)")
 
     async def _refuse(
-        self, kind: str, body: Any, caller: Caller, status: int, code: str, reason: str, **fields: Any
+        self, kind: LiquidityActionKind, body: Any, caller: Caller, status: int, code: str, reason: str, **fields: Any
     ) -> ControlError:
         """Record a refusal as an event and build the answer for the operator."""
         action_id = str(uuid.uuid4())
@@ -698,7 +700,7 @@ class LiquidityManager(Service):
         payload = LiquidityAction(
             liquidity_action_id=action_id,
             kind=kind,
-            status="refused",  # type: ignore[arg-type]
+            status="refused",
             reason=f"{code}: {reason}",
             operator=caller.operator,
             **subject,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypedDict
 
 from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
@@ -143,6 +144,16 @@ class Context:
     audit_impaired: bool = False
 
 
+class _Figures(TypedDict):
+    """The inventory figures of a `Verdict`, for the asset quoteloop would give."""
+
+    give_asset: str
+    credited: int
+    reserved: int
+    buffer: int
+    pending_in: int
+
+
 @dataclass(frozen=True)
 class Verdict:
     reason: Reason
@@ -209,7 +220,7 @@ def decide(ctx: Context) -> Verdict:
     if inv is None:
         return Verdict(Reason.NO_INVENTORY, cand)
     give = d.asset_out
-    figures = dict(
+    figures = _Figures(
         give_asset=give,
         credited=inv.credited.get(give, 0),
         reserved=ctx.reserved.get(give, 0),

@@ -14,6 +14,7 @@ from the recent commands and results on the bus. Starts disarmed, always.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -475,7 +476,8 @@ class StrategyEngine(Service):
                 if item_event is decision_event:
                     ack.add_done_callback(self._acknowledged)
                 else:
-                    ack.add_done_callback(lambda f, c=command: self._command_acknowledged(f, c))
+                    assert command is not None  # the second event is the command's
+                    ack.add_done_callback(functools.partial(self._command_acknowledged, command=command))
             sent.append(Sent(ack, item_event, key))
         self._count(verdict, decision)
         return sent
@@ -491,8 +493,11 @@ class StrategyEngine(Service):
             self.kafka_error = None
 
     def _command_acknowledged(self, ack: asyncio.Future[Any], command: ExecuteTrade) -> None:
-        if not ack.cancelled() and ack.exception() is not None:
-            self._publish_failed(ack.exception(), command)  # type: ignore[arg-type]
+        if ack.cancelled():
+            return
+        exc = ack.exception()
+        if exc is not None:
+            self._publish_failed(exc, command)
 
     def _publish_failed(self, exc: BaseException, command: ExecuteTrade | None) -> None:
         if command is not None:

@@ -664,6 +664,7 @@ class TradeExecutor(Service):
     ) -> None:
         cid = row.command_id
         store = self._store()
+        fields: dict[str, Any]  # the ledger columns set with the new state
         if isinstance(outcome, RelayAnswer):
             venue = {
                 "ok": outcome.ok,

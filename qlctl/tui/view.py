@@ -409,7 +409,7 @@ def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
     assets = [a for a in _list(inv.get("inventory")) if isinstance(a, Mapping)]
     seen: set[str] = set()
     for a in assets:
-        aid = a.get("asset_id")
+        aid: Any = a.get("asset_id")  # whatever the daemon's JSON holds: symbol() and amount() take any value
         seen.add(str(aid))
         dec = a.get("decimals")
         rows.append(

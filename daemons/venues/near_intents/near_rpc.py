@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -68,6 +68,7 @@ Finality = Literal["final", "optimistic", "near-final"]
 TxWaitUntil = Literal["NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL"]
 DEFAULT_CONTRACT = "intents.near"
 U128_MAX = (1 << 128) - 1
+_T = TypeVar("_T")
 
 WINDOW_S = 60.0  # the budget's window, and usage()'s "requests in the last 60 s"
 DEFAULT_BURST = 5  # `budget_burst=None`: min(per_min, this)
@@ -157,18 +158,20 @@ _SMART_PANIC = re.compile(r'Smart contract panicked: ((?:[^"\\]|\\.)*)')
 def _panic_msg(vm_error: str) -> str | None:
     m = _GUEST_PANIC.search(vm_error)
     if m:
-        # Rust Debug escaping of the message: \" \\ \n and friends.
-        try:
-            return json.loads(f'"{m.group(1)}"')
-        except ValueError:
-            return m.group(1)
+        return _unescaped(m.group(1))
     m = _SMART_PANIC.search(vm_error)
     if m:
-        try:
-            return json.loads(f'"{m.group(1)}"')
-        except ValueError:
-            return m.group(1)
+        return _unescaped(m.group(1))
     return None
+
+
+def _unescaped(message: str) -> str:
+    """Rust Debug escaping of the message undone: \\" \\\\ \\n and friends; as it is when that fails."""
+    try:
+        text: str = json.loads(f'"{message}"')  # a JSON string literal: always a str
+    except ValueError:
+        return message
+    return text
 
 
 def _contract_error(message: str, block_height: Any) -> NearContractError:
@@ -243,18 +246,18 @@ class TxStatus(BaseModel):
     transaction_outcome: ExecutionOutcome | None = None
     receipts_outcome: list[ExecutionOutcome] = []
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over @property
     @property
     def block_hash(self) -> str | None:
         """The block the transaction was included in (`transaction_outcome.block_hash`)."""
         return self.transaction_outcome.block_hash if self.transaction_outcome is not None else None
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over @property
     @property
     def receipt_block_hashes(self) -> list[str]:
         return [r.block_hash for r in self.receipts_outcome]
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over @property
     @property
     def logs(self) -> list[str]:
         """Every log line, the transaction's first, then each receipt's in the node's order."""
@@ -873,8 +876,8 @@ class NearRpcClient:
 
 def _request_error(error: Mapping[str, Any]) -> NearRpcError:
     data, msg = error.get("data"), error.get("message")
-    cause = error.get("cause") if isinstance(error.get("cause"), Mapping) else {}
-    info = cause.get("info") if isinstance(cause.get("info"), Mapping) else {}
+    cause = _mapping(error.get("cause"))
+    info = _mapping(cause.get("info"))
     if cause.get("name") == "CONTRACT_EXECUTION_ERROR":
         vm_error = info.get("vm_error")
         text = vm_error if isinstance(vm_error, str) else data if isinstance(data, str) else str(msg)
@@ -889,11 +892,17 @@ def _request_error(error: Mapping[str, Any]) -> NearRpcError:
     return NearRpcRequestError(text, error)
 
 
-def _is_int(value: Any) -> bool:
+def _mapping(value: object) -> Mapping[str, Any]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_str(value: Any) -> bool:
+def _is_str(value: object) -> TypeGuard[str]:
+    """A non-empty string."""
     return isinstance(value, str) and bool(value)
 
 
@@ -976,7 +985,7 @@ def _u128(value: Any, what: str) -> int:
     return n
 
 
-def _typed(value: Any, kind: type, what: str) -> Any:
+def _typed(value: object, kind: type[_T], what: str) -> _T:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise NearRpcBadResponse(f"{what} returned {value!r}, expected {kind.__name__}")
     return value

@@ -151,7 +151,7 @@ def _b58decode(text: str, what: str) -> bytes:
         raise InvalidKey(f"{what} is not valid base58") from None
 
 
-def parse_public_key(public_key: str) -> bytes:
+def parse_public_key(public_key: object) -> bytes:
     """The 32 raw bytes of an `ed25519:<base58>` public key."""
     if not isinstance(public_key, str) or not public_key.startswith(_ED25519):
         raise InvalidKey("public key must be a string 'ed25519:<base58>'")
@@ -508,7 +508,7 @@ def _parse_signed_data(signed_data: Any) -> _Parsed:
     if callback_url is not None and not isinstance(callback_url, str):
         raise MalformedPayload("payload.callbackUrl must be a string or absent")
     try:
-        public_key = parse_public_key(signed_data.get("public_key"))  # type: ignore[arg-type]
+        public_key = parse_public_key(signed_data.get("public_key"))
     except InvalidKey as exc:
         raise MalformedPayload(str(exc)) from None
     sig_text = signed_data.get("signature")

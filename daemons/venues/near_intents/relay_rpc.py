@@ -265,11 +265,14 @@ class RelayRpcClient:
         except ValueError:
             log.warning("relay_unknown_intent_status", status=raw_status, intent_hash=intent_hash)
             kind = IntentStatusKind.UNKNOWN
-        data = result.get("data") if isinstance(result.get("data"), dict) else {}
+        data = result.get("data")
+        if not isinstance(data, dict):
+            data = {}
         tx_hash = data.get("hash") if isinstance(data.get("hash"), str) else None
         details = result.get("status_details")
+        answered_hash = result.get("intent_hash")
         return IntentStatus(
-            intent_hash=result.get("intent_hash") if isinstance(result.get("intent_hash"), str) else intent_hash,
+            intent_hash=answered_hash if isinstance(answered_hash, str) else intent_hash,
             status=kind,
             status_raw=raw_status,
             tx_hash=tx_hash,

@@ -44,13 +44,14 @@ nor put in `state()` or reprs.
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import json
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -414,7 +415,9 @@ def parse_frame(
             seq=seq,
         )
     # §3: working code nests the payload in params.data; the docs put it flat in params.
-    data = params.get("data") if isinstance(params.get("data"), dict) else params
+    data = params.get("data")
+    if not isinstance(data, dict):
+        data = params
     ctx = {"subscription": subscription, "seq": seq, "guaranteed": info.guaranteed}
 
     if info.kind == "quote":
@@ -434,7 +437,9 @@ def parse_frame(
             )
         metadata = params.get("metadata")
         if not isinstance(metadata, dict):
-            metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+            metadata = data.get("metadata")
+            if not isinstance(metadata, dict):
+                metadata = {}
         return QuoteRequest(
             quote_id=q.quote_id,
             asset_in=q.defuse_asset_identifier_in,
@@ -538,7 +543,13 @@ class _Pending:
     on_reply: Callable[[RpcReply], None] | None = None
 
 
-_STOP = object()
+class _Stop(enum.Enum):
+    """The end of the items: queued by `stop()`, and again by each `next_event()` that takes it."""
+
+    STOP = "stop"
+
+
+_STOP: Final = _Stop.STOP
 
 
 class RelayWsClient:
@@ -550,7 +561,7 @@ class RelayWsClient:
         self.config = config
         self.backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
         self._filter = config.quote_filter
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[RelayItem | _Stop] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._late: OrderedDict[int, str] = OrderedDict()  # timed-out quote_response id -> quote_id
