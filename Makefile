@@ -12,16 +12,18 @@ PYTEST_ARGS ?=
 # what the dev stack's scripts see (the test harness uses its own stack dir)
 WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
 
-.PHONY: help venv deps lint stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
+.PHONY: help venv lock deps lint stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
 
 help: ## list targets
 	@echo "usage: make TARGET"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-venv: $(VENV)/.installed ## create .venv (python >= 3.11) and pip install -e '.[dev]'
+venv: $(VENV)/.installed ## create .venv (python >= 3.11): requirements-dev.lock (hashes checked), then quoteloop (-e)
 
-# Re-installs only when pyproject.toml is newer than the stamp.
-$(VENV)/.installed: pyproject.toml
+# Re-installs only when pyproject.toml or the lock is newer than the stamp. The lock has every
+# package (the dev extra's and the build backend's) at one version with its hashes; quoteloop
+# itself goes in without dependencies and without build isolation, so nothing unlocked is fetched.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@if [ ! -x $(VENV)/bin/python ]; then \
 	  command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }; \
 	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -38,8 +40,22 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "make: $(VENV) has $$($(VENV)/bin/python -V 2>&1); need >= 3.11 (rm -rf $(VENV))" >&2; exit 1; }
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
+
+# requirements-dev.lock: [project] dependencies, the dev extra and [build-system] requires;
+# requirements.lock: the same without the dev extra (at the dev lock's versions), for the hosts
+# (ansible/roles/quoteloop). One universal resolution for Python >= 3.11, every package's hashes.
+# Pins already in a lock are kept while they satisfy pyproject.toml: LOCK_ARGS=--upgrade (or
+# --upgrade-package NAME) takes newer releases.
+LOCK_ARGS   ?=
+BUILD_REQUIRES := $(VENV)/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+UV_COMPILE  := $(VENV)/bin/uv pip compile -q --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+
+lock: venv ## regenerate requirements-dev.lock and requirements.lock from pyproject.toml; LOCK_ARGS=--upgrade
+	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - --extra dev $(LOCK_ARGS) -o requirements-dev.lock
+	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - -c requirements-dev.lock -o requirements.lock
 
 deps: ## PostgreSQL binaries (apt-get if missing) and Kafka jars (fetched once)
 	scripts/stack.sh deps
