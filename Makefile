@@ -12,16 +12,18 @@ PYTEST_ARGS ?=
 # what the dev stack's scripts see (the test harness uses its own stack dir)
 WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
 
-.PHONY: help venv deps stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
+.PHONY: help venv lock deps lint stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
 
 help: ## list targets
 	@echo "usage: make TARGET"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-venv: $(VENV)/.installed ## create .venv (python >= 3.11) and pip install -e '.[dev]'
+venv: $(VENV)/.installed ## create .venv (python >= 3.11): requirements-dev.lock (hashes checked), then quoteloop (-e)
 
-# Re-installs only when pyproject.toml is newer than the stamp.
-$(VENV)/.installed: pyproject.toml
+# Re-installs only when pyproject.toml or the lock is newer than the stamp. The lock has every
+# package (the dev extra's and the build backend's) at one version with its hashes; quoteloop
+# itself goes in without dependencies and without build isolation, so nothing unlocked is fetched.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	@if [ ! -x $(VENV)/bin/python ]; then \
 	  command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found (set PYTHON=...)" >&2; exit 1; }; \
 	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -38,11 +40,32 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	@$(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "make: $(VENV) has $$($(VENV)/bin/python -V 2>&1); need >= 3.11 (rm -rf $(VENV))" >&2; exit 1; }
-	$(VENV)/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
+
+# requirements-dev.lock: [project] dependencies, the dev extra and [build-system] requires;
+# requirements.lock: the same without the dev extra (at the dev lock's versions), for the hosts
+# (ansible/roles/quoteloop). One universal resolution for Python >= 3.11, every package's hashes.
+# Pins already in a lock are kept while they satisfy pyproject.toml: LOCK_ARGS=--upgrade (or
+# --upgrade-package NAME) takes newer releases.
+LOCK_ARGS   ?=
+BUILD_REQUIRES := $(VENV)/bin/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+UV_COMPILE  := $(VENV)/bin/uv pip compile -q --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock"
+
+lock: venv ## regenerate requirements-dev.lock and requirements.lock from pyproject.toml; LOCK_ARGS=--upgrade
+	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - --extra dev $(LOCK_ARGS) -o requirements-dev.lock
+	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - -c requirements-dev.lock -o requirements.lock
 
 deps: ## PostgreSQL binaries (apt-get if missing) and Kafka jars (fetched once)
 	scripts/stack.sh deps
+
+# The versions are the dev extra's exact pins in pyproject.toml (installed by `venv`); so is the
+# configuration ([tool.ruff], [tool.mypy]). `ruff format .` fixes what the format check reports.
+lint: venv ## ruff check, ruff format --check, mypy (daemons/core and daemons/venues strict)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 stack: ## start local PostgreSQL + Kafka (scripts/stack.sh up)
 	$(WITH_STACK) scripts/stack.sh up
@@ -63,14 +86,14 @@ down: ## stop daemons and the local stack
 	$(WITH_STACK) scripts/daemons.sh stop all || true
 	$(WITH_STACK) scripts/stack.sh down
 
-# `make test` is what CI runs (.ci/run): the default suite, then the fault matrix in its short CI
+# `make test` is what CI runs (.ci/run): `lint` first, the default suite, then the fault matrix in its short CI
 # mode (QL_FAULT_SOAK_S=0 whatever the environment says: no soak; the soak is `make test-faults` on purpose).
 # Two pytest sessions, each starting its own stack (the matrix's from empty, in .local/fault-stack).
 # PYTEST_ARGS applies to the default suite only (a -k for it would deselect the whole matrix);
 # FAULT_ARGS to the matrix.
 FAULT_ARGS  ?=
 
-test: venv deps ## the default suite, then the fault matrix in CI mode (the harness starts its own stack); PYTEST_ARGS=...
+test: lint deps ## lint, the default suite, then the fault matrix in CI mode (the harness starts its own stack); PYTEST_ARGS=...
 	$(VENV)/bin/python -m pytest -q tests --ignore=tests/faults $(PYTEST_ARGS)
 	QL_FAULT_SOAK_S=0 $(VENV)/bin/python -m pytest -q tests/faults $(FAULT_ARGS)
 

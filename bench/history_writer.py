@@ -41,8 +41,8 @@ import uvloop
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemons.core.db import connect_pool  # noqa: E402
 from daemons.core.bus import Delivery, EventProducer, ensure_topics  # noqa: E402
+from daemons.core.db import connect_pool  # noqa: E402
 from daemons.core.events import TOPICS, Envelope, Producer, encode, new_event  # noqa: E402
 from daemons.core.runtime import serve  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
@@ -58,13 +58,16 @@ KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "39092"))
 
 
 BENCH_STACK = REPO / ".local" / "bench-stack"
-STACK_ENV = {**os.environ, "QL_STACK_DIR": str(BENCH_STACK), "QL_PG_PORT": str(PG_PORT),
-             "QL_KAFKA_PORT": str(KAFKA_PORT)}
+STACK_ENV = {
+    **os.environ,
+    "QL_STACK_DIR": str(BENCH_STACK),
+    "QL_PG_PORT": str(PG_PORT),
+    "QL_KAFKA_PORT": str(KAFKA_PORT),
+}
 
 
 def stack(action: str) -> None:
-    subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=STACK_ENV, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=STACK_ENV, check=True, stdout=subprocess.DEVNULL)
 
 
 class StackUsage:
@@ -95,8 +98,9 @@ def fresh_stack() -> None:
     shutil.rmtree(BENCH_STACK, ignore_errors=True)
     stack("up")
     # the broker requires a login: this process and the writers it starts use the stack's admin
-    os.environ.update({"QL_KAFKA_USERNAME": "admin",
-                       "QL_KAFKA_PASSWORD_FILE": str(BENCH_STACK / "kafka-credentials" / "admin")})
+    os.environ.update(
+        {"QL_KAFKA_USERNAME": "admin", "QL_KAFKA_PASSWORD_FILE": str(BENCH_STACK / "kafka-credentials" / "admin")}
+    )
 
 
 async def fresh_database(admin_url: str, name: str) -> str:
@@ -108,8 +112,9 @@ async def fresh_database(admin_url: str, name: str) -> str:
         await conn.close()
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     env = {**os.environ, "QL_DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=env, check=True, cwd=REPO,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "qlctl.app", "db", "migrate"], env=env, check=True, cwd=REPO, stdout=subprocess.DEVNULL
+    )
     return url
 
 
@@ -141,9 +146,7 @@ async def copy_baseline(url: str, events: list[Envelope[Any]]) -> float:
                 start = time.perf_counter()
                 async with conn.transaction():
                     for topic, rows in by_table.items():
-                        await conn.copy_records_to_table(
-                            TOPICS[topic].table, records=rows, columns=COPY_COLUMNS[topic]
-                        )
+                        await conn.copy_records_to_table(TOPICS[topic].table, records=rows, columns=COPY_COLUMNS[topic])
                 rates.append(len(events) / (time.perf_counter() - start))
                 for topic in by_table:
                     await conn.execute(f"TRUNCATE {TOPICS[topic].table}")
@@ -156,7 +159,10 @@ async def copy_baseline(url: str, events: list[Envelope[Any]]) -> float:
 
 def writer_settings(url: str, kafka: str, group: str, control: str) -> HistoryWriterSettings:
     return HistoryWriterSettings(
-        database_url=url, kafka_bootstrap=kafka, control_dir=Path(control), history_group=group,
+        database_url=url,
+        kafka_bootstrap=kafka,
+        control_dir=Path(control),
+        history_group=group,
         history_batch_max=int(os.environ.get("QL_BENCH_BATCH", "5000")),
     )
 
@@ -176,8 +182,12 @@ def cpu_seconds(pid: int) -> float:
 async def run_writer(url: str, kafka: str, n: int, writers: int = 1) -> float:
     group = f"bench-{uuid.uuid4()}"
     children = [
-        subprocess.Popen([sys.executable, __file__, "--child", url, kafka, group], cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", url, kafka, group],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(writers - 1)
     ]
     with tempfile.TemporaryDirectory(prefix="qlbench-") as control:
@@ -200,6 +210,7 @@ async def run_writer(url: str, kafka: str, n: int, writers: int = 1) -> float:
         profile = None
         if os.environ.get("QL_BENCH_PROFILE"):
             import cProfile  # noqa: PLC0415 - only when asked: it slows the writer down
+
             profile = cProfile.Profile()
             profile.enable()
         usage = StackUsage()
@@ -225,9 +236,11 @@ async def run_writer(url: str, kafka: str, n: int, writers: int = 1) -> float:
                 profile.disable()
                 profile.dump_stats(os.environ["QL_BENCH_PROFILE"])
             # CPU per event is the figure that holds on a busy machine; events/s is not
-            print(f"writer wall {elapsed:.2f} s, writer CPU {cpu:.2f} s ({cpu / elapsed:.0%} of one core), "
-                  f"{cpu / timed * 1e6:.1f} µs CPU/event ({writers} process{'es' if writers > 1 else ''}"
-                  f"{f', {timed:,} events timed' if timed != n else ''})")
+            print(
+                f"writer wall {elapsed:.2f} s, writer CPU {cpu:.2f} s ({cpu / elapsed:.0%} of one core), "
+                f"{cpu / timed * 1e6:.1f} µs CPU/event ({writers} process{'es' if writers > 1 else ''}"
+                f"{f', {timed:,} events timed' if timed != n else ''})"
+            )
             stored = sum([await pool.fetchval(f"SELECT count(*) FROM {s.table}") for s in TOPICS.values()])
             assert stored == n, f"stored {stored} of {n}"
             return timed / elapsed
@@ -257,7 +270,7 @@ async def main(n: int, writers: int, start_when: Path | None = None) -> None:
         await producer.start()
         t0 = time.perf_counter()
         for i in range(0, n, 20000):
-            await producer.publish_many(events[i:i + 20000])
+            await producer.publish_many(events[i : i + 20000])
         fill = time.perf_counter() - t0
         await producer.stop()
         if start_when is not None:
@@ -281,10 +294,18 @@ async def main(n: int, writers: int, start_when: Path | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--writers", type=int, default=1,
-                        help="history-writer processes sharing the group (the partitions split between them)")
-    parser.add_argument("--start-when", type=Path, metavar="FILE",
-                        help="once the topics are filled, wait until FILE exists before timing anything")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=1,
+        help="history-writer processes sharing the group (the partitions split between them)",
+    )
+    parser.add_argument(
+        "--start-when",
+        type=Path,
+        metavar="FILE",
+        help="once the topics are filled, wait until FILE exists before timing anything",
+    )
     parser.add_argument("--child", nargs=3, metavar=("URL", "KAFKA", "GROUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -43,10 +43,16 @@ async def kafka_hop_ms(settings: CoreSettings, count: int = 300, rate: float = 5
         pass
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(HOP_TOPIC, bootstrap_servers=settings.kafka_bootstrap,
-                                group_id=f"bench-hop-{uuid.uuid4()}", auto_offset_reset="latest",
-                                enable_auto_commit=False, fetch_min_bytes=1,
-                                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms, **kafka_auth(settings))
+    consumer = AIOKafkaConsumer(
+        HOP_TOPIC,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"bench-hop-{uuid.uuid4()}",
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+        fetch_min_bytes=1,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        **kafka_auth(settings),
+    )
     producer = EventProducer(settings, client_id="bench-hop")
     await consumer.start()
     await producer.start()

@@ -73,8 +73,16 @@ PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "26332"))
 KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "29992"))
 SIM_PORT = int(os.environ.get("QL_BENCH_SIM_PORT", "18380"))
 STACK_DIR = REPO / ".local" / "bench-latency-stack"
-TABLES = ("raw_near_intents_quotes", "swap_demand_events", "market_price_events", "intent_inventory_snapshots",
-          "liquidity_actions", "trade_decisions", "execute_trade_commands", "trade_execution_results")
+TABLES = (
+    "raw_near_intents_quotes",
+    "swap_demand_events",
+    "market_price_events",
+    "intent_inventory_snapshots",
+    "liquidity_actions",
+    "trade_decisions",
+    "execute_trade_commands",
+    "trade_execution_results",
+)
 TEMPLATES = [  # both directions, sizes inside the default 1–5 EURe caps at the simulated ~60,000 EUR/BTC
     {"asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_in": str(3 * 10**18), "min_deadline_ms": 60_000},
     {"asset_in": NBTC_ID, "asset_out": EURE_ID, "exact_amount_in": "5000", "min_deadline_ms": 60_000},
@@ -125,8 +133,10 @@ async def sample_usage(pids: dict[str, int], stop: asyncio.Event, every_s: float
 
 
 def row(label: str, values: list[float], width: int = 34) -> str:
-    return (f"  {label:<{width}} {len(values):>6} {pct(values, .5):>8.2f} {pct(values, .9):>8.2f} "
-            f"{pct(values, .99):>8.2f} {max(values, default=float('nan')):>8.2f}")
+    return (
+        f"  {label:<{width}} {len(values):>6} {pct(values, 0.5):>8.2f} {pct(values, 0.9):>8.2f} "
+        f"{pct(values, 0.99):>8.2f} {max(values, default=float('nan')):>8.2f}"
+    )
 
 
 def header(width: int = 34) -> str:
@@ -140,10 +150,21 @@ def floor_ns(iterations: int) -> list[int]:
     key = SignerKey.generate()
     account = key.implicit_account_id
     limits = Limits(buffer={NBTC_ID: 0, EURE_ID: 0})
-    price = PriceView(event_id=str(uuid.uuid4()), fair_rate_buy_btc=Decimal("60000.0"),
-                      fair_rate_sell_btc=Decimal("60000.1"), age_ms=100, decisionable=True, source="kraken")
-    inventory = InventoryView(inventory_id=str(uuid.uuid4()), credited={NBTC_ID: FUND_NBTC, EURE_ID: FUND_EURE},
-                              pending_in={}, age_ms=100, stale=False)
+    price = PriceView(
+        event_id=str(uuid.uuid4()),
+        fair_rate_buy_btc=Decimal("60000.0"),
+        fair_rate_sell_btc=Decimal("60000.1"),
+        age_ms=100,
+        decisionable=True,
+        source="kraken",
+    )
+    inventory = InventoryView(
+        inventory_id=str(uuid.uuid4()),
+        credited={NBTC_ID: FUND_NBTC, EURE_ID: FUND_EURE},
+        pending_in={},
+        age_ms=100,
+        stale=False,
+    )
     salt = "0a1b2c3d"
     out = []
     for i in range(iterations):
@@ -151,20 +172,45 @@ def floor_ns(iterations: int) -> list[int]:
         start = time.perf_counter_ns()
         now = datetime.now(UTC)
         demand = SwapDemand(
-            quote_id=str(uuid.uuid4()), direction=pair.direction_of(t["asset_in"], t["asset_out"]),  # type: ignore[arg-type]
-            asset_in=t["asset_in"], asset_out=t["asset_out"], asset_in_decimals=pair.decimals(t["asset_in"]),
-            asset_out_decimals=pair.decimals(t["asset_out"]), fixed_side="exact_amount_in",
-            fixed_amount=int(t["exact_amount_in"]), min_deadline_ms=t["min_deadline_ms"], received_at=now,
+            quote_id=str(uuid.uuid4()),
+            direction=pair.direction_of(t["asset_in"], t["asset_out"]),  # type: ignore[arg-type]
+            asset_in=t["asset_in"],
+            asset_out=t["asset_out"],
+            asset_in_decimals=pair.decimals(t["asset_in"]),
+            asset_out_decimals=pair.decimals(t["asset_out"]),
+            fixed_side="exact_amount_in",
+            fixed_amount=int(t["exact_amount_in"]),
+            min_deadline_ms=t["min_deadline_ms"],
+            received_at=now,
         )
-        verdict = decide(Context(demand=demand, now=now, pair=pair, limits=limits, paused=False, armed=True,
-                                 repeat=False, price=price, inventory=inventory, reserved={}))
+        verdict = decide(
+            Context(
+                demand=demand,
+                now=now,
+                pair=pair,
+                limits=limits,
+                paused=False,
+                armed=True,
+                repeat=False,
+                price=price,
+                inventory=inventory,
+                reserved={},
+            )
+        )
         assert verdict.execute and verdict.candidate is not None, verdict
         c = verdict.candidate
         cmd = ExecuteTrade(
-            command_id=str(uuid.uuid4()), decision_id=str(uuid.uuid4()), quote_id=demand.quote_id,
-            direction=demand.direction, asset_in=demand.asset_in, asset_out=demand.asset_out,
-            amount_in=c.amount_in, amount_out=c.amount_out, fixed_side=demand.fixed_side,
-            min_deadline_ms=demand.min_deadline_ms, request_received_at=now,
+            command_id=str(uuid.uuid4()),
+            decision_id=str(uuid.uuid4()),
+            quote_id=demand.quote_id,
+            direction=demand.direction,
+            asset_in=demand.asset_in,
+            asset_out=demand.asset_out,
+            amount_in=c.amount_in,
+            amount_out=c.amount_out,
+            fixed_side=demand.fixed_side,
+            min_deadline_ms=demand.min_deadline_ms,
+            request_received_at=now,
             answer_by=now + timedelta(milliseconds=limits.answer_window_ms),
         )
         plan = plan_nonce(salt, now, cmd.min_deadline_ms, 5000)
@@ -197,17 +243,31 @@ def ms(a: datetime | None, b: datetime | None) -> float | None:
 
 
 def stage_figures(rows: list[asyncpg.Record], answers: dict[str, Any]) -> dict[str, list[float]]:
-    stages: dict[str, list[float]] = {k: [] for k in (
-        "relay → ingest received (ws hop)", "ingest → decided (kafka hop 1)", "decided → executor (kafka hop 2)",
-        "executor received → signed", "signed → sent", "sent → relay received (ws hop)",
-        "ingest received → sent (in daemons)")}
+    stages: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "relay → ingest received (ws hop)",
+            "ingest → decided (kafka hop 1)",
+            "decided → executor (kafka hop 2)",
+            "executor received → signed",
+            "signed → sent",
+            "sent → relay received (ws hop)",
+            "ingest received → sent (in daemons)",
+        )
+    }
     for r in rows:
         a = answers.get(r["quote_id"])
         sim_sent = datetime.fromtimestamp(a["sent_wall"], UTC) if a else None
         sim_received = sim_sent + timedelta(microseconds=a["delay_ns"] / 1000) if a and sim_sent else None
-        pairs = [(sim_sent, r["received"]), (r["received"], r["decided"]), (r["decided"], r["cmd_received"]),
-                 (r["cmd_received"], r["signed"]), (r["signed"], r["sent"]), (r["sent"], sim_received),
-                 (r["received"], r["sent"])]
+        pairs = [
+            (sim_sent, r["received"]),
+            (r["received"], r["decided"]),
+            (r["decided"], r["cmd_received"]),
+            (r["cmd_received"], r["signed"]),
+            (r["signed"], r["sent"]),
+            (r["sent"], sim_received),
+            (r["received"], r["sent"]),
+        ]
         for name, (x, y) in zip(stages, pairs, strict=True):
             v = ms(x, y)
             if v is not None:
@@ -237,8 +297,15 @@ class Step:
     durable_lag_s: float | None = None
 
 
-async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSession, pool: asyncpg.Pool,
-                   pids: dict[str, int], procs: Procs) -> Step:
+async def run_step(
+    rate: int,
+    seconds: float,
+    relay: str,
+    http: aiohttp.ClientSession,
+    pool: asyncpg.Pool,
+    pids: dict[str, int],
+    procs: Procs,
+) -> Step:
     step = Step(rate)
     async with http.get(f"{relay}/_sim/timing", params={"clear": "1"}) as resp:
         resp.raise_for_status()
@@ -246,8 +313,9 @@ async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSe
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_usage(pids, stop))
     t0 = time.perf_counter()
-    async with http.post(f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": seconds,
-                                                    "templates": TEMPLATES}) as resp:
+    async with http.post(
+        f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": seconds, "templates": TEMPLATES}
+    ) as resp:
         resp.raise_for_status()
         load_id = str((await resp.json())["load_id"])
     while True:  # the load runs in the simulator; poll its progress
@@ -291,8 +359,9 @@ async def run_step(rate: int, seconds: float, relay: str, http: aiohttp.ClientSe
     step.durable_lag_s = (time.perf_counter() - t_done) if not missing else None
     step.stages = stage_figures(rows, answers)
     for r in rows:
-        step.reasons[r["reason"] or "(no decision stored)"] = step.reasons.get(r["reason"] or "(no decision stored)",
-                                                                               0) + 1
+        step.reasons[r["reason"] or "(no decision stored)"] = (
+            step.reasons.get(r["reason"] or "(no decision stored)", 0) + 1
+        )
     return step
 
 
@@ -306,12 +375,12 @@ class InfraFloor:
     def path_p50(self, floor_p50: float) -> float:
         """The in-process work plus what the design puts around it: two Kafka hops and two
         durable ledger commits before the answer leaves (see bench/infra_floor.py)."""
-        return floor_p50 + 2 * pct(self.kafka_hop, .5) + 2 * pct(self.commit, .5)
+        return floor_p50 + 2 * pct(self.kafka_hop, 0.5) + 2 * pct(self.commit, 0.5)
 
 
 def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[str]) -> None:
     floor_ms = [n / 1e6 for n in floor]
-    f50 = pct(floor_ms, .5)
+    f50 = pct(floor_ms, 0.5)
     path50 = infra.path_p50(f50)
     print("\n=== floor: gates.decide (with pricing) + plan_nonce + sign_answer, in-process ===")
     print(header())
@@ -322,20 +391,26 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
     print(row("durable commit (UPDATE, round trip)", infra.commit))
     print(f"  path floor = in-process + 2 Kafka hops + 2 durable commits (p50s): {path50:.2f} ms")
     for s in steps:
-        print(f"\n=== {s.rate} requests/s: {s.sent} sent (max {s.late_max_ms:.1f} ms behind schedule), "
-              f"{len(s.e2e_ms)} answered, {s.unanswered} unanswered ===")
+        print(
+            f"\n=== {s.rate} requests/s: {s.sent} sent (max {s.late_max_ms:.1f} ms behind schedule), "
+            f"{len(s.e2e_ms)} answered, {s.unanswered} unanswered ==="
+        )
         print("  decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(s.reasons.items())))
         print(header())
         print(row("REQUEST → ANSWER (at the relay)", s.e2e_ms))
         for name, values in s.stages.items():
             print(row(name, values))
-        p50, p99 = pct(s.e2e_ms, .5), pct(s.e2e_ms, .99)
+        p50, p99 = pct(s.e2e_ms, 0.5), pct(s.e2e_ms, 0.99)
         print(f"  ratio p50 / floor p50: {p50 / f50:.1f}x; p50 / path floor: {p50 / path50:.1f}x")
         lag = f"{s.durable_lag_s:.2f} s" if s.durable_lag_s is not None else "NOT all durable after 60 s"
-        print(f"  history-writer: {s.rows_per_s:,.0f} rows/s durable during the step; every row of the step "
-              f"durable {lag} after its last request")
-        print(f"  machine: {s.usage.machine_busy_pct:.0f}% of all {os.cpu_count()} cores busy during the step "
-              f"(every process on the host, ours and others'); load average at its end {s.usage.loadavg}")
+        print(
+            f"  history-writer: {s.rows_per_s:,.0f} rows/s durable during the step; every row of the step "
+            f"durable {lag} after its last request"
+        )
+        print(
+            f"  machine: {s.usage.machine_busy_pct:.0f}% of all {os.cpu_count()} cores busy during the step "
+            f"(every process on the host, ours and others'); load average at its end {s.usage.loadavg}"
+        )
         print(f"  {'process':<26} {'RSS max MB':>10} {'CPU % core':>10}  (target RSS <= {RSS_TARGET_MB} MB)")
         for name in names:
             rss = s.usage.rss_max_kb.get(name, 0) / 1024
@@ -343,18 +418,24 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
             flag = "" if rss <= RSS_TARGET_MB or name not in DAEMONS else "  OVER"
             print(f"  {name:<26} {rss:>10.1f} {cpu:>10.0f}{flag}")
         total_s = sum(s.usage.cpu_ticks.values()) / CLK_TCK
-        print(f"  {'all of the above':<26} {'':>10} {total_s / s.usage.wall_s * 100 if s.usage.wall_s else 0:>10.0f}"
-              f"  = {total_s / max(1, s.sent) * 1000:.2f} ms CPU per request (the figure other load on the host"
-              " disturbs least)")
+        print(
+            f"  {'all of the above':<26} {'':>10} {total_s / s.usage.wall_s * 100 if s.usage.wall_s else 0:>10.0f}"
+            f"  = {total_s / max(1, s.sent) * 1000:.2f} ms CPU per request (the figure other load on the host"
+            " disturbs least)"
+        )
     print("\n=== targets ===")
     for s in steps:
-        p50, p99 = pct(s.e2e_ms, .5), pct(s.e2e_ms, .99)
+        p50, p99 = pct(s.e2e_ms, 0.5), pct(s.e2e_ms, 0.99)
         ok = lambda c: "ok" if c else "MISSED"  # noqa: E731
-        line = (f"  {s.rate:>4}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {p50 / f50:.1f}x floor, "
-                f"{p50 / path50:.1f}x path floor")
+        line = (
+            f"  {s.rate:>4}/s: p50 {p50:.2f} ms, p99 {p99:.2f} ms, {p50 / f50:.1f}x floor, "
+            f"{p50 / path50:.1f}x path floor"
+        )
         if s.rate == 200:
-            line += (f"  [p50 <= {TARGET_P50_MS:g} ms {ok(p50 <= TARGET_P50_MS)}, p99 <= {TARGET_P99_MS:g} ms "
-                     f"{ok(p99 <= TARGET_P99_MS)}, <= {TARGET_RATIO:g}x floor {ok(p50 / f50 <= TARGET_RATIO)}]")
+            line += (
+                f"  [p50 <= {TARGET_P50_MS:g} ms {ok(p50 <= TARGET_P50_MS)}, p99 <= {TARGET_P99_MS:g} ms "
+                f"{ok(p99 <= TARGET_P99_MS)}, <= {TARGET_RATIO:g}x floor {ok(p50 / f50 <= TARGET_RATIO)}]"
+            )
         rss_over = [n for n in names if n in DAEMONS and s.usage.rss_max_kb.get(n, 0) / 1024 > RSS_TARGET_MB]
         line += f"  RSS {'ok' if not rss_over else 'OVER: ' + ', '.join(rss_over)}"
         print(line)
@@ -365,8 +446,12 @@ def start_history_bench(go: Path) -> tuple[subprocess.Popen[bytes], Path]:
     go.unlink(missing_ok=True)
     out = STACK_DIR / "logs" / "history-bench.txt"
     with out.open("wb") as sink:
-        proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "history_writer.py"), "--start-when", str(go)],
-                                cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "bench" / "history_writer.py"), "--start-when", str(go)],
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     return proc, out
 
 
@@ -390,8 +475,9 @@ def report_history_bench(proc: subprocess.Popen[bytes], out: Path, steps_span: t
         print(f"  the rate steps covered {overlap / max(end - begin, 1e-9):.0%} of its timed span")
 
 
-async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, keep: bool,
-               with_history: bool = False) -> None:
+async def main(
+    rates: list[int], seconds: float, warmup_s: float, floor_n: int, keep: bool, with_history: bool = False
+) -> None:
     bench = BenchStack(STACK_DIR, PG_PORT, KAFKA_PORT, SIM_PORT)
     bench.infra_up()
     procs = bench.procs
@@ -414,8 +500,10 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                     # core at 50/s over several runs, one pair back to back 19 % vs 11 %), and its
                     # JIT threads were still busy.
                     warm = await run_step(WARMUP_RATE, warmup_s, relay, http, pool, pids, procs)
-                    print(f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
-                          f"p50 {pct(warm.e2e_ms, .5):.2f} ms; decisions {warm.reasons}")
+                    print(
+                        f"warm-up: {len(warm.e2e_ms)} of {warm.sent} answered; "
+                        f"p50 {pct(warm.e2e_ms, 0.5):.2f} ms; decisions {warm.reasons}"
+                    )
                     if not warm.e2e_ms:
                         raise SystemExit("nothing answered in the warm-up: see the logs in " + str(bench.logs))
                 steps = []
@@ -429,7 +517,8 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
                 print("infrastructure floor: Kafka hop and durable commit, stack idle", flush=True)
                 infra = InfraFloor(
                     kafka_hop=await kafka_hop_ms(bench.settings()),
-                    commit=await durable_commit_ms(procs.env["QL_DATABASE_URL"]))
+                    commit=await durable_commit_ms(procs.env["QL_DATABASE_URL"]),
+                )
             finally:
                 await pool.close()
         report(steps, floor, infra, list(pids))
@@ -444,17 +533,26 @@ async def main(rates: list[int], seconds: float, warmup_s: float, floor_n: int, 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], default=[50, 200, 500],
-                        help="requests per second, comma-separated (default 50,200,500)")
+    parser.add_argument(
+        "--rates",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[50, 200, 500],
+        help="requests per second, comma-separated (default 50,200,500)",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each rate step")
-    parser.add_argument("--warmup", type=float, default=60.0,
-                        help=f"seconds at {WARMUP_RATE}/s before measuring (0: none)")
+    parser.add_argument(
+        "--warmup", type=float, default=60.0, help=f"seconds at {WARMUP_RATE}/s before measuring (0: none)"
+    )
     parser.add_argument("--floor-iterations", type=int, default=2000)
     parser.add_argument("--keep-stack", action="store_true", help="leave PostgreSQL and Kafka up afterwards")
-    parser.add_argument("--with-history-bench", action="store_true",
-                        help="run bench/history_writer.py (its own stack) at the same time as the rate steps")
+    parser.add_argument(
+        "--with-history-bench",
+        action="store_true",
+        help="run bench/history_writer.py (its own stack) at the same time as the rate steps",
+    )
     args = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(args.rates, args.seconds, args.warmup, args.floor_iterations, args.keep_stack,
-                    args.with_history_bench))
+    uvloop.run(
+        main(args.rates, args.seconds, args.warmup, args.floor_iterations, args.keep_stack, args.with_history_bench)
+    )

@@ -110,15 +110,17 @@ async def main(rate: float, seconds: float, take: float, warmup_s: float, keep: 
             async with http.post(f"{relay}/_sim/config", json={"take_fraction": take}) as resp:
                 resp.raise_for_status()
             if warmup_s > 0:  # not counted: start-up reads (fee, salt, keys) and group joins
-                async with http.post(f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": warmup_s,
-                                                                "templates": TEMPLATES}) as resp:
+                async with http.post(
+                    f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": warmup_s, "templates": TEMPLATES}
+                ) as resp:
                     resp.raise_for_status()
                     await wait_load(http, relay, str((await resp.json())["load_id"]), bench)
             budgets = await daemon_budgets(control)
             print(f"armed; {rate:g} requests/s for {seconds:g} s, the taker takes {take:.0%} ...", flush=True)
             t0 = time.time()
-            async with http.post(f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": seconds,
-                                                            "templates": TEMPLATES}) as resp:
+            async with http.post(
+                f"{relay}/_sim/load", json={"rate_per_s": rate, "duration_s": seconds, "templates": TEMPLATES}
+            ) as resp:
                 resp.raise_for_status()
                 load = await wait_load(http, relay, str((await resp.json())["load_id"]), bench)
             t1 = time.time()
@@ -139,8 +141,17 @@ async def main(rate: float, seconds: float, take: float, warmup_s: float, keep: 
             bench.down()
 
 
-def report(rate: float, seconds: float, load: dict[str, Any], t0: float, t1: float, seen: list[dict[str, Any]],
-           relay_state: dict[str, Any], rows: list[asyncpg.Record], budgets: dict[str, tuple[int, int]]) -> None:
+def report(
+    rate: float,
+    seconds: float,
+    load: dict[str, Any],
+    t0: float,
+    t1: float,
+    seen: list[dict[str, Any]],
+    relay_state: dict[str, Any],
+    rows: list[asyncpg.Record],
+    budgets: dict[str, tuple[int, int]],
+) -> None:
     span = t1 - t0
     calls = [e for e in seen if e["kind"] == "rpc" and t0 <= e["at"] <= t1]
     refused = [e for e in seen if e["kind"] == "rate_limited" and t0 <= e["at"] <= t1]
@@ -150,13 +161,17 @@ def report(rate: float, seconds: float, load: dict[str, Any], t0: float, t1: flo
     w60, _ = most_in_window(times, 60.0)
     allowance_10s = sum(burst + per_min_ / 6 for per_min_, burst in budgets.values())
     budget_min = sum(p for p, _ in budgets.values())
-    print(f"\n=== load: {load['sent']} requests in {span:.0f} s ({load['sent'] / span:.1f}/s, "
-          f"max {load['late_max_ms']:.1f} ms behind schedule) ===")
+    print(
+        f"\n=== load: {load['sent']} requests in {span:.0f} s ({load['sent'] / span:.1f}/s, "
+        f"max {load['late_max_ms']:.1f} ms behind schedule) ==="
+    )
     counts = relay_state.get("counts", {})
     print(f"  relay: {counts.get('settled', 0)} settled, {counts.get('settle_failed', 0)} failed to settle")
     print("\n=== NEAR RPC requests the node received during the load (its own log) ===")
-    print(f"  total {len(calls)}: {per_min:.1f}/min on average; most in any 10 s: {w10} "
-          f"(from +{w10_at - t0:.0f} s); most in any 60 s: {w60}; refused with 429: {len(refused)}")
+    print(
+        f"  total {len(calls)}: {per_min:.1f}/min on average; most in any 10 s: {w10} "
+        f"(from +{w10_at - t0:.0f} s); most in any 60 s: {w60}; refused with 429: {len(refused)}"
+    )
     by_agent = Counter(str(e.get("agent")) for e in calls)
     by_method = Counter((str(e.get("agent")), str(e.get("method_name") or e.get("method"))) for e in calls)
     for agent, n in by_agent.most_common():
@@ -164,20 +179,32 @@ def report(rate: float, seconds: float, load: dict[str, Any], t0: float, t1: flo
         per_min_, burst = budgets.get(daemon, (0, 0))
         methods = ", ".join(f"{m} {c}" for (a, m), c in by_method.most_common() if a == agent)
         print(f"  {agent:<30} {n:>5} ({n / span * 60:5.1f}/min; budget {per_min_}/min burst {burst}): {methods}")
-    print(f"  budgets in force: {budget_min}/min in all; at most {allowance_10s:.0f} in any 10 s "
-          "(each bucket: burst + per_min / 6)")
+    print(
+        f"  budgets in force: {budget_min}/min in all; at most {allowance_10s:.0f} in any 10 s "
+        "(each bucket: burst + per_min / 6)"
+    )
     ages = [(r["decided"] - r["synced"]).total_seconds() * 1000 for r in rows if r["synced"] and r["decided"]]
     reasons = Counter(r["reason"] for r in rows)
     print("\n=== inventory age at decision (decided_at - snapshot synced_at, from PostgreSQL) ===")
     print(f"  decisions {len(rows)} ({', '.join(f'{k} {v}' for k, v in reasons.most_common())})")
-    print(f"  age ms: p50 {pct(ages, .5):.0f}, p90 {pct(ages, .9):.0f}, p99 {pct(ages, .99):.0f}, "
-          f"max {max(ages, default=float('nan')):.0f} (over {len(ages)} decisions with a snapshot)")
+    print(
+        f"  age ms: p50 {pct(ages, 0.5):.0f}, p90 {pct(ages, 0.9):.0f}, p99 {pct(ages, 0.99):.0f}, "
+        f"max {max(ages, default=float('nan')):.0f} (over {len(ages)} decisions with a snapshot)"
+    )
     ok = lambda c: "ok" if c else "MISSED"  # noqa: E731
     print("\n=== targets ===")
-    print(f"  <= {TARGET_PER_MIN}/min averaged over the run ({span / 60:.1f} min): {per_min:.1f} {ok(per_min <= TARGET_PER_MIN)}")
-    print(f"  no 10 s window over the budgets' allowance ({allowance_10s:.0f}): most {w10} {ok(w10 <= allowance_10s)}; "
-          f"pro rata of {TARGET_PER_MIN}/min ({TARGET_PER_MIN // 6}): {ok(w10 <= TARGET_PER_MIN // 6)}")
-    print(f"  inventory age p99 <= {TARGET_AGE_P99_MS} ms: {pct(ages, .99):.0f} {ok(pct(ages, .99) <= TARGET_AGE_P99_MS)}")
+    print(
+        f"  <= {TARGET_PER_MIN}/min averaged over the run ({span / 60:.1f} min): "
+        f"{per_min:.1f} {ok(per_min <= TARGET_PER_MIN)}"
+    )
+    print(
+        f"  no 10 s window over the budgets' allowance ({allowance_10s:.0f}): most {w10} {ok(w10 <= allowance_10s)}; "
+        f"pro rata of {TARGET_PER_MIN}/min ({TARGET_PER_MIN // 6}): {ok(w10 <= TARGET_PER_MIN // 6)}"
+    )
+    print(
+        f"  inventory age p99 <= {TARGET_AGE_P99_MS} ms: "
+        f"{pct(ages, 0.99):.0f} {ok(pct(ages, 0.99) <= TARGET_AGE_P99_MS)}"
+    )
     if seconds < 300:
         print(f"  (the target is over 5 minutes; this run was {seconds:g} s)")
 

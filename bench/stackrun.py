@@ -27,15 +27,22 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
 from daemons.core.acls import ensure_acls  # noqa: E402
+from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
 from daemons.core.bus import ensure_topics  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402
 from simulators.envfile import parse_env_file  # noqa: E402
 
-DAEMONS = ("history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
-           "near-intents-ingest", "strategy-engine", "trade-executor")
+DAEMONS = (
+    "history-writer",
+    "market-reference-ingest",
+    "inventory-sync",
+    "liquidity-manager",
+    "near-intents-ingest",
+    "strategy-engine",
+    "trade-executor",
+)
 # what a benchmark credits: enough of both for every answer of a run to settle
 FUND_NBTC = 10 * 10**8
 FUND_EURE = 1_000_000 * 10**18
@@ -64,8 +71,14 @@ class Procs:
         own = Path(admin).parent / name if admin else None
         if own is not None and own.is_file():  # a daemon logs in to Kafka as itself (scripts/stack.sh)
             env |= {"QL_KAFKA_USERNAME": name, "QL_KAFKA_PASSWORD_FILE": str(own)}
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         self.running[name] = proc
         return proc
 
@@ -97,9 +110,9 @@ class BenchStack:
     sim_port: int
     daemon_env: Mapping[str, str] = field(default_factory=dict)  # extra settings for the daemons
     procs: Procs = field(init=False)
-    relay: str = ""          # the relay simulator's base URL
-    near_rpc: str = ""       # the NEAR RPC simulator's URL
-    account: str = ""        # the solver account
+    relay: str = ""  # the relay simulator's base URL
+    near_rpc: str = ""  # the NEAR RPC simulator's URL
+    account: str = ""  # the solver account
 
     def __post_init__(self) -> None:
         self.procs = Procs(logs=self.directory / "logs")
@@ -113,8 +126,12 @@ class BenchStack:
         return self.directory / "run"
 
     def _stack(self, action: str) -> None:
-        env = {**os.environ, "QL_STACK_DIR": str(self.directory), "QL_PG_PORT": str(self.pg_port),
-               "QL_KAFKA_PORT": str(self.kafka_port)}
+        env = {
+            **os.environ,
+            "QL_STACK_DIR": str(self.directory),
+            "QL_PG_PORT": str(self.pg_port),
+            "QL_KAFKA_PORT": str(self.kafka_port),
+        }
         subprocess.run([str(REPO / "scripts" / "stack.sh"), action], env=env, check=True, stdout=subprocess.DEVNULL)
 
     def infra_up(self) -> None:
@@ -124,15 +141,24 @@ class BenchStack:
         self._stack("up")
         self.logs.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.procs.env = {**os.environ, **parse_env_file(self.directory / "env"), "QL_CONTROL_DIR": str(self.run_dir),
-                          **self.daemon_env}
+        self.procs.env = {
+            **os.environ,
+            **parse_env_file(self.directory / "env"),
+            "QL_CONTROL_DIR": str(self.run_dir),
+            **self.daemon_env,
+        }
 
     async def up(self, http: aiohttp.ClientSession, *, operator: str, reason: str) -> ControlClient:
         """Migrate, make the topics, start the simulators, fund the account, start the seven
         daemons, wait until healthy and arm. `infra_up()` must have run."""
         env = self.procs.env
-        subprocess.run([sys.executable, "-m", "qlctl.app", "db", "migrate"], env=env, check=True, cwd=REPO,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "qlctl.app", "db", "migrate"],
+            env=env,
+            check=True,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+        )
         await ensure_topics(self.settings())
         await ensure_acls(self.settings())  # each daemon logs in as itself (scripts/stack.sh)
         sock = self.directory / "pg" / "sock"
@@ -140,8 +166,9 @@ class BenchStack:
             # as deployed (the playbook's QL_DATABASE_URL is the Unix socket), not loopback TCP
             env["QL_DATABASE_URL"] = f"postgresql://quoteloop@/quoteloop?host={sock}&port={self.pg_port}"
         sim_dir = self.directory / "sim"
-        self.procs.start("simulators", "simulators", "--dir", str(sim_dir), "--quote-rate", "0",
-                         "--base-port", str(self.sim_port))
+        self.procs.start(
+            "simulators", "simulators", "--dir", str(sim_dir), "--quote-rate", "0", "--base-port", str(self.sim_port)
+        )
         for _ in range(200):
             self.procs.check()
             if (sim_dir / "env").is_file() and (sim_dir / "env").stat().st_size:
@@ -153,8 +180,9 @@ class BenchStack:
         self.near_rpc = sim_env["QL_NEAR_RPC_URL"].split(",")[0]
         self.account = sim_env["QL_SIGNER_ACCOUNT_ID"]
         for asset, amount in ((NBTC_ID, FUND_NBTC), (EURE_ID, FUND_EURE)):
-            async with http.post(f"{self.relay}/_sim/credit", json={"account_id": self.account, "asset_id": asset,
-                                                                   "amount": str(amount)}) as resp:
+            async with http.post(
+                f"{self.relay}/_sim/credit", json={"account_id": self.account, "asset_id": asset, "amount": str(amount)}
+            ) as resp:
                 resp.raise_for_status()
         for name in DAEMONS:
             self.procs.start(name, f"daemons.{name.replace('-', '_')}")
@@ -170,9 +198,12 @@ class BenchStack:
     def settings(self) -> CoreSettings:
         """The stack's Kafka and PostgreSQL as this process (the admin) reaches them."""
         env = self.procs.env
-        return CoreSettings(kafka_bootstrap=env["QL_KAFKA_BOOTSTRAP"], database_url=env["QL_DATABASE_URL"],
-                            kafka_username=env.get("QL_KAFKA_USERNAME") or None,
-                            kafka_password_file=env.get("QL_KAFKA_PASSWORD_FILE") or None)
+        return CoreSettings(
+            kafka_bootstrap=env["QL_KAFKA_BOOTSTRAP"],
+            database_url=env["QL_DATABASE_URL"],
+            kafka_username=env.get("QL_KAFKA_USERNAME") or None,
+            kafka_password_file=env.get("QL_KAFKA_PASSWORD_FILE") or None,
+        )
 
     async def wait_healthy(self, control: ControlClient, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -190,8 +221,10 @@ class BenchStack:
                 if reply.status == 200:
                     pending.discard(name)
             if time.monotonic() > deadline:
-                raise SystemExit(f"not healthy after {timeout_s:.0f} s: "
-                                 + json.dumps({n: last.get(n) for n in pending}, default=str))
+                raise SystemExit(
+                    f"not healthy after {timeout_s:.0f} s: "
+                    + json.dumps({n: last.get(n) for n in pending}, default=str)
+                )
             await asyncio.sleep(0.5)
 
     def down(self, keep_infra: bool = False) -> None:

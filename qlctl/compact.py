@@ -121,8 +121,13 @@ def detail(service: str, state: Mapping[str, Any]) -> tuple[str, Level]:
 def row(service: str, state: Mapping[str, Any], now: datetime) -> list[Text]:
     text, level = detail(service, state)
     if not state.get("running"):
-        return [cell(short_name(service)), cell("NOT RUNNING", "bad"), cell("-", "muted"), cell("-", "muted"),
-                cell(text, level)]
+        return [
+            cell(short_name(service)),
+            cell("NOT RUNNING", "bad"),
+            cell("-", "muted"),
+            cell("-", "muted"),
+            cell(text, level),
+        ]
     healthy = state.get("healthy")
     health = cell("ok", "ok") if healthy is True else cell("UNHEALTHY", "bad") if healthy is False else cell("-")
     if state.get("draining"):
@@ -135,10 +140,16 @@ def row(service: str, state: Mapping[str, Any], now: datetime) -> list[Text]:
     return [cell(short_name(service)), health, run, cell(last), cell(text, level)]
 
 
-def table(states: Mapping[str, Mapping[str, Any]], chosen: tuple[str, ...], now: datetime,
-          control_dir: object) -> Table:
-    t = Table(title="quoteloop daemons", caption=f"control sockets in {control_dir}; --wide: full names, all details",
-              box=box.SIMPLE_HEAD, pad_edge=False, expand=True)
+def table(
+    states: Mapping[str, Mapping[str, Any]], chosen: tuple[str, ...], now: datetime, control_dir: object
+) -> Table:
+    t = Table(
+        title="quoteloop daemons",
+        caption=f"control sockets in {control_dir}; --wide: full names, all details",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        expand=True,
+    )
     width_of = {
         "service": max(len(short_name(s)) for s in chosen) if chosen else len("service"),
         "health": max(len(w) for w in HEALTH_WORDS),

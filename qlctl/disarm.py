@@ -36,8 +36,9 @@ async def disarm_one(client: ControlClient, service: str, body: dict[str, Any]) 
     return out
 
 
-async def disarm_in_order(client: ControlClient, services: Iterable[str],
-                          body_for: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+async def disarm_in_order(
+    client: ControlClient, services: Iterable[str], body_for: Callable[[str], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Each of `services`, in `DISARM_ORDER`; per service: confirmed_disarmed, armed (read back),
     error (what went wrong, if anything)."""
     wanted = set(services)

@@ -217,8 +217,10 @@ def _units(base: int, asset_id: str) -> Decimal | None:
 def _btc_and_eure(t: SettledTrade) -> tuple[Decimal | None, Decimal | None]:
     """(BTC units, EURe units) of the trade: SELL_BTC gives BTC for EURe, BUY_BTC the reverse."""
     btc_id, btc_base, eure_id, eure_base = (
-        (t.asset_out, t.amount_out, t.asset_in, t.amount_in) if t.direction == "SELL_BTC"
-        else (t.asset_in, t.amount_in, t.asset_out, t.amount_out))
+        (t.asset_out, t.amount_out, t.asset_in, t.amount_in)
+        if t.direction == "SELL_BTC"
+        else (t.asset_in, t.amount_in, t.asset_out, t.amount_out)
+    )
     btc_asset = REGISTRY.get(btc_id)
     if eure_id != EURE_ID or btc_asset is None or btc_asset.symbol != "BTC":
         return None, None  # not the pair this report values
@@ -256,16 +258,31 @@ def trade_pnl(t: SettledTrade) -> TradePnl:
         mark = (t.later or {}).get(label)
         later_rate = mark.rate(t.direction) if mark is not None else None
         marks[f"markout_{label}_rate"] = later_rate
-        marks[f"markout_{label}_eure"] = (pnl_at(t.direction, btc, eure, later_rate)
-                                          if btc is not None and eure is not None and later_rate is not None
-                                          else None)
+        marks[f"markout_{label}_eure"] = (
+            pnl_at(t.direction, btc, eure, later_rate)
+            if btc is not None and eure is not None and later_rate is not None
+            else None
+        )
     return TradePnl(
-        quote_id=t.quote_id, command_id=t.command_id, filled_at=t.filled_at, day=t.filled_at.date(),
-        direction=t.direction, gave_asset=_symbol(t.asset_out), gave_amount=_units(t.amount_out, t.asset_out),
-        received_asset=_symbol(t.asset_in), received_amount=_units(t.amount_in, t.asset_in),
-        price_event_id=t.price_event_id, fair_rate=rate, given_value_eure=given, received_value_eure=received,
-        edge_eure=edge, edge_pct=edge_pct, fee_pips=t.fee_pips, fee_eure=fee,
-        net_eure=None if edge is None else edge - fee, **marks,
+        quote_id=t.quote_id,
+        command_id=t.command_id,
+        filled_at=t.filled_at,
+        day=t.filled_at.date(),
+        direction=t.direction,
+        gave_asset=_symbol(t.asset_out),
+        gave_amount=_units(t.amount_out, t.asset_out),
+        received_asset=_symbol(t.asset_in),
+        received_amount=_units(t.amount_in, t.asset_in),
+        price_event_id=t.price_event_id,
+        fair_rate=rate,
+        given_value_eure=given,
+        received_value_eure=received,
+        edge_eure=edge,
+        edge_pct=edge_pct,
+        fee_pips=t.fee_pips,
+        fee_eure=fee,
+        net_eure=None if edge is None else edge - fee,
+        **marks,
     )
 
 
@@ -293,9 +310,19 @@ def totals(trades: list[TradePnl], day: date | None = None, direction: Direction
     marks: dict[str, Any] = {}
     for label, _ in HORIZONS:
         marks[f"markout_{label}_eure"], marks[f"markout_{label}_n"] = _sum(t.markout(label) for t in trades)
-    return Totals(day=day, direction=direction, trades=len(trades), gave=gave, received=received,
-                  given_value_eure=given_value or ZERO, edge_eure=edge or ZERO, edge_n=edge_n, fee_eure=fee or ZERO,
-                  net_eure=net or ZERO, **marks)
+    return Totals(
+        day=day,
+        direction=direction,
+        trades=len(trades),
+        gave=gave,
+        received=received,
+        given_value_eure=given_value or ZERO,
+        edge_eure=edge or ZERO,
+        edge_n=edge_n,
+        fee_eure=fee or ZERO,
+        net_eure=net or ZERO,
+        **marks,
+    )
 
 
 def day_totals(trades: list[TradePnl]) -> list[Totals]:
@@ -324,17 +351,33 @@ def inventory_values(points: list[InventoryPoint]) -> list[InventoryValue]:
                 value = btc * mid + eure
                 change = None if previous is None else value - previous
             previous = value
-        out.append(InventoryValue(at=p.at, inventory_id=p.inventory_id, stale=p.stale, btc=btc, eure=eure,
-                                  price_at=p.price.at if p.price is not None else None, mid_rate=mid,
-                                  value_eure=value, change_eure=change))
+        out.append(
+            InventoryValue(
+                at=p.at,
+                inventory_id=p.inventory_id,
+                stale=p.stale,
+                btc=btc,
+                eure=eure,
+                price_at=p.price.at if p.price is not None else None,
+                mid_rate=mid,
+                value_eure=value,
+                change_eure=change,
+            )
+        )
     return out
 
 
-def report(trades: list[SettledTrade], inventory: list[InventoryPoint], since: datetime,
-           until: datetime) -> PnlReport:
+def report(trades: list[SettledTrade], inventory: list[InventoryPoint], since: datetime, until: datetime) -> PnlReport:
     rows = [trade_pnl(t) for t in sorted(trades, key=lambda t: (t.filled_at, t.command_id))]
-    return PnlReport(since=since, until=until, fee_rule=FEE_RULE, trades=rows, totals=day_totals(rows),
-                     total=totals(rows), inventory=inventory_values(inventory))
+    return PnlReport(
+        since=since,
+        until=until,
+        fee_rule=FEE_RULE,
+        trades=rows,
+        totals=day_totals(rows),
+        total=totals(rows),
+        inventory=inventory_values(inventory),
+    )
 
 
 # --- the SQL layer ------------------------------------------------------------------------------
@@ -347,9 +390,12 @@ def _dec(value: Any) -> Decimal | None:
 def price_mark(at: datetime | None, payload: Mapping[str, Any] | None) -> PriceMark | None:
     if at is None or payload is None:
         return None
-    return PriceMark(at=at, fair_rate_buy_btc=_dec(payload.get("fair_rate_buy_btc")),
-                     fair_rate_sell_btc=_dec(payload.get("fair_rate_sell_btc")),
-                     fair_rate_mid=_dec(payload.get("fair_rate_mid")))
+    return PriceMark(
+        at=at,
+        fair_rate_buy_btc=_dec(payload.get("fair_rate_buy_btc")),
+        fair_rate_sell_btc=_dec(payload.get("fair_rate_sell_btc")),
+        fair_rate_mid=_dec(payload.get("fair_rate_mid")),
+    )
 
 
 def settled_trade(row: Mapping[str, Any]) -> SettledTrade | None:
@@ -367,11 +413,18 @@ def settled_trade(row: Mapping[str, Any]) -> SettledTrade | None:
         return None
     fee = decision.get("protocol_fee_pips")
     return SettledTrade(
-        quote_id=row["quote_id"], command_id=row["command_id"], direction=direction,
-        asset_in=str(fields[0]), amount_in=int(fields[1]), asset_out=str(fields[2]), amount_out=int(fields[3]),
-        filled_at=row["filled_at"], decision_id=result.get("decision_id") or command.get("decision_id"),
+        quote_id=row["quote_id"],
+        command_id=row["command_id"],
+        direction=direction,
+        asset_in=str(fields[0]),
+        amount_in=int(fields[1]),
+        asset_out=str(fields[2]),
+        amount_out=int(fields[3]),
+        filled_at=row["filled_at"],
+        decision_id=result.get("decision_id") or command.get("decision_id"),
         price_event_id=None if row["price_event_id"] is None else str(row["price_event_id"]),
-        decision_price=price_mark(row["price_at"], row["price"]), reference_rate=_dec(decision.get("reference_rate")),
+        decision_price=price_mark(row["price_at"], row["price"]),
+        reference_rate=_dec(decision.get("reference_rate")),
         fee_pips=int(fee) if fee is not None else None,
         later={label: price_mark(row[f"m{label}_at"], row[f"m{label}"]) for label, _ in HORIZONS},
     )
@@ -441,18 +494,26 @@ def inventory_point(row: Mapping[str, Any]) -> InventoryPoint:
     for a in payload.get("assets") or []:
         # credited when read; else spendable + what pending withdrawals still hold of it
         credited = a.get("credited")
-        balances[str(a["asset_id"])] = int(credited) if credited is not None else (
-            int(a.get("spendable") or 0) + int(a.get("reserved_out") or 0))
-    return InventoryPoint(at=row["occurred_at"], inventory_id=str(row["inventory_id"]), balances=balances,
-                          stale=bool(payload.get("stale")), price=price_mark(row["price_at"], row["price"]))
+        balances[str(a["asset_id"])] = (
+            int(credited) if credited is not None else (int(a.get("spendable") or 0) + int(a.get("reserved_out") or 0))
+        )
+    return InventoryPoint(
+        at=row["occurred_at"],
+        inventory_id=str(row["inventory_id"]),
+        balances=balances,
+        stale=bool(payload.get("stale")),
+        price=price_mark(row["price_at"], row["price"]),
+    )
 
 
-async def fetch(pool: asyncpg.Pool, since: datetime, until: datetime,
-                every: timedelta) -> tuple[list[SettledTrade], list[InventoryPoint]]:
+async def fetch(
+    pool: asyncpg.Pool, since: datetime, until: datetime, every: timedelta
+) -> tuple[list[SettledTrade], list[InventoryPoint]]:
     """The settled trades (by the time their settlement was recorded) and the inventory
     snapshots of [since, until), with the prices each needs."""
     rows = await pool.fetch(TRADES_SQL, since, until, *(h for _, h in HORIZONS))
     trades = [t for t in (settled_trade(r) for r in rows) if t is not None]
-    inventory = [inventory_point(r) for r in await pool.fetch(INVENTORY_SQL, since, until, every,
-                                                              INVENTORY_PRICE_MAX_AGE)]
+    inventory = [
+        inventory_point(r) for r in await pool.fetch(INVENTORY_SQL, since, until, every, INVENTORY_PRICE_MAX_AGE)
+    ]
     return trades, inventory

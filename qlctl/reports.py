@@ -61,17 +61,23 @@ class Reports:
     async def chain(self, quote_id: str) -> dict[str, Any]:
         """Request → price and inventory used → decision → command → answer → settlement."""
         q = self.pool
-        raw = await q.fetch("SELECT event, observed_at FROM raw_near_intents_quotes WHERE quote_id = $1"
-                            " ORDER BY observed_at", quote_id)
-        demand = await q.fetch("SELECT event FROM swap_demand_events WHERE quote_id = $1 ORDER BY observed_at",
-                               quote_id)
+        raw = await q.fetch(
+            "SELECT event, observed_at FROM raw_near_intents_quotes WHERE quote_id = $1 ORDER BY observed_at", quote_id
+        )
+        demand = await q.fetch(
+            "SELECT event FROM swap_demand_events WHERE quote_id = $1 ORDER BY observed_at", quote_id
+        )
         decisions = await q.fetch("SELECT * FROM decision_context WHERE quote_id = $1 ORDER BY decided_at", quote_id)
-        decision_events = {r["decision_id"]: r["event"] for r in await q.fetch(
-            "SELECT decision_id, event FROM trade_decisions WHERE quote_id = $1", quote_id)}
-        commands = await q.fetch("SELECT event FROM execute_trade_commands WHERE quote_id = $1 ORDER BY observed_at",
-                                 quote_id)
-        results = await q.fetch("SELECT event FROM trade_execution_results WHERE quote_id = $1 ORDER BY observed_at",
-                                quote_id)
+        decision_events = {
+            r["decision_id"]: r["event"]
+            for r in await q.fetch("SELECT decision_id, event FROM trade_decisions WHERE quote_id = $1", quote_id)
+        }
+        commands = await q.fetch(
+            "SELECT event FROM execute_trade_commands WHERE quote_id = $1 ORDER BY observed_at", quote_id
+        )
+        results = await q.fetch(
+            "SELECT event FROM trade_execution_results WHERE quote_id = $1 ORDER BY observed_at", quote_id
+        )
         if not (raw or demand or decisions or commands or results):
             raise ClientError(f"no record of quote {quote_id} in PostgreSQL")
         chain = {
@@ -96,7 +102,8 @@ class Reports:
             FROM skipped_quotes WHERE decided_at >= now() - $1::interval
             GROUP BY decision_reason ORDER BY n DESC
             """,
-            since, examples,
+            since,
+            examples,
         )
         return [dict(r) for r in rows]
 
@@ -130,11 +137,12 @@ class Reports:
     async def inventory_at(self, at: datetime) -> dict[str, Any]:
         row = await self.pool.fetchrow(
             "SELECT inventory_id, occurred_at, event FROM intent_inventory_snapshots"
-            " WHERE occurred_at <= $1 ORDER BY occurred_at DESC LIMIT 1", at)
+            " WHERE occurred_at <= $1 ORDER BY occurred_at DESC LIMIT 1",
+            at,
+        )
         if row is None:
             raise ClientError(f"no inventory snapshot at or before {at.isoformat()}")
-        return {"inventory_id": row["inventory_id"], "occurred_at": row["occurred_at"],
-                **row["event"]["payload"]}
+        return {"inventory_id": row["inventory_id"], "occurred_at": row["occurred_at"], **row["event"]["payload"]}
 
     # --- latest decisions (the TUI's "latest requests") -------------------------------------------
 
@@ -157,8 +165,10 @@ class Reports:
             """,
             limit,
         )
-        return [{**dict(r), "gross_edge_pct": None if r["gross_edge_pct"] is None else Decimal(r["gross_edge_pct"])}
-                for r in rows]
+        return [
+            {**dict(r), "gross_edge_pct": None if r["gross_edge_pct"] is None else Decimal(r["gross_edge_pct"])}
+            for r in rows
+        ]
 
     # --- latency --------------------------------------------------------------------------------
 
@@ -217,9 +227,12 @@ def stage_latencies(chain: dict[str, Any]) -> list[dict[str, Any]]:
         marks.append(("decided", _ts(payload.get("decided_at"))))
     if chain["results"]:
         first = chain["results"][0]["payload"]
-        marks += [("command received by executor", _ts(first.get("command_received_at"))),
-                  ("signed", _ts(first.get("signed_at"))), ("sent to relay", _ts(first.get("sent_at"))),
-                  ("venue answered", _ts(first.get("venue_answered_at")))]
+        marks += [
+            ("command received by executor", _ts(first.get("command_received_at"))),
+            ("signed", _ts(first.get("signed_at"))),
+            ("sent to relay", _ts(first.get("sent_at"))),
+            ("venue answered", _ts(first.get("venue_answered_at"))),
+        ]
         final = chain["results"][-1]["payload"]
         if final.get("status") in ("settled", "expired"):
             marks.append((final["status"], _ts(final.get("resolved_at")) or _ts(chain["results"][-1]["occurred_at"])))
@@ -228,7 +241,12 @@ def stage_latencies(chain: dict[str, Any]) -> list[dict[str, Any]]:
     for name, at in marks:
         if at is None:
             continue
-        out.append({"stage": name, "at": at,
-                    "ms_since_previous": None if previous is None else (at - previous).total_seconds() * 1000})
+        out.append(
+            {
+                "stage": name,
+                "at": at,
+                "ms_since_previous": None if previous is None else (at - previous).total_seconds() * 1000,
+            }
+        )
         previous = at
     return out

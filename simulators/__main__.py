@@ -28,7 +28,7 @@ from typing import Any
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.venues.near_intents.nep413 import SignerKey
-from simulators.base import until_signalled
+from simulators.base import SimServer, until_signalled
 from simulators.coingecko import CoinGeckoSimulator
 from simulators.kraken import KrakenSimulator
 from simulators.near_rpc import NearRpcSimulator
@@ -55,9 +55,14 @@ def stream_scenario(btc_asset_id: str, quote_rate: float) -> dict[str, Any]:
     """`RelaySimulator.start_scenario` arguments of the default stream: swap demand on the active
     pair in both directions, exact-in and exact-out, with some other pairs, repeats and malformed
     frames mixed in."""
-    return {"count": 10**9, "rate_per_s": quote_rate, "pairs": [[btc_asset_id, EURE_ID]],
-            "sizes_by_asset": {btc_asset_id: STREAM_SIZES_BTC, EURE_ID: STREAM_SIZES_EURE},
-            "malformed_ratio": 0.01, "repeat_ratio": 0.02}
+    return {
+        "count": 10**9,
+        "rate_per_s": quote_rate,
+        "pairs": [[btc_asset_id, EURE_ID]],
+        "sizes_by_asset": {btc_asset_id: STREAM_SIZES_BTC, EURE_ID: STREAM_SIZES_EURE},
+        "malformed_ratio": 0.01,
+        "repeat_ratio": 0.02,
+    }
 
 
 def env_lines(urls: dict[str, str], jwt_file: Path, key_file: Path, account: str, treasury: Path) -> list[str]:
@@ -100,25 +105,30 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
 
     verifier = VerifierState()
     verifier.deposit(account, os.environ.get("QL_BTC_ASSET_ID", NBTC_ID), SIM_NBTC_BALANCE)
-    sims = {
-        "relay": RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port),
-        "near_rpc": NearRpcSimulator(verifier, host, base_port + 1),
-        "poa_bridge": PoaBridgeSimulator(verifier.deposit, host, base_port + 2, chain=verifier.chain),  # credits the verifier
+    relay = RelaySimulator(verifier, RelaySimConfig(jwt=jwt), host, base_port)
+    near_rpc = NearRpcSimulator(verifier, host, base_port + 1)
+    bridge = PoaBridgeSimulator(verifier.deposit, host, base_port + 2, chain=verifier.chain)  # credits the verifier
+    sims: dict[str, SimServer] = {
+        "relay": relay,
+        "near_rpc": near_rpc,
+        "poa_bridge": bridge,
         "kraken": KrakenSimulator(host, base_port + 3),
         "coingecko": CoinGeckoSimulator(host, base_port + 4),
     }
-    sims["poa_bridge"].watch_burns(verifier)  # withdrawals burned on NEAR show up at the bridge
+    bridge.watch_burns(verifier)  # withdrawals burned on NEAR show up at the bridge
     urls = {}
     for name in ORDER:
         urls[name] = await sims[name].start()
     env_file = directory / "env"
-    env_file.write_text("# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file, key_file, account, treasury)) + "\n")
+    env_file.write_text(
+        "# written by python -m simulators\n" + "\n".join(env_lines(urls, jwt_file, key_file, account, treasury)) + "\n"
+    )
     for name in ORDER:
         print(f"{name:<11} {urls[name]}", flush=True)
     print(f"env         {env_file}", flush=True)
     if quote_rate > 0:
         # a steady stream of swap demand on the active pair, at sizes the strategy answers
-        sims["relay"].start_scenario(**stream_scenario(os.environ.get("QL_BTC_ASSET_ID", NBTC_ID), quote_rate))
+        relay.start_scenario(**stream_scenario(os.environ.get("QL_BTC_ASSET_ID", NBTC_ID), quote_rate))
 
     await until_signalled()
     for name in reversed(ORDER):
@@ -126,8 +136,9 @@ async def run(directory: Path, host: str, base_port: int, quote_rate: float) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, required=True, help="where to write relay.jwt and env")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--base-port", type=int, default=18080)

@@ -23,24 +23,24 @@ from typing import Any
 @dataclass
 class ReceivedAnswer:
     seq: int
-    at: float                       # relay wall clock when the frame arrived
+    at: float  # relay wall clock when the frame arrived
     quote_id: str
     accepted: bool
     error: str | None = None
     signer_id: str | None = None
-    nonce: str | None = None        # standard base64, as signed
-    deadline: float | None = None   # Unix seconds, as signed
-    gives: dict[str, str] = field(default_factory=dict)     # token -> base units the signer gives
+    nonce: str | None = None  # standard base64, as signed
+    deadline: float | None = None  # Unix seconds, as signed
+    gives: dict[str, str] = field(default_factory=dict)  # token -> base units the signer gives
     credited: dict[str, str] = field(default_factory=dict)  # the signer's balances at `at`
-    spent_at: float | None = None   # when its nonce was consumed (settled or burned); None: never
-    settled_tx: str | None = None   # the taker executed it in this transaction
+    spent_at: float | None = None  # when its nonce was consumed (settled or burned); None: never
+    settled_tx: str | None = None  # the taker executed it in this transaction
 
 
 @dataclass
 class SentRequest:
     at: float
     quote_id: str
-    connections: int                # how many subscriptions the frame went out on
+    connections: int  # how many subscriptions the frame went out on
 
 
 class AnswerBook:
@@ -60,12 +60,26 @@ class AnswerBook:
     def refused(self, quote_id: str, error: str) -> None:
         self.answers.append(ReceivedAnswer(len(self.answers), time.time(), quote_id, False, error=error))
 
-    def accepted(self, quote_id: str, signer_id: str, nonce: bytes, deadline: float, gives: dict[str, int],
-                 credited: dict[str, int]) -> None:
+    def accepted(
+        self,
+        quote_id: str,
+        signer_id: str,
+        nonce: bytes,
+        deadline: float,
+        gives: dict[str, int],
+        credited: dict[str, int],
+    ) -> None:
         record = ReceivedAnswer(
-            len(self.answers), time.time(), quote_id, True, signer_id=signer_id,
-            nonce=base64.b64encode(nonce).decode(), deadline=deadline,
-            gives={t: str(a) for t, a in gives.items()}, credited={t: str(a) for t, a in credited.items()})
+            len(self.answers),
+            time.time(),
+            quote_id,
+            True,
+            signer_id=signer_id,
+            nonce=base64.b64encode(nonce).decode(),
+            deadline=deadline,
+            gives={t: str(a) for t, a in gives.items()},
+            credited={t: str(a) for t, a in credited.items()},
+        )
         self.answers.append(record)
         self._by_nonce.setdefault((signer_id, nonce), record)
 

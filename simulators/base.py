@@ -12,9 +12,9 @@ import asyncio
 import json
 import signal
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from decimal import Decimal
-from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
@@ -127,9 +127,9 @@ class SimServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        addresses = self._runner.addresses  # the bound sockets' names: (host, port, ...)
+        assert addresses
+        self.port = addresses[0][1]
         return self.base_url
 
     @property

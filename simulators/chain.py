@@ -19,7 +19,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import base58
 
@@ -81,7 +81,7 @@ class Chain:
 
     def now(self) -> datetime:
         """The chain's wall clock (what block timestamps are made of)."""
-        return datetime.fromtimestamp(self._wall0 + (self.clock() - self._t0), timezone.utc)
+        return datetime.fromtimestamp(self._wall0 + (self.clock() - self._t0), UTC)
 
     def timestamp_ns(self, height: int) -> int:
         return int((self._wall0 + (height - self.genesis) * self.block_time_s) * 1e9)

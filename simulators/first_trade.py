@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import secrets
 import sys
@@ -52,8 +53,16 @@ async def _until(what: str, check: Callable[[], Awaitable[Any]], timeout_s: floa
 
 
 class Walk:
-    def __init__(self, control_dir: Path, database_url: str, relay_base: str, poa_base: str, account: str,
-                 say: Callable[[str], None] = print, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        control_dir: Path,
+        database_url: str,
+        relay_base: str,
+        poa_base: str,
+        account: str,
+        say: Callable[[str], None] = print,
+        timeout_s: float = 60.0,
+    ) -> None:
         self.ctl = ControlClient(control_dir)
         self.database_url = database_url
         self.relay_base = relay_base
@@ -81,11 +90,13 @@ class Walk:
 
     async def decision_of(self, reports: Reports, quote_id: str) -> str | None:
         return await reports.pool.fetchval(
-            "SELECT decision_reason FROM trade_decisions WHERE quote_id = $1 LIMIT 1", quote_id)
+            "SELECT decision_reason FROM trade_decisions WHERE quote_id = $1 LIMIT 1", quote_id
+        )
 
     async def results_of(self, reports: Reports, quote_id: str) -> list[str]:
         rows = await reports.pool.fetch(
-            "SELECT status FROM trade_execution_results WHERE quote_id = $1 ORDER BY observed_at", quote_id)
+            "SELECT status FROM trade_execution_results WHERE quote_id = $1 ORDER BY observed_at", quote_id
+        )
         return [r["status"] for r in rows]
 
     def ok(self, text: str) -> None:
@@ -93,16 +104,18 @@ class Walk:
 
     async def quote(self) -> str:
         """A taker pays 3 EURe for nBTC: inside the default caps, quoteloop would give BTC."""
-        sent = await self.sim(self.relay_base, "/_sim/quote", {
-            "asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_in": str(3 * 10**18),
-            "min_deadline_ms": 60_000})
+        sent = await self.sim(
+            self.relay_base,
+            "/_sim/quote",
+            {"asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_in": str(3 * 10**18), "min_deadline_ms": 60_000},
+        )
         return str(sent["quote_id"])
 
     async def run(self) -> str:
         t = self.timeout_s
         self.say("first-trade checklist (runbooks/first-trade.md)")
         for service in ("strategy-engine", "trade-executor"):
-            st = await _until(f"{service} running", lambda s=service: self.state(s), t)
+            st = await _until(f"{service} running", functools.partial(self.state, service), t)
             if st.get("armed"):
                 raise StepFailed(f"{service} is armed at start: it must start disarmed")
         self.ok("strategy-engine and trade-executor are running and disarmed")
@@ -124,12 +137,31 @@ class Walk:
         await _until("liquidity-manager deposit address", lambda: self._address(), t)
         tx_hash = "0x" + secrets.token_hex(32)
         amount = 1000 * 10**18
-        await self.sim(self.poa_base, "/_sim/deposit", {
-            "account_id": self.account, "chain": "eth:100", "asset": EURE_ID, "amount": str(amount),
-            "tx_hash": tx_hash, "outcome": "credit", "credit_after_s": 2})
-        recorded = await self.post("liquidity-manager", "/funding", {
-            "asset_id": EURE_ID, "chain": "eth:100", "tx_hash": tx_hash, "amount": str(amount),
-            "operator": "first-trade-walk", "reason": "fund the account"})
+        await self.sim(
+            self.poa_base,
+            "/_sim/deposit",
+            {
+                "account_id": self.account,
+                "chain": "eth:100",
+                "asset": EURE_ID,
+                "amount": str(amount),
+                "tx_hash": tx_hash,
+                "outcome": "credit",
+                "credit_after_s": 2,
+            },
+        )
+        recorded = await self.post(
+            "liquidity-manager",
+            "/funding",
+            {
+                "asset_id": EURE_ID,
+                "chain": "eth:100",
+                "tx_hash": tx_hash,
+                "amount": str(amount),
+                "operator": "first-trade-walk",
+                "reason": "fund the account",
+            },
+        )
         action = recorded.get("liquidity_action_id")
         self.say(f"      funding {action}: 1000 EURe recorded (tx {tx_hash[:18]}…)")
 
@@ -148,8 +180,12 @@ class Walk:
                 raise StepFailed(f"expected a DISARMED rejection, got {reason}")
             self.ok(f"quote {quote_id} rejected while disarmed (reason DISARMED)")
 
-            await self.post("strategy-engine", "/limits", {"max_notional_eure": "5", "operator": "first-trade-walk",
-                                                           "reason": "tiny first cap"}, method="PUT")
+            await self.post(
+                "strategy-engine",
+                "/limits",
+                {"max_notional_eure": "5", "operator": "first-trade-walk", "reason": "tiny first cap"},
+                method="PUT",
+            )
             for service in ("strategy-engine", "trade-executor"):
                 await self.post(service, "/arm", {"operator": "first-trade-walk", "reason": "first trade"})
             self.ok("cap 5 EURe; strategy-engine and trade-executor armed")
@@ -184,14 +220,22 @@ class Walk:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulators.first_trade", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.first_trade",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per step")
     args = parser.parse_args()
     relay = os.environ["QL_RELAY_WS_URL"].replace("ws://", "http://").removesuffix("/ws")
-    walk = Walk(Path(os.environ.get("QL_CONTROL_DIR", "/run/quoteloop")), os.environ["QL_DATABASE_URL"], relay,
-                os.environ["QL_POA_BRIDGE_URL"].removesuffix("/rpc"), os.environ["QL_SIGNER_ACCOUNT_ID"],
-                timeout_s=args.timeout)
+    walk = Walk(
+        Path(os.environ.get("QL_CONTROL_DIR", "/run/quoteloop")),
+        os.environ["QL_DATABASE_URL"],
+        relay,
+        os.environ["QL_POA_BRIDGE_URL"].removesuffix("/rpc"),
+        os.environ["QL_SIGNER_ACCOUNT_ID"],
+        timeout_s=args.timeout,
+    )
     try:
         asyncio.run(walk.run())
     except (StepFailed, ClientError) as exc:

@@ -50,10 +50,7 @@ def _crc_field(value: Decimal) -> str:
 
 def book_checksum(asks: list[tuple[Decimal, Decimal]], bids: list[tuple[Decimal, Decimal]]) -> int:
     # §6: top 10 asks low->high, then top 10 bids high->low; price+qty without "." or leading 0s
-    text = "".join(
-        _crc_field(p) + _crc_field(q)
-        for p, q in [*sorted(asks)[:10], *sorted(bids, reverse=True)[:10]]
-    )
+    text = "".join(_crc_field(p) + _crc_field(q) for p, q in [*sorted(asks)[:10], *sorted(bids, reverse=True)[:10]])
     return binascii.crc32(text.encode()) & 0xFFFFFFFF
 
 

@@ -35,11 +35,10 @@ import argparse
 import asyncio
 import base64
 import json
-from collections.abc import Callable
-from typing import Any
-
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -72,8 +71,14 @@ METHOD_NOT_FOUND_TEXT = "wasm execution failed with error: MethodResolveError(Me
 class NearRpcSimulator(SimServer):
     name = "near-rpc"
 
-    def __init__(self, state: VerifierState, host: str = "127.0.0.1", port: int = 0, *,
-                 rate_limit_per_min: int | None = DEFAULT_RATE_LIMIT_PER_MIN) -> None:
+    def __init__(
+        self,
+        state: VerifierState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        rate_limit_per_min: int | None = DEFAULT_RATE_LIMIT_PER_MIN,
+    ) -> None:
         super().__init__(host, port)
         self.state = state
         self.chain = state.chain
@@ -114,9 +119,13 @@ class NearRpcSimulator(SimServer):
         self.rate_limit_per_min = self._configured_rate_limit
 
     def extra_sim_state(self) -> dict[str, Any]:
-        return {"block_height": self.chain.head(), "final_height": self.chain.final(),
-                "rate_limit_per_min": self.rate_limit_per_min, "rate_limited": self.rate_limited,
-                "verifier": self.state.snapshot()}
+        return {
+            "block_height": self.chain.head(),
+            "final_height": self.chain.final(),
+            "rate_limit_per_min": self.rate_limit_per_min,
+            "rate_limited": self.rate_limited,
+            "verifier": self.state.snapshot(),
+        }
 
     def _over_rate(self, client: str) -> float | None:
         """Seconds until `client` may send again, or None if this request is within the limit
@@ -174,13 +183,19 @@ class NearRpcSimulator(SimServer):
             return _too_many(rid, retry_after)
         if self.faults.take("timeout"):
             await self._hold(request)
-            return web.json_response({"jsonrpc": "2.0", "id": rid, "error": _handler_error("TIMEOUT_ERROR", {}, "Timeout")}, status=408)
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": rid, "error": _handler_error("TIMEOUT_ERROR", {}, "Timeout")}, status=408
+            )
         if self.faults.take("http_500"):
             return web.Response(status=500, text="Internal Server Error")
         if self.faults.take("rpc_error"):
             custom = self.faults.value("rpc_error")
-            error = custom if isinstance(custom, dict) else _handler_error(
-                "UNKNOWN_BLOCK", {}, f"DB Not Found Error: BLOCK HEIGHT: {self.chain.head() + 1} \n Cause: Unknown"
+            error = (
+                custom
+                if isinstance(custom, dict)
+                else _handler_error(
+                    "UNKNOWN_BLOCK", {}, f"DB Not Found Error: BLOCK HEIGHT: {self.chain.head() + 1} \n Cause: Unknown"
+                )
             )
             return _rpc(rid, error=error)
 
@@ -195,7 +210,10 @@ class NearRpcSimulator(SimServer):
             text = "simulator: only query request_type call_function is served"
             return _validation_error(rid, "PARSE_ERROR", {"error_message": text}, -32700, "Parse error", text)
         if ("finality" in params) == ("block_id" in params) or params.get("finality") not in (
-            None, "final", "optimistic", "near-final"
+            None,
+            "final",
+            "optimistic",
+            "near-final",
         ):
             text = "Failed parsing args: exactly one of `finality` (final|optimistic|near-final) or `block_id`"
             return _validation_error(rid, "PARSE_ERROR", {"error_message": text}, -32700, "Parse error", text)
@@ -208,7 +226,9 @@ class NearRpcSimulator(SimServer):
         account_id = params.get("account_id")
         if account_id != self.state.contract_id:
             info = {"requested_account_id": account_id, "block_height": height, "block_hash": block_hash_}
-            return _rpc(rid, error=_handler_error("UNKNOWN_ACCOUNT", info, f"account {account_id} does not exist while viewing"))
+            return _rpc(
+                rid, error=_handler_error("UNKNOWN_ACCOUNT", info, f"account {account_id} does not exist while viewing")
+            )
 
         view = self._views.get(str(params.get("method_name")))
         if view is None:
@@ -218,7 +238,9 @@ class NearRpcSimulator(SimServer):
             if not isinstance(args, dict):
                 raise ValueError("args are not an object")
         except ValueError:
-            return self._contract_failure(rid, _panic_text("Failed to deserialize input from JSON."), height, block_hash_)
+            return self._contract_failure(
+                rid, _panic_text("Failed to deserialize input from JSON."), height, block_hash_
+            )
         try:
             value = view(args, height)
         except _Panic as exc:
@@ -242,25 +264,43 @@ class NearRpcSimulator(SimServer):
         elif isinstance(block_id, str):
             height = self.chain.height_of_hash(block_id)
         if height is None:
-            return _rpc(rid, error=_handler_error(
-                "UNKNOWN_BLOCK", {}, f"DB Not Found Error: BLOCK HEIGHT: {block_id} \n Cause: Unknown"))
+            return _rpc(
+                rid,
+                error=_handler_error(
+                    "UNKNOWN_BLOCK", {}, f"DB Not Found Error: BLOCK HEIGHT: {block_id} \n Cause: Unknown"
+                ),
+            )
         if height < self.chain.oldest_kept():
-            return _rpc(rid, error=_handler_error(
-                "GARBAGE_COLLECTED_BLOCK", {"block_height": height, "block_hash": self.chain.hash_of(height)},
-                f"The data for block #{height} is garbage collected on this node, use an archival node"))
+            return _rpc(
+                rid,
+                error=_handler_error(
+                    "GARBAGE_COLLECTED_BLOCK",
+                    {"block_height": height, "block_hash": self.chain.hash_of(height)},
+                    f"The data for block #{height} is garbage collected on this node, use an archival node",
+                ),
+            )
         return height
 
     def _block(self, rid: Any, params: Any) -> web.Response:
-        if not isinstance(params, dict) or (("finality" in params) == ("block_id" in params)) or params.get(
-            "finality", "final") not in ("final", "optimistic", "near-final"):
+        if (
+            not isinstance(params, dict)
+            or (("finality" in params) == ("block_id" in params))
+            or params.get("finality", "final") not in ("final", "optimistic", "near-final")
+        ):
             text = "Failed parsing args: exactly one of `finality` (final|optimistic|near-final) or `block_id`"
             return _validation_error(rid, "PARSE_ERROR", {"error_message": text}, -32700, "Parse error", text)
         found = self._height_for(rid, params)
         if isinstance(found, web.Response):
             return found
         ts = self.chain.timestamp_ns(found)
-        header = {"height": found, "hash": self.chain.hash_of(found), "prev_hash": self.chain.hash_of(found - 1),
-                  "timestamp": ts, "timestamp_nanosec": str(ts), "epoch_id": self.chain.hash_of(GENESIS_HEIGHT)}
+        header = {
+            "height": found,
+            "hash": self.chain.hash_of(found),
+            "prev_hash": self.chain.hash_of(found - 1),
+            "timestamp": ts,
+            "timestamp_nanosec": str(ts),
+            "epoch_id": self.chain.hash_of(GENESIS_HEIGHT),
+        }
         return _rpc(rid, result={"author": "sim.poolv1.near", "header": header, "chunks": []})
 
     def _tx(self, rid: Any, params: Any) -> web.Response:
@@ -279,24 +319,48 @@ class NearRpcSimulator(SimServer):
             return _validation_error(rid, "PARSE_ERROR", {"error_message": text}, -32700, "Parse error", text)
         tx = self.state.transactions.get(tx_hash)
         if tx is None or tx.height > self.chain.head():
-            return _rpc(rid, error=_handler_error(
-                "UNKNOWN_TRANSACTION", {"requested_transaction_hash": tx_hash},
-                f"Transaction {tx_hash} doesn't exist"))
+            return _rpc(
+                rid,
+                error=_handler_error(
+                    "UNKNOWN_TRANSACTION",
+                    {"requested_transaction_hash": tx_hash},
+                    f"Transaction {tx_hash} doesn't exist",
+                ),
+            )
         final = tx.height <= self.chain.final()
         # the transaction converts to its receipt in one block, which executes in the next
         included = tx.height - 1
-        outcome = {"logs": [], "receipt_ids": [tx_hash], "gas_burnt": 2_428_000_000_000, "tokens_burnt": "0",
-                   "executor_id": tx.signer_id, "status": {"SuccessReceiptId": tx_hash}}
-        receipt = {"logs": list(tx.logs), "receipt_ids": [], "gas_burnt": 30_000_000_000_000, "tokens_burnt": "0",
-                   "executor_id": tx.receiver_id, "status": {"SuccessValue": ""}}
-        return _rpc(rid, result={
-            "final_execution_status": "FINAL" if final else "EXECUTED_OPTIMISTIC",
+        outcome = {
+            "logs": [],
+            "receipt_ids": [tx_hash],
+            "gas_burnt": 2_428_000_000_000,
+            "tokens_burnt": "0",
+            "executor_id": tx.signer_id,
+            "status": {"SuccessReceiptId": tx_hash},
+        }
+        receipt = {
+            "logs": list(tx.logs),
+            "receipt_ids": [],
+            "gas_burnt": 30_000_000_000_000,
+            "tokens_burnt": "0",
+            "executor_id": tx.receiver_id,
             "status": {"SuccessValue": ""},
-            "transaction": {"hash": tx_hash, "signer_id": tx.signer_id, "receiver_id": tx.receiver_id,
-                            "actions": [{"FunctionCall": {"method_name": tx.method_name}}]},
-            "transaction_outcome": {"id": tx_hash, "block_hash": self.chain.hash_of(included), "outcome": outcome},
-            "receipts_outcome": [{"id": tx_hash, "block_hash": self.chain.hash_of(tx.height), "outcome": receipt}],
-        })
+        }
+        return _rpc(
+            rid,
+            result={
+                "final_execution_status": "FINAL" if final else "EXECUTED_OPTIMISTIC",
+                "status": {"SuccessValue": ""},
+                "transaction": {
+                    "hash": tx_hash,
+                    "signer_id": tx.signer_id,
+                    "receiver_id": tx.receiver_id,
+                    "actions": [{"FunctionCall": {"method_name": tx.method_name}}],
+                },
+                "transaction_outcome": {"id": tx_hash, "block_hash": self.chain.hash_of(included), "outcome": outcome},
+                "receipts_outcome": [{"id": tx_hash, "block_hash": self.chain.hash_of(tx.height), "outcome": receipt}],
+            },
+        )
 
     def _contract_failure(self, rid: Any, vm_error: str, height: int, block_hash: str) -> web.Response:
         if self.faults.value("panic_form") == "error":
@@ -351,8 +415,15 @@ def _decode_args_for_record(params: Any) -> Any:
 def _too_many(rid: Any, retry_after_s: float) -> web.Response:
     # UNCONFIRMED body shape (providers differ); the status and Retry-After are what clients read.
     seconds = max(1, int(retry_after_s + 0.999))
-    body = {"jsonrpc": "2.0", "id": rid, "error": {"code": -429, "message": "Too Many Requests",
-                                                 "data": f"rate limit exceeded, retry after {seconds} s"}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "error": {
+            "code": -429,
+            "message": "Too Many Requests",
+            "data": f"rate limit exceeded, retry after {seconds} s",
+        },
+    }
     return web.json_response(body, status=429, headers={"Retry-After": str(seconds)})
 
 
@@ -377,8 +448,13 @@ def _handler_error(cause: str, info: dict[str, Any], data: str) -> dict[str, Any
 
 
 def _validation_error(rid: Any, cause: str, info: dict[str, Any], code: int, message: str, data: str) -> web.Response:
-    error = {"name": "REQUEST_VALIDATION_ERROR", "cause": {"name": cause, "info": info}, "code": code,
-             "message": message, "data": data}
+    error = {
+        "name": "REQUEST_VALIDATION_ERROR",
+        "cause": {"name": cause, "info": info},
+        "code": code,
+        "message": message,
+        "data": data,
+    }
     return web.json_response({"jsonrpc": "2.0", "id": rid, "error": error}, status=400)
 
 

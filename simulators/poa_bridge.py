@@ -103,9 +103,14 @@ DEFAULT_TOKENS: tuple[SimToken, ...] = (
     SimToken("btc:mainnet", "btc:mainnet:native", "btc.omft.near", "BTC", 8, 10_000, 700, 1_500),
     # EURe limits are made up for the simulator (0.5 EURe fee, 1 EURe minimums).
     SimToken(
-        "eth:100", "eth:100:0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430",
-        "gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near", "EURe", 18,
-        10**18, 10**18, 5 * 10**17,
+        "eth:100",
+        "eth:100:0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430",
+        "gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near",
+        "EURe",
+        18,
+        10**18,
+        10**18,
+        5 * 10**17,
     ),
 )
 
@@ -351,8 +356,9 @@ class PoaBridgeSimulator(SimServer):
     def extra_sim_state(self) -> dict[str, Any]:
         return {
             "now": _iso(self.clock.now()),
-            "deposits": [d.wire(amounts_as_strings=False) | {"outcome": d.outcome, "credited": d.credited}
-                         for d in self.deposits],
+            "deposits": [
+                d.wire(amounts_as_strings=False) | {"outcome": d.outcome, "credited": d.credited} for d in self.deposits
+            ],
             "withdrawals": [w.data_list_shape() | {"status": w.status, "outcome": w.outcome} for w in self.withdrawals],
             "notifications": self.notifications,
         }
@@ -405,13 +411,27 @@ class PoaBridgeSimulator(SimServer):
         if outcome == "credit" and amount < token.min_deposit_amount:
             due = None  # below the minimum the bridge never sweeps it
         deposit = SimDeposit(
-            tx_hash=tx_hash, account_id=account_id, chain=chain, token=token, amount=amount,
-            address=self.deposit_address_for(account_id, chain), outcome=outcome, created_at=now, due_at=due,
+            tx_hash=tx_hash,
+            account_id=account_id,
+            chain=chain,
+            token=token,
+            amount=amount,
+            address=self.deposit_address_for(account_id, chain),
+            outcome=outcome,
+            created_at=now,
+            due_at=due,
             sender=sender,
         )
         self.deposits.append(deposit)
-        self.record("sim_deposit", tx_hash=tx_hash, account_id=account_id, chain=chain, amount=str(amount),
-                    outcome=outcome, below_min=amount < token.min_deposit_amount)
+        self.record(
+            "sim_deposit",
+            tx_hash=tx_hash,
+            account_id=account_id,
+            chain=chain,
+            amount=str(amount),
+            outcome=outcome,
+            below_min=amount < token.min_deposit_amount,
+        )
         self._tick()
         return deposit
 
@@ -441,8 +461,15 @@ class PoaBridgeSimulator(SimServer):
         token = self.token_for(chain, asset)
         now = self.clock.now()
         withdrawal = SimWithdrawal(
-            withdrawal_hash=withdrawal_hash, account_id=account_id, chain=chain, token=token, amount=amount,
-            address=address, outcome=outcome, created_at=now, visible_at=now + timedelta(seconds=visible_after_s),
+            withdrawal_hash=withdrawal_hash,
+            account_id=account_id,
+            chain=chain,
+            token=token,
+            amount=amount,
+            address=address,
+            outcome=outcome,
+            created_at=now,
+            visible_at=now + timedelta(seconds=visible_after_s),
             due_at=None if outcome == "pending" else now + timedelta(seconds=visible_after_s + complete_after_s),
         )
         self.withdrawals.append(withdrawal)
@@ -463,7 +490,9 @@ class PoaBridgeSimulator(SimServer):
         `WITHDRAW_TO:<address>` (§8) becomes a scripted withdrawal keyed by the burn's NEAR tx
         hash. `burn_script` holds the outcome and timing; tests may change it between burns."""
         self.burn_script: dict[str, Any] = {
-            "outcome": outcome, "complete_after_s": complete_after_s, "visible_after_s": visible_after_s,
+            "outcome": outcome,
+            "complete_after_s": complete_after_s,
+            "visible_after_s": visible_after_s,
         }
         verifier.withdrawal_listeners.append(self._on_burn)
 
@@ -472,8 +501,15 @@ class PoaBridgeSimulator(SimServer):
         memo = burn.memo or ""
         if token is None or burn.receiver_id != burn.token or not memo.startswith(WITHDRAW_TO):
             return  # not a POA withdrawal: the bridge never hears of it
-        self.add_withdrawal(burn.tx_hash, burn.account_id, token.chain, token.near_token_id, burn.amount,
-                            memo.removeprefix(WITHDRAW_TO), **self.burn_script)
+        self.add_withdrawal(
+            burn.tx_hash,
+            burn.account_id,
+            token.chain,
+            token.near_token_id,
+            burn.amount,
+            memo.removeprefix(WITHDRAW_TO),
+            **self.burn_script,
+        )
 
     def advance(self, seconds: float) -> None:
         """Move simulated time and apply whatever became due."""
@@ -514,8 +550,13 @@ class PoaBridgeSimulator(SimServer):
         deposit.mint_height = self.chain.pending_height() if self.chain is not None else None
         deposit.status = "COMPLETED"
         deposit.mint_tx_hash = self._fake_hash("near:mainnet", "mint")
-        self.record("deposit_credited", tx_hash=deposit.tx_hash, account_id=deposit.account_id,
-                    token_id=deposit.token.intents_token_id, amount=str(deposit.amount))
+        self.record(
+            "deposit_credited",
+            tx_hash=deposit.tx_hash,
+            account_id=deposit.account_id,
+            token_id=deposit.token.intents_token_id,
+            amount=str(deposit.amount),
+        )
 
     def _next_due_in(self) -> float | None:
         if self.clock.frozen:
@@ -541,7 +582,7 @@ class PoaBridgeSimulator(SimServer):
         if chain.startswith("near:"):
             # NEAR tx hashes are base58 of 32 bytes; any fixed-alphabet string of that length will do here.
             alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-            return "".join(alphabet[int(digest[i:i + 2], 16) % 58] for i in range(0, 64, 2)) + "n"
+            return "".join(alphabet[int(digest[i : i + 2], 16) % 58] for i in range(0, 64, 2)) + "n"
         return digest
 
     # --- routes --------------------------------------------------------------------------------
@@ -627,20 +668,30 @@ class PoaBridgeSimulator(SimServer):
             raise RpcError("Invalid params: limit and offset must be non-negative integers")
         limit = min(limit, 100)  # "limit defaults to 20, max 100" (§4)
         matching = [
-            d for d in reversed(self.deposits)  # newest first
-            if d.account_id == account_id and (chain is None or d.chain == chain)
+            d
+            for d in reversed(self.deposits)  # newest first
+            if d.account_id == account_id
+            and (chain is None or d.chain == chain)
             and (status is None or self._shown_status(d) == status)
         ]
         as_strings = bool(self.faults.value("amounts_as_strings", False))
         return {
-            "deposits": [d.wire(amounts_as_strings=as_strings, status=self._shown_status(d))
-                         for d in matching[offset:offset + limit]],
-            "total": len(matching), "limit": limit, "offset": offset,
+            "deposits": [
+                d.wire(amounts_as_strings=as_strings, status=self._shown_status(d))
+                for d in matching[offset : offset + limit]
+            ],
+            "total": len(matching),
+            "limit": limit,
+            "offset": offset,
         }
 
     def _shown_status(self, d: SimDeposit) -> str:
-        if d.status == "COMPLETED" and d.mint_height is not None and self.chain is not None \
-                and self.chain.head() < d.mint_height:
+        if (
+            d.status == "COMPLETED"
+            and d.mint_height is not None
+            and self.chain is not None
+            and self.chain.head() < d.mint_height
+        ):
             return "PENDING"  # minted in the block being produced
         return d.status
 
@@ -670,10 +721,13 @@ class PoaBridgeSimulator(SimServer):
     def _recent_withdrawals(self, p: dict[str, Any]) -> dict[str, Any]:
         account_id, chain = _required(p, "account_id"), p.get("chain")
         now = self.clock.now()
-        return {"withdrawals": [
-            {"status": w.status, "data": w.data_list_shape()} for w in reversed(self.withdrawals)
-            if w.account_id == account_id and (chain is None or w.chain == chain) and w.visible_at <= now
-        ]}
+        return {
+            "withdrawals": [
+                {"status": w.status, "data": w.data_list_shape()}
+                for w in reversed(self.withdrawals)
+                if w.account_id == account_id and (chain is None or w.chain == chain) and w.visible_at <= now
+            ]
+        }
 
     def _withdrawal_estimate(self, p: dict[str, Any]) -> dict[str, Any]:
         chain, token_id, address = _required(p, "chain"), _required(p, "token"), _required(p, "address")
@@ -695,8 +749,16 @@ class PoaBridgeSimulator(SimServer):
     async def _sim_deposit(self, request: web.Request) -> web.Response:
         async def run() -> dict[str, Any]:
             s = DepositScript.model_validate(await request.json())
-            d = self.add_deposit(s.account_id, s.chain, s.asset, s.amount, tx_hash=s.tx_hash, outcome=s.outcome,
-                                 credit_after_s=s.credit_after_s, sender=s.sender)
+            d = self.add_deposit(
+                s.account_id,
+                s.chain,
+                s.asset,
+                s.amount,
+                tx_hash=s.tx_hash,
+                outcome=s.outcome,
+                credit_after_s=s.credit_after_s,
+                sender=s.sender,
+            )
             return d.wire(amounts_as_strings=True) | {"below_min_deposit": d.amount < d.token.min_deposit_amount}
 
         return await _control(run)
@@ -711,9 +773,17 @@ class PoaBridgeSimulator(SimServer):
     async def _sim_withdrawal(self, request: web.Request) -> web.Response:
         async def run() -> dict[str, Any]:
             s = WithdrawalScript.model_validate(await request.json())
-            w = self.add_withdrawal(s.withdrawal_hash, s.account_id, s.chain, s.asset, s.amount, s.address,
-                                    outcome=s.outcome, complete_after_s=s.complete_after_s,
-                                    visible_after_s=s.visible_after_s)
+            w = self.add_withdrawal(
+                s.withdrawal_hash,
+                s.account_id,
+                s.chain,
+                s.asset,
+                s.amount,
+                s.address,
+                outcome=s.outcome,
+                complete_after_s=s.complete_after_s,
+                visible_after_s=s.visible_after_s,
+            )
             return {"status": w.status, "data": w.data_docs_shape()}
 
         return await _control(run)

@@ -105,14 +105,14 @@ def utcnow() -> datetime:
 class RelaySimConfig:
     jwt: str = "sim-relay-jwt"
     taker_account_id: str = "taker.near"
-    fee_pips: int | None = None          # set the verifier's fee (pips) at start; None keeps it
-    fund_taker: bool = True              # deposit what the simulated taker needs before settling
+    fee_pips: int | None = None  # set the verifier's fee (pips) at start; None keeps it
+    fund_taker: bool = True  # deposit what the simulated taker needs before settling
     collection_window_s: float = 0.2
     pick: PickRule = "best"
     # Sim-only: the share of quotes a taker takes at all (the others close with no pick), spread
     # evenly (quote n is taken when floor(n * f) steps), so a load's settled share is exact.
     take_fraction: float = 1.0
-    redelivery_s: float | None = 1.0     # resend unacked guaranteed statuses; None: only on resubscribe
+    redelivery_s: float | None = 1.0  # resend unacked guaranteed statuses; None: only on resubscribe
     error_shape: Literal["object", "string"] = "object"
     error_code: int = -32000
     server_filter: bool = True
@@ -161,7 +161,7 @@ class _InstanceQueue:
 
 @dataclass
 class QuoteRecord:
-    data: dict[str, Any]                 # the quote request as sent (§3 data)
+    data: dict[str, Any]  # the quote request as sent (§3 data)
     sent_at: datetime
     answers: list[CheckedAnswer] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -191,7 +191,7 @@ class RelaySimulator(SimServer):
         self.queues: dict[str, _InstanceQueue] = {}
         self.quotes: dict[str, QuoteRecord] = {}
         self.settlements: list[Settlement] = []
-        self.statuses: dict[str, dict[str, Any]] = {}   # intent_hash -> get_status result
+        self.statuses: dict[str, dict[str, Any]] = {}  # intent_hash -> get_status result
         self.published: set[str] = set()
         self.counts: dict[str, int] = {}
         self.scenarios: dict[int, asyncio.Task[dict[str, Any]]] = {}
@@ -266,15 +266,21 @@ class RelaySimulator(SimServer):
     def extra_sim_state(self) -> dict[str, Any]:
         return {
             "connections": [
-                {"id": c.id, "instance_id": c.instance_id,
-                 "subscriptions": {s: {"kind": v.kind, "filter": v.filter, "guaranteed": v.guaranteed}
-                                   for s, v in c.subs.items()}}
+                {
+                    "id": c.id,
+                    "instance_id": c.instance_id,
+                    "subscriptions": {
+                        s: {"kind": v.kind, "filter": v.filter, "guaranteed": v.guaranteed} for s, v in c.subs.items()
+                    },
+                }
                 for c in self.conns.values()
             ],
             "counts": dict(self.counts),
             "quotes": len(self.quotes),
-            "settlements": [{"quote_hash": s.quote_hash, "intent_hash": s.intent_hash, "tx_hash": s.tx_hash}
-                            for s in self.settlements],
+            "settlements": [
+                {"quote_hash": s.quote_hash, "intent_hash": s.intent_hash, "tx_hash": s.tx_hash}
+                for s in self.settlements
+            ],
             "unacked": {i: list(q.unacked) for i, q in self.queues.items()},
             "acked": {i: list(q.acked) for i, q in self.queues.items()},
             "scenarios": {str(k): v for k, v in self.scenario_results.items()},
@@ -327,7 +333,7 @@ class RelaySimulator(SimServer):
         """`{"paused": true}` holds every running scenario before its next item; false resumes."""
         body = await request.json()
         if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
-            return web.json_response({"error": "body must be {\"paused\": true|false}"}, status=400)
+            return web.json_response({"error": 'body must be {"paused": true|false}'}, status=400)
         if body["paused"]:
             self._scenarios_running.clear()
         else:
@@ -341,8 +347,9 @@ class RelaySimulator(SimServer):
 
     async def _sim_status(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.set_status(body["intent_hash"], body["status"], tx_hash=body.get("hash"),
-                        status_details=body.get("status_details"))
+        self.set_status(
+            body["intent_hash"], body["status"], tx_hash=body.get("hash"), status_details=body.get("status_details")
+        )
         return web.json_response({"ok": True})
 
     async def _sim_disconnect(self, request: web.Request) -> web.Response:
@@ -351,7 +358,9 @@ class RelaySimulator(SimServer):
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
-        closed = await self.close_all(code=int(body.get("code", 1012)), message=str(body.get("message", "sim disconnect")))
+        closed = await self.close_all(
+            code=int(body.get("code", 1012)), message=str(body.get("message", "sim disconnect"))
+        )
         return web.json_response({"closed": closed})
 
     async def _sim_release(self, _request: web.Request) -> web.Response:
@@ -362,13 +371,21 @@ class RelaySimulator(SimServer):
             # counts and loads only: a caller polling a run in progress does not pay (nor make
             # the simulator pay) for every answer so far on each poll
             answered = sum(1 for qid in self.answer_delay_ns if qid in self.request_sent)
-            return web.json_response({"sent": len(self.request_sent), "answered": answered,
-                                      "unanswered": len(self.request_sent) - answered,
-                                      "loads": {str(k): v for k, v in self.loads.items()}})
+            return web.json_response(
+                {
+                    "sent": len(self.request_sent),
+                    "answered": answered,
+                    "unanswered": len(self.request_sent) - answered,
+                    "loads": {str(k): v for k, v in self.loads.items()},
+                }
+            )
         body = {
             "sent": len(self.request_sent),
-            "answers": {qid: {"sent_wall": self.request_sent[qid][1], "delay_ns": ns}
-                        for qid, ns in self.answer_delay_ns.items() if qid in self.request_sent},
+            "answers": {
+                qid: {"sent_wall": self.request_sent[qid][1], "delay_ns": ns}
+                for qid, ns in self.answer_delay_ns.items()
+                if qid in self.request_sent
+            },
             "unanswered": [qid for qid in self.request_sent if qid not in self.answer_delay_ns],
             "loads": {str(k): v for k, v in self.loads.items()},
         }
@@ -383,14 +400,22 @@ class RelaySimulator(SimServer):
             requests_from = max(0, int(request.query.get("requests_from", "0")))
         except ValueError:
             return web.json_response({"error": "answers_from and requests_from are integers"}, status=400)
-        return web.json_response({**self.book.page(answers_from, requests_from), "held_replies": len(self._held),
-                                  "counts": dict(self.counts)})
+        return web.json_response(
+            {
+                **self.book.page(answers_from, requests_from),
+                "held_replies": len(self._held),
+                "counts": dict(self.counts),
+            }
+        )
 
     async def _sim_load(self, request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            load_id = self.start_load(rate_per_s=float(body["rate_per_s"]), duration_s=float(body["duration_s"]),
-                                      templates=list(body["templates"]))
+            load_id = self.start_load(
+                rate_per_s=float(body["rate_per_s"]),
+                duration_s=float(body["duration_s"]),
+                templates=list(body["templates"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"load_id": load_id})
@@ -398,8 +423,9 @@ class RelaySimulator(SimServer):
     async def _sim_credit(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.verifier.deposit(str(body["account_id"]), str(body["asset_id"]), int(body["amount"]))
-        return web.json_response({"balance": str(self.verifier.balance(str(body["account_id"]),
-                                                                        str(body["asset_id"])))})
+        return web.json_response(
+            {"balance": str(self.verifier.balance(str(body["account_id"]), str(body["asset_id"])))}
+        )
 
     def start_load(self, rate_per_s: float, duration_s: float, templates: list[dict[str, Any]]) -> int:
         """Send `rate_per_s * duration_s` quote requests, cycling through `templates` (keyword
@@ -408,8 +434,13 @@ class RelaySimulator(SimServer):
             raise ValueError("rate_per_s and duration_s must be positive, templates non-empty")
         load_id = next(self._scenario_ids)
         total = int(rate_per_s * duration_s)
-        progress: dict[str, Any] = {"rate_per_s": rate_per_s, "total": total, "sent": 0, "late_max_ms": 0.0,
-                                    "done": False}
+        progress: dict[str, Any] = {
+            "rate_per_s": rate_per_s,
+            "total": total,
+            "sent": 0,
+            "late_max_ms": 0.0,
+            "done": False,
+        }
         self.loads[load_id] = progress
 
         async def run() -> dict[str, Any]:
@@ -563,8 +594,9 @@ class RelaySimulator(SimServer):
                 self._count("status_replayed")
 
     async def _acknowledge(self, conn: _Conn, rid: Any, params: Any) -> None:
-        if not (isinstance(params, list) and len(params) == 2 and isinstance(params[0], str)
-                and isinstance(params[1], int)):
+        if not (
+            isinstance(params, list) and len(params) == 2 and isinstance(params[0], str) and isinstance(params[1], int)
+        ):
             await self._reply(conn, rid, error=self._error(ERR_BAD_PARAMS, -32602))
             return
         sub = conn.subs.get(params[0])
@@ -601,9 +633,14 @@ class RelaySimulator(SimServer):
                 record.refused.append(exc.message)
             else:
                 record.answers.append(answer)
-                self.book.accepted(answer.quote_id, answer.signer_id, answer.nonce, answer.deadline.timestamp(),
-                                   {t: -d for t, d in answer.diff.items() if d < 0},
-                                   self.verifier.balances_of(answer.signer_id))
+                self.book.accepted(
+                    answer.quote_id,
+                    answer.signer_id,
+                    answer.nonce,
+                    answer.deadline.timestamp(),
+                    {t: -d for t, d in answer.diff.items() if d < 0},
+                    self.verifier.balances_of(answer.signer_id),
+                )
         if error is not None:
             self.book.refused(str(response.get("quote_id")), error)
         self._count("answers_refused" if error else "answers_ok")
@@ -625,8 +662,15 @@ class RelaySimulator(SimServer):
 
     # --- emitting quotes ---------------------------------------------------------------------
 
-    def _frame(self, sid: str, data: dict[str, Any], envelope: Envelope, *, metadata: dict[str, Any] | None = None,
-               seq: int | None = None) -> str:
+    def _frame(
+        self,
+        sid: str,
+        data: dict[str, Any],
+        envelope: Envelope,
+        *,
+        metadata: dict[str, Any] | None = None,
+        seq: int | None = None,
+    ) -> str:
         if envelope == "subscribe":
             params: dict[str, Any] = {"subscription": sid, **data}
         else:
@@ -697,8 +741,11 @@ class RelaySimulator(SimServer):
             for sid, sub in list(conn.subs.items()):
                 if sub.kind != "quote":
                     continue
-                if (self.config.server_filter and not ignore_filter
-                        and not self._filter_allows(sub.filter, asset_in, asset_out)):
+                if (
+                    self.config.server_filter
+                    and not ignore_filter
+                    and not self._filter_allows(sub.filter, asset_in, asset_out)
+                ):
                     self._count("quotes_filtered")
                     continue
                 if await self._send_event(conn, self._frame(sid, data, envelope, metadata=metadata, seq=seq)):
@@ -728,7 +775,9 @@ class RelaySimulator(SimServer):
 
         record.window = asyncio.create_task(window())
 
-    async def close_quote(self, quote_id: str, *, pick: PickRule | None = None, from_window: bool = False) -> dict[str, Any]:
+    async def close_quote(
+        self, quote_id: str, *, pick: PickRule | None = None, from_window: bool = False
+    ) -> dict[str, Any]:
         """End a quote's collection window now: the taker picks and settles (or not)."""
         record = self.quotes.get(quote_id)
         if record is None:
@@ -744,8 +793,7 @@ class RelaySimulator(SimServer):
             n = self._closed_quotes = self._closed_quotes + 1
             if math.floor(n * fraction) == math.floor((n - 1) * fraction):
                 rule = "none"
-        outcome: dict[str, Any] = {"quote_id": quote_id, "settled": False, "answers": len(record.answers),
-                                   "rule": rule}
+        outcome: dict[str, Any] = {"quote_id": quote_id, "settled": False, "answers": len(record.answers), "rule": rule}
         chosen = self._choose(record, rule)
         if chosen is not None:
             outcome["quote_hash"] = chosen.quote_hash
@@ -768,8 +816,13 @@ class RelaySimulator(SimServer):
                     await self.verifier.chain.reached(tx.height, "optimistic")
                 self.set_status(settlement.intent_hash, "SETTLED", tx_hash=settlement.tx_hash)
                 outcome.update(settled=True, intent_hash=settlement.intent_hash, tx_hash=settlement.tx_hash)
-                await self.broadcast_status({"quote_hash": chosen.quote_hash, "intent_hash": settlement.intent_hash,
-                                             "tx_hash": settlement.tx_hash})
+                await self.broadcast_status(
+                    {
+                        "quote_hash": chosen.quote_hash,
+                        "intent_hash": settlement.intent_hash,
+                        "tx_hash": settlement.tx_hash,
+                    }
+                )
         record.outcome = outcome
         return outcome
 
@@ -811,8 +864,13 @@ class RelaySimulator(SimServer):
                 await self._deliver_guaranteed(conn, sid, seq, pending)
 
     def _guaranteed_subs(self, instance_id: str) -> list[tuple[_Conn, str]]:
-        return [(c, sid) for c in self.conns.values() if c.instance_id == instance_id
-                for sid, s in c.subs.items() if s.kind == "quote_status" and s.guaranteed]
+        return [
+            (c, sid)
+            for c in self.conns.values()
+            if c.instance_id == instance_id
+            for sid, s in c.subs.items()
+            if s.kind == "quote_status" and s.guaranteed
+        ]
 
     async def _deliver_guaranteed(self, conn: _Conn, sid: str, seq: int, pending: _Pending) -> None:
         pending.sent_at = asyncio.get_running_loop().time()
@@ -875,7 +933,7 @@ class RelaySimulator(SimServer):
         async def run() -> dict[str, Any]:
             interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
             malformed = [
-                "{\"jsonrpc\":\"2.0\",\"method\":\"event\",\"params\":",   # cut off
+                '{"jsonrpc":"2.0","method":"event","params":',  # cut off
                 "not json at all",
                 json.dumps({"jsonrpc": "2.0", "method": "mystery", "params": {}}),
             ]
@@ -888,10 +946,18 @@ class RelaySimulator(SimServer):
                         for conn in list(self.conns.values()):
                             for sid, sub in conn.subs.items():
                                 if sub.kind == "quote":
-                                    await conn.send(self._frame(sid, {"defuse_asset_identifier_in": BTC,
-                                                                      "defuse_asset_identifier_out": EURE,
-                                                                      "exact_amount_in": "1",
-                                                                      "min_deadline_ms": 60000}, "event"))
+                                    await conn.send(
+                                        self._frame(
+                                            sid,
+                                            {
+                                                "defuse_asset_identifier_in": BTC,
+                                                "defuse_asset_identifier_out": EURE,
+                                                "exact_amount_in": "1",
+                                                "min_deadline_ms": 60000,
+                                            },
+                                            "event",
+                                        )
+                                    )
                     else:
                         await self.send_raw(text)
                     bump("malformed")
@@ -901,8 +967,11 @@ class RelaySimulator(SimServer):
                     if rec is not None:
                         d = rec.data
                         await self.emit_quote(
-                            d["defuse_asset_identifier_in"], d["defuse_asset_identifier_out"],
-                            d.get("exact_amount_in"), d.get("exact_amount_out"), quote_id=qid,
+                            d["defuse_asset_identifier_in"],
+                            d["defuse_asset_identifier_out"],
+                            d.get("exact_amount_in"),
+                            d.get("exact_amount_out"),
+                            quote_id=qid,
                             min_deadline_ms=d["min_deadline_ms"],
                         )
                     bump("repeat")
@@ -914,10 +983,13 @@ class RelaySimulator(SimServer):
                     if sizes_by_asset:  # drawn after: without it a seed streams what it always did
                         size = rng.choice(sizes_by_asset.get(b if exact_out else a, sizes))
                     out = await self.emit_quote(
-                        a, b,
+                        a,
+                        b,
                         exact_amount_in=None if exact_out else size,
                         exact_amount_out=size if exact_out else None,
-                        min_deadline_ms=str(min_deadline_ms) if rng.random() < string_deadline_ratio else min_deadline_ms,
+                        min_deadline_ms=str(min_deadline_ms)
+                        if rng.random() < string_deadline_ratio
+                        else min_deadline_ms,
                         metadata={"partner_id": "1click"},
                         envelope="subscribe" if rng.random() < flat_envelope_ratio else "event",
                         ignore_filter=other and other_pairs_bypass_filter,
@@ -936,8 +1008,9 @@ class RelaySimulator(SimServer):
 
     # --- RPC ---------------------------------------------------------------------------------
 
-    def set_status(self, intent_hash: str, status: str, *, tx_hash: str | None = None,
-                   status_details: str | None = None) -> None:
+    def set_status(
+        self, intent_hash: str, status: str, *, tx_hash: str | None = None, status_details: str | None = None
+    ) -> None:
         result: dict[str, Any] = {"intent_hash": intent_hash, "status": status}
         if tx_hash is not None:
             result["data"] = {"hash": tx_hash}
@@ -950,11 +1023,18 @@ class RelaySimulator(SimServer):
         api_key = request.headers.get("X-API-Key")
         authorized = auth_header == f"Bearer {self.config.jwt}" or api_key == self.config.jwt
         text = await request.text()
-        self.record("rpc_in", text=text, authorized=authorized, query=dict(request.query),
-                    has_bearer=auth_header is not None, has_api_key=api_key is not None)
+        self.record(
+            "rpc_in",
+            text=text,
+            authorized=authorized,
+            query=dict(request.query),
+            has_bearer=auth_header is not None,
+            has_api_key=api_key is not None,
+        )
         if not authorized:
-            return web.json_response({"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": "Unauthorized"}},
-                                     status=401)
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32001, "message": "Unauthorized"}}, status=401
+            )
         if self.faults.take("rpc_http_500"):
             return web.Response(status=500, text="Internal Server Error")
         if self.faults.take("rpc_hang"):
@@ -963,7 +1043,9 @@ class RelaySimulator(SimServer):
         try:
             msg = json.loads(text)
         except ValueError:
-            return web.json_response({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}})
+            return web.json_response(
+                {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
+            )
         rid = msg.get("id") if isinstance(msg, dict) else None
         method = msg.get("method") if isinstance(msg, dict) else None
         params = msg.get("params") if isinstance(msg, dict) else None
@@ -986,8 +1068,10 @@ class RelaySimulator(SimServer):
         if method == "get_status":
             if arg is None or not isinstance(arg.get("intent_hash"), str):
                 return error(ERR_BAD_PARAMS, -32602)
-            status = self.statuses.get(arg["intent_hash"]) or {"intent_hash": arg["intent_hash"],
-                                                                 "status": "NOT_FOUND_OR_NOT_VALID"}
+            status = self.statuses.get(arg["intent_hash"]) or {
+                "intent_hash": arg["intent_hash"],
+                "status": "NOT_FOUND_OR_NOT_VALID",
+            }
             tx = self.verifier.transactions.get(str((status.get("data") or {}).get("hash")))
             if status.get("status") == "SETTLED" and tx is not None and tx.height > self.verifier.chain.head():
                 # executed in the block being produced: broadcast, not settled yet (§7.4 statuses)
@@ -1059,8 +1143,9 @@ async def _serve(host: str, port: int, config: RelaySimConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simulators.relay",
-                                     description="Solver relay v2 simulator (WS /ws, JSON-RPC POST /rpc)")
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.relay", description="Solver relay v2 simulator (WS /ws, JSON-RPC POST /rpc)"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
     parser.add_argument("--jwt", default=RelaySimConfig.jwt, help="the bearer token the simulator expects")
@@ -1068,8 +1153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pick", choices=["best", "first", "none"], default="best")
     parser.add_argument("--taker", default=RelaySimConfig.taker_account_id)
     args = parser.parse_args(argv)
-    config = RelaySimConfig(jwt=args.jwt, collection_window_s=args.window, pick=args.pick,
-                            taker_account_id=args.taker)
+    config = RelaySimConfig(jwt=args.jwt, collection_window_s=args.window, pick=args.pick, taker_account_id=args.taker)
     asyncio.run(_serve(args.host, args.port, config))
 
 

@@ -20,9 +20,9 @@ import copy
 import json
 import re
 import secrets
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from collections import deque
 from datetime import datetime
 from typing import Any
 
@@ -250,8 +250,9 @@ def _cleanable_before(nonce: bytes, limit_ns: int) -> bool:
 
 def _dip4_event(event: str, data: Any) -> str:
     """A NEP-297 log line as the verifier emits it (standard `dip4`, version 0.3.0; NEAR Intents docs, events)."""
-    return "EVENT_JSON:" + json.dumps({"standard": "dip4", "version": "0.3.0", "event": event, "data": data},
-                                      separators=(",", ":"))
+    return "EVENT_JSON:" + json.dumps(
+        {"standard": "dip4", "version": "0.3.0", "event": event, "data": data}, separators=(",", ":")
+    )
 
 
 def _fresh_hash() -> str:
@@ -596,7 +597,9 @@ class VerifierState:
 
     # --- the relay's check of a quote answer --------------------------------------------------
 
-    def check_quote_response(self, quote: Mapping[str, Any], response: Mapping[str, Any], now: datetime) -> CheckedAnswer:
+    def check_quote_response(
+        self, quote: Mapping[str, Any], response: Mapping[str, Any], now: datetime
+    ) -> CheckedAnswer:
         """Everything the verifier and the relay check on a solver's `quote_response` params[0]
         against its quote request (docs/near-intents-relay.md §3, §4). Raises `VerifierError`."""
         asset_in = quote["defuse_asset_identifier_in"]
@@ -719,9 +722,19 @@ class VerifierState:
             fees_collected=fees,
         )
         self.settlements.append(settlement)
-        self.record_tx(settlement.tx_hash, taker_account_id, "execute_intents", [_dip4_event("intents_executed", [
-            {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)},
-        ])])
+        self.record_tx(
+            settlement.tx_hash,
+            taker_account_id,
+            "execute_intents",
+            [
+                _dip4_event(
+                    "intents_executed",
+                    [
+                        {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)},
+                    ],
+                )
+            ],
+        )
         return settlement
 
     # --- cancelling (docs/near-intents-relay.md §7.5) -------------------------------------------
@@ -809,10 +822,20 @@ class VerifierState:
                 done.append(FtWithdrawal(v.intent_hash, tx_hash, v.signer_id, token, receiver, amount, memo))
             self._commit_nonce(v.signer_id, v.nonce)
         self.ft_withdrawals.extend(done)
-        self.record_tx(tx_hash, checked[0][0].signer_id if checked else self.contract_id, "execute_intents",
-                       [_dip4_event("intents_executed", [
-                           {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)}
-                           for v, _parsed in checked])])
+        self.record_tx(
+            tx_hash,
+            checked[0][0].signer_id if checked else self.contract_id,
+            "execute_intents",
+            [
+                _dip4_event(
+                    "intents_executed",
+                    [
+                        {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)}
+                        for v, _parsed in checked
+                    ],
+                )
+            ],
+        )
         for withdrawal in done:
             for listener in list(self.withdrawal_listeners):
                 listener(withdrawal)
@@ -835,7 +858,16 @@ class VerifierState:
             "final_height": self.chain.final(),
             "relay_burned_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._relay_burned.items()},
             "settlements": len(self.settlements),
-            "ft_withdrawals": [{"intent_hash": w.intent_hash, "tx_hash": w.tx_hash, "account_id": w.account_id,
-                                "token": w.token, "receiver_id": w.receiver_id, "amount": str(w.amount),
-                                "memo": w.memo} for w in self.ft_withdrawals],
+            "ft_withdrawals": [
+                {
+                    "intent_hash": w.intent_hash,
+                    "tx_hash": w.tx_hash,
+                    "account_id": w.account_id,
+                    "token": w.token,
+                    "receiver_id": w.receiver_id,
+                    "amount": str(w.amount),
+                    "memo": w.memo,
+                }
+                for w in self.ft_withdrawals
+            ],
         }

@@ -53,8 +53,7 @@ class Stack:
     env: dict[str, str]
 
     def _stack(self, action: str, component: str) -> None:
-        subprocess.run([STACK_SCRIPT, action, component], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run([STACK_SCRIPT, action, component], env=self.env, check=True, stdout=subprocess.DEVNULL)
 
     def stop_postgres(self) -> None:
         self._stack("down", "pg")
@@ -85,8 +84,11 @@ def serve_stack(env: dict[str, str]) -> Iterator[Stack]:
     kafka = f"127.0.0.1:{env['QL_KAFKA_PORT']}"
     # the broker refuses anonymous clients: the harness and the daemons it builds in-process log
     # in as the stack's admin (scripts/stack.sh); daemon processes log in as themselves
-    login = {k: v for k, v in parse_env_file(Path(env["QL_STACK_DIR"]) / "env").items()
-             if k in ("QL_KAFKA_USERNAME", "QL_KAFKA_PASSWORD_FILE")}
+    login = {
+        k: v
+        for k, v in parse_env_file(Path(env["QL_STACK_DIR"]) / "env").items()
+        if k in ("QL_KAFKA_USERNAME", "QL_KAFKA_PASSWORD_FILE")
+    }
     os.environ.update(login)
     env = env | login | {"QL_DATABASE_URL": database_url, "QL_KAFKA_BOOTSTRAP": kafka}
     qlctl = [sys.executable, "-m", "qlctl.app"]
@@ -221,8 +223,9 @@ class TopicTail:
         from aiokafka import AIOKafkaConsumer
 
         self.topics = topics
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=20, **kafka_options())
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20, **kafka_options()
+        )
         self.events: list[Any] = []
 
     async def start(self) -> None:
@@ -238,8 +241,9 @@ class TopicTail:
     async def stop(self) -> None:
         await self.consumer.stop()
 
-    async def wait_for(self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 30.0,
-                       what: str = "") -> list[Any]:
+    async def wait_for(
+        self, predicate: Callable[[Any], bool], count: int = 1, timeout: float = 30.0, what: str = ""
+    ) -> list[Any]:
         """Collect decoded events until `count` of them satisfy `predicate`."""
         from daemons.core.events import decode
 
@@ -279,8 +283,12 @@ async def writer(stack: Stack, control_dir: Path) -> AsyncIterator[tuple[Any, as
 
     group = f"writer-{uuid.uuid4()}"
     await start_group_at_end(stack, group)
-    settings = HistoryWriterSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                                     control_dir=control_dir, history_group=group)
+    settings = HistoryWriterSettings(
+        database_url=stack.database_url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        control_dir=control_dir,
+        history_group=group,
+    )
     service = HistoryWriter(settings)
     task = asyncio.create_task(serve(service, handle_signals=False))
     await eventually(lambda: service.db_available, what="writer connected")
@@ -297,8 +305,9 @@ def daemon_procs() -> Iterator[Callable[[str, dict[str, str], Path], subprocess.
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", module], env=env, cwd=REPO, stdout=log.open("ab"),
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT
+        )
         procs.append(proc)
         return proc
 

@@ -88,12 +88,22 @@ def sample_payloads() -> dict[str, object]:
             freshness_bound_ms=15_000,
             sync_id=str(uuid.uuid4()),
             trigger="interval",
-            pending=[{"direction": "in", "asset_id": EURE, "amount": str(5 * 10**20), "source": "liquidity_action",
-                      "status": "notified", "liquidity_action_id": str(uuid.uuid4()), "chain": "eth:100",
-                      "tx_hash": "0xabc"}],
+            pending=[
+                {
+                    "direction": "in",
+                    "asset_id": EURE,
+                    "amount": str(5 * 10**20),
+                    "source": "liquidity_action",
+                    "status": "notified",
+                    "liquidity_action_id": str(uuid.uuid4()),
+                    "chain": "eth:100",
+                    "tx_hash": "0xabc",
+                }
+            ],
             reconciliation_status="awaiting_credit",
-            reconciliation=[{"asset_id": EURE, "status": "awaiting_credit", "amount": str(5 * 10**20),
-                             "tx_hash": "0xabc"}],
+            reconciliation=[
+                {"asset_id": EURE, "status": "awaiting_credit", "amount": str(5 * 10**20), "tx_hash": "0xabc"}
+            ],
         ),
         "ops.liquidity_action": LiquidityAction(
             liquidity_action_id=str(uuid.uuid4()),

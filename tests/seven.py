@@ -37,7 +37,6 @@ from simulators.relay import RelaySimConfig, RelaySimulator
 from simulators.verifier import VerifierState
 from tests.conftest import Stack, eventually, start_group_at_end
 
-
 BTC_FUNDED = 1_000_000  # 0.01 nBTC
 EURE_FUNDED = 100 * 10**18
 
@@ -65,18 +64,26 @@ class Seven:
         strategy, executor = self.services["strategy-engine"], self.services["trade-executor"]
         price, inventory = strategy.price, strategy.inventory  # type: ignore[attr-defined]
         own = executor.inventory.latest  # type: ignore[attr-defined]
-        return bool(price is not None and price.payload.decisionable
-                    and inventory is not None and inventory.payload.account_id == self.account
-                    and not inventory.payload.stale
-                    and self.services["near-intents-ingest"].connected  # type: ignore[attr-defined]
-                    and own is not None and own.account_id == self.account and not own.stale)
+        return bool(
+            price is not None
+            and price.payload.decisionable
+            and inventory is not None
+            and inventory.payload.account_id == self.account
+            and not inventory.payload.stale
+            and self.services["near-intents-ingest"].connected  # type: ignore[attr-defined]
+            and own is not None
+            and own.account_id == self.account
+            and not own.stale
+        )
 
-    async def call(self, service: str, method: str, path: str, body: Any = None,
-                   raw: bytes | None = None) -> tuple[int, Any]:
+    async def call(
+        self, service: str, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
         sock = socket_path(self.control_dir, service)
         async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
-            kwargs: dict[str, Any] = {"data": raw, "headers": {"Content-Type": "application/json"}} \
-                if raw is not None else {"json": body}
+            kwargs: dict[str, Any] = (
+                {"data": raw, "headers": {"Content-Type": "application/json"}} if raw is not None else {"json": body}
+            )
             async with session.request(method, f"http://x{path}", **kwargs) as resp:
                 text = await resp.text()
                 try:
@@ -86,8 +93,9 @@ class Seven:
 
 
 @asynccontextmanager
-async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt: str,
-                        key: SignerKey | None = None) -> AsyncIterator[Seven]:
+async def seven_daemons(
+    stack: Stack, control_dir: Path, tmp_path: Path, *, jwt: str, key: SignerKey | None = None
+) -> AsyncIterator[Seven]:
     verifier = VerifierState()
     key = key or SignerKey.generate()
     account = key.implicit_account_id
@@ -109,19 +117,29 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
     treasury.write_text(f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n')
     run = uuid.uuid4().hex[:8]
     common: dict[str, Any] = dict(
-        kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url, control_dir=control_dir,
-        relay_ws_url=relay.ws_url, relay_rpc_url=relay.rpc_url, relay_jwt_file=jwt_file,
-        near_rpc_url=near.base_url, poa_bridge_url=f"{poa.base_url}/rpc",
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        control_dir=control_dir,
+        relay_ws_url=relay.ws_url,
+        relay_rpc_url=relay.rpc_url,
+        relay_jwt_file=jwt_file,
+        near_rpc_url=near.base_url,
+        poa_bridge_url=f"{poa.base_url}/rpc",
         kraken_ws_url=f"{kraken.base_url.replace('http://', 'ws://')}/v2",
-        coingecko_url=f"{coingecko.base_url}/api/v3", signer_account_id=account, signer_key_file=key_file,
+        coingecko_url=f"{coingecko.base_url}/api/v3",
+        signer_account_id=account,
+        signer_key_file=key_file,
     )
     history_group = f"seven-history-{run}"
     await start_group_at_end(stack, history_group)
     services: list[Service] = [
         HistoryWriter(HistoryWriterSettings(**common, history_group=history_group)),
         MarketReferenceIngest(MarketReferenceSettings(**common, market_startup_grace_s=0.5)),
-        InventorySync(InventorySyncSettings(**common, inventory_group=f"seven-inventory-{run}",
-                                            inventory_interval_s=3, inventory_fresh_ms=10_000)),
+        InventorySync(
+            InventorySyncSettings(
+                **common, inventory_group=f"seven-inventory-{run}", inventory_interval_s=3, inventory_fresh_ms=10_000
+            )
+        ),
         LiquidityManager(LiquiditySettings(**common, treasury_file=treasury, liquidity_poll_interval_s=0.5)),
         NearIntentsIngest(IngestSettings(**common)),
         StrategyEngine(StrategySettings(**common)),
@@ -130,16 +148,23 @@ async def seven_daemons(stack: Stack, control_dir: Path, tmp_path: Path, *, jwt:
     seven = Seven(verifier, key, jwt, relay, poa, control_dir, run, {s.name: s for s in services})
     tasks = [asyncio.create_task(serve(s, handle_signals=False)) for s in services]
     try:
-        await eventually(lambda: all(socket_path(control_dir, n).exists() for n in seven.services),
-                         timeout=30, what="every control socket listening")
+        await eventually(
+            lambda: all(socket_path(control_dir, n).exists() for n in seven.services),
+            timeout=30,
+            what="every control socket listening",
+        )
         # a new executor group starts at the end of cmd.execute_trade: a command published before
         # its consumer is assigned would be skipped, so wait for every consumer group to join
-        consumers = [getattr(s, attr) for s in services for attr in ("consumer", "results_consumer")
-                     if hasattr(s, attr)]
+        consumers = [
+            getattr(s, attr) for s in services for attr in ("consumer", "results_consumer") if hasattr(s, attr)
+        ]
         # assigned and placed: strategy-engine's new group seeks to the end of norm.swap_demand in
         # its assignment callback, and a quote published before that seek would be skipped
-        await eventually(lambda: all(c.assignment() and c.positioned.is_set() for c in consumers), timeout=60,
-                         what="every consumer group joined and positioned")
+        await eventually(
+            lambda: all(c.assignment() and c.positioned.is_set() for c in consumers),
+            timeout=60,
+            what="every consumer group joined and positioned",
+        )
         for c in consumers:
             await asyncio.wait_for(c.positions(), timeout=30)  # and knows where it reads from
         yield seven

@@ -50,18 +50,28 @@ GRANTS: dict[str, Grant] = {
     "near-intents-ingest": Grant(writes=("raw.near_intents.quote", "norm.swap_demand")),
     "market-reference-ingest": Grant(writes=("ref.market_price",)),
     "liquidity-manager": Grant(writes=("ops.liquidity_action",)),
-    "inventory-sync": Grant(writes=("state.intent_inventory",), reads=("ops.liquidity_action", "exec.trade_result"),
-                            groups=("inventory-sync",)),
+    "inventory-sync": Grant(
+        writes=("state.intent_inventory",),
+        reads=("ops.liquidity_action", "exec.trade_result"),
+        groups=("inventory-sync",),
+    ),
     "strategy-engine": Grant(
         writes=("decision.trade_decision", "cmd.execute_trade"),
         # requests and its inputs; results and its own commands to rebuild reservations at start
-        reads=("norm.swap_demand", "ref.market_price", "state.intent_inventory", "exec.trade_result",
-               "cmd.execute_trade"),
-        groups=("strategy-engine", "strategy-engine.results")),
-    "trade-executor": Grant(writes=("exec.trade_result",),
-                            reads=("cmd.execute_trade", "state.intent_inventory", "ref.market_price",
-                                   "exec.trade_result"),
-                            groups=("trade-executor",)),
+        reads=(
+            "norm.swap_demand",
+            "ref.market_price",
+            "state.intent_inventory",
+            "exec.trade_result",
+            "cmd.execute_trade",
+        ),
+        groups=("strategy-engine", "strategy-engine.results"),
+    ),
+    "trade-executor": Grant(
+        writes=("exec.trade_result",),
+        reads=("cmd.execute_trade", "state.intent_inventory", "ref.market_price", "exec.trade_result"),
+        groups=("trade-executor",),
+    ),
     "history-writer": Grant(reads=ALL_TOPICS, groups=("history-writer",)),
     "qlctl": Grant(reads=ALL_TOPICS),
 }
@@ -81,15 +91,15 @@ def acl_entries() -> list[tuple[int, str, str, int]]:
 async def ensure_acls(settings: CoreSettings) -> dict[str, Any]:
     """Create every ACL of `GRANTS` (as a principal allowed to: the super user). Returns how many
     were sent, or that the broker has no authorizer."""
-    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, client_id="qlctl-acls",
-                            **kafka_auth(settings))
+    client = AIOKafkaClient(bootstrap_servers=settings.kafka_bootstrap, client_id="qlctl-acls", **kafka_auth(settings))
     await client.bootstrap()
     try:
         node = client.get_random_node()
         created = 0
         for rtype, rname, principal, operation in acl_entries():
-            response = await client.send(node, CreateAclsRequest(rtype, rname, LITERAL, principal, "*", operation,
-                                                                 ALLOW))
+            response = await client.send(
+                node, CreateAclsRequest(rtype, rname, LITERAL, principal, "*", operation, ALLOW)
+            )
             for result in response.creation_responses:
                 code, message = result[0], result[1]
                 if code == SECURITY_DISABLED:

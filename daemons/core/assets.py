@@ -108,17 +108,30 @@ class Asset(BaseModel):
 
 
 EURE = Asset(
-    symbol="EURe", asset_id=EURE_ID, decimals=18, name="Monerium EUR emoney (Gnosis)", bridge="poa",
+    symbol="EURe",
+    asset_id=EURE_ID,
+    decimals=18,
+    name="Monerium EUR emoney (Gnosis)",
+    bridge="poa",
     poa_chain="eth:100",
 )
 NBTC = Asset(
-    symbol="BTC", asset_id=NBTC_ID, decimals=8, name="nBTC (NEAR Omni bridge)", bridge="omni",
+    symbol="BTC",
+    asset_id=NBTC_ID,
+    decimals=8,
+    name="nBTC (NEAR Omni bridge)",
+    bridge="omni",
     unsupported_reason="nBTC moves through the NEAR Omni bridge: no funding route supported yet",
 )
 # Whether POA still accepts new `btc:mainnet` deposits is UNCONFIRMED (§3); the SDK still maps it.
 POA_BTC = Asset(
-    symbol="BTC", asset_id=POA_BTC_ID, decimals=8, name="BTC (POA, legacy)", bridge="poa",
-    poa_chain="btc:mainnet", legacy=True,
+    symbol="BTC",
+    asset_id=POA_BTC_ID,
+    decimals=8,
+    name="BTC (POA, legacy)",
+    bridge="poa",
+    poa_chain="btc:mainnet",
+    legacy=True,
 )
 
 REGISTRY: Mapping[str, Asset] = MappingProxyType({a.asset_id: a for a in (EURE, NBTC, POA_BTC)})
@@ -140,9 +153,7 @@ class ActivePair:
 
     def __init__(self, btc_asset_id: str = DEFAULT_BTC_ASSET_ID) -> None:
         if btc_asset_id not in BTC_ASSET_IDS:
-            raise UnknownAsset(
-                btc_asset_id, f"not a BTC asset of the registry (choose one of {sorted(BTC_ASSET_IDS)})"
-            )
+            raise UnknownAsset(btc_asset_id, f"not a BTC asset of the registry (choose one of {sorted(BTC_ASSET_IDS)})")
         self._btc = REGISTRY[btc_asset_id]
         self._eure = EURE
 
@@ -215,8 +226,9 @@ class ActivePair:
                 return a
         if chain == "btc:mainnet" and not self._btc.fundable:
             # The operator asked for BTC funding while the active BTC has no POA route: say why.
-            raise UnsupportedFundingRoute(self._btc.unsupported_reason or "unsupported", asset_id=self._btc.asset_id,
-                                          chain=chain)
+            raise UnsupportedFundingRoute(
+                self._btc.unsupported_reason or "unsupported", asset_id=self._btc.asset_id, chain=chain
+            )
         supported = sorted(a.poa_chain for a in self.assets if a.poa_chain)
         raise UnsupportedFundingRoute(
             f"no asset of the active pair is funded through chain {chain!r} (supported: {supported})", chain=chain
@@ -270,8 +282,8 @@ def to_base_units(units: Decimal | int, decimals: int, *, rounding: str | None =
     if remainder:
         if rounding is None:
             raise InexactAmount(f"{units} has more than {decimals} decimal places")
-        away_from_zero = rounding == ROUND_UP or (rounding == ROUND_CEILING and not sign) or (
-            rounding == ROUND_FLOOR and sign
+        away_from_zero = (
+            rounding == ROUND_UP or (rounding == ROUND_CEILING and not sign) or (rounding == ROUND_FLOOR and sign)
         )
         if away_from_zero:
             quotient += 1

@@ -65,8 +65,13 @@ _FLUSH_TIMEOUT_S = 5.0  # bounds a background offset flush and the close of a br
 # Answers after which an idempotent producer's sequence state is broken for good: every later
 # batch to the partition would fail the same way (found by the fault matrix: batches that expired
 # while the restarted broker had no leader left a sequence gap, and aiokafka kept its sender).
-_SEQUENCE_BROKEN = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerIdMapping,
-                    InvalidProducerEpoch, ProducerFenced)
+_SEQUENCE_BROKEN = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerIdMapping,
+    InvalidProducerEpoch,
+    ProducerFenced,
+)
 
 
 class EventProducer:
@@ -120,11 +125,19 @@ class EventProducer:
             current = self._producer
             if self._broken is current or _sender_dead(current):  # not already handled by a concurrent caller
                 task = current._sender.sender_task
-                reason = (self._broken_by if self._broken is current
-                          else None if task is None or task.cancelled() else task.exception())
+                reason = (
+                    self._broken_by
+                    if self._broken is current
+                    else None
+                    if task is None or task.cancelled()
+                    else task.exception()
+                )
                 self._broken, self._replacing = None, True
-                _log.warning("kafka_producer_replaced", client_id=self._client_id,
-                             error=f"{reason.__class__.__name__}: {reason}" if reason else "sender stopped")
+                _log.warning(
+                    "kafka_producer_replaced",
+                    client_id=self._client_id,
+                    error=f"{reason.__class__.__name__}: {reason}" if reason else "sender stopped",
+                )
                 try:  # bounded: its batches fail at once, but nothing here may hang on a broken producer
                     await asyncio.wait_for(current.stop(), _FLUSH_TIMEOUT_S)
                 except Exception:  # noqa: BLE001 - it is broken already; closing is best effort
@@ -145,7 +158,8 @@ class EventProducer:
 
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
         producer = await self._live()
-        ack = await producer.send(topic, value, key=key)
+        # aiokafka is untyped: send() resolves to the future of the broker's acknowledgement
+        ack: asyncio.Future[Any] = await producer.send(topic, value, key=key)
 
         def watch(done: asyncio.Future[Any]) -> None:
             if not done.cancelled() and isinstance(done.exception(), _SEQUENCE_BROKEN):
@@ -182,7 +196,7 @@ class EventProducer:
 OnAssigned = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped: the base is Any
     def __init__(self, owner: EventConsumer, on_assigned: OnAssigned | None) -> None:
         self._owner = owner
         self._on_assigned = on_assigned
@@ -268,7 +282,8 @@ class EventConsumer:
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset for `tp`, or None when it never committed one."""
-        return await self._consumer.committed(tp)
+        offset: int | None = await self._consumer.committed(tp)
+        return offset
 
     async def end_offset(self, tp: TopicPartition) -> int:
         return int((await self._consumer.end_offsets([tp]))[tp])
@@ -295,7 +310,9 @@ class EventConsumer:
                 out.append(Delivery(tp.topic, tp.partition, rec.offset, rec.key, rec.value, event, error))
         return out
 
-    async def poll_records(self, timeout_ms: int = 200, max_records: int = 1000) -> list[tuple[TopicPartition, list[Any]]]:
+    async def poll_records(
+        self, timeout_ms: int = 200, max_records: int = 1000
+    ) -> list[tuple[TopicPartition, list[Any]]]:
         """Like `poll`, but the records undecoded, per partition in offset order.
 
         For a caller that decodes a large batch in slices (see `decode_records`) so that other tasks
@@ -384,8 +401,12 @@ def kafka_auth(settings: CoreSettings) -> dict[str, Any]:
     if not settings.kafka_username:
         return {}
     password = read_secret_file(settings.kafka_password_file, "QL_KAFKA_PASSWORD_FILE")
-    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_plain_username": settings.kafka_username, "sasl_plain_password": password}
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": settings.kafka_username,
+        "sasl_plain_password": password,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,8 +429,13 @@ class EndOffsets:
 
     async def of(self, topic: str) -> dict[int, int]:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
-                                        group_id=None, client_id=self.client_id, **kafka_auth(self.settings))
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                group_id=None,
+                client_id=self.client_id,
+                **kafka_auth(self.settings),
+            )
             try:
                 await consumer.start()
             except BaseException:
@@ -505,8 +531,9 @@ class TopicAction:
 
 async def ensure_topics(settings: CoreSettings) -> list[TopicAction]:
     """Create the eight topics if missing and bring partitions and retention up to the settings."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="qlctl-topics",
-                                **kafka_auth(settings))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="qlctl-topics", **kafka_auth(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -537,9 +564,7 @@ async def ensure_topics(settings: CoreSettings) -> list[TopicAction]:
             }
             if grow:
                 await admin.create_partitions(grow)
-            configs = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, t) for t in present]
-            )
+            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in present])
             current: dict[str, str | None] = {}
             for response in configs:
                 for resource in response.resources:

@@ -99,8 +99,9 @@ def _open_checked(path: Path) -> bytes:
             raise CeilingsError(f"ceilings file {path} is owned by uid {st.st_uid}; it must be owned by root")
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o022:
-            raise CeilingsError(f"ceilings file {path} has mode {mode:04o}; group or others may write it "
-                                "(0644 or 0640, owned by root)")
+            raise CeilingsError(
+                f"ceilings file {path} has mode {mode:04o}; group or others may write it (0644 or 0640, owned by root)"
+            )
         chunks = []
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)

@@ -157,7 +157,9 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
     own_uid = os.geteuid()
 
     @web.middleware
-    async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if _is_tcp(request):
             supplied = request.headers.get("Authorization", "")
             if token is None or not hmac.compare_digest(supplied.encode(), f"Bearer {token}".encode()):
@@ -172,8 +174,8 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
 
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
 
-    def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def endpoint(request: web.Request) -> web.Response:
+    def wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def endpoint(request: web.Request) -> web.StreamResponse:
             body: Any = None
             raw = await request.read()
             if route.body is not None:
@@ -198,8 +200,11 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
                 return _error(400, f"{route.method} {route.path} takes no body")
             peer = peer_of(request)
             if route.method != "GET" and not may_act(peer, act_gid, own_uid):
-                return _error(403, f"{peer.identity} may read but not act: {route.method} {route.path} needs "
-                                   f"membership of the group {act_group or '(none configured)'}")
+                return _error(
+                    403,
+                    f"{peer.identity} may read but not act: {route.method} {route.path} needs "
+                    f"membership of the group {act_group or '(none configured)'}",
+                )
             operator = getattr(body, "operator", None) or peer.identity
             caller = Caller(operator=operator, reason=getattr(body, "reason", None), identity=peer.identity)
             try:
@@ -207,7 +212,7 @@ def build_app(service: str, routes: list[Route], token: str | None, act_group: s
             except ControlError as exc:
                 return _error(exc.status, exc.message)
             if isinstance(result, web.StreamResponse):
-                return result  # type: ignore[return-value]
+                return result
             return json_response(result)
 
         return endpoint
@@ -338,8 +343,9 @@ async def probe_health(control_dir: Path, service: str, timeout_s: float = 1.0) 
 
     path = socket_path(control_dir, service)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)),
-                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.UnixConnector(path=str(path)), timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as session:
             async with session.get(f"http://{service}/healthz") as resp:
                 body = await resp.json(content_type=None)
                 if resp.status == 200:

@@ -33,8 +33,9 @@ def fair_rate_for(direction: Direction, fair_rate_buy_btc: Decimal, fair_rate_se
     return fair_rate_sell_btc if direction == "SELL_BTC" else fair_rate_buy_btc
 
 
-def gross_edge_pct(direction: Direction, btc_amount: int, eure_amount: int, fair_rate: Decimal,
-                   btc_decimals: int, eure_decimals: int) -> Decimal:
+def gross_edge_pct(
+    direction: Direction, btc_amount: int, eure_amount: int, fair_rate: Decimal, btc_decimals: int, eure_decimals: int
+) -> Decimal:
     """quoteloop's edge of an answer at the direction's fair rate, in percent."""
     with localcontext(DECIMAL_CTX):
         btc_value = units(btc_amount, btc_decimals) * fair_rate

@@ -203,6 +203,7 @@ class AssetInventory(_Model):
 
 
 ReconciliationStatus = Literal["awaiting_credit", "ok", "credited_lower_than_expected", "inconclusive"]
+LiquidityActionKind = Literal["deposit_address", "funding", "withdrawal", "freeze", "unfreeze"]
 
 
 class Reconciliation(_Model):
@@ -267,24 +268,40 @@ class IntentInventory(_Model):
     stale_reason: str | None = None
     freshness_bound_ms: int | None = Field(default=None, ge=1)
     sync_id: str | None = None
-    trigger: Literal[
-        "startup", "interval", "refresh", "trade_settled", "liquidity_action", "credit_observed",
-        "history_caught_up", "resume", "staleness_change", "finality",
-    ] | None = None
+    trigger: (
+        Literal[
+            "startup",
+            "interval",
+            "refresh",
+            "trade_settled",
+            "liquidity_action",
+            "credit_observed",
+            "history_caught_up",
+            "resume",
+            "staleness_change",
+            "finality",
+        ]
+        | None
+    ) = None
     pending_complete: bool = True
     pending: list[PendingMovement] = Field(default_factory=list)
     reconciliation_status: ReconciliationStatus = "ok"
     reconciliation: list[Reconciliation] = Field(default_factory=list)
 
 
-def read_behind(account_id: str, block_height: int | None, held_account_id: str | None,
-                held_block_height: int | None) -> bool:
+def read_behind(
+    account_id: str | None, block_height: int | None, held_account_id: str | None, held_block_height: int | None
+) -> bool:
     """Whether a snapshot of `account_id` read at `block_height` was read at a block behind the
     snapshot held for the same account. Such a one (an inventory-sync restarted on a lagging node)
     may predate fills whose holds the held snapshot already released: its consumer keeps the held
     one, which ages, rather than step back. Unknown heights compare as not behind."""
-    return (held_account_id == account_id and block_height is not None and held_block_height is not None
-            and block_height < held_block_height)
+    return (
+        held_account_id == account_id
+        and block_height is not None
+        and held_block_height is not None
+        and block_height < held_block_height
+    )
 
 
 class LiquidityAction(_Model):
@@ -309,10 +326,20 @@ class LiquidityAction(_Model):
     """
 
     liquidity_action_id: str
-    kind: Literal["deposit_address", "funding", "withdrawal", "freeze", "unfreeze"]
+    kind: LiquidityActionKind
     status: Literal[
-        "requested", "issued", "notified", "pending", "credited", "delayed", "failed",
-        "duplicate", "refused", "completed", "frozen", "unfrozen",
+        "requested",
+        "issued",
+        "notified",
+        "pending",
+        "credited",
+        "delayed",
+        "failed",
+        "duplicate",
+        "refused",
+        "completed",
+        "frozen",
+        "unfrozen",
     ]
     asset_id: str | None = None
     chain: str | None = None
@@ -498,12 +525,8 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("raw.near_intents.quote", RawQuote, 1, "raw_near_intents_quotes", ("quote_id",)),
         TopicSpec("norm.swap_demand", SwapDemand, 1, "swap_demand_events", ("quote_id",)),
         TopicSpec("ref.market_price", MarketPrice, 1, "market_price_events", ("source",)),
-        TopicSpec(
-            "state.intent_inventory", IntentInventory, 1, "intent_inventory_snapshots", ("inventory_id",)
-        ),
-        TopicSpec(
-            "ops.liquidity_action", LiquidityAction, 1, "liquidity_actions", ("liquidity_action_id", "status")
-        ),
+        TopicSpec("state.intent_inventory", IntentInventory, 1, "intent_inventory_snapshots", ("inventory_id",)),
+        TopicSpec("ops.liquidity_action", LiquidityAction, 1, "liquidity_actions", ("liquidity_action_id", "status")),
         TopicSpec(
             "decision.trade_decision",
             TradeDecision,
@@ -566,7 +589,8 @@ def new_event(
     """Wrap a payload in a fresh envelope; the topic follows from the payload's type."""
     topic = PAYLOAD_TOPIC[type(payload)]
     observed = now_utc()
-    return Envelope[type(payload)](  # type: ignore[index]
+    # Envelope[type(payload)]: pydantic caches each parametrised class, so it is this same one
+    return _ENVELOPES[topic](
         event_id=uuid.uuid4(),
         event_type=topic,
         schema_version=TOPICS[topic].schema_version,
@@ -593,7 +617,9 @@ class EventDecodeError(Exception):
 
 
 _ENVELOPES: dict[str, type[Envelope[Any]]] = {
-    topic: Envelope[spec.payload] for topic, spec in TOPICS.items()  # type: ignore[name-defined]
+    # parametrised at run time by each topic's payload class, which mypy sees as a value only
+    topic: Envelope[spec.payload]  # type: ignore[name-defined]
+    for topic, spec in TOPICS.items()
 }
 
 

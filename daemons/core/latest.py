@@ -48,9 +48,14 @@ class LatestFollower(ABC):
     async def run(self, stop: asyncio.Event) -> None:
         delay = 0.5
         while not stop.is_set():
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
-                                        group_id=None, fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-                                        client_id=self.client_id, **kafka_auth(self.settings))
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                enable_auto_commit=False,
+                group_id=None,
+                fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+                client_id=self.client_id,
+                **kafka_auth(self.settings),
+            )
             try:
                 await consumer.start()
                 tps = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]

@@ -16,18 +16,19 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
 
 STABLE_FIELDS = ("level", "service", "component", "event", "namespace", "venue", "topic", "pair")
 NAMESPACE = "quoteloop"
 
 
-def _stable_fields(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _stable_fields(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     for field in STABLE_FIELDS:
         event_dict.setdefault(field, None)
     return event_dict
 
 
-def _stdlib_component(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _stdlib_component(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     record = event_dict.get("_record")
     if record is not None:
         event_dict.setdefault("component", record.name)
@@ -77,7 +78,7 @@ def configure_logging(service: str, level: str = "INFO", pair: str | None = None
     the same JSON lines, with their logger name as `component`; they are held at WARNING so a
     healthy daemon does not narrate every rebalance.
     """
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),

@@ -25,11 +25,11 @@ import uvloop
 from daemons.core.bus import BusClient, start_clients
 from daemons.core.ceilings import CeilingsError
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
-from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
 from daemons.core.events import Producer, now_utc
 from daemons.core.logs import configure_logging, get_logger
 from daemons.core.secrets import SecretFileError
 from daemons.core.settings import CoreSettings
+from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
 
 # sysexits EX_CONFIG: a configuration an operator must fix (systemd units do not restart on it)
 EXIT_CONFIG = 78

@@ -73,13 +73,15 @@ def read_secret_file(path: Path | None, setting: str) -> str:
     try:
         raw = read_private_file(path)
     except PrivateFileProblem as exc:
-        raise SecretFileError({
-            "missing": f"{setting}: {path} does not exist",
-            "unreadable": f"{setting}: {path} is not readable by this user",
-            "directory": f"{setting}: {path} is a directory",
-            "not_regular": f"{setting}: {path} is not a regular file",
-            "insecure": f"{setting}: {path} has mode {exc.mode or 0:04o}; a secret must be 0600 or 0400",
-        }[exc.kind]) from None
+        raise SecretFileError(
+            {
+                "missing": f"{setting}: {path} does not exist",
+                "unreadable": f"{setting}: {path} is not readable by this user",
+                "directory": f"{setting}: {path} is a directory",
+                "not_regular": f"{setting}: {path} is not a regular file",
+                "insecure": f"{setting}: {path} has mode {exc.mode or 0:04o}; a secret must be 0600 or 0400",
+            }[exc.kind]
+        ) from None
     secret = raw.decode("utf-8", errors="replace").strip()
     if not secret:
         raise SecretFileError(f"{setting}: {path} is empty")

@@ -82,10 +82,25 @@ class AuditLog:
         self.log = get_logger("audit")
 
     def record(self, action: str, caller: Caller, outcome: str, params: dict[str, Any] | None = None) -> None:
-        self.log.info("control_action", action=action, operator=caller.operator, identity=caller.identity,
-                      reason=caller.reason, params=params or {}, outcome=outcome)
-        self.writer.put(CONTROL_ACTION_SQL, self.service, action, caller.operator, caller.reason, params or {},
-                        outcome, caller.identity)
+        self.log.info(
+            "control_action",
+            action=action,
+            operator=caller.operator,
+            identity=caller.identity,
+            reason=caller.reason,
+            params=params or {},
+            outcome=outcome,
+        )
+        self.writer.put(
+            CONTROL_ACTION_SQL,
+            self.service,
+            action,
+            caller.operator,
+            caller.reason,
+            params or {},
+            outcome,
+            caller.identity,
+        )
 
 
 class DeadLetters:
@@ -98,13 +113,21 @@ class DeadLetters:
         self.by_topic: dict[str, int] = {}
         self.log = get_logger("dead_letters")
 
-    def record(self, source: str, reason: str, *, topic: str | None = None, partition: int | None = None,
-               offset: int | None = None, key: bytes | None = None, value: bytes | None = None) -> None:
+    def record(
+        self,
+        source: str,
+        reason: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+        value: bytes | None = None,
+    ) -> None:
         self.count += 1
         if topic is not None:
             self.by_topic[topic] = self.by_topic.get(topic, 0) + 1
-        self.log.warning("dead_letter", source=source, topic=topic, partition=partition, offset=offset,
-                         reason=reason)
+        self.log.warning("dead_letter", source=source, topic=topic, partition=partition, offset=offset, reason=reason)
         self.writer.put(DEAD_LETTER_SQL, self.service, source, topic, partition, offset, key, value, reason)
 
     def screen(self, deliveries: list[Delivery]) -> list[Delivery]:
@@ -112,8 +135,15 @@ class DeadLetters:
         good = []
         for d in deliveries:
             if d.event is None:
-                self.record("kafka", d.error or "undecodable", topic=d.topic, partition=d.partition,
-                            offset=d.offset, key=d.key, value=d.value)
+                self.record(
+                    "kafka",
+                    d.error or "undecodable",
+                    topic=d.topic,
+                    partition=d.partition,
+                    offset=d.offset,
+                    key=d.key,
+                    value=d.value,
+                )
             else:
                 good.append(d)
         return good

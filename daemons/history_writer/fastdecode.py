@@ -73,7 +73,7 @@ def _mirror(annotation: Any, metadata: list[Any]) -> Any:
             if not all(isinstance(m, _UNDERSTOOD) and not isinstance(m, annotated_types.BaseMetadata) for m in extra):
                 raise TypeError(f"no mirror for {annotation!r}")
             return _mirror(inner, extra)  # the money type: its serializer and schema go with it
-        return Annotated[(_mirror(inner, []), *extra)]  # type: ignore[return-value]
+        return Annotated[(_mirror(inner, []), *extra)]
     if origin in (Union, types.UnionType):
         return Union[tuple(_mirror(a, []) for a in typing.get_args(annotation))]  # noqa: UP007
     if origin is list:
@@ -100,9 +100,7 @@ def _mirror_model(model: type[BaseModel]) -> type[BaseModel]:
         # bounds (ge, le) stay with the field; the money validator is replaced by the type
         mirrored.metadata = [m for m in info.metadata if isinstance(m, annotated_types.BaseMetadata)]
         fields[name] = (_mirror(info.annotation, list(info.metadata)), mirrored)
-    return create_model(  # type: ignore[call-overload,no-any-return]
-        f"Fast{model.__name__}", __config__=ConfigDict(extra="forbid", frozen=True), **fields
-    )
+    return create_model(f"Fast{model.__name__}", __config__=ConfigDict(extra="forbid", frozen=True), **fields)
 
 
 MIRRORS: dict[str, type[BaseModel]] = {

@@ -62,8 +62,9 @@ class HistoryWriter(Service):
         self.pool: asyncpg.Pool | None = None
         # batched: the recorder is off the hot path, and one fetch answer per event cost the
         # broker more than the rows cost PostgreSQL
-        self.consumer = EventConsumer(settings, settings.history_group, list(TOPICS), on_assigned=self._assigned,
-                                      batched=True)
+        self.consumer = EventConsumer(
+            settings, settings.history_group, list(TOPICS), on_assigned=self._assigned, batched=True
+        )
         self.db_available = False
         self.db_error: str | None = None
         self.db_down_since: datetime | None = None
@@ -145,7 +146,7 @@ class HistoryWriter(Service):
         for tp, records in parts:
             offsets[tp] = max(offsets.get(tp, 0), records[-1].offset + 1)  # records come in offset order
             for start in range(0, len(records), _DECODE_SLICE):
-                batch.add(decode_records(tp, records[start:start + _DECODE_SLICE], decode_for_history))
+                batch.add(decode_records(tp, records[start : start + _DECODE_SLICE], decode_for_history))
                 if self._writing is not None and not self._writing.done():
                     await asyncio.sleep(0)  # the write in flight takes its next step
         return batch, offsets
@@ -172,7 +173,10 @@ class HistoryWriter(Service):
                     await self._connect_once()
                 assert self.pool is not None
                 outcome = await write_batch(
-                    self.pool, self.name, self.cfg.history_group, batch,
+                    self.pool,
+                    self.name,
+                    self.cfg.history_group,
+                    batch,
                     offsets={(tp.topic, tp.partition): off for tp, off in offsets.items()},
                 )
             except DB_ERRORS as exc:

@@ -72,7 +72,7 @@ def _links_getter(fields: tuple[str, ...]) -> Callable[[object], tuple[object, .
     get = attrgetter(*fields)
     if len(fields) == 1:
         return lambda payload: (get(payload),)  # attrgetter of one name returns the bare value
-    return get  # type: ignore[no-any-return]
+    return get
 
 
 # what `events.link_values` gives, with one C call per row instead of a generator
@@ -263,5 +263,7 @@ async def _write_isolated(
 
 
 async def stored_offsets(pool: asyncpg.Pool, group: str) -> dict[tuple[str, int], int]:
-    rows = await pool.fetch("SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1", group)
+    rows = await pool.fetch(
+        "SELECT topic, partition, next_offset FROM consumer_offsets WHERE consumer_group = $1", group
+    )
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}

@@ -134,8 +134,15 @@ class LiquidityLedger:
                 self._ignored.add(action_id)
                 return None
             view = ActionView(
-                liquidity_action_id=action_id, kind=action.kind, status=action.status, asset_id=action.asset_id,
-                chain=action.chain, amount=action.amount, tx_hash=tx, first_at=occurred_at, status_at=occurred_at,
+                liquidity_action_id=action_id,
+                kind=action.kind,
+                status=action.status,
+                asset_id=action.asset_id,
+                chain=action.chain,
+                amount=action.amount,
+                tx_hash=tx,
+                first_at=occurred_at,
+                status_at=occurred_at,
                 amount_at=occurred_at if action.amount is not None else None,
                 credited_at=occurred_at if action.status == "credited" else None,
                 burned_at=occurred_at if _says_burned(action) else None,

@@ -55,7 +55,10 @@ Placement = Literal["in", "out", "ambiguous", "unsettled"]
 LAG_MARGIN = timedelta(seconds=30)
 
 _SEVERITY: dict[ReconciliationStatus, int] = {
-    "ok": 0, "awaiting_credit": 1, "inconclusive": 2, "credited_lower_than_expected": 3,
+    "ok": 0,
+    "awaiting_credit": 1,
+    "inconclusive": 2,
+    "credited_lower_than_expected": 3,
 }
 
 
@@ -121,8 +124,12 @@ class _Transfer:
 
     @property
     def never_credited(self) -> bool:
-        return (self.hi is None and not self.listed and bool(self.actions)
-                and all(a.status in NEVER_CREDITED for a in self.actions))
+        return (
+            self.hi is None
+            and not self.listed
+            and bool(self.actions)
+            and all(a.status in NEVER_CREDITED for a in self.actions)
+        )
 
     def label(self) -> str:
         primary = self.primary
@@ -149,8 +156,9 @@ class Reconciler:
     snapshot; `max_waits`: readings a comparison may wait for an ambiguity to settle.
     """
 
-    def __init__(self, asset_ids: Iterable[str], *, baselines: int = 8, keep_results: int = 20,
-                 max_waits: int = 5) -> None:
+    def __init__(
+        self, asset_ids: Iterable[str], *, baselines: int = 8, keep_results: int = 20, max_waits: int = 5
+    ) -> None:
         self.asset_ids = frozenset(asset_ids)
         self.baselines = baselines
         self.max_waits = max_waits
@@ -166,8 +174,14 @@ class Reconciler:
 
     # --- one reading ----------------------------------------------------------------------
 
-    def observe(self, reading: Reading, fundings: Iterable[ActionView], withdrawals: Sequence[ActionView],
-                trades_settled_at: Sequence[datetime], now: datetime) -> Outcome:
+    def observe(
+        self,
+        reading: Reading,
+        fundings: Iterable[ActionView],
+        withdrawals: Sequence[ActionView],
+        trades_settled_at: Sequence[datetime],
+        now: datetime,
+    ) -> Outcome:
         if self._readings and reading.seq <= max(self._readings):
             raise ValueError("readings must come in increasing seq order")
         self._readings[reading.seq] = reading
@@ -208,11 +222,16 @@ class Reconciler:
                 continue
             if t.hi is None and not primary.pending:
                 continue  # failed, refused or duplicate without a credit: nothing to wait for
-            awaiting.append(Reconciliation(
-                asset_id=t.asset_id, status="awaiting_credit", liquidity_action_id=primary.liquidity_action_id,
-                tx_hash=t.tx_hash, amount=t.amount,
-                reason=None if t.credit_seen_at is None else "credit seen; compared at the next reading",
-            ))
+            awaiting.append(
+                Reconciliation(
+                    asset_id=t.asset_id,
+                    status="awaiting_credit",
+                    liquidity_action_id=primary.liquidity_action_id,
+                    tx_hash=t.tx_hash,
+                    amount=t.amount,
+                    reason=None if t.credit_seen_at is None else "credit seen; compared at the next reading",
+                )
+            )
         return awaiting + list(reversed(self._results))
 
     # --- bookkeeping ----------------------------------------------------------------------
@@ -234,12 +253,17 @@ class Reconciler:
             t = self._transfers.get(key)
             actions = groups.get(key, [])
             if t is None:
-                chain = key[1] if key[0] == "tx" else (actions[0].chain if actions else None)
+                where = key[1] if key[0] == "tx" else (actions[0].chain if actions else None)
                 tx = key[2] if key[0] == "tx" else None
                 asset = actions[0].asset_id if actions else listed[key][0]
                 assert asset is not None
-                t = _Transfer(key=key, asset_id=asset, chain=chain, tx_hash=tx,
-                              confirmed=deque(self._absent_from(chain, reading.seq), maxlen=self.baselines))
+                t = _Transfer(
+                    key=key,
+                    asset_id=asset,
+                    chain=where,
+                    tx_hash=tx,
+                    confirmed=deque(self._absent_from(where, reading.seq), maxlen=self.baselines),
+                )
                 self._transfers[key] = t
             if actions:
                 t.actions = actions
@@ -253,9 +277,12 @@ class Reconciler:
         credited at any of those readings."""
         if chain is None:
             return []
-        seqs = [s for s, r in sorted(self._readings.items())
-                if s < before and (read := r.bridge.get(chain)) is not None and read.complete]
-        return seqs[-self.baselines:]
+        seqs = [
+            s
+            for s, r in sorted(self._readings.items())
+            if s < before and (read := r.bridge.get(chain)) is not None and read.complete
+        ]
+        return seqs[-self.baselines :]
 
     def _update(self, t: _Transfer, reading: Reading) -> None:
         seq = reading.seq
@@ -313,8 +340,14 @@ class Reconciler:
             return "unsettled"  # a later comparison reading may place it
         return "ambiguous"
 
-    def _compare(self, f: _Transfer, reading: Reading, withdrawals: Sequence[ActionView],
-                 trades_settled_at: Sequence[datetime], now: datetime) -> Reconciliation | None:
+    def _compare(
+        self,
+        f: _Transfer,
+        reading: Reading,
+        withdrawals: Sequence[ActionView],
+        trades_settled_at: Sequence[datetime],
+        now: datetime,
+    ) -> Reconciliation | None:
         """F's result at comparison reading c = this one, or None to wait for another reading."""
         assert f.hi is not None and f.primary is not None
         c = reading.seq
@@ -335,45 +368,101 @@ class Reconciler:
         if waitable and f.waits < self.max_waits:
             f.waits += 1
             return None
-        return self._result(f, "inconclusive", now,
-                            reason="credits of unknown timing in the window: " + ", ".join(blocking))
+        return self._result(
+            f, "inconclusive", now, reason="credits of unknown timing in the window: " + ", ".join(blocking)
+        )
 
-    def _figures(self, f: _Transfer, inside: list[_Transfer], base: Reading, comp: Reading,
-                 withdrawals: Sequence[ActionView], trades_settled_at: Sequence[datetime],
-                 now: datetime) -> Reconciliation:
+    def _figures(
+        self,
+        f: _Transfer,
+        inside: list[_Transfer],
+        base: Reading,
+        comp: Reading,
+        withdrawals: Sequence[ActionView],
+        trades_settled_at: Sequence[datetime],
+        now: datetime,
+    ) -> Reconciliation:
         window_ids = [t.label() for t in inside]
         start, end = base.started_at - LAG_MARGIN, comp.finished_at
         trades = sum(1 for at in trades_settled_at if start <= at <= end)
         if trades:
-            return self._result(f, "inconclusive", now, window=window_ids, reads=(base, comp),
-                                reason=f"{trades} settled trade(s) of ours moved the balance in the window")
-        moving = [w.liquidity_action_id for w in withdrawals
-                  if w.asset_id == f.asset_id and _withdrawal_in_window(w, start, end)]
+            return self._result(
+                f,
+                "inconclusive",
+                now,
+                window=window_ids,
+                reads=(base, comp),
+                reason=f"{trades} settled trade(s) of ours moved the balance in the window",
+            )
+        moving = [
+            w.liquidity_action_id
+            for w in withdrawals
+            if w.asset_id == f.asset_id and _withdrawal_in_window(w, start, end)
+        ]
         if moving:
-            return self._result(f, "inconclusive", now, window=window_ids, reads=(base, comp),
-                                reason="withdrawal(s) under way in the window: " + ", ".join(sorted(moving)))
+            return self._result(
+                f,
+                "inconclusive",
+                now,
+                window=window_ids,
+                reads=(base, comp),
+                reason="withdrawal(s) under way in the window: " + ", ".join(sorted(moving)),
+            )
         unknown = [t.label() for t in inside if t.amount is None]
         if unknown:
-            return self._result(f, "inconclusive", now, window=window_ids, reads=(base, comp),
-                                reason="amount unknown for: " + ", ".join(unknown))
+            return self._result(
+                f,
+                "inconclusive",
+                now,
+                window=window_ids,
+                reads=(base, comp),
+                reason="amount unknown for: " + ", ".join(unknown),
+            )
         baseline = base.balances[f.asset_id]
         expected = baseline + sum(t.amount or 0 for t in inside)
         credited = comp.balances[f.asset_id]
         lower = credited < expected
-        return self._result(f, "credited_lower_than_expected" if lower else "ok", now, window=window_ids,
-                            baseline=baseline, expected=expected, credited=credited,
-                            shortfall=expected - credited if lower else None, reads=(base, comp))
+        return self._result(
+            f,
+            "credited_lower_than_expected" if lower else "ok",
+            now,
+            window=window_ids,
+            baseline=baseline,
+            expected=expected,
+            credited=credited,
+            shortfall=expected - credited if lower else None,
+            reads=(base, comp),
+        )
 
-    def _result(self, f: _Transfer, status: ReconciliationStatus, now: datetime, *, reason: str | None = None,
-                window: list[str] | None = None, baseline: int | None = None, expected: int | None = None,
-                credited: int | None = None, shortfall: int | None = None,
-                reads: tuple[Reading, Reading] | None = None) -> Reconciliation:
+    def _result(
+        self,
+        f: _Transfer,
+        status: ReconciliationStatus,
+        now: datetime,
+        *,
+        reason: str | None = None,
+        window: list[str] | None = None,
+        baseline: int | None = None,
+        expected: int | None = None,
+        credited: int | None = None,
+        shortfall: int | None = None,
+        reads: tuple[Reading, Reading] | None = None,
+    ) -> Reconciliation:
         primary = f.primary
         assert primary is not None
         return Reconciliation(
-            asset_id=f.asset_id, status=status, liquidity_action_id=primary.liquidity_action_id, tx_hash=f.tx_hash,
-            amount=f.amount, baseline=baseline, expected=expected, credited=credited, shortfall=shortfall,
-            window_action_ids=window or [], reason=reason, resolved_at=now,
+            asset_id=f.asset_id,
+            status=status,
+            liquidity_action_id=primary.liquidity_action_id,
+            tx_hash=f.tx_hash,
+            amount=f.amount,
+            baseline=baseline,
+            expected=expected,
+            credited=credited,
+            shortfall=shortfall,
+            window_action_ids=window or [],
+            reason=reason,
+            resolved_at=now,
             baseline_read_at=reads[0].started_at if reads else None,
             credited_read_at=reads[1].started_at if reads else None,
         )

@@ -20,10 +20,10 @@ balances at `final`: if that block is at or past the head, the snapshot's `resul
 carries those offsets (every settlement published below them is in the balances) and burns
 folded before the head count as gone. If `final` has not reached the head yet, the snapshot
 keeps the last coverage and another reading follows. Heights never go back: a reading from a
-node behind the last published block is refused as a failed reading. Pending movements come from the liquidity actions, folded from the whole
-topic at every start (the history is re-read from the beginning, so pending funding survives a
-restart), and from the bridge's list. `snapshot` and `reconcile` hold the rules; this module is
-the I/O around them.
+node behind the last published block is refused as a failed reading. Pending movements come
+from the liquidity actions, folded from the whole topic at every start (the history is re-read
+from the beginning, so pending funding survives a restart), and from the bridge's list.
+`snapshot` and `reconcile` hold the rules; this module is the I/O around them.
 
 Freshness: inventory is stale when no reading succeeded within `QL_INVENTORY_FRESH_MS`. A
 snapshot is published after every successful reading and whenever staleness changes (a timer
@@ -113,8 +113,10 @@ class InventorySyncSettings(CoreSettings):
     @model_validator(mode="after")
     def _bound_outlasts_interval(self) -> InventorySyncSettings:
         if self.inventory_fresh_ms <= self.inventory_interval_s * 1000:
-            raise ValueError("inventory_fresh_ms must be longer than inventory_interval_s, or inventory would "
-                             "go stale between two healthy readings")
+            raise ValueError(
+                "inventory_fresh_ms must be longer than inventory_interval_s, or inventory would "
+                "go stale between two healthy readings"
+            )
         return self
 
 
@@ -177,14 +179,21 @@ class InventorySync(Service):
         self.chains = sorted({a.poa_chain for a in self.pair.assets if a.poa_chain})
         self.producer = EventProducer(settings, client_id=self.name)
         # batched: a settlement asks for a reading that waits `inventory_min_gap_ms` anyway
-        self.consumer = EventConsumer(settings, settings.inventory_group, [LIQUIDITY_TOPIC, TRADE_TOPIC],
-                                      client_id=self.name, on_assigned=self._assigned, batched=True)
+        self.consumer = EventConsumer(
+            settings,
+            settings.inventory_group,
+            [LIQUIDITY_TOPIC, TRADE_TOPIC],
+            client_id=self.name,
+            on_assigned=self._assigned,
+            batched=True,
+        )
         self.end_offsets = EndOffsets(settings, f"{self.name}-end-offsets")
         self.rpc = client_from_settings(settings, timeout_s=settings.inventory_rpc_timeout_s, daemon="inventory-sync")
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.inventory_bridge_timeout_s)
         self.ledger = LiquidityLedger(since=settings.inventory_liquidity_since)
         self.reconciler = Reconciler(
-            self.pair.token_ids, baselines=settings.inventory_reconciliation_baselines,
+            self.pair.token_ids,
+            baselines=settings.inventory_reconciliation_baselines,
             keep_results=settings.inventory_reconciliation_keep,
             max_waits=settings.inventory_reconciliation_max_waits,
         )
@@ -216,9 +225,20 @@ class InventorySync(Service):
         self.last_trade_settled_at: datetime | None = None
         self.last_snapshot: dict[str, Any] | None = None
         self.counts: Counter[str] = Counter(
-            {k: 0 for k in ("readings", "reading_failures", "snapshots", "publish_failures", "trades_settled",
-                            "trades_settled_before_start", "liquidity_events", "bridge_failures",
-                            "finality_short")}
+            {
+                k: 0
+                for k in (
+                    "readings",
+                    "reading_failures",
+                    "snapshots",
+                    "publish_failures",
+                    "trades_settled",
+                    "trades_settled_before_start",
+                    "liquidity_events",
+                    "bridge_failures",
+                    "finality_short",
+                )
+            }
         )
         self.triggers: Counter[str] = Counter()
         self._trigger: _Trigger | None = None
@@ -331,8 +351,9 @@ class InventorySync(Service):
             balances = await self.rpc.mt_batch_balance_of(self.account_id, self.pair.token_ids)
             height, block_hash = self.rpc.last_block_height, self.rpc.last_block_hash
             if height is not None and self.published_height is not None and height < self.published_height:
-                raise _BehindError(f"the node's final block {height} is behind the last published "
-                                   f"{self.published_height}")
+                raise _BehindError(
+                    f"the node's final block {height} is behind the last published {self.published_height}"
+                )
             await self._read_fee_if_due()
         except (NearRpcError, _BehindError, KafkaError) as exc:
             message = exc.message if isinstance(exc, (NearRpcError, _BehindError)) else str(exc)
@@ -340,9 +361,14 @@ class InventorySync(Service):
                 self.cover_pending = cover
                 self._owed_in = max(1.0, exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else 0.0)
             self._verifier_failed(f"{exc.__class__.__name__}: {message}")
-            self._finish_waiters({"synced": False, "error": self.verifier_error,
-                                  "retry_after_s": exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else None},
-                                 waiters)
+            self._finish_waiters(
+                {
+                    "synced": False,
+                    "error": self.verifier_error,
+                    "retry_after_s": exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else None,
+                },
+                waiters,
+            )
             return
         except Exception as exc:  # a bug or an unforeseen client failure: visible, never fatal
             self.log.exception("verifier_read_failed_unexpectedly")
@@ -374,23 +400,45 @@ class InventorySync(Service):
         by_id = dict(zip(self.pair.token_ids, balances, strict=True))
         fundings, withdrawals = self.ledger.fundings(), self.ledger.withdrawals()
         outcome = self.reconciler.observe(
-            Reading(seq=self.seq, started_at=started, finished_at=finished, balances=by_id, bridge=reads,
-                    bridge_read_at=now_utc(), covers_until=covers_until),
-            fundings, withdrawals, list(self.trades_settled), finished,
+            Reading(
+                seq=self.seq,
+                started_at=started,
+                finished_at=finished,
+                balances=by_id,
+                bridge=reads,
+                bridge_read_at=now_utc(),
+                covers_until=covers_until,
+            ),
+            fundings,
+            withdrawals,
+            list(self.trades_settled),
+            finished,
         )
         self._prune_trades()
         # pending figures fall back to the last good bridge read of a chain that failed just now
         known: dict[str, BridgeRead | None] = {c: reads.get(c) or self.bridge_reads.get(c) for c in self.chains}
-        held = holdings(self.pair.assets, by_id, fundings, withdrawals, known,
-                        self.coverage.liquidity_seq if self.coverage is not None else None)
+        held = holdings(
+            self.pair.assets,
+            by_id,
+            fundings,
+            withdrawals,
+            known,
+            self.coverage.liquidity_seq if self.coverage is not None else None,
+        )
         self.synced = _Synced(
-            sync_id=str(uuid.uuid4()), seq=self.seq, synced_at=finished,
-            duration_ms=(finished - started) // timedelta(milliseconds=1), block_height=height,
+            sync_id=str(uuid.uuid4()),
+            seq=self.seq,
+            synced_at=finished,
+            duration_ms=(finished - started) // timedelta(milliseconds=1),
+            block_height=height,
             block_hash=block_hash,
             results_through=dict(self.coverage.results_through) if self.coverage is not None else None,
-            trigger=trigger.reason, assets=held.assets, pending=held.pending,
+            trigger=trigger.reason,
+            assets=held.assets,
+            pending=held.pending,
             pending_complete=self.history_caught_up and all(reads.get(c) is not None for c in self.chains),
-            reconciliation=outcome.entries, fee_pips=self.fee_pips,
+            reconciliation=outcome.entries,
+            fee_pips=self.fee_pips,
         )
         self.counts["readings"] += 1
         self._set_fresh(finished)
@@ -417,14 +465,18 @@ class InventorySync(Service):
                 await asyncio.wait_for(self.drain_requested.wait(), timeout=wait)
             except TimeoutError:
                 pass
-        return _Coverage(results_through=ends, liquidity_seq=liquidity_seq, head_height=head.height, wanted=wanted,
-                         taken_at=taken_at)
+        return _Coverage(
+            results_through=ends, liquidity_seq=liquidity_seq, head_height=head.height, wanted=wanted, taken_at=taken_at
+        )
 
     async def _read_fee_if_due(self) -> None:
         """The protocol fee rides on every snapshot, so every decision records the one in force;
         it is read at start and every `inventory_fee_interval_s` (the last known one is kept)."""
         now = now_utc()
-        if self.fee_read_at is not None and (now - self.fee_read_at).total_seconds() < self.cfg.inventory_fee_interval_s:
+        if (
+            self.fee_read_at is not None
+            and (now - self.fee_read_at).total_seconds() < self.cfg.inventory_fee_interval_s
+        ):
             return
         try:
             self.fee_pips = await self.rpc.fee()
@@ -468,8 +520,11 @@ class InventorySync(Service):
 
     def _verifier_ok(self, at: datetime) -> None:
         if self.verifier_error is not None and self.verifier_down_since is not None:
-            self.log.info("verifier_recovered", venue="near_rpc",
-                          down_ms=(at - self.verifier_down_since) // timedelta(milliseconds=1))
+            self.log.info(
+                "verifier_recovered",
+                venue="near_rpc",
+                down_ms=(at - self.verifier_down_since) // timedelta(milliseconds=1),
+            )
         self.verifier_error = None
         self.verifier_down_since = None
         self.consecutive_failures = 0
@@ -492,8 +547,11 @@ class InventorySync(Service):
     def _set_fresh(self, at: datetime) -> None:
         if self.stale is not False:
             since = self.stale_since
-            self.log.info("inventory_fresh", account_id=self.account_id,
-                          stale_for_ms=None if since is None else (at - since) // timedelta(milliseconds=1))
+            self.log.info(
+                "inventory_fresh",
+                account_id=self.account_id,
+                stale_for_ms=None if since is None else (at - since) // timedelta(milliseconds=1),
+            )
             self.notify_status()
         self.stale = False
         self.stale_since = None
@@ -524,8 +582,13 @@ class InventorySync(Service):
             return
         self.stale = True
         self.stale_since = stale_at(self.synced.synced_at, self.bound_ms) if self.synced else self.started_at
-        self.log.warning("inventory_stale", account_id=self.account_id, since=self.stale_since,
-                         reason=self._stale_reason(now), age_ms=f.age_ms)
+        self.log.warning(
+            "inventory_stale",
+            account_id=self.account_id,
+            since=self.stale_since,
+            reason=self._stale_reason(now),
+            age_ms=f.age_ms,
+        )
         self.notify_status()
         if self.synced is not None:
             await self._publish(_Trigger("staleness_change"), now)
@@ -539,15 +602,24 @@ class InventorySync(Service):
         f = freshness(s.synced_at, now, self.bound_ms)
         assert f.age_ms is not None
         return IntentInventory(
-            inventory_id=str(uuid.uuid4()), account_id=self.account_id, assets=s.assets, synced_at=s.synced_at,
-            block_height=s.block_height, block_hash=s.block_hash, results_through=s.results_through,
-            age_ms=f.age_ms, stale=f.stale,
+            inventory_id=str(uuid.uuid4()),
+            account_id=self.account_id,
+            assets=s.assets,
+            synced_at=s.synced_at,
+            block_height=s.block_height,
+            block_hash=s.block_hash,
+            results_through=s.results_through,
+            age_ms=f.age_ms,
+            stale=f.stale,
             stale_since=stale_at(s.synced_at, self.bound_ms) if f.stale else None,
             stale_reason=self._stale_reason(now) if f.stale else None,
-            freshness_bound_ms=self.bound_ms, sync_id=s.sync_id,
+            freshness_bound_ms=self.bound_ms,
+            sync_id=s.sync_id,
             trigger=trigger,  # type: ignore[arg-type]
-            pending_complete=s.pending_complete, pending=s.pending,
-            reconciliation_status=summary_status(s.reconciliation), reconciliation=s.reconciliation,
+            pending_complete=s.pending_complete,
+            pending=s.pending,
+            reconciliation_status=summary_status(s.reconciliation),
+            reconciliation=s.reconciliation,
             fee_pips=s.fee_pips,
         )
 
@@ -555,17 +627,24 @@ class InventorySync(Service):
         """Publish the snapshot as of `now`; its `inventory_id`, or None when Kafka refused it."""
         payload = self.snapshot(trigger.reason, now)
         event: Envelope[IntentInventory] = new_event(
-            payload, producer=self.producer_id, pair=self.cfg.pair,
+            payload,
+            producer=self.producer_id,
+            pair=self.cfg.pair,
             occurred_at=payload.synced_at if trigger.reason != "staleness_change" else now,
-            correlation_id=trigger.correlation_id, causation_id=trigger.causation_id,
+            correlation_id=trigger.correlation_id,
+            causation_id=trigger.causation_id,
         )
         try:
             await self.producer.publish(event)
         except (KafkaError, OSError) as exc:
             self.counts["publish_failures"] += 1
             if self.kafka_error is None:
-                self.log.error("kafka_publish_failed", topic="state.intent_inventory", error=str(exc),
-                               inventory_id=payload.inventory_id)
+                self.log.error(
+                    "kafka_publish_failed",
+                    topic="state.intent_inventory",
+                    error=str(exc),
+                    inventory_id=payload.inventory_id,
+                )
             self.kafka_error = f"{exc.__class__.__name__}: {exc}"
             self.notify_status()
             return None
@@ -575,14 +654,23 @@ class InventorySync(Service):
         self.counts["snapshots"] += 1
         if payload.block_height is not None:
             self.published_height = max(self.published_height or 0, payload.block_height)
-        self.last_snapshot = {"inventory_id": payload.inventory_id, "event_id": str(event.event_id),
-                              "published_at": event.observed_at, "trigger": trigger.reason, "stale": payload.stale}
+        self.last_snapshot = {
+            "inventory_id": payload.inventory_id,
+            "event_id": str(event.event_id),
+            "published_at": event.observed_at,
+            "trigger": trigger.reason,
+            "stale": payload.stale,
+        }
         return payload.inventory_id
 
     def _log_reconciliation(self, r: Reconciliation) -> None:
-        fields = {"liquidity_action_id": r.liquidity_action_id, "asset_id": r.asset_id, "tx_hash": r.tx_hash,
-                  "expected": str(r.expected) if r.expected is not None else None,
-                  "credited": str(r.credited) if r.credited is not None else None}
+        fields = {
+            "liquidity_action_id": r.liquidity_action_id,
+            "asset_id": r.asset_id,
+            "tx_hash": r.tx_hash,
+            "expected": str(r.expected) if r.expected is not None else None,
+            "credited": str(r.credited) if r.credited is not None else None,
+        }
         if r.status == "credited_lower_than_expected":
             self.log.warning("credited_lower_than_expected", shortfall=str(r.shortfall), **fields)
         elif r.status == "inconclusive":
@@ -659,8 +747,9 @@ class InventorySync(Service):
 
     # --- control --------------------------------------------------------------------------
 
-    def _finish_waiters(self, answer: dict[str, Any],
-                        waiters: list[asyncio.Future[dict[str, Any]]] | None = None) -> None:
+    def _finish_waiters(
+        self, answer: dict[str, Any], waiters: list[asyncio.Future[dict[str, Any]]] | None = None
+    ) -> None:
         if waiters is None:
             waiters, self._refresh_waiters = self._refresh_waiters, []
         for w in waiters:
@@ -671,8 +760,13 @@ class InventorySync(Service):
         s = self.synced
         assert s is not None
         return {
-            "synced": True, "published": inventory_id is not None, "inventory_id": inventory_id, "sync_id": s.sync_id,
-            "synced_at": s.synced_at, "block_height": s.block_height, "stale": False,
+            "synced": True,
+            "published": inventory_id is not None,
+            "inventory_id": inventory_id,
+            "sync_id": s.sync_id,
+            "synced_at": s.synced_at,
+            "block_height": s.block_height,
+            "stale": False,
             "assets": [a.model_dump(mode="json") for a in s.assets],
             "reconciliation_status": summary_status(s.reconciliation),
         }
@@ -698,15 +792,21 @@ class InventorySync(Service):
                 if result.get("paused"):
                     raise ControlError(409, "readings are paused; POST /resume first")
                 if result.get("retry_after_s") is not None:  # our own NEAR RPC budget said no
-                    raise ControlError(429, f"NEAR RPC budget spent; retry in {result['retry_after_s']:.1f} s "
-                                            f"({result['error']})")
+                    raise ControlError(
+                        429, f"NEAR RPC budget spent; retry in {result['retry_after_s']:.1f} s ({result['error']})"
+                    )
                 raise ControlError(502, f"verifier reading failed: {result['error']}")
             self.audit.record("refresh", caller, "synced", {"sync_id": result["sync_id"]})
             return result
 
         return [
-            Route("POST", "/refresh", refresh, "Read the verifier now; answers with the resulting inventory",
-                  OperatorAction),
+            Route(
+                "POST",
+                "/refresh",
+                refresh,
+                "Read the verifier now; answers with the resulting inventory",
+                OperatorAction,
+            ),
         ]
 
     # --- state ----------------------------------------------------------------------------
@@ -746,9 +846,15 @@ class InventorySync(Service):
             "stale_reason": self._stale_reason(now) if f.stale else None,
             "age_ms": f.age_ms,
             "freshness_bound_ms": self.bound_ms,
-            "last_sync": None if s is None else {
-                "sync_id": s.sync_id, "synced_at": s.synced_at, "block_height": s.block_height,
-                "block_hash": s.block_hash, "trigger": s.trigger, "duration_ms": s.duration_ms,
+            "last_sync": None
+            if s is None
+            else {
+                "sync_id": s.sync_id,
+                "synced_at": s.synced_at,
+                "block_height": s.block_height,
+                "block_hash": s.block_hash,
+                "trigger": s.trigger,
+                "duration_ms": s.duration_ms,
             },
             "finality": {
                 "covering_wanted": self.cover_wanted > self.cover_done,
@@ -757,8 +863,11 @@ class InventorySync(Service):
                 "liquidity_seq": self.coverage.liquidity_seq if self.coverage else None,
                 "wait_ms": self.cfg.inventory_finality_wait_ms,
             },
-            "fee": {"pips": self.fee_pips, "read_at": self.fee_read_at,
-                    "interval_s": self.cfg.inventory_fee_interval_s},
+            "fee": {
+                "pips": self.fee_pips,
+                "read_at": self.fee_read_at,
+                "interval_s": self.cfg.inventory_fee_interval_s,
+            },
             "near_rpc": self.rpc.usage().model_dump(mode="json"),
             "last_attempt_at": self.last_attempt_at,
             "verifier_error": self.verifier_error,
@@ -772,13 +881,20 @@ class InventorySync(Service):
             "reconciliation_status": summary_status(reconciliation),
             "reconciliation": [r.model_dump(mode="json") for r in reconciliation],
             "liquidity_history": {
-                "caught_up": self.history_caught_up, "actions": len(self.ledger),
-                "events_applied": self.ledger.events_applied, "ignored_actions": self.ledger.ignored,
+                "caught_up": self.history_caught_up,
+                "actions": len(self.ledger),
+                "events_applied": self.ledger.events_applied,
+                "ignored_actions": self.ledger.ignored,
                 "since": self.cfg.inventory_liquidity_since,
             },
-            "bridge": {c: {"error": self.bridge_errors.get(c), "read_at": self.bridge_read_at.get(c),
-                           "deposits": len(self.bridge_reads[c].deposits) if c in self.bridge_reads else None}
-                       for c in self.chains},
+            "bridge": {
+                c: {
+                    "error": self.bridge_errors.get(c),
+                    "read_at": self.bridge_read_at.get(c),
+                    "deposits": len(self.bridge_reads[c].deposits) if c in self.bridge_reads else None,
+                }
+                for c in self.chains
+            },
             "last_trade_settled_at": self.last_trade_settled_at,
             "last_snapshot": self.last_snapshot,
             "kafka_error": self.kafka_error,

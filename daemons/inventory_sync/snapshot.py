@@ -64,8 +64,13 @@ class BridgeRead:
 def bridge_read(chain: str, result: RecentDeposits, limit: int) -> BridgeRead:
     """Normalise a `recent_deposits` answer (asked with `limit`, no offset)."""
     deposits = tuple(
-        BridgeDeposit(chain=d.chain or chain, tx_hash=normalize_tx_hash(d.tx_hash) if d.tx_hash else "",
-                      asset_id=d.intents_token_id, amount=d.amount, status=d.status)
+        BridgeDeposit(
+            chain=d.chain or chain,
+            tx_hash=normalize_tx_hash(d.tx_hash) if d.tx_hash else "",
+            asset_id=d.intents_token_id,
+            amount=d.amount,
+            status=d.status,
+        )
         for d in result.deposits
     )
     if result.total is not None:
@@ -98,21 +103,48 @@ def pending_movements(
             covered.add((f.chain, f.tx_hash))
         if not f.pending or _bridge_credited(f, bridge):
             continue
-        out.append(PendingMovement(direction="in", asset_id=f.asset_id, amount=f.amount, source="liquidity_action",
-                                   status=f.status, liquidity_action_id=f.liquidity_action_id, chain=f.chain,
-                                   tx_hash=f.tx_hash))
+        out.append(
+            PendingMovement(
+                direction="in",
+                asset_id=f.asset_id,
+                amount=f.amount,
+                source="liquidity_action",
+                status=f.status,
+                liquidity_action_id=f.liquidity_action_id,
+                chain=f.chain,
+                tx_hash=f.tx_hash,
+            )
+        )
     for chain in sorted(c for c, r in bridge.items() if r is not None):
         read = bridge[chain]
         assert read is not None
         for d in read.deposits:
             if d.status == "PENDING" and (d.chain, d.tx_hash) not in covered:
-                out.append(PendingMovement(direction="in", asset_id=d.asset_id, amount=d.amount, source="bridge",
-                                           status=d.status, chain=d.chain, tx_hash=d.tx_hash or None))
+                out.append(
+                    PendingMovement(
+                        direction="in",
+                        asset_id=d.asset_id,
+                        amount=d.amount,
+                        source="bridge",
+                        status=d.status,
+                        chain=d.chain,
+                        tx_hash=d.tx_hash or None,
+                    )
+                )
     for w in withdrawals:
         if w.pending:
-            out.append(PendingMovement(direction="out", asset_id=w.asset_id, amount=w.amount,
-                                       source="liquidity_action", status=w.status,
-                                       liquidity_action_id=w.liquidity_action_id, chain=w.chain, tx_hash=w.tx_hash))
+            out.append(
+                PendingMovement(
+                    direction="out",
+                    asset_id=w.asset_id,
+                    amount=w.amount,
+                    source="liquidity_action",
+                    status=w.status,
+                    liquidity_action_id=w.liquidity_action_id,
+                    chain=w.chain,
+                    tx_hash=w.tx_hash,
+                )
+            )
     return out
 
 
@@ -132,14 +164,26 @@ def holdings(
     rows = []
     for asset in assets:
         credited = balances[asset.asset_id]
-        reserved = sum(w.amount or 0 for w in withdrawals
-                       if w.pending and not burn_in_balance(w, covered_seq) and w.asset_id == asset.asset_id)
-        rows.append(AssetInventory(
-            asset_id=asset.asset_id, decimals=asset.decimals, credited=credited, reserved_out=reserved,
-            spendable=max(0, credited - reserved),
-            pending_in=sum(m.amount or 0 for m in movements if m.direction == "in" and m.asset_id == asset.asset_id),
-            pending_out=sum(m.amount or 0 for m in movements if m.direction == "out" and m.asset_id == asset.asset_id),
-        ))
+        reserved = sum(
+            w.amount or 0
+            for w in withdrawals
+            if w.pending and not burn_in_balance(w, covered_seq) and w.asset_id == asset.asset_id
+        )
+        rows.append(
+            AssetInventory(
+                asset_id=asset.asset_id,
+                decimals=asset.decimals,
+                credited=credited,
+                reserved_out=reserved,
+                spendable=max(0, credited - reserved),
+                pending_in=sum(
+                    m.amount or 0 for m in movements if m.direction == "in" and m.asset_id == asset.asset_id
+                ),
+                pending_out=sum(
+                    m.amount or 0 for m in movements if m.direction == "out" and m.asset_id == asset.asset_id
+                ),
+            )
+        )
     return Holdings(assets=rows, pending=movements)
 
 

@@ -27,7 +27,11 @@ FundingStatus = Literal["requested", "notified", "pending", "credited", "delayed
 BridgeDepositStatus = Literal["PENDING", "CREDITED", "COMPLETED", "FAILED"]
 
 _STAGE_STATUS: dict[Stage, FundingStatus] = {
-    "recorded": "requested", "notified": "notified", "seen": "pending", "credited": "credited", "failed": "failed",
+    "recorded": "requested",
+    "notified": "notified",
+    "seen": "pending",
+    "credited": "credited",
+    "failed": "failed",
 }
 _HEX = frozenset(string.hexdigits)
 
@@ -104,24 +108,51 @@ class FundingAttempt:
 
     def event(self) -> LiquidityAction:
         return LiquidityAction(
-            liquidity_action_id=self.liquidity_action_id, kind="funding", status=self.status,
-            asset_id=self.asset_id, chain=self.chain, amount=self.amount, address=self.deposit_address,
-            tx_hash=self.tx_hash, wallet_label=self.wallet_label, reason=self.reason, operator=self.operator,
-            credited_amount=self.credited_amount, venue_status=self.venue_status,
+            liquidity_action_id=self.liquidity_action_id,
+            kind="funding",
+            status=self.status,
+            asset_id=self.asset_id,
+            chain=self.chain,
+            amount=self.amount,
+            address=self.deposit_address,
+            tx_hash=self.tx_hash,
+            wallet_label=self.wallet_label,
+            reason=self.reason,
+            operator=self.operator,
+            credited_amount=self.credited_amount,
+            venue_status=self.venue_status,
         )
 
 
 def record(
-    *, liquidity_action_id: str, account_id: str, asset_id: str, chain: str, amount: int, tx_hash: str,
-    now: datetime, deposit_address: str | None = None, wallet_label: str | None = None,
-    operator: str | None = None, note: str | None = None,
+    *,
+    liquidity_action_id: str,
+    account_id: str,
+    asset_id: str,
+    chain: str,
+    amount: int,
+    tx_hash: str,
+    now: datetime,
+    deposit_address: str | None = None,
+    wallet_label: str | None = None,
+    operator: str | None = None,
+    note: str | None = None,
 ) -> FundingAttempt:
     if amount <= 0:
         raise ValueError("a funding amount is positive")
     return FundingAttempt(
-        liquidity_action_id=liquidity_action_id, account_id=account_id, asset_id=asset_id, chain=chain,
-        amount=amount, tx_hash=normalize_tx_hash(tx_hash), recorded_at=now, deposit_address=deposit_address,
-        wallet_label=wallet_label, operator=operator, note=note, reason=note,
+        liquidity_action_id=liquidity_action_id,
+        account_id=account_id,
+        asset_id=asset_id,
+        chain=chain,
+        amount=amount,
+        tx_hash=normalize_tx_hash(tx_hash),
+        recorded_at=now,
+        deposit_address=deposit_address,
+        wallet_label=wallet_label,
+        operator=operator,
+        note=note,
+        reason=note,
     )
 
 
@@ -142,18 +173,35 @@ def observe(attempt: FundingAttempt, deposit: BridgeDeposit | None, now: datetim
             notes.append(f"credited {deposit.amount} base units, recorded {attempt.amount}")
         if deposit.asset_id is not None and deposit.asset_id != attempt.asset_id:
             notes.append(f"the bridge credited {deposit.asset_id}, recorded {attempt.asset_id}")
-        return replace(attempt, stage="credited", settled_at=now, credited_amount=deposit.amount,
-                       venue_status=deposit.status, seen_at=attempt.seen_at or now,
-                       reason="; ".join(notes) or None)
+        return replace(
+            attempt,
+            stage="credited",
+            settled_at=now,
+            credited_amount=deposit.amount,
+            venue_status=deposit.status,
+            seen_at=attempt.seen_at or now,
+            reason="; ".join(notes) or None,
+        )
     if deposit.status == "FAILED":
         if attempt.stage == "failed":
             return None
-        return replace(attempt, stage="failed", settled_at=now, venue_status="FAILED", seen_at=attempt.seen_at or now,
-                       reason="the bridge reports the deposit FAILED (its operators may still complete it)")
+        return replace(
+            attempt,
+            stage="failed",
+            settled_at=now,
+            venue_status="FAILED",
+            seen_at=attempt.seen_at or now,
+            reason="the bridge reports the deposit FAILED (its operators may still complete it)",
+        )
     if attempt.stage in ("recorded", "notified"):
         late = " (still not credited, past the bound)" if attempt.delayed_at is not None else ""
-        return replace(attempt, stage="seen", seen_at=now, venue_status=deposit.status,
-                       reason=f"seen by the bridge, not yet credited{late}")
+        return replace(
+            attempt,
+            stage="seen",
+            seen_at=now,
+            venue_status=deposit.status,
+            reason=f"seen by the bridge, not yet credited{late}",
+        )
     return None
 
 
@@ -165,9 +213,13 @@ def check_delay(attempt: FundingAttempt, now: datetime, bound: timedelta) -> Fun
     if age < bound:
         return None
     seen = "seen by the bridge but " if attempt.stage == "seen" else ""
-    return replace(attempt, delayed_at=now, reason=(
-        f"{seen}not credited {int(age.total_seconds())} s after it was recorded "
-        f"(bound {bound.total_seconds():g} s)"))
+    return replace(
+        attempt,
+        delayed_at=now,
+        reason=(
+            f"{seen}not credited {int(age.total_seconds())} s after it was recorded (bound {bound.total_seconds():g} s)"
+        ),
+    )
 
 
 def advance(
@@ -196,7 +248,9 @@ def pending_by_asset(attempts: Iterable[FundingAttempt]) -> dict[str, int]:
     return totals
 
 
-def unmatched(deposits: Mapping[tuple[str, str], BridgeDeposit], attempts: Iterable[FundingAttempt]) -> list[BridgeDeposit]:
+def unmatched(
+    deposits: Mapping[tuple[str, str], BridgeDeposit], attempts: Iterable[FundingAttempt]
+) -> list[BridgeDeposit]:
     """Deposits the bridge lists that no operator recorded (shown, never acted on)."""
     known = {(a.chain, a.tx_hash) for a in attempts}
     return [d for key, d in deposits.items() if key not in known]

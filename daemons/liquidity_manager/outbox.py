@@ -121,8 +121,7 @@ class OutboxPublisher:
                 await self._producer.publish_raw(row.topic, row.event, row.key.encode())
         except (KafkaError, OSError) as exc:
             if self.kafka_error is None:
-                self.log.error("kafka_publish_failed", topic="ops.liquidity_action", error=str(exc),
-                               backlog=len(rows))
+                self.log.error("kafka_publish_failed", topic="ops.liquidity_action", error=str(exc), backlog=len(rows))
             self.kafka_error = f"{exc.__class__.__name__}: {exc}"
             self._on_change()
             if self._producer is not None:

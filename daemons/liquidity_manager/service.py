@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -33,7 +34,7 @@ import asyncpg
 from daemons.core.assets import InexactAmount
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.events import Envelope, LiquidityAction, new_event, now_utc
+from daemons.core.events import Envelope, LiquidityAction, LiquidityActionKind, new_event, now_utc
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.liquidity_manager import funding, withdrawals
@@ -103,8 +104,9 @@ class LiquidityManager(Service):
         self.store: Store | None = None
         self.ready = asyncio.Event()
         self.bridge = PoaBridgeClient(settings.poa_bridge_url, timeout=settings.liquidity_venue_timeout_s)
-        self.near = client_from_settings(settings, timeout_s=settings.liquidity_venue_timeout_s,
-                                         daemon="liquidity-manager")
+        self.near = client_from_settings(
+            settings, timeout_s=settings.liquidity_venue_timeout_s, daemon="liquidity-manager"
+        )
         self.relay: RelayRpcClient | None = None
         self.outbox: OutboxPublisher | None = None
 
@@ -192,13 +194,24 @@ class LiquidityManager(Service):
             await self._close_clients()
             return
         assert self.store is not None
-        self.outbox = OutboxPublisher(self.store, self.cfg, self.name, self.log, on_db_error=self._db_failed,
-                                      on_db_ok=self._db_ok, on_change=self.notify_status)
+        self.outbox = OutboxPublisher(
+            self.store,
+            self.cfg,
+            self.name,
+            self.log,
+            on_db_error=self._db_failed,
+            on_db_ok=self._db_ok,
+            on_change=self.notify_status,
+        )
         outbox = asyncio.create_task(self.outbox.run(), name="outbox")
         self.ready.set()
-        self.log.info("liquidity_ready", account_id=self.account_id, frozen=self.freeze.frozen,
-                      open_funding=sum(a.watched for a in self.funding.values()),
-                      open_withdrawals=sum(w.open for w in self.withdrawals.values()))
+        self.log.info(
+            "liquidity_ready",
+            account_id=self.account_id,
+            frozen=self.freeze.frozen,
+            open_funding=sum(a.watched for a in self.funding.values()),
+            open_withdrawals=sum(w.open for w in self.withdrawals.values()),
+        )
         poller = asyncio.create_task(self._poll_loop(), name="poll")
         await self.drain_requested.wait()
         poller.cancel()
@@ -255,16 +268,24 @@ class LiquidityManager(Service):
     # --- events and durable transitions --------------------------------------------------------
 
     def _event(self, payload: LiquidityAction) -> tuple[Envelope[Any], str]:
-        event = new_event(payload, producer=self.producer_id, pair=self.cfg.pair,
-                          correlation_id=payload.liquidity_action_id)
+        event = new_event(
+            payload, producer=self.producer_id, pair=self.cfg.pair, correlation_id=payload.liquidity_action_id
+        )
         return event, payload.liquidity_action_id  # keyed by the action: its transitions stay in order
 
     def _log_transition(self, payload: LiquidityAction) -> None:
         level = self.log.warning if payload.status in _WARN_STATUSES else self.log.info
-        level(f"{payload.kind}_{payload.status}", liquidity_action_id=payload.liquidity_action_id,
-              asset_id=payload.asset_id, chain=payload.chain,
-              amount=None if payload.amount is None else str(payload.amount), tx_hash=payload.tx_hash,
-              intent_hash=payload.intent_hash, reason=payload.reason, operator=payload.operator)
+        level(
+            f"{payload.kind}_{payload.status}",
+            liquidity_action_id=payload.liquidity_action_id,
+            asset_id=payload.asset_id,
+            chain=payload.chain,
+            amount=None if payload.amount is None else str(payload.amount),
+            tx_hash=payload.tx_hash,
+            intent_hash=payload.intent_hash,
+            reason=payload.reason,
+            operator=payload.operator,
+        )
         self.counts[f"{payload.kind}_{payload.status}"] += 1
 
     async def _commit(self, payloads: list[LiquidityAction], **state: Any) -> None:
@@ -320,8 +341,11 @@ class LiquidityManager(Service):
                 self.poll_error = None
             # a published withdrawal whose intent is only broadcast yet is asked again soon
             in_flight = any(w.stage == "published" for w in self.withdrawals.values())
-            interval = min(self.cfg.liquidity_poll_interval_s, self.cfg.liquidity_in_flight_poll_s) if in_flight \
+            interval = (
+                min(self.cfg.liquidity_poll_interval_s, self.cfg.liquidity_in_flight_poll_s)
+                if in_flight
                 else self.cfg.liquidity_poll_interval_s
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 
@@ -345,8 +369,12 @@ class LiquidityManager(Service):
                 self.mark_success()
             if set(self.venue_errors) != errors_before:
                 self.notify_status()
-            return {"polled_at": self.last_poll_at, "bridge_ok": bridge_ok, "venue_errors": self.venue_errors,
-                    "database_error": self.db_error}
+            return {
+                "polled_at": self.last_poll_at,
+                "bridge_ok": bridge_ok,
+                "venue_errors": self.venue_errors,
+                "database_error": self.db_error,
+            }
 
     def _trim(self) -> None:
         """Keep every open action in memory and only the latest finished ones (all stay in PostgreSQL)."""
@@ -370,12 +398,21 @@ class LiquidityManager(Service):
             with contextlib.suppress(PoaBridgeError):
                 await self._request_address(route, operator=None, reason="kept for the treasury route")
 
-    async def _request_address(self, route: TreasuryRoute, operator: str | None, reason: str | None) -> DepositAddressRecord:
+    async def _request_address(
+        self, route: TreasuryRoute, operator: str | None, reason: str | None
+    ) -> DepositAddressRecord:
         """requested → issued | failed; raises `PoaBridgeError` after recording the failure."""
         assert self.account_id is not None
         action_id = str(uuid.uuid4())
-        base = LiquidityAction(liquidity_action_id=action_id, kind="deposit_address", status="requested",
-                               asset_id=route.asset_id, chain=route.chain, operator=operator, reason=reason)
+        base = LiquidityAction(
+            liquidity_action_id=action_id,
+            kind="deposit_address",
+            status="requested",
+            asset_id=route.asset_id,
+            chain=route.chain,
+            operator=operator,
+            reason=reason,
+        )
         await self._commit([base])
         try:
             answer = await self.bridge.deposit_address(self.account_id, route.chain)
@@ -413,9 +450,12 @@ class LiquidityManager(Service):
         self._venue_ok("poa_bridge")
         self.notify_errors.pop(attempt.liquidity_action_id, None)
         now = now_utc()
-        await self._step_funding(attempt.liquidity_action_id,
-                                 lambda a: funding.notified(dataclasses.replace(a, deposit_address=a.deposit_address
-                                                                                or address.address), now))
+        await self._step_funding(
+            attempt.liquidity_action_id,
+            lambda a: funding.notified(
+                dataclasses.replace(a, deposit_address=a.deposit_address or address.address), now
+            ),
+        )
 
     async def _recent_deposits(self, chain: str, wanted: set[str]) -> list[BridgeDeposit]:
         """Pages of `recent_deposits` until every wanted tx hash is found or the pages run out."""
@@ -424,9 +464,16 @@ class LiquidityManager(Service):
         for page in range(self.cfg.liquidity_deposit_pages):
             answer = await self.bridge.recent_deposits(self.account_id, chain, limit=_PAGE, offset=page * _PAGE)
             for d in answer.deposits:
-                found.append(BridgeDeposit(
-                    tx_hash=funding.normalize_tx_hash(d.tx_hash), chain=d.chain or chain, status=d.status,
-                    amount=d.amount, asset_id=d.intents_token_id, address=d.address))
+                found.append(
+                    BridgeDeposit(
+                        tx_hash=funding.normalize_tx_hash(d.tx_hash),
+                        chain=d.chain or chain,
+                        status=d.status,
+                        amount=d.amount,
+                        asset_id=d.intents_token_id,
+                        address=d.address,
+                    )
+                )
             if len(answer.deposits) < _PAGE or wanted <= {d.tx_hash for d in found}:
                 break
         return found
@@ -449,8 +496,10 @@ class LiquidityManager(Service):
             now = now_utc()
             for attempt in watched:
                 deposit = listed.get((chain, attempt.tx_hash)) if listed is not None else None
-                await self._step_funding(attempt.liquidity_action_id,
-                                         lambda a, d=deposit: funding.advance(a, d, now, bound))
+                await self._step_funding(
+                    attempt.liquidity_action_id,
+                    functools.partial(funding.advance, deposit=deposit, now=now, bound=bound),
+                )
             if listed is not None:
                 await self._note_unmatched(chain, listed)
         return ok
@@ -465,7 +514,9 @@ class LiquidityManager(Service):
                 self._db_failed(exc)
                 return
             candidates = [d for d in candidates if d.tx_hash not in recorded]
-        self.unmatched[chain] = [_amounts_as_text(dataclasses.asdict(d)) for d in candidates[: self.cfg.liquidity_recent]]
+        self.unmatched[chain] = [
+            _amounts_as_text(dataclasses.asdict(d)) for d in candidates[: self.cfg.liquidity_recent]
+        ]
 
     # --- withdrawals: following ------------------------------------------------------------------
 
@@ -528,8 +579,12 @@ class LiquidityManager(Service):
             return w
         self._venue_ok("relay_rpc")
         now = now_utc()
-        return await self._step_withdrawal(w.liquidity_action_id, lambda cur: withdrawals.on_intent_status(
-            cur, status.status.value, now, tx_hash=status.tx_hash, status_details=status.status_details))
+        return await self._step_withdrawal(
+            w.liquidity_action_id,
+            lambda cur: withdrawals.on_intent_status(
+                cur, status.status.value, now, tx_hash=status.tx_hash, status_details=status.status_details
+            ),
+        )
 
     async def _resolve_expired(self, w: Withdrawal) -> Withdrawal:
         """Past the deadline without SETTLED: the on-chain nonce decides whether it executed, read
@@ -539,8 +594,9 @@ class LiquidityManager(Service):
         assert self.account_id is not None and w.nonce is not None
         try:
             final = await self.near.block(finality="final")
-            outcome = await nonce_outcome(self.near, self.account_id, w.nonce, datetime_to_ns(w.deadline), final,
-                                          self.headers)
+            outcome = await nonce_outcome(
+                self.near, self.account_id, w.nonce, datetime_to_ns(w.deadline), final, self.headers
+            )
         except NearRpcError as exc:
             self._venue_failed("near_rpc", exc)
             return w
@@ -551,23 +607,33 @@ class LiquidityManager(Service):
         if outcome in (NonceOutcome.NOT_YET, NonceOutcome.UNKNOWN):
             if outcome is NonceOutcome.UNKNOWN and w.liquidity_action_id not in self.undecided:
                 self.undecided.add(w.liquidity_action_id)
-                self.log.error("withdrawal_outcome_unknown", liquidity_action_id=w.liquidity_action_id,
-                               reason="the block at its deadline is out of this node's reach")
+                self.log.error(
+                    "withdrawal_outcome_unknown",
+                    liquidity_action_id=w.liquidity_action_id,
+                    reason="the block at its deadline is out of this node's reach",
+                )
             return w
         if outcome is NonceOutcome.UNUSED:
-            return await self._step_withdrawal(w.liquidity_action_id, lambda cur: withdrawals.on_expired(cur, False, now))
+            return await self._step_withdrawal(
+                w.liquidity_action_id, lambda cur: withdrawals.on_expired(cur, False, now)
+            )
         try:
             recent = await self.bridge.recent_withdrawals(self.account_id, w.chain)
         except PoaBridgeError as exc:
             self._venue_failed("poa_bridge", exc)
             return w
         known = {x.tx_hash for x in self.withdrawals.values() if x.tx_hash}
-        entries = [(x.data.tx_hash, x.data.intents_token_id, x.data.amount, x.data.address)
-                   for x in recent.withdrawals if x.data is not None and x.data.tx_hash]
+        entries = [
+            (x.data.tx_hash, x.data.intents_token_id, x.data.amount, x.data.address)
+            for x in recent.withdrawals
+            if x.data is not None and x.data.tx_hash
+        ]
         tx_hash = withdrawals.match_recent_burn(w, entries, known)
         if tx_hash is None:
             return w  # executed, not yet indexed: the delay bound will flag it
-        return await self._step_withdrawal(w.liquidity_action_id, lambda cur: withdrawals.on_nonce_used(cur, tx_hash, now))
+        return await self._step_withdrawal(
+            w.liquidity_action_id, lambda cur: withdrawals.on_nonce_used(cur, tx_hash, now)
+        )
 
     async def _check_bridge(self, w: Withdrawal) -> Withdrawal:
         assert w.tx_hash is not None
@@ -586,8 +652,10 @@ class LiquidityManager(Service):
             return w
         transfer = entry.data.transfer_tx_hash if entry.data is not None else None
         now = now_utc()
-        return await self._step_withdrawal(w.liquidity_action_id, lambda cur: withdrawals.on_bridge_status(
-            cur, entry.status, now, transfer_tx_hash=transfer))
+        return await self._step_withdrawal(
+            w.liquidity_action_id,
+            lambda cur: withdrawals.on_bridge_status(cur, entry.status, now, transfer_tx_hash=transfer),
+        )
 
     async def _publish(self, w: Withdrawal) -> Withdrawal:
         """Send the signed intent (the same payload on every retry). Unknown outcome: stays signed."""
@@ -597,16 +665,19 @@ class LiquidityManager(Service):
         except RelayPublishFailed as exc:
             self._venue_ok("relay_rpc")
             now, reason = now_utc(), exc.reason  # bound here: `exc` is unset once the except block ends
-            return await self._step_withdrawal(w.liquidity_action_id,
-                                               lambda cur: withdrawals.publish_refused(cur, reason, now))
+            return await self._step_withdrawal(
+                w.liquidity_action_id, lambda cur: withdrawals.publish_refused(cur, reason, now)
+            )
         except RelayRpcClientError as exc:
             self._venue_failed("relay_rpc", exc)
             return w
         self._venue_ok("relay_rpc")
         now = now_utc()
         self._wake.set()  # follow it at once
-        return await self._step_withdrawal(w.liquidity_action_id, lambda cur: withdrawals.published(
-            cur, now, already_processed=result.already_processed))
+        return await self._step_withdrawal(
+            w.liquidity_action_id,
+            lambda cur: withdrawals.published(cur, now, already_processed=result.already_processed),
+        )
 
     # --- control: common guards ----------------------------------------------------------------
 
@@ -620,17 +691,26 @@ class LiquidityManager(Service):
         if self.paused:
             raise ControlError(409, "liquidity-manager is paused: no new funding or withdrawal work (POST /resume)")
 
-    async def _refuse(self, kind: str, body: Any, caller: Caller, status: int, code: str, reason: str,
-                      **fields: Any) -> ControlError:
+    async def _refuse(
+        self, kind: LiquidityActionKind, body: Any, caller: Caller, status: int, code: str, reason: str, **fields: Any
+    ) -> ControlError:
         """Record a refusal as an event and build the answer for the operator."""
         action_id = str(uuid.uuid4())
         subject = {"asset_id": getattr(body, "asset_id", None), "chain": getattr(body, "chain", None), **fields}
-        payload = LiquidityAction(liquidity_action_id=action_id, kind=kind, status="refused",  # type: ignore[arg-type]
-                                  reason=f"{code}: {reason}", operator=caller.operator, **subject)
+        payload = LiquidityAction(
+            liquidity_action_id=action_id,
+            kind=kind,
+            status="refused",
+            reason=f"{code}: {reason}",
+            operator=caller.operator,
+            **subject,
+        )
         try:
             await self._emit(payload)
         except _DatabaseDown:
-            return ControlError(503, f"refused ({code}): {reason}; the refusal could not be recorded: database unavailable")
+            return ControlError(
+                503, f"refused ({code}): {reason}; the refusal could not be recorded: database unavailable"
+            )
         self.refusals.appendleft({**payload.model_dump(mode="json"), "at": now_utc()})
         return ControlError(status, f"refused ({code}): {reason} [liquidity_action_id {action_id}]")
 
@@ -662,8 +742,15 @@ class LiquidityManager(Service):
             raise await self._refuse("deposit_address", body, caller, 422, exc.code, exc.reason) from None
         held = self.addresses.get(route.chain)
         if held is not None and not body.renew:
-            return {"asset_id": route.asset_id, "chain": route.chain, "address": held.address, "memo": held.memo,
-                    "issued_at": held.issued_at, "liquidity_action_id": held.liquidity_action_id, "existing": True}
+            return {
+                "asset_id": route.asset_id,
+                "chain": route.chain,
+                "address": held.address,
+                "memo": held.memo,
+                "issued_at": held.issued_at,
+                "liquidity_action_id": held.liquidity_action_id,
+                "existing": True,
+            }
         try:
             record = await self._request_address(route, caller.operator, caller.reason)
         except PoaBridgeError as exc:
@@ -671,17 +758,27 @@ class LiquidityManager(Service):
         except _DatabaseDown:
             raise ControlError(503, "database unavailable: the request could not be recorded") from None
         self.audit.record("deposit_address", caller, "issued", {"chain": route.chain, "address": record.address})
-        return {"asset_id": route.asset_id, "chain": route.chain, "address": record.address, "memo": record.memo,
-                "issued_at": record.issued_at, "liquidity_action_id": record.liquidity_action_id, "existing": False}
+        return {
+            "asset_id": route.asset_id,
+            "chain": route.chain,
+            "address": record.address,
+            "memo": record.memo,
+            "issued_at": record.issued_at,
+            "liquidity_action_id": record.liquidity_action_id,
+            "existing": False,
+        }
 
     async def _record_funding(self, body: FundingBody, caller: Caller) -> dict[str, Any]:
         self._guard()
         assert self.treasury is not None and self.store is not None and self.account_id is not None
         if body.liquidity_action_id is not None:
             replay = self.funding.get(body.liquidity_action_id) or await self._db(
-                self.store.funding_by_id(body.liquidity_action_id))
+                self.store.funding_by_id(body.liquidity_action_id)
+            )
             if replay is not None:
-                if replay.chain != (body.chain or replay.chain) or replay.tx_hash != funding.normalize_tx_hash(body.tx_hash):
+                if replay.chain != (body.chain or replay.chain) or replay.tx_hash != funding.normalize_tx_hash(
+                    body.tx_hash
+                ):
                     raise ControlError(409, f"liquidity_action_id {body.liquidity_action_id} names another transfer")
                 return {**_funding_view(self.funding.get(replay.liquidity_action_id, replay)), "replayed": True}
         try:
@@ -690,8 +787,17 @@ class LiquidityManager(Service):
             if not funding.tx_hash_fits_chain(route.chain, body.tx_hash):
                 raise RouteRefused("invalid_tx_hash", f"{body.tx_hash!r} is not a transaction hash on {route.chain}")
         except RouteRefused as exc:
-            raise await self._refuse("funding", body, caller, 422, exc.code, exc.reason, tx_hash=body.tx_hash,
-                                     wallet_label=body.wallet_label, amount=body.amount) from None
+            raise await self._refuse(
+                "funding",
+                body,
+                caller,
+                422,
+                exc.code,
+                exc.reason,
+                tx_hash=body.tx_hash,
+                wallet_label=body.wallet_label,
+                amount=body.amount,
+            ) from None
         amount = self._base_units(body, route)
         action_id = body.liquidity_action_id or str(uuid.uuid4())
         held = self.addresses.get(route.chain)
@@ -699,12 +805,23 @@ class LiquidityManager(Service):
         with contextlib.suppress(PoaBridgeError):  # a hint only: the transfer is recorded regardless
             token = await self._bridge_token(route)
             if token is not None and amount < token.min_deposit_amount:
-                warning = (f"below the bridge's minimum deposit of {token.min_deposit_amount}: "
-                           "it will not be swept until more arrives")
+                warning = (
+                    f"below the bridge's minimum deposit of {token.min_deposit_amount}: "
+                    "it will not be swept until more arrives"
+                )
         attempt = funding.record(
-            liquidity_action_id=action_id, account_id=self.account_id, asset_id=route.asset_id, chain=route.chain,
-            amount=amount, tx_hash=body.tx_hash, now=now_utc(), deposit_address=held.address if held else None,
-            wallet_label=source.label if source else None, operator=caller.operator, note=caller.reason)
+            liquidity_action_id=action_id,
+            account_id=self.account_id,
+            asset_id=route.asset_id,
+            chain=route.chain,
+            amount=amount,
+            tx_hash=body.tx_hash,
+            now=now_utc(),
+            deposit_address=held.address if held else None,
+            wallet_label=source.label if source else None,
+            operator=caller.operator,
+            note=caller.reason,
+        )
         if warning is not None:
             attempt = dataclasses.replace(attempt, reason="; ".join(filter(None, [caller.reason, warning])))
         async with self._state_lock:
@@ -723,8 +840,12 @@ class LiquidityManager(Service):
                 self._log_transition(event)
         if original is not None:
             raise await self._refuse_duplicate(attempt, original, caller)
-        self.audit.record("record_funding", caller, "requested", {"liquidity_action_id": action_id,
-                                                                  "chain": route.chain, "tx_hash": attempt.tx_hash})
+        self.audit.record(
+            "record_funding",
+            caller,
+            "requested",
+            {"liquidity_action_id": action_id, "chain": route.chain, "tx_hash": attempt.tx_hash},
+        )
         if held is None:
             with contextlib.suppress(PoaBridgeError, _DatabaseDown):
                 await self._request_address(route, caller.operator, "needed to notify a funding transfer")
@@ -735,9 +856,17 @@ class LiquidityManager(Service):
 
     async def _refuse_duplicate(self, attempt: FundingAttempt, original: str, caller: Caller) -> ControlError:
         action_id = str(uuid.uuid4())
-        payload = dataclasses.replace(attempt, liquidity_action_id=action_id).event().model_copy(update={
-            "status": "duplicate", "duplicate_of": original,
-            "reason": f"{attempt.chain} transaction {attempt.tx_hash} is already recorded as {original}"})
+        payload = (
+            dataclasses.replace(attempt, liquidity_action_id=action_id)
+            .event()
+            .model_copy(
+                update={
+                    "status": "duplicate",
+                    "duplicate_of": original,
+                    "reason": f"{attempt.chain} transaction {attempt.tx_hash} is already recorded as {original}",
+                }
+            )
+        )
         try:
             await self._emit(payload)
         except _DatabaseDown:
@@ -750,30 +879,62 @@ class LiquidityManager(Service):
         assert self.treasury is not None and self.store is not None and self.account_id is not None
         if body.liquidity_action_id is not None:
             replay = self.withdrawals.get(body.liquidity_action_id) or await self._db(
-                self.store.withdrawal_by_id(body.liquidity_action_id))
+                self.store.withdrawal_by_id(body.liquidity_action_id)
+            )
             if replay is not None:
                 return {**_withdrawal_view(self.withdrawals.get(replay.liquidity_action_id, replay)), "replayed": True}
         if self.freeze.frozen:
-            raise await self._refuse("withdrawal", body, caller, 409, "frozen", self._frozen_text(),
-                                     amount=body.amount, wallet_label=body.wallet_label, address=body.address)
+            raise await self._refuse(
+                "withdrawal",
+                body,
+                caller,
+                409,
+                "frozen",
+                self._frozen_text(),
+                amount=body.amount,
+                wallet_label=body.wallet_label,
+                address=body.address,
+            )
         undecided = sorted(a for a in self.undecided if a in self.withdrawals and self.withdrawals[a].open)
         if undecided and not body.confirm_unknown:
             raise await self._refuse(
-                "withdrawal", body, caller, 409, "outcome_unknown",
+                "withdrawal",
+                body,
+                caller,
+                409,
+                "outcome_unknown",
                 f"withdrawal(s) {', '.join(undecided)} may have executed (the chain could not tell); re-issuing "
                 "could send the money twice. Check the destination chain, then confirm with confirm_unknown "
-                "and a reason", amount=body.amount)
+                "and a reason",
+                amount=body.amount,
+            )
         if undecided:
             self.audit.record("withdrawal_despite_unknown", caller, "confirmed", {"undecided": undecided})
         if self.withdrawals_blocked or self.signer is None or self.relay is None:
-            raise await self._refuse("withdrawal", body, caller, 503, "withdrawals_blocked",
-                                     self.withdrawals_blocked or "no signer", amount=body.amount)
+            raise await self._refuse(
+                "withdrawal",
+                body,
+                caller,
+                503,
+                "withdrawals_blocked",
+                self.withdrawals_blocked or "no signer",
+                amount=body.amount,
+            )
         try:
             route = self.treasury.route(body.asset_id)
             wallet = self.treasury.destination(route, body.wallet_label, body.address)
         except RouteRefused as exc:
-            raise await self._refuse("withdrawal", body, caller, 422, exc.code, exc.reason, amount=body.amount,
-                                     wallet_label=body.wallet_label, address=body.address) from None
+            raise await self._refuse(
+                "withdrawal",
+                body,
+                caller,
+                422,
+                exc.code,
+                exc.reason,
+                amount=body.amount,
+                wallet_label=body.wallet_label,
+                address=body.address,
+            ) from None
         net = self._base_units(body, route)
         action_id = body.liquidity_action_id or str(uuid.uuid4())
         if action_id in self._in_flight:
@@ -784,23 +945,43 @@ class LiquidityManager(Service):
         finally:
             self._in_flight.discard(action_id)
 
-    async def _withdraw(self, action_id: str, route: TreasuryRoute, label: str, address: str, net: int,
-                        caller: Caller) -> dict[str, Any]:
+    async def _withdraw(
+        self, action_id: str, route: TreasuryRoute, label: str, address: str, net: int, caller: Caller
+    ) -> dict[str, Any]:
         assert self.signer is not None and self.account_id is not None
-        failed = LiquidityAction(liquidity_action_id=action_id, kind="withdrawal", status="failed",
-                                 asset_id=route.asset_id, chain=route.chain, net_amount=net, address=address,
-                                 wallet_label=label, operator=caller.operator)
+        failed = LiquidityAction(
+            liquidity_action_id=action_id,
+            kind="withdrawal",
+            status="failed",
+            asset_id=route.asset_id,
+            chain=route.chain,
+            net_amount=net,
+            address=address,
+            wallet_label=label,
+            operator=caller.operator,
+        )
         try:
             token = await self._bridge_token(route)
             if token is not None and net < token.min_withdrawal_amount:
-                raise await self._refuse("withdrawal", None, caller, 422, "below_minimum",
-                                         f"{net} is below the bridge's minimum withdrawal of {token.min_withdrawal_amount}",
-                                         asset_id=route.asset_id, chain=route.chain, amount=net, address=address)
+                raise await self._refuse(
+                    "withdrawal",
+                    None,
+                    caller,
+                    422,
+                    "below_minimum",
+                    f"{net} is below the bridge's minimum withdrawal of {token.min_withdrawal_amount}",
+                    asset_id=route.asset_id,
+                    chain=route.chain,
+                    amount=net,
+                    address=address,
+                )
             estimate = await self.bridge.withdrawal_estimate(route.chain, route.asset.near_token_id, address)
         except PoaBridgeError as exc:
             self._venue_failed("poa_bridge", exc)
             await self._emit_quietly(failed.model_copy(update={"reason": f"no fee estimate from the bridge: {exc}"}))
-            raise ControlError(502, f"the POA bridge gave no withdrawal estimate: {exc} [liquidity_action_id {action_id}]") from None
+            raise ControlError(
+                502, f"the POA bridge gave no withdrawal estimate: {exc} [liquidity_action_id {action_id}]"
+            ) from None
         self._venue_ok("poa_bridge")
         try:
             salt = await self.near.current_salt()
@@ -810,34 +991,68 @@ class LiquidityManager(Service):
             raise ControlError(502, f"NEAR RPC gave no current_salt: {exc} [liquidity_action_id {action_id}]") from None
         self._venue_ok("near_rpc")
         if self.freeze.frozen:  # frozen while we were asking the venues: nothing is signed
-            raise await self._refuse("withdrawal", None, caller, 409, "frozen", self._frozen_text(),
-                                     asset_id=route.asset_id, chain=route.chain, amount=net, address=address)
+            raise await self._refuse(
+                "withdrawal",
+                None,
+                caller,
+                409,
+                "frozen",
+                self._frozen_text(),
+                asset_id=route.asset_id,
+                chain=route.chain,
+                amount=net,
+                address=address,
+            )
         now = now_utc()
         deadline = now + timedelta(seconds=self.cfg.liquidity_withdraw_deadline_s)
         deadline = deadline.replace(microsecond=deadline.microsecond // 1000 * 1000)  # the nonce's ms precision
         fee = estimate.withdrawal_fee
-        intent = withdrawals.ft_withdraw_intent(route.asset, net + fee, address,
-                                                self.cfg.liquidity_withdraw_min_gas or None)
-        signed_intent = withdrawals.sign_withdrawal(self.signer, self.account_id, intent, salt_hex=salt,
-                                                    deadline=deadline, recipient=self.cfg.verifier_contract)
+        intent = withdrawals.ft_withdraw_intent(
+            route.asset, net + fee, address, self.cfg.liquidity_withdraw_min_gas or None
+        )
+        signed_intent = withdrawals.sign_withdrawal(
+            self.signer, self.account_id, intent, salt_hex=salt, deadline=deadline, recipient=self.cfg.verifier_contract
+        )
         w = withdrawals.signed(
-            liquidity_action_id=action_id, account_id=self.account_id, asset=route.asset, chain=route.chain,
-            net_amount=net, fee=fee, address=address, now=now, deadline=deadline, signed_intent=signed_intent,
-            wallet_label=label, operator=caller.operator, note=caller.reason)
+            liquidity_action_id=action_id,
+            account_id=self.account_id,
+            asset=route.asset,
+            chain=route.chain,
+            net_amount=net,
+            fee=fee,
+            address=address,
+            now=now,
+            deadline=deadline,
+            signed_intent=signed_intent,
+            wallet_label=label,
+            operator=caller.operator,
+            note=caller.reason,
+        )
         async with self._state_lock:  # written before it is sent anywhere
             try:
                 await self._commit([w.event()], withdrawal=w)
             except _DatabaseDown:
                 raise ControlError(503, "database unavailable: the withdrawal was not signed into the ledger") from None
             self.withdrawals[action_id] = w
-        self.audit.record("request_withdrawal", caller, "requested", {
-            "liquidity_action_id": action_id, "asset_id": route.asset_id, "net_amount": str(net), "fee": str(fee),
-            "wallet_label": label})
+        self.audit.record(
+            "request_withdrawal",
+            caller,
+            "requested",
+            {
+                "liquidity_action_id": action_id,
+                "asset_id": route.asset_id,
+                "net_amount": str(net),
+                "fee": str(fee),
+                "wallet_label": label,
+            },
+        )
         if self.freeze.frozen:  # frozen while it was being written: it is never sent
             now = now_utc()
             try:
-                w = await self._step_withdrawal(action_id, lambda cur: withdrawals.withheld(
-                    cur, "withdrawals were frozen before it was published", now))
+                w = await self._step_withdrawal(
+                    action_id,
+                    lambda cur: withdrawals.withheld(cur, "withdrawals were frozen before it was published", now),
+                )
             except _DatabaseDown:
                 raise ControlError(503, "frozen before it was sent; the outcome could not be recorded") from None
             raise ControlError(409, f"{self._frozen_text()}; {w.reason} [liquidity_action_id {action_id}]")
@@ -848,8 +1063,11 @@ class LiquidityManager(Service):
         if w.stage == "failed":
             raise ControlError(502, f"{w.reason} [liquidity_action_id {action_id}]")
         if w.stage == "signed":
-            return {**_withdrawal_view(w), "note": "the relay gave no usable answer: the same signed intent is "
-                    "published again on the next poll, never re-signed"}
+            return {
+                **_withdrawal_view(w),
+                "note": "the relay gave no usable answer: the same signed intent is "
+                "published again on the next poll, never re-signed",
+            }
         return _withdrawal_view(w)
 
     async def _emit_quietly(self, payload: LiquidityAction) -> None:
@@ -882,9 +1100,13 @@ class LiquidityManager(Service):
                 return {"withdrawals_frozen": frozen, "changed": False, **self._freeze_view()}
             action_id = str(uuid.uuid4())
             state = FreezeState(frozen, caller.operator, now_utc(), caller.reason, action_id)
-            payload = LiquidityAction(liquidity_action_id=action_id, kind="freeze" if frozen else "unfreeze",
-                                      status="frozen" if frozen else "unfrozen", reason=caller.reason,
-                                      operator=caller.operator)
+            payload = LiquidityAction(
+                liquidity_action_id=action_id,
+                kind="freeze" if frozen else "unfreeze",
+                status="frozen" if frozen else "unfrozen",
+                reason=caller.reason,
+                operator=caller.operator,
+            )
             try:
                 await self._commit([payload], freeze=state)
             except _DatabaseDown:
@@ -896,8 +1118,12 @@ class LiquidityManager(Service):
 
     def _freeze_view(self) -> dict[str, Any]:
         f = self.freeze
-        return {"frozen_by" if f.frozen else "changed_by": f.changed_by, "changed_at": f.changed_at,
-                "reason": f.reason, "liquidity_action_id": f.liquidity_action_id}
+        return {
+            "frozen_by" if f.frozen else "changed_by": f.changed_by,
+            "changed_at": f.changed_at,
+            "reason": f.reason,
+            "liquidity_action_id": f.liquidity_action_id,
+        }
 
     def routes(self) -> list[Route]:
         async def refresh(_r: Any, _b: Any, caller: Caller) -> Any:
@@ -921,20 +1147,41 @@ class LiquidityManager(Service):
             return await self._request_withdrawal(body, caller)
 
         return [
-            Route("POST", "/refresh", refresh, "Poll the bridge and the relay now for every open action",
-                  OperatorAction),
-            Route("POST", "/freeze-withdrawals", freeze,
-                  "Refuse every new withdrawal (409) until unfrozen; survives restarts", OperatorAction),
+            Route(
+                "POST", "/refresh", refresh, "Poll the bridge and the relay now for every open action", OperatorAction
+            ),
+            Route(
+                "POST",
+                "/freeze-withdrawals",
+                freeze,
+                "Refuse every new withdrawal (409) until unfrozen; survives restarts",
+                OperatorAction,
+            ),
             Route("POST", "/unfreeze-withdrawals", unfreeze, "Accept withdrawals again", OperatorAction),
-            Route("POST", "/deposit-address", deposit_address,
-                  "The POA deposit address for an asset (requested from the bridge unless held)",
-                  DepositAddressBody, body_optional=False),
-            Route("POST", "/funding", record_funding,
-                  "Record an external transfer into the deposit address and follow it to credited",
-                  FundingBody, body_optional=False),
-            Route("POST", "/withdrawals", request_withdrawal,
-                  "Withdraw to a labelled treasury wallet through the POA bridge (fee added)",
-                  WithdrawalBody, body_optional=False),
+            Route(
+                "POST",
+                "/deposit-address",
+                deposit_address,
+                "The POA deposit address for an asset (requested from the bridge unless held)",
+                DepositAddressBody,
+                body_optional=False,
+            ),
+            Route(
+                "POST",
+                "/funding",
+                record_funding,
+                "Record an external transfer into the deposit address and follow it to credited",
+                FundingBody,
+                body_optional=False,
+            ),
+            Route(
+                "POST",
+                "/withdrawals",
+                request_withdrawal,
+                "Withdraw to a labelled treasury wallet through the POA bridge (fee added)",
+                WithdrawalBody,
+                body_optional=False,
+            ),
         ]
 
     # --- state -------------------------------------------------------------------------------
@@ -991,10 +1238,18 @@ class LiquidityManager(Service):
             "venue_errors": self.venue_errors,
             "treasury": self.treasury.view() if self.treasury else None,
             "deposit_addresses": [
-                {"chain": chain, "asset_ids": [r.asset_id for r in self.treasury.routes if r.chain == chain]
-                 if self.treasury else [], "address": r.address, "memo": r.memo, "issued_at": r.issued_at,
-                 "liquidity_action_id": r.liquidity_action_id}
-                for chain, r in sorted(self.addresses.items())],
+                {
+                    "chain": chain,
+                    "asset_ids": [r.asset_id for r in self.treasury.routes if r.chain == chain]
+                    if self.treasury
+                    else [],
+                    "address": r.address,
+                    "memo": r.memo,
+                    "issued_at": r.issued_at,
+                    "liquidity_action_id": r.liquidity_action_id,
+                }
+                for chain, r in sorted(self.addresses.items())
+            ],
             "deposit_address_errors": self.address_errors,
             "funding": {
                 "recent": [_funding_view(a) for a in attempts[:recent]],
@@ -1024,8 +1279,10 @@ class LiquidityManager(Service):
                 "pending_out": {k: str(v) for k, v in pending_out.items()},
             },
             "recent_refusals": list(self.refusals),
-            "outbox": {"backlog": self.outbox.backlog if self.outbox else None,
-                       "last_published_at": self.outbox.last_published_at if self.outbox else None},
+            "outbox": {
+                "backlog": self.outbox.backlog if self.outbox else None,
+                "last_published_at": self.outbox.last_published_at if self.outbox else None,
+            },
             "counts": dict(self.counts),
             "thresholds": {
                 "credit_delay_s": self.cfg.liquidity_credit_delay_s,

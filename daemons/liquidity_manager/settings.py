@@ -59,6 +59,8 @@ class LiquiditySettings(CoreSettings):
     @model_validator(mode="after")
     def _stale_after_covers_a_poll(self) -> LiquiditySettings:
         if self.liquidity_stale_after_s <= self.liquidity_poll_interval_s:
-            raise ValueError("liquidity_stale_after_s must be longer than liquidity_poll_interval_s, or every "
-                             "pause between two polls would read as stale")
+            raise ValueError(
+                "liquidity_stale_after_s must be longer than liquidity_poll_interval_s, or every "
+                "pause between two polls would read as stale"
+            )
         return self

@@ -58,21 +58,76 @@ def _int(value: Decimal | None) -> int | None:
 
 
 _FUNDING_COLUMNS = (
-    "liquidity_action_id", "account_id", "asset_id", "chain", "amount", "tx_hash", "deposit_address",
-    "wallet_label", "operator", "note", "stage", "recorded_at", "delayed_at", "notified_at", "seen_at",
-    "settled_at", "credited_amount", "venue_status", "reason",
+    "liquidity_action_id",
+    "account_id",
+    "asset_id",
+    "chain",
+    "amount",
+    "tx_hash",
+    "deposit_address",
+    "wallet_label",
+    "operator",
+    "note",
+    "stage",
+    "recorded_at",
+    "delayed_at",
+    "notified_at",
+    "seen_at",
+    "settled_at",
+    "credited_amount",
+    "venue_status",
+    "reason",
 )
 _WITHDRAWAL_COLUMNS = (
-    "liquidity_action_id", "account_id", "asset_id", "chain", "net_amount", "fee", "address", "wallet_label",
-    "operator", "note", "requested_at", "deadline", "intent_hash", "nonce", "signed_data", "stage", "delayed_at",
-    "published_at", "burned_at", "settled_at", "tx_hash", "transfer_tx_hash", "venue_status", "reason",
+    "liquidity_action_id",
+    "account_id",
+    "asset_id",
+    "chain",
+    "net_amount",
+    "fee",
+    "address",
+    "wallet_label",
+    "operator",
+    "note",
+    "requested_at",
+    "deadline",
+    "intent_hash",
+    "nonce",
+    "signed_data",
+    "stage",
+    "delayed_at",
+    "published_at",
+    "burned_at",
+    "settled_at",
+    "tx_hash",
+    "transfer_tx_hash",
+    "venue_status",
+    "reason",
 )
 
 
 def _funding_values(a: FundingAttempt) -> list[Any]:
-    return [a.liquidity_action_id, a.account_id, a.asset_id, a.chain, _num(a.amount), a.tx_hash, a.deposit_address,
-            a.wallet_label, a.operator, a.note, a.stage, a.recorded_at, a.delayed_at, a.notified_at, a.seen_at,
-            a.settled_at, _num(a.credited_amount), a.venue_status, a.reason]
+    return [
+        a.liquidity_action_id,
+        a.account_id,
+        a.asset_id,
+        a.chain,
+        _num(a.amount),
+        a.tx_hash,
+        a.deposit_address,
+        a.wallet_label,
+        a.operator,
+        a.note,
+        a.stage,
+        a.recorded_at,
+        a.delayed_at,
+        a.notified_at,
+        a.seen_at,
+        a.settled_at,
+        _num(a.credited_amount),
+        a.venue_status,
+        a.reason,
+    ]
 
 
 def _funding_from(row: asyncpg.Record) -> FundingAttempt:
@@ -83,10 +138,32 @@ def _funding_from(row: asyncpg.Record) -> FundingAttempt:
 
 
 def _withdrawal_values(w: Withdrawal) -> list[Any]:
-    return [w.liquidity_action_id, w.account_id, w.asset_id, w.chain, _num(w.net_amount), _num(w.fee), w.address,
-            w.wallet_label, w.operator, w.note, w.requested_at, w.deadline, w.intent_hash, w.nonce, w.signed_data,
-            w.stage, w.delayed_at, w.published_at, w.burned_at, w.settled_at, w.tx_hash, w.transfer_tx_hash,
-            w.venue_status, w.reason]
+    return [
+        w.liquidity_action_id,
+        w.account_id,
+        w.asset_id,
+        w.chain,
+        _num(w.net_amount),
+        _num(w.fee),
+        w.address,
+        w.wallet_label,
+        w.operator,
+        w.note,
+        w.requested_at,
+        w.deadline,
+        w.intent_hash,
+        w.nonce,
+        w.signed_data,
+        w.stage,
+        w.delayed_at,
+        w.published_at,
+        w.burned_at,
+        w.settled_at,
+        w.tx_hash,
+        w.transfer_tx_hash,
+        w.venue_status,
+        w.reason,
+    ]
 
 
 def _withdrawal_from(row: asyncpg.Record) -> Withdrawal:
@@ -99,8 +176,10 @@ def _withdrawal_from(row: asyncpg.Record) -> Withdrawal:
 def _upsert(table: str, columns: Sequence[str]) -> str:
     placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns[1:])
-    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (liquidity_action_id) DO UPDATE SET {updates}, updated_at = now()")
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"ON CONFLICT (liquidity_action_id) DO UPDATE SET {updates}, updated_at = now()"
+    )
 
 
 _SAVE_FUNDING = _upsert("liquidity_funding", _FUNDING_COLUMNS)
@@ -127,45 +206,60 @@ class Store:
         rows = await self.pool.fetch(
             "(SELECT * FROM liquidity_funding WHERE account_id = $1 AND stage <> 'credited')"
             " UNION ALL (SELECT * FROM liquidity_funding WHERE account_id = $1 AND stage = 'credited'"
-            " ORDER BY recorded_at DESC LIMIT $2)", self.account_id, recent)
+            " ORDER BY recorded_at DESC LIMIT $2)",
+            self.account_id,
+            recent,
+        )
         return sorted((_funding_from(r) for r in rows), key=lambda a: a.recorded_at)
 
     async def withdrawals(self, recent: int) -> list[Withdrawal]:
         rows = await self.pool.fetch(
             "(SELECT * FROM liquidity_withdrawals WHERE account_id = $1 AND stage NOT IN ('completed', 'failed'))"
             " UNION ALL (SELECT * FROM liquidity_withdrawals WHERE account_id = $1"
-            " AND stage IN ('completed', 'failed') ORDER BY requested_at DESC LIMIT $2)", self.account_id, recent)
+            " AND stage IN ('completed', 'failed') ORDER BY requested_at DESC LIMIT $2)",
+            self.account_id,
+            recent,
+        )
         return sorted((_withdrawal_from(r) for r in rows), key=lambda w: w.requested_at)
 
     async def deposit_addresses(self) -> dict[str, DepositAddressRecord]:
         rows = await self.pool.fetch(
             "SELECT chain, address, memo, liquidity_action_id, issued_at FROM liquidity_deposit_addresses"
-            " WHERE account_id = $1", self.account_id)
+            " WHERE account_id = $1",
+            self.account_id,
+        )
         return {r["chain"]: DepositAddressRecord(**dict(r)) for r in rows}
 
     async def freeze_state(self) -> FreezeState:
         row = await self.pool.fetchrow(
             "SELECT withdrawals_frozen, changed_by, changed_at, reason, liquidity_action_id FROM liquidity_controls"
-            " WHERE account_id = $1", self.account_id)
+            " WHERE account_id = $1",
+            self.account_id,
+        )
         if row is None:
             return FreezeState(frozen=False)
-        return FreezeState(row["withdrawals_frozen"], row["changed_by"], row["changed_at"], row["reason"],
-                           row["liquidity_action_id"])
+        return FreezeState(
+            row["withdrawals_frozen"], row["changed_by"], row["changed_at"], row["reason"], row["liquidity_action_id"]
+        )
 
     async def funding_by_id(self, liquidity_action_id: str) -> FundingAttempt | None:
-        row = await self.pool.fetchrow("SELECT * FROM liquidity_funding WHERE liquidity_action_id = $1",
-                                       liquidity_action_id)
+        row = await self.pool.fetchrow(
+            "SELECT * FROM liquidity_funding WHERE liquidity_action_id = $1", liquidity_action_id
+        )
         return None if row is None else _funding_from(row)
 
     async def withdrawal_by_id(self, liquidity_action_id: str) -> Withdrawal | None:
-        row = await self.pool.fetchrow("SELECT * FROM liquidity_withdrawals WHERE liquidity_action_id = $1",
-                                       liquidity_action_id)
+        row = await self.pool.fetchrow(
+            "SELECT * FROM liquidity_withdrawals WHERE liquidity_action_id = $1", liquidity_action_id
+        )
         return None if row is None else _withdrawal_from(row)
 
     async def recorded_tx_hashes(self, chain: str, tx_hashes: Sequence[str]) -> set[str]:
         rows = await self.pool.fetch(
-            "SELECT tx_hash FROM liquidity_funding WHERE chain = $1 AND tx_hash = ANY($2::text[])", chain,
-            list(tx_hashes))
+            "SELECT tx_hash FROM liquidity_funding WHERE chain = $1 AND tx_hash = ANY($2::text[])",
+            chain,
+            list(tx_hashes),
+        )
         return {r["tx_hash"] for r in rows}
 
     # --- writing: state and its events in one transaction -------------------------------------
@@ -191,8 +285,13 @@ class Store:
                     " issued_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, chain) DO UPDATE SET"
                     " address = EXCLUDED.address, memo = EXCLUDED.memo,"
                     " liquidity_action_id = EXCLUDED.liquidity_action_id, issued_at = EXCLUDED.issued_at",
-                    self.account_id, address.chain, address.address, address.memo, address.liquidity_action_id,
-                    address.issued_at)
+                    self.account_id,
+                    address.chain,
+                    address.address,
+                    address.memo,
+                    address.liquidity_action_id,
+                    address.issued_at,
+                )
             if freeze is not None:
                 await conn.execute(
                     "INSERT INTO liquidity_controls (account_id, withdrawals_frozen, changed_by, changed_at, reason,"
@@ -200,8 +299,13 @@ class Store:
                     " withdrawals_frozen = EXCLUDED.withdrawals_frozen, changed_by = EXCLUDED.changed_by,"
                     " changed_at = EXCLUDED.changed_at, reason = EXCLUDED.reason,"
                     " liquidity_action_id = EXCLUDED.liquidity_action_id",
-                    self.account_id, freeze.frozen, freeze.changed_by, freeze.changed_at, freeze.reason,
-                    freeze.liquidity_action_id)
+                    self.account_id,
+                    freeze.frozen,
+                    freeze.changed_by,
+                    freeze.changed_at,
+                    freeze.reason,
+                    freeze.liquidity_action_id,
+                )
             await self._enqueue(conn, events)
 
     async def insert_funding(self, attempt: FundingAttempt, events: Sequence[tuple[Envelope[Any], str]]) -> str | None:
@@ -210,9 +314,13 @@ class Store:
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(_INSERT_FUNDING, *_funding_values(attempt))
             if inserted is None:
-                return str(await conn.fetchval(
-                    "SELECT liquidity_action_id FROM liquidity_funding WHERE chain = $1 AND tx_hash = $2",
-                    attempt.chain, attempt.tx_hash))
+                return str(
+                    await conn.fetchval(
+                        "SELECT liquidity_action_id FROM liquidity_funding WHERE chain = $1 AND tx_hash = $2",
+                        attempt.chain,
+                        attempt.tx_hash,
+                    )
+                )
             await self._enqueue(conn, events)
             return None
 
@@ -231,12 +339,15 @@ class Store:
     async def unpublished(self, limit: int) -> list[OutboxRow]:
         rows = await self.pool.fetch(
             "SELECT seq, event_id, topic, key, event FROM liquidity_outbox WHERE published_at IS NULL"
-            " ORDER BY seq LIMIT $1", limit)
+            " ORDER BY seq LIMIT $1",
+            limit,
+        )
         return [OutboxRow(r["seq"], r["event_id"], r["topic"], r["key"], bytes(r["event"])) for r in rows]
 
     async def mark_published(self, seqs: Sequence[int]) -> None:
-        await self.pool.execute("UPDATE liquidity_outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
-                                list(seqs))
+        await self.pool.execute(
+            "UPDATE liquidity_outbox SET published_at = now() WHERE seq = ANY($1::bigint[])", list(seqs)
+        )
 
     async def prune_outbox(self, keep: timedelta) -> None:
         """Published rows are only a delivery record (the history has the events): keep a while."""

@@ -172,7 +172,9 @@ class TreasuryConfig(_Model):
                 raise ValueError(f"wallet {wallet.label!r}: chain {wallet.chain!r} is not a treasury chain")
             unknown = [a for a in wallet.assets if a not in on_chain]
             if unknown:
-                raise ValueError(f"wallet {wallet.label!r}: {', '.join(unknown)} not a treasury asset on {wallet.chain}")
+                raise ValueError(
+                    f"wallet {wallet.label!r}: {', '.join(unknown)} not a treasury asset on {wallet.chain}"
+                )
         return self
 
     # --- answers ------------------------------------------------------------------------------
@@ -198,9 +200,7 @@ class TreasuryConfig(_Model):
         except UnsupportedFundingRoute as exc:
             raise RouteRefused("unsupported_route", str(exc)) from None
         if chain is not None and chain not in KNOWN_CHAINS:
-            raise RouteRefused(
-                "unknown_chain", f"unknown chain {chain!r}: the POA chains are {sorted(KNOWN_CHAINS)}"
-            )
+            raise RouteRefused("unknown_chain", f"unknown chain {chain!r}: the POA chains are {sorted(KNOWN_CHAINS)}")
         chain = chain or route_chain
         if chain != route_chain:
             raise RouteRefused(
@@ -242,12 +242,14 @@ class TreasuryConfig(_Model):
                 raise RouteRefused("wallet_mismatch", f"address {address!r} is not the address of wallet {label!r}")
         else:
             assert address is not None
-            wallet = next((w for w in self.wallets if w.chain == route.chain
-                           and same_address(w.chain, w.address, address)), None)
+            wallet = next(
+                (w for w in self.wallets if w.chain == route.chain and same_address(w.chain, w.address, address)), None
+            )
             if wallet is None:
                 raise RouteRefused(
                     "unknown_wallet",
-                    f"{address!r} is not a labelled treasury wallet on {route.chain}: withdrawals go to listed wallets only",
+                    f"{address!r} is not a labelled treasury wallet on {route.chain}: "
+                    "withdrawals go to listed wallets only",
                 )
         if wallet.chain != route.chain or not wallet.serves(route.asset_id, "withdrawal"):
             raise RouteRefused(
@@ -258,10 +260,26 @@ class TreasuryConfig(_Model):
 
     def view(self) -> dict[str, Any]:
         return {
-            "assets": [{"asset_id": a.asset_id, "symbol": a.asset.symbol, "decimals": a.asset.decimals,
-                        "chains": list(a.chains)} for a in self.assets],
-            "wallets": [{"label": w.label, "chain": w.chain, "address": w.address, "assets": list(w.assets),
-                         "purpose": w.purpose, "note": w.note} for w in self.wallets],
+            "assets": [
+                {
+                    "asset_id": a.asset_id,
+                    "symbol": a.asset.symbol,
+                    "decimals": a.asset.decimals,
+                    "chains": list(a.chains),
+                }
+                for a in self.assets
+            ],
+            "wallets": [
+                {
+                    "label": w.label,
+                    "chain": w.chain,
+                    "address": w.address,
+                    "assets": list(w.assets),
+                    "purpose": w.purpose,
+                    "note": w.note,
+                }
+                for w in self.wallets
+            ],
         }
 
 

@@ -33,7 +33,11 @@ WithdrawalStatus = Literal["requested", "issued", "pending", "completed", "faile
 
 WITHDRAW_TO = "WITHDRAW_TO:"
 _STAGE_STATUS: dict[Stage, WithdrawalStatus] = {
-    "signed": "requested", "published": "issued", "burned": "pending", "completed": "completed", "failed": "failed",
+    "signed": "requested",
+    "published": "issued",
+    "burned": "pending",
+    "completed": "completed",
+    "failed": "failed",
 }
 # Bridge statuses (docs/poa-bridge.md §6) that end a withdrawal without the transfer.
 BRIDGE_FAILED = frozenset({"FAILED", "REJECTED", "RETURNED"})
@@ -45,7 +49,10 @@ def ft_withdraw_intent(asset: Asset, amount: int, address: str, min_gas: int | N
         raise ValueError("a withdrawal amount is positive")
     token = asset.near_token_id
     intent: dict[str, Any] = {
-        "intent": "ft_withdraw", "token": token, "receiver_id": token, "amount": str(amount),
+        "intent": "ft_withdraw",
+        "token": token,
+        "receiver_id": token,
+        "amount": str(amount),
         "memo": WITHDRAW_TO + address,
     }
     if min_gas is not None:
@@ -54,8 +61,14 @@ def ft_withdraw_intent(asset: Asset, amount: int, address: str, min_gas: int | N
 
 
 def sign_withdrawal(
-    key: SignerKey, signer_id: str, intent: dict[str, Any], *, salt_hex: str, deadline: datetime,
-    recipient: str, random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    key: SignerKey,
+    signer_id: str,
+    intent: dict[str, Any],
+    *,
+    salt_hex: str,
+    deadline: datetime,
+    recipient: str,
+    random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> SignedIntent:
     """NEP-413 over `{deadline, intents: [intent], signer_id}` with a versioned nonce carrying the
     same deadline (millisecond precision, so the verifier's `deadline <= nonce` holds)."""
@@ -107,28 +120,62 @@ class Withdrawal:
 
     def event(self) -> LiquidityAction:
         return LiquidityAction(
-            liquidity_action_id=self.liquidity_action_id, kind="withdrawal", status=self.status,
-            asset_id=self.asset_id, chain=self.chain, amount=self.amount, address=self.address,
-            tx_hash=self.tx_hash, wallet_label=self.wallet_label, reason=self.reason, operator=self.operator,
-            net_amount=self.net_amount, fee=self.fee, intent_hash=self.intent_hash,
-            transfer_tx_hash=self.transfer_tx_hash, venue_status=self.venue_status,
+            liquidity_action_id=self.liquidity_action_id,
+            kind="withdrawal",
+            status=self.status,
+            asset_id=self.asset_id,
+            chain=self.chain,
+            amount=self.amount,
+            address=self.address,
+            tx_hash=self.tx_hash,
+            wallet_label=self.wallet_label,
+            reason=self.reason,
+            operator=self.operator,
+            net_amount=self.net_amount,
+            fee=self.fee,
+            intent_hash=self.intent_hash,
+            transfer_tx_hash=self.transfer_tx_hash,
+            venue_status=self.venue_status,
         )
 
 
 def signed(
-    *, liquidity_action_id: str, account_id: str, asset: Asset, chain: str, net_amount: int, fee: int,
-    address: str, now: datetime, deadline: datetime, signed_intent: SignedIntent,
-    wallet_label: str | None = None, operator: str | None = None, note: str | None = None,
+    *,
+    liquidity_action_id: str,
+    account_id: str,
+    asset: Asset,
+    chain: str,
+    net_amount: int,
+    fee: int,
+    address: str,
+    now: datetime,
+    deadline: datetime,
+    signed_intent: SignedIntent,
+    wallet_label: str | None = None,
+    operator: str | None = None,
+    note: str | None = None,
 ) -> Withdrawal:
     """The ledger row written before the intent is sent anywhere."""
     if net_amount <= 0 or fee < 0:
         raise ValueError("a withdrawal has a positive net amount and a non-negative fee")
     payload = signed_intent.signed_data["payload"]
     return Withdrawal(
-        liquidity_action_id=liquidity_action_id, account_id=account_id, asset_id=asset.asset_id, chain=chain,
-        net_amount=net_amount, fee=fee, address=address, requested_at=now, deadline=deadline,
-        wallet_label=wallet_label, operator=operator, note=note, intent_hash=signed_intent.quote_hash,
-        nonce=payload["nonce"], signed_data=signed_intent.signed_data, reason=note,
+        liquidity_action_id=liquidity_action_id,
+        account_id=account_id,
+        asset_id=asset.asset_id,
+        chain=chain,
+        net_amount=net_amount,
+        fee=fee,
+        address=address,
+        requested_at=now,
+        deadline=deadline,
+        wallet_label=wallet_label,
+        operator=operator,
+        note=note,
+        intent_hash=signed_intent.quote_hash,
+        nonce=payload["nonce"],
+        signed_data=signed_intent.signed_data,
+        reason=note,
     )
 
 
@@ -162,11 +209,19 @@ def on_intent_status(
     if w.stage not in ("signed", "published"):
         return None
     if status == "SETTLED" and tx_hash:
-        return replace(w, stage="burned", burned_at=now, published_at=w.published_at or now, tx_hash=tx_hash,
-                       venue_status=status, reason="the burn settled on NEAR; waiting for the bridge")
+        return replace(
+            w,
+            stage="burned",
+            burned_at=now,
+            published_at=w.published_at or now,
+            tx_hash=tx_hash,
+            venue_status=status,
+            reason="the burn settled on NEAR; waiting for the bridge",
+        )
     if status == "NOT_FOUND_OR_NOT_VALID" and status_details == "FAILED":
-        return replace(w, stage="failed", settled_at=now, venue_status=status,
-                       reason="the relay reports the intent FAILED")
+        return replace(
+            w, stage="failed", settled_at=now, venue_status=status, reason="the relay reports the intent FAILED"
+        )
     return None
 
 
@@ -181,18 +236,30 @@ def on_expired(w: Withdrawal, nonce_used: bool, now: datetime) -> Withdrawal | N
     nonce means it executed; the tx hash must come from elsewhere."""
     if w.stage not in ("signed", "published") or nonce_used:
         return None
-    return replace(w, stage="failed", settled_at=now, venue_status="EXPIRED",
-                   reason="the intent deadline passed and its nonce was never used: nothing moved")
+    return replace(
+        w,
+        stage="failed",
+        settled_at=now,
+        venue_status="EXPIRED",
+        reason="the intent deadline passed and its nonce was never used: nothing moved",
+    )
 
 
-def match_recent_burn(w: Withdrawal, recent: Iterable[tuple[str, str | None, int | None, str | None]],
-                      known_tx_hashes: set[str]) -> str | None:
+def match_recent_burn(
+    w: Withdrawal, recent: Iterable[tuple[str, str | None, int | None, str | None]], known_tx_hashes: set[str]
+) -> str | None:
     """For an executed intent the relay gave no tx hash for: the bridge's `recent_withdrawals`
     entry (tx hash, intents token id, amount, address) with this asset, amount and destination
     that no other withdrawal claims."""
     for tx_hash, token_id, amount, address in recent:
-        if (tx_hash and tx_hash not in known_tx_hashes and token_id == w.asset_id and amount == w.amount
-                and address is not None and address.lower() == w.address.lower()):
+        if (
+            tx_hash
+            and tx_hash not in known_tx_hashes
+            and token_id == w.asset_id
+            and amount == w.amount
+            and address is not None
+            and address.lower() == w.address.lower()
+        ):
             return tx_hash
     return None
 
@@ -200,8 +267,14 @@ def match_recent_burn(w: Withdrawal, recent: Iterable[tuple[str, str | None, int
 def on_nonce_used(w: Withdrawal, tx_hash: str, now: datetime) -> Withdrawal | None:
     if w.stage not in ("signed", "published"):
         return None
-    return replace(w, stage="burned", burned_at=now, tx_hash=tx_hash, venue_status="NONCE_USED",
-                   reason="the nonce was used on chain; the burn was found in the bridge's recent withdrawals")
+    return replace(
+        w,
+        stage="burned",
+        burned_at=now,
+        tx_hash=tx_hash,
+        venue_status="NONCE_USED",
+        reason="the nonce was used on chain; the burn was found in the bridge's recent withdrawals",
+    )
 
 
 def on_bridge_status(
@@ -212,12 +285,24 @@ def on_bridge_status(
     if w.stage != "burned" or status is None:
         return None
     if status == "COMPLETED":
-        return replace(w, stage="completed", settled_at=now, venue_status=status, transfer_tx_hash=transfer_tx_hash,
-                       reason="the bridge sent the transfer")
+        return replace(
+            w,
+            stage="completed",
+            settled_at=now,
+            venue_status=status,
+            transfer_tx_hash=transfer_tx_hash,
+            reason="the bridge sent the transfer",
+        )
     if status in BRIDGE_FAILED:
         returned = " (returned to the intents account)" if status == "RETURNED" else ""
-        return replace(w, stage="failed", settled_at=now, venue_status=status, transfer_tx_hash=transfer_tx_hash,
-                       reason=f"the bridge reports {status}{returned}")
+        return replace(
+            w,
+            stage="failed",
+            settled_at=now,
+            venue_status=status,
+            transfer_tx_hash=transfer_tx_hash,
+            reason=f"the bridge reports {status}{returned}",
+        )
     return None
 
 
@@ -227,9 +312,14 @@ def check_delay(w: Withdrawal, now: datetime, bound: timedelta) -> Withdrawal | 
     age = now - w.requested_at
     if age < bound:
         return None
-    return replace(w, delayed_at=now, reason=(
-        f"not completed {int(age.total_seconds())} s after it was requested "
-        f"(bound {bound.total_seconds():g} s; stage {w.stage})"))
+    return replace(
+        w,
+        delayed_at=now,
+        reason=(
+            f"not completed {int(age.total_seconds())} s after it was requested "
+            f"(bound {bound.total_seconds():g} s; stage {w.stage})"
+        ),
+    )
 
 
 def pending_by_asset(ws: Iterable[Withdrawal]) -> dict[str, int]:
@@ -242,7 +332,21 @@ def pending_by_asset(ws: Iterable[Withdrawal]) -> dict[str, int]:
 
 
 __all__ = [
-    "BRIDGE_FAILED", "WITHDRAW_TO", "Withdrawal", "check_delay", "ft_withdraw_intent",
-    "match_recent_burn", "on_bridge_status", "on_expired", "on_intent_status", "on_nonce_used", "past_deadline",
-    "pending_by_asset", "publish_refused", "published", "sign_withdrawal", "signed", "withheld",
+    "BRIDGE_FAILED",
+    "WITHDRAW_TO",
+    "Withdrawal",
+    "check_delay",
+    "ft_withdraw_intent",
+    "match_recent_burn",
+    "on_bridge_status",
+    "on_expired",
+    "on_intent_status",
+    "on_nonce_used",
+    "past_deadline",
+    "pending_by_asset",
+    "publish_refused",
+    "published",
+    "sign_withdrawal",
+    "signed",
+    "withheld",
 ]

@@ -116,9 +116,7 @@ def eure_state(
     return "ok" if off_by_pct <= tolerance_pct else "out_of_tolerance"
 
 
-def eure_basis(
-    state: EureState, observed: Decimal | None, apply_checked_rate: bool
-) -> tuple[Decimal, EureBasis]:
+def eure_basis(state: EureState, observed: Decimal | None, apply_checked_rate: bool) -> tuple[Decimal, EureBasis]:
     """The EURe/EUR rate to divide by and its basis. 1:1 unless a fresh quote within tolerance
     confirms the peg; then the quote itself is applied if the operator chose so, else 1 stays
     (confirmed). An out-of-tolerance quote never moves the price: that needs a human."""

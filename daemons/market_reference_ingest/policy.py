@@ -153,8 +153,9 @@ def coingecko_state(view: CoinGeckoView, now: datetime, cfg: PolicyConfig) -> Co
     return "stale" if age > timedelta(seconds=cfg.coingecko_stale_after_s) else "ok"
 
 
-def _next_conflict(prev: PolicyState, divergence: Decimal | None, now: datetime,
-                   cfg: PolicyConfig) -> tuple[bool, datetime | None]:
+def _next_conflict(
+    prev: PolicyState, divergence: Decimal | None, now: datetime, cfg: PolicyConfig
+) -> tuple[bool, datetime | None]:
     if divergence is None:
         return prev.conflict, prev.conflict_since  # cannot tell: a latched conflict stays
     if not prev.conflict and divergence > cfg.conflict_tolerance_pct:
@@ -164,8 +165,9 @@ def _next_conflict(prev: PolicyState, divergence: Decimal | None, now: datetime,
     return prev.conflict, prev.conflict_since
 
 
-def evaluate(prev: PolicyState, kraken: KrakenView, coingecko: CoinGeckoView, now: datetime,
-             cfg: PolicyConfig) -> Evaluation:
+def evaluate(
+    prev: PolicyState, kraken: KrakenView, coingecko: CoinGeckoView, now: datetime, cfg: PolicyConfig
+) -> Evaluation:
     """One step of the machine. Deterministic in its arguments."""
     k_state = kraken_state(kraken, now, cfg)
     k_fresh = k_state == "ok"
@@ -177,8 +179,12 @@ def evaluate(prev: PolicyState, kraken: KrakenView, coingecko: CoinGeckoView, no
     cg_age = _age(now, coingecko.btc_updated_at)
 
     e_age = _age(now, coingecko.eure_updated_at)
-    e_state = eure_state(coingecko.eure_eur, None if e_age is None else e_age.total_seconds(),
-                         cfg.eure_stale_after_s, cfg.eure_tolerance_pct)
+    e_state = eure_state(
+        coingecko.eure_eur,
+        None if e_age is None else e_age.total_seconds(),
+        cfg.eure_stale_after_s,
+        cfg.eure_tolerance_pct,
+    )
     rate, basis = eure_basis(e_state, coingecko.eure_eur, cfg.eure_apply_checked_rate)
 
     divergence = None
@@ -272,8 +278,13 @@ def transitions(prev: PolicyState, new: PolicyState, price: MarketPrice, cfg: Po
         if new.kraken_fresh:
             out.append(Transition("source_recovered", "info", {"venue": "kraken"}))
         else:
-            out.append(Transition("source_stale", "warning", {"venue": "kraken", "state": price.kraken_state,
-                                                               "age_ms": price.kraken_age_ms}))
+            out.append(
+                Transition(
+                    "source_stale",
+                    "warning",
+                    {"venue": "kraken", "state": price.kraken_state, "age_ms": price.kraken_age_ms},
+                )
+            )
 
     # CoinGecko's reachability: a first poll that fails is worth saying
     if new.coingecko_reachable is not None and new.coingecko_reachable != prev.coingecko_reachable:
@@ -281,38 +292,74 @@ def transitions(prev: PolicyState, new: PolicyState, price: MarketPrice, cfg: Po
             event = "source_established" if prev.coingecko_reachable is None else "source_reestablished"
             out.append(Transition(event, "info", {"venue": "coingecko"}))
         else:
-            out.append(Transition("source_lost", "warning", {"venue": "coingecko",
-                                                              "error": price.coingecko_poll_error}))
+            out.append(
+                Transition("source_lost", "warning", {"venue": "coingecko", "error": price.coingecko_poll_error})
+            )
     if prev.coingecko_fresh is not None and prev.coingecko_fresh != new.coingecko_fresh:
         if new.coingecko_fresh:
             out.append(Transition("source_recovered", "info", {"venue": "coingecko"}))
         else:
-            out.append(Transition("source_stale", "warning", {"venue": "coingecko", "state": price.coingecko_state,
-                                                               "age_ms": price.coingecko_age_ms}))
+            out.append(
+                Transition(
+                    "source_stale",
+                    "warning",
+                    {"venue": "coingecko", "state": price.coingecko_state, "age_ms": price.coingecko_age_ms},
+                )
+            )
 
     if new.fallback and not prev.fallback:
-        out.append(Transition("fallback_entered", "warning", {"venue": "coingecko",
-                                                              "kraken_state": price.kraken_state}))
+        out.append(
+            Transition("fallback_entered", "warning", {"venue": "coingecko", "kraken_state": price.kraken_state})
+        )
     elif prev.fallback and not new.fallback:
         out.append(Transition("fallback_left", "info", {"source": price.source}))
 
     if new.conflict and not prev.conflict:
-        out.append(Transition("conflict_entered", "warning", {
-            "divergence_pct": price.cross_check_divergence_pct, "tolerance_pct": cfg.conflict_tolerance_pct,
-            "kraken_mid": price.mid, "coingecko_price": price.coingecko_price}))
+        out.append(
+            Transition(
+                "conflict_entered",
+                "warning",
+                {
+                    "divergence_pct": price.cross_check_divergence_pct,
+                    "tolerance_pct": cfg.conflict_tolerance_pct,
+                    "kraken_mid": price.mid,
+                    "coingecko_price": price.coingecko_price,
+                },
+            )
+        )
     elif prev.conflict and not new.conflict:
-        out.append(Transition("conflict_left", "info", {"divergence_pct": price.cross_check_divergence_pct,
-                                                        "clear_pct": cfg.conflict_clear_pct}))
+        out.append(
+            Transition(
+                "conflict_left",
+                "info",
+                {"divergence_pct": price.cross_check_divergence_pct, "clear_pct": cfg.conflict_clear_pct},
+            )
+        )
 
     if new.eure_state != prev.eure_state and not (prev.eure_state is None and new.eure_state == "no_data"):
         level: Literal["info", "warning"] = "warning" if new.eure_state == "out_of_tolerance" else "info"
-        out.append(Transition("eure_check_changed", level, {
-            "from": prev.eure_state, "to": new.eure_state, "observed": price.eure_eur_observed,
-            "eure_basis": price.eure_basis, "eure_eur_rate": price.eure_eur_rate}))
+        out.append(
+            Transition(
+                "eure_check_changed",
+                level,
+                {
+                    "from": prev.eure_state,
+                    "to": new.eure_state,
+                    "observed": price.eure_eur_observed,
+                    "eure_basis": price.eure_basis,
+                    "eure_eur_rate": price.eure_eur_rate,
+                },
+            )
+        )
 
     if new.decisionable and not prev.decisionable:
-        out.append(Transition("decisionable" if prev.decisionable is None else "decisionable_restored", "info",
-                              {"source": price.source}))
+        out.append(
+            Transition(
+                "decisionable" if prev.decisionable is None else "decisionable_restored",
+                "info",
+                {"source": price.source},
+            )
+        )
     elif not new.decisionable and (prev.decisionable is not False or prev.status_reason != new.status_reason):
         event = "decisionable_lost" if prev.decisionable else "not_decisionable"
         out.append(Transition(event, "warning", {"reason": new.status_reason}))
@@ -321,8 +368,18 @@ def transitions(prev: PolicyState, new: PolicyState, price: MarketPrice, cfg: Po
 
 # Fields whose change is news to a consumer: published at once rather than at the next interval.
 MATERIAL_FIELDS = (
-    "source", "fallback_used", "fair_rate_buy_btc", "fair_rate_sell_btc", "eure_eur_rate", "eure_basis",
-    "eure_state", "kraken_state", "coingecko_state", "source_conflict", "decisionable", "status_reason",
+    "source",
+    "fallback_used",
+    "fair_rate_buy_btc",
+    "fair_rate_sell_btc",
+    "eure_eur_rate",
+    "eure_basis",
+    "eure_state",
+    "kraken_state",
+    "coingecko_state",
+    "source_conflict",
+    "decisionable",
+    "status_reason",
 )
 
 
@@ -331,4 +388,3 @@ def material_change(prev: MarketPrice | None, new: MarketPrice) -> bool:
     if prev is None:
         return True
     return any(getattr(prev, name) != getattr(new, name) for name in MATERIAL_FIELDS)
-

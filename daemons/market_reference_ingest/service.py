@@ -63,10 +63,15 @@ def utc_now() -> datetime:
 
 def _error_kind(exc: CoinGeckoError) -> str:
     # most specific first: CoinGeckoAuthError is a CoinGeckoHTTPError
-    for cls, kind in ((CoinGeckoRateLimited, "rate_limited"), (CoinGeckoTimeout, "timeout"),
-                      (CoinGeckoConnectionError, "connection"), (CoinGeckoAuthError, "auth"),
-                      (CoinGeckoHTTPError, "http"), (CoinGeckoUnknownId, "unknown_id"),
-                      (CoinGeckoResponseError, "bad_response")):
+    for cls, kind in (
+        (CoinGeckoRateLimited, "rate_limited"),
+        (CoinGeckoTimeout, "timeout"),
+        (CoinGeckoConnectionError, "connection"),
+        (CoinGeckoAuthError, "auth"),
+        (CoinGeckoHTTPError, "http"),
+        (CoinGeckoUnknownId, "unknown_id"),
+        (CoinGeckoResponseError, "bad_response"),
+    ):
         if isinstance(exc, cls):
             return kind
     return "error"
@@ -120,8 +125,18 @@ class MarketReferenceIngest(Service):
         self.next_poll_at: datetime | None = None
         self.discarded: Counter[str] = Counter({"crossed": 0, "locked": 0, "non_positive": 0})
         self.counts: Counter[str] = Counter(
-            {k: 0 for k in ("ticks", "published", "publish_failures", "suppressed_while_paused",
-                            "polls_scheduled", "polls_refresh", "poll_failures")}
+            {
+                k: 0
+                for k in (
+                    "ticks",
+                    "published",
+                    "publish_failures",
+                    "suppressed_while_paused",
+                    "polls_scheduled",
+                    "polls_refresh",
+                    "poll_failures",
+                )
+            }
         )
         self._wake = asyncio.Event()
         self._first_tick = asyncio.Event()
@@ -243,8 +258,9 @@ class MarketReferenceIngest(Service):
                 self.cg = dataclasses.replace(self.cg, reachable=False, poll_error=kind)
                 self._wake.set()
                 if isinstance(exc, CoinGeckoRateLimited):
-                    return PollOutcome("rate_limited", exc.source != "cooling_off", f"{kind}: {exc}",
-                                       exc.retry_not_before)
+                    return PollOutcome(
+                        "rate_limited", exc.source != "cooling_off", f"{kind}: {exc}", exc.retry_not_before
+                    )
                 return PollOutcome("failed", True, f"{kind}: {exc}")
             eure = quote.eure_eur
             self.eure_error = quote.eure_error
@@ -354,8 +370,13 @@ class MarketReferenceIngest(Service):
             return body
 
         return [
-            Route("POST", "/refresh", refresh, "Poll CoinGecko now (refused with 429 during a rate-limit cool-off)",
-                  OperatorAction),
+            Route(
+                "POST",
+                "/refresh",
+                refresh,
+                "Poll CoinGecko now (refused with 429 during a rate-limit cool-off)",
+                OperatorAction,
+            ),
         ]
 
     # --- state ----------------------------------------------------------------------------
@@ -416,9 +437,14 @@ class MarketReferenceIngest(Service):
             "kraken": {
                 "state": price.kraken_state if price is not None else None,
                 "fresh": price is not None and price.kraken_fresh,
-                "latest": None if tick is None else {
-                    "bid": tick.bid, "ask": tick.ask, "mid": price.mid if price is not None else None,
-                    "received_at": tick.received_at, "source_time": tick.source_time,
+                "latest": None
+                if tick is None
+                else {
+                    "bid": tick.bid,
+                    "ask": tick.ask,
+                    "mid": price.mid if price is not None else None,
+                    "received_at": tick.received_at,
+                    "source_time": tick.source_time,
                     "age_ms": self._age_ms(now, tick.received_at),
                 },
                 "ticks": self.counts["ticks"],

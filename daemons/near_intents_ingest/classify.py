@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 from daemons.core.assets import ActivePair
-from daemons.core.events import SwapDemand
+from daemons.core.events import FixedSide, SwapDemand
 from daemons.venues.near_intents.relay_ws import QuoteRequest
 
 Classification = Literal["active_pair", "other_pair"]
@@ -27,6 +27,7 @@ def swap_demand(pair: ActivePair, quote: QuoteRequest, *, repeat: bool) -> SwapD
     if direction is None:
         raise ValueError(f"quote {quote.quote_id} is not on the active pair")
     # exactly one of the two amounts is present: the relay client guarantees it (docs/near-intents-relay.md §3)
+    fixed_side: FixedSide
     if quote.exact_amount_in is not None:
         fixed_side, fixed_amount = "exact_amount_in", quote.exact_amount_in
     else:

@@ -24,10 +24,10 @@ from daemons.core.assets import REGISTRY, ActivePair
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.events import Envelope, RawQuote, new_event, now_utc
+from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.settings import CoreSettings
-from daemons.core.repeats import RepeatTracker
 from daemons.near_intents_ingest.classify import classify, swap_demand
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
@@ -35,9 +35,9 @@ from daemons.venues.near_intents.relay_ws import (
     Disconnected,
     QuoteFilter,
     QuoteRequest,
+    Reject,
     RelayWsClient,
     RelayWsConfig,
-    Reject,
 )
 
 
@@ -71,8 +71,19 @@ class NearIntentsIngest(Service):
         self.producer = EventProducer(settings, client_id=self.name)
         self.repeats = RepeatTracker(settings.ingest_repeat_memory)
         self.counts: Counter[str] = Counter(
-            {k: 0 for k in ("frames", "active_pair", "other_pair", "repeats", "invalid_json", "rejects",
-                            "skipped_while_paused", "publish_failures")}
+            {
+                k: 0
+                for k in (
+                    "frames",
+                    "active_pair",
+                    "other_pair",
+                    "repeats",
+                    "invalid_json",
+                    "rejects",
+                    "skipped_while_paused",
+                    "publish_failures",
+                )
+            }
         )
         self.client: RelayWsClient | None = None
         self.blocked: str | None = None
@@ -149,19 +160,32 @@ class NearIntentsIngest(Service):
         if repeat:
             self.counts["repeats"] += 1
         raw = new_event(
-            RawQuote(raw_frame=quote.raw, subscription=quote.subscription, received_at=quote.received_at,
-                     classification=classification, quote_id=quote.quote_id, repeat=repeat),
-            producer=self.producer_id, pair=self.cfg.pair, occurred_at=quote.received_at,
+            RawQuote(
+                raw_frame=quote.raw,
+                subscription=quote.subscription,
+                received_at=quote.received_at,
+                classification=classification,
+                quote_id=quote.quote_id,
+                repeat=repeat,
+            ),
+            producer=self.producer_id,
+            pair=self.cfg.pair,
+            occurred_at=quote.received_at,
             correlation_id=quote.quote_id,
         )
         events: list[Envelope[Any]] = [raw]
         if classification == "active_pair":
             self.last_active_at = quote.received_at
-            events.append(new_event(
-                swap_demand(self.pair, quote, repeat=repeat),
-                producer=self.producer_id, pair=self.cfg.pair, occurred_at=quote.received_at,
-                correlation_id=quote.quote_id, causation_id=raw.event_id,
-            ))
+            events.append(
+                new_event(
+                    swap_demand(self.pair, quote, repeat=repeat),
+                    producer=self.producer_id,
+                    pair=self.cfg.pair,
+                    occurred_at=quote.received_at,
+                    correlation_id=quote.quote_id,
+                    causation_id=raw.event_id,
+                )
+            )
         try:
             # not awaiting the broker here: the next frame is read while this one is acknowledged
             for event in events:
@@ -194,8 +218,7 @@ class NearIntentsIngest(Service):
             self.counts["invalid_json"] += 1
         if reject.code == "unmatched_reply":
             return  # a late reply to our own request: counted by the client, nothing to keep
-        self.dead_letters.record("relay", f"{reject.code}: {reject.reason}", topic=None,
-                                 value=reject.raw.encode())
+        self.dead_letters.record("relay", f"{reject.code}: {reject.reason}", topic=None, value=reject.raw.encode())
 
     def _on_connected(self, item: Connected) -> None:
         now = item.at
@@ -218,8 +241,11 @@ class NearIntentsIngest(Service):
     # --- pair filter ----------------------------------------------------------------------
 
     def _filter_view(self) -> dict[str, Any]:
-        return _FilterView(tokens_in=list(self.filter.tokens_in), tokens_out=list(self.filter.tokens_out),
-                           source="default" if self.filter == self.default_filter else "override").model_dump()
+        return _FilterView(
+            tokens_in=list(self.filter.tokens_in),
+            tokens_out=list(self.filter.tokens_out),
+            source="default" if self.filter == self.default_filter else "override",
+        ).model_dump()
 
     async def _set_filter(self, new: QuoteFilter, caller: Caller, action: str) -> dict[str, Any]:
         old = self._filter_view()
@@ -240,19 +266,27 @@ class NearIntentsIngest(Service):
             if unknown:
                 raise ControlError(422, f"not in the asset registry: {', '.join(sorted(set(unknown)))}")
             return await self._set_filter(
-                QuoteFilter(tokens_in=tuple(dict.fromkeys(body.tokens_in)),
-                            tokens_out=tuple(dict.fromkeys(body.tokens_out))),
-                caller, "pair_filter_set")
+                QuoteFilter(
+                    tokens_in=tuple(dict.fromkeys(body.tokens_in)), tokens_out=tuple(dict.fromkeys(body.tokens_out))
+                ),
+                caller,
+                "pair_filter_set",
+            )
 
         async def reset_filter(_r: Any, _b: Any, caller: Caller) -> Any:
             return await self._set_filter(self.default_filter, caller, "pair_filter_reset")
 
         return [
             Route("GET", "/pair-filter", get_filter, "The quote subscription filter and whether it is the default"),
-            Route("PUT", "/pair-filter", put_filter, "Override the filter (registry assets only); re-subscribes",
-                  PairFilterBody, body_optional=False),
-            Route("POST", "/pair-filter/reset", reset_filter, "Back to the configured default filter",
-                  OperatorAction),
+            Route(
+                "PUT",
+                "/pair-filter",
+                put_filter,
+                "Override the filter (registry assets only); re-subscribes",
+                PairFilterBody,
+                body_optional=False,
+            ),
+            Route("POST", "/pair-filter/reset", reset_filter, "Back to the configured default filter", OperatorAction),
         ]
 
     # --- state ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import TypedDict
 
 from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
@@ -93,14 +94,34 @@ def ceiling_breach(limits: Limits, ceilings: Ceilings) -> str | None:
     """Which limit is looser than the root-owned ceilings (daemons/core/ceilings.py), naming
     both; None when every one is within them."""
     for name, value, ceiling, ceiling_name, looser in (
-        ("threshold_pct", limits.threshold_pct, ceilings.min_edge_pct, "min_edge_pct", limits.threshold_pct
-         < ceilings.min_edge_pct),
-        ("max_notional_eure", limits.max_notional_eure, ceilings.max_notional_eure_per_answer,
-         "max_notional_eure_per_answer", limits.max_notional_eure > ceilings.max_notional_eure_per_answer),
-        ("price_max_age_ms", limits.price_max_age_ms, ceilings.max_price_age_ms, "max_price_age_ms",
-         limits.price_max_age_ms > ceilings.max_price_age_ms),
-        ("inventory_max_age_ms", limits.inventory_max_age_ms, ceilings.max_inventory_age_ms, "max_inventory_age_ms",
-         limits.inventory_max_age_ms > ceilings.max_inventory_age_ms),
+        (
+            "threshold_pct",
+            limits.threshold_pct,
+            ceilings.min_edge_pct,
+            "min_edge_pct",
+            limits.threshold_pct < ceilings.min_edge_pct,
+        ),
+        (
+            "max_notional_eure",
+            limits.max_notional_eure,
+            ceilings.max_notional_eure_per_answer,
+            "max_notional_eure_per_answer",
+            limits.max_notional_eure > ceilings.max_notional_eure_per_answer,
+        ),
+        (
+            "price_max_age_ms",
+            limits.price_max_age_ms,
+            ceilings.max_price_age_ms,
+            "max_price_age_ms",
+            limits.price_max_age_ms > ceilings.max_price_age_ms,
+        ),
+        (
+            "inventory_max_age_ms",
+            limits.inventory_max_age_ms,
+            ceilings.max_inventory_age_ms,
+            "max_inventory_age_ms",
+            limits.inventory_max_age_ms > ceilings.max_inventory_age_ms,
+        ),
     ):
         if looser:
             side = "below" if name == "threshold_pct" else "over"
@@ -121,6 +142,16 @@ class Context:
     inventory: InventoryView | None
     reserved: dict[str, int]
     audit_impaired: bool = False
+
+
+class _Figures(TypedDict):
+    """The inventory figures of a `Verdict`, for the asset quoteloop would give."""
+
+    give_asset: str
+    credited: int
+    reserved: int
+    buffer: int
+    pending_in: int
 
 
 @dataclass(frozen=True)
@@ -175,9 +206,15 @@ def decide(ctx: Context) -> Verdict:
         return Verdict(Reason.PRICE_NOT_DECISIONABLE, detail=p.not_decisionable_reason)
     btc_id, eure_id = ctx.pair.btc.asset_id, ctx.pair.eure.asset_id
     try:
-        cand = price(direction=d.direction, fixed_side=d.fixed_side, fixed_amount=d.fixed_amount,
-                     btc_decimals=ctx.pair.decimals(btc_id), eure_decimals=ctx.pair.decimals(eure_id),
-                     fair_rate=p.fair_rate(d.direction), target_edge_pct=lim.target_edge_pct)
+        cand = price(
+            direction=d.direction,
+            fixed_side=d.fixed_side,
+            fixed_amount=d.fixed_amount,
+            btc_decimals=ctx.pair.decimals(btc_id),
+            eure_decimals=ctx.pair.decimals(eure_id),
+            fair_rate=p.fair_rate(d.direction),
+            target_edge_pct=lim.target_edge_pct,
+        )
     except PricingError as exc:
         return Verdict(Reason.UNPRICEABLE, detail=str(exc))
     if cand.gross_edge_pct < lim.threshold_pct:
@@ -186,16 +223,24 @@ def decide(ctx: Context) -> Verdict:
         # not priced: below the minimum the answer's amounts are dominated by rounding (a
         # 10^6-wei request rounds up to 1 sat, an "edge" of 6 * 10^10 %), so the decision
         # records no candidate, no edge and no implied rate; only the notional that refused it
-        return Verdict(Reason.NOTIONAL_BELOW_MIN, notional_eure=cand.notional_eure,
-                       detail=f"{_plain(cand.notional_eure)} EURe < {lim.min_notional_eure} EURe")
+        return Verdict(
+            Reason.NOTIONAL_BELOW_MIN,
+            notional_eure=cand.notional_eure,
+            detail=f"{_plain(cand.notional_eure)} EURe < {lim.min_notional_eure} EURe",
+        )
     if cand.notional_eure > lim.max_notional_eure:
         return Verdict(Reason.NOTIONAL_ABOVE_CAP, cand)
     inv = ctx.inventory
     if inv is None:
         return Verdict(Reason.NO_INVENTORY, cand)
     give = d.asset_out
-    figures = dict(give_asset=give, credited=inv.credited.get(give, 0), reserved=ctx.reserved.get(give, 0),
-                   buffer=lim.buffer.get(give, 0), pending_in=inv.pending_in.get(give, 0))
+    figures = _Figures(
+        give_asset=give,
+        credited=inv.credited.get(give, 0),
+        reserved=ctx.reserved.get(give, 0),
+        buffer=lim.buffer.get(give, 0),
+        pending_in=inv.pending_in.get(give, 0),
+    )
     if inv.stale or inv.age_ms > lim.inventory_max_age_ms:
         return Verdict(Reason.INVENTORY_STALE, cand, **figures)
     verdict = Verdict(Reason.EXECUTE, cand, **figures)

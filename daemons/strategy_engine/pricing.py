@@ -25,6 +25,7 @@ from daemons.core.events import Direction, FixedSide
 
 __all__ = ["Candidate", "PricingError", "gross_edge_pct", "price", "units"]
 
+
 @dataclass(frozen=True)
 class Candidate:
     """The answer quoteloop would send, with the figures a decision records."""
@@ -82,7 +83,13 @@ def price(
         implied = units(eure, eure_decimals) / units(btc, btc_decimals)
         edge = gross_edge_pct(direction, btc, eure, fair_rate, btc_decimals, eure_decimals)
         return Candidate(
-            direction=direction, amount_in=amount_in, amount_out=amount_out, btc_amount=btc, eure_amount=eure,
-            implied_rate=implied, reference_rate=fair_rate, gross_edge_pct=edge,
+            direction=direction,
+            amount_in=amount_in,
+            amount_out=amount_out,
+            btc_amount=btc,
+            eure_amount=eure,
+            implied_rate=implied,
+            reference_rate=fair_rate,
+            gross_edge_pct=edge,
             notional_eure=units(eure, eure_decimals),
         )

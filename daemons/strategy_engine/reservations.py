@@ -56,7 +56,9 @@ class Reservations:
         self._totals[asset_id] += amount
         heapq.heappush(self._expiries, (expires_at, command_id))
 
-    def on_result(self, command_id: str, status: str, placed: tuple[int, int], deadline: datetime | None = None) -> None:
+    def on_result(
+        self, command_id: str, status: str, placed: tuple[int, int], deadline: datetime | None = None
+    ) -> None:
         """A result for a command; `placed` is where it stands on exec.trade_result."""
         r = self.live.get(command_id)
         if r is None:
@@ -102,7 +104,13 @@ class Reservations:
 
     def view(self) -> list[dict[str, object]]:
         return [
-            {"command_id": r.command_id, "quote_id": r.quote_id, "asset_id": r.asset_id, "amount": str(r.amount),
-             "expires_at": r.expires_at, "settled_at": r.settled_at}
+            {
+                "command_id": r.command_id,
+                "quote_id": r.quote_id,
+                "asset_id": r.asset_id,
+                "amount": str(r.amount),
+                "expires_at": r.expires_at,
+                "settled_at": r.settled_at,
+            }
             for r in self.live.values()
         ]

@@ -14,6 +14,7 @@ from the recent commands and results on the bus. Starts disarmed, always.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -30,7 +31,6 @@ from daemons.core.assets import ActivePair
 from daemons.core.bus import Delivery, EventConsumer, EventProducer, kafka_auth, next_offsets
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
-from daemons.core.repeats import RepeatTracker
 from daemons.core.events import (
     Dec,
     Envelope,
@@ -46,6 +46,7 @@ from daemons.core.events import (
     now_utc,
     read_behind,
 )
+from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from daemons.strategy_engine.gates import (
@@ -113,21 +114,40 @@ class LimitsBody(OperatorAction):
 def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
     p = event.payload
     if p.fair_rate_buy_btc is None or p.fair_rate_sell_btc is None or p.freshness_ms is None:
-        return PriceView(event_id=str(event.event_id), fair_rate_buy_btc=Decimal(0), fair_rate_sell_btc=Decimal(0),
-                         age_ms=0, decisionable=False, not_decisionable_reason=p.status_reason or "NO_FAIR_RATE")
+        return PriceView(
+            event_id=str(event.event_id),
+            fair_rate_buy_btc=Decimal(0),
+            fair_rate_sell_btc=Decimal(0),
+            age_ms=0,
+            decisionable=False,
+            not_decisionable_reason=p.status_reason or "NO_FAIR_RATE",
+        )
     # the event's own freshness plus the time it has spent since we received it
     age = p.freshness_ms + max(0, int((now - event.observed_at).total_seconds() * 1000))
-    return PriceView(event_id=str(event.event_id), fair_rate_buy_btc=p.fair_rate_buy_btc,
-                     fair_rate_sell_btc=p.fair_rate_sell_btc, age_ms=age, decisionable=p.decisionable,
-                     not_decisionable_reason=p.status_reason, source=p.source, fallback_used=p.fallback_used,
-                     eure_eur_rate=p.eure_eur_rate, eure_basis=p.eure_basis)
+    return PriceView(
+        event_id=str(event.event_id),
+        fair_rate_buy_btc=p.fair_rate_buy_btc,
+        fair_rate_sell_btc=p.fair_rate_sell_btc,
+        age_ms=age,
+        decisionable=p.decisionable,
+        not_decisionable_reason=p.status_reason,
+        source=p.source,
+        fallback_used=p.fallback_used,
+        eure_eur_rate=p.eure_eur_rate,
+        eure_basis=p.eure_basis,
+    )
 
 
 def inventory_view(event: Envelope[IntentInventory], now: datetime) -> InventoryView:
     inv = event.payload
     age = inv.age_ms + max(0, int((now - event.observed_at).total_seconds() * 1000))
-    return InventoryView(inventory_id=inv.inventory_id, credited={a.asset_id: a.spendable for a in inv.assets},
-                         pending_in={a.asset_id: a.pending_in for a in inv.assets}, age_ms=age, stale=inv.stale)
+    return InventoryView(
+        inventory_id=inv.inventory_id,
+        credited={a.asset_id: a.spendable for a in inv.assets},
+        pending_in={a.asset_id: a.pending_in for a in inv.assets},
+        age_ms=age,
+        stale=inv.stale,
+    )
 
 
 @dataclass(frozen=True)
@@ -147,14 +167,18 @@ class StrategyEngine(Service):
         self.cfg = settings
         self.pair = ActivePair(settings.btc_asset_id)
         self.limits = Limits(
-            threshold_pct=settings.strategy_threshold_pct, target_edge_pct=settings.strategy_target_edge_pct,
-            answer_window_ms=settings.strategy_answer_window_ms, max_deadline_ms=settings.strategy_max_deadline_ms,
+            threshold_pct=settings.strategy_threshold_pct,
+            target_edge_pct=settings.strategy_target_edge_pct,
+            answer_window_ms=settings.strategy_answer_window_ms,
+            max_deadline_ms=settings.strategy_max_deadline_ms,
             min_notional_eure=settings.strategy_min_notional_eure,
             max_notional_eure=settings.strategy_max_notional_eure,
             price_max_age_ms=settings.strategy_price_max_age_ms,
             inventory_max_age_ms=settings.strategy_inventory_max_age_ms,
-            buffer={self.pair.btc.asset_id: settings.strategy_buffer_btc,
-                    self.pair.eure.asset_id: settings.strategy_buffer_eure},
+            buffer={
+                self.pair.btc.asset_id: settings.strategy_buffer_btc,
+                self.pair.eure.asset_id: settings.strategy_buffer_eure,
+            },
         )
         self.ceilings = load_ceilings(settings.ceilings_file, self.pair)
         breach = ceiling_breach(self.limits, self.ceilings)
@@ -163,8 +187,9 @@ class StrategyEngine(Service):
         self.arm = ArmSwitch(self.audit, self.log)  # disarmed on every start: no setting arms it
         self.producer = EventProducer(settings, client_id=self.name)
         self.consumer = EventConsumer(settings, self.name, INPUT_TOPICS, on_assigned=self._assigned)
-        self.results_consumer = EventConsumer(settings, f"{self.name}.results", RESULT_TOPICS,
-                                              on_assigned=self._assigned, batched=True)
+        self.results_consumer = EventConsumer(
+            settings, f"{self.name}.results", RESULT_TOPICS, on_assigned=self._assigned, batched=True
+        )
         self.reservations = Reservations()
         self.repeats = RepeatTracker()
         self.price: Envelope[MarketPrice] | None = None
@@ -187,8 +212,10 @@ class StrategyEngine(Service):
             await self.producer.stop()
             return
         watcher = asyncio.create_task(self.audit_watch.run()) if self.cfg.strict_audit else None
-        loops = [asyncio.create_task(self._consume(c), name=f"consume-{c.topics[0]}")
-                 for c in (self.consumer, self.results_consumer)]
+        loops = [
+            asyncio.create_task(self._consume(c), name=f"consume-{c.topics[0]}")
+            for c in (self.consumer, self.results_consumer)
+        ]
         try:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -219,7 +246,8 @@ class StrategyEngine(Service):
                     acks.extend(await self._on_event(d))
                 if deliveries:
                     committed = asyncio.create_task(
-                        self._commit_when_acked(consumer, next_offsets(deliveries), acks, committed))
+                        self._commit_when_acked(consumer, next_offsets(deliveries), acks, committed)
+                    )
                 if committed is not None and committed.done():
                     committed.result()  # a failed publish fails the daemon here
             if committed is not None:
@@ -228,8 +256,13 @@ class StrategyEngine(Service):
             if committed is not None and not committed.done():
                 committed.cancel()
 
-    async def _commit_when_acked(self, consumer: EventConsumer, offsets: dict[TopicPartition, int],
-                                 sent: list[Sent], before: asyncio.Task[None] | None) -> None:
+    async def _commit_when_acked(
+        self,
+        consumer: EventConsumer,
+        offsets: dict[TopicPartition, int],
+        sent: list[Sent],
+        before: asyncio.Task[None] | None,
+    ) -> None:
         if before is not None:
             await before
         for item in sent:
@@ -258,13 +291,17 @@ class StrategyEngine(Service):
         """Commands and results of the last answer lifetime: the answers that may still be live."""
         horizon = self.cfg.strategy_max_deadline_ms + self.cfg.strategy_answer_margin_ms + 60_000
         since_ms = int((now_utc() - timedelta(milliseconds=horizon)).timestamp() * 1000)
-        reader = AIOKafkaConsumer(bootstrap_servers=self.cfg.kafka_bootstrap, enable_auto_commit=False,
-                                  **kafka_auth(self.cfg))
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.cfg.kafka_bootstrap, enable_auto_commit=False, **kafka_auth(self.cfg)
+        )
         await reader.start()
         try:
             # the partition count is ours (topics are created from the settings)
-            tps = [TopicPartition(t, p) for t in ("cmd.execute_trade", "exec.trade_result")
-                   for p in range(self.cfg.topic_partitions)]
+            tps = [
+                TopicPartition(t, p)
+                for t in ("cmd.execute_trade", "exec.trade_result")
+                for p in range(self.cfg.topic_partitions)
+            ]
             reader.assign(tps)
             starts = await reader.offsets_for_times({tp: since_ms for tp in tps})
             ends = await reader.end_offsets(tps)
@@ -307,8 +344,12 @@ class StrategyEngine(Service):
                 return True
             except (KafkaError, OSError) as exc:
                 self.kafka_error = f"{exc.__class__.__name__}: {exc}"
-                self.log.warning("publish_unacknowledged_resending", event_id=str(item.event.event_id),
-                                 event_type=item.event.event_type, error=str(exc))
+                self.log.warning(
+                    "publish_unacknowledged_resending",
+                    event_id=str(item.event.event_id),
+                    event_type=item.event.event_type,
+                    error=str(exc),
+                )
             while True:
                 if self.drain_requested.is_set():
                     return False
@@ -331,11 +372,16 @@ class StrategyEngine(Service):
             self.price = event
         elif isinstance(payload, IntentInventory):
             held = self.inventory.payload if self.inventory is not None else None
-            if held is not None and read_behind(payload.account_id, payload.block_height, held.account_id,
-                                                held.block_height):
+            if held is not None and read_behind(
+                payload.account_id, payload.block_height, held.account_id, held.block_height
+            ):
                 self.inventory_behind += 1
-                self.log.warning("inventory_snapshot_behind", inventory_id=payload.inventory_id,
-                                 block_height=payload.block_height, held_block_height=held.block_height)
+                self.log.warning(
+                    "inventory_snapshot_behind",
+                    inventory_id=payload.inventory_id,
+                    block_height=payload.block_height,
+                    held_block_height=held.block_height,
+                )
                 return []
             self.inventory = event
             self.reservations.on_inventory(payload.results_through)
@@ -349,8 +395,9 @@ class StrategyEngine(Service):
 
     def _reserve(self, cmd: ExecuteTrade) -> None:
         received = cmd.request_received_at or cmd.answer_by
-        expires = received + timedelta(milliseconds=cmd.min_deadline_ms + self.cfg.strategy_answer_margin_ms
-                                       + self.cfg.strategy_answer_window_ms)
+        expires = received + timedelta(
+            milliseconds=cmd.min_deadline_ms + self.cfg.strategy_answer_margin_ms + self.cfg.strategy_answer_window_ms
+        )
         self.reservations.reserve(cmd.command_id, cmd.quote_id, cmd.asset_out, cmd.amount_out, expires)
 
     # --- deciding -------------------------------------------------------------------------
@@ -360,32 +407,58 @@ class StrategyEngine(Service):
         now = now_utc()
         self.reservations.expire(now)
         repeat = self.repeats.seen_before(demand.quote_id) or demand.repeat
-        verdict = decide(Context(
-            demand=demand, now=now, pair=self.pair, limits=self.limits, paused=self.paused, armed=self.arm.armed,
-            repeat=repeat,
-            price=price_view(self.price, now) if self.price is not None else None,
-            inventory=inventory_view(self.inventory, now) if self.inventory is not None else None,
-            reserved=self.reservations.reserved(), audit_impaired=self.audit_impaired is not None,
-        ))
+        verdict = decide(
+            Context(
+                demand=demand,
+                now=now,
+                pair=self.pair,
+                limits=self.limits,
+                paused=self.paused,
+                armed=self.arm.armed,
+                repeat=repeat,
+                price=price_view(self.price, now) if self.price is not None else None,
+                inventory=inventory_view(self.inventory, now) if self.inventory is not None else None,
+                reserved=self.reservations.reserved(),
+                audit_impaired=self.audit_impaired is not None,
+            )
+        )
         decision = self._decision(demand, verdict, now)
-        decision_event = new_event(decision, producer=self.producer_id, pair=self.cfg.pair,
-                                   correlation_id=demand.quote_id, causation_id=event.event_id)
+        decision_event = new_event(
+            decision,
+            producer=self.producer_id,
+            pair=self.cfg.pair,
+            correlation_id=demand.quote_id,
+            causation_id=event.event_id,
+        )
         events: list[Envelope[Any]] = [decision_event]
         command: ExecuteTrade | None = None
         if verdict.execute:
             assert verdict.candidate is not None
             command = ExecuteTrade(
-                command_id=str(uuid.uuid4()), decision_id=decision.decision_id, quote_id=demand.quote_id,
-                direction=demand.direction, asset_in=demand.asset_in, asset_out=demand.asset_out,
-                amount_in=verdict.candidate.amount_in, amount_out=verdict.candidate.amount_out,
-                fixed_side=demand.fixed_side, min_deadline_ms=demand.min_deadline_ms,
+                command_id=str(uuid.uuid4()),
+                decision_id=decision.decision_id,
+                quote_id=demand.quote_id,
+                direction=demand.direction,
+                asset_in=demand.asset_in,
+                asset_out=demand.asset_out,
+                amount_in=verdict.candidate.amount_in,
+                amount_out=verdict.candidate.amount_out,
+                fixed_side=demand.fixed_side,
+                min_deadline_ms=demand.min_deadline_ms,
                 request_received_at=demand.received_at,
                 answer_by=demand.received_at + timedelta(milliseconds=self.limits.answer_window_ms),
             )
             # reserve before sending: a second request must already see this one's amount
             self._reserve(command)
-            events.append(new_event(command, producer=self.producer_id, pair=self.cfg.pair,
-                                    correlation_id=demand.quote_id, causation_id=decision_event.event_id))
+            events.append(
+                new_event(
+                    command,
+                    producer=self.producer_id,
+                    pair=self.cfg.pair,
+                    correlation_id=demand.quote_id,
+                    causation_id=decision_event.event_id,
+                )
+            )
         sent: list[Sent] = []
         # not awaiting the broker: the next request is decided while these are acknowledged (the
         # offset is committed only after them: `_commit_when_acked`, which also sends again)
@@ -403,7 +476,8 @@ class StrategyEngine(Service):
                 if item_event is decision_event:
                     ack.add_done_callback(self._acknowledged)
                 else:
-                    ack.add_done_callback(lambda f, c=command: self._command_acknowledged(f, c))
+                    assert command is not None  # the second event is the command's
+                    ack.add_done_callback(functools.partial(self._command_acknowledged, command=command))
             sent.append(Sent(ack, item_event, key))
         self._count(verdict, decision)
         return sent
@@ -419,14 +493,18 @@ class StrategyEngine(Service):
             self.kafka_error = None
 
     def _command_acknowledged(self, ack: asyncio.Future[Any], command: ExecuteTrade) -> None:
-        if not ack.cancelled() and ack.exception() is not None:
-            self._publish_failed(ack.exception(), command)  # type: ignore[arg-type]
+        if ack.cancelled():
+            return
+        exc = ack.exception()
+        if exc is not None:
+            self._publish_failed(exc, command)
 
     def _publish_failed(self, exc: BaseException, command: ExecuteTrade | None) -> None:
         if command is not None:
             # not sent, or not known to be sent: the reservation stays until it expires
-            self.log.error("command_publish_failed", quote_id=command.quote_id, command_id=command.command_id,
-                           error=str(exc))
+            self.log.error(
+                "command_publish_failed", quote_id=command.quote_id, command_id=command.command_id, error=str(exc)
+            )
         self.kafka_error = f"{exc.__class__.__name__}: {exc}"
 
     def _decision(self, demand: SwapDemand, v: Verdict, now: datetime) -> TradeDecision:
@@ -435,47 +513,85 @@ class StrategyEngine(Service):
         inv = self.inventory.payload if self.inventory is not None else None
         figures = None
         if v.give_asset is not None:
-            figures = {"asset_id": v.give_asset, "credited": str(v.credited), "reserved": str(v.reserved),
-                       "buffer": str(v.buffer), "pending_in": str(v.pending_in), "spendable": str(v.spendable)}
+            figures = {
+                "asset_id": v.give_asset,
+                "credited": str(v.credited),
+                "reserved": str(v.reserved),
+                "buffer": str(v.buffer),
+                "pending_in": str(v.pending_in),
+                "spendable": str(v.spendable),
+            }
         return TradeDecision(
-            decision_id=str(uuid.uuid4()), quote_id=demand.quote_id, pair=self.cfg.pair, direction=demand.direction,
-            decision="execute" if v.execute else "reject", decision_reason=v.reason.value, decision_detail=v.detail,
-            implied_rate=c.implied_rate if c else None, reference_rate=c.reference_rate if c else None,
-            gross_edge_pct=c.gross_edge_pct if c else None, threshold_pct=self.limits.threshold_pct,
+            decision_id=str(uuid.uuid4()),
+            quote_id=demand.quote_id,
+            pair=self.cfg.pair,
+            direction=demand.direction,
+            decision="execute" if v.execute else "reject",
+            decision_reason=v.reason.value,
+            decision_detail=v.detail,
+            implied_rate=c.implied_rate if c else None,
+            reference_rate=c.reference_rate if c else None,
+            gross_edge_pct=c.gross_edge_pct if c else None,
+            threshold_pct=self.limits.threshold_pct,
             target_edge_pct=self.limits.target_edge_pct,
             price_freshness_ms=pv.age_ms if pv else None,
             price_event_id=self.price.event_id if self.price is not None else None,
-            price_source=pv.source if pv else None, fallback_used=pv.fallback_used if pv else None,
-            eure_eur_rate=pv.eure_eur_rate if pv else None, eure_basis=pv.eure_basis if pv else None,
-            inventory_snapshot_id=inv.inventory_id if inv else None, inventory_snapshot=figures,
-            fixed_side=demand.fixed_side, amount_in=c.amount_in if c else None,
-            amount_out=c.amount_out if c else None, notional_eure=c.notional_eure if c else v.notional_eure,
+            price_source=pv.source if pv else None,
+            fallback_used=pv.fallback_used if pv else None,
+            eure_eur_rate=pv.eure_eur_rate if pv else None,
+            eure_basis=pv.eure_basis if pv else None,
+            inventory_snapshot_id=inv.inventory_id if inv else None,
+            inventory_snapshot=figures,
+            fixed_side=demand.fixed_side,
+            amount_in=c.amount_in if c else None,
+            amount_out=c.amount_out if c else None,
+            notional_eure=c.notional_eure if c else v.notional_eure,
             protocol_fee_pips=inv.fee_pips if inv else None,
-            armed=self.arm.armed, request_received_at=demand.received_at, decided_at=now,
+            armed=self.arm.armed,
+            request_received_at=demand.received_at,
+            decided_at=now,
         )
 
     def _count(self, v: Verdict, decision: TradeDecision) -> None:
         self.counters[v.reason.value] += 1
-        summary = {"quote_id": decision.quote_id, "decision_id": decision.decision_id, "reason": v.reason.value,
-                   "detail": v.detail, "direction": decision.direction, "gross_edge_pct": decision.gross_edge_pct,
-                   "at": decision.decided_at}
+        summary = {
+            "quote_id": decision.quote_id,
+            "decision_id": decision.decision_id,
+            "reason": v.reason.value,
+            "detail": v.detail,
+            "direction": decision.direction,
+            "gross_edge_pct": decision.gross_edge_pct,
+            "at": decision.decided_at,
+        }
         self.latest_decision = summary
         if v.execute:
             self.mark_success()
-            self.log.info("command_emitted", quote_id=decision.quote_id, decision_id=decision.decision_id,
-                          gross_edge_pct=str(decision.gross_edge_pct))
+            self.log.info(
+                "command_emitted",
+                quote_id=decision.quote_id,
+                decision_id=decision.decision_id,
+                gross_edge_pct=str(decision.gross_edge_pct),
+            )
         else:
             self.latest_rejection = summary
             if v.reason not in (Reason.REQUEST_TOO_OLD, Reason.REPEATED_QUOTE_ID, Reason.DISARMED):
-                self.log.info("decision_rejected", quote_id=decision.quote_id, reason=v.reason.value,
-                              detail=v.detail, price_freshness_ms=decision.price_freshness_ms)
+                self.log.info(
+                    "decision_rejected",
+                    quote_id=decision.quote_id,
+                    reason=v.reason.value,
+                    detail=v.detail,
+                    price_freshness_ms=decision.price_freshness_ms,
+                )
 
     # --- control --------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
         async def threshold(_r: Any, body: ThresholdBody, caller: Caller) -> Any:
-            target = body.target_edge_pct if body.target_edge_pct is not None else max(
-                body.threshold_pct, self.limits.target_edge_pct)
+            target = (
+                body.target_edge_pct
+                if body.target_edge_pct is not None
+                else max(body.threshold_pct, self.limits.target_edge_pct)
+            )
             if not (0 < body.threshold_pct <= MAX_THRESHOLD) or not (0 < target <= MAX_THRESHOLD):
                 raise ControlError(422, f"threshold and target edge must be in (0, {MAX_THRESHOLD}] percent")
             if target < body.threshold_pct:
@@ -508,26 +624,47 @@ class StrategyEngine(Service):
         return [
             *self.arm.routes(),
             Route("GET", "/threshold", show, "Threshold, target edge and limits"),
-            Route("PUT", "/threshold", threshold, "Set the gross-edge threshold (and target edge)", ThresholdBody,
-                  body_optional=False),
+            Route(
+                "PUT",
+                "/threshold",
+                threshold,
+                "Set the gross-edge threshold (and target edge)",
+                ThresholdBody,
+                body_optional=False,
+            ),
             Route("GET", "/limits", show, "Threshold, target edge and limits"),
-            Route("PUT", "/limits", limits, "Set notional caps, answer window and freshness bounds", LimitsBody,
-                  body_optional=False),
+            Route(
+                "PUT",
+                "/limits",
+                limits,
+                "Set notional caps, answer window and freshness bounds",
+                LimitsBody,
+                body_optional=False,
+            ),
         ]
 
     def _within_ceilings(self, limits: Limits) -> None:
         breach = ceiling_breach(limits, self.ceilings)
         if breach is not None:
-            raise ControlError(403, f"refused: {breach} (root-owned {self.cfg.ceilings_file}; no control API raises "
-                                    "a ceiling, lowering a limit is always allowed)")
+            raise ControlError(
+                403,
+                f"refused: {breach} (root-owned {self.cfg.ceilings_file}; no control API raises "
+                "a ceiling, lowering a limit is always allowed)",
+            )
 
     def _limits_view(self) -> dict[str, Any]:
         lim = self.limits
-        return {"threshold_pct": str(lim.threshold_pct), "target_edge_pct": str(lim.target_edge_pct),
-                "min_notional_eure": str(lim.min_notional_eure), "max_notional_eure": str(lim.max_notional_eure),
-                "answer_window_ms": lim.answer_window_ms, "max_deadline_ms": lim.max_deadline_ms,
-                "price_max_age_ms": lim.price_max_age_ms, "inventory_max_age_ms": lim.inventory_max_age_ms,
-                "buffer": {k: str(v) for k, v in lim.buffer.items()}}
+        return {
+            "threshold_pct": str(lim.threshold_pct),
+            "target_edge_pct": str(lim.target_edge_pct),
+            "min_notional_eure": str(lim.min_notional_eure),
+            "max_notional_eure": str(lim.max_notional_eure),
+            "answer_window_ms": lim.answer_window_ms,
+            "max_deadline_ms": lim.max_deadline_ms,
+            "price_max_age_ms": lim.price_max_age_ms,
+            "inventory_max_age_ms": lim.inventory_max_age_ms,
+            "buffer": {k: str(v) for k, v in lim.buffer.items()},
+        }
 
     # --- state ----------------------------------------------------------------------------
 
@@ -536,12 +673,23 @@ class StrategyEngine(Service):
         pv = price_view(self.price, now) if self.price is not None else None
         iv = inventory_view(self.inventory, now) if self.inventory is not None else None
         return {
-            "price": None if pv is None else {"event_id": pv.event_id, "age_ms": pv.age_ms,
-                                              "decisionable": pv.decisionable, "source": pv.source,
-                                              "reason": pv.not_decisionable_reason,
-                                              "stale": pv.age_ms > self.limits.price_max_age_ms},
-            "inventory": None if iv is None else {"inventory_id": iv.inventory_id, "age_ms": iv.age_ms,
-                                                  "stale": iv.stale or iv.age_ms > self.limits.inventory_max_age_ms},
+            "price": None
+            if pv is None
+            else {
+                "event_id": pv.event_id,
+                "age_ms": pv.age_ms,
+                "decisionable": pv.decisionable,
+                "source": pv.source,
+                "reason": pv.not_decisionable_reason,
+                "stale": pv.age_ms > self.limits.price_max_age_ms,
+            },
+            "inventory": None
+            if iv is None
+            else {
+                "inventory_id": iv.inventory_id,
+                "age_ms": iv.age_ms,
+                "stale": iv.stale or iv.age_ms > self.limits.inventory_max_age_ms,
+            },
         }
 
     def health_reasons(self) -> list[str]:

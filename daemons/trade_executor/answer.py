@@ -82,7 +82,10 @@ class NoncePlan:
 
 
 def plan_nonce(
-    salt: str, now: datetime, min_deadline_ms: int, margin_ms: int,
+    salt: str,
+    now: datetime,
+    min_deadline_ms: int,
+    margin_ms: int,
     random_bytes: Callable[[int], bytes] = secrets.token_bytes,
 ) -> NoncePlan:
     deadline = answer_deadline(now, min_deadline_ms, margin_ms)
@@ -104,8 +107,9 @@ def sign_answer(key: SignerKey, signer_id: str, cmd: ExecuteTrade, plan: NoncePl
     """The NEP-413 `token_diff` answer to `cmd`, signed; its quote_hash is known before sending."""
     message = token_diff_message(signer_id, plan.deadline, token_diff(cmd))
     signed: SignedIntent = sign_intent(key, message, plan.nonce, recipient)
-    return SignedAnswer(signed_data=signed.signed_data, quote_hash=signed.quote_hash,
-                        quote_output=quote_output(cmd), message=message)
+    return SignedAnswer(
+        signed_data=signed.signed_data, quote_hash=signed.quote_hash, quote_output=quote_output(cmd), message=message
+    )
 
 
 def cancel_payload(key: SignerKey, signer_id: str, nonce: bytes, deadline: datetime, recipient: str) -> SignedIntent:

@@ -82,30 +82,54 @@ class InventoryCheck:
 
 
 def check_inventory(
-    view: InventoryView | None, asset_id: str, amount: int, reserved: int, now: datetime, max_age_ms: int,
+    view: InventoryView | None,
+    asset_id: str,
+    amount: int,
+    reserved: int,
+    now: datetime,
+    max_age_ms: int,
     account_id: str | None = None,
 ) -> InventoryCheck:
     """Is `amount` of `asset_id` available: spendable − reserved ≥ amount, on a fresh snapshot of
     the signer's own account."""
     if view is None:
-        return InventoryCheck(False, Refusal(C.INVENTORY_MISSING, "no state.intent_inventory snapshot seen yet"),
-                              None, None, reserved)
+        return InventoryCheck(
+            False, Refusal(C.INVENTORY_MISSING, "no state.intent_inventory snapshot seen yet"), None, None, reserved
+        )
     if account_id is not None and view.account_id is not None and view.account_id != account_id:
         reason = f"inventory snapshot {view.inventory_id} is for {view.account_id}, not the signer {account_id}"
-        return InventoryCheck(False, Refusal(C.INVENTORY_WRONG_ACCOUNT, reason, view.inventory_id), view.inventory_id,
-                              None, reserved)
+        return InventoryCheck(
+            False, Refusal(C.INVENTORY_WRONG_ACCOUNT, reason, view.inventory_id), view.inventory_id, None, reserved
+        )
     age = view.age_ms_at(now)
     if view.stale or age > max_age_ms:
         why = (view.stale_reason or "marked stale") if view.stale else f"{age} ms old (limit {max_age_ms} ms)"
-        return InventoryCheck(False, Refusal(C.INVENTORY_STALE, f"inventory snapshot {view.inventory_id} is stale: {why}",
-                                             view.inventory_id, view.spendable.get(asset_id), reserved),
-                              view.inventory_id, view.spendable.get(asset_id), reserved)
+        return InventoryCheck(
+            False,
+            Refusal(
+                C.INVENTORY_STALE,
+                f"inventory snapshot {view.inventory_id} is stale: {why}",
+                view.inventory_id,
+                view.spendable.get(asset_id),
+                reserved,
+            ),
+            view.inventory_id,
+            view.spendable.get(asset_id),
+            reserved,
+        )
     spendable = view.spendable.get(asset_id, 0)
     if spendable - reserved < amount:
-        reason = (f"insufficient internal inventory detected late: {asset_id} spendable {spendable} − reserved "
-                  f"{reserved} = {spendable - reserved} < {amount} to give (no top-up, bridge or treasury move)")
-        return InventoryCheck(False, Refusal(C.INSUFFICIENT_INVENTORY, reason, view.inventory_id, spendable, reserved),
-                              view.inventory_id, spendable, reserved)
+        reason = (
+            f"insufficient internal inventory detected late: {asset_id} spendable {spendable} − reserved "
+            f"{reserved} = {spendable - reserved} < {amount} to give (no top-up, bridge or treasury move)"
+        )
+        return InventoryCheck(
+            False,
+            Refusal(C.INSUFFICIENT_INVENTORY, reason, view.inventory_id, spendable, reserved),
+            view.inventory_id,
+            spendable,
+            reserved,
+        )
     return InventoryCheck(True, None, view.inventory_id, spendable, reserved)
 
 
@@ -154,8 +178,9 @@ def command_refusal(cmd: ExecuteTrade, pair: ActivePair, g: GateInputs) -> Refus
         late = int((g.now - cmd.answer_by).total_seconds() * 1000)
         return Refusal(C.ANSWER_BY_PASSED, f"answer_by {cmd.answer_by.isoformat()} passed {late} ms ago")
     if cmd.min_deadline_ms > g.max_min_deadline_ms:
-        return Refusal(C.DEADLINE_TOO_LONG, f"min_deadline_ms {cmd.min_deadline_ms} is over the limit "
-                                            f"{g.max_min_deadline_ms}")
+        return Refusal(
+            C.DEADLINE_TOO_LONG, f"min_deadline_ms {cmd.min_deadline_ms} is over the limit {g.max_min_deadline_ms}"
+        )
     return None
 
 
@@ -171,13 +196,18 @@ def check_ceilings(cmd: ExecuteTrade, pair: ActivePair, ceilings: Ceilings, live
     answer able to execute would give with it (`live_exposure`: theirs, before this one)."""
     give_max = ceilings.give_per_answer(pair, cmd.asset_out)
     if cmd.amount_out > give_max:
-        return Refusal(C.OVER_GIVE_CEILING, f"gives {cmd.amount_out} of {cmd.asset_out}, over the ceiling "
-                                            f"max_give_per_answer {give_max}")
+        return Refusal(
+            C.OVER_GIVE_CEILING,
+            f"gives {cmd.amount_out} of {cmd.asset_out}, over the ceiling max_give_per_answer {give_max}",
+        )
     eure, _ = _eure_and_btc(cmd, pair)
     notional = units(eure, pair.eure.decimals)
     if notional > ceilings.max_notional_eure_per_answer:
-        return Refusal(C.OVER_NOTIONAL_CEILING, f"notional {notional} EURe is over the ceiling "
-                                                f"max_notional_eure_per_answer {ceilings.max_notional_eure_per_answer}")
+        return Refusal(
+            C.OVER_NOTIONAL_CEILING,
+            f"notional {notional} EURe is over the ceiling "
+            f"max_notional_eure_per_answer {ceilings.max_notional_eure_per_answer}",
+        )
     return check_exposure(cmd.asset_out, live_exposure + cmd.amount_out, pair, ceilings)
 
 
@@ -185,8 +215,10 @@ def check_exposure(asset_id: str, exposure: int, pair: ActivePair, ceilings: Cei
     """What every answer able to execute gives of `asset_id` together, within its ceiling."""
     limit = ceilings.live_exposure(pair, asset_id)
     if exposure > limit:
-        return Refusal(C.OVER_EXPOSURE_CEILING, f"live answers would give {exposure} of {asset_id}, over the ceiling "
-                                                f"max_live_exposure {limit}")
+        return Refusal(
+            C.OVER_EXPOSURE_CEILING,
+            f"live answers would give {exposure} of {asset_id}, over the ceiling max_live_exposure {limit}",
+        )
     return None
 
 
@@ -195,17 +227,20 @@ def price_problem(price: PriceView | None, now: datetime, max_age_ms: int) -> Re
     if price is None:
         return Refusal(C.PRICE_MISSING, "no ref.market_price seen yet")
     if not price.decisionable:
-        return Refusal(C.PRICE_NOT_DECISIONABLE, f"market price {price.event_id} is not decisionable "
-                                                 f"({price.status_reason})")
+        return Refusal(
+            C.PRICE_NOT_DECISIONABLE, f"market price {price.event_id} is not decisionable ({price.status_reason})"
+        )
     age = price.age_ms_at(now)
     if age is None or age > max_age_ms:
-        return Refusal(C.PRICE_STALE, f"market price {price.event_id} is {age} ms old (ceiling max_price_age_ms "
-                                      f"{max_age_ms})")
+        return Refusal(
+            C.PRICE_STALE, f"market price {price.event_id} is {age} ms old (ceiling max_price_age_ms {max_age_ms})"
+        )
     return None
 
 
-def check_price(cmd: ExecuteTrade, pair: ActivePair, price: PriceView | None, now: datetime,
-                ceilings: Ceilings) -> Refusal | None:
+def check_price(
+    cmd: ExecuteTrade, pair: ActivePair, price: PriceView | None, now: datetime, ceilings: Ceilings
+) -> Refusal | None:
     """The command's implied rate gives quoteloop at least the ceilings' edge floor at the
     executor's own fresh reference price, whatever the strategy decided."""
     stale = price_problem(price, now, ceilings.max_price_age_ms)
@@ -219,9 +254,12 @@ def check_price(cmd: ExecuteTrade, pair: ActivePair, price: PriceView | None, no
     except PricingError as exc:
         return Refusal(C.INVALID_COMMAND, str(exc))
     if edge < ceilings.min_edge_pct:
-        return Refusal(C.EDGE_BELOW_FLOOR, f"gross edge {edge:.4f}% at the reference {rate} (price "
-                                           f"{price.event_id}) is below the ceiling min_edge_pct "
-                                           f"{ceilings.min_edge_pct}%")
+        return Refusal(
+            C.EDGE_BELOW_FLOOR,
+            f"gross edge {edge:.4f}% at the reference {rate} (price "
+            f"{price.event_id}) is below the ceiling min_edge_pct "
+            f"{ceilings.min_edge_pct}%",
+        )
     return None
 
 

@@ -31,8 +31,9 @@ def view_of(payload: IntentInventory, observed_at: datetime) -> InventoryView:
 
 
 class InventoryFeed(LatestFollower):
-    def __init__(self, settings: CoreSettings,
-                 on_snapshot: Callable[[InventoryView, dict[int, int] | None], None]) -> None:
+    def __init__(
+        self, settings: CoreSettings, on_snapshot: Callable[[InventoryView, dict[int, int] | None], None]
+    ) -> None:
         super().__init__(settings, TOPIC, "trade-executor-inventory")
         self.on_snapshot = on_snapshot
         self.latest: InventoryView | None = None
@@ -45,11 +46,16 @@ class InventoryFeed(LatestFollower):
         view = view_of(event.payload, event.observed_at)
         if self.latest is not None and view.observed_at < self.latest.observed_at:
             return  # an older snapshot from another partition
-        if self.latest is not None and read_behind(view.account_id, view.block_height, self.latest.account_id,
-                                                   self.latest.block_height):
+        if self.latest is not None and read_behind(
+            view.account_id, view.block_height, self.latest.account_id, self.latest.block_height
+        ):
             self.behind += 1
-            self.log.warning("inventory_snapshot_behind", inventory_id=view.inventory_id,
-                             block_height=view.block_height, held_block_height=self.latest.block_height)
+            self.log.warning(
+                "inventory_snapshot_behind",
+                inventory_id=view.inventory_id,
+                block_height=view.block_height,
+                held_block_height=self.latest.block_height,
+            )
             return
         self.latest = view
         self.snapshots += 1
@@ -63,9 +69,14 @@ class InventoryFeed(LatestFollower):
             "snapshots_seen": self.snapshots,
             "undecodable": self.undecodable,
             "behind": self.behind,
-            "latest": None if v is None else {
-                "inventory_id": v.inventory_id, "account_id": v.account_id, "stale": v.stale,
+            "latest": None
+            if v is None
+            else {
+                "inventory_id": v.inventory_id,
+                "account_id": v.account_id,
+                "stale": v.stale,
                 "stale_reason": v.stale_reason,
-                "age_ms": v.age_ms_at(now), "spendable": {k: str(a) for k, a in v.spendable.items()},
+                "age_ms": v.age_ms_at(now),
+                "spendable": {k: str(a) for k, a in v.spendable.items()},
             },
         }

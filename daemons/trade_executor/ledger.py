@@ -241,11 +241,30 @@ def result_from_row(row: LedgerRow) -> TradeResult:
 
 # Columns a transition or note may set besides the state and its time; the SQL is built only
 # from these names, never from input.
-_SETTABLE = frozenset({
-    "inventory_id", "spendable_at_check", "reserved_at_check", "signer_id", "salt", "nonce", "deadline",
-    "quote_output", "signed_data", "quote_hash", "reason", "reason_code", "venue_response", "intent_hash",
-    "tx_hash", "resolved_by", "resolution", "signed_at", "sent_at", "venue_answered_at",
-})
+_SETTABLE = frozenset(
+    {
+        "inventory_id",
+        "spendable_at_check",
+        "reserved_at_check",
+        "signer_id",
+        "salt",
+        "nonce",
+        "deadline",
+        "quote_output",
+        "signed_data",
+        "quote_hash",
+        "reason",
+        "reason_code",
+        "venue_response",
+        "intent_hash",
+        "tx_hash",
+        "resolved_by",
+        "resolution",
+        "signed_at",
+        "sent_at",
+        "venue_answered_at",
+    }
+)
 _AMOUNTS = frozenset({"spendable_at_check", "reserved_at_check"})
 
 _INSERT = f"""
@@ -274,10 +293,22 @@ class LedgerStore:
         """The command's row in `received`; None when its command_id or quote_id already has one."""
         cmd = event.payload
         record = await self.pool.fetchrow(
-            _INSERT, cmd.command_id, cmd.quote_id, execution_id_for(cmd.command_id), cmd.decision_id,
-            event.event_id, cmd.direction, cmd.asset_in, cmd.asset_out, Decimal(cmd.amount_in),
-            Decimal(cmd.amount_out), cmd.fixed_side, cmd.min_deadline_ms, cmd.answer_by,
-            event.model_dump(mode="json"), received_at,
+            _INSERT,
+            cmd.command_id,
+            cmd.quote_id,
+            execution_id_for(cmd.command_id),
+            cmd.decision_id,
+            event.event_id,
+            cmd.direction,
+            cmd.asset_in,
+            cmd.asset_out,
+            Decimal(cmd.amount_in),
+            Decimal(cmd.amount_out),
+            cmd.fixed_side,
+            cmd.min_deadline_ms,
+            cmd.answer_by,
+            event.model_dump(mode="json"),
+            received_at,
         )
         return LedgerRow.from_record(record) if record is not None else None
 
@@ -302,10 +333,16 @@ class LedgerStore:
         names = list(fields)
         sets = ["state = $2", f"{target.value}_at = $3", "updated_at = now()"]
         sets += [f"{name} = ${i}" for i, name in enumerate(names, start=5)]
-        sql = (f"UPDATE executor_ledger SET {', '.join(sets)} "
-               f"WHERE command_id = $1 AND state = ANY($4::text[]) RETURNING {_COLUMNS}")
+        sql = (
+            f"UPDATE executor_ledger SET {', '.join(sets)} "
+            f"WHERE command_id = $1 AND state = ANY($4::text[]) RETURNING {_COLUMNS}"
+        )
         record = await self.pool.fetchrow(
-            sql, command_id, target.value, at, [s.value for s in sources_of(target)],
+            sql,
+            command_id,
+            target.value,
+            at,
+            [s.value for s in sources_of(target)],
             *(_value(n, fields[n]) for n in names),
         )
         return LedgerRow.from_record(record) if record is not None else None
@@ -316,7 +353,8 @@ class LedgerStore:
         await self.pool.execute(
             "UPDATE executor_ledger SET venue_response = coalesce(venue_response, '{}'::jsonb) || $2::jsonb,"
             " updated_at = now() WHERE command_id = $1",
-            command_id, {key: value},
+            command_id,
+            {key: value},
         )
 
     async def mark_published_many(self, marks: dict[str, LedgerState]) -> None:
@@ -327,14 +365,17 @@ class LedgerStore:
             "UPDATE executor_ledger l SET published_state = m.state"
             " FROM unnest($1::text[], $2::text[]) AS m(command_id, state)"
             " WHERE l.command_id = m.command_id AND l.state = m.state",
-            list(marks), [s.value for s in marks.values()],
+            list(marks),
+            [s.value for s in marks.values()],
         )
 
     async def record_cancel(self, command_ids: list[str], at: datetime, response: Any) -> None:
         await self.pool.execute(
             "UPDATE executor_ledger SET cancel_requested_at = $2, cancel_response = $3, updated_at = now()"
             " WHERE command_id = ANY($1::text[])",
-            command_ids, at, response,
+            command_ids,
+            at,
+            response,
         )
 
     async def unresolved(self) -> list[LedgerRow]:
@@ -348,13 +389,15 @@ class LedgerStore:
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM executor_ledger WHERE published_state IS DISTINCT FROM state"
             " AND state <> ALL($1::text[]) ORDER BY updated_at LIMIT $2",
-            [s.value for s, status in RESULT_STATUS.items() if status is None], limit,
+            [s.value for s, status in RESULT_STATUS.items() if status is None],
+            limit,
         )
         return [LedgerRow.from_record(r) for r in rows]
 
     async def settled_since(self, since: datetime) -> list[LedgerRow]:
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = 'settled' AND settled_at >= $1", since,
+            f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = 'settled' AND settled_at >= $1",
+            since,
         )
         return [LedgerRow.from_record(r) for r in rows]
 
@@ -363,7 +406,8 @@ class LedgerStore:
         `after`: they could still execute if they had leaked, so they keep their holds."""
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = 'rejected' AND deadline > $1 "
-            "AND signed_data IS NOT NULL AND venue_response ? 'not_sent'", after,
+            "AND signed_data IS NOT NULL AND venue_response ? 'not_sent'",
+            after,
         )
         return [LedgerRow.from_record(r) for r in rows]
 

@@ -17,8 +17,12 @@ TOPIC = "ref.market_price"
 
 def view_of(event_id: str, payload: MarketPrice, observed_at: datetime) -> PriceView:
     return PriceView(
-        event_id=event_id, fair_rate_buy_btc=payload.fair_rate_buy_btc, fair_rate_sell_btc=payload.fair_rate_sell_btc,
-        decisionable=payload.decisionable, status_reason=payload.status_reason, freshness_ms=payload.freshness_ms,
+        event_id=event_id,
+        fair_rate_buy_btc=payload.fair_rate_buy_btc,
+        fair_rate_sell_btc=payload.fair_rate_sell_btc,
+        decisionable=payload.decisionable,
+        status_reason=payload.status_reason,
+        freshness_ms=payload.freshness_ms,
         observed_at=observed_at,
     )
 
@@ -40,11 +44,18 @@ class PriceFeed(LatestFollower):
     def state(self, now: datetime) -> dict[str, Any]:
         v = self.latest
         return {
-            "connected": self.error is None, "error": self.error, "prices_seen": self.prices,
+            "connected": self.error is None,
+            "error": self.error,
+            "prices_seen": self.prices,
             "undecodable": self.undecodable,
-            "latest": None if v is None else {
-                "event_id": v.event_id, "decisionable": v.decisionable, "status_reason": v.status_reason,
-                "age_ms": v.age_ms_at(now), "fair_rate_buy_btc": str(v.fair_rate_buy_btc),
+            "latest": None
+            if v is None
+            else {
+                "event_id": v.event_id,
+                "decisionable": v.decisionable,
+                "status_reason": v.status_reason,
+                "age_ms": v.age_ms_at(now),
+                "fair_rate_buy_btc": str(v.fair_rate_buy_btc),
                 "fair_rate_sell_btc": str(v.fair_rate_sell_btc),
             },
         }

@@ -57,8 +57,8 @@ from daemons.core.bus import Delivery, EventConsumer, EventProducer, Placed, nex
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.failpoints import failpoint
 from daemons.core.events import Envelope, ExecuteTrade, RefusalCode, TradeResult, new_event, now_utc
+from daemons.core.failpoints import failpoint
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.trade_executor.answer import SaltCache, cancel_payload, plan_nonce, sign_answer
@@ -76,7 +76,6 @@ from daemons.trade_executor.gates import (
     send_refusal,
 )
 from daemons.trade_executor.inventory import InventoryFeed
-from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.ledger import (
     LIVE,
     RESULT_STATUS,
@@ -87,6 +86,7 @@ from daemons.trade_executor.ledger import (
     resolve_by_nonce,
     result_from_row,
 )
+from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.settings import ExecutorSettings
 from daemons.trade_executor.settlement import (
     LiveAnswer,
@@ -118,13 +118,13 @@ from daemons.venues.near_intents.relay_ws import (
     LateRelayAnswer,
     QuoteFilter,
     QuoteStatus,
+    Reject,
     RelayAnswer,
     RelayConnectionLost,
     RelayNotConnected,
     RelayTimeout,
     RelayWsClient,
     RelayWsConfig,
-    Reject,
 )
 
 S = LedgerState
@@ -141,8 +141,9 @@ class ResolveBody(OperatorAction):
 class TradeExecutor(Service):
     name = "trade-executor"
 
-    def __init__(self, settings: ExecutorSettings, *,
-                 random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> None:
+    def __init__(
+        self, settings: ExecutorSettings, *, random_bytes: Callable[[int], bytes] = secrets.token_bytes
+    ) -> None:
         super().__init__(settings)
         self.cfg = settings
         self.pair = ActivePair(settings.btc_asset_id)
@@ -150,15 +151,18 @@ class TradeExecutor(Service):
         # than this executor's own settings (daemons/core/ceilings.py)
         self.ceilings = load_ceilings(settings.ceilings_file, self.pair)
         if settings.executor_inventory_max_age_ms > self.ceilings.max_inventory_age_ms:
-            raise CeilingsError(f"QL_EXECUTOR_INVENTORY_MAX_AGE_MS {settings.executor_inventory_max_age_ms} is over the "
-                                f"ceiling max_inventory_age_ms {self.ceilings.max_inventory_age_ms}")
+            raise CeilingsError(
+                f"QL_EXECUTOR_INVENTORY_MAX_AGE_MS {settings.executor_inventory_max_age_ms} is over the "
+                f"ceiling max_inventory_age_ms {self.ceilings.max_inventory_age_ms}"
+            )
         self.arm = ArmSwitch(self.audit, self.log)
         self.audit_watch = AuditWatch(settings.control_dir, self.log)
         self.random_bytes = random_bytes
         self.producer = EventProducer(settings, client_id=self.name)
         # a new group starts at the end: a command from before the executor's first start is stale
-        self.consumer = EventConsumer(settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name,
-                                      new_group_starts_at="latest")
+        self.consumer = EventConsumer(
+            settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name, new_group_starts_at="latest"
+        )
         self.rpc = client_from_settings(settings, timeout_s=settings.executor_rpc_timeout_s, daemon="trade-executor")
         self.book = LiveBook()
         self.headers = HeaderCache()
@@ -219,9 +223,11 @@ class TradeExecutor(Service):
             self.relay_rpc = RelayRpcClient(self.cfg.relay_rpc_url, jwt, timeout_s=self.cfg.executor_rpc_timeout_s)
             await self.relay.start()
         await self._connect_db()
-        helpers = [asyncio.create_task(self.inventory.run(self._stop), name="inventory"),
-                   asyncio.create_task(self.prices.run(self._stop), name="prices"),
-                   asyncio.create_task(self._sweep_loop(), name="sweep")]
+        helpers = [
+            asyncio.create_task(self.inventory.run(self._stop), name="inventory"),
+            asyncio.create_task(self.prices.run(self._stop), name="prices"),
+            asyncio.create_task(self._sweep_loop(), name="sweep"),
+        ]
         if self.cfg.strict_audit:
             helpers.append(asyncio.create_task(self.audit_watch.run(), name="audit-watch"))
         if self.relay is not None:
@@ -242,8 +248,11 @@ class TradeExecutor(Service):
     async def _close(self) -> None:
         # Bounded: leaving the consumer group waits for a rebalance in progress (for instance one
         # held by a killed predecessor's session), and a drain must not hang on it.
-        for name, closer in (("consumer", self.consumer.stop), ("producer", self.producer.stop),
-                             ("near_rpc", self.rpc.close)):
+        for name, closer in (
+            ("consumer", self.consumer.stop),
+            ("producer", self.producer.stop),
+            ("near_rpc", self.rpc.close),
+        ):
             try:
                 await asyncio.wait_for(closer(), timeout=self.cfg.executor_close_timeout_s)
             except Exception as exc:  # noqa: BLE001 - closing must go on to the next client
@@ -262,7 +271,9 @@ class TradeExecutor(Service):
         instance = self.cfg.executor_relay_instance_id
         return RelayWsClient(
             RelayWsConfig(
-                url=self.cfg.relay_ws_url, jwt=jwt, instance_id=instance,
+                url=self.cfg.relay_ws_url,
+                jwt=jwt,
+                instance_id=instance,
                 quote_filter=QuoteFilter(tokens_in=self.pair.token_ids, tokens_out=self.pair.token_ids),
                 guaranteed_status=instance is not None,
                 # with guaranteed delivery a fill is acknowledged only after its ledger write
@@ -270,8 +281,12 @@ class TradeExecutor(Service):
                 answer_timeout_s=self.cfg.executor_relay_answer_timeout_s,
                 max_frame_bytes=self.cfg.relay_max_frame_bytes,
             ),
-            backoff=Backoff(initial_s=self.cfg.relay_backoff_initial_s, max_s=self.cfg.relay_backoff_max_s,
-                            budget=self.cfg.relay_reconnect_budget, window_s=self.cfg.relay_reconnect_window_s),
+            backoff=Backoff(
+                initial_s=self.cfg.relay_backoff_initial_s,
+                max_s=self.cfg.relay_backoff_max_s,
+                budget=self.cfg.relay_reconnect_budget,
+                window_s=self.cfg.relay_reconnect_window_s,
+            ),
         )
 
     async def _finish_in_hand(self) -> None:
@@ -357,8 +372,10 @@ class TradeExecutor(Service):
         good = self.dead_letters.screen(deliveries)
         # Accepted concurrently: a command's inventory check and its hold run with no await
         # between them (see `_accept`), so interleaving at the ledger writes cannot over-commit.
-        outcomes = await asyncio.gather(*(self._accept(d.event) for d in good),  # type: ignore[arg-type]
-                                        return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(self._accept(d.event) for d in good),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
         failed: list[Delivery] = []
         for d, outcome in zip(good, outcomes, strict=True):
             if isinstance(outcome, DB_ERRORS):
@@ -388,8 +405,12 @@ class TradeExecutor(Service):
 
     def _gate_inputs(self, now: datetime) -> GateInputs:
         return GateInputs(
-            now=now, paused=self.paused, draining=self.drain_requested.is_set(), armed=self.arm.armed,
-            signer_problem=None if self.signer.ready and self.key is not None
+            now=now,
+            paused=self.paused,
+            draining=self.drain_requested.is_set(),
+            armed=self.arm.armed,
+            signer_problem=None
+            if self.signer.ready and self.key is not None
             else f"signer {self.signer.status}: {self.signer.detail}",
             relay_connected=self.relay is not None and self.relay.connected,
             max_min_deadline_ms=self.cfg.executor_max_min_deadline_ms,
@@ -399,27 +420,47 @@ class TradeExecutor(Service):
     async def _accept(self, event: Envelope[ExecuteTrade]) -> None:
         cmd = event.payload
         now = now_utc()
-        self.last_command = {"command_id": cmd.command_id, "quote_id": cmd.quote_id,
-                             "decision_id": cmd.decision_id, "received_at": now, "answer_by": cmd.answer_by}
+        self.last_command = {
+            "command_id": cmd.command_id,
+            "quote_id": cmd.quote_id,
+            "decision_id": cmd.decision_id,
+            "received_at": now,
+            "answer_by": cmd.answer_by,
+        }
         row = await self._store().insert_received(event, now)
         if row is None:
             await self._duplicate(event, now)
             return
-        refusal = (command_refusal(cmd, self.pair, self._gate_inputs(now))
-                   or check_ceilings(cmd, self.pair, self.ceilings, self.book.live_exposure(cmd.asset_out))
-                   or check_price(cmd, self.pair, self.prices.latest, now, self.ceilings))
+        refusal = (
+            command_refusal(cmd, self.pair, self._gate_inputs(now))
+            or check_ceilings(cmd, self.pair, self.ceilings, self.book.live_exposure(cmd.asset_out))
+            or check_price(cmd, self.pair, self.prices.latest, now, self.ceilings)
+        )
         if refusal is not None:
             await self._refuse(row, refusal, now)
             return
-        check = check_inventory(self.inventory.latest, cmd.asset_out, cmd.amount_out,
-                                self.book.reserved(cmd.asset_out), now, self.cfg.executor_inventory_max_age_ms,
-                                self.signer.account_id)
+        check = check_inventory(
+            self.inventory.latest,
+            cmd.asset_out,
+            cmd.amount_out,
+            self.book.reserved(cmd.asset_out),
+            now,
+            self.cfg.executor_inventory_max_age_ms,
+            self.signer.account_id,
+        )
         if check.refusal is not None:
             await self._refuse(row, check.refusal, now)
             return
         # reserve now, with no await since the check: the next command already sees this hold
-        self.book.hold(LiveAnswer(command_id=cmd.command_id, quote_id=cmd.quote_id, asset_out=cmd.asset_out,
-                                  amount_out=cmd.amount_out, state=S.RECEIVED))
+        self.book.hold(
+            LiveAnswer(
+                command_id=cmd.command_id,
+                quote_id=cmd.quote_id,
+                asset_out=cmd.asset_out,
+                amount_out=cmd.amount_out,
+                state=S.RECEIVED,
+            )
+        )
         self.busy[cmd.command_id] += 1
         task = asyncio.create_task(self._answer(row, cmd, check), name=f"answer-{cmd.command_id}")
         self.tasks.add(task)
@@ -431,8 +472,9 @@ class TradeExecutor(Service):
         existing = await store.get(cmd.command_id)
         if existing is not None:
             self.errors["duplicate_commands"] += 1
-            self.log.info("duplicate_command", command_id=cmd.command_id, quote_id=cmd.quote_id,
-                          state=existing.state.value)
+            self.log.info(
+                "duplicate_command", command_id=cmd.command_id, quote_id=cmd.quote_id, state=existing.state.value
+            )
             if RESULT_STATUS[existing.state] is None:
                 return  # in hand (or left for recovery): its result is on the way
             await self._publish(existing, republish=True)
@@ -444,29 +486,48 @@ class TradeExecutor(Service):
         self.errors["duplicate_quotes"] += 1
         self.refusals["quote_already_answered"] += 1
         result = TradeResult(
-            execution_id=execution_id_for(cmd.command_id), command_id=cmd.command_id, quote_id=cmd.quote_id,
-            decision_id=cmd.decision_id, status="refused", reason_code="quote_already_answered",
+            execution_id=execution_id_for(cmd.command_id),
+            command_id=cmd.command_id,
+            quote_id=cmd.quote_id,
+            decision_id=cmd.decision_id,
+            status="refused",
+            reason_code="quote_already_answered",
             reason=f"quote {cmd.quote_id} already belongs to {holder}: a quote is never answered twice",
-            direction=cmd.direction, asset_in=cmd.asset_in, asset_out=cmd.asset_out, amount_in=cmd.amount_in,
-            amount_out=cmd.amount_out, command_received_at=now,
+            direction=cmd.direction,
+            asset_in=cmd.asset_in,
+            asset_out=cmd.asset_out,
+            amount_in=cmd.amount_in,
+            amount_out=cmd.amount_out,
+            command_received_at=now,
         )
-        self.log.warning("command_refused", command_id=cmd.command_id, quote_id=cmd.quote_id,
-                         reason_code="quote_already_answered")
+        self.log.warning(
+            "command_refused", command_id=cmd.command_id, quote_id=cmd.quote_id, reason_code="quote_already_answered"
+        )
         await self._send_result(result, now, causation=event.event_id)
 
     async def _refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
         with self._working(row.command_id):
             refused = await self._store().transition(
-                row.command_id, S.REFUSED, now, reason=refusal.reason, reason_code=refusal.code,
-                inventory_id=refusal.inventory_id, spendable_at_check=refusal.spendable,
+                row.command_id,
+                S.REFUSED,
+                now,
+                reason=refusal.reason,
+                reason_code=refusal.code,
+                inventory_id=refusal.inventory_id,
+                spendable_at_check=refusal.spendable,
                 reserved_at_check=refusal.reserved,
             )
             if refused is None:
                 return  # past `received` already: not a refusal any more
             self.refusals[refusal.code] += 1
             self.book.release(row.command_id)
-            self.log.info("command_refused", command_id=row.command_id, quote_id=row.quote_id,
-                          reason_code=refusal.code, reason=refusal.reason)
+            self.log.info(
+                "command_refused",
+                command_id=row.command_id,
+                quote_id=row.quote_id,
+                reason_code=refusal.code,
+                reason=refusal.reason,
+            )
             self.completed += 1
             await self._publish(refused)
 
@@ -490,10 +551,20 @@ class TradeExecutor(Service):
             signed_at = now_utc()
             # one durable write before the answer leaves: nonce, deadline and signature together
             submitted = await store.transition(
-                cid, S.SUBMITTED, signed_at, signer_id=signer_id, salt=plan.salt, nonce=plan.nonce_b64,
-                deadline=plan.deadline, inventory_id=check.inventory_id, spendable_at_check=check.spendable,
-                reserved_at_check=check.reserved, signed_data=answer.signed_data, quote_hash=answer.quote_hash,
-                quote_output=answer.quote_output_wire(), signed_at=signed_at,
+                cid,
+                S.SUBMITTED,
+                signed_at,
+                signer_id=signer_id,
+                salt=plan.salt,
+                nonce=plan.nonce_b64,
+                deadline=plan.deadline,
+                inventory_id=check.inventory_id,
+                spendable_at_check=check.spendable,
+                reserved_at_check=check.reserved,
+                signed_data=answer.signed_data,
+                quote_hash=answer.quote_hash,
+                quote_output=answer.quote_output_wire(),
+                signed_at=signed_at,
             )
             if submitted is None:
                 raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
@@ -502,21 +573,44 @@ class TradeExecutor(Service):
             sent_at = now_utc()
             # the last check, with no await between it and the frame's write: once /disarm has
             # answered nothing leaves, nor anything late, on inputs gone stale, or over a ceiling
-            withheld = send_refusal(cmd, self.pair, self.ceilings, SendInputs(
-                now=sent_at, armed=self.arm.armed, price=self.prices.latest, inventory=self.inventory.latest,
-                inventory_max_age_ms=self.cfg.executor_inventory_max_age_ms,
-                live_exposure=self.book.live_exposure(cmd.asset_out)))
+            withheld = send_refusal(
+                cmd,
+                self.pair,
+                self.ceilings,
+                SendInputs(
+                    now=sent_at,
+                    armed=self.arm.armed,
+                    price=self.prices.latest,
+                    inventory=self.inventory.latest,
+                    inventory_max_age_ms=self.cfg.executor_inventory_max_age_ms,
+                    live_exposure=self.book.live_exposure(cmd.asset_out),
+                ),
+            )
             if withheld is not None:
                 await self._withhold(submitted, withheld)
                 return
-            self.last_request = {"command_id": cid, "quote_id": cmd.quote_id, "quote_hash": answer.quote_hash,
-                                 "deadline": plan.deadline, "sent_at": sent_at}
-            self.log.info("answer_submitted", command_id=cid, quote_id=cmd.quote_id, quote_hash=answer.quote_hash,
-                          deadline=plan.deadline.isoformat())
+            self.last_request = {
+                "command_id": cid,
+                "quote_id": cmd.quote_id,
+                "quote_hash": answer.quote_hash,
+                "deadline": plan.deadline,
+                "sent_at": sent_at,
+            }
+            self.log.info(
+                "answer_submitted",
+                command_id=cid,
+                quote_id=cmd.quote_id,
+                quote_hash=answer.quote_hash,
+                deadline=plan.deadline.isoformat(),
+            )
             outcome: RelayAnswer | RelayTimeout | RelayNotConnected
             try:
-                outcome = await self.relay.send_quote_response(cmd.quote_id, answer.quote_output, answer.signed_data,
-                                                               timeout_s=self.cfg.executor_relay_answer_timeout_s)
+                outcome = await self.relay.send_quote_response(
+                    cmd.quote_id,
+                    answer.quote_output,
+                    answer.signed_data,
+                    timeout_s=self.cfg.executor_relay_answer_timeout_s,
+                )
             except (RelayTimeout, RelayNotConnected) as exc:
                 outcome = exc
             await self._apply_answer(submitted, outcome, sent_at, now_utc())
@@ -527,8 +621,9 @@ class TradeExecutor(Service):
             self.errors["internal_error"] += 1
             self.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
             try:
-                await self._refuse(row, Refusal(RefusalCode.INTERNAL_ERROR, "the executor failed before signing"),
-                                   now_utc())
+                await self._refuse(
+                    row, Refusal(RefusalCode.INTERNAL_ERROR, "the executor failed before signing"), now_utc()
+                )
             except Exception:  # noqa: BLE001 - the row may be past `received`: the sweeps resolve it
                 pass
         finally:
@@ -538,26 +633,53 @@ class TradeExecutor(Service):
         """A stored answer that must not leave any more: rejected without being sent. Its hold
         stays until its deadline passes (its signature is valid until then)."""
         self.book.withhold(row.command_id)  # before the await: no other command sees it released
-        moved = await self._store().transition(row.command_id, S.REJECTED, now_utc(), reason=refusal.reason,
-                                               reason_code=refusal.code, venue_response={"not_sent": refusal.reason})
+        moved = await self._store().transition(
+            row.command_id,
+            S.REJECTED,
+            now_utc(),
+            reason=refusal.reason,
+            reason_code=refusal.code,
+            venue_response={"not_sent": refusal.reason},
+        )
         if moved is None:
             return  # resolved by another path meanwhile: it keeps its own result
         self.errors["not_sent"] += 1
         self.refusals[refusal.code] += 1
-        self.log.warning("answer_withheld", command_id=row.command_id, quote_id=row.quote_id,
-                         reason_code=refusal.code, deadline=row.deadline)
+        self.log.warning(
+            "answer_withheld",
+            command_id=row.command_id,
+            quote_id=row.quote_id,
+            reason_code=refusal.code,
+            deadline=row.deadline,
+        )
         self.completed += 1
         await self._publish(moved)
 
-    async def _apply_answer(self, row: LedgerRow, outcome: RelayAnswer | RelayTimeout | RelayNotConnected,
-                            sent_at: datetime, answered_at: datetime) -> None:
+    async def _apply_answer(
+        self,
+        row: LedgerRow,
+        outcome: RelayAnswer | RelayTimeout | RelayNotConnected,
+        sent_at: datetime,
+        answered_at: datetime,
+    ) -> None:
         cid = row.command_id
         store = self._store()
+        fields: dict[str, Any]  # the ledger columns set with the new state
         if isinstance(outcome, RelayAnswer):
-            venue = {"ok": outcome.ok, "error": outcome.error, "error_code": outcome.error_code,
-                     "error_data": outcome.error_data, "raw": outcome.raw}
-            self.last_venue_response = {"command_id": cid, "quote_id": row.quote_id, "ok": outcome.ok,
-                                        "error": outcome.error, "at": answered_at}
+            venue = {
+                "ok": outcome.ok,
+                "error": outcome.error,
+                "error_code": outcome.error_code,
+                "error_data": outcome.error_data,
+                "raw": outcome.raw,
+            }
+            self.last_venue_response = {
+                "command_id": cid,
+                "quote_id": row.quote_id,
+                "ok": outcome.ok,
+                "error": outcome.error,
+                "at": answered_at,
+            }
             if outcome.ok:
                 target, fields = S.ACKNOWLEDGED, {"reason": None, "reason_code": None}
             else:
@@ -566,28 +688,50 @@ class TradeExecutor(Service):
                 self.errors[f"venue_rejected:{code}"] += 1
                 if "invalid salt" in error:
                     self.salt.invalidate()  # the next answer reads current_salt again
-                self.log.warning("venue_rejected", command_id=cid, quote_id=row.quote_id, venue="near_intents",
-                                 reason=error, reason_code=code)
+                self.log.warning(
+                    "venue_rejected",
+                    command_id=cid,
+                    quote_id=row.quote_id,
+                    venue="near_intents",
+                    reason=error,
+                    reason_code=code,
+                )
                 target, fields = S.REJECTED, {"reason": error, "reason_code": code}
             fields["venue_response"] = venue
         elif isinstance(outcome, RelayTimeout):
             lost = isinstance(outcome, RelayConnectionLost)
             code = "relay_connection_lost" if lost else "relay_timeout"
             self.errors[code] += 1
-            reason = (f"no answer from the relay ({outcome}); the outcome is unknown: resolved by quote_status or "
-                      "is_nonce_used, never by resubmitting")
-            self.log.warning("venue_timeout", command_id=cid, quote_id=row.quote_id, venue="near_intents",
-                             error=str(outcome))
-            target, fields = S.UNCERTAIN, {"reason": reason, "reason_code": code,
-                                           "venue_response": {"timeout": str(outcome)}}
+            reason = (
+                f"no answer from the relay ({outcome}); the outcome is unknown: resolved by quote_status or "
+                "is_nonce_used, never by resubmitting"
+            )
+            self.log.warning(
+                "venue_timeout", command_id=cid, quote_id=row.quote_id, venue="near_intents", error=str(outcome)
+            )
+            target, fields = (
+                S.UNCERTAIN,
+                {"reason": reason, "reason_code": code, "venue_response": {"timeout": str(outcome)}},
+            )
         else:
             self.errors["not_sent"] += 1
-            target, fields = S.REJECTED, {"reason": f"not sent: {outcome}", "reason_code": "not_sent",
-                                          "venue_response": {"not_sent": str(outcome)}}
+            target, fields = (
+                S.REJECTED,
+                {
+                    "reason": f"not sent: {outcome}",
+                    "reason_code": "not_sent",
+                    "venue_response": {"not_sent": str(outcome)},
+                },
+            )
         answered = isinstance(outcome, RelayAnswer)
-        moved = await store.transition(cid, target, answered_at,
-                                       sent_at=None if isinstance(outcome, RelayNotConnected) else sent_at,
-                                       venue_answered_at=answered_at if answered else None, **fields)
+        moved = await store.transition(
+            cid,
+            target,
+            answered_at,
+            sent_at=None if isinstance(outcome, RelayNotConnected) else sent_at,
+            venue_answered_at=answered_at if answered else None,
+            **fields,
+        )
         if moved is None:
             # a quote_status settled it first: keep the venue's answer beside the settlement
             await store.merge_venue_response(cid, "answer", fields.get("venue_response"))
@@ -597,8 +741,7 @@ class TradeExecutor(Service):
         else:
             self.book.update(cid, state=target)
             if target is S.ACKNOWLEDGED:
-                self.log.info("answer_acknowledged", command_id=cid, quote_id=row.quote_id,
-                              quote_hash=row.quote_hash)
+                self.log.info("answer_acknowledged", command_id=cid, quote_id=row.quote_id, quote_hash=row.quote_hash)
         self.completed += 1
         await self._publish(moved)
 
@@ -659,11 +802,18 @@ class TradeExecutor(Service):
                 self.published_marks.setdefault(cid, state)
             raise
 
-    async def _send_result(self, result: TradeResult, at: datetime, *, causation: Any = None,
-                           key: str | None = None) -> Placed | None:
+    async def _send_result(
+        self, result: TradeResult, at: datetime, *, causation: Any = None, key: str | None = None
+    ) -> Placed | None:
         """Publish a result; where it landed, or None when Kafka refused it (the sweep retries)."""
-        event = new_event(result, producer=self.producer_id, pair=self.cfg.pair, occurred_at=at,
-                          correlation_id=result.quote_id, causation_id=causation)
+        event = new_event(
+            result,
+            producer=self.producer_id,
+            pair=self.cfg.pair,
+            occurred_at=at,
+            correlation_id=result.quote_id,
+            causation_id=causation,
+        )
         try:
             placed = await self.producer.publish(event, key=key or result.command_id)
         except (KafkaError, OSError) as exc:
@@ -736,18 +886,40 @@ class TradeExecutor(Service):
             cid = row.command_id
         with self._working(cid):
             at = now_utc()
-            resolution = {"quote_status": {"quote_hash": item.quote_hash, "intent_hash": item.intent_hash,
-                                           "tx_hash": item.tx_hash, "seq": item.seq, "received_at": item.received_at}}
-            settled = await store.transition(cid, S.SETTLED, at, intent_hash=item.intent_hash, tx_hash=item.tx_hash,
-                                             resolved_by="quote_status", resolution=resolution,
-                                             reason="the answer settled: quote_status from the relay", reason_code=None)
+            resolution = {
+                "quote_status": {
+                    "quote_hash": item.quote_hash,
+                    "intent_hash": item.intent_hash,
+                    "tx_hash": item.tx_hash,
+                    "seq": item.seq,
+                    "received_at": item.received_at,
+                }
+            }
+            settled = await store.transition(
+                cid,
+                S.SETTLED,
+                at,
+                intent_hash=item.intent_hash,
+                tx_hash=item.tx_hash,
+                resolved_by="quote_status",
+                resolution=resolution,
+                reason="the answer settled: quote_status from the relay",
+                reason_code=None,
+            )
             if settled is None:
                 return False
             self.undecided.discard(cid)  # the relay's word decides it after all
             if self.book.release(cid, settled=True) is None:
                 self.book.note_settled(cid, settled.asset_out, settled.amount_out)
-            self.log.info("answer_settled", command_id=cid, quote_id=settled.quote_id, quote_hash=item.quote_hash,
-                          intent_hash=item.intent_hash, tx_hash=item.tx_hash, resolved_by="quote_status")
+            self.log.info(
+                "answer_settled",
+                command_id=cid,
+                quote_id=settled.quote_id,
+                quote_hash=item.quote_hash,
+                intent_hash=item.intent_hash,
+                tx_hash=item.tx_hash,
+                resolved_by="quote_status",
+            )
             await self._publish(settled)
             return True
 
@@ -757,12 +929,20 @@ class TradeExecutor(Service):
         if cid is None:
             row = await self._store().get_by_quote(item.quote_id)
             cid = row.command_id if row is not None else None
-        self.log.warning("late_relay_answer", quote_id=item.quote_id, command_id=cid, ok=item.answer.ok,
-                         error=item.answer.error)
+        self.log.warning(
+            "late_relay_answer", quote_id=item.quote_id, command_id=cid, ok=item.answer.ok, error=item.answer.error
+        )
         if cid is not None:
-            await self._store().merge_venue_response(cid, "late_answer", {
-                "ok": item.answer.ok, "error": item.answer.error, "raw": item.answer.raw,
-                "received_at": item.received_at})
+            await self._store().merge_venue_response(
+                cid,
+                "late_answer",
+                {
+                    "ok": item.answer.ok,
+                    "error": item.answer.error,
+                    "raw": item.answer.raw,
+                    "received_at": item.received_at,
+                },
+            )
 
     # --- the sweep: deadlines, backlog, salt, PostgreSQL ----------------------------------------
 
@@ -789,11 +969,17 @@ class TradeExecutor(Service):
         for item in pending:
             await self._on_status(item)
         # what answering needs comes first from the NEAR RPC budget: the signer and the salt
-        if self.key is not None and self.signer.status == "unverified" \
-                and asyncio.get_running_loop().time() >= self.signer_retry_at:
+        if (
+            self.key is not None
+            and self.signer.status == "unverified"
+            and asyncio.get_running_loop().time() >= self.signer_retry_at
+        ):
             await self._authorize_signer()
-        if self.key is not None and self.salt.wants_refresh(now_utc()) \
-                and asyncio.get_running_loop().time() >= self.salt_retry_at:
+        if (
+            self.key is not None
+            and self.salt.wants_refresh(now_utc())
+            and asyncio.get_running_loop().time() >= self.salt_retry_at
+        ):
             await self._refresh_salt()
         now = now_utc()
         self.book.release_withheld(now, self.cfg.executor_settle_grace_ms)
@@ -848,8 +1034,12 @@ class TradeExecutor(Service):
         now = now_utc()
         wait = timedelta(milliseconds=self.cfg.executor_status_wait_ms)
         stream_up_since = self.relay.connected_since if self.relay is not None and self.relay.connected else None
-        silent_ok = self.relay is not None and self.relay.config.guaranteed_status and stream_up_since is not None \
+        silent_ok = (
+            self.relay is not None
+            and self.relay.config.guaranteed_status
+            and stream_up_since is not None
             and stream_up_since <= now - wait
+        )
         chain: list[LiveAnswer] = []
         for answer in due:
             if answer.nonce is None or answer.deadline is None or answer.command_id in self.undecided:
@@ -858,10 +1048,17 @@ class TradeExecutor(Service):
                 if now < answer.deadline + wait:
                     continue  # a replayed status may still come
                 if silent_ok:
-                    await self._resolve(answer, False, {
-                        "rule": "no quote_status on the guaranteed-delivery stream",
-                        "stream_connected_since": stream_up_since, "status_wait_ms": self.cfg.executor_status_wait_ms,
-                        "checked_at": now}, resolved_by="no_quote_status")
+                    await self._resolve(
+                        answer,
+                        False,
+                        {
+                            "rule": "no quote_status on the guaranteed-delivery stream",
+                            "stream_connected_since": stream_up_since,
+                            "status_wait_ms": self.cfg.executor_status_wait_ms,
+                            "checked_at": now,
+                        },
+                        resolved_by="no_quote_status",
+                    )
                     self._queue_audit(answer)
                     continue
             chain.append(answer)
@@ -921,8 +1118,15 @@ class TradeExecutor(Service):
         account = answer.signer_id or self.cfg.signer_account_id or ""
         try:
             # the block search takes at most what is spare, less the is_nonce_used read itself
-            outcome = await nonce_outcome(self.rpc, account, answer.nonce, datetime_to_ns(answer.deadline),
-                                          final, self.headers, max_calls=24 if spare is None else min(24, spare - 1))
+            outcome = await nonce_outcome(
+                self.rpc,
+                account,
+                answer.nonce,
+                datetime_to_ns(answer.deadline),
+                final,
+                self.headers,
+                max_calls=24 if spare is None else min(24, spare - 1),
+            )
         except LookupsSpent:
             return None  # the headers read are cached: the next sweep goes on from there
         except NearRpcError as exc:
@@ -937,16 +1141,28 @@ class TradeExecutor(Service):
         with self._working(cid):
             at = now_utc()
             moved = await self._store().transition(
-                cid, S.SETTLED, at, resolved_by="is_nonce_used",
-                resolution={"is_nonce_used": True, "read_at_block": height, "checked_at": at,
-                            "rule": "audit of an expiry by relay silence"},
+                cid,
+                S.SETTLED,
+                at,
+                resolved_by="is_nonce_used",
+                resolution={
+                    "is_nonce_used": True,
+                    "read_at_block": height,
+                    "checked_at": at,
+                    "rule": "audit of an expiry by relay silence",
+                },
                 reason="settled: its nonce is used in the verifier although the relay sent no quote_status",
-                reason_code="nonce_used")
+                reason_code="nonce_used",
+            )
             if moved is None:
                 return
             self.book.note_settled(cid, moved.asset_out, moved.amount_out)
-            self.log.error("relay_silence_misled", command_id=cid, quote_id=moved.quote_id,
-                           reason="expired for want of a quote_status, but its nonce was used: corrected to settled")
+            self.log.error(
+                "relay_silence_misled",
+                command_id=cid,
+                quote_id=moved.quote_id,
+                reason="expired for want of a quote_status, but its nonce was used: corrected to settled",
+            )
             await self._publish(moved)
 
     async def _resolve_on_chain(self, due: list[LiveAnswer]) -> None:
@@ -960,15 +1176,26 @@ class TradeExecutor(Service):
             if outcome is NonceOutcome.UNKNOWN:
                 if answer.command_id not in self.undecided:
                     self.undecided.add(answer.command_id)
-                    self.log.error("answer_outcome_unknown", command_id=answer.command_id, quote_id=answer.quote_id,
-                                   reason="the block at its deadline is out of this node's reach; hold kept")
+                    self.log.error(
+                        "answer_outcome_unknown",
+                        command_id=answer.command_id,
+                        quote_id=answer.quote_id,
+                        reason="the block at its deadline is out of this node's reach; hold kept",
+                    )
                 continue
             assert final is not None
-            await self._resolve(answer, outcome is NonceOutcome.USED,
-                                {"is_nonce_used": outcome is NonceOutcome.USED,
-                                 "account_id": answer.signer_id or self.cfg.signer_account_id,
-                                 "nonce": answer.nonce, "read_at_block": final.height, "checked_at": now_utc(),
-                                 "rule": "read at the last block at or before the deadline"})
+            await self._resolve(
+                answer,
+                outcome is NonceOutcome.USED,
+                {
+                    "is_nonce_used": outcome is NonceOutcome.USED,
+                    "account_id": answer.signer_id or self.cfg.signer_account_id,
+                    "nonce": answer.nonce,
+                    "read_at_block": final.height,
+                    "checked_at": now_utc(),
+                    "rule": "read at the last block at or before the deadline",
+                },
+            )
 
     async def _resolve_unsent(self, answer: LiveAnswer, reason: str) -> None:
         """A row the executor stopped in while signing never left the process (its `submitted`
@@ -983,24 +1210,39 @@ class TradeExecutor(Service):
             self.rpc_error = exc.message
             return
         self.rpc_error = None
-        await self._resolve(answer, used, {"is_nonce_used": used, "account_id": account, "nonce": answer.nonce,
-                                           "checked_at": now_utc()}, reason=reason)
+        await self._resolve(
+            answer,
+            used,
+            {"is_nonce_used": used, "account_id": account, "nonce": answer.nonce, "checked_at": now_utc()},
+            reason=reason,
+        )
 
-    async def _resolve(self, answer: LiveAnswer, used: bool, resolution: dict[str, Any],
-                       reason: str | None = None, resolved_by: str = "is_nonce_used") -> None:
+    async def _resolve(
+        self,
+        answer: LiveAnswer,
+        used: bool,
+        resolution: dict[str, Any],
+        reason: str | None = None,
+        resolved_by: str = "is_nonce_used",
+    ) -> None:
         """The venue's verdict on a live answer: used → settled, unused → expired."""
         cid = answer.command_id
         with self._working(cid):
             at = now_utc()
             target = resolve_by_nonce(used)
             if used:
-                fields: dict[str, Any] = {"reason": "settled: its nonce is used in the verifier (the quote_status "
-                                                    "was missed)", "reason_code": "nonce_used"}
+                fields: dict[str, Any] = {
+                    "reason": "settled: its nonce is used in the verifier (the quote_status was missed)",
+                    "reason_code": "nonce_used",
+                }
             else:
-                fields = {"reason": reason or expiry_reason(answer),
-                          "reason_code": "cancelled" if answer.cancel_requested else "deadline_passed"}
-            moved = await self._store().transition(cid, target, at, resolved_by=resolved_by,
-                                                    resolution=resolution, **fields)
+                fields = {
+                    "reason": reason or expiry_reason(answer),
+                    "reason_code": "cancelled" if answer.cancel_requested else "deadline_passed",
+                }
+            moved = await self._store().transition(
+                cid, target, at, resolved_by=resolved_by, resolution=resolution, **fields
+            )
             self.undecided.discard(cid)
             if moved is None:
                 fresh = await self._store().get(cid)
@@ -1008,8 +1250,9 @@ class TradeExecutor(Service):
                     self.book.release(cid)
                 return
             self.book.release(cid, settled=used)
-            self.log.info("answer_resolved", command_id=cid, quote_id=moved.quote_id, state=target.value,
-                          resolved_by=resolved_by)
+            self.log.info(
+                "answer_resolved", command_id=cid, quote_id=moved.quote_id, state=target.value, resolved_by=resolved_by
+            )
             await self._publish(moved)
 
     async def _publish_backlog(self) -> None:
@@ -1039,20 +1282,30 @@ class TradeExecutor(Service):
             steps[row.state.value] += 1
             now = now_utc()
             if step is RecoveryStep.REFUSE:
-                await self._refuse(row, Refusal(
-                    RefusalCode.EXECUTOR_RESTARTED,
-                    "the executor stopped (or lost its ledger) before signing: nothing was signed or sent"), now)
+                await self._refuse(
+                    row,
+                    Refusal(
+                        RefusalCode.EXECUTOR_RESTARTED,
+                        "the executor stopped (or lost its ledger) before signing: nothing was signed or sent",
+                    ),
+                    now,
+                )
             elif step is RecoveryStep.RESOLVE_NOW:
                 answer = LiveAnswer.from_row(row)
                 self.book.hold(answer)
-                await self._resolve_unsent(answer, reason="not sent: the executor stopped while signing, before "
-                                                            "the signed answer was stored")
+                await self._resolve_unsent(
+                    answer, reason="not sent: the executor stopped while signing, before the signed answer was stored"
+                )
             elif step is RecoveryStep.MARK_UNCERTAIN:
                 with self._working(row.command_id):
                     moved = await store.transition(
-                        row.command_id, S.UNCERTAIN, now, reason_code="restarted_after_submit",
+                        row.command_id,
+                        S.UNCERTAIN,
+                        now,
+                        reason_code="restarted_after_submit",
                         reason="the executor stopped after storing the signed answer: whether the relay received it "
-                               "is unknown; resolved by quote_status or is_nonce_used, never by resubmitting")
+                        "is unknown; resolved by quote_status or is_nonce_used, never by resubmitting",
+                    )
                     if moved is not None:
                         self.book.hold(LiveAnswer.from_row(moved))
                         await self._publish(moved)
@@ -1085,8 +1338,13 @@ class TradeExecutor(Service):
                 self.signer_retry_at = asyncio.get_running_loop().time() + 1.0
         if self.signer.status != before or not self.signer.ready:
             log = self.log.info if self.signer.ready else self.log.error
-            log("signer_status", status=self.signer.status, detail=self.signer.detail,
-                account_id=self.signer.account_id, public_key=self.signer.public_key)
+            log(
+                "signer_status",
+                status=self.signer.status,
+                detail=self.signer.detail,
+                account_id=self.signer.account_id,
+                public_key=self.signer.public_key,
+            )
         self.notify_status()
 
     async def _check_arm(self) -> None:
@@ -1110,29 +1368,47 @@ class TradeExecutor(Service):
 
     async def _cancel_live(self, caller: Caller) -> dict[str, Any]:
         now = now_utc()
-        targets = [a for a in self.book.answers.values()
-                   if a.nonce is not None and a.deadline is not None and a.deadline > now]
+        targets = [
+            a for a in self.book.answers.values() if a.nonce is not None and a.deadline is not None and a.deadline > now
+        ]
         ids = [a.command_id for a in targets]
         relay: dict[str, Any]
         if not targets:
             relay = {"status": "nothing_live"}
         elif self.key is None or self.relay_rpc is None:
-            relay = {"status": "error", "error": f"cannot sign or publish: signer {self.signer.status}, "
-                                                 f"relay {self.relay_error or 'ok'}"}
+            relay = {
+                "status": "error",
+                "error": f"cannot sign or publish: signer {self.signer.status}, relay {self.relay_error or 'ok'}",
+            }
         else:
-            payloads = [cancel_payload(self.key, a.signer_id or self.cfg.signer_account_id or "",
-                                       base64.b64decode(a.nonce or ""), a.deadline or now,
-                                       self.cfg.verifier_contract).signed_data for a in targets]
+            payloads = [
+                cancel_payload(
+                    self.key,
+                    a.signer_id or self.cfg.signer_account_id or "",
+                    base64.b64decode(a.nonce or ""),
+                    a.deadline or now,
+                    self.cfg.verifier_contract,
+                ).signed_data
+                for a in targets
+            ]
             try:
                 published = await self.relay_rpc.publish_intents(payloads)
-                relay = {"status": "OK", "intent_hashes": published.intent_hashes,
-                         "already_processed": published.already_processed}
+                relay = {
+                    "status": "OK",
+                    "intent_hashes": published.intent_hashes,
+                    "already_processed": published.already_processed,
+                }
             except RelayPublishFailed as exc:
                 relay = {"status": "FAILED", "reason": exc.reason, "code": exc.code}
             except RelayRpcClientError as exc:
                 relay = {"status": "error", "error": str(exc)}
-        record = {**relay, "command_ids": ids, "quote_hashes": [a.quote_hash for a in targets],
-                  "nonces": [a.nonce for a in targets], "operator": caller.operator}
+        record = {
+            **relay,
+            "command_ids": ids,
+            "quote_hashes": [a.quote_hash for a in targets],
+            "nonces": [a.nonce for a in targets],
+            "operator": caller.operator,
+        }
         if targets:
             if cancel_succeeded(relay):
                 for a in targets:
@@ -1175,10 +1451,17 @@ class TradeExecutor(Service):
     # --- control and state ----------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        return [*self.arm.routes(check_arm=self._check_arm, on_disarm=self._on_disarm),
-                Route("POST", "/resolve", self._operator_resolve,
-                      "Record an operator's verdict on an answer the chain could not decide (audited)",
-                      ResolveBody, body_optional=False)]
+        return [
+            *self.arm.routes(check_arm=self._check_arm, on_disarm=self._on_disarm),
+            Route(
+                "POST",
+                "/resolve",
+                self._operator_resolve,
+                "Record an operator's verdict on an answer the chain could not decide (audited)",
+                ResolveBody,
+                body_optional=False,
+            ),
+        ]
 
     async def _operator_resolve(self, _r: Any, body: ResolveBody, caller: Caller) -> dict[str, Any]:
         """Only an `undecided` answer (past its deadline, beyond what the node can tell) takes a
@@ -1188,25 +1471,37 @@ class TradeExecutor(Service):
         answer = self.book.answers.get(cid)
         if cid not in self.undecided or answer is None:
             self.audit.record("resolve", caller, "refused: not undecided", {"command_id": cid})
-            raise ControlError(409, f"answer {cid} is not undecided; only an answer the chain could not decide "
-                                    "takes an operator's verdict (see undecided in GET /state)")
+            raise ControlError(
+                409,
+                f"answer {cid} is not undecided; only an answer the chain could not decide "
+                "takes an operator's verdict (see undecided in GET /state)",
+            )
         if self.db_error is not None:
             raise ControlError(503, f"ledger unavailable: {self.db_error}")
         with self._working(cid):
             at = now_utc()
             settled = body.outcome == "settled"
             moved = await self._store().transition(
-                cid, S.SETTLED if settled else S.EXPIRED, at, resolved_by="operator",
+                cid,
+                S.SETTLED if settled else S.EXPIRED,
+                at,
+                resolved_by="operator",
                 resolution={"operator": caller.operator, "reason": body.reason, "recorded_at": at},
                 reason=f"recorded by the operator: {body.reason}",
-                reason_code="operator_settled" if settled else "operator_expired")
+                reason_code="operator_settled" if settled else "operator_expired",
+            )
             if moved is None:
                 raise ControlError(409, f"answer {cid} changed meanwhile; see GET /state")
             self.undecided.discard(cid)
             self.book.release(cid)
             self.audit.record("resolve", caller, body.outcome, {"command_id": cid, "quote_id": moved.quote_id})
-            self.log.warning("answer_resolved_by_operator", command_id=cid, quote_id=moved.quote_id,
-                             state=body.outcome, operator=caller.operator)
+            self.log.warning(
+                "answer_resolved_by_operator",
+                command_id=cid,
+                quote_id=moved.quote_id,
+                state=body.outcome,
+                operator=caller.operator,
+            )
             await self._publish(moved)
         return {"command_id": cid, "state": body.outcome}
 
@@ -1233,9 +1528,12 @@ class TradeExecutor(Service):
             return f"ledger unavailable (commands wait in Kafka): {self.db_error}"
         g = self._gate_inputs(now)
         for problem, why in (
-            (g.draining, "draining"), (g.paused, "paused"), (not g.armed, "disarmed"),
+            (g.draining, "draining"),
+            (g.paused, "paused"),
+            (not g.armed, "disarmed"),
             (g.audit_impaired is not None, f"audit history impaired: {g.audit_impaired}"),
-            (g.signer_problem is not None, g.signer_problem), (not g.relay_connected, "relay disconnected"),
+            (g.signer_problem is not None, g.signer_problem),
+            (not g.relay_connected, "relay disconnected"),
         ):
             if problem:
                 return why
@@ -1254,10 +1552,14 @@ class TradeExecutor(Service):
         relay = self.relay.state() if self.relay is not None else {}
         return {
             **self.arm.state(),
-            "connected": {"relay": self.relay is not None and self.relay.connected,
-                          "postgres": self.db_error is None, "kafka": self.kafka_error is None,
-                          "inventory_feed": self.inventory.error is None, "price_feed": self.prices.error is None,
-                          "near_rpc": self.rpc_error is None},
+            "connected": {
+                "relay": self.relay is not None and self.relay.connected,
+                "postgres": self.db_error is None,
+                "kafka": self.kafka_error is None,
+                "inventory_feed": self.inventory.error is None,
+                "price_feed": self.prices.error is None,
+                "near_rpc": self.rpc_error is None,
+            },
             "authoritative": self.db_error is None and self.relay is not None and self.relay.connected,
             "blocked_reason": self.blocked_reason(now),
             "signer": self.signer.model_dump(mode="json"),
@@ -1268,8 +1570,12 @@ class TradeExecutor(Service):
             "inputs": {
                 "inventory": self.inventory.state(now),
                 "price": self.prices.state(now),
-                "salt": {"salt": self.salt.get(now), "age_s": self.salt.age_s(now),
-                         "max_age_s": self.salt.max_age_s, "invalidations": self.salt.invalidations},
+                "salt": {
+                    "salt": self.salt.get(now),
+                    "age_s": self.salt.age_s(now),
+                    "max_age_s": self.salt.max_age_s,
+                    "invalidations": self.salt.invalidations,
+                },
             },
             "last_command_seen": self.last_command,
             "last_request_sent": self.last_request,
@@ -1280,11 +1586,15 @@ class TradeExecutor(Service):
             "completed": self.completed,
             "live_answers": [a.view() for a in self.book.answers.values()],
             # settled, held until a snapshot's results_through reaches `needs` (None: not yet known)
-            "settled_holds": [{"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
-                              for cid, (needs, asset, amount) in self.book.settled.items()],
+            "settled_holds": [
+                {"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
+                for cid, (needs, asset, amount) in self.book.settled.items()
+            ],
             # signed, never sent, held until their deadlines
-            "withheld": [{"command_id": cid, "asset_id": asset, "amount": str(amount), "deadline": deadline}
-                         for cid, (deadline, asset, amount) in self.book.withheld.items()],
+            "withheld": [
+                {"command_id": cid, "asset_id": asset, "amount": str(amount), "deadline": deadline}
+                for cid, (deadline, asset, amount) in self.book.withheld.items()
+            ],
             "reserved": {k: str(v) for k, v in self.book.reserved_by_asset().items()},
             "live_exposure": {a: str(self.book.live_exposure(a)) for a in self.pair.token_ids},
             "ceilings": self.ceilings.model_dump(mode="json") | {"file": str(self.cfg.ceilings_file)},
@@ -1292,11 +1602,13 @@ class TradeExecutor(Service):
             "refusals": dict(self.refusals),
             "results": dict(self.results),
             "pending_statuses": len(self.pending_statuses),
-            "limits": {"answer_margin_ms": self.cfg.executor_answer_margin_ms,
-                       "relay_answer_timeout_s": self.cfg.executor_relay_answer_timeout_s,
-                       "inventory_max_age_ms": self.cfg.executor_inventory_max_age_ms,
-                       "max_min_deadline_ms": self.cfg.executor_max_min_deadline_ms,
-                       "settle_grace_ms": self.cfg.executor_settle_grace_ms},
+            "limits": {
+                "answer_margin_ms": self.cfg.executor_answer_margin_ms,
+                "relay_answer_timeout_s": self.cfg.executor_relay_answer_timeout_s,
+                "inventory_max_age_ms": self.cfg.executor_inventory_max_age_ms,
+                "max_min_deadline_ms": self.cfg.executor_max_min_deadline_ms,
+                "settle_grace_ms": self.cfg.executor_settle_grace_ms,
+            },
         }
 
     # --- helpers --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class ExecutorSettings(CoreSettings):
     @classmethod
     def _empty_is_off(cls, value: str | None) -> str | None:
         return value or None
+
     # an inventory snapshot older than this (its age_ms + time since publish) is stale
     executor_inventory_max_age_ms: int = Field(default=30_000, ge=1)
     # refuse requests asking a live answer to last longer than this

@@ -48,17 +48,31 @@ class LiveAnswer:
 
     def view(self) -> dict[str, Any]:
         return {
-            "command_id": self.command_id, "quote_id": self.quote_id, "state": self.state.value,
-            "asset_id": self.asset_out, "reserved": str(self.amount_out), "deadline": self.deadline,
-            "quote_hash": self.quote_hash, "nonce": self.nonce, "cancel_requested": self.cancel_requested,
+            "command_id": self.command_id,
+            "quote_id": self.quote_id,
+            "state": self.state.value,
+            "asset_id": self.asset_out,
+            "reserved": str(self.amount_out),
+            "deadline": self.deadline,
+            "quote_hash": self.quote_hash,
+            "nonce": self.nonce,
+            "cancel_requested": self.cancel_requested,
         }
 
     @classmethod
     def from_row(cls, row: LedgerRow) -> LiveAnswer:
-        return cls(command_id=row.command_id, quote_id=row.quote_id, asset_out=row.asset_out,
-                   amount_out=row.amount_out, state=row.state, signer_id=row.signer_id, nonce=row.nonce,
-                   deadline=row.deadline, quote_hash=row.quote_hash,
-                   cancel_requested=cancel_succeeded(row.cancel_response))
+        return cls(
+            command_id=row.command_id,
+            quote_id=row.quote_id,
+            asset_out=row.asset_out,
+            amount_out=row.amount_out,
+            state=row.state,
+            signer_id=row.signer_id,
+            nonce=row.nonce,
+            deadline=row.deadline,
+            quote_hash=row.quote_hash,
+            cancel_requested=cancel_succeeded(row.cancel_response),
+        )
 
 
 @dataclass
@@ -131,8 +145,11 @@ class LiveBook:
 
     def release_withheld(self, now: datetime, grace_ms: int) -> list[str]:
         """Drop the withheld answers that can no longer execute (deadline + grace passed)."""
-        gone = [cid for cid, (deadline, _, _) in self.withheld.items()
-                if deadline is None or is_due(deadline, now, grace_ms)]
+        gone = [
+            cid
+            for cid, (deadline, _, _) in self.withheld.items()
+            if deadline is None or is_due(deadline, now, grace_ms)
+        ]
         for cid in gone:
             _, asset, amount = self.withheld.pop(cid)
             self._add(asset, -amount)
@@ -176,9 +193,14 @@ class LiveBook:
 
     def due(self, now: datetime, grace_ms: int, skip: set[str] | frozenset[str] = frozenset()) -> list[LiveAnswer]:
         """Live answers past deadline + grace, to resolve with `is_nonce_used`."""
-        return [a for a in self.answers.values()
-                if a.command_id not in skip and a.nonce is not None and a.state in LIVE
-                and is_due(a.deadline, now, grace_ms)]
+        return [
+            a
+            for a in self.answers.values()
+            if a.command_id not in skip
+            and a.nonce is not None
+            and a.state in LIVE
+            and is_due(a.deadline, now, grace_ms)
+        ]
 
 
 def covers(results_through: dict[int, int], needs: dict[int, int] | None) -> bool:
@@ -205,10 +227,10 @@ def expiry_reason(answer: LiveAnswer) -> str:
 
 
 class RecoveryStep(StrEnum):
-    REFUSE = "refuse"              # received: nothing was signed
-    RESOLVE_NOW = "resolve_now"    # signing: never sent (submitted is written before sending)
+    REFUSE = "refuse"  # received: nothing was signed
+    RESOLVE_NOW = "resolve_now"  # signing: never sent (submitted is written before sending)
     MARK_UNCERTAIN = "mark_uncertain"  # submitted: the frame may or may not have gone out
-    WATCH = "watch"                # acknowledged / uncertain: live until status or deadline
+    WATCH = "watch"  # acknowledged / uncertain: live until status or deadline
 
 
 def recovery_step(state: LedgerState) -> RecoveryStep | None:

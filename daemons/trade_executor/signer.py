@@ -56,8 +56,9 @@ def load_key(account_id: str | None, key_file: Path | None) -> tuple[SignerKey |
     if not account_id:
         return None, SignerStatus(status="account_not_set", detail="QL_SIGNER_ACCOUNT_ID is not set")
     if key_file is None:
-        return None, SignerStatus(status="key_file_not_set", detail="QL_SIGNER_KEY_FILE is not set",
-                                  account_id=account_id)
+        return None, SignerStatus(
+            status="key_file_not_set", detail="QL_SIGNER_KEY_FILE is not set", account_id=account_id
+        )
     try:
         key = load_signer_key(key_file)
     except KeyFileMissing as exc:
@@ -66,26 +67,48 @@ def load_key(account_id: str | None, key_file: Path | None) -> tuple[SignerKey |
         return None, SignerStatus(status="key_insecure", detail=str(exc), account_id=account_id)
     except KeyFileInvalid as exc:
         return None, SignerStatus(status="key_invalid", detail=str(exc), account_id=account_id)
-    return key, SignerStatus(status="unverified", detail="key loaded; not yet checked with the verifier",
-                             account_id=account_id, public_key=key.public_key)
+    return key, SignerStatus(
+        status="unverified",
+        detail="key loaded; not yet checked with the verifier",
+        account_id=account_id,
+        public_key=key.public_key,
+    )
 
 
 async def authorize(account_id: str, key: SignerKey, rpc: NearRpcClient, now: datetime) -> SignerStatus:
     """Is `key` allowed to sign for `account_id` in the verifier?"""
     if key.implicit_account_id == account_id:
-        return SignerStatus(status="authorized", detail="the account is the key's implicit account",
-                            account_id=account_id, public_key=key.public_key, implicit_account=True,
-                            checked_at=now)
+        return SignerStatus(
+            status="authorized",
+            detail="the account is the key's implicit account",
+            account_id=account_id,
+            public_key=key.public_key,
+            implicit_account=True,
+            checked_at=now,
+        )
     try:
         registered = await rpc.has_public_key(account_id, key.public_key)
     except NearRpcError as exc:
-        return SignerStatus(status="unverified", detail=f"has_public_key could not be checked: {exc.message}",
-                            account_id=account_id, public_key=key.public_key, checked_at=now)
+        return SignerStatus(
+            status="unverified",
+            detail=f"has_public_key could not be checked: {exc.message}",
+            account_id=account_id,
+            public_key=key.public_key,
+            checked_at=now,
+        )
     if not registered:
         return SignerStatus(
             status="not_authorized",
             detail=f"signer not authorized: {key.public_key} is not a public key of {account_id} in the verifier "
-                   f"(has_public_key is false)",
-            account_id=account_id, public_key=key.public_key, checked_at=now)
-    return SignerStatus(status="authorized", detail="has_public_key is true", account_id=account_id,
-                        public_key=key.public_key, checked_at=now)
+            f"(has_public_key is false)",
+            account_id=account_id,
+            public_key=key.public_key,
+            checked_at=now,
+        )
+    return SignerStatus(
+        status="authorized",
+        detail="has_public_key is true",
+        account_id=account_id,
+        public_key=key.public_key,
+        checked_at=now,
+    )

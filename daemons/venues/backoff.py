@@ -47,7 +47,7 @@ class Backoff:
         """Seconds to wait before the next attempt; records the attempt against the budget."""
         now = self.clock()
         self._prune(now)
-        ceiling = min(self.max_s, self.initial_s * self.factor ** self.attempts)
+        ceiling = min(self.max_s, self.initial_s * self.factor**self.attempts)
         delay = self.rng.uniform(ceiling / 2, ceiling)  # "equal jitter": never a hot loop
         if len(self._recent) >= self.budget:
             # out of budget: wait until the oldest reconnect leaves the window

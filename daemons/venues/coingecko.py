@@ -223,9 +223,7 @@ def parse_ratelimit_reset(value: str | None, now: datetime) -> datetime | None:
     return moment if moment > now else None
 
 
-def rate_limit_until(
-    headers: Any, now: datetime, default_backoff_s: float = DEFAULT_BACKOFF_S
-) -> tuple[datetime, str]:
+def rate_limit_until(headers: Any, now: datetime, default_backoff_s: float = DEFAULT_BACKOFF_S) -> tuple[datetime, str]:
     """When a 429 lets us try again, and which signal said so (§4 order)."""
     moment = parse_retry_after(headers.get("retry-after"), now)
     if moment is not None:

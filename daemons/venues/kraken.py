@@ -206,15 +206,17 @@ def parse_message(raw: str | bytes) -> KrakenMessage:
         raise KrakenParseError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise KrakenParseError(f"expected a JSON object, got {type(obj).__name__}")
-    model: type[_Wire]
+    model: type[StatusMessage | HeartbeatMessage | TickerMessage | BookMessage | ChannelMessage]
+    channels: dict[str, type[StatusMessage | HeartbeatMessage | TickerMessage | BookMessage]]
     try:
         if "channel" in obj:
-            model = {
+            channels = {
                 "status": StatusMessage,
                 "heartbeat": HeartbeatMessage,
                 "ticker": TickerMessage,
                 "book": BookMessage,
-            }.get(obj["channel"], ChannelMessage) if isinstance(obj["channel"], str) else ChannelMessage
+            }
+            model = channels.get(obj["channel"], ChannelMessage) if isinstance(obj["channel"], str) else ChannelMessage
             # (a non-string channel, e.g. a list, is unhashable: ChannelMessage then refuses it)
             return model.model_validate(obj)
         if obj.get("method") == "pong":

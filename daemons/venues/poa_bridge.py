@@ -115,9 +115,7 @@ def _parse_base_units(value: Any) -> int:
 
 
 # Integer base units; accepted as a JSON number or a decimal string, serialised as a string.
-BaseUnits = Annotated[
-    int, BeforeValidator(_parse_base_units), PlainSerializer(str, return_type=str, when_used="json")
-]
+BaseUnits = Annotated[int, BeforeValidator(_parse_base_units), PlainSerializer(str, return_type=str, when_used="json")]
 
 
 def _utc(value: Any) -> Any:
@@ -355,8 +353,7 @@ class PoaBridgeClient:
     async def withdrawal_status(self, withdrawal_hash: str) -> WithdrawalStatus:
         """By the NEAR tx hash that burned the POA token. A `PoaBridgeRpcError` with
         `withdrawals_not_found` is transient: the bridge has not indexed the burn yet."""
-        raw = _as_dict(await self._call("withdrawal_status", {"withdrawal_hash": withdrawal_hash}),
-                       "withdrawal_status")
+        raw = _as_dict(await self._call("withdrawal_status", {"withdrawal_hash": withdrawal_hash}), "withdrawal_status")
         if "withdrawals" in raw:
             candidate: dict[str, Any] = {"shape": "withdrawals_list", "withdrawals": raw["withdrawals"]}
         elif "status" in raw:
@@ -425,7 +422,9 @@ def _rpc_error(method: str, error: Any) -> PoaBridgeRpcError:
     if isinstance(error, dict):
         code = error.get("code")
         return PoaBridgeRpcError(
-            method, str(error.get("message", error)), code=code if isinstance(code, int) else None,
+            method,
+            str(error.get("message", error)),
+            code=code if isinstance(code, int) else None,
             data=error.get("data"),
         )
     return PoaBridgeRpcError(method, str(error))
@@ -444,8 +443,22 @@ def _first_error(exc: ValidationError) -> str:
 
 
 __all__ = [
-    "WITHDRAWALS_NOT_FOUND", "Deposit", "DepositAddress", "DepositStatusName", "PoaBridgeBadResponse",
-    "PoaBridgeClient", "PoaBridgeError", "PoaBridgeRpcError", "PoaBridgeUnavailable", "RecentDeposits",
-    "RecentWithdrawals", "SupportedToken", "SupportedTokens", "Withdrawal", "WithdrawalData",
-    "WithdrawalEstimate", "WithdrawalStatus", "WithdrawalStatusName",
+    "WITHDRAWALS_NOT_FOUND",
+    "Deposit",
+    "DepositAddress",
+    "DepositStatusName",
+    "PoaBridgeBadResponse",
+    "PoaBridgeClient",
+    "PoaBridgeError",
+    "PoaBridgeRpcError",
+    "PoaBridgeUnavailable",
+    "RecentDeposits",
+    "RecentWithdrawals",
+    "SupportedToken",
+    "SupportedTokens",
+    "Withdrawal",
+    "WithdrawalData",
+    "WithdrawalEstimate",
+    "WithdrawalStatus",
+    "WithdrawalStatusName",
 ]

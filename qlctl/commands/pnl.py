@@ -30,8 +30,9 @@ def parse_time(text: str, now: datetime) -> datetime:
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ClientError(f"bad time {text!r}: a duration (90s, 15m, 1h, 2d) or ISO 8601 "
-                          "(2026-11-24T12:00:00Z)") from None
+        raise ClientError(
+            f"bad time {text!r}: a duration (90s, 15m, 1h, 2d) or ISO 8601 (2026-11-24T12:00:00Z)"
+        ) from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
@@ -54,40 +55,77 @@ def _markout(t: model.Totals, label: str) -> str:
 
 
 def _print(r: model.PnlReport, shown: int) -> None:
-    console.print(f"[bold]settled trades from {r.since:%Y-%m-%d %H:%M:%S} to {r.until:%Y-%m-%d %H:%M:%S} UTC[/bold]"
-                  f" ({len(r.trades)})")
+    console.print(
+        f"[bold]settled trades from {r.since:%Y-%m-%d %H:%M:%S} to {r.until:%Y-%m-%d %H:%M:%S} UTC[/bold]"
+        f" ({len(r.trades)})"
+    )
     if shown and r.trades:
-        trades = Table(title="trades (EURe at the decision's fair price; markouts at the price 10 s / 1 min / 5 min "
-                             "after the fill)")
-        for c in ("filled", "direction", "gave", "received", "fair", "edge", "edge %", "fee", "mo 10s", "mo 1m",
-                  "mo 5m", "quote"):
-            trades.add_column(c, justify="right" if c in ("edge", "edge %", "fee", "mo 10s", "mo 1m", "mo 5m")
-                              else "left")
+        trades = Table(
+            title="trades (EURe at the decision's fair price; markouts at the price 10 s / 1 min / 5 min "
+            "after the fill)"
+        )
+        for c in (
+            "filled",
+            "direction",
+            "gave",
+            "received",
+            "fair",
+            "edge",
+            "edge %",
+            "fee",
+            "mo 10s",
+            "mo 1m",
+            "mo 5m",
+            "quote",
+        ):
+            trades.add_column(
+                c, justify="right" if c in ("edge", "edge %", "fee", "mo 10s", "mo 1m", "mo 5m") else "left"
+            )
         for t in r.trades[-shown:]:
-            trades.add_row(f"{t.filled_at:%m-%d %H:%M:%S}", t.direction, _amount(t.gave_amount, t.gave_asset),
-                           _amount(t.received_amount, t.received_asset),
-                           "" if t.fair_rate is None else model.plain(t.fair_rate), _eur(t.edge_eure),
-                           _pct(t.edge_pct),
-                           _eur(t.fee_eure), _eur(t.markout_10s_eure), _eur(t.markout_1m_eure),
-                           _eur(t.markout_5m_eure), t.quote_id)
+            trades.add_row(
+                f"{t.filled_at:%m-%d %H:%M:%S}",
+                t.direction,
+                _amount(t.gave_amount, t.gave_asset),
+                _amount(t.received_amount, t.received_asset),
+                "" if t.fair_rate is None else model.plain(t.fair_rate),
+                _eur(t.edge_eure),
+                _pct(t.edge_pct),
+                _eur(t.fee_eure),
+                _eur(t.markout_10s_eure),
+                _eur(t.markout_1m_eure),
+                _eur(t.markout_5m_eure),
+                t.quote_id,
+            )
         console.print(trades)
     totals = Table(title="totals per day and direction (EURe)")
     for c in ("day", "direction", "trades", "gave", "received", "edge", "fee", "net", "mo 10s", "mo 1m", "mo 5m"):
         totals.add_column(c, justify="left" if c in ("day", "direction", "gave", "received") else "right")
     for s in [*r.totals, r.total]:
-        totals.add_row("all" if s.day is None else s.day.isoformat(), s.direction or "all", str(s.trades),
-                       ", ".join(_amount(v, k) for k, v in s.gave.items()),
-                       ", ".join(_amount(v, k) for k, v in s.received.items()), _eur(s.edge_eure), _eur(s.fee_eure),
-                       _eur(s.net_eure), *(_markout(s, label) for label, _ in model.HORIZONS))
+        totals.add_row(
+            "all" if s.day is None else s.day.isoformat(),
+            s.direction or "all",
+            str(s.trades),
+            ", ".join(_amount(v, k) for k, v in s.gave.items()),
+            ", ".join(_amount(v, k) for k, v in s.received.items()),
+            _eur(s.edge_eure),
+            _eur(s.fee_eure),
+            _eur(s.net_eure),
+            *(_markout(s, label) for label, _ in model.HORIZONS),
+        )
     console.print(totals)
     if r.inventory:
         inv = Table(title="inventory value (credited, at the fair mid rate of the time)")
         for c in ("at", "BTC", "EURe", "mid", "value EURe", "change"):
             inv.add_column(c, justify="left" if c == "at" else "right")
         for v in r.inventory:
-            inv.add_row(f"{v.at:%Y-%m-%d %H:%M:%S}" + (" STALE" if v.stale else ""), model.plain(v.btc),
-                        model.plain(v.eure), "" if v.mid_rate is None else model.plain(v.mid_rate),
-                        _eur(v.value_eure), _eur(v.change_eure))
+            inv.add_row(
+                f"{v.at:%Y-%m-%d %H:%M:%S}" + (" STALE" if v.stale else ""),
+                model.plain(v.btc),
+                model.plain(v.eure),
+                "" if v.mid_rate is None else model.plain(v.mid_rate),
+                _eur(v.value_eure),
+                _eur(v.change_eure),
+            )
         console.print(inv)
     console.print(r.fee_rule, highlight=False)
 
@@ -109,8 +147,9 @@ def pnl(
     every: Annotated[str, typer.Option(help="Inventory: one line per this much time (15m, 1h, 1d)")] = "1h",
     trades_shown: Annotated[int, typer.Option("--trades", help="Trades listed in the table, newest (0: none)")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write one row per trade to this CSV file")]
-    = None,
+    csv_path: Annotated[
+        Path | None, typer.Option("--csv", help="Also write one row per trade to this CSV file")
+    ] = None,
 ) -> None:
     """Settled trades: given and received, their value at the decision's fair price, edge, protocol fee and
     markouts at 10 s, 1 min and 5 min; totals per day and direction; inventory value over time."""

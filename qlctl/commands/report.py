@@ -12,8 +12,9 @@ import typer
 from qlctl.output import console, fail, print_json, print_rows, run, settings
 from qlctl.reports import Reports, parse_since
 
-app = typer.Typer(help="Reports from PostgreSQL: chain, skipped, refusals, funding, inventory, latency, pnl",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Reports from PostgreSQL: chain, skipped, refusals, funding, inventory, latency, pnl", no_args_is_help=True
+)
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 Since = Annotated[str, typer.Option(help="How far back: 90s, 15m, 1h, 2d")]
 T = TypeVar("T")
@@ -41,19 +42,25 @@ def chain(quote_id: str, as_json: AsJson = False) -> None:
         return
     console.print(f"[bold]quote {quote_id}[/bold]")
     for d in result["decisions"]:
-        console.print(f"decision {d['decision_id']}: {d['decision']} ({d['decision_reason']}) "
-                      f"edge {_or_dash(d['gross_edge_pct'])} % at implied {_or_dash(d['implied_rate'])} "
-                      f"vs fair {_or_dash(d['reference_rate'])}")
-        console.print(f"  price {d['price_event_id']} ({d['price_source']}, {d['eure_basis']}) at {d['price_at']}; "
-                      f"inventory {d['inventory_snapshot_id']} at {d['inventory_at']}")
+        console.print(
+            f"decision {d['decision_id']}: {d['decision']} ({d['decision_reason']}) "
+            f"edge {_or_dash(d['gross_edge_pct'])} % at implied {_or_dash(d['implied_rate'])} "
+            f"vs fair {_or_dash(d['reference_rate'])}"
+        )
+        console.print(
+            f"  price {d['price_event_id']} ({d['price_source']}, {d['eure_basis']}) at {d['price_at']}; "
+            f"inventory {d['inventory_snapshot_id']} at {d['inventory_at']}"
+        )
     for c in result["commands"]:
         p = c["payload"]
-        console.print(f"command {p['command_id']}: give {p['amount_out']} {p['asset_out']} "
-                      f"for {p['amount_in']} {p['asset_in']}")
+        console.print(
+            f"command {p['command_id']}: give {p['amount_out']} {p['asset_out']} for {p['amount_in']} {p['asset_in']}"
+        )
     for res in result["results"]:
         p = res["payload"]
-        console.print(f"result {p['status']}: {p.get('reason') or ''} quote_hash={p.get('quote_hash')} "
-                      f"tx={p.get('tx_hash')}")
+        console.print(
+            f"result {p['status']}: {p.get('reason') or ''} quote_hash={p.get('quote_hash')} tx={p.get('tx_hash')}"
+        )
     print_rows("stages", result["stages"], ["stage", "at", "ms_since_previous"])
 
 
@@ -74,25 +81,35 @@ def refusals(since: Since = "1h", as_json: AsJson = False) -> None:
     if as_json:
         print_json(rows)
     else:
-        print_rows(f"executor refusals in the last {since}", rows,
-                   ["status", "reason_code", "source", "n", "example", "latest"])
+        print_rows(
+            f"executor refusals in the last {since}",
+            rows,
+            ["status", "reason_code", "source", "n", "example", "latest"],
+        )
 
 
 @app.command("funding")
-def funding(pending: Annotated[bool, typer.Option("--pending", help="Only funding still pending")] = False,
-            as_json: AsJson = False) -> None:
+def funding(
+    pending: Annotated[bool, typer.Option("--pending", help="Only funding still pending")] = False,
+    as_json: AsJson = False,
+) -> None:
     """Liquidity actions and their latest status (or only pending funding)."""
     rows = _query(lambda r: r.funding(pending))
     if as_json:
         print_json(rows)
     else:
-        print_rows("pending funding" if pending else "liquidity actions", rows,
-               ["liquidity_action_id", "kind", "status", "asset_id", "chain", "amount", "tx_hash", "status_at"])
+        print_rows(
+            "pending funding" if pending else "liquidity actions",
+            rows,
+            ["liquidity_action_id", "kind", "status", "asset_id", "chain", "amount", "tx_hash", "status_at"],
+        )
 
 
 @app.command("inventory")
-def inventory(at: Annotated[str, typer.Option(help="ISO time, e.g. 2026-11-24T12:00:00Z (default: now)")] = "",
-              as_json: AsJson = False) -> None:
+def inventory(
+    at: Annotated[str, typer.Option(help="ISO time, e.g. 2026-11-24T12:00:00Z (default: now)")] = "",
+    as_json: AsJson = False,
+) -> None:
     """The inventory snapshot in force at a time: credited (spendable) and pending per asset."""
     try:
         when = datetime.fromisoformat(at.replace("Z", "+00:00")) if at else datetime.now(UTC)
@@ -104,8 +121,9 @@ def inventory(at: Annotated[str, typer.Option(help="ISO time, e.g. 2026-11-24T12
     if as_json:
         print_json(snapshot)
     else:
-        console.print(f"inventory {snapshot['inventory_id']} at {snapshot['occurred_at']} "
-                      f"(stale: {snapshot.get('stale')})")
+        console.print(
+            f"inventory {snapshot['inventory_id']} at {snapshot['occurred_at']} (stale: {snapshot.get('stale')})"
+        )
         print_rows("assets", snapshot.get("assets", []), ["asset_id", "spendable", "pending_in", "pending_out"])
 
 
@@ -117,5 +135,3 @@ def latency(since: Since = "1h", as_json: AsJson = False) -> None:
         print_json(rows)
     else:
         print_rows(f"latency in the last {since} (ms)", rows, ["stage", "n", "p50", "p90", "p99", "max"])
-
-

@@ -35,8 +35,12 @@ def answer(
         fail("--reason must say what the evidence is", code=2)
     if not yes and not typer.confirm(f"Record answer {command_id} as {outcome.value}?", default=False):
         fail("nothing recorded (cancelled)")
-    body = {"command_id": command_id, "outcome": outcome.value, "reason": reason,
-            "operator": operator or getpass.getuser()}
+    body = {
+        "command_id": command_id,
+        "outcome": outcome.value,
+        "reason": reason,
+        "operator": operator or getpass.getuser(),
+    }
     reply = run(client().request("trade-executor", "POST", "/resolve", body))
     if not reply.ok:
         error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body

@@ -16,8 +16,15 @@ from qlctl.output import client, console, fail, print_json, run
 
 
 def _summary(state: dict[str, Any]) -> str:
-    keys = ("armed", "connected", "authoritative", "rows_written", "dead_letters", "blocked_reason",
-            "pair_silent_for_ms")
+    keys = (
+        "armed",
+        "connected",
+        "authoritative",
+        "rows_written",
+        "dead_letters",
+        "blocked_reason",
+        "pair_silent_for_ms",
+    )
     parts = []
     for key in keys:
         if key in state and state[key] is not None:
@@ -43,8 +50,14 @@ def _table(states: dict[str, dict[str, Any]], chosen: tuple[str, ...], control_d
             table.add_row(name, "[red]no[/red]", "-", "-", "-", "" if "is not running" in error else error)
             continue
         health = "[green]ok[/green]" if st.get("healthy") else "[red]" + "; ".join(st.get("reasons", [])) + "[/red]"
-        table.add_row(name, "[green]yes[/green]", health, "yes" if st.get("paused") else "no",
-                      str(st.get("last_success_at") or "-"), _summary(st))
+        table.add_row(
+            name,
+            "[green]yes[/green]",
+            health,
+            "yes" if st.get("paused") else "no",
+            str(st.get("last_success_at") or "-"),
+            _summary(st),
+        )
     return table
 
 

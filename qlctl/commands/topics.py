@@ -25,9 +25,14 @@ def ensure(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         actions = run(ensure_topics(cfg))
         acls = run(ensure_acls(cfg))
     except (KafkaError, OSError) as exc:
-        fail(f"Kafka at {cfg.kafka_bootstrap} is not reachable ({exc.__class__.__name__}): start it (make run) or set QL_KAFKA_BOOTSTRAP")
-    err_console.print(f"ACLs: {acls['acls']} granted" if acls["authorizer"]
-                      else "ACLs: the broker has no authorizer; none granted", highlight=False)
+        fail(
+            f"Kafka at {cfg.kafka_bootstrap} is not reachable ({exc.__class__.__name__}): "
+            "start it (make run) or set QL_KAFKA_BOOTSTRAP"
+        )
+    err_console.print(
+        f"ACLs: {acls['acls']} granted" if acls["authorizer"] else "ACLs: the broker has no authorizer; none granted",
+        highlight=False,
+    )
     if as_json:
         print_json([{"topic": a.topic, "action": a.action} for a in actions])
         return

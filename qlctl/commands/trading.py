@@ -56,18 +56,22 @@ def arm(
     """Arm strategy-engine, trade-executor or both (asks for confirmation)."""
     who = operator or getpass.getuser()
     services = _services(target)
-    limits = _checked("strategy-engine", _call("strategy-engine", "GET", "/limits"), "showing limits") \
-        if "strategy-engine" in services else None
+    limits = (
+        _checked("strategy-engine", _call("strategy-engine", "GET", "/limits"), "showing limits")
+        if "strategy-engine" in services
+        else None
+    )
     if not as_json:
         console.print(f"About to ARM: [bold]{', '.join(services)}[/bold] as {who} ({reason})")
         if limits:
-            console.print(f"  threshold {limits['threshold_pct']} %, target edge {limits['target_edge_pct']} %, "
-                          f"notional {limits['min_notional_eure']}..{limits['max_notional_eure']} EURe, "
-                          f"answer window {limits['answer_window_ms']} ms")
+            console.print(
+                f"  threshold {limits['threshold_pct']} %, target edge {limits['target_edge_pct']} %, "
+                f"notional {limits['min_notional_eure']}..{limits['max_notional_eure']} EURe, "
+                f"answer window {limits['answer_window_ms']} ms"
+            )
     if not yes and not typer.confirm("Arm?", default=False):
         fail("not armed (cancelled)", code=1)
-    results = {s: _checked(s, _call(s, "POST", "/arm", {"operator": who, "reason": reason}), "arm")
-               for s in services}
+    results = {s: _checked(s, _call(s, "POST", "/arm", {"operator": who, "reason": reason}), "arm") for s in services}
     if as_json:
         print_json(results)
     else:
@@ -79,8 +83,9 @@ def disarm(
     target: Annotated[Target, typer.Argument(help="strategy, executor or both")] = Target.both,
     reason: Annotated[str | None, typer.Option(help="Why (audited)")] = None,
     operator: Operator = None,
-    cancel_live: Annotated[bool, typer.Option("--cancel-live", help="Executor: also burn live answers' nonces")]
-    = False,
+    cancel_live: Annotated[
+        bool, typer.Option("--cancel-live", help="Executor: also burn live answers' nonces")
+    ] = False,
     yes: Yes = False,
     as_json: AsJson = False,
 ) -> None:
@@ -143,10 +148,17 @@ def set_threshold(
     as_json: AsJson = False,
 ) -> None:
     """Set the threshold (and optionally the target edge)."""
-    body = {"threshold_pct": threshold_pct, "target_edge_pct": target_edge_pct,
-            "operator": operator or getpass.getuser(), "reason": reason}
-    values = _checked("strategy-engine", _call("strategy-engine", "PUT", "/threshold",
-                                               {k: v for k, v in body.items() if v is not None}), "the threshold")
+    body = {
+        "threshold_pct": threshold_pct,
+        "target_edge_pct": target_edge_pct,
+        "operator": operator or getpass.getuser(),
+        "reason": reason,
+    }
+    values = _checked(
+        "strategy-engine",
+        _call("strategy-engine", "PUT", "/threshold", {k: v for k, v in body.items() if v is not None}),
+        "the threshold",
+    )
     _emit(values, as_json, "strategy-engine limits")
 
 
@@ -163,12 +175,21 @@ def set_limits(
     as_json: AsJson = False,
 ) -> None:
     """Change one or more limits; the others stay as they are."""
-    body = {"min_notional_eure": min_notional_eure, "max_notional_eure": max_notional_eure,
-            "answer_window_ms": answer_window_ms, "max_deadline_ms": max_deadline_ms,
-            "price_max_age_ms": price_max_age_ms, "inventory_max_age_ms": inventory_max_age_ms,
-            "operator": operator or getpass.getuser(), "reason": reason}
-    values = _checked("strategy-engine", _call("strategy-engine", "PUT", "/limits",
-                                               {k: v for k, v in body.items() if v is not None}), "the limits")
+    body = {
+        "min_notional_eure": min_notional_eure,
+        "max_notional_eure": max_notional_eure,
+        "answer_window_ms": answer_window_ms,
+        "max_deadline_ms": max_deadline_ms,
+        "price_max_age_ms": price_max_age_ms,
+        "inventory_max_age_ms": inventory_max_age_ms,
+        "operator": operator or getpass.getuser(),
+        "reason": reason,
+    }
+    values = _checked(
+        "strategy-engine",
+        _call("strategy-engine", "PUT", "/limits", {k: v for k, v in body.items() if v is not None}),
+        "the limits",
+    )
     _emit(values, as_json, "strategy-engine limits")
 
 
@@ -181,21 +202,29 @@ def show_filter(as_json: AsJson = False) -> None:
 
 @pair_filter_app.command("set")
 def set_filter(
-    tokens: Annotated[list[str], typer.Argument(help="Asset ids (from the registry) for both tokens_in and tokens_out")],
+    tokens: Annotated[
+        list[str], typer.Argument(help="Asset ids (from the registry) for both tokens_in and tokens_out")
+    ],
     operator: Operator = None,
     reason: Annotated[str | None, typer.Option()] = None,
     as_json: AsJson = False,
 ) -> None:
     """Override the filter; the ingest re-subscribes."""
     body = {"tokens_in": tokens, "tokens_out": tokens, "operator": operator or getpass.getuser(), "reason": reason}
-    values = _checked("near-intents-ingest", _call("near-intents-ingest", "PUT", "/pair-filter",
-                                                   {k: v for k, v in body.items() if v is not None}), "the filter")
+    values = _checked(
+        "near-intents-ingest",
+        _call("near-intents-ingest", "PUT", "/pair-filter", {k: v for k, v in body.items() if v is not None}),
+        "the filter",
+    )
     _emit(values, as_json, "near-intents-ingest pair filter")
 
 
 @pair_filter_app.command("reset")
 def reset_filter(operator: Operator = None, as_json: AsJson = False) -> None:
     """Back to the configured default filter."""
-    values = _checked("near-intents-ingest", _call("near-intents-ingest", "POST", "/pair-filter/reset",
-                                                   {"operator": operator or getpass.getuser()}), "the reset")
+    values = _checked(
+        "near-intents-ingest",
+        _call("near-intents-ingest", "POST", "/pair-filter/reset", {"operator": operator or getpass.getuser()}),
+        "the reset",
+    )
     _emit(values, as_json, "near-intents-ingest pair filter")

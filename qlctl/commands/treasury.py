@@ -80,8 +80,15 @@ def record(
     as_json: AsJson = False,
 ) -> None:
     """Record an external transfer; liquidity-manager notifies the bridge and follows it to credited."""
-    body = _body(asset_id=asset, tx_hash=tx_hash, chain=chain, wallet_label=wallet,
-                 operator=operator or getpass.getuser(), reason=reason, **_amounts(amount, units))
+    body = _body(
+        asset_id=asset,
+        tx_hash=tx_hash,
+        chain=chain,
+        wallet_label=wallet,
+        operator=operator or getpass.getuser(),
+        reason=reason,
+        **_amounts(amount, units),
+    )
     result = _call("POST", "/funding", body)
     _emit(result, as_json)
 
@@ -94,8 +101,11 @@ def list_funding(pending: Annotated[bool, typer.Option("--pending")] = False, as
     if as_json:
         print_json(rows)
     else:
-        print_rows("pending funding" if pending else "recent funding", rows,
-              ["liquidity_action_id", "asset_id", "amount", "status", "tx_hash"])
+        print_rows(
+            "pending funding" if pending else "recent funding",
+            rows,
+            ["liquidity_action_id", "asset_id", "amount", "status", "tx_hash"],
+        )
 
 
 @withdraw_app.command("request")
@@ -107,17 +117,27 @@ def request(
     units: Annotated[str | None, typer.Option(help="Asset units the destination receives")] = None,
     operator: Operator = None,
     reason: Reason = None,
-    confirm_unknown: Annotated[bool, typer.Option(
-        "--confirm-unknown", help="Withdraw although an earlier withdrawal's outcome is undecided (needs --reason)"
-    )] = False,
+    confirm_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--confirm-unknown", help="Withdraw although an earlier withdrawal's outcome is undecided (needs --reason)"
+        ),
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Withdraw to a labelled treasury wallet (the bridge fee is added); asks for confirmation."""
     if not yes and not typer.confirm(f"Withdraw {amount or units} of {asset} to {wallet or address}?", default=False):
         fail("no withdrawal (cancelled)")
-    body = _body(asset_id=asset, wallet_label=wallet, address=address, operator=operator or getpass.getuser(),
-                 reason=reason, **_amounts(amount, units), **({"confirm_unknown": True} if confirm_unknown else {}))
+    body = _body(
+        asset_id=asset,
+        wallet_label=wallet,
+        address=address,
+        operator=operator or getpass.getuser(),
+        reason=reason,
+        **_amounts(amount, units),
+        **({"confirm_unknown": True} if confirm_unknown else {}),
+    )
     result = _call("POST", "/withdrawals", body)
     _emit(result, as_json)
 
@@ -129,8 +149,11 @@ def list_withdrawals(as_json: AsJson = False) -> None:
     if as_json:
         print_json(withdrawals)
     else:
-        print_rows("withdrawals", withdrawals.get("recent", []),
-              ["liquidity_action_id", "asset_id", "amount", "status", "address", "tx_hash"])
+        print_rows(
+            "withdrawals",
+            withdrawals.get("recent", []),
+            ["liquidity_action_id", "asset_id", "amount", "status", "address", "tx_hash"],
+        )
 
 
 @withdrawals_app.command("freeze")

@@ -157,10 +157,16 @@ class MonitorApp(App[None]):
             for column, value in zip(view.DAEMON_COLUMNS, cells, strict=True):
                 table.update_cell(service, column, value, update_width=True)
         table.refresh()
-        self._fill("alerts", lambda: [
-            [view.cell(a.level.upper(), a.level), view.cell(a.source), view.cell(a.text, a.level)]
-            for a in view.alerts(s.states, s.db_error)
-        ] or [[view.cell("ok", "ok"), view.cell("all"), view.cell("no alerts", "ok")]])
+        self._fill(
+            "alerts",
+            lambda: (
+                [
+                    [view.cell(a.level.upper(), a.level), view.cell(a.source), view.cell(a.text, a.level)]
+                    for a in view.alerts(s.states, s.db_error)
+                ]
+                or [[view.cell("ok", "ok"), view.cell("all"), view.cell("no alerts", "ok")]]
+            ),
+        )
         self._fill("prices", lambda: view.price_rows(s.states, now))
         self._fill("inventory", lambda: view.inventory_rows(s.states, now))
         self._fill("answers", lambda: view.answer_rows(s.states, now))
@@ -169,11 +175,14 @@ class MonitorApp(App[None]):
         box = self.query_one("#decisions-box")
         if s.db_error:
             box.border_title = PANELS["decisions"][0] + (
-                f" STALE, last read {view.ago(s.db_read_at, now)}" if s.db_read_at else " UNAVAILABLE")
+                f" STALE, last read {view.ago(s.db_read_at, now)}" if s.db_read_at else " UNAVAILABLE"
+            )
         else:
             box.border_title = PANELS["decisions"][0]
-        self.sub_title = (f"control sockets in {self.source.client.control_dir} · refreshed "
-                          f"{s.at.strftime('%H:%M:%S')} every {self.refresh_s:g} s")
+        self.sub_title = (
+            f"control sockets in {self.source.client.control_dir} · refreshed "
+            f"{s.at.strftime('%H:%M:%S')} every {self.refresh_s:g} s"
+        )
 
     def _service_label(self, service: str) -> str:
         """The short name in a narrow terminal (80 columns show more of the row)."""
@@ -185,8 +194,12 @@ class MonitorApp(App[None]):
         try:
             built = rows()
         except Exception as exc:  # a daemon published a shape this version cannot show
-            built = [[view.cell(f"cannot show: {exc.__class__.__name__}: {exc}", "bad"),
-                      *(view.cell("") for _ in range(columns - 1))]]
+            built = [
+                [
+                    view.cell(f"cannot show: {exc.__class__.__name__}: {exc}", "bad"),
+                    *(view.cell("") for _ in range(columns - 1)),
+                ]
+            ]
         table.clear()
         table.add_rows(built)
 
@@ -227,6 +240,7 @@ class MonitorApp(App[None]):
     async def _send(self, p: Plan, c: Confirmation) -> None:
         body = request_body(p, c.operator, c.reason, c.cancel_live)
         if p.service == BOTH:
+
             def body_for(service: str) -> dict[str, Any]:
                 return body if service == "trade-executor" else {k: v for k, v in body.items() if k != "cancel_live"}
 

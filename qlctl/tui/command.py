@@ -9,8 +9,9 @@ import typer
 
 
 def tui(
-    refresh: Annotated[float | None, typer.Option(
-        help="Seconds between refreshes (default QL_TUI_REFRESH_S, 1 s)", min=0.1, max=60.0)] = None,
+    refresh: Annotated[
+        float | None, typer.Option(help="Seconds between refreshes (default QL_TUI_REFRESH_S, 1 s)", min=0.1, max=60.0)
+    ] = None,
     operator: Annotated[str | None, typer.Option(help="Who is acting (default: your Unix user)")] = None,
 ) -> None:
     """Live monitor of all seven daemons, with keys to pause, resume, arm and disarm."""

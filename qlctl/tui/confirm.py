@@ -60,8 +60,9 @@ class ConfirmScreen(ModalScreen[Confirmation | None]):
                 yield Checkbox("Also cancel the live answers (burn their nonces)", id="cancel-live")
             yield Static("", id="problem", markup=False)
             with Horizontal(id="buttons"):
-                yield Button(f"{p.action.capitalize()} {p.service}", id="confirm",
-                             variant="error" if p.danger else "primary")
+                yield Button(
+                    f"{p.action.capitalize()} {p.service}", id="confirm", variant="error" if p.danger else "primary"
+                )
                 yield Button("Cancel", id="cancel")
 
     def on_mount(self) -> None:

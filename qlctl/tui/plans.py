@@ -96,12 +96,15 @@ def plan(action: Action, service: str, states: States) -> Plan | Refusal:
         return Refusal(action, service, f"{service} is draining: it cannot be paused or resumed")
     now_line = f"Now: {_current(state)}"
     other = ARMABLE[1] if service == ARMABLE[0] else ARMABLE[0]
-    other_line = f"{other} is {_arm_word(states.get(other) or {'running': False})}: answers go out only " \
-                 "when both are armed"
+    other_line = (
+        f"{other} is {_arm_word(states.get(other) or {'running': False})}: answers go out only when both are armed"
+    )
 
     if action == "pause":
-        lines = [f"{service} will stop taking new work. It stays alive and observable (/state keeps answering).",
-                 now_line]
+        lines = [
+            f"{service} will stop taking new work. It stays alive and observable (/state keeps answering).",
+            now_line,
+        ]
         if state.get("paused"):
             lines.append("It is already paused: nothing changes (the request is still audited).")
         return Plan(action, service, f"Pause {service}?", tuple(lines))
@@ -114,13 +117,19 @@ def plan(action: Action, service: str, states: States) -> Plan | Refusal:
 
     if action == "arm":
         if service == "strategy-engine":
-            lines = ["strategy-engine will send an execute command to trade-executor for every request that "
-                     "passes every gate.", *_caps(state.get("limits"))]
+            lines = [
+                "strategy-engine will send an execute command to trade-executor for every request that "
+                "passes every gate.",
+                *_caps(state.get("limits")),
+            ]
         else:
             live = state.get("live_answers")
-            lines = ["trade-executor will sign answers for the strategy's commands and send them to the relay; "
-                     "each one reserves the inventory it gives until its deadline.", _signer(state),
-                     f"Live answers now: {len(live) if isinstance(live, list) else '?'}"]
+            lines = [
+                "trade-executor will sign answers for the strategy's commands and send them to the relay; "
+                "each one reserves the inventory it gives until its deadline.",
+                _signer(state),
+                f"Live answers now: {len(live) if isinstance(live, list) else '?'}",
+            ]
             lines += _caps(dig(states.get("strategy-engine") or {}, "limits"))
         lines += [now_line, other_line, "Arming is audited with your name and reason; it latches until a disarm."]
         if state.get("armed") is True:
@@ -129,15 +138,19 @@ def plan(action: Action, service: str, states: States) -> Plan | Refusal:
 
     # disarm
     if service == "strategy-engine":
-        lines = ["strategy-engine will send no new commands; its decisions go on being recorded (DISARMED).",
-                 "Reservations for answers already out stay until those answers end."]
+        lines = [
+            "strategy-engine will send no new commands; its decisions go on being recorded (DISARMED).",
+            "Reservations for answers already out stay until those answers end.",
+        ]
         offer_cancel = False
     else:
         live = state.get("live_answers")
         count = len(live) if isinstance(live, list) else None
-        lines = ["trade-executor will send no new answers; it stays live and observable.",
-                 f"Answers already out ({count if count is not None else '?'}) stay valid until their deadlines "
-                 "unless you also cancel them below (burns their nonces)."]
+        lines = [
+            "trade-executor will send no new answers; it stays live and observable.",
+            f"Answers already out ({count if count is not None else '?'}) stay valid until their deadlines "
+            "unless you also cancel them below (burns their nonces).",
+        ]
         offer_cancel = True
     lines += [now_line, "Disarm latches until an operator arms again."]
     if state.get("armed") is False:
@@ -153,13 +166,15 @@ def plan_disarm_both(states: States) -> Plan:
     since a daemon that seems down or disarmed may not be."""
     live = (states.get("trade-executor") or {}).get("live_answers")
     count = len(live) if isinstance(live, list) else "?"
-    lines = ["trade-executor is disarmed first (no new answers), then strategy-engine (no new commands).",
-             "A daemon that fails or does not answer is reported; the other is still disarmed; each one's "
-             "state is read back.",
-             f"Answers already out ({count}) stay valid until their deadlines unless you also cancel them below.",
-             f"Now: trade-executor {_arm_word(states.get('trade-executor') or {'running': False})}, strategy-engine "
-             f"{_arm_word(states.get('strategy-engine') or {'running': False})}.",
-             "Disarm latches until an operator arms again."]
+    lines = [
+        "trade-executor is disarmed first (no new answers), then strategy-engine (no new commands).",
+        "A daemon that fails or does not answer is reported; the other is still disarmed; each one's "
+        "state is read back.",
+        f"Answers already out ({count}) stay valid until their deadlines unless you also cancel them below.",
+        f"Now: trade-executor {_arm_word(states.get('trade-executor') or {'running': False})}, strategy-engine "
+        f"{_arm_word(states.get('strategy-engine') or {'running': False})}.",
+        "Disarm latches until an operator arms again.",
+    ]
     return Plan("disarm", BOTH, "Disarm both?", tuple(lines), offer_cancel_live=True)
 
 

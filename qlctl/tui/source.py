@@ -58,8 +58,14 @@ class MonitorSource:
 
     async def read(self) -> Snapshot:
         states, _ = await asyncio.gather(self._states(), self._read_db())
-        return Snapshot(at=now_utc(), states=states, decisions=self._decisions, pending_funding=self._pending,
-                        db_error=self._db_error, db_read_at=self._db_read_at)
+        return Snapshot(
+            at=now_utc(),
+            states=states,
+            decisions=self._decisions,
+            pending_funding=self._pending,
+            db_error=self._db_error,
+            db_read_at=self._db_read_at,
+        )
 
     async def send(self, service: str, path: str, body: dict[str, Any]) -> Reply:
         """POST a control request; any failure to get an answer is a `ClientError` (one line)."""
@@ -73,14 +79,18 @@ class MonitorSource:
     async def _states(self) -> dict[str, dict[str, Any]]:
         """Like `ControlClient.state_of_all`, but a daemon that breaks the connection mid-answer
         costs only its own row, not the whole refresh."""
+
         async def one(service: str) -> tuple[str, dict[str, Any]]:
             try:
                 reply = await self.client.request(service, "GET", "/state")
             except ClientError as exc:
                 return service, {"service": service, "running": False, "error": str(exc)}
             except (aiohttp.ClientError, OSError) as exc:
-                return service, {"service": service, "running": False,
-                                 "error": f"{service}: /state failed: {exc.__class__.__name__}: {exc}"}
+                return service, {
+                    "service": service,
+                    "running": False,
+                    "error": f"{service}: /state failed: {exc.__class__.__name__}: {exc}",
+                }
             body = reply.body if isinstance(reply.body, dict) else {}
             return service, {**body, "running": True}
 
@@ -115,7 +125,8 @@ class MonitorSource:
         try:
             decisions, pending = await asyncio.wait_for(
                 asyncio.gather(reports.recent_decisions(self.decisions_shown), reports.funding(pending_only=True)),
-                timeout=self.db_timeout_s)
+                timeout=self.db_timeout_s,
+            )
         except (*DB_ERRORS, asyncpg.PostgresError) as exc:
             await self._drop()
             self._down(f"PostgreSQL: {exc.__class__.__name__}: {str(exc)[:160]}; showing the last rows read")

@@ -179,8 +179,12 @@ def daemon_row(service: str, state: State, now: datetime) -> list[Text]:
         error = str(state.get("error") or "")
         # the plain "not running" needs no repeating; permission or timeout errors do
         detail = "" if "is not running" in error else error
-        return [cell(service), cell("NOT RUNNING", "bad"), *(cell(NONE, "muted")
-                for _ in range(6)), cell(detail, "warn")]
+        return [
+            cell(service),
+            cell("NOT RUNNING", "bad"),
+            *(cell(NONE, "muted") for _ in range(6)),
+            cell(detail, "warn"),
+        ]
     reasons = [str(r) for r in _list(state.get("reasons"))]
     healthy = state.get("healthy")
     if healthy is True:
@@ -255,20 +259,31 @@ def alerts(states: States, db_error: str | None = None) -> list[Alert]:
             out.append(Alert("warn", service, "withdrawals frozen"))
         if service == "trade-executor":
             # live answers still unresolved after a timeout or disconnect: never assumed failed
-            uncertain = [a for a in _list(st.get("live_answers")) if isinstance(a, Mapping)
-                         and a.get("state") == "uncertain"]
+            uncertain = [
+                a for a in _list(st.get("live_answers")) if isinstance(a, Mapping) and a.get("state") == "uncertain"
+            ]
             if uncertain:
                 out.append(Alert("bad", service, f"{len(uncertain)} live answers with an uncertain outcome"))
             undecided = _list(st.get("undecided"))
             if undecided:
-                out.append(Alert("bad", service, f"{len(undecided)} answers the chain cannot decide: holds kept "
-                                                 "until `qlctl resolve answer`"))
+                out.append(
+                    Alert(
+                        "bad",
+                        service,
+                        f"{len(undecided)} answers the chain cannot decide: holds kept until `qlctl resolve answer`",
+                    )
+                )
         if service == "liquidity-manager":
             withdrawals = st.get("withdrawals")
             undecided_w = _list(withdrawals.get("undecided")) if isinstance(withdrawals, Mapping) else []
             if undecided_w:
-                out.append(Alert("bad", service, f"{len(undecided_w)} withdrawals the chain cannot decide: "
-                                                 "new ones refused unless confirmed"))
+                out.append(
+                    Alert(
+                        "bad",
+                        service,
+                        f"{len(undecided_w)} withdrawals the chain cannot decide: new ones refused unless confirmed",
+                    )
+                )
     if db_error:
         out.append(Alert("warn", "postgresql", db_error))
     order = {"bad": 0, "warn": 1}
@@ -295,13 +310,25 @@ def price_rows(states: States, now: datetime) -> list[list[Text]]:
         price = _map(mr.get("price"))
         decisionable = mr.get("decisionable")
         source = mr.get("source") or price.get("source")
-        note = ("fallback (CoinGecko)" if mr.get("fallback_in_use") else str(source or ""))
+        note = "fallback (CoinGecko)" if mr.get("fallback_in_use") else str(source or "")
         fresh = price.get("freshness_ms")
         ok = decisionable is True
-        rows.append([cell("fair BUY_BTC (bid)"), cell(plain_number(price.get("fair_rate_buy_btc"))),
-                     _fresh(fresh, ok if decisionable is not None else None), cell(note)])
-        rows.append([cell("fair SELL_BTC (ask)"), cell(plain_number(price.get("fair_rate_sell_btc"))),
-                     _fresh(fresh, ok if decisionable is not None else None), cell(note)])
+        rows.append(
+            [
+                cell("fair BUY_BTC (bid)"),
+                cell(plain_number(price.get("fair_rate_buy_btc"))),
+                _fresh(fresh, ok if decisionable is not None else None),
+                cell(note),
+            ]
+        )
+        rows.append(
+            [
+                cell("fair SELL_BTC (ask)"),
+                cell(plain_number(price.get("fair_rate_sell_btc"))),
+                _fresh(fresh, ok if decisionable is not None else None),
+                cell(note),
+            ]
+        )
         if price.get("fair_rate_mid") is not None:
             rows.append([cell("fair mid"), cell(plain_number(price.get("fair_rate_mid"))), _fresh(fresh), cell("")])
         if ok:
@@ -310,32 +337,58 @@ def price_rows(states: States, now: datetime) -> list[list[Text]]:
             status = f"NOT decisionable: {mr.get('blocked_reason') or price.get('status_reason')}"
         else:
             status = NONE
-        rows.append([cell("status"), cell(status, "ok" if ok else "bad" if decisionable is False else "muted"),
-                     cell(""), cell(f"published {ago(dig(mr, 'publishing', 'last_published_at'), now)}")])
+        rows.append(
+            [
+                cell("status"),
+                cell(status, "ok" if ok else "bad" if decisionable is False else "muted"),
+                cell(""),
+                cell(f"published {ago(dig(mr, 'publishing', 'last_published_at'), now)}"),
+            ]
+        )
         kraken = _map(dig(mr, "kraken", "latest"))
         if kraken or dig(mr, "kraken", "state"):
-            rows.append([cell("Kraken bid / ask"),
-                         cell(f"{plain_number(kraken.get('bid'))} / {plain_number(kraken.get('ask'))}"),
-                         _fresh(kraken.get("age_ms"), dig(mr, "kraken", "fresh")),
-                         cell(str(dig(mr, "kraken", "state") or ""))])
+            rows.append(
+                [
+                    cell("Kraken bid / ask"),
+                    cell(f"{plain_number(kraken.get('bid'))} / {plain_number(kraken.get('ask'))}"),
+                    _fresh(kraken.get("age_ms"), dig(mr, "kraken", "fresh")),
+                    cell(str(dig(mr, "kraken", "state") or "")),
+                ]
+            )
         cg = _map(dig(mr, "coingecko", "latest"))
         if cg or dig(mr, "coingecko", "state"):
-            rows.append([cell("CoinGecko BTC/EUR"), cell(plain_number(cg.get("btc_eur"))),
-                         _fresh(cg.get("age_ms"), dig(mr, "coingecko", "fresh")),
-                         cell(str(dig(mr, "coingecko", "state") or ""))])
+            rows.append(
+                [
+                    cell("CoinGecko BTC/EUR"),
+                    cell(plain_number(cg.get("btc_eur"))),
+                    _fresh(cg.get("age_ms"), dig(mr, "coingecko", "fresh")),
+                    cell(str(dig(mr, "coingecko", "state") or "")),
+                ]
+            )
         eure = _map(mr.get("eure"))
         rate = eure.get("rate", price.get("eure_eur_rate"))
         if rate is not None:
-            rows.append([cell("EURe/EUR"), cell(plain_number(rate)), cell(""),
-                         cell(str(eure.get("basis") or price.get("eure_basis") or ""))])
+            rows.append(
+                [
+                    cell("EURe/EUR"),
+                    cell(plain_number(rate)),
+                    cell(""),
+                    cell(str(eure.get("basis") or price.get("eure_basis") or "")),
+                ]
+            )
     se = states.get("strategy-engine") or {}
     inp = dig(se, "inputs", "price")
     if se.get("running") and isinstance(inp, Mapping):
         stale = inp.get("stale")
         usable = not stale and inp.get("decisionable") is not False
-        rows.append([cell("strategy sees"), cell("usable" if usable else "NOT usable", "ok" if usable else "bad"),
-                     _fresh(inp.get("age_ms"), not stale if stale is not None else None),
-                     cell(str(inp.get("reason") or inp.get("source") or ""))])
+        rows.append(
+            [
+                cell("strategy sees"),
+                cell("usable" if usable else "NOT usable", "ok" if usable else "bad"),
+                _fresh(inp.get("age_ms"), not stale if stale is not None else None),
+                cell(str(inp.get("reason") or inp.get("source") or "")),
+            ]
+        )
     elif se.get("running"):
         rows.append([cell("strategy sees"), cell("no price yet", "bad"), cell(NONE), cell("")])
     return rows
@@ -343,8 +396,7 @@ def price_rows(states: States, now: datetime) -> list[list[Text]]:
 
 # --- inventory ------------------------------------------------------------------------------------
 
-INVENTORY_COLUMNS = ("asset", "credited", "spendable", "pending in", "pending out", "rsv strategy",
-                     "rsv executor")
+INVENTORY_COLUMNS = ("asset", "credited", "spendable", "pending in", "pending out", "rsv strategy", "rsv executor")
 
 
 def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
@@ -357,29 +409,52 @@ def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
     assets = [a for a in _list(inv.get("inventory")) if isinstance(a, Mapping)]
     seen: set[str] = set()
     for a in assets:
-        aid = a.get("asset_id")
+        aid: Any = a.get("asset_id")  # whatever the daemon's JSON holds: symbol() and amount() take any value
         seen.add(str(aid))
         dec = a.get("decimals")
-        rows.append([cell(symbol(aid)), cell(amount(a.get("credited"), aid, dec)),
-                     cell(amount(a.get("spendable"), aid, dec), "ok"),
-                     cell(amount(a.get("pending_in"), aid, dec)), cell(amount(a.get("pending_out"), aid, dec)),
-                     cell(amount(reserved_s.get(aid, 0), aid, dec)), cell(amount(reserved_e.get(aid, 0), aid, dec))])
+        rows.append(
+            [
+                cell(symbol(aid)),
+                cell(amount(a.get("credited"), aid, dec)),
+                cell(amount(a.get("spendable"), aid, dec), "ok"),
+                cell(amount(a.get("pending_in"), aid, dec)),
+                cell(amount(a.get("pending_out"), aid, dec)),
+                cell(amount(reserved_s.get(aid, 0), aid, dec)),
+                cell(amount(reserved_e.get(aid, 0), aid, dec)),
+            ]
+        )
     # reservations on an asset the snapshot does not list are still shown
     for aid in sorted({*reserved_s, *reserved_e} - seen):
-        rows.append([cell(symbol(aid)), cell(NONE, "muted"), cell(NONE, "muted"), cell(NONE, "muted"),
-                     cell(NONE, "muted"), cell(amount(reserved_s.get(aid, 0), aid)),
-                     cell(amount(reserved_e.get(aid, 0), aid))])
+        rows.append(
+            [
+                cell(symbol(aid)),
+                cell(NONE, "muted"),
+                cell(NONE, "muted"),
+                cell(NONE, "muted"),
+                cell(NONE, "muted"),
+                cell(amount(reserved_s.get(aid, 0), aid)),
+                cell(amount(reserved_e.get(aid, 0), aid)),
+            ]
+        )
     if not inv.get("running"):
         rows.append([cell("inventory-sync"), cell("not running", "bad"), *(cell("") for _ in range(5))])
     else:
         stale = inv.get("stale")
-        note = (f"STALE: {inv.get('stale_reason') or 'snapshot too old'}" if stale
-                else "fresh" if stale is False else NONE)
+        note = (
+            f"STALE: {inv.get('stale_reason') or 'snapshot too old'}" if stale else "fresh" if stale is False else NONE
+        )
         sync_at = dig(inv, "last_sync", "synced_at")
-        rows.append([cell("snapshot"), cell(note, "bad" if stale else "ok" if stale is False else "muted"),
-                     cell(f"age {fmt_ms(inv.get('age_ms'))}"), cell(f"synced {ago(sync_at, now)}"),
-                     cell(f"reconciliation {inv['reconciliation_status']}" if inv.get("reconciliation_status")
-                          else ""), cell(""), cell("")])
+        rows.append(
+            [
+                cell("snapshot"),
+                cell(note, "bad" if stale else "ok" if stale is False else "muted"),
+                cell(f"age {fmt_ms(inv.get('age_ms'))}"),
+                cell(f"synced {ago(sync_at, now)}"),
+                cell(f"reconciliation {inv['reconciliation_status']}" if inv.get("reconciliation_status") else ""),
+                cell(""),
+                cell(""),
+            ]
+        )
     return rows
 
 
@@ -397,19 +472,34 @@ def answer_rows(states: States, now: datetime) -> list[list[Text]]:
         state = str(a.get("state") or NONE)
         if a.get("command_id") in _list(ex.get("undecided")):
             state = "undecided"
-        level: Level = "bad" if state in ("uncertain", "undecided") else "warn" if a.get("cancel_requested") \
-            else "plain"
-        rows.append([cell("executor"), cell(short(a.get("command_id"))), cell(short(a.get("quote_id"), 12)),
-                     cell(state + (" (cancel sent)" if a.get("cancel_requested") else ""), level),
-                     cell(amount(a.get("reserved"), a.get("asset_id"))), cell(until(a.get("deadline"), now))])
+        level: Level = (
+            "bad" if state in ("uncertain", "undecided") else "warn" if a.get("cancel_requested") else "plain"
+        )
+        rows.append(
+            [
+                cell("executor"),
+                cell(short(a.get("command_id"))),
+                cell(short(a.get("quote_id"), 12)),
+                cell(state + (" (cancel sent)" if a.get("cancel_requested") else ""), level),
+                cell(amount(a.get("reserved"), a.get("asset_id"))),
+                cell(until(a.get("deadline"), now)),
+            ]
+        )
     se = states.get("strategy-engine") or {}
     for r in _list(se.get("reservations")):
         if not isinstance(r, Mapping):
             continue
         settled = r.get("settled_at")
-        rows.append([cell("strategy"), cell(short(r.get("command_id"))), cell(short(r.get("quote_id"), 12)),
-                     cell("settled" if settled else "reserved", "muted" if settled else "plain"),
-                     cell(amount(r.get("amount"), r.get("asset_id"))), cell(until(r.get("expires_at"), now))])
+        rows.append(
+            [
+                cell("strategy"),
+                cell(short(r.get("command_id"))),
+                cell(short(r.get("quote_id"), 12)),
+                cell("settled" if settled else "reserved", "muted" if settled else "plain"),
+                cell(amount(r.get("amount"), r.get("asset_id"))),
+                cell(until(r.get("expires_at"), now)),
+            ]
+        )
     if not rows:
         missing = [s for s in ARMABLE if not (states.get(s) or {}).get("running")]
         note = f"({', '.join(missing)} not running)" if missing else ""
@@ -422,8 +512,9 @@ def answer_rows(states: States, now: datetime) -> list[list[Text]]:
 FUNDING_COLUMNS = ("kind", "id", "asset", "amount", "status", "since / address")
 
 
-def funding_rows(states: States, now: datetime, db_pending: Iterable[Mapping[str, Any]] | None = None
-                 ) -> list[list[Text]]:
+def funding_rows(
+    states: States, now: datetime, db_pending: Iterable[Mapping[str, Any]] | None = None
+) -> list[list[Text]]:
     """liquidity-manager's live view; PostgreSQL's pending funding when the daemon is away."""
     lm = states.get("liquidity-manager") or {}
     rows: list[list[Text]] = []
@@ -431,36 +522,79 @@ def funding_rows(states: States, now: datetime, db_pending: Iterable[Mapping[str
         for a in _list(lm.get("deposit_addresses")):
             if isinstance(a, Mapping):
                 assets = ", ".join(symbol(x) for x in _list(a.get("asset_ids")))
-                rows.append([cell("deposit address"), cell(str(a.get("chain") or NONE)), cell(assets),
-                             cell(""), cell(""), cell(str(a.get("address") or NONE))])
+                rows.append(
+                    [
+                        cell("deposit address"),
+                        cell(str(a.get("chain") or NONE)),
+                        cell(assets),
+                        cell(""),
+                        cell(""),
+                        cell(str(a.get("address") or NONE)),
+                    ]
+                )
         for f in _list(dig(lm, "funding", "pending")):
             if isinstance(f, Mapping):
                 status = str(f.get("status") or NONE)
-                rows.append([cell("funding in"), cell(short(f.get("liquidity_action_id"))),
-                             cell(symbol(f.get("asset_id"))), cell(amount(f.get("amount"), f.get("asset_id"))),
-                             cell(status, "warn" if status == "delayed" else "plain"),
-                             cell(f"recorded {ago(f.get('recorded_at'), now)}")])
+                rows.append(
+                    [
+                        cell("funding in"),
+                        cell(short(f.get("liquidity_action_id"))),
+                        cell(symbol(f.get("asset_id"))),
+                        cell(amount(f.get("amount"), f.get("asset_id"))),
+                        cell(status, "warn" if status == "delayed" else "plain"),
+                        cell(f"recorded {ago(f.get('recorded_at'), now)}"),
+                    ]
+                )
         for w in _list(dig(lm, "withdrawals", "in_flight")):
             if isinstance(w, Mapping):
-                rows.append([cell("withdrawal out"), cell(short(w.get("liquidity_action_id"))),
-                             cell(symbol(w.get("asset_id"))),
-                             cell(amount(w.get("net_amount", w.get("amount")), w.get("asset_id"))),
-                             cell(str(w.get("status") or NONE)),
-                             cell(f"requested {ago(w.get('requested_at'), now)}")])
+                rows.append(
+                    [
+                        cell("withdrawal out"),
+                        cell(short(w.get("liquidity_action_id"))),
+                        cell(symbol(w.get("asset_id"))),
+                        cell(amount(w.get("net_amount", w.get("amount")), w.get("asset_id"))),
+                        cell(str(w.get("status") or NONE)),
+                        cell(f"requested {ago(w.get('requested_at'), now)}"),
+                    ]
+                )
         frozen = lm.get("withdrawals_frozen", dig(lm, "withdrawals", "frozen"))
         if frozen is not None:
-            rows.append([cell("withdrawals"), cell(""), cell(""), cell(""),
-                         cell("FROZEN" if frozen else "open", "warn" if frozen else "ok"), cell("")])
+            rows.append(
+                [
+                    cell("withdrawals"),
+                    cell(""),
+                    cell(""),
+                    cell(""),
+                    cell("FROZEN" if frozen else "open", "warn" if frozen else "ok"),
+                    cell(""),
+                ]
+            )
         if lm.get("blocked_reason"):
-            rows.append([cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm["blocked_reason"]), "bad"),
-                         cell("")])
+            rows.append(
+                [cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm["blocked_reason"]), "bad"), cell("")]
+            )
     else:
-        rows.append([cell("liquidity-manager"), cell(""), cell(""), cell(""), cell("not running", "bad"),
-                     cell("pending funding below is from PostgreSQL" if db_pending else "")])
+        rows.append(
+            [
+                cell("liquidity-manager"),
+                cell(""),
+                cell(""),
+                cell(""),
+                cell("not running", "bad"),
+                cell("pending funding below is from PostgreSQL" if db_pending else ""),
+            ]
+        )
         for f in db_pending or []:
-            rows.append([cell(f"{f.get('kind') or 'funding'} (db)"), cell(short(f.get("liquidity_action_id"))),
-                         cell(symbol(f.get("asset_id"))), cell(amount(f.get("amount"), f.get("asset_id"))),
-                         cell(str(f.get("status") or NONE)), cell(f"since {ago(f.get('status_at'), now)}")])
+            rows.append(
+                [
+                    cell(f"{f.get('kind') or 'funding'} (db)"),
+                    cell(short(f.get("liquidity_action_id"))),
+                    cell(symbol(f.get("asset_id"))),
+                    cell(amount(f.get("amount"), f.get("asset_id"))),
+                    cell(str(f.get("status") or NONE)),
+                    cell(f"since {ago(f.get('status_at'), now)}"),
+                ]
+            )
     if not rows:
         rows.append([cell("nothing pending", "muted"), *(cell("") for _ in range(5))])
     return rows
@@ -469,8 +603,14 @@ def funding_rows(states: States, now: datetime, db_pending: Iterable[Mapping[str
 # --- latest requests ------------------------------------------------------------------------------
 
 # exec.trade_result statuses: what the venue (or the executor) made of the answer
-RESULT_LEVEL: dict[str, Level] = {"settled": "ok", "acknowledged": "ok", "expired": "muted", "refused": "warn",
-                                  "rejected": "bad", "uncertain": "bad"}
+RESULT_LEVEL: dict[str, Level] = {
+    "settled": "ok",
+    "acknowledged": "ok",
+    "expired": "muted",
+    "refused": "warn",
+    "rejected": "bad",
+    "uncertain": "bad",
+}
 DECISION_COLUMNS = ("decided", "direction", "decision", "reason", "edge %", "venue", "quote")
 EDGE_SHOWN = Decimal("0.001")
 
@@ -492,13 +632,15 @@ def decision_rows(decisions: Iterable[Mapping[str, Any]]) -> list[list[Text]]:
         reason = str(d.get("decision_reason") or NONE)
         detail = d.get("decision_detail")
         result = d.get("result_status")
-        rows.append([
-            cell(clock(d.get("decided_at"))),
-            cell(str(d.get("direction") or NONE)),
-            cell("EXECUTE" if execute else "reject", "ok" if execute else "muted"),
-            cell(reason + (f" ({detail})" if detail else ""), "plain" if execute else "warn"),
-            cell(edge_text(d.get("gross_edge_pct"))),
-            cell(str(result or ""), RESULT_LEVEL.get(str(result), "plain")),
-            cell(str(d.get("quote_id") or NONE)),
-        ])
+        rows.append(
+            [
+                cell(clock(d.get("decided_at"))),
+                cell(str(d.get("direction") or NONE)),
+                cell("EXECUTE" if execute else "reject", "ok" if execute else "muted"),
+                cell(reason + (f" ({detail})" if detail else ""), "plain" if execute else "warn"),
+                cell(edge_text(d.get("gross_edge_pct"))),
+                cell(str(result or ""), RESULT_LEVEL.get(str(result), "plain")),
+                cell(str(d.get("quote_id") or NONE)),
+            ]
+        )
     return rows

@@ -1,5 +1,5 @@
-"""The first-trade validation target (runbooks/first-trade.md), end to end on the simulators, the real Kafka and PostgreSQL:
-one active-pair quote is priced, checked against credited inventory, decided, gated, answered
+"""The first-trade validation target (runbooks/first-trade.md), end to end on the simulators, the real Kafka and
+PostgreSQL: one active-pair quote is priced, checked against credited inventory, decided, gated, answered
 with a signed NEP-413 intent, settled by the simulated taker, and the whole chain is in
 PostgreSQL. All seven daemons run, each through the shared runtime."""
 
@@ -32,20 +32,25 @@ async def test_one_quote_from_request_to_settlement_with_the_chain_in_postgres(
     strategy = loop.services["strategy-engine"]
     assert isinstance(strategy, StrategyEngine)
 
-    await eventually(loop.ready_to_answer, timeout=60,
-                     what="fresh price, our inventory (strategy and executor) and the relay connection")
+    await eventually(
+        loop.ready_to_answer,
+        timeout=60,
+        what="fresh price, our inventory (strategy and executor) and the relay connection",
+    )
     for service in ("strategy-engine", "trade-executor"):
         status, body = await loop.call(service, "POST", "/arm", {"operator": "e2e", "reason": "first trade"})
         assert status == 200 and body["armed"] is True, body
 
     # a taker pays 3 EURe for nBTC: quoteloop gives BTC (SELL_BTC)
-    quote = await loop.relay.emit_quote(asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=3 * 10**18,
-                                        min_deadline_ms=60_000)
+    quote = await loop.relay.emit_quote(
+        asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=3 * 10**18, min_deadline_ms=60_000
+    )
     qid = quote["quote_id"]
 
     async def statuses() -> list[str] | None:
-        rows = await pool.fetch("SELECT status FROM trade_execution_results WHERE quote_id = $1"
-                                " ORDER BY observed_at", qid)
+        rows = await pool.fetch(
+            "SELECT status FROM trade_execution_results WHERE quote_id = $1 ORDER BY observed_at", qid
+        )
         found = [r["status"] for r in rows]
         return found if "settled" in found else None
 
@@ -78,13 +83,29 @@ async def test_the_first_trade_walk_of_make_run(loop: Seven, stack: Stack) -> No
     from simulators.first_trade import Walk
 
     lines: list[str] = []
-    walk = Walk(loop.control_dir, stack.database_url, loop.relay.base_url, loop.poa.base_url, loop.account,
-                say=lines.append, timeout_s=60)
+    walk = Walk(
+        loop.control_dir,
+        stack.database_url,
+        loop.relay.base_url,
+        loop.poa.base_url,
+        loop.account,
+        say=lines.append,
+        timeout_s=60,
+    )
     quote_id = await walk.run()
     text = "\n".join(lines)
-    for step in ("disarmed", "decisionable price", "inventory fresh", "requested to credited",
-                 "rejected while disarmed (reason DISARMED)", "armed", "command emitted", "settled",
-                 "chain is in PostgreSQL", "disarmed again"):
+    for step in (
+        "disarmed",
+        "decisionable price",
+        "inventory fresh",
+        "requested to credited",
+        "rejected while disarmed (reason DISARMED)",
+        "armed",
+        "command emitted",
+        "settled",
+        "chain is in PostgreSQL",
+        "disarmed again",
+    ):
         assert step in text, (step, text)
     assert quote_id in text
     strategy = loop.services["strategy-engine"]

@@ -55,8 +55,10 @@ DAEMON_ENV = {
 # the freshness limits in force, set here so the invariant judges by the numbers the daemons use
 PRICE_MAX_AGE_MS = 5000
 INVENTORY_MAX_AGE_MS = 6000
-DAEMON_ENV |= {"QL_STRATEGY_PRICE_MAX_AGE_MS": str(PRICE_MAX_AGE_MS),
-               "QL_STRATEGY_INVENTORY_MAX_AGE_MS": str(INVENTORY_MAX_AGE_MS)}
+DAEMON_ENV |= {
+    "QL_STRATEGY_PRICE_MAX_AGE_MS": str(PRICE_MAX_AGE_MS),
+    "QL_STRATEGY_INVENTORY_MAX_AGE_MS": str(INVENTORY_MAX_AGE_MS),
+}
 QUOTE_MIN_DEADLINE_MS = 10_000  # reservations turn over every ~10 s instead of every minute
 # the simulated takers settle a share of the quotes, each after its collection window, so holds
 # are released by fills (and finality) all through every fault, not only by deadlines
@@ -118,18 +120,22 @@ async def fault_pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
 
 
 def write_summary(loop: FaultLoop, codes: dict[str, int | None]) -> None:
-    lines = [f"fault matrix ({'soak ' + str(SOAK_S) + ' s' if SOAK_S else 'CI mode'}, {RATE_PER_S:g} req/s, "
-             f"takers {TAKER}, run {uuid.uuid4().hex[:6]}, logs {loop.run_dir})",
-             f"{'fault':<40} {'result':<6} {'answers':>7} {'settled':>7}  notes",
-             f"{'':<40} {'':<6} {'':>7} {'':>7}  invariant samples (worst margin)"]
+    lines = [
+        f"fault matrix ({'soak ' + str(SOAK_S) + ' s' if SOAK_S else 'CI mode'}, {RATE_PER_S:g} req/s, "
+        f"takers {TAKER}, run {uuid.uuid4().hex[:6]}, logs {loop.run_dir})",
+        f"{'fault':<40} {'result':<6} {'answers':>7} {'settled':>7}  notes",
+        f"{'':<40} {'':<6} {'':>7} {'':>7}  invariant samples (worst margin)",
+    ]
     for r in ROWS:
         lines.append(f"{r.fault:<40} {r.result:<6} {r.answers_after:>7} {r.settled:>7}  {'; '.join(r.notes)}")
         for figure in r.figures:
             lines.append(f"{'':<58}{figure}")
     answers = [a for a in loop.venue_answers if a["accepted"]]
-    lines.append(f"venue: {len(loop.venue_requests)} requests sent, {len(loop.venue_answers)} answers received, "
-                 f"{len(answers)} accepted, {sum(1 for a in answers if a.get('settled_tx'))} settled; "
-                 f"exit codes at stop: {codes}")
+    lines.append(
+        f"venue: {len(loop.venue_requests)} requests sent, {len(loop.venue_answers)} answers received, "
+        f"{len(answers)} accepted, {sum(1 for a in answers if a.get('settled_tx'))} settled; "
+        f"exit codes at stop: {codes}"
+    )
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text("\n".join(lines) + "\n")
 

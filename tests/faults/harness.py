@@ -30,8 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 # start order: the writer first (nothing produced is ever missed), the answerers last
 DAEMONS = (
-    "history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
-    "near-intents-ingest", "strategy-engine", "trade-executor",
+    "history-writer",
+    "market-reference-ingest",
+    "inventory-sync",
+    "liquidity-manager",
+    "near-intents-ingest",
+    "strategy-engine",
+    "trade-executor",
 )
 ARMED_DAEMONS = ("strategy-engine", "trade-executor")
 # amounts the loop can answer, from either fixed side of SELL_BTC: 5000 and 500 000 sats out,
@@ -89,9 +94,17 @@ class FaultLoop:
         log = proc.log.open("ab")
         try:
             proc.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", proc.module, *args, cwd=REPO, env=self._env_of(proc.name) | (extra_env or {}),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True)
+                sys.executable,
+                "-m",
+                proc.module,
+                *args,
+                cwd=REPO,
+                env=self._env_of(proc.name) | (extra_env or {}),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             log.close()
         proc.starts += 1
@@ -113,8 +126,12 @@ class FaultLoop:
                 raise RuntimeError(f"simulators wrote no env file: see {proc.log}")
             await asyncio.sleep(0.1)
         sim_env = parse_env_file(env_file)
-        self.env = {**self.stack_env, **sim_env, "QL_CONTROL_DIR": str(self.control_dir),
-                    "QL_LOG_LEVEL": os.environ.get("QL_LOG_LEVEL", "INFO")}
+        self.env = {
+            **self.stack_env,
+            **sim_env,
+            "QL_CONTROL_DIR": str(self.control_dir),
+            "QL_LOG_LEVEL": os.environ.get("QL_LOG_LEVEL", "INFO"),
+        }
         self.sim_urls = {
             "relay": sim_env["QL_RELAY_RPC_URL"].removesuffix("/rpc"),
             "near_rpc": sim_env["QL_NEAR_RPC_URL"],
@@ -124,8 +141,9 @@ class FaultLoop:
         }
 
     async def start(self, name: str, extra_env: dict[str, str] | None = None) -> None:
-        proc = self.procs.get(name) or Proc(name, f"daemons.{name.replace('-', '_')}",
-                                             self.run_dir / "logs" / f"{name}.log")
+        proc = self.procs.get(name) or Proc(
+            name, f"daemons.{name.replace('-', '_')}", self.run_dir / "logs" / f"{name}.log"
+        )
         self.procs[name] = proc
         socket_path(self.control_dir, name).unlink(missing_ok=True)
         await self._spawn(proc, [], extra_env)
@@ -187,8 +205,9 @@ class FaultLoop:
 
     # --- control sockets and simulators ------------------------------------------------------
 
-    async def control(self, name: str, method: str, path: str, body: Any = None,
-                      timeout: float = 10.0) -> tuple[int, Any]:
+    async def control(
+        self, name: str, method: str, path: str, body: Any = None, timeout: float = 10.0
+    ) -> tuple[int, Any]:
         sock = socket_path(self.control_dir, name)
         connector = aiohttp.UnixConnector(path=str(sock))
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
@@ -215,9 +234,10 @@ class FaultLoop:
         An accepted answer's record changes until its deadline (its nonce spent, its settlement),
         so the tail from the first answer that may still change is fetched again each time."""
         fetched_at = time.time()
-        page = await self.sim("relay", "GET", f"/_sim/book?answers_from={self._answers_stable}"
-                                               f"&requests_from={len(self.venue_requests)}")
-        del self.venue_answers[self._answers_stable:]
+        page = await self.sim(
+            "relay", "GET", f"/_sim/book?answers_from={self._answers_stable}&requests_from={len(self.venue_requests)}"
+        )
+        del self.venue_answers[self._answers_stable :]
         self.venue_answers.extend(page["answers"])
         self.venue_requests.extend(page["requests"])
         self.held_replies = int(page.get("held_replies", 0))
@@ -259,14 +279,26 @@ class FaultLoop:
             assert status == 200 and body.get("armed") is False, (name, status, body)
 
     async def start_stream(self, rate_per_s: float, min_deadline_ms: int) -> int:
-        reply = await self.sim("relay", "POST", "/_sim/scenario", {
-            "count": 10**9, "rate_per_s": rate_per_s, "pairs": [[NBTC_ID, EURE_ID]], "sizes": SIZES,
-            "malformed_ratio": 0.01, "repeat_ratio": 0.02, "min_deadline_ms": min_deadline_ms,
-            "seed": int(time.time())})
+        reply = await self.sim(
+            "relay",
+            "POST",
+            "/_sim/scenario",
+            {
+                "count": 10**9,
+                "rate_per_s": rate_per_s,
+                "pairs": [[NBTC_ID, EURE_ID]],
+                "sizes": SIZES,
+                "malformed_ratio": 0.01,
+                "repeat_ratio": 0.02,
+                "min_deadline_ms": min_deadline_ms,
+                "seed": int(time.time()),
+            },
+        )
         return int(reply["scenario_id"])
 
-    async def wait_new_answers(self, count: int, timeout: float, what: str = "",
-                               settled: int = 0) -> list[dict[str, Any]]:
+    async def wait_new_answers(
+        self, count: int, timeout: float, what: str = "", settled: int = 0
+    ) -> list[dict[str, Any]]:
         """Wait until the relay has accepted `count` more answers than now, and has settled
         `settled` of the answers from now on; those new answers."""
         before = len(await self.book())
@@ -276,9 +308,11 @@ class FaultLoop:
             if len(new) >= count and sum(1 for a in new if a.get("settled_tx")) >= settled:
                 return new
             if time.monotonic() > deadline:
-                raise AssertionError(f"no recovery{': ' + what if what else ''}: {len(new)} of {count} new answers "
-                                     f"({sum(1 for a in new if a.get('settled_tx'))} of {settled} settled) in "
-                                     f"{timeout}s; alive={self.alive()}; unhealthy={await self.unhealthy()}")
+                raise AssertionError(
+                    f"no recovery{': ' + what if what else ''}: {len(new)} of {count} new answers "
+                    f"({sum(1 for a in new if a.get('settled_tx'))} of {settled} settled) in "
+                    f"{timeout}s; alive={self.alive()}; unhealthy={await self.unhealthy()}"
+                )
             await asyncio.sleep(0.5)
 
     async def unhealthy(self) -> dict[str, Any]:
@@ -289,7 +323,7 @@ class FaultLoop:
                 continue
             try:
                 st = await self.state(name)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 out[name] = f"no state: {exc.__class__.__name__}"
                 continue
             if st.get("healthy") is False:

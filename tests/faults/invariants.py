@@ -46,8 +46,9 @@ async def produced_since(bootstrap: str, start: dict[TopicPartition, int]) -> di
     import json
 
     ends = await topic_ends(bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000,
-                                **kafka_options())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000, **kafka_options()
+    )
     await consumer.start()
     ids: dict[str, set[str]] = {t: set() for t in TOPICS}
     try:
@@ -76,8 +77,9 @@ async def produced_since(bootstrap: str, start: dict[TopicPartition, int]) -> di
     return ids
 
 
-async def events_lost(pool: asyncpg.Pool, bootstrap: str, start: dict[TopicPartition, int],
-                      min_samples: int = 1, timeout: float = 90.0) -> Judged:
+async def events_lost(
+    pool: asyncpg.Pool, bootstrap: str, start: dict[TopicPartition, int], min_samples: int = 1, timeout: float = 90.0
+) -> Judged:
     """Every event produced since `start` is in its PostgreSQL table, exactly once."""
     produced = await produced_since(bootstrap, start)
     total = sum(len(ids) for ids in produced.values())
@@ -88,14 +90,19 @@ async def events_lost(pool: asyncpg.Pool, bootstrap: str, start: dict[TopicParti
             if not event_ids:
                 continue
             table = TOPICS[topic].table
-            rows = await pool.fetch(f"SELECT event_id::text AS id, count(*) AS n FROM {table} "
-                                    "WHERE event_id = ANY($1::uuid[]) GROUP BY event_id", list(event_ids))
+            rows = await pool.fetch(
+                f"SELECT event_id::text AS id, count(*) AS n FROM {table} "
+                "WHERE event_id = ANY($1::uuid[]) GROUP BY event_id",
+                list(event_ids),
+            )
             stored = {r["id"]: r["n"] for r in rows}
             missing = event_ids - stored.keys()
             twice = [i for i, n in stored.items() if n != 1]
             if missing:
-                problems.append(f"{topic}: {len(missing)} of {len(event_ids)} produced events not in {table} "
-                                f"(e.g. {sorted(missing)[:3]})")
+                problems.append(
+                    f"{topic}: {len(missing)} of {len(event_ids)} produced events not in {table} "
+                    f"(e.g. {sorted(missing)[:3]})"
+                )
             if twice:
                 problems.append(f"{topic}: {len(twice)} events stored more than once")
         if not problems or time.monotonic() > deadline:
@@ -157,11 +164,18 @@ def over_commitment(answers: list[dict[str, Any]], start: float, end: float, min
             margin = int(a["credited"].get(token, "0")) - committed
             worst[token] = min(worst.get(token, margin), margin)
             if margin < 0:
-                problems.append(f"at {t:.3f} ({a['quote_id']}): {committed} of {token} committed in "
-                                f"{len(mine)} live answers, {a['credited'].get(token, '0')} credited")
+                problems.append(
+                    f"at {t:.3f} ({a['quote_id']}): {committed} of {token} committed in "
+                    f"{len(mine)} live answers, {a['credited'].get(token, '0')} credited"
+                )
     shown = ", ".join(in_units(token, m) for token, m in sorted(worst.items()))
-    return Judged("over-commitment", samples, problems[:3] + ([f"... {len(problems)} in all"] if len(problems) > 3 else []),
-                  f"worst margin {shown}" if shown else "", min_samples)
+    return Judged(
+        "over-commitment",
+        samples,
+        problems[:3] + ([f"... {len(problems)} in all"] if len(problems) > 3 else []),
+        f"worst margin {shown}" if shown else "",
+        min_samples,
+    )
 
 
 def answered_twice(answers: list[dict[str, Any]], start: float, end: float, min_samples: int = 1) -> Judged:
@@ -178,21 +192,30 @@ def answered_between(answers: list[dict[str, Any]], start: float, end: float) ->
     return in_window(answers, start, end)
 
 
-async def stale_inputs(pool: asyncpg.Pool, answers: list[dict[str, Any]], start: float, end: float,
-                       price_max_age_ms: int, inventory_max_age_ms: int, min_samples: int = 1) -> Judged:
+async def stale_inputs(
+    pool: asyncpg.Pool,
+    answers: list[dict[str, Any]],
+    start: float,
+    end: float,
+    price_max_age_ms: int,
+    inventory_max_age_ms: int,
+    min_samples: int = 1,
+) -> Judged:
     """Every answer the venue accepted comes from an `execute` decision whose price and inventory
     were within the limits in force when it was decided, by the events' own timestamps
     (decided_at − the price's source_time, decided_at − the snapshot's synced_at)."""
     quote_ids = sorted({a["quote_id"] for a in in_window(answers, start, end) if a["accepted"]})
     if not quote_ids:
         return Judged("fresh inputs", 0, [], min_samples=min_samples)
-    sql = ("SELECT d.quote_id, (d.event->'payload'->>'decided_at')::timestamptz AS decided_at,"
-           " (p.event->'payload'->>'source_time')::timestamptz AS price_time,"
-           " (i.event->'payload'->>'synced_at')::timestamptz AS synced_at"
-           " FROM trade_decisions d"
-           " LEFT JOIN market_price_events p ON p.event_id = d.price_event_id"
-           " LEFT JOIN intent_inventory_snapshots i ON i.inventory_id = d.inventory_snapshot_id"
-           " WHERE d.quote_id = ANY($1) AND d.decision = 'execute'")
+    sql = (
+        "SELECT d.quote_id, (d.event->'payload'->>'decided_at')::timestamptz AS decided_at,"
+        " (p.event->'payload'->>'source_time')::timestamptz AS price_time,"
+        " (i.event->'payload'->>'synced_at')::timestamptz AS synced_at"
+        " FROM trade_decisions d"
+        " LEFT JOIN market_price_events p ON p.event_id = d.price_event_id"
+        " LEFT JOIN intent_inventory_snapshots i ON i.inventory_id = d.inventory_snapshot_id"
+        " WHERE d.quote_id = ANY($1) AND d.decision = 'execute'"
+    )
     deadline = time.monotonic() + 60  # the venue can see an answer before history-writer stores its chain
     while True:
         rows = await pool.fetch(sql, quote_ids)
@@ -217,21 +240,26 @@ async def stale_inputs(pool: asyncpg.Pool, answers: list[dict[str, Any]], start:
             bad.append(f"{r['quote_id']}: price {price_ms} ms, inventory {inv_ms} ms old")
     if bad:
         problems.append(f"{len(bad)} answers on stale or unknown inputs (e.g. {bad[:3]})")
-    return Judged("fresh inputs", len(quote_ids), problems,
-                  f"oldest price {worst_price}/{price_max_age_ms} ms, inventory {worst_inv}/{inventory_max_age_ms} ms",
-                  min_samples)
+    return Judged(
+        "fresh inputs",
+        len(quote_ids),
+        problems,
+        f"oldest price {worst_price}/{price_max_age_ms} ms, inventory {worst_inv}/{inventory_max_age_ms} ms",
+        min_samples,
+    )
 
 
 TERMINAL = ("refused", "rejected", "settled", "expired")
 
 
-async def one_result_per_command(pool: asyncpg.Pool, since: Any, min_samples: int = 1,
-                                 timeout: float = 90.0) -> Judged:
+async def one_result_per_command(pool: asyncpg.Pool, since: Any, min_samples: int = 1, timeout: float = 90.0) -> Judged:
     """Every command since `since` has a result in PostgreSQL, and no two final results that
     disagree (an `expired` later corrected to `settled` by the chain is counted, not failed)."""
-    sql = ("SELECT c.command_id, array_remove(array_agg(DISTINCT r.status), NULL) AS statuses"
-           " FROM execute_trade_commands c LEFT JOIN trade_execution_results r ON r.command_id = c.command_id"
-           " WHERE c.observed_at >= $1 GROUP BY c.command_id")
+    sql = (
+        "SELECT c.command_id, array_remove(array_agg(DISTINCT r.status), NULL) AS statuses"
+        " FROM execute_trade_commands c LEFT JOIN trade_execution_results r ON r.command_id = c.command_id"
+        " WHERE c.observed_at >= $1 GROUP BY c.command_id"
+    )
     deadline = time.monotonic() + timeout
     while True:
         rows = await pool.fetch(sql, since)
@@ -252,12 +280,19 @@ async def one_result_per_command(pool: asyncpg.Pool, since: Any, min_samples: in
             conflicting.append(f"{r['command_id']}: {sorted(final)}")
     if conflicting:
         problems.append(f"{len(conflicting)} commands with conflicting final results (e.g. {conflicting[:3]})")
-    return Judged("one result per command", len(rows), problems,
-                  f"{corrected} expired→settled" if corrected else "", min_samples)
+    return Judged(
+        "one result per command", len(rows), problems, f"{corrected} expired→settled" if corrected else "", min_samples
+    )
 
 
-async def settlements_match(pool: asyncpg.Pool, answers: list[dict[str, Any]], start: float, end: float,
-                            min_samples: int = 1, timeout: float = 90.0) -> Judged:
+async def settlements_match(
+    pool: asyncpg.Pool,
+    answers: list[dict[str, Any]],
+    start: float,
+    end: float,
+    min_samples: int = 1,
+    timeout: float = 90.0,
+) -> Judged:
     """The executor's `settled` results are exactly the answers the venue executed: each answer
     the taker settled has a `settled` result, and no answer the venue did not execute has one."""
     window = [a for a in in_window(answers, start, end) if a["accepted"]]
@@ -265,39 +300,56 @@ async def settlements_match(pool: asyncpg.Pool, answers: list[dict[str, Any]], s
     answered = {a["quote_id"] for a in window}
     deadline = time.monotonic() + timeout
     while True:
-        rows = await pool.fetch("SELECT DISTINCT quote_id FROM trade_execution_results"
-                                " WHERE status = 'settled' AND quote_id = ANY($1)", sorted(answered))
+        rows = await pool.fetch(
+            "SELECT DISTINCT quote_id FROM trade_execution_results WHERE status = 'settled' AND quote_id = ANY($1)",
+            sorted(answered),
+        )
         ours = {r["quote_id"] for r in rows}
         if venue <= ours or time.monotonic() > deadline:
             break
         await asyncio.sleep(1.0)
     problems: list[str] = []
     if venue - ours:
-        problems.append(f"{len(venue - ours)} answers the venue settled have no settled result "
-                        f"(e.g. {sorted(venue - ours)[:3]})")
+        problems.append(
+            f"{len(venue - ours)} answers the venue settled have no settled result (e.g. {sorted(venue - ours)[:3]})"
+        )
     if ours - venue:
-        problems.append(f"{len(ours - venue)} settled results for answers the venue never executed "
-                        f"(e.g. {sorted(ours - venue)[:3]})")
+        problems.append(
+            f"{len(ours - venue)} settled results for answers the venue never executed "
+            f"(e.g. {sorted(ours - venue)[:3]})"
+        )
     return Judged("settlements match the venue", len(venue), problems, min_samples=min_samples)
 
 
-async def requests_stored(pool: asyncpg.Pool, requests: list[dict[str, Any]], start: float, end: float,
-                          excused: list[tuple[float, float]], min_samples: int = 1, timeout: float = 90.0) -> Judged:
+async def requests_stored(
+    pool: asyncpg.Pool,
+    requests: list[dict[str, Any]],
+    start: float,
+    end: float,
+    excused: list[tuple[float, float]],
+    min_samples: int = 1,
+    timeout: float = 90.0,
+) -> Judged:
     """Every quote request the relay sent in [start, end) has its raw row in PostgreSQL (none
     lost before Kafka), except those sent inside a window a fault excuses."""
-    sent = {r["quote_id"] for r in requests if start <= r["at"] < end
-            and not any(a <= r["at"] <= b for a, b in excused)}
+    sent = {
+        r["quote_id"] for r in requests if start <= r["at"] < end and not any(a <= r["at"] <= b for a, b in excused)
+    }
     excused_n = sum(1 for r in requests if start <= r["at"] < end and any(a <= r["at"] <= b for a, b in excused))
     deadline = time.monotonic() + timeout
     while True:
-        rows = await pool.fetch("SELECT DISTINCT quote_id FROM raw_near_intents_quotes WHERE quote_id = ANY($1)",
-                                sorted(sent))
+        rows = await pool.fetch(
+            "SELECT DISTINCT quote_id FROM raw_near_intents_quotes WHERE quote_id = ANY($1)", sorted(sent)
+        )
         missing = sent - {r["quote_id"] for r in rows}
         if not missing or time.monotonic() > deadline:
             break
         await asyncio.sleep(1.0)
-    problems = [f"{len(missing)} of {len(sent)} requests the relay sent have no raw row "
-                f"(e.g. {sorted(missing)[:3]})"] if missing else []
+    problems = (
+        [f"{len(missing)} of {len(sent)} requests the relay sent have no raw row (e.g. {sorted(missing)[:3]})"]
+        if missing
+        else []
+    )
     return Judged("requests stored", len(sent), problems, f"{excused_n} excused" if excused_n else "", min_samples)
 
 
@@ -306,7 +358,9 @@ async def executes_after(pool: asyncpg.Pool, since_epoch: float, until_epoch: fl
     n: int = await pool.fetchval(
         "SELECT count(*) FROM trade_decisions WHERE decision = 'execute'"
         " AND (event->'payload'->>'decided_at')::timestamptz BETWEEN to_timestamp($1) AND to_timestamp($2)",
-        since_epoch, until_epoch)
+        since_epoch,
+        until_epoch,
+    )
     return n
 
 
@@ -315,7 +369,8 @@ async def history_caught_up(pool: asyncpg.Pool, after_epoch: float, timeout: flo
     earlier window is complete (history-writer stores decisions in order per partition)."""
     deadline = time.monotonic() + timeout
     while not await pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM trade_decisions WHERE occurred_at > to_timestamp($1))", after_epoch):
+        "SELECT EXISTS (SELECT 1 FROM trade_decisions WHERE occurred_at > to_timestamp($1))", after_epoch
+    ):
         if time.monotonic() > deadline:
             raise AssertionError(f"history-writer stored no decision after the window in {timeout}s")
         await asyncio.sleep(0.5)

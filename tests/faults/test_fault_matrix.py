@@ -53,12 +53,12 @@ from tests.faults.invariants import (
 
 pytestmark = pytest.mark.timeout(900)
 
-HEALTHY_ANSWERS = 3      # new answers that show the loop is trading
+HEALTHY_ANSWERS = 3  # new answers that show the loop is trading
 RECOVERY_TIMEOUT_S = 120.0
 # answers younger than this are judged at the next check: their settlement (a collection window
 # away) and their chain of events may still be on their way
 SETTLE_LAG_S = 5.0
-LONG_S = 15.0            # how long the broker and PostgreSQL faults last (CI mode included)
+LONG_S = 15.0  # how long the broker and PostgreSQL faults last (CI mode included)
 
 
 async def ensure_trading(loop: FaultLoop, notes: list[str]) -> None:
@@ -83,10 +83,12 @@ async def check_invariants(loop: FaultLoop, stack: Stack, pool: asyncpg.Pool, si
     judged += [
         over_commitment(answers, start, end, min_samples=HEALTHY_ANSWERS),
         answered_twice(answers, start, end, min_samples=HEALTHY_ANSWERS),
-        await stale_inputs(pool, answers, start, end, PRICE_MAX_AGE_MS, INVENTORY_MAX_AGE_MS,
-                           min_samples=HEALTHY_ANSWERS),
-        await one_result_per_command(pool, await pool.fetchval("SELECT to_timestamp($1)", since_epoch),
-                                     min_samples=HEALTHY_ANSWERS),
+        await stale_inputs(
+            pool, answers, start, end, PRICE_MAX_AGE_MS, INVENTORY_MAX_AGE_MS, min_samples=HEALTHY_ANSWERS
+        ),
+        await one_result_per_command(
+            pool, await pool.fetchval("SELECT to_timestamp($1)", since_epoch), min_samples=HEALTHY_ANSWERS
+        ),
         await settlements_match(pool, answers, start, end, min_samples=1),
         await requests_stored(pool, loop.venue_requests, start, end, loop.excused, min_samples=10),
     ]
@@ -94,8 +96,15 @@ async def check_invariants(loop: FaultLoop, stack: Stack, pool: asyncpg.Pool, si
     return judged
 
 
-async def run_fault(loop: FaultLoop, stack: Stack, pool: asyncpg.Pool, fault: str,
-                    inject: Callable[[list[str]], Awaitable[None]], *, loses_requests: bool = False) -> None:
+async def run_fault(
+    loop: FaultLoop,
+    stack: Stack,
+    pool: asyncpg.Pool,
+    fault: str,
+    inject: Callable[[list[str]], Awaitable[None]],
+    *,
+    loses_requests: bool = False,
+) -> None:
     """One row: healthy, fault, recovered (answers and a settlement), invariants. A fault that
     `loses_requests` (a reader killed, connections closed, the broker away) excuses the requests
     sent from its start until the loop answers again from having none stored raw."""
@@ -136,16 +145,19 @@ async def test_baseline_no_fault(fault_loop: FaultLoop, stack: Stack, fault_pool
 
 # small requests the loop can answer whatever the stream has reserved: the taker gives 5000 sats
 # (quoteloop gives a few EURe) or wants 5000 sats (quoteloop gives them)
-PROBES = [{"asset_in": NBTC_ID, "asset_out": EURE_ID, "exact_amount_in": 5000},
-          {"asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_out": 5000}]
+PROBES = [
+    {"asset_in": NBTC_ID, "asset_out": EURE_ID, "exact_amount_in": 5000},
+    {"asset_in": EURE_ID, "asset_out": NBTC_ID, "exact_amount_out": 5000},
+]
 
 
 async def probe(loop: FaultLoop, count: int, every_s: float) -> set[str]:
     """Send `count` answerable requests, `every_s` apart; their quote ids."""
     ids: set[str] = set()
     for i in range(count):
-        sent = await loop.sim("relay", "POST", "/_sim/quote",
-                              {**PROBES[i % len(PROBES)], "min_deadline_ms": QUOTE_MIN_DEADLINE_MS})
+        sent = await loop.sim(
+            "relay", "POST", "/_sim/quote", {**PROBES[i % len(PROBES)], "min_deadline_ms": QUOTE_MIN_DEADLINE_MS}
+        )
         ids.add(sent["quote_id"])
         await asyncio.sleep(every_s)
     return ids
@@ -185,8 +197,10 @@ async def test_disarmed_loop_answers_nothing(fault_loop: FaultLoop, stack: Stack
         # by the relay's own clock: no frame after the disarm was acknowledged
         late = answered_between(fault_loop.venue_answers, acknowledged, window_end)
         notes.append(f"armed probes answered {answered}/{sent}; disarmed: {len(probes)} probes, {len(late)} answers")
-        assert not late, (f"{len(late)} answers received after the disarm was acknowledged, the first "
-                          f"{late[0]['at'] - acknowledged:.3f} s after (quote {late[0]['quote_id']})")
+        assert not late, (
+            f"{len(late)} answers received after the disarm was acknowledged, the first "
+            f"{late[0]['at'] - acknowledged:.3f} s after (quote {late[0]['quote_id']})"
+        )
         await history_caught_up(fault_pool, window_end)
         executes = await executes_after(fault_pool, acknowledged, window_end)
         notes.append(f"{executes} execute decisions")
@@ -209,12 +223,14 @@ async def test_kill9(daemon: str, fault_loop: FaultLoop, stack: Stack, fault_poo
             assert state.get("armed") is False, f"{daemon} came back armed: {state.get('armed')}"
             await fault_loop.arm(daemon)
 
-    await run_fault(fault_loop, stack, fault_pool, f"kill -9 {daemon}", kill,
-                    loses_requests=daemon == "near-intents-ingest")
+    await run_fault(
+        fault_loop, stack, fault_pool, f"kill -9 {daemon}", kill, loses_requests=daemon == "near-intents-ingest"
+    )
 
 
 async def test_executor_killed_between_signed_write_and_frame(
-        fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
+    fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool
+) -> None:
     async def crash_point(notes: list[str]) -> None:
         before = len(await fault_loop.book())
         await fault_loop.kill9("trade-executor")
@@ -222,8 +238,10 @@ async def test_executor_killed_between_signed_write_and_frame(
         await fault_loop.start("trade-executor", {"QL_FAILPOINTS": "trade-executor.after_submitted"})
         await fault_loop.arm("trade-executor")
         code = await fault_loop.exited("trade-executor", timeout=60)
-        notes.append(f"died at the crash point (exit {code}); "
-                     f"{len(await fault_loop.book()) - before} frames reached the relay meanwhile")
+        notes.append(
+            f"died at the crash point (exit {code}); "
+            f"{len(await fault_loop.book()) - before} frames reached the relay meanwhile"
+        )
         await fault_loop.start("trade-executor")
         await fault_loop.arm("trade-executor")
 
@@ -231,7 +249,8 @@ async def test_executor_killed_between_signed_write_and_frame(
 
 
 async def test_executor_killed_between_frame_and_reply(
-        fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
+    fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool
+) -> None:
     async def held(notes: list[str]) -> None:
         await fault_loop.fault("relay", "hold_responses", count=1)
 
@@ -254,6 +273,7 @@ async def test_postgres_stopped(fault_loop: FaultLoop, stack: Stack, fault_pool:
     async def pg_down(notes: list[str]) -> None:
         stack.stop_postgres()
         try:
+
             async def ledger_lost() -> bool:
                 st = await fault_loop.state("trade-executor")
                 return st.get("ledger", {}).get("available") is False
@@ -307,8 +327,9 @@ async def test_kafka_broker_hung(fault_loop: FaultLoop, stack: Stack, fault_pool
         with frozen(stack_pid(stack, "kafka.pid")):
             await asyncio.sleep(LONG_S)
 
-    await run_fault(fault_loop, stack, fault_pool, f"Kafka broker hung {LONG_S:g} s (SIGSTOP)", hung,
-                    loses_requests=True)
+    await run_fault(
+        fault_loop, stack, fault_pool, f"Kafka broker hung {LONG_S:g} s (SIGSTOP)", hung, loses_requests=True
+    )
 
 
 async def test_relay_disconnect_storm(fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
@@ -338,16 +359,18 @@ async def test_relay_never_replies(fault_loop: FaultLoop, stack: Stack, fault_po
     await run_fault(fault_loop, stack, fault_pool, "relay accepts, never replies", silent)
 
 
-async def test_quote_status_dropped_and_replayed(
-        fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
+async def test_quote_status_dropped_and_replayed(fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
     async def dropped(notes: list[str]) -> None:
         # guaranteed-delivery frames lost on the way; unacknowledged, the relay sends them again
         await fault_loop.fault("relay", "drop_status_frames", count=20)
         await asyncio.sleep(5.0)
-        counts = (await fault_loop.sim("relay", "GET", "/_sim/book?answers_from=1000000000"
-                                       "&requests_from=1000000000"))["counts"]
-        notes.append(f"{counts.get('status_frames_dropped', 0)} status frames dropped, "
-                     f"{counts.get('status_redelivered', 0)} redelivered in all")
+        counts = (await fault_loop.sim("relay", "GET", "/_sim/book?answers_from=1000000000&requests_from=1000000000"))[
+            "counts"
+        ]
+        notes.append(
+            f"{counts.get('status_frames_dropped', 0)} status frames dropped, "
+            f"{counts.get('status_redelivered', 0)} redelivered in all"
+        )
 
     await run_fault(fault_loop, stack, fault_pool, "quote_status dropped, replayed", dropped)
 
@@ -392,6 +415,7 @@ async def test_inventory_surface_down(fault_loop: FaultLoop, stack: Stack, fault
     async def rpc_down(notes: list[str]) -> None:
         await fault_loop.fault("near_rpc", "http_500", on=True)
         try:
+
             async def stale() -> bool:
                 inv = ((await fault_loop.state("strategy-engine")).get("inputs") or {}).get("inventory") or {}
                 return bool(inv.get("stale"))

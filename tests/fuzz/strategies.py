@@ -11,8 +11,12 @@ from hypothesis import strategies as st
 # Numbers that break naive parsers: huge ints, u128 edges, negatives, bools (an int subclass).
 EDGE_INTS = st.sampled_from([0, -1, 1, 2**53 + 1, 2**64, 2**128 - 1, 2**128, 2**200, -(2**128)])
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), EDGE_INTS,
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    EDGE_INTS,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
     st.sampled_from(["", "0", "-1", "1e999", "NaN", "Infinity", "١٢٣", "²", "9" * 5000, "0x10", " 1", "1.5"]),
 )
 JSON = st.recursive(
@@ -24,8 +28,26 @@ JSON = st.recursive(
 # Raw bytes/text that are not, or only almost, JSON: truncations, deep nesting, invalid UTF-8.
 GARBAGE_TEXT = st.one_of(
     st.text(max_size=200),
-    st.sampled_from(["", "{", "[" * 100_000, "{\"a\":" * 50_000, "null", "NaN", "Infinity", "-Infinity",
-                     "1e99999", "9" * 5000, '{"a": ' + "9" * 5000 + "}", '{"a": 1e99999}', '{"a": NaN}', "\ufeff{}", '"\ud800"', "[1,]"]),
+    st.sampled_from(
+        [
+            "",
+            "{",
+            "[" * 100_000,
+            '{"a":' * 50_000,
+            "null",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1e99999",
+            "9" * 5000,
+            '{"a": ' + "9" * 5000 + "}",
+            '{"a": 1e99999}',
+            '{"a": NaN}',
+            "\ufeff{}",
+            '"\ud800"',
+            "[1,]",
+        ]
+    ),
 )
 GARBAGE_BYTES = st.one_of(st.binary(max_size=200), GARBAGE_TEXT.map(lambda s: s.encode("utf-8", "surrogatepass")))
 

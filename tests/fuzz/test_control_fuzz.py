@@ -10,7 +10,9 @@ test's event loop, where the daemons run."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,10 @@ from tests.seven import Seven, seven_daemons
 SKIP_PATHS = {"/drain"}
 WATCHED_GETS = ("/threshold", "/limits", "/pair-filter")
 WATCHED_STATE_KEYS = ("armed", "paused", "draining", "withdrawals_frozen", "frozen")
-GARBAGE = st.one_of(st.binary(max_size=64), st.sampled_from([b"", b"{", b"[]", b"null", b"1e999", b'"x"',
-                                                             b'{"operator": ""}', b'{"operator": null, "x": 1}']))
+GARBAGE = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([b"", b"{", b"[]", b"null", b"1e999", b'"x"', b'{"operator": ""}', b'{"operator": null, "x": 1}']),
+)
 
 
 async def observable(seven: Seven, service: str, paths: set[str]) -> dict[str, Any]:
@@ -43,12 +47,48 @@ async def observable(seven: Seven, service: str, paths: set[str]) -> dict[str, A
     return seen
 
 
+def fuzzer(op: Any, send: Callable[[str, str, Any, bytes | None], None]) -> Callable[[], None]:
+    """The Hypothesis test of one operation: every case it generates (or a garbage body) goes to `send`."""
+    method, path = op.method.upper(), op.path
+
+    @settings(
+        max_examples=max(8, FUZZ_EXAMPLES // 8), deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(case=op.as_strategy(), garbage=st.one_of(st.none(), GARBAGE))
+    def fuzz(case: Any, garbage: bytes | None) -> None:
+        body = case.body if isinstance(case.body, (dict, list, str, int, float, bool)) or case.body is None else None
+        send(method, path, body, garbage)
+
+    return fuzz
+
+
 @pytest.mark.timeout(180)
 async def test_no_5xx_and_rejections_change_nothing(stack: Stack, control_dir: Path, tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     async with seven_daemons(stack, control_dir, tmp_path, jwt="jwt-control-fuzz") as seven:
         problems: list[str] = []
         calls = 0
+
+        async def send(service: str, paths: set[str], method: str, path: str, body: Any, raw: bytes | None) -> None:
+            nonlocal calls
+            calls += 1
+            mutating = method in ("POST", "PUT", "DELETE", "PATCH")
+            before = await observable(seven, service, paths) if mutating else None
+            status, answer = await seven.call(service, method, path, body, raw=raw)
+            what = f"{service} {method} {path} body={body!r} raw={raw!r} -> {status} {answer!r}"[:400]
+            if status >= 500:
+                problems.append(what)
+            if mutating and 400 <= status < 500:
+                after = await observable(seven, service, paths)
+                if after != before:
+                    problems.append(f"rejected request changed state: {what}: {before} -> {after}")
+
+        def send_from_thread(
+            service: str, paths: set[str], method: str, path: str, body: Any, raw: bytes | None
+        ) -> None:
+            """From Hypothesis's worker thread: the request still goes through the test's loop."""
+            asyncio.run_coroutine_threadsafe(send(service, paths, method, path, body, raw), loop).result(timeout=30)
+
         for service in seven.services:
             status, doc = await seven.call(service, "GET", "/openapi.json")
             assert status == 200 and doc["paths"], (service, status)
@@ -57,36 +97,8 @@ async def test_no_5xx_and_rejections_change_nothing(stack: Stack, control_dir: P
             operations = [r.ok() for r in schema.get_all_operations()]
             operations = [op for op in operations if op.path not in SKIP_PATHS]
             assert operations, service
-
-            def run_sync(fn: Any) -> Any:
-                return asyncio.run_coroutine_threadsafe(fn, loop).result(timeout=30)
-
-            async def send(method: str, path: str, body: Any, raw: bytes | None) -> None:
-                nonlocal calls
-                calls += 1
-                mutating = method in ("POST", "PUT", "DELETE", "PATCH")
-                before = await observable(seven, service, paths) if mutating else None
-                status, answer = await seven.call(service, method, path, body, raw=raw)
-                what = f"{service} {method} {path} body={body!r} raw={raw!r} -> {status} {answer!r}"[:400]
-                if status >= 500:
-                    problems.append(what)
-                if mutating and 400 <= status < 500:
-                    after = await observable(seven, service, paths)
-                    if after != before:
-                        problems.append(f"rejected request changed state: {what}: {before} -> {after}")
-
             for op in operations:
-                method, path = op.method.upper(), op.path
-
-                @settings(max_examples=max(8, FUZZ_EXAMPLES // 8), deadline=None, database=None,
-                          suppress_health_check=list(HealthCheck))
-                @given(case=op.as_strategy(), garbage=st.one_of(st.none(), GARBAGE))
-                def fuzz(case: Any, garbage: bytes | None) -> None:
-                    body = case.body if isinstance(case.body, (dict, list, str, int, float, bool)) or case.body is None \
-                        else None
-                    run_sync(send(method, path, body, garbage))
-
-                await asyncio.to_thread(fuzz)
+                await asyncio.to_thread(fuzzer(op, functools.partial(send_from_thread, service, paths)))
         # the daemons are all still serving after the barrage
         for service in seven.services:
             status, _ = await seven.call(service, "GET", "/state")

@@ -38,9 +38,11 @@ def test_any_json_raises_only_typed_errors(doc: object) -> None:
 @settings(parent=settings.get_profile("quoteloop-fuzz"))
 @given(st.data())
 def test_mutated_valid_bodies_raise_only_typed_errors(data: st.DataObject) -> None:
-    valid = {"bitcoin": {"eur": 60000, "last_updated_at": 1767225600},
-             "monerium-eur-money": {"eur": 1, "last_updated_at": 1767225600},
-             "status": {"error_code": 429, "error_message": "x"}}
+    valid = {
+        "bitcoin": {"eur": 60000, "last_updated_at": 1767225600},
+        "monerium-eur-money": {"eur": 1, "last_updated_at": 1767225600},
+        "status": {"error_code": 429, "error_message": "x"},
+    }
     if data.draw(st.booleans()):
         del valid["status"]
     parse(dumps(data.draw(mutated(valid))))
@@ -49,14 +51,20 @@ def test_mutated_valid_bodies_raise_only_typed_errors(data: st.DataObject) -> No
 @settings(parent=settings.get_profile("quoteloop-fuzz"))
 @given(st.sampled_from(["1e400", "-1e400", "99999999999999999999", "-99999999999999999999", "1e20", "253402300800"]))
 def test_out_of_range_timestamps_are_typed_errors(updated: str) -> None:
-    body = f'{{"bitcoin": {{"eur": 1, "last_updated_at": {updated}}}, "monerium-eur-money": {{"eur": 1, "last_updated_at": 1}}}}'
+    body = (
+        f'{{"bitcoin": {{"eur": 1, "last_updated_at": {updated}}}, '
+        '"monerium-eur-money": {"eur": 1, "last_updated_at": 1}}'
+    )
     parse(body)
 
 
 @settings(parent=settings.get_profile("quoteloop-fuzz"))
 @given(st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("1e9"), places=6), st.integers(0, 4_000_000_000))
 def test_valid_body_round_trips_exactly(price: Decimal, updated: int) -> None:
-    body = f'{{"bitcoin": {{"eur": {price}, "last_updated_at": {updated}}}, "monerium-eur-money": {{"eur": 1.0001, "last_updated_at": {updated}}}}}'
+    body = (
+        f'{{"bitcoin": {{"eur": {price}, "last_updated_at": {updated}}}, '
+        f'"monerium-eur-money": {{"eur": 1.0001, "last_updated_at": {updated}}}}}'
+    )
     found = parse_simple_price(body, IDS, "eur", AT)
     assert found["bitcoin"].price == price and isinstance(found["bitcoin"].price, Decimal)
     assert found["monerium-eur-money"].price == Decimal("1.0001")

@@ -49,7 +49,12 @@ def test_mutated_valid_events_raise_only_event_decode_error(data: st.DataObject,
         assert event.event_type == read_as  # type: ignore[attr-defined]
 
 
-@settings(parent=settings.get_profile("quoteloop-fuzz", ), max_examples=min(40, settings.get_profile("quoteloop-fuzz").max_examples))
+@settings(
+    parent=settings.get_profile(
+        "quoteloop-fuzz",
+    ),
+    max_examples=min(40, settings.get_profile("quoteloop-fuzz").max_examples),
+)
 @given(st.sampled_from(TOPIC_NAMES))
 def test_valid_events_round_trip(topic: str) -> None:
     raw = valid_event(topic)

@@ -46,7 +46,9 @@ def valid_quote(draw: st.DrawFn) -> dict[str, object]:
     side = draw(st.sampled_from(["exact_amount_in", "exact_amount_out"]))
     amount = draw(amounts)
     return {
-        "quote_id": draw(ids), "defuse_asset_identifier_in": draw(ids), "defuse_asset_identifier_out": draw(ids),
+        "quote_id": draw(ids),
+        "defuse_asset_identifier_in": draw(ids),
+        "defuse_asset_identifier_out": draw(ids),
         side: draw(st.sampled_from([str(amount), amount])),
         "min_deadline_ms": draw(st.one_of(st.integers(0, 10**9), st.integers(0, 10**9).map(str))),
     }
@@ -88,9 +90,11 @@ def test_mutated_quote_frames_are_a_quote_or_a_reject(data: st.DataObject) -> No
 @given(st.data())
 def test_mutated_seq_and_status_frames_never_raise(data: st.DataObject) -> None:
     status = {"quote_hash": data.draw(ids), "intent_hash": data.draw(ids), "tx_hash": data.draw(ids)}
-    doc = {"jsonrpc": "2.0", "method": "event",
-           "params": {"subscription": "sub-s", "seq": data.draw(st.one_of(JSON, st.integers().map(str))),
-                      "data": status}}
+    doc = {
+        "jsonrpc": "2.0",
+        "method": "event",
+        "params": {"subscription": "sub-s", "seq": data.draw(st.one_of(JSON, st.integers().map(str))), "data": status},
+    }
     parse(dumps(data.draw(mutated(doc))) if data.draw(st.booleans()) else dumps(doc))
 
 
@@ -112,8 +116,15 @@ def test_valid_quote_round_trips_in_both_envelopes(data: dict[str, object], nest
 @settings(parent=settings.get_profile("quoteloop-fuzz"))
 @given(ids, st.one_of(st.none(), ids), st.one_of(st.none(), ids), st.integers(0, 2**63))
 def test_valid_quote_status_round_trips(quote_hash: str, intent: str | None, tx: str | None, seq: int) -> None:
-    doc = {"jsonrpc": "2.0", "method": "event", "params": {
-        "subscription": "sub-s", "seq": seq, "data": {"quote_hash": quote_hash, "intent_hash": intent, "tx_hash": tx}}}
+    doc = {
+        "jsonrpc": "2.0",
+        "method": "event",
+        "params": {
+            "subscription": "sub-s",
+            "seq": seq,
+            "data": {"quote_hash": quote_hash, "intent_hash": intent, "tx_hash": tx},
+        },
+    }
     frame = parse(dumps(doc))
     assert isinstance(frame, QuoteStatus), frame
     assert (frame.quote_hash, frame.intent_hash, frame.tx_hash, frame.seq) == (quote_hash, intent, tx, seq)
@@ -123,8 +134,15 @@ def test_valid_quote_status_round_trips(quote_hash: str, intent: str | None, tx:
 def test_unicode_digit_seq_is_not_a_crash() -> None:
     # Found by the fuzzer: "²".isdigit() is True but int("²") raises; a seq like that must not
     # escape parse_frame (whose contract is "never raises").
-    frame = parse(dumps({"jsonrpc": "2.0", "method": "event",
-                         "params": {"subscription": "sub-s", "seq": "²", "data": {"quote_hash": "h"}}}))
+    frame = parse(
+        dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "event",
+                "params": {"subscription": "sub-s", "seq": "²", "data": {"quote_hash": "h"}},
+            }
+        )
+    )
     assert isinstance(frame, QuoteStatus) and frame.seq is None
 
 

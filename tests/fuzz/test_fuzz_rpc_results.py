@@ -68,8 +68,11 @@ def venue() -> Iterator[Venue]:
 
 def view_result(value: Any) -> dict[str, Any]:
     raw = list(json.dumps(value).encode())
-    return {"jsonrpc": "2.0", "id": "1", "result": {"result": raw, "block_height": 100, "block_hash": "abc",
-                                                     "logs": []}}
+    return {
+        "jsonrpc": "2.0",
+        "id": "1",
+        "result": {"result": raw, "block_height": 100, "block_hash": "abc", "logs": []},
+    }
 
 
 NEAR_CALLS = {
@@ -142,18 +145,44 @@ def test_poa_bridge_any_body_raises_only_typed_errors(venue: Venue, name: str, s
 
 
 POA_VALID: dict[str, Any] = {
-    "supported_tokens": {"tokens": [{"defuse_asset_identifier": "eth:100:0x420c", "near_token_id": "x.omft.near",
-                                     "decimals": 18, "asset_name": "EURe", "min_deposit_amount": "1",
-                                     "min_withdrawal_amount": "2", "withdrawal_fee": "3"}]},
+    "supported_tokens": {
+        "tokens": [
+            {
+                "defuse_asset_identifier": "eth:100:0x420c",
+                "near_token_id": "x.omft.near",
+                "decimals": 18,
+                "asset_name": "EURe",
+                "min_deposit_amount": "1",
+                "min_withdrawal_amount": "2",
+                "withdrawal_fee": "3",
+            }
+        ]
+    },
     "deposit_address": {"address": "0xabc", "chain": "eth:100"},
-    "recent_deposits": {"deposits": [{"tx_hash": "0x1", "chain": "eth:100", "defuse_asset_identifier": "eth:100:0x4",
-                                      "decimals": 18, "amount": 5, "account_id": "a.near", "address": "0xabc",
-                                      "status": "COMPLETED"}]},
-    "withdrawal_status": {"status": "COMPLETED", "data": {"tx_hash": "0x2", "transfer_tx_hash": "0x3",
-                                                          "chain": "eth:100", "amount": "7", "decimals": 18}},
+    "recent_deposits": {
+        "deposits": [
+            {
+                "tx_hash": "0x1",
+                "chain": "eth:100",
+                "defuse_asset_identifier": "eth:100:0x4",
+                "decimals": 18,
+                "amount": 5,
+                "account_id": "a.near",
+                "address": "0xabc",
+                "status": "COMPLETED",
+            }
+        ]
+    },
+    "withdrawal_status": {
+        "status": "COMPLETED",
+        "data": {"tx_hash": "0x2", "transfer_tx_hash": "0x3", "chain": "eth:100", "amount": "7", "decimals": 18},
+    },
     "recent_withdrawals": {"withdrawals": []},
-    "withdrawal_estimate": {"token": {"defuse_asset_identifier": "eth:100:0x4", "decimals": 18},
-                            "withdrawalFee": "10", "withdrawalFeeDecimals": 18},
+    "withdrawal_estimate": {
+        "token": {"defuse_asset_identifier": "eth:100:0x4", "decimals": 18},
+        "withdrawalFee": "10",
+        "withdrawalFeeDecimals": 18,
+    },
     "notify_deposit": {},
 }
 

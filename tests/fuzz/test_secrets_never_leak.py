@@ -10,6 +10,7 @@ import json
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import base58
@@ -28,8 +29,13 @@ def needles(key: SignerKey, jwt: str) -> dict[str, str]:
     exported = key.secret_for_export()
     body = exported.split(":", 1)[-1]
     raw = base58.b58decode(body)
-    return {"secret": exported, "secret_b58": body, "seed_b58": base58.b58encode(raw[:32]).decode(),
-            "seed_hex": raw[:32].hex(), "jwt": jwt}
+    return {
+        "secret": exported,
+        "secret_b58": body,
+        "seed_b58": base58.b58encode(raw[:32]).decode(),
+        "seed_hex": raw[:32].hex(),
+        "jwt": jwt,
+    }
 
 
 def leaks(text: str, found: dict[str, str]) -> list[str]:
@@ -37,8 +43,9 @@ def leaks(text: str, found: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.timeout(180)
-async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+async def test_key_and_jwt_appear_nowhere(
+    stack: Stack, control_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = SignerKey.generate()
     jwt = "eyJ" + secrets.token_urlsafe(48)  # a fresh JWT-shaped secret, unique to this run
     material = needles(key, jwt)
@@ -57,15 +64,23 @@ async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_p
         ends = await consumer.end_offsets(tps)
         states: dict[str, str] = {}
         async with seven_daemons(stack, control_dir, tmp_path, jwt=jwt, key=key) as seven:
-            await eventually(seven.ready_to_answer, timeout=60,
-                             what="fresh price, our inventory (strategy and executor) and the relay connection")
+            await eventually(
+                seven.ready_to_answer,
+                timeout=60,
+                what="fresh price, our inventory (strategy and executor) and the relay connection",
+            )
             for service in ("strategy-engine", "trade-executor"):
-                status, _ = await seven.call(service, "POST", "/arm", {"operator": "secrets-test", "reason": "leak test"})
+                status, _ = await seven.call(
+                    service, "POST", "/arm", {"operator": "secrets-test", "reason": "leak test"}
+                )
                 assert status == 200
-            quote = await seven.relay.emit_quote(asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=3 * 10**18,
-                                                 min_deadline_ms=60_000)
-            answers = lambda: [s for s in seven.relay.seen  # noqa: E731
-                               if s["kind"] == "ws_in" and '"quote_response"' in s.get("text", "")]
+            quote = await seven.relay.emit_quote(
+                asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=3 * 10**18, min_deadline_ms=60_000
+            )
+
+            def answers() -> list[Any]:
+                return [s for s in seven.relay.seen if s["kind"] == "ws_in" and '"quote_response"' in s.get("text", "")]
+
             await eventually(answers, timeout=30, what="a signed answer reached the relay")
             for name in seven.services:
                 states[name] = json.dumps((await seven.call(name, "GET", "/state"))[1])
@@ -76,6 +91,7 @@ async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_p
             consumer.seek(tp, end)
         events: list[bytes] = []
         latest = await consumer.end_offsets(tps)
+
         async def behind() -> bool:
             return any([await consumer.position(tp) < latest[tp] for tp in tps])
 
@@ -97,9 +113,13 @@ async def test_key_and_jwt_appear_nowhere(stack: Stack, control_dir: Path, tmp_p
 
     conn = await asyncpg.connect(stack.database_url)
     try:
-        tables = [r["t"] for r in await conn.fetch(
-            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS t FROM information_schema.tables"
-            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'")]
+        tables = [
+            r["t"]
+            for r in await conn.fetch(
+                "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) AS t FROM information_schema.tables"
+                " WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'"
+            )
+        ]
         assert tables
         for table in tables:
             rows = await conn.fetch(f"SELECT t::text AS row FROM {table} AS t")  # noqa: S608 (catalog names)

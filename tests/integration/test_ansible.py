@@ -39,31 +39,49 @@ needs_lint = pytest.mark.skipif(LINT is None, reason="ansible-lint is not instal
 
 def ansible_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "QL_"))}
-    env.update({
-        "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
-        "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
-        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
-        "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-        # ansible-lint keeps its cache under $VIRTUAL_ENV/.ansible instead of in the repository
-        "VIRTUAL_ENV": sys.prefix,
-        "ANSIBLE_LINT_SKIP_VERSION_CHECK": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+            "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
+            "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            # ansible-lint keeps its cache under $VIRTUAL_ENV/.ansible instead of in the repository
+            "VIRTUAL_ENV": sys.prefix,
+            "ANSIBLE_LINT_SKIP_VERSION_CHECK": "1",
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
 def run(cmd: list[str], tmp_path: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=ANSIBLE_DIR, env=ansible_env(tmp_path), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=ANSIBLE_DIR, env=ansible_env(tmp_path), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def check_mode(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     assert PLAYBOOK
-    return run([PLAYBOOK, "-i", "localhost,", "-c", "local", "--check", "site.yml",
-                # the play targets the `quoteloop` group; here the one host is localhost, already root
-                "-e", "quoteloop_hosts=localhost", "-e", "ansible_become=false", *extra], tmp_path)
+    return run(
+        [
+            PLAYBOOK,
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "--check",
+            "site.yml",
+            # the play targets the `quoteloop` group; here the one host is localhost, already root
+            "-e",
+            "quoteloop_hosts=localhost",
+            "-e",
+            "ansible_become=false",
+            *extra,
+        ],
+        tmp_path,
+    )
 
 
 def debian_target() -> None:
@@ -77,10 +95,20 @@ def debian_target() -> None:
 def host_state() -> dict[str, object]:
     """What a real run would create or change on this machine."""
     state: dict[str, object] = {}
-    paths = [Path(p) for p in ("/etc/quoteloop", "/opt/quoteloop", "/opt/kafka", "/etc/kafka", "/var/lib/kafka",
-                               "/var/log/kafka", "/etc/systemd/system/kafka.service",
-                               "/etc/systemd/system/quoteloop.target",
-                               "/etc/systemd/system/quoteloop-market-reference-ingest.service.d")]
+    paths = [
+        Path(p)
+        for p in (
+            "/etc/quoteloop",
+            "/opt/quoteloop",
+            "/opt/kafka",
+            "/etc/kafka",
+            "/var/lib/kafka",
+            "/var/log/kafka",
+            "/etc/systemd/system/kafka.service",
+            "/etc/systemd/system/quoteloop.target",
+            "/etc/systemd/system/quoteloop-market-reference-ingest.service.d",
+        )
+    ]
     paths += sorted(Path("/etc/systemd/system").glob("quoteloop-*.service"))
     for path in paths:
         try:
@@ -100,9 +128,21 @@ def host_state() -> dict[str, object]:
     return state
 
 
-KAFKA_PASSWORDS = {name: f"not-a-kafka-password-{i}" for i, name in enumerate(
-    ("admin", "history-writer", "market-reference-ingest", "inventory-sync", "liquidity-manager",
-     "near-intents-ingest", "strategy-engine", "trade-executor"))}
+KAFKA_PASSWORDS = {
+    name: f"not-a-kafka-password-{i}"
+    for i, name in enumerate(
+        (
+            "admin",
+            "history-writer",
+            "market-reference-ingest",
+            "inventory-sync",
+            "liquidity-manager",
+            "near-intents-ingest",
+            "strategy-engine",
+            "trade-executor",
+        )
+    )
+}
 
 
 def secrets_file(tmp_path: Path, **values: object) -> str:
@@ -133,23 +173,32 @@ def test_ansible_lint_production_profile(tmp_path: Path) -> None:
 def test_check_mode_against_localhost_passes_and_changes_nothing(tmp_path: Path) -> None:
     debian_target()
     before = host_state()
-    result = check_mode(tmp_path, "-e", secrets_file(
+    result = check_mode(
         tmp_path,
-        quoteloop_signer_key="ed25519:not-a-real-key",
-        quoteloop_relay_jwt="not.a.jwt",
-        quoteloop_coingecko_api_key="not-a-key",
-        quoteloop_kafka_passwords=KAFKA_PASSWORDS,
-    ))
+        "-e",
+        secrets_file(
+            tmp_path,
+            quoteloop_signer_key="ed25519:not-a-real-key",
+            quoteloop_relay_jwt="not.a.jwt",
+            quoteloop_coingecko_api_key="not-a-key",
+            quoteloop_kafka_passwords=KAFKA_PASSWORDS,
+        ),
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    recap = output[output.index("PLAY RECAP"):]
+    recap = output[output.index("PLAY RECAP") :]
     assert "failed=0" in recap and "unreachable=0" in recap, recap
     # the secrets are never printed, not even in check mode
     for secret in ("not-a-real-key", "not.a.jwt", "not-a-key", *KAFKA_PASSWORDS.values()):
         assert secret not in output
     # what the run evaluated: the source, the settings, the secrets and the units
-    for task in ("Copy the source", "Write the settings", "Write the secrets", "Install the units and the target",
-                 "Hand the CoinGecko key to market-reference-ingest"):
+    for task in (
+        "Copy the source",
+        "Write the settings",
+        "Write the secrets",
+        "Install the units and the target",
+        "Hand the CoinGecko key to market-reference-ingest",
+    ):
         assert f"TASK [quoteloop : {task}" in output, task
     assert host_state() == before
 
@@ -159,20 +208,31 @@ def test_check_mode_refuses_missing_secrets_and_secret_settings(tmp_path: Path) 
     debian_target()
     if Path("/etc/quoteloop/secrets/signer-key").exists():
         pytest.skip("this machine has a signer key installed")
-    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_relay_jwt="not.a.jwt",
-                                                     quoteloop_kafka_passwords=KAFKA_PASSWORDS))
+    result = check_mode(
+        tmp_path,
+        "-e",
+        secrets_file(tmp_path, quoteloop_relay_jwt="not.a.jwt", quoteloop_kafka_passwords=KAFKA_PASSWORDS),
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "quoteloop_signer_key is empty" in output, output[-4000:]
     # a secret's path in the settings would override the credential the unit hands over
-    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_kafka_passwords=KAFKA_PASSWORDS),
-                        "-e", '{"quoteloop_env_extra": {"QL_SIGNER_KEY_FILE": "/tmp/key"}}')
+    result = check_mode(
+        tmp_path,
+        "-e",
+        secrets_file(tmp_path, quoteloop_kafka_passwords=KAFKA_PASSWORDS),
+        "-e",
+        '{"quoteloop_env_extra": {"QL_SIGNER_KEY_FILE": "/tmp/key"}}',
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "quoteloop_env_extra takes QL_* names only" in output, output[-4000:]
     # the broker cannot be formatted without every principal's password
-    result = check_mode(tmp_path, "-e", secrets_file(tmp_path, quoteloop_signer_key="ed25519:not-a-real-key",
-                                                     quoteloop_relay_jwt="not.a.jwt"))
+    result = check_mode(
+        tmp_path,
+        "-e",
+        secrets_file(tmp_path, quoteloop_signer_key="ed25519:not-a-real-key", quoteloop_relay_jwt="not.a.jwt"),
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "quoteloop_kafka_passwords has no admin password" in output, output[-4000:]
 
@@ -183,7 +243,7 @@ def test_settings_template_carries_no_secret_settings() -> None:
     variables = (ANSIBLE_DIR / "roles/quoteloop/vars/main.yml").read_text()
     for setting in ("QL_SIGNER_KEY_FILE", "QL_RELAY_JWT_FILE", "QL_COINGECKO_API_KEY_FILE"):
         assert setting not in template and setting not in defaults
-        environment = variables[variables.index("quoteloop_environment:"):variables.index("quoteloop_secrets:")]
+        environment = variables[variables.index("quoteloop_environment:") : variables.index("quoteloop_secrets:")]
         assert setting not in environment
 
 

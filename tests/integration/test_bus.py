@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 
 from daemons.core.bus import EventConsumer, EventProducer, next_offsets
-from daemons.core.runtime import Service
 from daemons.core.events import Producer, new_event
+from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from tests.conftest import Stack, TcpForwarder, closed_port, eventually, start_group_at_end
 from tests.samples import sample_payloads
@@ -49,7 +49,7 @@ async def _consume_one(stack: Stack) -> tuple[CoreSettings, str, EventConsumer, 
         await eventually(arrived, what="event consumed")
     finally:
         await producer.stop()
-    (tp, offset), = next_offsets(got).items()
+    ((tp, offset),) = next_offsets(got).items()
     return settings, group, consumer, tp, offset
 
 
@@ -98,8 +98,10 @@ async def test_a_producer_whose_sender_died_is_replaced_on_the_next_send(stack: 
         assert producer.restarts == 0
         # the broker unreachable at that moment: the send fails, and the next one tries again
         new = producer._new
-        producer._new = lambda: AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{closed_port()}",  # type: ignore[method-assign]
-                                                 request_timeout_ms=1000)
+        producer._new = lambda: AIOKafkaProducer(
+            bootstrap_servers=f"127.0.0.1:{closed_port()}",  # type: ignore[method-assign]
+            request_timeout_ms=1000,
+        )
         with pytest.raises(KafkaError):
             await producer.publish(_event())  # type: ignore[arg-type]
         assert producer.restarts == 0

@@ -119,9 +119,14 @@ async def test_pause_stops_work_and_resume_restarts_it(probe: tuple[Probe, Any],
     status, body = await _call(service, "POST", "/resume", json={"operator": alice})
     assert (status, body["paused"]) == (200, False)
     await eventually(lambda: service.steps > steps + 1, what="work resumed")
+
     async def audit_rows() -> list[Any] | None:
-        rows = await pool.fetch("SELECT action, operator, reason, outcome FROM control_actions"
-                                " WHERE service = $1 AND operator = $2 ORDER BY id", service.name, alice)
+        rows = await pool.fetch(
+            "SELECT action, operator, reason, outcome FROM control_actions"
+            " WHERE service = $1 AND operator = $2 ORDER BY id",
+            service.name,
+            alice,
+        )
         return rows if len(rows) >= 2 else None
 
     rows = await eventually(audit_rows, what="both audit rows")
@@ -256,25 +261,29 @@ async def test_a_reader_may_read_but_not_act_and_the_kernel_identity_is_audited(
     """The socket's group lets a user in (here nobody's group); only root, the daemon's user
     and the act group may change state. A claimed operator name never replaces who it was."""
     import grp
+    import shutil
     import subprocess
     import sys
-
-    import shutil
     import tempfile
 
     control = Path(tempfile.mkdtemp(prefix="ql-control-"))  # pytest's tmp is 0700: nobody could not reach it
     control.chmod(0o755)
-    settings = CoreSettings(database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap,
-                            control_dir=control, control_socket_group=grp.getgrgid(65534).gr_name,
-                            control_act_group="quoteloop-test-act-nonexistent")
+    settings = CoreSettings(
+        database_url=stack.database_url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        control_dir=control,
+        control_socket_group=grp.getgrgid(65534).gr_name,
+        control_act_group="quoteloop-test-act-nonexistent",
+    )
     service = Probe(settings)
     task = asyncio.create_task(serve(service, handle_signals=False))
     try:
         sock = socket_path(control, service.name)
         await eventually(lambda: sock.exists(), what="socket created")
         assert sock.stat().st_gid == 65534
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", READER_CLIENT, str(sock),
-                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", READER_CLIENT, str(sock), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
         assert proc.returncode == 0, err
         seen = __import__("json").loads(out)
@@ -285,9 +294,13 @@ async def test_a_reader_may_read_but_not_act_and_the_kernel_identity_is_audited(
         # root acts, claiming another name: both are recorded
         status, _ = await _call(service, "POST", "/pause", json={"operator": "alice", "reason": "drill"})
         assert status == 200 and service.paused
-        row = await eventually(lambda: pool.fetchrow(
-            "SELECT operator, identity FROM control_actions WHERE service = 'history-writer' AND action = 'pause'"
-            " AND reason = 'drill' ORDER BY id DESC LIMIT 1"), what="audit row")
+        row = await eventually(
+            lambda: pool.fetchrow(
+                "SELECT operator, identity FROM control_actions WHERE service = 'history-writer' AND action = 'pause'"
+                " AND reason = 'drill' ORDER BY id DESC LIMIT 1"
+            ),
+            what="audit row",
+        )
         assert row["operator"] == "alice" and row["identity"] == f"uid:0:{__import__('pwd').getpwuid(0).pw_name}"
     finally:
         service.request_drain()

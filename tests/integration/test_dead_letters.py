@@ -39,8 +39,9 @@ async def test_screen_dead_letters_bad_messages_and_passes_good_ones(stack: Stac
         await eventually(assigned, what="partition assigned")
         await consumer.positions()
         junk = f"garbage {uuid.uuid4()}".encode()
-        good = new_event(sample_payloads()["norm.swap_demand"], producer=Producer(service="t", instance="t"),
-                         pair="BTC/EURe")
+        good = new_event(
+            sample_payloads()["norm.swap_demand"], producer=Producer(service="t", instance="t"), pair="BTC/EURe"
+        )
         await producer.publish_raw("norm.swap_demand", junk, key=b"BTC/EURe")
         await producer.publish(good)
         seen: list = []
@@ -77,13 +78,12 @@ async def test_audit_rows_wait_for_postgres_and_are_not_lost(stack: Stack) -> No
         await asyncio.wait_for(writer.flushed.wait(), timeout=30)
         conn = await asyncpg.connect(stack.database_url)
         try:
-            row = await conn.fetchrow("SELECT operator, reason, outcome FROM control_actions WHERE service = $1",
-                                      service)
+            row = await conn.fetchrow(
+                "SELECT operator, reason, outcome FROM control_actions WHERE service = $1", service
+            )
         finally:
             await conn.close()
         assert tuple(row) == ("dave", "db outage drill", "paused")
     finally:
         flusher.cancel()
         await writer.close()
-
-

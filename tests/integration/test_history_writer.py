@@ -73,8 +73,9 @@ async def _stored(pool: asyncpg.Pool, table: str, ids: list[uuid.UUID]) -> int:
 async def test_every_topic_lands_in_its_table_with_links(
     writer: HistoryWriter, producer: EventProducer, pool: asyncpg.Pool
 ) -> None:
-    events = [new_event(p, producer=PRODUCER, pair="BTC/EURe", correlation_id="q-links")
-              for p in sample_payloads().values()]
+    events = [
+        new_event(p, producer=PRODUCER, pair="BTC/EURe", correlation_id="q-links") for p in sample_payloads().values()
+    ]
     await producer.publish_many(events)
     for event in events:
         table = TOPICS[event.event_type].table
@@ -114,8 +115,9 @@ async def test_malformed_messages_are_dead_lettered_and_consumption_continues(
     [after] = _events(1)
     await producer.publish(after)
     await eventually(lambda: _stored(pool, "trade_execution_results", [after.event_id]), what="later event stored")
-    rows = await pool.fetch("SELECT value, reason, topic FROM dead_letters WHERE value = ANY($1::bytea[])",
-                            [junk, wrong_schema])
+    rows = await pool.fetch(
+        "SELECT value, reason, topic FROM dead_letters WHERE value = ANY($1::bytea[])", [junk, wrong_schema]
+    )
     reasons = {bytes(r["value"]): r["reason"] for r in rows}
     assert "invalid JSON" in reasons[junk]
     assert "unsupported schema_version 99" in reasons[wrong_schema]
@@ -173,9 +175,7 @@ async def test_postgres_stopped_and_started_under_load_loses_nothing(
     await loader
     pool = await asyncpg.connect(stack.database_url)
     try:
-        await eventually(
-            lambda: _count_eq(pool, sent), timeout=60, what="every event sent during the outage stored"
-        )
+        await eventually(lambda: _count_eq(pool, sent), timeout=60, what="every event sent during the outage stored")
         assert await pool.fetchval(
             "SELECT count(*) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", sent
         ) == len(sent)
@@ -212,8 +212,9 @@ async def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(
 
     proc = spawn(group, tmp_path / "writer.log")
     # kill it while it is still writing: some of our rows stored, not all
-    await eventually(lambda: _stored(pool, "trade_execution_results", ids), timeout=60, interval=0.01,
-                     what="first rows stored")
+    await eventually(
+        lambda: _stored(pool, "trade_execution_results", ids), timeout=60, interval=0.01, what="first rows stored"
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = await _stored(pool, "trade_execution_results", ids)
@@ -221,9 +222,7 @@ async def test_kill_9_mid_batch_then_restart_stores_every_event_exactly_once(
 
     proc = spawn(group, tmp_path / "writer.log")
     await eventually(lambda: _stored_all(pool, ids), timeout=120, what="all rows after restart")
-    rows = await pool.fetchval(
-        "SELECT count(*) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", ids
-    )
+    rows = await pool.fetchval("SELECT count(*) FROM trade_execution_results WHERE event_id = ANY($1::uuid[])", ids)
     assert rows == len(ids)
     # PostgreSQL's offsets cover everything that was stored
     stored_to = await pool.fetchval(
@@ -261,7 +260,9 @@ async def test_start_seeks_to_the_offsets_postgres_holds(
     end = await _end_offset(stack, "exec.trade_result")
     await pool.execute(
         "INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset) VALUES ($1, $2, 0, $3)",
-        group, "exec.trade_result", end,
+        group,
+        "exec.trade_result",
+        end,
     )
     await producer.publish_many(kept)
     service = HistoryWriter(_settings(stack, control_dir, group))
@@ -294,19 +295,39 @@ async def test_views_answer_the_seed_questions(
     price = new_event(samples["ref.market_price"], producer=PRODUCER, pair="BTC/EURe")
     inventory = new_event(samples["state.intent_inventory"], producer=PRODUCER, pair="BTC/EURe")
     quote_id = f"q-{uuid.uuid4()}"
-    decision_payload = samples["decision.trade_decision"].model_copy(update={
-        "quote_id": quote_id, "decision": "execute", "decision_reason": "all_gates_passed",
-        "price_event_id": price.event_id, "inventory_snapshot_id": inventory.payload.inventory_id})
+    decision_payload = samples["decision.trade_decision"].model_copy(
+        update={
+            "quote_id": quote_id,
+            "decision": "execute",
+            "decision_reason": "all_gates_passed",
+            "price_event_id": price.event_id,
+            "inventory_snapshot_id": inventory.payload.inventory_id,
+        }
+    )
     decision = new_event(decision_payload, producer=PRODUCER, pair="BTC/EURe", correlation_id=quote_id)
-    command = new_event(samples["cmd.execute_trade"].model_copy(update={
-        "quote_id": quote_id, "decision_id": decision_payload.decision_id}), producer=PRODUCER, pair="BTC/EURe")
-    result = new_event(samples["exec.trade_result"].model_copy(update={
-        "quote_id": quote_id, "command_id": command.payload.command_id}), producer=PRODUCER, pair="BTC/EURe")
+    command = new_event(
+        samples["cmd.execute_trade"].model_copy(
+            update={"quote_id": quote_id, "decision_id": decision_payload.decision_id}
+        ),
+        producer=PRODUCER,
+        pair="BTC/EURe",
+    )
+    result = new_event(
+        samples["exec.trade_result"].model_copy(
+            update={"quote_id": quote_id, "command_id": command.payload.command_id}
+        ),
+        producer=PRODUCER,
+        pair="BTC/EURe",
+    )
     funding = samples["ops.liquidity_action"]
     notified = new_event(funding, producer=PRODUCER, pair="BTC/EURe")
     done_id = f"la-{uuid.uuid4()}"
-    credited = [new_event(funding.model_copy(update={"liquidity_action_id": done_id, "status": s}),
-                          producer=PRODUCER, pair="BTC/EURe") for s in ("notified", "credited")]
+    credited = [
+        new_event(
+            funding.model_copy(update={"liquidity_action_id": done_id, "status": s}), producer=PRODUCER, pair="BTC/EURe"
+        )
+        for s in ("notified", "credited")
+    ]
     await producer.publish_many([price, inventory, decision, command, result, notified, *credited])
     await eventually(lambda: _stored(pool, "trade_execution_results", [result.event_id]), what="chain stored")
     await eventually(lambda: _stored(pool, "liquidity_actions", [credited[-1].event_id]), what="funding stored")
@@ -329,8 +350,10 @@ async def test_state_shows_offsets_and_lag(writer: HistoryWriter, producer: Even
     [event] = _events(1)
     await producer.publish(event)
     await eventually(lambda: _stored(pool, "trade_execution_results", [event.event_id]), what="stored")
-    state = await eventually(lambda: writer.lag and writer.committed.get("exec.trade_result:0") and writer.state(),
-                             what="offsets and lag known")
+    state = await eventually(
+        lambda: writer.lag and writer.committed.get("exec.trade_result:0") and writer.state(),
+        what="offsets and lag known",
+    )
     assert state["last_committed_offsets"]["exec.trade_result:0"] > 0
     assert set(state["lag"]) >= {"exec.trade_result:0"}
     assert state["rows_written"] >= 1 and state["last_write_at"] is not None
@@ -371,8 +394,7 @@ async def test_a_batch_mixing_stored_and_new_rows_writes_each_once(pool: asyncpg
     assert (again.written, again.duplicates, again.dead_letters) == (2, 1, 0)
     assert await _stored(pool, "trade_execution_results", [old.event_id, new_result.event_id]) == 2
     assert await _stored(pool, "market_price_events", [new_price.event_id]) == 1
-    offsets = dict(await pool.fetch(
-        "SELECT topic, next_offset FROM consumer_offsets WHERE consumer_group = $1", group))
+    offsets = dict(await pool.fetch("SELECT topic, next_offset FROM consumer_offsets WHERE consumer_group = $1", group))
     assert offsets == {"exec.trade_result": 2, "ref.market_price": 1}
 
 
@@ -425,17 +447,23 @@ async def test_started_while_kafka_is_away_it_waits_unhealthy_then_goes_on(
     """As a real process: no exit (systemd would count it against the start limit), /healthz
     503 with the reason while the broker is unreachable, healthy once it is, drain exits 0."""
     port = closed_port()
-    env = {**stack.settings_env(control_dir), "QL_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
-           "QL_HISTORY_GROUP": f"hw-late-kafka-{uuid.uuid4()}"}
+    env = {
+        **stack.settings_env(control_dir),
+        "QL_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+        "QL_HISTORY_GROUP": f"hw-late-kafka-{uuid.uuid4()}",
+    }
     log = tmp_path / "writer.log"
     proc = daemon_procs("daemons.history_writer", env, log)
     forwarder = TcpForwarder(port, stack.kafka_bootstrap)
 
     async def health() -> tuple[int, list[str]] | None:
         try:
-            async with aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=str(socket_path(control_dir, "history-writer")))
-            ) as session, session.get("http://x/healthz") as resp:
+            async with (
+                aiohttp.ClientSession(
+                    connector=aiohttp.UnixConnector(path=str(socket_path(control_dir, "history-writer")))
+                ) as session,
+                session.get("http://x/healthz") as resp,
+            ):
                 return resp.status, (await resp.json())["reasons"]
         except aiohttp.ClientError:
             return None  # not listening yet
@@ -443,7 +471,8 @@ async def test_started_while_kafka_is_away_it_waits_unhealthy_then_goes_on(
     try:
         waiting = await eventually(
             lambda: _reported(health(), lambda h: h[0] == 503 and h[1][0].startswith("kafka_unreachable: ")),
-            what="503 kafka_unreachable")
+            what="503 kafka_unreachable",
+        )
         assert proc.poll() is None, "the daemon exited instead of waiting"
         assert "kafka_unreachable" in waiting[1][0]
         await forwarder.open()

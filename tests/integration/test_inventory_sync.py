@@ -51,7 +51,9 @@ class Venues:
 async def venues() -> AsyncIterator[Venues]:
     verifier = VerifierState()
     rpc = NearRpcSimulator(verifier)
-    bridge = PoaBridgeSimulator(verifier.deposit, clock=SimClock(frozen=True), chain=verifier.chain)  # credits only when a test says
+    bridge = PoaBridgeSimulator(
+        verifier.deposit, clock=SimClock(frozen=True), chain=verifier.chain
+    )  # credits only when a test says
     await rpc.start()
     await bridge.start()
     yield Venues(verifier, rpc, bridge, f"solver-{uuid.uuid4().hex[:10]}.near")
@@ -75,18 +77,26 @@ def since() -> datetime:
 
 def _settings(stack: Stack, control_dir: Path, venues: Venues, since: datetime, **extra: Any) -> InventorySyncSettings:
     values: dict[str, Any] = {
-        "kafka_bootstrap": stack.kafka_bootstrap, "database_url": stack.database_url, "control_dir": control_dir,
-        "near_rpc_url": venues.rpc.base_url, "poa_bridge_url": venues.bridge.base_url + "/rpc",
-        "signer_account_id": venues.account, "inventory_group": f"inventory-test-{uuid.uuid4()}",
-        "inventory_liquidity_since": since, "inventory_rpc_timeout_s": 2.0, "inventory_bridge_timeout_s": 2.0,
+        "kafka_bootstrap": stack.kafka_bootstrap,
+        "database_url": stack.database_url,
+        "control_dir": control_dir,
+        "near_rpc_url": venues.rpc.base_url,
+        "poa_bridge_url": venues.bridge.base_url + "/rpc",
+        "signer_account_id": venues.account,
+        "inventory_group": f"inventory-test-{uuid.uuid4()}",
+        "inventory_liquidity_since": since,
+        "inventory_rpc_timeout_s": 2.0,
+        "inventory_bridge_timeout_s": 2.0,
         # no interval readings unless a test asks: every snapshot below has a cause the test made
-        "inventory_interval_s": 600.0, "inventory_fresh_ms": 900_000,
+        "inventory_interval_s": 600.0,
+        "inventory_fresh_ms": 900_000,
         # one reading per cause, so each snapshot names the cause the test made (the default gap
         # merges causes arriving within 3.5 s; the burst test sets its own)
         "inventory_min_gap_ms": 200,
         # readings this close together need more than the production budget (36/min, burst 5);
         # the simulated node still limits the client (120/min), and one test keeps the defaults
-        "near_rpc_budget_per_min": 110, "near_rpc_budget_burst": 20,
+        "near_rpc_budget_per_min": 110,
+        "near_rpc_budget_burst": 20,
     }
     return InventorySyncSettings(**(values | extra))
 
@@ -109,8 +119,9 @@ class Running:
 
 
 @pytest.fixture
-async def start(stack: Stack, control_dir: Path, venues: Venues, since: datetime) -> AsyncIterator[
-        Callable[..., Running]]:
+async def start(
+    stack: Stack, control_dir: Path, venues: Venues, since: datetime
+) -> AsyncIterator[Callable[..., Running]]:
     running: list[Running] = []
 
     def make(**extra: Any) -> Running:
@@ -161,28 +172,66 @@ async def test_credited_is_spendable_and_pending_movements_are_reported_apart(
     t = await tail(SNAPSHOTS)
     svc = start()
     funding = str(uuid.uuid4())
-    await publish_action(producer, liquidity_action_id=funding, kind="funding", status="notified", asset_id=EURE_ID,
-                         chain=CHAIN, amount=25 * E, tx_hash="0x" + "F1" * 32)
+    await publish_action(
+        producer,
+        liquidity_action_id=funding,
+        kind="funding",
+        status="notified",
+        asset_id=EURE_ID,
+        chain=CHAIN,
+        amount=25 * E,
+        tx_hash="0x" + "F1" * 32,
+    )
     # a withdrawal not yet burned (still inside the credited balance) and one already burned
-    await publish_action(producer, liquidity_action_id=str(uuid.uuid4()), kind="withdrawal", status="requested",
-                         asset_id=EURE_ID, chain=CHAIN, amount=100 * E, address="0xdest")
-    await publish_action(producer, liquidity_action_id=str(uuid.uuid4()), kind="withdrawal", status="pending",
-                         asset_id=EURE_ID, chain=CHAIN, amount=50 * E, tx_hash="BurnTx1")
+    await publish_action(
+        producer,
+        liquidity_action_id=str(uuid.uuid4()),
+        kind="withdrawal",
+        status="requested",
+        asset_id=EURE_ID,
+        chain=CHAIN,
+        amount=100 * E,
+        address="0xdest",
+    )
+    await publish_action(
+        producer,
+        liquidity_action_id=str(uuid.uuid4()),
+        kind="withdrawal",
+        status="pending",
+        asset_id=EURE_ID,
+        chain=CHAIN,
+        amount=50 * E,
+        tx_hash="BurnTx1",
+    )
     # the burned withdrawal stays reserved until a reading whose head block came after the burn
     # was reported (a `final` read trails the chain): wait for that covering reading
-    snap = await latest(t, venues, lambda p: p.pending_complete and len(p.pending) == 4
-                        and asset(p, EURE_ID).reserved_out == 100 * E, "all four movements, the burn covered")
+    snap = await latest(
+        t,
+        venues,
+        lambda p: p.pending_complete and len(p.pending) == 4 and asset(p, EURE_ID).reserved_out == 100 * E,
+        "all four movements, the burn covered",
+    )
     assert all(asset(e.payload, EURE_ID).reserved_out >= 100 * E for e in t.events if mine(venues)(e))
     btc, eure = asset(snap, NBTC_ID), asset(snap, EURE_ID)
-    assert (btc.credited, btc.spendable, btc.pending_in, btc.pending_out, btc.decimals) == (5_000_000, 5_000_000, 0,
-                                                                                           0, 8)
+    assert (btc.credited, btc.spendable, btc.pending_in, btc.pending_out, btc.decimals) == (
+        5_000_000,
+        5_000_000,
+        0,
+        0,
+        8,
+    )
     assert (eure.credited, eure.reserved_out, eure.spendable) == (1000 * E, 100 * E, 900 * E)
     assert (eure.pending_in, eure.pending_out) == (65 * E, 150 * E)
     sources = sorted((m.direction, m.source, m.amount) for m in snap.pending)
-    assert sources == [("in", "bridge", 40 * E), ("in", "liquidity_action", 25 * E),
-                       ("out", "liquidity_action", 50 * E), ("out", "liquidity_action", 100 * E)]
+    assert sources == [
+        ("in", "bridge", 40 * E),
+        ("in", "liquidity_action", 25 * E),
+        ("out", "liquidity_action", 50 * E),
+        ("out", "liquidity_action", 100 * E),
+    ]
     assert next(m for m in snap.pending if m.source == "liquidity_action" and m.direction == "in").tx_hash == (
-        "0x" + "f1" * 32)  # normalised: the bridge's list and the record name it the same way
+        "0x" + "f1" * 32
+    )  # normalised: the bridge's list and the record name it the same way
     assert snap.stale is False and snap.age_ms is not None and snap.block_height and snap.synced_at
     assert snap.reconciliation_status == "awaiting_credit"
     assert [(r.liquidity_action_id, r.status) for r in snap.reconciliation] == [(funding, "awaiting_credit")]
@@ -205,8 +254,16 @@ async def test_a_deposit_seen_externally_stays_pending_until_credited(
     venues.deposit("0xabc1", 7 * E)  # nobody recorded this one
     venues.deposit("0xabc2", 4 * E)  # liquidity-manager recorded this one and saw it at the bridge
     recorded = str(uuid.uuid4())
-    await publish_action(producer, liquidity_action_id=recorded, kind="funding", status="pending", asset_id=EURE_ID,
-                         chain=CHAIN, amount=4 * E, tx_hash="0xABC2")
+    await publish_action(
+        producer,
+        liquidity_action_id=recorded,
+        kind="funding",
+        status="pending",
+        asset_id=EURE_ID,
+        chain=CHAIN,
+        amount=4 * E,
+        tx_hash="0xABC2",
+    )
     await latest(t, venues, lambda p: p.trigger == "liquidity_action", "the recorded funding")
     for _ in range(2):  # as many readings as you like: seen, not credited, not spendable, each counted once
         status, answer = await svc.control("POST", "/refresh", {"operator": "erin"})
@@ -215,7 +272,9 @@ async def test_a_deposit_seen_externally_stays_pending_until_credited(
         eure = asset(snap, EURE_ID)
         assert (eure.credited, eure.spendable, eure.pending_in) == (10 * E, 10 * E, 11 * E)
         assert sorted((m.source, m.tx_hash, m.status) for m in snap.pending) == [
-            ("bridge", "0xabc1", "PENDING"), ("liquidity_action", "0xabc2", "pending")]
+            ("bridge", "0xabc1", "PENDING"),
+            ("liquidity_action", "0xabc2", "pending"),
+        ]
     venues.bridge.advance(60)  # the bridge credits both into the verifier
     await venues.verifier.settled()  # a `final` read sees the credit only once its block is final
     status, answer = await svc.control("POST", "/refresh")
@@ -236,15 +295,24 @@ async def test_credited_lower_than_expected_is_flagged_with_both_figures(
     svc = start()
     short, exact = str(uuid.uuid4()), str(uuid.uuid4())
     for action_id, tx, amount in ((short, "0xaaa1", 100 * E), (exact, "0xbbb2", 20 * E)):
-        await publish_action(producer, liquidity_action_id=action_id, kind="funding", status="pending",
-                             asset_id=EURE_ID, chain=CHAIN, amount=amount, tx_hash=tx)
+        await publish_action(
+            producer,
+            liquidity_action_id=action_id,
+            kind="funding",
+            status="pending",
+            asset_id=EURE_ID,
+            chain=CHAIN,
+            amount=amount,
+            tx_hash=tx,
+        )
     snap = await latest(t, venues, lambda p: len(p.reconciliation) == 2, "both awaiting")
     assert {r.status for r in snap.reconciliation} == {"awaiting_credit"}
     assert asset(snap, EURE_ID).pending_in == 120 * E and asset(snap, EURE_ID).spendable == 3 * E
 
     def resolved(action_id: str) -> Callable[[Any], bool]:
-        return lambda p: any(r.liquidity_action_id == action_id and r.status != "awaiting_credit"
-                             for r in p.reconciliation)
+        return lambda p: any(
+            r.liquidity_action_id == action_id and r.status != "awaiting_credit" for r in p.reconciliation
+        )
 
     venues.bridge.advance(60)  # the exact one is credited
     await venues.verifier.settled()
@@ -260,15 +328,21 @@ async def test_credited_lower_than_expected_is_flagged_with_both_figures(
     snap = await latest(t, venues, resolved(short), "the short credit reconciled")
     flagged = next(r for r in snap.reconciliation if r.liquidity_action_id == short)
     assert flagged.status == "credited_lower_than_expected" and flagged.amount == 100 * E
-    assert (flagged.baseline, flagged.expected, flagged.credited, flagged.shortfall) == (23 * E, 123 * E, 113 * E,
-                                                                                         10 * E)
+    assert (flagged.baseline, flagged.expected, flagged.credited, flagged.shortfall) == (
+        23 * E,
+        123 * E,
+        113 * E,
+        10 * E,
+    )
     assert flagged.window_action_ids == [short] and flagged.credited_read_at and flagged.baseline_read_at
     assert snap.reconciliation_status == "credited_lower_than_expected"
     assert asset(snap, EURE_ID).credited == 113 * E and asset(snap, EURE_ID).pending_in == 0
     status, state = await svc.control("GET", "/state")
     assert state["reconciliation_status"] == "credited_lower_than_expected"
     assert {r["liquidity_action_id"]: r["status"] for r in state["reconciliation"]} == {
-        short: "credited_lower_than_expected", exact: "ok"}
+        short: "credited_lower_than_expected",
+        exact: "ok",
+    }
 
 
 async def test_stale_when_the_verifier_stops_answering_and_recovery(
@@ -296,8 +370,12 @@ async def test_stale_when_the_verifier_stops_answering_and_recovery(
         status, err = await svc.control("POST", "/refresh")
         assert status == 502 and "HTTP 500" in err["error"]
         venues.rpc.faults.set("http_500", on=False)
-        back = await latest(t, venues, lambda p: not p.stale and p.sync_id != fresh.sync_id
-                            and asset(p, EURE_ID).credited == 6 * E, "recovered")
+        back = await latest(
+            t,
+            venues,
+            lambda p: not p.stale and p.sync_id != fresh.sync_id and asset(p, EURE_ID).credited == 6 * E,
+            "recovered",
+        )
         assert back.age_ms is not None and back.stale_reason is None
         status, health = await svc.control("GET", "/healthz")
         assert status == 200
@@ -316,8 +394,13 @@ async def test_a_429_storm_degrades_to_visible_staleness_and_recovers_by_itself(
     venues.verifier.deposit(venues.account, EURE_ID, 5 * E)
     await venues.verifier.settled()
     t = await tail(SNAPSHOTS)
-    svc = start(inventory_interval_s=1.0, inventory_fresh_ms=4000, inventory_min_gap_ms=3_500,
-                near_rpc_budget_per_min=36, near_rpc_budget_burst=5)
+    svc = start(
+        inventory_interval_s=1.0,
+        inventory_fresh_ms=4000,
+        inventory_min_gap_ms=3_500,
+        near_rpc_budget_per_min=36,
+        near_rpc_budget_burst=5,
+    )
     await latest(t, venues, lambda p: not p.stale, "a fresh snapshot")
     venues.rpc.faults.set("http_429", on=True, value=2)  # Retry-After: 2 s
     stale = await latest(t, venues, lambda p: p.stale, "stale in the storm")
@@ -343,8 +426,10 @@ async def test_verifier_down_from_the_start_publishes_nothing_until_a_real_readi
     await venues.verifier.settled()  # what was credited before the start is final
     t = await tail(SNAPSHOTS)
     svc = start(inventory_interval_s=0.1, inventory_fresh_ms=400)
-    await eventually(lambda: svc.service.stale is True and svc.service.consecutive_failures >= 2,
-                     what="stale verdict, readings failing")
+    await eventually(
+        lambda: svc.service.stale is True and svc.service.consecutive_failures >= 2,
+        what="stale verdict, readings failing",
+    )
     status, health = await svc.control("GET", "/healthz")
     assert status == 503 and "no successful verifier reading since start" in health["reasons"][0]
     status, state = await svc.control("GET", "/state")
@@ -370,8 +455,11 @@ async def test_a_settled_trade_of_ours_triggers_a_reading_at_once(
     quote_id = str(uuid.uuid4())
 
     def result(status: str) -> Envelope[Any]:
-        return new_event(TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), quote_id=quote_id,
-                                     status=status), producer=PRODUCER, pair="BTC/EURe")  # type: ignore[arg-type]
+        return new_event(
+            TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), quote_id=quote_id, status=status),
+            producer=PRODUCER,
+            pair="BTC/EURe",
+        )  # type: ignore[arg-type]
 
     ack, settled = result("acknowledged"), result("settled")
     await producer.publish_many([ack, settled])
@@ -397,8 +485,13 @@ async def test_a_snapshot_covers_a_settlement_only_from_a_block_that_holds_it(
     venues.verifier.withdraw(venues.account, EURE_ID, 8 * E)  # what the settled answer gave away
     fill_height = venues.verifier.chain.pending_height()
     await venues.verifier.settled("optimistic")  # the relay reports a fill once its block is produced
-    settled = new_event(TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()),
-                                    quote_id=str(uuid.uuid4()), status="settled"), producer=PRODUCER, pair="BTC/EURe")
+    settled = new_event(
+        TradeResult(
+            execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), quote_id=str(uuid.uuid4()), status="settled"
+        ),
+        producer=PRODUCER,
+        pair="BTC/EURe",
+    )
     placed = await producer.publish(settled)
 
     def covers(p: Any) -> bool:
@@ -428,12 +521,24 @@ async def test_a_burst_of_settlements_inside_the_gap_is_served_by_one_reading(
     svc = start(inventory_min_gap_ms=3_000)
     await latest(t, venues, lambda p: p.pending_complete, "history read")
     # and nothing else asked or in progress (the history's own reading may still be owed)
-    await eventually(lambda: svc.service._trigger is None
-                     and svc.service.counts["readings"] == sum(svc.service.triggers.values()), what="idle")
+    await eventually(
+        lambda: svc.service._trigger is None and svc.service.counts["readings"] == sum(svc.service.triggers.values()),
+        what="idle",
+    )
     readings = svc.service.counts["readings"]
-    burst = [new_event(TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()),
-                                   quote_id=str(uuid.uuid4()), status="settled"), producer=PRODUCER, pair="BTC/EURe")
-             for _ in range(5)]
+    burst = [
+        new_event(
+            TradeResult(
+                execution_id=str(uuid.uuid4()),
+                command_id=str(uuid.uuid4()),
+                quote_id=str(uuid.uuid4()),
+                status="settled",
+            ),
+            producer=PRODUCER,
+            pair="BTC/EURe",
+        )
+        for _ in range(5)
+    ]
     await producer.publish_many(burst)  # type: ignore[arg-type]
     await eventually(lambda: svc.service.counts["trades_settled"] == 5, what="every settlement seen")
     # the first settlement's reading waits out the gap, and the other four join it
@@ -457,8 +562,11 @@ async def test_pause_refuses_refresh_and_one_reading_serves_what_arrived_meanwhi
     readings = svc.service.counts["readings"]
     status, err = await svc.control("POST", "/refresh", {"operator": operator})
     assert status == 409 and "paused" in err["error"]
-    trade = new_event(TradeResult(execution_id="x", command_id="c", quote_id="q", status="settled"),
-                      producer=PRODUCER, pair="BTC/EURe")
+    trade = new_event(
+        TradeResult(execution_id="x", command_id="c", quote_id="q", status="settled"),
+        producer=PRODUCER,
+        pair="BTC/EURe",
+    )
     await producer.publish(trade)
     await eventually(lambda: svc.service.counts["trades_settled"] == 1, what="trade seen while paused")
     assert svc.service.counts["readings"] == readings  # seen, but nothing asked of the venues
@@ -469,15 +577,25 @@ async def test_pause_refuses_refresh_and_one_reading_serves_what_arrived_meanwhi
     assert event.causation_id == trade.event_id
     status, answer = await svc.control("POST", "/refresh", {"operator": operator, "reason": "check"})
     assert status == 200 and answer["synced"] and answer["published"]
+
     async def audited() -> bool:
-        return await pool.fetchval("SELECT count(*) FROM control_actions WHERE service = 'inventory-sync' "
-                                   "AND operator = $1", operator) == 3
+        return (
+            await pool.fetchval(
+                "SELECT count(*) FROM control_actions WHERE service = 'inventory-sync' AND operator = $1", operator
+            )
+            == 3
+        )
 
     await eventually(audited, what="all three audited")  # the refused refresh changed nothing: not among them
-    rows = await pool.fetch("SELECT action, outcome FROM control_actions WHERE service = 'inventory-sync' "
-                            "AND operator = $1 ORDER BY id", operator)
-    assert [(r["action"], r["outcome"]) for r in rows] == [("pause", "paused"), ("resume", "resumed"),
-                                                           ("refresh", "synced")]
+    rows = await pool.fetch(
+        "SELECT action, outcome FROM control_actions WHERE service = 'inventory-sync' AND operator = $1 ORDER BY id",
+        operator,
+    )
+    assert [(r["action"], r["outcome"]) for r in rows] == [
+        ("pause", "paused"),
+        ("resume", "resumed"),
+        ("refresh", "synced"),
+    ]
     status, spec = await svc.control("GET", "/openapi.json")
     assert {"/refresh", "/pause", "/resume", "/state", "/healthz"} <= set(spec["paths"])
 
@@ -492,9 +610,15 @@ async def test_a_pause_asked_during_a_reading_takes_effect_when_the_reading_ends
     t = await tail(SNAPSHOTS)
     svc = start()
     await latest(t, venues, lambda p: p.pending_complete, "history read")
-    await eventually(lambda: svc.service._trigger is None and svc.service.cover_pending is None
-                     and svc.service.counts["readings"] + svc.service.counts["reading_failures"]
-                     == sum(svc.service.triggers.values()), what="no reading owed or under way")
+    await eventually(
+        lambda: (
+            svc.service._trigger is None
+            and svc.service.cover_pending is None
+            and svc.service.counts["readings"] + svc.service.counts["reading_failures"]
+            == sum(svc.service.triggers.values())
+        ),
+        what="no reading owed or under way",
+    )
     venues.rpc.faults.set("timeout", count=1)  # the next reading waits until the client gives up (2 s)
     operator = f"erin-{uuid.uuid4()}"
     refresh = asyncio.create_task(svc.control("POST", "/refresh", {"operator": operator}))
@@ -509,8 +633,7 @@ async def test_a_pause_asked_during_a_reading_takes_effect_when_the_reading_ends
 
 
 async def test_a_restart_rebuilds_pending_from_the_liquidity_history(
-    stack: Stack, venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any,
-    pool: asyncpg.Pool
+    stack: Stack, venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any, pool: asyncpg.Pool
 ) -> None:
     venues.verifier.deposit(venues.account, EURE_ID, E)
     group = f"inventory-test-{uuid.uuid4()}"
@@ -519,13 +642,22 @@ async def test_a_restart_rebuilds_pending_from_the_liquidity_history(
     first = start(inventory_group=group)
     await latest(t, venues, lambda p: p.pending_complete, "history read")
     action = str(uuid.uuid4())
-    await publish_action(producer, liquidity_action_id=action, kind="funding", status="notified", asset_id=EURE_ID,
-                         chain=CHAIN, amount=3 * E, tx_hash="0x77")
+    await publish_action(
+        producer,
+        liquidity_action_id=action,
+        kind="funding",
+        status="notified",
+        asset_id=EURE_ID,
+        chain=CHAIN,
+        amount=3 * E,
+        tx_hash="0x77",
+    )
     junk = f"not an event {uuid.uuid4()}".encode()
     await producer.publish_raw("ops.liquidity_action", junk)
     await latest(t, venues, lambda p: asset(p, EURE_ID).pending_in == 3 * E, "pending seen")
-    row = await eventually(lambda: pool.fetchrow("SELECT * FROM dead_letters WHERE value = $1", junk),
-                           what="the junk dead-lettered")
+    row = await eventually(
+        lambda: pool.fetchrow("SELECT * FROM dead_letters WHERE value = $1", junk), what="the junk dead-lettered"
+    )
     assert row["service"] == "inventory-sync" and row["topic"] == "ops.liquidity_action"
     await first.stop()
     t = await tail(SNAPSHOTS)  # only what the second process publishes
@@ -551,4 +683,3 @@ async def test_without_a_signer_account_it_stays_up_and_says_why(
         assert status == 409
     finally:
         await svc.stop()
-

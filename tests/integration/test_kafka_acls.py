@@ -25,16 +25,27 @@ SOURCE = Producer(service="acl-test", instance="test")
 
 
 def login(stack: Stack, name: str) -> CoreSettings:
-    return CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_username=name,
-                        kafka_password_file=CREDENTIALS / name)
+    return CoreSettings(
+        kafka_bootstrap=stack.kafka_bootstrap, kafka_username=name, kafka_password_file=CREDENTIALS / name
+    )
 
 
 def stale_command() -> ExecuteTrade:
     """A well-formed command no executor would answer (its answer_by long past)."""
     past = datetime.now(UTC) - timedelta(hours=1)
-    return ExecuteTrade(command_id=str(uuid.uuid4()), decision_id="acl-test", quote_id=f"acl-{uuid.uuid4()}",
-                        direction="BUY_BTC", asset_in=NBTC_ID, asset_out=EURE_ID, amount_in=1, amount_out=1,
-                        fixed_side="exact_amount_in", min_deadline_ms=60_000, answer_by=past)
+    return ExecuteTrade(
+        command_id=str(uuid.uuid4()),
+        decision_id="acl-test",
+        quote_id=f"acl-{uuid.uuid4()}",
+        direction="BUY_BTC",
+        asset_in=NBTC_ID,
+        asset_out=EURE_ID,
+        amount_in=1,
+        amount_out=1,
+        fixed_side="exact_amount_in",
+        min_deadline_ms=60_000,
+        answer_by=past,
+    )
 
 
 async def can_publish(settings: CoreSettings, payload: object) -> bool:
@@ -50,8 +61,13 @@ async def can_publish(settings: CoreSettings, payload: object) -> bool:
 
 
 async def can_join(settings: CoreSettings, group: str, topic: str) -> bool:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                enable_auto_commit=False, **kafka_auth(settings))
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        **kafka_auth(settings),
+    )
     try:
         await asyncio.wait_for(consumer.start(), timeout=30)
         await asyncio.wait_for(consumer.getmany(timeout_ms=2000), timeout=30)
@@ -70,14 +86,21 @@ async def test_anonymous_and_wrong_password_clients_cannot_connect(stack: Stack,
     wrong = tmp_path / "password"
     wrong.write_text("not-the-password")
     wrong.chmod(0o600)
-    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, kafka_username="strategy-engine",
-                            kafka_password_file=wrong)
+    settings = CoreSettings(
+        kafka_bootstrap=stack.kafka_bootstrap, kafka_username="strategy-engine", kafka_password_file=wrong
+    )
     assert not await can_publish(settings, stale_command())
 
 
 async def test_only_strategy_engine_may_command_and_only_trade_executor_may_report(stack: Stack) -> None:
-    result = TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), quote_id="acl-test",
-                         status="refused", reason_code="internal_error", reason="acl test")
+    result = TradeResult(
+        execution_id=str(uuid.uuid4()),
+        command_id=str(uuid.uuid4()),
+        quote_id="acl-test",
+        status="refused",
+        reason_code="internal_error",
+        reason="acl test",
+    )
     commands = {name: await can_publish(login(stack, name), stale_command()) for name in GRANTS}
     results = {name: await can_publish(login(stack, name), result) for name in GRANTS}
     assert [n for n, ok in commands.items() if ok] == ["strategy-engine"], commands

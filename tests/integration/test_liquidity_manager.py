@@ -67,9 +67,15 @@ async def history(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Asy
     group = f"hw-liquidity-{uuid.uuid4()}"
     await start_group_at_end(stack, group)
     control = Path(tmp_path_factory.mktemp("hw"))
-    writer = HistoryWriter(HistoryWriterSettings(
-        database_url=stack.database_url, kafka_bootstrap=stack.kafka_bootstrap, control_dir=control,
-        history_group=group, history_retry_max_s=0.5))
+    writer = HistoryWriter(
+        HistoryWriterSettings(
+            database_url=stack.database_url,
+            kafka_bootstrap=stack.kafka_bootstrap,
+            control_dir=control,
+            history_group=group,
+            history_retry_max_s=0.5,
+        )
+    )
     task = asyncio.create_task(serve(writer, handle_signals=False))
     yield writer
     writer.request_drain()
@@ -111,11 +117,18 @@ class Harness:
         jwt_file.chmod(0o600)
         treasury.write_text(TREASURY)
         values: dict[str, Any] = {
-            "kafka_bootstrap": self.stack.kafka_bootstrap, "database_url": self.stack.database_url,
-            "control_dir": self.control_dir, "poa_bridge_url": f"{self.poa.base_url}/rpc",
-            "relay_rpc_url": self.relay.rpc_url, "relay_jwt_file": jwt_file, "near_rpc_url": self.near.base_url,
-            "signer_key_file": key_file, "treasury_file": treasury, "liquidity_poll_interval_s": 0.1,
-            "liquidity_venue_timeout_s": 2.0, **self.overrides,
+            "kafka_bootstrap": self.stack.kafka_bootstrap,
+            "database_url": self.stack.database_url,
+            "control_dir": self.control_dir,
+            "poa_bridge_url": f"{self.poa.base_url}/rpc",
+            "relay_rpc_url": self.relay.rpc_url,
+            "relay_jwt_file": jwt_file,
+            "near_rpc_url": self.near.base_url,
+            "signer_key_file": key_file,
+            "treasury_file": treasury,
+            "liquidity_poll_interval_s": 0.1,
+            "liquidity_venue_timeout_s": 2.0,
+            **self.overrides,
         }
         return LiquiditySettings(**values)
 
@@ -163,16 +176,22 @@ async def lm(harness: Harness, history: HistoryWriter) -> Harness:
 async def _events(t: TopicTail, action_id: str, *statuses: str) -> list[Any]:
     """Wait until the action's events include every status given; return them in order."""
     wanted = set(statuses)
-    await t.wait_for(lambda e: e.payload.liquidity_action_id == action_id and e.payload.status in wanted,
-                     len(wanted), what=f"{action_id}: {sorted(wanted)}")
+    await t.wait_for(
+        lambda e: e.payload.liquidity_action_id == action_id and e.payload.status in wanted,
+        len(wanted),
+        what=f"{action_id}: {sorted(wanted)}",
+    )
     return [e for e in t.events if e.payload.liquidity_action_id == action_id]
 
 
 async def _in_postgres(pool: asyncpg.Pool, action_id: str, statuses: list[str]) -> list[str]:
     """The action's statuses as history-writer stored them, once every expected one is there."""
+
     async def stored() -> list[str] | None:
-        rows = await pool.fetch("SELECT status FROM liquidity_actions WHERE liquidity_action_id = $1"
-                                " ORDER BY occurred_at, kafka_offset", action_id)
+        rows = await pool.fetch(
+            "SELECT status FROM liquidity_actions WHERE liquidity_action_id = $1 ORDER BY occurred_at, kafka_offset",
+            action_id,
+        )
         got = [r["status"] for r in rows]
         return got if set(statuses) <= set(got) else None
 
@@ -189,16 +208,28 @@ async def test_funding_goes_from_requested_to_credited_and_every_transition_is_i
     t = await tail(TOPIC)
     assert lm.poa is not None
     # deposit addresses are requested and kept for every treasury route
-    await eventually(lambda: lm.service and set(lm.service.addresses) == {"eth:100", "btc:mainnet"},
-                     what="both deposit addresses held")
+    await eventually(
+        lambda: lm.service and set(lm.service.addresses) == {"eth:100", "btc:mainnet"},
+        what="both deposit addresses held",
+    )
     issued = lm.service.addresses["eth:100"]  # type: ignore[union-attr]
     assert issued.address == lm.poa.deposit_address_for(lm.account, "eth:100")
     assert await _in_postgres(pool, issued.liquidity_action_id, ["requested", "issued"]) == ["requested", "issued"]
 
     tx = _tx()
-    status, view = await lm.call("POST", "/funding", {
-        "asset_id": EURE_ID, "amount_units": "100", "chain": "eth:100", "tx_hash": tx.upper().replace("0X", "0x"),
-        "wallet_label": "gnosis-treasury", "operator": "alice", "reason": "first funding"})
+    status, view = await lm.call(
+        "POST",
+        "/funding",
+        {
+            "asset_id": EURE_ID,
+            "amount_units": "100",
+            "chain": "eth:100",
+            "tx_hash": tx.upper().replace("0X", "0x"),
+            "wallet_label": "gnosis-treasury",
+            "operator": "alice",
+            "reason": "first funding",
+        },
+    )
     assert status == 200, view
     action = view["liquidity_action_id"]
     assert view["status"] == "notified" and view["amount"] == str(100 * EURE) and view["tx_hash"] == tx
@@ -222,7 +253,11 @@ async def test_funding_goes_from_requested_to_credited_and_every_transition_is_i
     assert [e.payload.status for e in events] == ["requested", "notified", "pending", "credited"]
     assert all(e.correlation_id == action and e.payload.wallet_label == "gnosis-treasury" for e in events)
     assert await _in_postgres(pool, action, ["requested", "notified", "pending", "credited"]) == [
-        "requested", "notified", "pending", "credited"]
+        "requested",
+        "notified",
+        "pending",
+        "credited",
+    ]
     assert await pool.fetchval("SELECT count(*) FROM pending_funding WHERE liquidity_action_id = $1", action) == 0
     _, state = await lm.call("GET", "/state")
     assert state["pending_credits"] == {} and state["funding"]["recent"][0]["status"] == "credited"
@@ -268,12 +303,18 @@ async def test_unsupported_assets_chains_and_destinations_are_refused_with_a_rea
         ("/deposit-address", {"asset_id": EURE_ID, "chain": "sol:mainnet"}, "unknown chain 'sol:mainnet'"),
         ("/funding", {"asset_id": NBTC_ID, "amount": "1000", "tx_hash": "ab" * 32}, "Omni bridge"),
         ("/funding", {"asset_id": "nep141:wrap.near", "amount": "1", "tx_hash": _tx()}, "not in the asset registry"),
-        ("/funding", {"asset_id": EURE_ID, "amount": "1", "chain": "btc:mainnet", "tx_hash": "ab" * 32},
-         "funded through chain 'eth:100'"),
+        (
+            "/funding",
+            {"asset_id": EURE_ID, "amount": "1", "chain": "btc:mainnet", "tx_hash": "ab" * 32},
+            "funded through chain 'eth:100'",
+        ),
         ("/funding", {"asset_id": EURE_ID, "amount": "1", "tx_hash": "not-a-hash"}, "not a transaction hash"),
         ("/withdrawals", {"asset_id": NBTC_ID, "amount": "1000", "address": BTC_WALLET}, "Omni bridge"),
-        ("/withdrawals", {"asset_id": EURE_ID, "amount_units": "2", "address": "0x" + "cd" * 20},
-         "not a labelled treasury wallet"),
+        (
+            "/withdrawals",
+            {"asset_id": EURE_ID, "amount_units": "2", "address": "0x" + "cd" * 20},
+            "not a labelled treasury wallet",
+        ),
     ]
     ids = []
     for path, body, needle in cases:
@@ -282,8 +323,10 @@ async def test_unsupported_assets_chains_and_destinations_are_refused_with_a_rea
         ids.append(_id_of(err["error"]))
     for (path, _, needle), action_id in zip(cases, ids, strict=True):
         [event] = await _events(t, action_id, "refused")
-        assert event.payload.kind == {"/deposit-address": "deposit_address", "/funding": "funding",
-                                      "/withdrawals": "withdrawal"}[path]
+        assert (
+            event.payload.kind
+            == {"/deposit-address": "deposit_address", "/funding": "funding", "/withdrawals": "withdrawal"}[path]
+        )
         assert needle in (event.payload.reason or "") and event.payload.operator == "carol"
     # a malformed body is a 422 from validation, with nothing to record
     status, err = await lm.call("POST", "/funding", {"asset_id": EURE_ID, "amount": 1.5, "tx_hash": _tx()})
@@ -371,8 +414,12 @@ async def test_the_same_transfer_recorded_twice_is_refused_as_a_duplicate_even_a
     await _events(t, dup_after, "duplicate")
     assert await _in_postgres(pool, dup_id, ["duplicate"]) == ["duplicate"]
     assert await _in_postgres(pool, dup_after, ["duplicate"]) == ["duplicate"]
-    assert await pool.fetchval("SELECT count(*) FROM pending_funding WHERE liquidity_action_id = ANY($1::text[])",
-                               [dup_id, dup_after]) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM pending_funding WHERE liquidity_action_id = ANY($1::text[])", [dup_id, dup_after]
+        )
+        == 0
+    )
 
 
 async def test_a_withdrawal_is_estimated_signed_published_and_followed_to_completed(
@@ -382,28 +429,49 @@ async def test_a_withdrawal_is_estimated_signed_published_and_followed_to_comple
     lm.poa.burn_script["complete_after_s"] = 60  # the bridge holds it PENDING until the clock moves
     lm.verifier.deposit(lm.account, EURE_ID, 10 * EURE)
     t = await tail(TOPIC)
-    status, view = await lm.call("POST", "/withdrawals", {
-        "asset_id": EURE_ID, "amount_units": "2", "wallet_label": "gnosis-treasury", "operator": "erin",
-        "reason": "rebalance to the bank"})
+    status, view = await lm.call(
+        "POST",
+        "/withdrawals",
+        {
+            "asset_id": EURE_ID,
+            "amount_units": "2",
+            "wallet_label": "gnosis-treasury",
+            "operator": "erin",
+            "reason": "rebalance to the bank",
+        },
+    )
     assert status == 200, view
     action = view["liquidity_action_id"]
     fee = 5 * 10**17  # the simulated bridge's EURe withdrawal fee
     assert view["status"] in ("issued", "pending") and view["fee"] == str(fee)
     assert view["amount"] == str(2 * EURE + fee) and view["net_amount"] == str(2 * EURE)
     events = await _events(t, action, "requested", "issued", "pending")
-    requested, issued, pending = (next(e.payload for e in events if e.payload.status == s)
-                                  for s in ("requested", "issued", "pending"))
+    requested, issued, pending = (
+        next(e.payload for e in events if e.payload.status == s) for s in ("requested", "issued", "pending")
+    )
     assert (requested.amount, requested.net_amount, requested.fee, requested.address, requested.wallet_label) == (
-        2 * EURE + fee, 2 * EURE, fee, GNOSIS_WALLET, "gnosis-treasury")
+        2 * EURE + fee,
+        2 * EURE,
+        fee,
+        GNOSIS_WALLET,
+        "gnosis-treasury",
+    )
     assert issued.intent_hash and issued.intent_hash == requested.intent_hash
     assert pending.tx_hash == lm.verifier.ft_withdrawals[-1].tx_hash
     # what went to the relay is the documented POA withdrawal intent, fee included
-    published = [json.loads(s["text"]) for s in lm.relay.seen if s["kind"] == "rpc_in" and "publish_intents" in s["text"]]
+    published = [
+        json.loads(s["text"]) for s in lm.relay.seen if s["kind"] == "rpc_in" and "publish_intents" in s["text"]
+    ]
     [signed] = published[-1]["params"][0]["signed_datas"]
     [intent] = json.loads(signed["payload"]["message"])["intents"]
     token = EURE_ID.removeprefix("nep141:")
     assert (intent["intent"], intent["token"], intent["receiver_id"], intent["amount"], intent["memo"]) == (
-        "ft_withdraw", token, token, str(2 * EURE + fee), "WITHDRAW_TO:" + GNOSIS_WALLET)
+        "ft_withdraw",
+        token,
+        token,
+        str(2 * EURE + fee),
+        "WITHDRAW_TO:" + GNOSIS_WALLET,
+    )
     assert lm.verifier.balance(lm.account, EURE_ID) == 10 * EURE - 2 * EURE - fee
     _, state = await lm.call("GET", "/state")
     assert state["pending_withdrawals"] == {EURE_ID: str(2 * EURE + fee)}
@@ -413,7 +481,11 @@ async def test_a_withdrawal_is_estimated_signed_published_and_followed_to_comple
     assert events[-1].payload.transfer_tx_hash == lm.poa.withdrawals[-1].transfer_tx_hash
     assert [e.payload.status for e in events] == ["requested", "issued", "pending", "completed"]
     assert await _in_postgres(pool, action, ["requested", "issued", "pending", "completed"]) == [
-        "requested", "issued", "pending", "completed"]
+        "requested",
+        "issued",
+        "pending",
+        "completed",
+    ]
     _, state = await lm.call("GET", "/state")
     assert state["pending_withdrawals"] == {} and state["withdrawals"]["recent"][0]["status"] == "completed"
 
@@ -422,8 +494,9 @@ async def test_a_withdrawal_the_verifier_refuses_fails_visibly_and_moves_nothing
     lm: Harness, tail: Callable[..., Awaitable[TopicTail]], pool: asyncpg.Pool
 ) -> None:
     t = await tail(TOPIC)
-    status, err = await lm.call("POST", "/withdrawals", {"asset_id": EURE_ID, "amount_units": "2",
-                                                         "address": GNOSIS_WALLET})
+    status, err = await lm.call(
+        "POST", "/withdrawals", {"asset_id": EURE_ID, "amount_units": "2", "address": GNOSIS_WALLET}
+    )
     assert status == 502 and "insufficient balance or overflow" in err["error"]
     action = _id_of(err["error"])
     events = await _events(t, action, "requested", "failed")
@@ -442,8 +515,9 @@ async def test_an_unknown_publish_outcome_is_retried_with_the_same_signed_intent
     harness.verifier.deposit(harness.account, EURE_ID, 5 * EURE)
     t = await tail(TOPIC)
     harness.relay.faults.set("rpc_http_500", count=1)  # the first publish gets no usable answer
-    status, view = await harness.call("POST", "/withdrawals", {"asset_id": EURE_ID, "amount_units": "1",
-                                                               "wallet_label": "gnosis-treasury"})
+    status, view = await harness.call(
+        "POST", "/withdrawals", {"asset_id": EURE_ID, "amount_units": "1", "wallet_label": "gnosis-treasury"}
+    )
     assert status == 200 and view["status"] == "requested"  # signed and in the ledger, outcome unknown
     action = view["liquidity_action_id"]
     assert harness.verifier.ft_withdrawals == []
@@ -451,13 +525,21 @@ async def test_an_unknown_publish_outcome_is_retried_with_the_same_signed_intent
     await harness.restart()  # the ledger row survives; the start-up poll resolves it
     events = await _events(t, action, "requested", "issued", "pending", "completed")
     assert [e.payload.status for e in events] == ["requested", "issued", "pending", "completed"]
-    publishes = [json.loads(s["text"])["params"][0]["signed_datas"] for s in harness.relay.seen
-                 if s["kind"] == "rpc_in" and "publish_intents" in s["text"]]
+    publishes = [
+        json.loads(s["text"])["params"][0]["signed_datas"]
+        for s in harness.relay.seen
+        if s["kind"] == "rpc_in" and "publish_intents" in s["text"]
+    ]
     assert len(publishes) == 2 and publishes[0] == publishes[1]  # the same nonce and signature, never re-signed
     assert len(harness.verifier.ft_withdrawals) == 1
     assert harness.verifier.balance(harness.account, EURE_ID) == 5 * EURE - EURE - 5 * 10**17
     assert await _in_postgres(pool, action, ["requested", "issued", "pending", "completed"]) == [
-        "requested", "issued", "pending", "completed"]
+        "requested",
+        "issued",
+        "pending",
+        "completed",
+    ]
+
 
 async def test_a_withdrawal_the_chain_cannot_decide_stays_open_and_blocks_another_until_confirmed(
     harness: Harness, pool: asyncpg.Pool
@@ -466,8 +548,12 @@ async def test_a_withdrawal_the_chain_cannot_decide_stays_open_and_blocks_anothe
     deadline: whether the withdrawal executed cannot be told, so it is never marked failed, and a
     new withdrawal (which would send the money twice if the first went out) is refused until the
     operator confirms with a reason, which is audited."""
-    harness.overrides.update(liquidity_withdraw_deadline_s=10, liquidity_withdraw_expiry_grace_s=0,
-                             near_rpc_budget_per_min=120, near_rpc_budget_burst=20)
+    harness.overrides.update(
+        liquidity_withdraw_deadline_s=10,
+        liquidity_withdraw_expiry_grace_s=0,
+        near_rpc_budget_per_min=120,
+        near_rpc_budget_burst=20,
+    )
     harness.verifier.chain.keep_blocks = 2  # every block a final read names is already gone
     service = await harness.start()
     assert harness.relay is not None
@@ -486,13 +572,16 @@ async def test_a_withdrawal_the_chain_cannot_decide_stays_open_and_blocks_anothe
     assert status == 409 and action in err["error"] and "twice" in err["error"]
     status, err = await harness.call("POST", "/withdrawals", {**body, "confirm_unknown": True})
     assert status == 422  # the evidence is required
-    status, view2 = await harness.call("POST", "/withdrawals", {**body, "confirm_unknown": True,
-                                                                 "reason": "gnosis explorer: nothing arrived"})
+    status, view2 = await harness.call(
+        "POST", "/withdrawals", {**body, "confirm_unknown": True, "reason": "gnosis explorer: nothing arrived"}
+    )
     assert status == 200 and view2["liquidity_action_id"] != action
 
     async def audited() -> Any:
-        return await pool.fetchrow("SELECT * FROM control_actions WHERE service = 'liquidity-manager' "
-                                   "AND action = 'withdrawal_despite_unknown' AND operator = 'erin'")
+        return await pool.fetchrow(
+            "SELECT * FROM control_actions WHERE service = 'liquidity-manager' "
+            "AND action = 'withdrawal_despite_unknown' AND operator = 'erin'"
+        )
 
     row = await eventually(audited, what="the confirmation audited")
     assert row["reason"] == "gnosis explorer: nothing arrived" and action in str(row["params"])
@@ -533,10 +622,13 @@ async def test_frozen_withdrawals_are_refused_with_409_and_the_freeze_survives_a
     assert await _in_postgres(pool, freeze_id, ["frozen"]) == ["frozen"]
     assert await _in_postgres(pool, refused_id, ["refused"]) == ["refused"]
     assert await _in_postgres(pool, unfreeze_id, ["unfrozen"]) == ["unfrozen"]
+
     async def audited() -> list[str] | None:
-        rows = await pool.fetch("SELECT action FROM control_actions WHERE service = 'liquidity-manager'"
-                                " AND operator = 'frank' AND params->>'liquidity_action_id' = ANY($1::text[])",
-                                [freeze_id, unfreeze_id])
+        rows = await pool.fetch(
+            "SELECT action FROM control_actions WHERE service = 'liquidity-manager'"
+            " AND operator = 'frank' AND params->>'liquidity_action_id' = ANY($1::text[])",
+            [freeze_id, unfreeze_id],
+        )
         return sorted(r["action"] for r in rows) if len(rows) == 2 else None
 
     assert await eventually(audited, what="both audit rows") == ["freeze_withdrawals", "unfreeze_withdrawals"]
@@ -563,6 +655,7 @@ async def test_transitions_wait_in_the_outbox_while_kafka_is_away_and_none_is_lo
     events = await _events(t, action, "requested", "notified")
     assert [e.payload.status for e in events] == ["requested", "notified"]
     assert await _in_postgres(pool, action, ["requested", "notified"]) == ["requested", "notified"]
+
 
 async def test_without_postgres_new_work_fails_visibly_and_comes_back(lm: Harness, stack: Stack) -> None:
     service = lm.service

@@ -98,23 +98,31 @@ class Harness:
             return e.producer.instance == self.instance and predicate(e.payload)
 
         matches = await self.tail.wait_for(
-            lambda e: ours(e) and self.tail.events.index(e) >= start, count, timeout=20, what=what)
+            lambda e: ours(e) and self.tail.events.index(e) >= start, count, timeout=20, what=what
+        )
         return matches[count - 1]
 
 
 @pytest.fixture
-def run_daemon(stack: Stack, control_dir: Path, kraken_sim: KrakenSimulator, cg_sim: CoinGeckoSimulator,
-               key_file: Path, tail: Any) -> Callable[..., Any]:
+def run_daemon(
+    stack: Stack, control_dir: Path, kraken_sim: KrakenSimulator, cg_sim: CoinGeckoSimulator, key_file: Path, tail: Any
+) -> Callable[..., Any]:
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Harness]:
         options: dict[str, Any] = {
-            "kafka_bootstrap": stack.kafka_bootstrap, "database_url": stack.database_url,
-            "control_dir": control_dir, "instance": f"t-{uuid.uuid4().hex[:8]}",
-            "kraken_ws_url": ws_url(kraken_sim), "coingecko_url": f"{cg_sim.base_url}/api/v3",
+            "kafka_bootstrap": stack.kafka_bootstrap,
+            "database_url": stack.database_url,
+            "control_dir": control_dir,
+            "instance": f"t-{uuid.uuid4().hex[:8]}",
+            "kraken_ws_url": ws_url(kraken_sim),
+            "coingecko_url": f"{cg_sim.base_url}/api/v3",
             "coingecko_api_key_file": key_file,
-            "market_kraken_backoff_initial_s": 0.05, "market_kraken_backoff_max_s": 0.2,
-            "market_coingecko_poll_interval_s": 3600, "market_coingecko_timeout_s": 1.0,
-            "market_emit_interval_s": 0.2, "market_evaluate_interval_s": 0.02,
+            "market_kraken_backoff_initial_s": 0.05,
+            "market_kraken_backoff_max_s": 0.2,
+            "market_coingecko_poll_interval_s": 3600,
+            "market_coingecko_timeout_s": 1.0,
+            "market_emit_interval_s": 0.2,
+            "market_evaluate_interval_s": 0.02,
         }
         service = MarketReferenceIngest(MarketReferenceSettings(**(options | overrides)))
         t = await tail(TOPIC)
@@ -157,8 +165,7 @@ async def test_kraken_is_primary_with_side_specific_rates_and_a_steady_interval(
         assert moved.occurred_at == moved.payload.source_time  # source time in the envelope
 
         # and without a change, again at the steady interval, with the age growing
-        same = [(await d.price(lambda p: p.bid == Decimal("60100.0"), "a steady repeat", n)).payload
-                for n in (2, 3)]
+        same = [(await d.price(lambda p: p.bid == Decimal("60100.0"), "a steady repeat", n)).payload for n in (2, 3)]
         assert [s.fair_rate_buy_btc for s in same] == [moved.payload.fair_rate_buy_btc] * 2
         assert same[1].kraken_age_ms > moved.payload.kraken_age_ms
 
@@ -168,8 +175,13 @@ async def test_kraken_is_primary_with_side_specific_rates_and_a_steady_interval(
         assert state["fallback_in_use"] is False and state["source"] == "kraken"
         assert state["kraken"]["latest"]["bid"] == "60100.0" and state["kraken"]["fresh"] is True
         assert state["coingecko"]["latest"]["btc_eur"] == "60000.123456789"
-        assert state["eure"] == {"basis": "sanity_checked", "rate": "0.998912", "state": "ok",
-                                 "observed": "0.998912", "tolerance_pct": "1.0"}
+        assert state["eure"] == {
+            "basis": "sanity_checked",
+            "rate": "0.998912",
+            "state": "ok",
+            "observed": "0.998912",
+            "tolerance_pct": "1.0",
+        }
         assert state["price"]["fair_rate_sell_btc"] == "60165.66023834"  # 60100.2 / 0.998912, up
         assert state["last_success_at"] is not None and state["counts"]["published"] >= 4
         status, health = await d.control("GET", "/healthz")
@@ -184,8 +196,11 @@ async def test_a_tick_with_ask_not_above_bid_is_discarded_and_counted(
         path = [["60050.0", "60050.0"], ["60051.0", "60050.5"], ["60060.0", "60060.1"]]
         await sim_post(kraken_sim.base_url, "/_sim/prices", {"path": path})
         await d.price(lambda p: p.bid == Decimal("60060.0"), "the valid tick after the bad ones")
-        assert not [e for e in d.tail.events
-                    if e.producer.instance == d.instance and e.payload.bid in (Decimal("60050.0"), Decimal("60051.0"))]
+        assert not [
+            e
+            for e in d.tail.events
+            if e.producer.instance == d.instance and e.payload.bid in (Decimal("60050.0"), Decimal("60051.0"))
+        ]
         state = await d.state()
         assert state["kraken"]["discarded_ticks"] == {"locked": 1, "crossed": 1, "non_positive": 0}
 
@@ -321,9 +336,14 @@ async def test_coingecko_429_is_honoured_by_the_poller_and_by_refresh(
         assert status == 429 and body["polled"] is False and body["result"] == "rate_limited"
         assert datetime.fromisoformat(body["retry_not_before"]) == retry
         assert _requests(cg_sim) == requests  # nothing was sent while cooling off
-        row = await eventually(lambda: pool.fetchrow(
-            "SELECT action, outcome FROM control_actions WHERE service = 'market-reference-ingest'"
-            " AND operator = $1", erin), what="refresh audited")
+        row = await eventually(
+            lambda: pool.fetchrow(
+                "SELECT action, outcome FROM control_actions WHERE service = 'market-reference-ingest'"
+                " AND operator = $1",
+                erin,
+            ),
+            what="refresh audited",
+        )
         assert tuple(row) == ("refresh", "rate_limited")
 
 
@@ -405,8 +425,9 @@ async def test_eure_outside_tolerance_blocks_and_records_both_rates(
 ) -> None:
     async with run_daemon() as d:
         await d.price(primary, "a decisionable Kraken price")
-        await sim_post(cg_sim.base_url, "/_sim/prices",
-                       {"prices": {"monerium-eur-money-2": "0.95"}, "publish_now": True})
+        await sim_post(
+            cg_sim.base_url, "/_sim/prices", {"prices": {"monerium-eur-money-2": "0.95"}, "publish_now": True}
+        )
         assert (await d.control("POST", "/refresh"))[0] == 200
         p = (await d.price(lambda p: p.eure_state == "out_of_tolerance", "EURe off its peg")).payload
         assert (p.decisionable, p.status_reason) == (False, "EURE_EUR_OUT_OF_TOLERANCE")
@@ -417,8 +438,9 @@ async def test_eure_outside_tolerance_blocks_and_records_both_rates(
         assert status == 503 and health["reasons"] == ["not_decisionable: EURE_EUR_OUT_OF_TOLERANCE"]
         assert (await d.state())["eure"]["state"] == "out_of_tolerance"
 
-        await sim_post(cg_sim.base_url, "/_sim/prices",
-                       {"prices": {"monerium-eur-money-2": "1.001"}, "publish_now": True})
+        await sim_post(
+            cg_sim.base_url, "/_sim/prices", {"prices": {"monerium-eur-money-2": "1.001"}, "publish_now": True}
+        )
         assert (await d.control("POST", "/refresh"))[0] == 200
         ok = (await d.price(lambda p: p.eure_eur_observed == Decimal("1.001"), "EURe back on its peg")).payload
         assert ok.decisionable and (ok.eure_basis, ok.eure_eur_rate) == ("sanity_checked", Decimal("1.001"))
@@ -435,8 +457,10 @@ async def test_pause_stops_publishing_and_resume_publishes_the_current_price(
         suppressed = d.service.counts["suppressed_while_paused"]
         published = d.service.counts["published"]
         await sim_post(kraken_sim.base_url, "/_sim/prices", {"path": [["60200.0", "60200.1"]]})
-        await eventually(lambda: d.service.current is not None and d.service.current.bid == Decimal("60200.0"),
-                         what="the new price evaluated")
+        await eventually(
+            lambda: d.service.current is not None and d.service.current.bid == Decimal("60200.0"),
+            what="the new price evaluated",
+        )
         await eventually(lambda: d.service.counts["suppressed_while_paused"] > suppressed, what="suppressed")
         state = await d.state()
         assert state["paused"] is True and state["authoritative"] is False

@@ -41,9 +41,14 @@ def jwt_file(tmp_path: Path) -> Path:
 
 def _settings(stack: Stack, control_dir: Path, relay: RelaySimulator, jwt_file: Path, **extra: Any) -> IngestSettings:
     return IngestSettings(
-        kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url, control_dir=control_dir,
-        relay_ws_url=relay.ws_url, relay_jwt_file=jwt_file, relay_backoff_initial_s=0.05,
-        relay_backoff_max_s=0.2, **extra,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        control_dir=control_dir,
+        relay_ws_url=relay.ws_url,
+        relay_jwt_file=jwt_file,
+        relay_backoff_initial_s=0.05,
+        relay_backoff_max_s=0.2,
+        **extra,
     )
 
 
@@ -59,8 +64,9 @@ async def _stop(service: NearIntentsIngest, task: asyncio.Task[int]) -> None:
 
 
 @pytest.fixture
-async def ingest(stack: Stack, control_dir: Path, relay: RelaySimulator,
-                 jwt_file: Path) -> AsyncIterator[NearIntentsIngest]:
+async def ingest(
+    stack: Stack, control_dir: Path, relay: RelaySimulator, jwt_file: Path
+) -> AsyncIterator[NearIntentsIngest]:
     service = NearIntentsIngest(_settings(stack, control_dir, relay, jwt_file, ingest_pair_silent_after_ms=1))
     task = await _run(service)
     yield service
@@ -78,24 +84,39 @@ async def test_both_directions_and_other_pairs_are_classified(
     ingest: NearIntentsIngest, relay: RelaySimulator, tail: Any
 ) -> None:
     t = await tail("raw.near_intents.quote", "norm.swap_demand")
-    sell = await relay.emit_quote(asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=10**20,
-                                  metadata={"partner_id": "1click"})
-    buy = await relay.emit_quote(asset_in=NBTC_ID, asset_out=EURE_ID, exact_amount_out=5 * 10**19,
-                                 min_deadline_ms="30000", envelope="subscribe")
-    other = await relay.emit_quote(asset_in="nep141:wrap.near", asset_out=EURE_ID, exact_amount_in=1,
-                                   ignore_filter=True)
+    sell = await relay.emit_quote(
+        asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=10**20, metadata={"partner_id": "1click"}
+    )
+    buy = await relay.emit_quote(
+        asset_in=NBTC_ID, asset_out=EURE_ID, exact_amount_out=5 * 10**19, min_deadline_ms="30000", envelope="subscribe"
+    )
+    other = await relay.emit_quote(
+        asset_in="nep141:wrap.near", asset_out=EURE_ID, exact_amount_in=1, ignore_filter=True
+    )
     ids = {sell["quote_id"], buy["quote_id"], other["quote_id"]}
     raws = await t.wait_for(lambda e: e.event_type == "raw.near_intents.quote" and e.payload.quote_id in ids, 3)
     assert {r.payload.quote_id: r.payload.classification for r in raws} == {
-        sell["quote_id"]: "active_pair", buy["quote_id"]: "active_pair", other["quote_id"]: "other_pair"}
+        sell["quote_id"]: "active_pair",
+        buy["quote_id"]: "active_pair",
+        other["quote_id"]: "other_pair",
+    }
     norms = await t.wait_for(lambda e: e.event_type == "norm.swap_demand" and e.payload.quote_id in ids, 2)
     by_id = {n.payload.quote_id: n for n in norms}
     s, b = by_id[sell["quote_id"]].payload, by_id[buy["quote_id"]].payload
     assert (s.direction, s.fixed_side, s.fixed_amount, s.asset_in_decimals, s.asset_out_decimals) == (
-        "SELL_BTC", "exact_amount_in", 10**20, 18, 8)
+        "SELL_BTC",
+        "exact_amount_in",
+        10**20,
+        18,
+        8,
+    )
     assert s.partner == {"partner_id": "1click"} and s.min_deadline_ms == 60000
-    assert (b.direction, b.fixed_side, b.fixed_amount, b.min_deadline_ms) == ("BUY_BTC", "exact_amount_out",
-                                                                              5 * 10**19, 30000)
+    assert (b.direction, b.fixed_side, b.fixed_amount, b.min_deadline_ms) == (
+        "BUY_BTC",
+        "exact_amount_out",
+        5 * 10**19,
+        30000,
+    )
     assert b.received_at.microsecond or b.received_at.second  # a real receive time, not a placeholder
     norm = by_id[sell["quote_id"]]
     raw = next(r for r in raws if r.payload.quote_id == sell["quote_id"])
@@ -126,8 +147,9 @@ async def test_invalid_json_is_counted_dead_lettered_and_the_stream_goes_on(
     after = await relay.emit_quote(asset_in=EURE_ID, asset_out=NBTC_ID, exact_amount_in=10**19)
     await t.wait_for(lambda e: e.payload.quote_id == after["quote_id"])
     assert ingest.counts["invalid_json"] == 1
-    row = await eventually(lambda: pool.fetchrow("SELECT * FROM dead_letters WHERE value = $1", junk.encode()),
-                           what="dead letter stored")
+    row = await eventually(
+        lambda: pool.fetchrow("SELECT * FROM dead_letters WHERE value = $1", junk.encode()), what="dead letter stored"
+    )
     assert row["service"] == "near-intents-ingest" and row["source"] == "relay"
     assert row["reason"].startswith("invalid_json")
 
@@ -150,12 +172,14 @@ async def test_reconnect_storm_is_paced_by_backoff_and_budget(
     stack: Stack, control_dir: Path, relay: RelaySimulator, jwt_file: Path
 ) -> None:
     relay.faults.set("refuse_upgrade", on=True)
-    service = NearIntentsIngest(_settings(stack, control_dir, relay, jwt_file, relay_reconnect_budget=3,
-                                          relay_reconnect_window_s=600))
+    service = NearIntentsIngest(
+        _settings(stack, control_dir, relay, jwt_file, relay_reconnect_budget=3, relay_reconnect_window_s=600)
+    )
     task = asyncio.create_task(serve(service, handle_signals=False))
     try:
-        await eventually(lambda: service.client is not None and service.client.backoff.budget_exhausted(),
-                         what="budget spent")
+        await eventually(
+            lambda: service.client is not None and service.client.backoff.budget_exhausted(), what="budget spent"
+        )
         _, state = await _control(service, "GET", "/state")
         assert state["reconnects_in_window"] == 3 and state["relay"]["budget_exhausted"] is True
         status, health = await _control(service, "GET", "/healthz")
@@ -181,8 +205,9 @@ async def test_pair_filter_override_validated_audited_and_resubscribed(
 ) -> None:
     status, view = await _control(ingest, "GET", "/pair-filter")
     assert status == 200 and view["source"] == "default" and set(view["tokens_in"]) == {NBTC_ID, EURE_ID}
-    status, err = await _control(ingest, "PUT", "/pair-filter",
-                                 {"tokens_in": ["nep141:nope.near"], "tokens_out": [EURE_ID]})
+    status, err = await _control(
+        ingest, "PUT", "/pair-filter", {"tokens_in": ["nep141:nope.near"], "tokens_out": [EURE_ID]}
+    )
     assert status == 422 and "nep141:nope.near" in err["error"]
     status, err = await _control(ingest, "PUT", "/pair-filter", {"tokens_in": []})
     assert status == 422
@@ -193,17 +218,25 @@ async def test_pair_filter_override_validated_audited_and_resubscribed(
 
     before = len(subscribes())
     erin = f"erin-{uuid.uuid4()}"  # the database outlives a test run: find this run's rows only
-    body = {"tokens_in": [POA_BTC_ID, EURE_ID], "tokens_out": [POA_BTC_ID, EURE_ID], "operator": erin,
-            "reason": "try legacy BTC"}
+    body = {
+        "tokens_in": [POA_BTC_ID, EURE_ID],
+        "tokens_out": [POA_BTC_ID, EURE_ID],
+        "operator": erin,
+        "reason": "try legacy BTC",
+    }
     status, view = await _control(ingest, "PUT", "/pair-filter", body)
     assert status == 200 and view["source"] == "override" and POA_BTC_ID in view["tokens_in"]
     await eventually(lambda: len(subscribes()) > before, what="re-subscribed")
     assert POA_BTC_ID in subscribes()[-1]  # the new subscription carries the new filter
     status, view = await _control(ingest, "POST", "/pair-filter/reset", {"operator": erin})
     assert view["source"] == "default"
+
     async def audit_rows() -> list[Any] | None:
-        rows = await pool.fetch("SELECT action, operator FROM control_actions"
-                                " WHERE service = 'near-intents-ingest' AND operator = $1 ORDER BY id", erin)
+        rows = await pool.fetch(
+            "SELECT action, operator FROM control_actions"
+            " WHERE service = 'near-intents-ingest' AND operator = $1 ORDER BY id",
+            erin,
+        )
         return rows if len(rows) >= 2 else None
 
     rows = await eventually(audit_rows, what="both audit rows")

@@ -18,11 +18,18 @@ from daemons.history_writer.service import HistoryWriter, HistoryWriterSettings
 from tests.conftest import REPO, Stack, eventually, kafka_options
 
 
-async def qlctl(stack: Stack, control_dir: Path, *args: str, extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
+async def qlctl(
+    stack: Stack, control_dir: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qlctl.app", *args,
+        sys.executable,
+        "-m",
+        "qlctl.app",
+        *args,
         env={**stack.settings_env(control_dir), "COLUMNS": "200", **(extra_env or {})},
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
@@ -48,9 +55,12 @@ async def test_status_shows_the_running_daemon_and_the_absent_ones(
 
 
 async def test_status_fails_when_a_running_daemon_is_unhealthy(stack: Stack, control_dir: Path) -> None:
-    settings = HistoryWriterSettings(database_url="postgresql://quoteloop@127.0.0.1:1/quoteloop",
-                                     kafka_bootstrap=stack.kafka_bootstrap, control_dir=control_dir,
-                                     history_group=f"qlctl-{uuid.uuid4()}")
+    settings = HistoryWriterSettings(
+        database_url="postgresql://quoteloop@127.0.0.1:1/quoteloop",
+        kafka_bootstrap=stack.kafka_bootstrap,
+        control_dir=control_dir,
+        history_group=f"qlctl-{uuid.uuid4()}",
+    )
     service = HistoryWriter(settings)  # its database is unreachable
     task = asyncio.create_task(serve(service, handle_signals=False))
     try:
@@ -64,8 +74,9 @@ async def test_status_fails_when_a_running_daemon_is_unhealthy(stack: Stack, con
 
 async def test_pause_resume_drain_through_qlctl(stack: Stack, control_dir: Path, writer: Any) -> None:
     service, task = writer
-    code, out, _ = await qlctl(stack, control_dir, "pause", "history-writer", "--operator", "carol",
-                               "--reason", "test", "--json")
+    code, out, _ = await qlctl(
+        stack, control_dir, "pause", "history-writer", "--operator", "carol", "--reason", "test", "--json"
+    )
     assert code == 0 and orjson.loads(out)["paused"] is True
     assert service.paused
     code, _, _ = await qlctl(stack, control_dir, "resume", "history-writer")

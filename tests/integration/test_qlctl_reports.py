@@ -32,27 +32,56 @@ async def test_chain_skipped_inventory_latency_and_funding(stack: Stack, control
     demand = s["norm.swap_demand"].model_copy(update={"quote_id": qid, "received_at": t0})
     price = new_event(s["ref.market_price"], producer=SRC, pair="BTC/EURe")
     inv = new_event(s["state.intent_inventory"], producer=SRC, pair="BTC/EURe")
-    decision = s["decision.trade_decision"].model_copy(update={
-        "quote_id": qid, "decision": "execute", "decision_reason": "EXECUTE", "price_event_id": price.event_id,
-        "inventory_snapshot_id": inv.payload.inventory_id, "request_received_at": t0,
-        "decided_at": t0 + timedelta(milliseconds=2)})
+    decision = s["decision.trade_decision"].model_copy(
+        update={
+            "quote_id": qid,
+            "decision": "execute",
+            "decision_reason": "EXECUTE",
+            "price_event_id": price.event_id,
+            "inventory_snapshot_id": inv.payload.inventory_id,
+            "request_received_at": t0,
+            "decided_at": t0 + timedelta(milliseconds=2),
+        }
+    )
     command = s["cmd.execute_trade"].model_copy(update={"quote_id": qid, "decision_id": decision.decision_id})
-    result = s["exec.trade_result"].model_copy(update={
-        "quote_id": qid, "command_id": command.command_id, "status": "acknowledged", "reason": None,
-        "command_received_at": t0 + timedelta(milliseconds=4), "signed_at": t0 + timedelta(milliseconds=5),
-        "sent_at": t0 + timedelta(milliseconds=6), "venue_answered_at": t0 + timedelta(milliseconds=9)})
-    over = s["exec.trade_result"].model_copy(update={
-        "quote_id": f"q-{uuid.uuid4()}", "status": "refused", "reason_code": "over_exposure_ceiling",
-        "reason": "live answers would give too much"})
-    venue = s["exec.trade_result"].model_copy(update={
-        "quote_id": f"q-{uuid.uuid4()}", "status": "rejected", "reason_code": "INSUFFICIENT_BALANCE",
-        "reason": "insufficient balance"})
+    result = s["exec.trade_result"].model_copy(
+        update={
+            "quote_id": qid,
+            "command_id": command.command_id,
+            "status": "acknowledged",
+            "reason": None,
+            "command_received_at": t0 + timedelta(milliseconds=4),
+            "signed_at": t0 + timedelta(milliseconds=5),
+            "sent_at": t0 + timedelta(milliseconds=6),
+            "venue_answered_at": t0 + timedelta(milliseconds=9),
+        }
+    )
+    over = s["exec.trade_result"].model_copy(
+        update={
+            "quote_id": f"q-{uuid.uuid4()}",
+            "status": "refused",
+            "reason_code": "over_exposure_ceiling",
+            "reason": "live answers would give too much",
+        }
+    )
+    venue = s["exec.trade_result"].model_copy(
+        update={
+            "quote_id": f"q-{uuid.uuid4()}",
+            "status": "rejected",
+            "reason_code": "INSUFFICIENT_BALANCE",
+            "reason": "insufficient balance",
+        }
+    )
     skipped_qid = f"q-{uuid.uuid4()}"
-    skipped = s["decision.trade_decision"].model_copy(update={"quote_id": skipped_qid,
-                                                              "decision_reason": "PRICE_STALE"})
-    events = [new_event(demand, producer=SRC, pair="BTC/EURe"), price, inv,
-              *(new_event(p, producer=SRC, pair="BTC/EURe") for p in (decision, command, result, skipped, over,
-                                                                         venue))]
+    skipped = s["decision.trade_decision"].model_copy(
+        update={"quote_id": skipped_qid, "decision_reason": "PRICE_STALE"}
+    )
+    events = [
+        new_event(demand, producer=SRC, pair="BTC/EURe"),
+        price,
+        inv,
+        *(new_event(p, producer=SRC, pair="BTC/EURe") for p in (decision, command, result, skipped, over, venue)),
+    ]
     await store(pool, events)
 
     code, out, err = await qlctl(stack, control_dir, "report", "chain", qid, "--json")
@@ -87,6 +116,11 @@ async def test_clear_errors(stack: Stack, control_dir: Path) -> None:
     assert code == 1 and "no record of quote" in err
     code, _, err = await qlctl(stack, control_dir, "report", "skipped", "--since", "soon")
     assert code == 1 and "bad duration" in err
-    code, _, err = await qlctl(stack, control_dir, "report", "skipped",
-                               extra_env={"QL_DATABASE_URL": "postgresql://quoteloop@127.0.0.1:1/quoteloop"})
+    code, _, err = await qlctl(
+        stack,
+        control_dir,
+        "report",
+        "skipped",
+        extra_env={"QL_DATABASE_URL": "postgresql://quoteloop@127.0.0.1:1/quoteloop"},
+    )
     assert code == 1 and "PostgreSQL is not reachable" in err

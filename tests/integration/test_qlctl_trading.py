@@ -19,8 +19,9 @@ from tests.integration.test_qlctl import qlctl
 
 @pytest.fixture
 async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngine]:
-    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                control_dir=control_dir)
+    settings = StrategySettings(
+        kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url, control_dir=control_dir
+    )
     service = StrategyEngine(settings)
     task = asyncio.create_task(serve(service, handle_signals=False))
     await eventually(lambda: (control_dir / "strategy-engine.sock").exists(), what="socket")
@@ -36,8 +37,9 @@ async def test_arm_needs_a_reason_and_confirmation_then_disarm_latches(
     assert code == 2 and "--reason" in err  # typer: missing option
     code, out, err = await qlctl(stack, control_dir, "arm", "strategy", "--reason", "test")  # no stdin: no
     assert code == 1 and not engine.arm.armed
-    code, out, _ = await qlctl(stack, control_dir, "arm", "strategy", "--reason", "first trade", "--operator",
-                               "ops", "--yes", "--json")
+    code, out, _ = await qlctl(
+        stack, control_dir, "arm", "strategy", "--reason", "first trade", "--operator", "ops", "--yes", "--json"
+    )
     assert code == 0 and orjson.loads(out)["strategy-engine"]["armed"] is True and engine.arm.armed
     code, _, _ = await qlctl(stack, control_dir, "disarm", "strategy", "--yes")
     assert code == 0 and not engine.arm.armed
@@ -59,7 +61,10 @@ async def test_disarm_both_goes_on_past_a_hung_executor_and_fails_unless_both_ar
         hung.close()
     results = orjson.loads(out)
     assert code == 1 and list(results) == ["trade-executor", "strategy-engine"]
-    assert results["trade-executor"]["confirmed_disarmed"] is False and "did not answer" in results["trade-executor"]["error"]
+    assert (
+        results["trade-executor"]["confirmed_disarmed"] is False
+        and "did not answer" in results["trade-executor"]["error"]
+    )
     assert results["strategy-engine"] == {"confirmed_disarmed": True, "error": None, "armed": False}
     assert not engine.arm.armed
     (control_dir / "trade-executor.sock").unlink()
@@ -83,6 +88,7 @@ async def test_threshold_and_limits(stack: Stack, control_dir: Path, engine: Str
     assert code == 0 and orjson.loads(out)["threshold_pct"] == "2.2"
     code, _, err = await qlctl(stack, control_dir, "limits", "set", "--min-notional-eure", "9")
     assert code == 1 and "min_notional_eure must be <= max_notional_eure" in err
-    code, out, _ = await qlctl(stack, control_dir, "limits", "set", "--max-notional-eure", "3", "--json",
-                               "--reason", f"r-{uuid.uuid4()}")
+    code, out, _ = await qlctl(
+        stack, control_dir, "limits", "set", "--max-notional-eure", "3", "--json", "--reason", f"r-{uuid.uuid4()}"
+    )
     assert code == 0 and orjson.loads(out)["max_notional_eure"] == "3"

@@ -31,21 +31,46 @@ async def test_funding_record_list_and_freeze_through_qlctl(stack: Stack, contro
     code, out, err = await qlctl(stack, control_dir, "funding", "addresses", "--json")
     assert code == 0, err
     tx = "0x" + uuid.uuid4().hex * 2
-    code, out, err = await qlctl(stack, control_dir, "funding", "record", "--asset", EURE_ID, "--tx-hash", tx,
-                                 "--units", "100", "--wallet", "gnosis-treasury", "--json")
+    code, out, err = await qlctl(
+        stack,
+        control_dir,
+        "funding",
+        "record",
+        "--asset",
+        EURE_ID,
+        "--tx-hash",
+        tx,
+        "--units",
+        "100",
+        "--wallet",
+        "gnosis-treasury",
+        "--json",
+    )
     assert code == 0, err
     code, out, _ = await qlctl(stack, control_dir, "funding", "list", "--pending", "--json")
     assert code == 0 and any(r["tx_hash"] == tx for r in orjson.loads(out))
-    code, _, err = await qlctl(stack, control_dir, "funding", "record", "--asset", EURE_ID, "--tx-hash", tx,
-                               "--units", "100")
+    code, _, err = await qlctl(
+        stack, control_dir, "funding", "record", "--asset", EURE_ID, "--tx-hash", tx, "--units", "100"
+    )
     assert code == 1 and "duplicate" in err.lower()
     code, _, err = await qlctl(stack, control_dir, "funding", "record", "--asset", EURE_ID, "--tx-hash", tx)
     assert code == 2 and "exactly one of --amount" in err
 
     code, out, _ = await qlctl(stack, control_dir, "withdrawals", "freeze", "--reason", "drill", "--json")
     assert code == 0 and orjson.loads(out)["withdrawals_frozen"] is True
-    code, _, err = await qlctl(stack, control_dir, "withdraw", "request", "--asset", EURE_ID, "--wallet",
-                               "gnosis-treasury", "--units", "1", "--yes")
+    code, _, err = await qlctl(
+        stack,
+        control_dir,
+        "withdraw",
+        "request",
+        "--asset",
+        EURE_ID,
+        "--wallet",
+        "gnosis-treasury",
+        "--units",
+        "1",
+        "--yes",
+    )
     assert code == 1 and "409" not in err and "frozen" in err.lower()
     code, out, _ = await qlctl(stack, control_dir, "withdrawals", "unfreeze", "--json")
     assert code == 0 and orjson.loads(out)["withdrawals_frozen"] is False

@@ -21,10 +21,15 @@ async def test_notify_socket_gets_ready_status_and_watchdog(stack: Stack, contro
         sock.setblocking(False)
         group = f"sd-{uuid.uuid4()}"
         await start_group_at_end(stack, group)
-        env = {**stack.settings_env(control_dir), "NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000",
-               "QL_HISTORY_GROUP": group}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "daemons.history_writer", env=env,
-                                                    cwd=REPO, stdout=asyncio.subprocess.DEVNULL)
+        env = {
+            **stack.settings_env(control_dir),
+            "NOTIFY_SOCKET": str(path),
+            "WATCHDOG_USEC": "200000",
+            "QL_HISTORY_GROUP": group,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemons.history_writer", env=env, cwd=REPO, stdout=asyncio.subprocess.DEVNULL
+        )
         loop = asyncio.get_running_loop()
         seen: list[str] = []
         try:

@@ -43,33 +43,57 @@ SRC = Producer(service="test", instance="t")
 PAIR = "BTC/EURe"
 
 
-def market_price(*, freshness_ms: int = 100, decisionable: bool = True, bid: str = "59990",
-                 ask: str = "60010") -> MarketPrice:
+def market_price(
+    *, freshness_ms: int = 100, decisionable: bool = True, bid: str = "59990", ask: str = "60010"
+) -> MarketPrice:
     now = now_utc()
     return MarketPrice(
-        source="kraken", fallback_used=False, fair_rate_buy_btc=Decimal(bid), fair_rate_sell_btc=Decimal(ask),
-        source_time=now, freshness_ms=freshness_ms, eure_eur_rate=Decimal(1), eure_basis="assumed_1_to_1",
-        bid=Decimal(bid), ask=Decimal(ask), mid=(Decimal(bid) + Decimal(ask)) / 2, decisionable=decisionable,
+        source="kraken",
+        fallback_used=False,
+        fair_rate_buy_btc=Decimal(bid),
+        fair_rate_sell_btc=Decimal(ask),
+        source_time=now,
+        freshness_ms=freshness_ms,
+        eure_eur_rate=Decimal(1),
+        eure_basis="assumed_1_to_1",
+        bid=Decimal(bid),
+        ask=Decimal(ask),
+        mid=(Decimal(bid) + Decimal(ask)) / 2,
+        decisionable=decisionable,
         status_reason=None if decisionable else "SOURCE_CONFLICT",
     )
 
 
 def inventory(btc: int, eure: int, *, stale: bool = False, block_height: int | None = None) -> IntentInventory:
     return IntentInventory(
-        inventory_id=str(uuid.uuid4()), account_id="solver.near",
-        assets=[AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=btc),
-                AssetInventory(asset_id=EURE_ID, decimals=18, spendable=eure)],
-        synced_at=now_utc(), age_ms=10, stale=stale, block_height=block_height,
+        inventory_id=str(uuid.uuid4()),
+        account_id="solver.near",
+        assets=[
+            AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=btc),
+            AssetInventory(asset_id=EURE_ID, decimals=18, spendable=eure),
+        ],
+        synced_at=now_utc(),
+        age_ms=10,
+        stale=stale,
+        block_height=block_height,
     )
 
 
 def demand(direction: str = "SELL_BTC", eure_in: int = 3 * 10**18) -> SwapDemand:
     asset_in, asset_out = (EURE_ID, NBTC_ID) if direction == "SELL_BTC" else (NBTC_ID, EURE_ID)
     fixed = eure_in if direction == "SELL_BTC" else 5000  # about 3 EURe either way
-    return SwapDemand(quote_id=str(uuid.uuid4()), direction=direction, asset_in=asset_in,  # type: ignore[arg-type]
-                      asset_out=asset_out, asset_in_decimals=18 if asset_in == EURE_ID else 8,
-                      asset_out_decimals=8 if asset_out == NBTC_ID else 18, fixed_side="exact_amount_in",
-                      fixed_amount=fixed, min_deadline_ms=60_000, received_at=now_utc())
+    return SwapDemand(
+        quote_id=str(uuid.uuid4()),
+        direction=direction,
+        asset_in=asset_in,  # type: ignore[arg-type]
+        asset_out=asset_out,
+        asset_in_decimals=18 if asset_in == EURE_ID else 8,
+        asset_out_decimals=8 if asset_out == NBTC_ID else 18,
+        fixed_side="exact_amount_in",
+        fixed_amount=fixed,
+        min_deadline_ms=60_000,
+        received_at=now_utc(),
+    )
 
 
 @pytest.fixture
@@ -80,22 +104,30 @@ async def producer(stack: Stack) -> AsyncIterator[EventProducer]:
     await p.stop()
 
 
-async def start_engine(stack: Stack, control_dir: Path, group: str | None = None,
-                       **options: Any) -> tuple[StrategyEngine, asyncio.Task[int]]:
+async def start_engine(
+    stack: Stack, control_dir: Path, group: str | None = None, **options: Any
+) -> tuple[StrategyEngine, asyncio.Task[int]]:
     """`group`: the consumer groups' name (`group` and `group.results`), a fresh one by default;
     `options`: further settings (a login, say)."""
-    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}", **options)
+    settings = StrategySettings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        control_dir=control_dir,
+        instance=f"t-{uuid.uuid4().hex[:6]}",
+        **options,
+    )
     service = StrategyEngine(settings)
     # a fresh consumer group per test unless given, so each test starts from the topics' end
     group = group or f"strategy-test-{uuid.uuid4()}"
     service.consumer = EventConsumer(settings, group, service.consumer.topics, on_assigned=service._assigned)
-    service.results_consumer = EventConsumer(settings, f"{group}.results", service.results_consumer.topics,
-                                             on_assigned=service._assigned, batched=True)
+    service.results_consumer = EventConsumer(
+        settings, f"{group}.results", service.results_consumer.topics, on_assigned=service._assigned, batched=True
+    )
     task = asyncio.create_task(serve(service, handle_signals=False))
-    await eventually(lambda: all(c.assignment() and c.positioned.is_set()
-                                 for c in (service.consumer, service.results_consumer)),
-                     what="strategy's two groups assigned and positioned")
+    await eventually(
+        lambda: all(c.assignment() and c.positioned.is_set() for c in (service.consumer, service.results_consumer)),
+        what="strategy's two groups assigned and positioned",
+    )
     # reservations rebuilt from earlier tests' commands on the shared bus would leak into this
     # test; the rebuild has its own test below
     service.reservations.clear()
@@ -131,8 +163,9 @@ async def feed(producer: EventProducer, engine: StrategyEngine, *payloads: Any) 
 async def ask(producer: EventProducer, tail: Any, d: SwapDemand) -> tuple[Any, list[Any]]:
     t = await tail("decision.trade_decision", "cmd.execute_trade")
     await producer.publish(new_event(d, producer=SRC, pair=PAIR, correlation_id=d.quote_id))
-    [decision] = await t.wait_for(lambda e: e.event_type == "decision.trade_decision"
-                                  and e.payload.quote_id == d.quote_id)
+    [decision] = await t.wait_for(
+        lambda e: e.event_type == "decision.trade_decision" and e.payload.quote_id == d.quote_id
+    )
     commands = [e for e in t.events if e.event_type == "cmd.execute_trade" and e.payload.quote_id == d.quote_id]
     if decision.payload.decision == "execute" and not commands:
         commands = await t.wait_for(lambda e: e.event_type == "cmd.execute_trade" and e.payload.quote_id == d.quote_id)
@@ -166,8 +199,12 @@ async def test_armed_all_gates_pass_emits_decision_and_command(
     decision, [command] = await ask(producer, tail, d)
     assert decision.payload.decision_reason == "EXECUTE"
     c = command.payload
-    assert (c.quote_id, c.decision_id, c.direction, c.asset_out) == (d.quote_id, decision.payload.decision_id,
-                                                                      "BUY_BTC", EURE_ID)
+    assert (c.quote_id, c.decision_id, c.direction, c.asset_out) == (
+        d.quote_id,
+        decision.payload.decision_id,
+        "BUY_BTC",
+        EURE_ID,
+    )
     assert c.amount_in == 5000 and c.amount_out == decision.payload.amount_out
     assert c.answer_by == d.received_at + timedelta(milliseconds=2000)
     assert command.correlation_id == d.quote_id and command.causation_id == decision.event_id
@@ -186,8 +223,13 @@ async def test_reservations_stop_over_commitment_until_a_result_releases_them(
     second, _ = await ask(producer, tail, demand())
     assert second.payload.decision_reason == "INSUFFICIENT_INVENTORY"
     assert second.payload.inventory_snapshot["reserved"] == str(need)
-    rejected = TradeResult(execution_id=str(uuid.uuid4()), command_id=cmd.payload.command_id,
-                           quote_id=cmd.payload.quote_id, status="rejected", reason="invalid signature")
+    rejected = TradeResult(
+        execution_id=str(uuid.uuid4()),
+        command_id=cmd.payload.command_id,
+        quote_id=cmd.payload.quote_id,
+        status="rejected",
+        reason="invalid signature",
+    )
     await producer.publish(new_event(rejected, producer=SRC, pair=PAIR))
     await eventually(lambda: not engine.reservations.live, what="reservation released")
     third, [_] = await ask(producer, tail, demand())
@@ -225,8 +267,13 @@ async def test_a_failure_reading_results_stops_the_daemon(
         raise RuntimeError("results loop broken by the test")
 
     monkeypatch.setattr(service, "_on_result", broken)
-    result = TradeResult(execution_id=str(uuid.uuid4()), command_id=str(uuid.uuid4()), quote_id=str(uuid.uuid4()),
-                         status="rejected", reason="test")
+    result = TradeResult(
+        execution_id=str(uuid.uuid4()),
+        command_id=str(uuid.uuid4()),
+        quote_id=str(uuid.uuid4()),
+        status="rejected",
+        reason="test",
+    )
     await producer.publish(new_event(result, producer=SRC, pair=PAIR))
     assert await asyncio.wait_for(task, timeout=30) == 1
 
@@ -249,12 +296,21 @@ async def test_stale_price_pending_deposit_and_one_side_affordable(
 
 
 async def test_threshold_and_limits_validated_and_audited(engine: StrategyEngine) -> None:
-    for body in ({"threshold_pct": "-1"}, {"threshold_pct": "500"}, {"threshold_pct": 2.5},
-                 {"threshold_pct": "abc"}, {"threshold_pct": "3", "target_edge_pct": "2"}):
+    for body in (
+        {"threshold_pct": "-1"},
+        {"threshold_pct": "500"},
+        {"threshold_pct": 2.5},
+        {"threshold_pct": "abc"},
+        {"threshold_pct": "3", "target_edge_pct": "2"},
+    ):
         status, _ = await control(engine, "PUT", "/threshold", body)
         assert 400 <= status < 500, body
-    for body in ({"min_notional_eure": "10", "max_notional_eure": "5"}, {"answer_window_ms": 5000}, {},
-                 {"max_notional_eure": "0"}):
+    for body in (
+        {"min_notional_eure": "10", "max_notional_eure": "5"},
+        {"answer_window_ms": 5000},
+        {},
+        {"max_notional_eure": "0"},
+    ):
         status, _ = await control(engine, "PUT", "/limits", body)
         assert 400 <= status < 500, body
     _, view = await control(engine, "GET", "/limits")
@@ -284,15 +340,17 @@ async def test_no_control_api_goes_beyond_the_root_owned_ceilings(engine: Strate
 
 
 def test_settings_beyond_the_ceilings_refuse_the_start(control_dir: Path) -> None:
-    settings = StrategySettings(control_dir=control_dir, strategy_threshold_pct=Decimal("0.5"),
-                                strategy_target_edge_pct=Decimal("0.5"))
+    settings = StrategySettings(
+        control_dir=control_dir, strategy_threshold_pct=Decimal("0.5"), strategy_target_edge_pct=Decimal("0.5")
+    )
     with pytest.raises(CeilingsError, match="threshold_pct 0.5 is below the ceiling min_edge_pct 1.0"):
         StrategyEngine(settings)
 
 
 async def test_a_restart_comes_up_disarmed(stack: Stack, control_dir: Path) -> None:
-    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                control_dir=control_dir)
+    settings = StrategySettings(
+        kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url, control_dir=control_dir
+    )
     assert StrategyEngine(settings).arm.armed is False
 
 
@@ -303,13 +361,20 @@ async def test_a_restart_rebuilds_reservations_of_answers_still_live(
     await arm(engine)
     _, [live] = await ask(producer, tail, demand())
     _, [done] = await ask(producer, tail, demand())
-    settled = TradeResult(execution_id=str(uuid.uuid4()), command_id=done.payload.command_id,
-                          quote_id=done.payload.quote_id, status="expired")
+    settled = TradeResult(
+        execution_id=str(uuid.uuid4()),
+        command_id=done.payload.command_id,
+        quote_id=done.payload.quote_id,
+        status="expired",
+    )
     await producer.publish(new_event(settled, producer=SRC, pair=PAIR))
     await eventually(lambda: done.payload.command_id not in engine.reservations.live, what="expired released")
 
-    again = StrategyEngine(StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                            control_dir=control_dir / "again"))
+    again = StrategyEngine(
+        StrategySettings(
+            kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url, control_dir=control_dir / "again"
+        )
+    )
     await again._rebuild_reservations()
     await again.producer.stop()
     assert live.payload.command_id in again.reservations.live
@@ -342,9 +407,14 @@ async def test_every_gate_reachable_through_kafka_names_its_reason(
 
     await feed(producer, engine, inventory(10**6, 10**20, stale=True))
     assert await reason(demand()) == "INVENTORY_STALE"
-    pending = inventory(10, 0).model_copy(update={"assets": [
-        AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=10, pending_in=10**6),
-        AssetInventory(asset_id=EURE_ID, decimals=18, spendable=0)]})
+    pending = inventory(10, 0).model_copy(
+        update={
+            "assets": [
+                AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=10, pending_in=10**6),
+                AssetInventory(asset_id=EURE_ID, decimals=18, spendable=0),
+            ]
+        }
+    )
     await feed(producer, engine, pending)
     assert await reason(demand()) == "PENDING_DEPOSIT_NOT_CREDITED"
 
@@ -359,11 +429,13 @@ async def test_every_gate_reachable_through_kafka_names_its_reason(
     assert await reason(demand()) == "EXECUTE"
 
 
-async def test_strict_mode_watches_history_writer_and_reports_audit_impaired(
-    stack: Stack, control_dir: Path
-) -> None:
-    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                control_dir=control_dir, strict_audit=True)
+async def test_strict_mode_watches_history_writer_and_reports_audit_impaired(stack: Stack, control_dir: Path) -> None:
+    settings = StrategySettings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        control_dir=control_dir,
+        strict_audit=True,
+    )
     service = StrategyEngine(settings)
     task = asyncio.create_task(serve(service, handle_signals=False))
     try:
@@ -386,8 +458,7 @@ OUTPUTS = GRANTS["strategy-engine"].writes  # decision.trade_decision, cmd.execu
 async def acl_call(stack: Stack, request: Any) -> Any:
     """One ACL request to the broker as the harness's admin (aiokafka's admin client has none:
     see daemons/core/acls.py)."""
-    client = AIOKafkaClient(bootstrap_servers=stack.kafka_bootstrap, client_id="strategy-test-acls",
-                            **kafka_options())
+    client = AIOKafkaClient(bootstrap_servers=stack.kafka_bootstrap, client_id="strategy-test-acls", **kafka_options())
     await client.bootstrap()
     try:
         return await client.send(client.get_random_node(), request)
@@ -403,8 +474,9 @@ class StrategyAcls:
 
     async def held(self, rtype: int, name: str, operation: int) -> bool:
         """Whether the broker's authorizer holds the ALLOW (DescribeAcls is answered from it)."""
-        response = await acl_call(self.stack, DescribeAclsRequest(rtype, name, LITERAL, PRINCIPAL, "*", operation,
-                                                                  ALLOW))
+        response = await acl_call(
+            self.stack, DescribeAclsRequest(rtype, name, LITERAL, PRINCIPAL, "*", operation, ALLOW)
+        )
         assert response.error_code == 0, response
         return bool(response.resources)
 
@@ -439,9 +511,12 @@ async def as_strategy_engine(stack: Stack) -> AsyncIterator[tuple[dict[str, Any]
     for g in groups:
         await acls.set(GROUP, g, READ, True)
     # each commit reaches the broker at once: the group's committed offset is what the engine decided
-    options = {"group": group, "kafka_username": "strategy-engine",
-               "kafka_password_file": TEST_STACK_DIR / "kafka-credentials" / "strategy-engine",
-               "kafka_commit_interval_ms": 0}
+    options = {
+        "group": group,
+        "kafka_username": "strategy-engine",
+        "kafka_password_file": TEST_STACK_DIR / "kafka-credentials" / "strategy-engine",
+        "kafka_commit_interval_ms": 0,
+    }
     try:
         yield options, acls
     finally:
@@ -470,8 +545,9 @@ Committed = Callable[[str, TopicPartition], Awaitable[int]]
 @pytest.fixture
 async def committed(stack: Stack) -> AsyncIterator[Committed]:
     """Asks the broker for a group's committed offset on a partition (-1: none), as the admin."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="strategy-test-offsets",
-                                **kafka_options())
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=stack.kafka_bootstrap, client_id="strategy-test-offsets", **kafka_options()
+    )
     await admin.start()
 
     async def offset(group: str, tp: TopicPartition) -> int:
@@ -492,8 +568,13 @@ def sent_for(sends: list[Envelope[Any]], topic: str, quote_id: str) -> list[Enve
 
 
 async def test_a_refused_publish_is_sent_again_and_its_request_committed_only_once_acknowledged(
-    stack: Stack, control_dir: Path, producer: EventProducer, tail: Any, committed: Committed,
-    as_strategy_engine: tuple[dict[str, Any], StrategyAcls], monkeypatch: pytest.MonkeyPatch,
+    stack: Stack,
+    control_dir: Path,
+    producer: EventProducer,
+    tail: Any,
+    committed: Committed,
+    as_strategy_engine: tuple[dict[str, Any], StrategyAcls],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The broker refuses the strategy's writes (its WRITE ACLs taken away mid-run): the request's
     offset stays uncommitted while the same decision is sent again; once the broker takes them,
@@ -524,10 +605,18 @@ async def test_a_refused_publish_is_sent_again_and_its_request_committed_only_on
 
         await acls.accept_writes()
         # (b) accepted again: the decision and the command decided once land, as they were decided
-        decision = (await t.wait_for(lambda e: e.event_type == "decision.trade_decision"
-                                     and e.payload.quote_id == d.quote_id, what="the decision, resent"))[0]
-        command = (await t.wait_for(lambda e: e.event_type == "cmd.execute_trade"
-                                    and e.payload.quote_id == d.quote_id, what="the command, resent"))[0]
+        decision = (
+            await t.wait_for(
+                lambda e: e.event_type == "decision.trade_decision" and e.payload.quote_id == d.quote_id,
+                what="the decision, resent",
+            )
+        )[0]
+        command = (
+            await t.wait_for(
+                lambda e: e.event_type == "cmd.execute_trade" and e.payload.quote_id == d.quote_id,
+                what="the command, resent",
+            )
+        )[0]
         decided = sent_for(sends, "decision.trade_decision", d.quote_id)
         commanded = sent_for(sends, "cmd.execute_trade", d.quote_id)
         assert {e.event_id for e in decided} == {decided[0].event_id} == {decision.event_id}
@@ -549,8 +638,13 @@ async def test_a_refused_publish_is_sent_again_and_its_request_committed_only_on
 
 
 async def test_a_drain_while_refused_leaves_the_request_uncommitted_for_the_next_start(
-    stack: Stack, control_dir: Path, producer: EventProducer, tail: Any, committed: Committed,
-    as_strategy_engine: tuple[dict[str, Any], StrategyAcls], monkeypatch: pytest.MonkeyPatch,
+    stack: Stack,
+    control_dir: Path,
+    producer: EventProducer,
+    tail: Any,
+    committed: Committed,
+    as_strategy_engine: tuple[dict[str, Any], StrategyAcls],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """(c) A drain while the broker refuses the decision: the engine exits without committing the
     request, and the next start on the same group reads it again and records a decision for it."""
@@ -588,8 +682,9 @@ async def test_a_drain_while_refused_leaves_the_request_uncommitted_for_the_next
     (control_dir / "again").mkdir()
     again, again_task = await start_engine(stack, control_dir / "again", **options)
     try:
-        [decision] = await t.wait_for(lambda e: e.payload.quote_id == d.quote_id,
-                                      what="the request read again and decided")
+        [decision] = await t.wait_for(
+            lambda e: e.payload.quote_id == d.quote_id, what="the request read again and decided"
+        )
         assert decision.event_id not in refused  # the drained engine's decision never landed
 
         async def request_committed() -> bool:

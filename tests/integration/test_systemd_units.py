@@ -229,17 +229,21 @@ def verify_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @needs_analyze
 def test_systemd_analyze_verify_accepts_every_unit_silently(verify_copy: Path) -> None:
     files = sorted(str(p) for p in verify_copy.glob("*.service")) + [str(verify_copy / TARGET)]
-    result = subprocess.run([ANALYZE or "", "verify", "--man=no", *files], capture_output=True, text=True,
-                            cwd=verify_copy, timeout=120)
+    result = subprocess.run(
+        [ANALYZE or "", "verify", "--man=no", *files], capture_output=True, text=True, cwd=verify_copy, timeout=120
+    )
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and output == "", output
     # the drop-in is read with its unit (its directory sits beside it): prove it would be reported
     bad = verify_copy / "quoteloop-market-reference-ingest.service.d" / "zz-probe.conf"
     bad.write_text("[Service]\nNoSuchSetting=1\n")
     try:
-        probe = subprocess.run([ANALYZE or "", "verify", "--man=no",
-                                str(verify_copy / "quoteloop-market-reference-ingest.service")],
-                               capture_output=True, text=True, timeout=120)
+        probe = subprocess.run(
+            [ANALYZE or "", "verify", "--man=no", str(verify_copy / "quoteloop-market-reference-ingest.service")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         bad.unlink()
     assert "NoSuchSetting" in probe.stdout + probe.stderr
@@ -250,16 +254,24 @@ def test_systemd_analyze_verify_accepts_every_unit_silently(verify_copy: Path) -
 def test_systemd_analyze_security_scores_ok(service: str) -> None:
     if analyze_version() < 250:
         pytest.skip("systemd-analyze security --offline needs systemd >= 250")
-    result = subprocess.run([ANALYZE or "", "security", "--offline=true", "--no-pager", str(unit_path(service))],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [ANALYZE or "", "security", "--offline=true", "--no-pager", str(unit_path(service))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", result.stdout)
     assert match, result.stdout[-2000:]
     exposure, verdict = float(match.group(1)), match.group(2)
     assert exposure <= 2.0 and verdict in {"OK", "SAFE"}, f"{service}: {exposure} {verdict}"
     # and systemd's own threshold check agrees (the scale there is tenths)
-    threshold = subprocess.run([ANALYZE or "", "security", "--offline=true", "--threshold=20", str(unit_path(service))],
-                               capture_output=True, text=True, timeout=120)
+    threshold = subprocess.run(
+        [ANALYZE or "", "security", "--offline=true", "--threshold=20", str(unit_path(service))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert threshold.returncode == 0
 
 
@@ -269,8 +281,12 @@ AF = {"AF_UNIX": socket.AF_UNIX, "AF_INET": socket.AF_INET, "AF_INET6": socket.A
 
 
 class _Cmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
-                ("datum_b", ctypes.c_uint64)]
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
 
 
 SCMP_ACT_ALLOW = 0x7FFF0000
@@ -282,8 +298,9 @@ def _errno_action(code: int) -> int:
 
 
 def syscall_groups() -> dict[str, list[str]]:
-    out = subprocess.run([ANALYZE or "", "syscall-filter", "--no-pager"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [ANALYZE or "", "syscall-filter", "--no-pager"], capture_output=True, text=True, check=True
+    ).stdout
     groups: dict[str, list[str]] = {}
     current = None
     for line in out.splitlines():
@@ -324,8 +341,13 @@ class Sandbox:
         self.lib = ctypes.CDLL(path, use_errno=True)
         self.lib.seccomp_init.restype = ctypes.c_void_p
         self.lib.seccomp_init.argtypes = [ctypes.c_uint32]
-        self.lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
-                                                    ctypes.POINTER(_Cmp)]
+        self.lib.seccomp_rule_add_array.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.POINTER(_Cmp),
+        ]
         self.lib.seccomp_load.argtypes = [ctypes.c_void_p]
         self.lib.seccomp_release.argtypes = [ctypes.c_void_p]
         self.lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
@@ -455,8 +477,15 @@ uvloop.run(main())
 
 
 def test_hot_path_libraries_work_under_the_units_sandbox(sandbox: Sandbox) -> None:
-    result = subprocess.run([sys.executable, "-c", WORKLOAD], preexec_fn=sandbox.apply, cwd=REPO,
-                            env=clean_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", WORKLOAD],
+        preexec_fn=sandbox.apply,
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "workload ok" in result.stdout, result.stdout + result.stderr
 
 
@@ -479,11 +508,22 @@ def test_a_daemon_serves_notifies_and_drains_under_the_units_sandbox(
     WATCHDOG=1, /healthz and /state over the control socket, then SIGTERM drains to exit 0."""
     sock, path = notify_socket
     control = tmp_path / "run"
-    env = clean_env(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="400000", QL_CONTROL_DIR=str(control),
-                    QL_KAFKA_BOOTSTRAP="127.0.0.1:1", QL_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    env = clean_env(
+        NOTIFY_SOCKET=str(path),
+        WATCHDOG_USEC="400000",
+        QL_CONTROL_DIR=str(control),
+        QL_KAFKA_BOOTSTRAP="127.0.0.1:1",
+        QL_DATABASE_URL="postgresql://x@127.0.0.1:1/x",
+    )
     log = (tmp_path / "daemon.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "daemons.near_intents_ingest"], preexec_fn=sandbox.apply,
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemons.near_intents_ingest"],
+        preexec_fn=sandbox.apply,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 60

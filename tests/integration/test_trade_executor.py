@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
 import signal
 import subprocess
@@ -94,12 +95,15 @@ def secrets_dir(tmp_path: Path, venue: Venue) -> Path:
 
 async def _commands_from_end(stack: Stack, group: str) -> None:
     """Give `group` a committed position at the topic's end, so it skips earlier tests' commands."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False,
-                                **kafka_options())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka_bootstrap, group_id=group, enable_auto_commit=False, **kafka_options()
+    )
     await consumer.start()
     try:
-        tps = [TopicPartition("cmd.execute_trade", p)
-               for p in sorted(consumer.partitions_for_topic("cmd.execute_trade") or {0})]
+        tps = [
+            TopicPartition("cmd.execute_trade", p)
+            for p in sorted(consumer.partitions_for_topic("cmd.execute_trade") or {0})
+        ]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.commit({tp: ends[tp] for tp in tps})
@@ -110,17 +114,28 @@ async def _commands_from_end(stack: Stack, group: str) -> None:
 def _env(stack: Stack, control_dir: Path, venue: Venue, secrets_dir: Path, group: str, **extra: str) -> dict[str, str]:
     return {
         **stack.settings_env(control_dir),
-        "QL_RELAY_WS_URL": venue.relay.ws_url, "QL_RELAY_RPC_URL": venue.relay.rpc_url,
-        "QL_RELAY_JWT_FILE": str(secrets_dir / "relay.jwt"), "QL_NEAR_RPC_URL": venue.near.base_url,
-        "QL_SIGNER_ACCOUNT_ID": ACCOUNT, "QL_SIGNER_KEY_FILE": str(secrets_dir / "signer.key"),
-        "QL_EXECUTOR_GROUP": group, "QL_RELAY_BACKOFF_INITIAL_S": "0.05", "QL_RELAY_BACKOFF_MAX_S": "0.2",
-        "QL_EXECUTOR_RESOLVE_INTERVAL_S": "0.05", "QL_EXECUTOR_SETTLE_GRACE_MS": "100",
-        "QL_EXECUTOR_ANSWER_MARGIN_MS": "300", "QL_EXECUTOR_RELAY_ANSWER_TIMEOUT_S": "0.5",
-        "QL_EXECUTOR_POLL_MS": "20", "QL_EXECUTOR_CLOSE_TIMEOUT_S": "1", "QL_LOG_LEVEL": "WARNING",
+        "QL_RELAY_WS_URL": venue.relay.ws_url,
+        "QL_RELAY_RPC_URL": venue.relay.rpc_url,
+        "QL_RELAY_JWT_FILE": str(secrets_dir / "relay.jwt"),
+        "QL_NEAR_RPC_URL": venue.near.base_url,
+        "QL_SIGNER_ACCOUNT_ID": ACCOUNT,
+        "QL_SIGNER_KEY_FILE": str(secrets_dir / "signer.key"),
+        "QL_EXECUTOR_GROUP": group,
+        "QL_RELAY_BACKOFF_INITIAL_S": "0.05",
+        "QL_RELAY_BACKOFF_MAX_S": "0.2",
+        "QL_EXECUTOR_RESOLVE_INTERVAL_S": "0.05",
+        "QL_EXECUTOR_SETTLE_GRACE_MS": "100",
+        "QL_EXECUTOR_ANSWER_MARGIN_MS": "300",
+        "QL_EXECUTOR_RELAY_ANSWER_TIMEOUT_S": "0.5",
+        "QL_EXECUTOR_POLL_MS": "20",
+        "QL_EXECUTOR_CLOSE_TIMEOUT_S": "1",
+        "QL_LOG_LEVEL": "WARNING",
         # deadlines here are a second or less: the status wait and the chain reads that decide
         # answers come in seconds, not the production minutes (budget 12/min)
-        "QL_EXECUTOR_STATUS_WAIT_MS": "1000", "QL_EXECUTOR_FINAL_BLOCK_INTERVAL_S": "0.3",
-        "QL_NEAR_RPC_BUDGET_PER_MIN": "100", "QL_NEAR_RPC_BUDGET_BURST": "20",
+        "QL_EXECUTOR_STATUS_WAIT_MS": "1000",
+        "QL_EXECUTOR_FINAL_BLOCK_INTERVAL_S": "0.3",
+        "QL_NEAR_RPC_BUDGET_PER_MIN": "100",
+        "QL_NEAR_RPC_BUDGET_BURST": "20",
         **extra,
     }
 
@@ -138,8 +153,16 @@ def _settings(env: dict[str, str]) -> ExecutorSettings:
 class Harness:
     """One executor under test plus the means to drive and watch it."""
 
-    def __init__(self, stack: Stack, control_dir: Path, venue: Venue, secrets_dir: Path,
-                 producer: EventProducer, results: TopicTail, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        control_dir: Path,
+        venue: Venue,
+        secrets_dir: Path,
+        producer: EventProducer,
+        results: TopicTail,
+        pool: asyncpg.Pool,
+    ) -> None:
         self.stack, self.control_dir, self.venue, self.secrets_dir = stack, control_dir, venue, secrets_dir
         self.producer, self.results, self.pool = producer, results, pool
         self.group = f"exec-{uuid.uuid4()}"
@@ -158,30 +181,46 @@ class Harness:
         svc = self.service
         self.start_price_beat()
         if wait_ready:
-            await eventually(lambda: svc.relay is not None and svc.relay.connected and svc.db_error is None
-                             and svc.consumer.assignment() and svc.recovered_at is not None
-                             and svc.prices.latest is not None and (svc.signer.ready or not arm),
-                             what="executor ready")
+            await eventually(
+                lambda: (
+                    svc.relay is not None
+                    and svc.relay.connected
+                    and svc.db_error is None
+                    and svc.consumer.assignment()
+                    and svc.recovered_at is not None
+                    and svc.prices.latest is not None
+                    and (svc.signer.ready or not arm)
+                ),
+                what="executor ready",
+            )
         if arm:
             status, body = await self.control("POST", "/arm", {"operator": "tester", "reason": "integration test"})
             assert status == 200 and body["armed"] is True, body
         return svc
 
-    async def price(self, bid: str = PRICE_BID, ask: str | None = None, *, decisionable: bool = True,
-                    freshness_ms: int = 0) -> str:
+    async def price(
+        self, bid: str = PRICE_BID, ask: str | None = None, *, decisionable: bool = True, freshness_ms: int = 0
+    ) -> str:
         """Publish a `ref.market_price` (EURe per BTC) and wait until the executor holds it."""
         sample = sample_payloads()["ref.market_price"]
         assert isinstance(sample, MarketPrice)
-        price = sample.model_copy(update={
-            "fair_rate_buy_btc": Decimal(bid), "fair_rate_sell_btc": Decimal(ask or bid), "decisionable": decisionable,
-            "status_reason": None if decisionable else "SOURCE_CONFLICT", "freshness_ms": freshness_ms,
-        })
+        price = sample.model_copy(
+            update={
+                "fair_rate_buy_btc": Decimal(bid),
+                "fair_rate_sell_btc": Decimal(ask or bid),
+                "decisionable": decisionable,
+                "status_reason": None if decisionable else "SOURCE_CONFLICT",
+                "freshness_ms": freshness_ms,
+            }
+        )
         event = new_event(price, producer=TEST_PRODUCER, pair="BTC/EURe")
         await self.producer.publish(event)
         svc = self.service
         if svc is not None:
-            await eventually(lambda: svc.prices.latest is not None and svc.prices.latest.event_id == str(event.event_id),
-                             what="price seen")
+            await eventually(
+                lambda: svc.prices.latest is not None and svc.prices.latest.event_id == str(event.event_id),
+                what="price seen",
+            )
         return str(event.event_id)
 
     async def _price_beat(self) -> None:
@@ -217,7 +256,9 @@ class Harness:
         await self.pool.execute(
             f"UPDATE executor_ledger SET state = {closed}, published_state = {closed},"
             " reason = 'closed by the test harness' WHERE command_id = ANY($1::text[])"
-            " AND state IN ('received', 'signing', 'submitted', 'acknowledged', 'uncertain')", self.command_ids)
+            " AND state IN ('received', 'signing', 'submitted', 'acknowledged', 'uncertain')",
+            self.command_ids,
+        )
 
     async def statuses(self, command_id: str) -> list[str]:
         """Every result published for the command so far, in order (each exactly once)."""
@@ -230,9 +271,16 @@ class Harness:
             async with session.request(method, f"http://x{path}", json=json) as resp:
                 return resp.status, await resp.json()
 
-    async def inventory(self, eure: int = 10_000 * EURE, btc: int = 10**8, *, stale: bool = False,
-                        age_ms: int = 0, results_through: dict[int, int] | None | Literal["now"] = "now",
-                        account: str = ACCOUNT) -> str:
+    async def inventory(
+        self,
+        eure: int = 10_000 * EURE,
+        btc: int = 10**8,
+        *,
+        stale: bool = False,
+        age_ms: int = 0,
+        results_through: dict[int, int] | None | Literal["now"] = "now",
+        account: str = ACCOUNT,
+    ) -> str:
         """Publish a `state.intent_inventory` snapshot and wait until the executor holds it. By
         default it covers every result published so far, as a covering reading of inventory-sync
         would; None: it proves nothing about settlements."""
@@ -242,38 +290,67 @@ class Harness:
         assert isinstance(sample, IntentInventory)
         btc_asset, eure_asset = sample.assets[0], sample.assets[1]
         inventory_id = str(uuid.uuid4())
-        snapshot = sample.model_copy(update={
-            "inventory_id": inventory_id, "account_id": account, "stale": stale, "age_ms": age_ms,
-            "synced_at": datetime.now(UTC), "results_through": results_through,
-            "assets": [btc_asset.model_copy(update={"asset_id": NBTC_ID, "spendable": btc}),
-                       eure_asset.model_copy(update={"asset_id": EURE_ID, "spendable": eure})],
-        })
+        snapshot = sample.model_copy(
+            update={
+                "inventory_id": inventory_id,
+                "account_id": account,
+                "stale": stale,
+                "age_ms": age_ms,
+                "synced_at": datetime.now(UTC),
+                "results_through": results_through,
+                "assets": [
+                    btc_asset.model_copy(update={"asset_id": NBTC_ID, "spendable": btc}),
+                    eure_asset.model_copy(update={"asset_id": EURE_ID, "spendable": eure}),
+                ],
+            }
+        )
         await self.producer.publish(new_event(snapshot, producer=TEST_PRODUCER, pair="BTC/EURe"))
         svc = self.service
         if svc is not None:
-            await eventually(lambda: svc.inventory.latest is not None
-                             and svc.inventory.latest.inventory_id == inventory_id, what="snapshot seen")
+            await eventually(
+                lambda: svc.inventory.latest is not None and svc.inventory.latest.inventory_id == inventory_id,
+                what="snapshot seen",
+            )
         return inventory_id
 
     async def results_end(self) -> dict[int, int]:
         """exec.trade_result's end offsets now: what a snapshot covering every result so far names."""
-        return await topic_end_offsets(_settings(_env(self.stack, self.control_dir, self.venue, self.secrets_dir,
-                                                      self.group)), "exec.trade_result", "test-results-end")
+        return await topic_end_offsets(
+            _settings(_env(self.stack, self.control_dir, self.venue, self.secrets_dir, self.group)),
+            "exec.trade_result",
+            "test-results-end",
+        )
 
     async def quote(self, *, sats: int = SATS, min_deadline_ms: int = 60_000) -> str:
         """A BUY_BTC request at the relay: the taker gives `sats` BTC and wants EURe."""
-        q = await self.venue.relay.emit_quote(asset_in=NBTC_ID, asset_out=EURE_ID, exact_amount_in=sats,
-                                              min_deadline_ms=min_deadline_ms)
+        q = await self.venue.relay.emit_quote(
+            asset_in=NBTC_ID, asset_out=EURE_ID, exact_amount_in=sats, min_deadline_ms=min_deadline_ms
+        )
         return str(q["quote_id"])
 
-    def command(self, quote_id: str, *, give: int = GIVE, sats: int = SATS, min_deadline_ms: int = 60_000,
-                answer_by: datetime | None = None, command_id: str | None = None) -> Envelope[ExecuteTrade]:
+    def command(
+        self,
+        quote_id: str,
+        *,
+        give: int = GIVE,
+        sats: int = SATS,
+        min_deadline_ms: int = 60_000,
+        answer_by: datetime | None = None,
+        command_id: str | None = None,
+    ) -> Envelope[ExecuteTrade]:
         command_id = command_id or str(uuid.uuid4())
         self.command_ids.append(command_id)
         cmd = ExecuteTrade(
-            command_id=command_id, decision_id=str(uuid.uuid4()), quote_id=quote_id,
-            direction="BUY_BTC", asset_in=NBTC_ID, asset_out=EURE_ID, amount_in=sats, amount_out=give,
-            fixed_side="exact_amount_in", min_deadline_ms=min_deadline_ms,
+            command_id=command_id,
+            decision_id=str(uuid.uuid4()),
+            quote_id=quote_id,
+            direction="BUY_BTC",
+            asset_in=NBTC_ID,
+            asset_out=EURE_ID,
+            amount_in=sats,
+            amount_out=give,
+            fixed_side="exact_amount_in",
+            min_deadline_ms=min_deadline_ms,
             answer_by=answer_by or datetime.now(UTC) + timedelta(seconds=5),
         )
         return new_event(cmd, producer=TEST_PRODUCER, pair="BTC/EURe", correlation_id=quote_id)
@@ -284,13 +361,18 @@ class Harness:
     async def result(self, command_id: str, status: str, timeout: float = 15.0) -> Any:
         try:
             found = await self.results.wait_for(
-                lambda e: e.payload.command_id == command_id and e.payload.status == status, timeout=timeout,
-                what=f"{status} result for {command_id}")
+                lambda e: e.payload.command_id == command_id and e.payload.status == status,
+                timeout=timeout,
+                what=f"{status} result for {command_id}",
+            )
         except AssertionError as exc:  # say what came instead, and what the executor thought
             seen = [(r.status, r.reason_code, r.reason) for r in self.results_for(command_id)]
             state = self.service.state() if self.service is not None else None
-            brief = {k: state[k] for k in ("blocked_reason", "reserved", "settled_holds", "refusals", "errors")
-                     if state and k in state}
+            brief = {
+                k: state[k]
+                for k in ("blocked_reason", "reserved", "settled_holds", "refusals", "errors")
+                if state and k in state
+            }
             raise AssertionError(f"{exc}; results for it: {seen}; executor: {brief}") from None
         return found[-1].payload
 
@@ -325,8 +407,15 @@ def stack_settings(stack: Stack) -> ExecutorSettings:
 
 
 @pytest.fixture
-async def harness(stack: Stack, control_dir: Path, venue: Venue, secrets_dir: Path, producer: EventProducer,
-                  tail: Callable[..., Awaitable[TopicTail]], pool: asyncpg.Pool) -> AsyncIterator[Harness]:
+async def harness(
+    stack: Stack,
+    control_dir: Path,
+    venue: Venue,
+    secrets_dir: Path,
+    producer: EventProducer,
+    tail: Callable[..., Awaitable[TopicTail]],
+    pool: asyncpg.Pool,
+) -> AsyncIterator[Harness]:
     results = await tail("exec.trade_result")
     h = Harness(stack, control_dir, venue, secrets_dir, producer, results, pool)
     yield h
@@ -354,7 +443,11 @@ async def test_answer_is_recorded_before_it_is_sent_acknowledged_then_settled(ha
     parsed = parse_nonce(base64.b64decode(ack.nonce))
     assert parsed.deadline == ack.deadline and ack.deadline.microsecond % 1000 == 0
     life = timedelta(milliseconds=60_000 + 300)
-    assert ack.command_received_at + life - timedelta(milliseconds=1) <= ack.deadline <= ack.signed_at + life + timedelta(milliseconds=1)
+    assert (
+        ack.command_received_at + life - timedelta(milliseconds=1)
+        <= ack.deadline
+        <= ack.signed_at + life + timedelta(milliseconds=1)
+    )
     # what reached the relay is exactly what the ledger stored
     sent = harness.venue.quote_responses()
     assert len(sent) == 1
@@ -568,8 +661,7 @@ async def test_a_lost_quote_status_is_caught_on_chain_and_corrected_to_settled(h
     assert svc.audit_counts["used"] == 1 and svc.book.reserved(EURE_ID) == GIVE  # held as settled again
 
 
-async def test_an_answer_the_node_cannot_decide_keeps_its_hold_until_an_operator_records_it(
-        harness: Harness) -> None:
+async def test_an_answer_the_node_cannot_decide_keeps_its_hold_until_an_operator_records_it(harness: Harness) -> None:
     """The node keeps too few blocks to read the nonce at the deadline: the outcome stays open
     (undecided, hold kept, never expired) until an operator's verdict, which is audited."""
     harness.venue.verifier.chain.keep_blocks = 2  # every block a final read names is already gone
@@ -585,22 +677,34 @@ async def test_an_answer_the_node_cannot_decide_keeps_its_hold_until_an_operator
     status, state = await harness.control("GET", "/state")
     assert cid in state["undecided"] and svc.book.reserved(EURE_ID) == GIVE
     assert await harness.statuses(cid) == ["uncertain"]  # neither expired nor settled by a guess
-    status, err = await harness.control("POST", "/resolve", {"command_id": str(uuid.uuid4()), "outcome": "expired",
-                                                             "reason": "guess", "operator": "olga"})
+    status, err = await harness.control(
+        "POST",
+        "/resolve",
+        {"command_id": str(uuid.uuid4()), "outcome": "expired", "reason": "guess", "operator": "olga"},
+    )
     assert status == 409 and "not undecided" in err["error"]
     status, err = await harness.control("POST", "/resolve", {"command_id": cid, "outcome": "expired"})
     assert status == 422  # the evidence is required
-    status, body = await harness.control("POST", "/resolve", {"command_id": cid, "outcome": "expired",
-                                                              "reason": "archival node: nonce unused at the deadline",
-                                                              "operator": "olga"})
+    status, body = await harness.control(
+        "POST",
+        "/resolve",
+        {
+            "command_id": cid,
+            "outcome": "expired",
+            "reason": "archival node: nonce unused at the deadline",
+            "operator": "olga",
+        },
+    )
     assert status == 200 and body["state"] == "expired"
     expired = await harness.result(cid, "expired")
     assert (expired.resolved_by, expired.reason_code) == ("operator", "operator_expired")
     assert svc.book.reserved(EURE_ID) == 0 and cid not in svc.undecided
 
     async def audited() -> Any:
-        return await harness.pool.fetchrow("SELECT * FROM control_actions WHERE service = 'trade-executor' AND "
-                                   "action = 'resolve' AND operator = 'olga' AND outcome = 'expired'")
+        return await harness.pool.fetchrow(
+            "SELECT * FROM control_actions WHERE service = 'trade-executor' AND "
+            "action = 'resolve' AND operator = 'olga' AND outcome = 'expired'"
+        )
 
     row = await eventually(audited, what="the verdict audited")
     assert row["reason"] == "archival node: nonce unused at the deadline"
@@ -657,8 +761,9 @@ async def test_an_unpicked_answer_expires_after_its_deadline(harness: Harness) -
     assert expired.resolved_by == "no_quote_status"  # guaranteed delivery, connected throughout
     assert svc.book.reserved(EURE_ID) == 0
     # a quote_status arriving after all is a venue fact: it corrects the expiry
-    await harness.venue.relay.broadcast_status({"quote_hash": expired.quote_hash, "intent_hash": "late-intent",
-                                                "tx_hash": "late-tx"})
+    await harness.venue.relay.broadcast_status(
+        {"quote_hash": expired.quote_hash, "intent_hash": "late-intent", "tx_hash": "late-tx"}
+    )
     corrected = await harness.result(event.payload.command_id, "settled")
     assert (corrected.tx_hash, corrected.resolved_by) == ("late-tx", "quote_status")
     assert svc.book.reserved(EURE_ID) == GIVE  # gone from the verifier, not yet from a snapshot
@@ -764,8 +869,9 @@ async def test_strict_audit_mode_holds_in_the_executor_too(harness: Harness) -> 
     assert "audit history impaired" in (svc.state()["blocked_reason"] or "")
 
 
-def write_ceilings(path: Path, *, notional: str = "500", give_eure: str = "500", exposure_eure: str = "200000",
-                   min_edge: str = "1.0") -> Path:
+def write_ceilings(
+    path: Path, *, notional: str = "500", give_eure: str = "500", exposure_eure: str = "200000", min_edge: str = "1.0"
+) -> Path:
     path.write_text(f"""min_edge_pct = "{min_edge}"
 max_notional_eure_per_answer = "{notional}"
 max_price_age_ms = 10000
@@ -814,14 +920,24 @@ async def test_an_executor_without_usable_ceilings_does_not_start(tmp_path: Path
     loose = write_ceilings(tmp_path / "loose.toml")
     loose.chmod(0o666)
     for path, words in ((tmp_path / "absent.toml", "does not exist"), (loose, "mode 0666")):
-        proc = subprocess.run([sys.executable, "-m", "daemons.trade_executor"], env={**env, "QL_CEILINGS_FILE": str(path)},
-                              cwd=REPO, capture_output=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "daemons.trade_executor"],
+            env={**env, "QL_CEILINGS_FILE": str(path)},
+            cwd=REPO,
+            capture_output=True,
+            timeout=60,
+        )
         assert proc.returncode == 78, proc.stderr
         assert words in proc.stderr.decode()
     tight = write_ceilings(tmp_path / "tight.toml")
     tight.write_text(tight.read_text().replace("max_inventory_age_ms = 30000", "max_inventory_age_ms = 1000"))
-    proc = subprocess.run([sys.executable, "-m", "daemons.trade_executor"], cwd=REPO, capture_output=True, timeout=60,
-                          env={**env, "QL_CEILINGS_FILE": str(tight)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemons.trade_executor"],
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        env={**env, "QL_CEILINGS_FILE": str(tight)},
+    )
     assert proc.returncode == 78 and "QL_EXECUTOR_INVENTORY_MAX_AGE_MS 30000" in proc.stderr.decode()
 
 
@@ -846,8 +962,10 @@ async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves
             event = harness.command(await harness.quote(min_deadline_ms=1000), min_deadline_ms=1000)
             cid = event.payload.command_id
             await harness.send(event)
-            await eventually(lambda: cid in svc.book.answers and svc.book.answers[cid].state is LedgerState.SIGNING,
-                             what="signed, its write held")
+            await eventually(
+                lambda: cid in svc.book.answers and svc.book.answers[cid].state is LedgerState.SIGNING,
+                what="signed, its write held",
+            )
             status, _ = await harness.control("POST", "/disarm", {"operator": "tester", "reason": "stop now"})
             assert status == 200
             await hold.rollback()  # the write goes on, after the disarm
@@ -860,8 +978,10 @@ async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves
         await eventually(lambda: svc.book.reserved(EURE_ID) == 0, timeout=10, what="released after the deadline")
         assert datetime.now(UTC) >= rejected.deadline
     finally:
-        await harness.pool.execute("DROP TRIGGER IF EXISTS test_hold_submitted ON executor_ledger;"
-                                   " DROP FUNCTION IF EXISTS test_hold_submitted()")
+        await harness.pool.execute(
+            "DROP TRIGGER IF EXISTS test_hold_submitted ON executor_ledger;"
+            " DROP FUNCTION IF EXISTS test_hold_submitted()"
+        )
 
 
 async def test_disarmed_paused_and_late_commands_are_refused_with_a_result(harness: Harness) -> None:
@@ -891,7 +1011,8 @@ async def test_disarmed_paused_and_late_commands_are_refused_with_a_result(harne
         assert row is not None and row.nonce is row.signed_data is None  # nothing was signed
     rows = await harness.pool.fetch(
         "SELECT action, operator, outcome FROM control_actions WHERE service = 'trade-executor'"
-        " AND action IN ('arm', 'pause') ORDER BY id DESC LIMIT 2")
+        " AND action IN ('arm', 'pause') ORDER BY id DESC LIMIT 2"
+    )
     assert {(r["action"], r["operator"]) for r in rows} == {("arm", "tester"), ("pause", "tester")}
 
 
@@ -953,8 +1074,9 @@ async def test_disarm_with_cancel_live_burns_the_nonces_of_live_answers(harness:
     await harness.send(event)
     ack = await harness.result(cid, "acknowledged")
     operator = f"ops-{uuid.uuid4()}"
-    status, body = await harness.control("POST", "/disarm", {"operator": operator, "reason": "cancel everything",
-                                                             "cancel_live": True})
+    status, body = await harness.control(
+        "POST", "/disarm", {"operator": operator, "reason": "cancel everything", "cancel_live": True}
+    )
     assert status == 200 and body["armed"] is False
     assert body["cancel_live"]["requested"] == 1 and body["cancel_live"]["relay"]["status"] == "OK"
     burned = harness.venue.verifier.snapshot()["relay_burned_nonces"][ACCOUNT]
@@ -966,9 +1088,12 @@ async def test_disarm_with_cancel_live_burns_the_nonces_of_live_answers(harness:
     assert expired.reason_code == "cancelled" and expired.cancel_requested_at is not None
     row = await harness.row(cid)
     assert row is not None and row.cancel_response["status"] == "OK" and row.cancel_response["nonces"] == [ack.nonce]
-    audit = await eventually(lambda: harness.pool.fetch(
-        "SELECT action, outcome FROM control_actions WHERE service = 'trade-executor' AND operator = $1", operator),
-        what="audit rows")
+    audit = await eventually(
+        lambda: harness.pool.fetch(
+            "SELECT action, outcome FROM control_actions WHERE service = 'trade-executor' AND operator = $1", operator
+        ),
+        what="audit rows",
+    )
     assert {(r["action"], r["outcome"]) for r in audit} == {("disarm", "disarmed"), ("cancel_live", "OK")}
     assert svc.arm.armed is False
 
@@ -989,19 +1114,34 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
         if state == "received":
             return cid
         plan = plan_nonce(harness.venue.verifier.current_salt(), now, min_deadline_ms, 0)
-        await store.transition(cid, LedgerState.SIGNING, now,
-                               signer_id=ACCOUNT, salt=plan.salt, nonce=plan.nonce_b64, deadline=plan.deadline)
+        await store.transition(
+            cid,
+            LedgerState.SIGNING,
+            now,
+            signer_id=ACCOUNT,
+            salt=plan.salt,
+            nonce=plan.nonce_b64,
+            deadline=plan.deadline,
+        )
         if state == "signing":
             return cid
         answer = sign_answer(key, ACCOUNT, event.payload, plan, "intents.near")
-        await store.transition(cid, LedgerState.SUBMITTED, now, signed_data=answer.signed_data,
-                               quote_hash=answer.quote_hash, quote_output=answer.quote_output_wire(), signed_at=now)
+        await store.transition(
+            cid,
+            LedgerState.SUBMITTED,
+            now,
+            signed_data=answer.signed_data,
+            quote_hash=answer.quote_hash,
+            quote_output=answer.quote_output_wire(),
+            signed_at=now,
+        )
         if state == "acknowledged":
             await store.transition(cid, LedgerState.ACKNOWLEDGED, now)
         return cid
 
-    received, signing, submitted, acknowledged = [await seed(s) for s in
-                                                  ("received", "signing", "submitted", "acknowledged")]
+    received, signing, submitted, acknowledged = [
+        await seed(s) for s in ("received", "signing", "submitted", "acknowledged")
+    ]
     await harness.start(arm=False)
     r = await harness.result(received, "refused")
     assert r.reason_code == "executor_restarted"
@@ -1013,7 +1153,7 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
     assert (await harness.result(acknowledged, "expired")).resolved_by == "no_quote_status"
     assert harness.venue.quote_responses() == []  # nothing was (re)sent
     for cid in (received, signing, submitted, acknowledged):
-        await eventually(lambda: _published(harness, cid), what=f"{cid} noted as published")
+        await eventually(functools.partial(_published, harness, cid), what=f"{cid} noted as published")
 
 
 # --- kill -9 between sending and publishing ------------------------------------------------------
@@ -1022,8 +1162,11 @@ async def test_start_resolves_every_unresolved_row_from_the_venue(harness: Harne
 @pytest.fixture
 def spawn(harness: Harness, tmp_path: Path, daemon_procs: Any) -> Callable[..., subprocess.Popen[bytes]]:
     def start(**extra: str) -> subprocess.Popen[bytes]:
-        return daemon_procs("daemons.trade_executor", {**os.environ, **harness.env(**extra)},  # type: ignore[no-any-return]
-                            tmp_path / "executor.log")
+        return daemon_procs(
+            "daemons.trade_executor",
+            {**os.environ, **harness.env(**extra)},  # type: ignore[no-any-return]
+            tmp_path / "executor.log",
+        )
 
     return start
 
@@ -1040,8 +1183,9 @@ async def test_kill_9_after_sending_then_restart_answers_once_and_publishes(
             status, state = await harness.control("GET", "/state")
         except (aiohttp.ClientError, OSError):
             return False
-        return bool(state["connected"]["relay"] and state["ledger"]["available"] and state["signer"]["status"]
-                    == "authorized")
+        return bool(
+            state["connected"]["relay"] and state["ledger"]["available"] and state["signer"]["status"] == "authorized"
+        )
 
     await eventually(ready, what="executor process ready")
     status, _ = await harness.control("POST", "/arm", {"operator": "tester", "reason": "crash test"})

@@ -54,15 +54,22 @@ OPERATOR = "carol"
 
 @pytest.fixture
 async def engine(stack: Stack, control_dir: Path) -> AsyncIterator[StrategyEngine]:
-    settings = StrategySettings(kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url,
-                                control_dir=control_dir, instance=f"t-{uuid.uuid4().hex[:6]}")
+    settings = StrategySettings(
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        control_dir=control_dir,
+        instance=f"t-{uuid.uuid4().hex[:6]}",
+    )
     service = StrategyEngine(settings)
     # a fresh consumer group, so the engine starts at the topics' end
-    service.consumer = type(service.consumer)(settings, f"tui-strategy-{uuid.uuid4()}", service.consumer.topics,
-                                              on_assigned=service._assigned)
+    service.consumer = type(service.consumer)(
+        settings, f"tui-strategy-{uuid.uuid4()}", service.consumer.topics, on_assigned=service._assigned
+    )
     task = asyncio.create_task(serve(service, handle_signals=False))
-    await eventually(lambda: service.consumer.assignment() and service.consumer.positioned.is_set(),
-                     what="strategy assigned and positioned")
+    await eventually(
+        lambda: service.consumer.assignment() and service.consumer.positioned.is_set(),
+        what="strategy assigned and positioned",
+    )
     service.reservations.clear()  # earlier tests' commands on the shared bus are not ours
     yield service
     service.request_drain()
@@ -82,8 +89,9 @@ async def producer(stack: Stack) -> AsyncIterator[EventProducer]:
 
 @asynccontextmanager
 async def monitor(control_dir: Path, database_url: str) -> AsyncIterator[tuple[MonitorApp, Pilot[None]]]:
-    source = MonitorSource(ControlClient(control_dir, timeout_s=5.0), database_url, decisions_shown=10,
-                           db_timeout_s=5.0, db_retry_s=0.5)
+    source = MonitorSource(
+        ControlClient(control_dir, timeout_s=5.0), database_url, decisions_shown=10, db_timeout_s=5.0, db_retry_s=0.5
+    )
     app = MonitorApp(source, refresh_s=0.2, operator=OPERATOR)
     async with app.run_test(size=(200, 60)) as pilot:
         await refreshed(app)
@@ -148,8 +156,9 @@ async def test_shows_the_running_daemon_and_the_absent_ones_then_the_one_that_st
         # the daemon going away shows as such; the monitor keeps running
         service.request_drain()
         assert await asyncio.wait_for(task, timeout=30) == 0
-        await eventually(lambda: row(app, "daemons", "history-writer")[1] == "NOT RUNNING",
-                         what="history-writer shown as stopped")
+        await eventually(
+            lambda: row(app, "daemons", "history-writer")[1] == "NOT RUNNING", what="history-writer shown as stopped"
+        )
         await refreshed(app)
         assert app.is_running
 
@@ -235,8 +244,7 @@ async def test_pause_and_resume_the_selected_daemon_and_no_arm_switch_where_ther
         await type_text(pilot, "maintenance")
         await pilot.press("enter")
         await eventually(lambda: service.paused, what="history-writer paused through the TUI")
-        await eventually(lambda: row(app, "daemons", "history-writer")[3] in ("paused", "pausing"),
-                         what="paused shown")
+        await eventually(lambda: row(app, "daemons", "history-writer")[3] in ("paused", "pausing"), what="paused shown")
         assert ["WARN", "history-writer", "paused: taking no new work"] in rows(app, "alerts")
 
         await pilot.press("r")
@@ -248,48 +256,86 @@ async def test_pause_and_resume_the_selected_daemon_and_no_arm_switch_where_ther
 
 def _price() -> MarketPrice:
     now = now_utc()
-    return MarketPrice(source="kraken", fallback_used=False, fair_rate_buy_btc=Decimal("59990"),
-                       fair_rate_sell_btc=Decimal("60010"), source_time=now, freshness_ms=100,
-                       eure_eur_rate=Decimal(1), eure_basis="assumed_1_to_1", bid=Decimal("59990"),
-                       ask=Decimal("60010"), mid=Decimal("60000"), decisionable=True)
+    return MarketPrice(
+        source="kraken",
+        fallback_used=False,
+        fair_rate_buy_btc=Decimal("59990"),
+        fair_rate_sell_btc=Decimal("60010"),
+        source_time=now,
+        freshness_ms=100,
+        eure_eur_rate=Decimal(1),
+        eure_basis="assumed_1_to_1",
+        bid=Decimal("59990"),
+        ask=Decimal("60010"),
+        mid=Decimal("60000"),
+        decisionable=True,
+    )
 
 
 def _inventory() -> IntentInventory:
-    return IntentInventory(inventory_id=str(uuid.uuid4()), account_id="solver.near",
-                           assets=[AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=10**6),
-                                   AssetInventory(asset_id=EURE_ID, decimals=18, spendable=10**20)],
-                           synced_at=now_utc(), age_ms=10, stale=False)
+    return IntentInventory(
+        inventory_id=str(uuid.uuid4()),
+        account_id="solver.near",
+        assets=[
+            AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=10**6),
+            AssetInventory(asset_id=EURE_ID, decimals=18, spendable=10**20),
+        ],
+        synced_at=now_utc(),
+        age_ms=10,
+        stale=False,
+    )
 
 
 def _demand() -> SwapDemand:
     # a user offers 5000 sats for EURe: quoteloop would give EURe (BUY_BTC)
-    return SwapDemand(quote_id=f"tui-{uuid.uuid4()}", direction="BUY_BTC", asset_in=NBTC_ID, asset_out=EURE_ID,
-                      asset_in_decimals=8, asset_out_decimals=18, fixed_side="exact_amount_in", fixed_amount=5000,
-                      min_deadline_ms=60_000, received_at=now_utc())
+    return SwapDemand(
+        quote_id=f"tui-{uuid.uuid4()}",
+        direction="BUY_BTC",
+        asset_in=NBTC_ID,
+        asset_out=EURE_ID,
+        asset_in_decimals=8,
+        asset_out_decimals=18,
+        fixed_side="exact_amount_in",
+        fixed_amount=5000,
+        min_deadline_ms=60_000,
+        received_at=now_utc(),
+    )
 
 
 async def test_latest_decisions_from_postgresql_and_the_reservation_they_hold(
-    stack: Stack, control_dir: Path, engine: StrategyEngine, producer: EventProducer,
+    stack: Stack,
+    control_dir: Path,
+    engine: StrategyEngine,
+    producer: EventProducer,
     writer: tuple[HistoryWriter, asyncio.Task[int]],
 ) -> None:
     async def fresh_inputs() -> None:
         price, inv = new_event(_price(), producer=SRC, pair=PAIR), new_event(_inventory(), producer=SRC, pair=PAIR)
         await producer.publish(price)
         await producer.publish(inv)
-        await eventually(lambda: engine.price is not None and engine.price.event_id == price.event_id
-                         and engine.inventory is not None and engine.inventory.event_id == inv.event_id,
-                         what="engine holds the price and inventory")
+        await eventually(
+            lambda: (
+                engine.price is not None
+                and engine.price.event_id == price.event_id
+                and engine.inventory is not None
+                and engine.inventory.event_id == inv.event_id
+            ),
+            what="engine holds the price and inventory",
+        )
 
     await fresh_inputs()
     async with monitor(control_dir, stack.database_url) as (app, pilot):
         rejected = _demand()
         await producer.publish(new_event(rejected, producer=SRC, pair=PAIR, correlation_id=rejected.quote_id))
-        await eventually(lambda: any(r[-1] == rejected.quote_id for r in rows(app, "decisions")),
-                         what="the disarmed decision shown from PostgreSQL")
+        await eventually(
+            lambda: any(r[-1] == rejected.quote_id for r in rows(app, "decisions")),
+            what="the disarmed decision shown from PostgreSQL",
+        )
         [shown] = [r for r in rows(app, "decisions") if r[-1] == rejected.quote_id]
         assert shown[1:4] == ["BUY_BTC", "reject", "DISARMED"] and Decimal(shown[4]) >= Decimal("2.0")
-        assert ["strategy sees", "usable"] == [c for c in next(r for r in rows(app, "prices")
-                                                                if r[0] == "strategy sees")[:2]]
+        assert ["strategy sees", "usable"] == [
+            c for c in next(r for r in rows(app, "prices") if r[0] == "strategy sees")[:2]
+        ]
 
         await select(pilot, app, "strategy-engine")
         await pilot.press("a")
@@ -299,12 +345,22 @@ async def test_latest_decisions_from_postgresql_and_the_reservation_they_hold(
         await fresh_inputs()  # the price has a freshness bound; waiting for PostgreSQL took time
         executed = _demand()
         await producer.publish(new_event(executed, producer=SRC, pair=PAIR, correlation_id=executed.quote_id))
-        await eventually(lambda: any(r[-1] == executed.quote_id and r[2] == "EXECUTE"
-                                     for r in rows(app, "decisions")), what="the EXECUTE decision shown")
+        await eventually(
+            lambda: any(r[-1] == executed.quote_id and r[2] == "EXECUTE" for r in rows(app, "decisions")),
+            what="the EXECUTE decision shown",
+        )
         # the strategy's reservation for that answer: the EURe it would give, until it expires
-        await eventually(lambda: any(r[0] == "strategy" and r[2] == executed.quote_id[:12] + "…"
-                                     and r[3] == "reserved" and r[4].endswith(" EURe") and r[5].startswith("in ")
-                                     for r in rows(app, "answers")), what="the reservation shown")
+        await eventually(
+            lambda: any(
+                r[0] == "strategy"
+                and r[2] == executed.quote_id[:12] + "…"
+                and r[3] == "reserved"
+                and r[4].endswith(" EURe")
+                and r[5].startswith("in ")
+                for r in rows(app, "answers")
+            ),
+            what="the reservation shown",
+        )
         reserved = next(r for r in rows(app, "inventory") if r[0] == "EURe")
         assert reserved[5].endswith(" EURe") and reserved[5] != "0 EURe"
         assert "EXECUTE" in screen_text(app)
@@ -324,13 +380,22 @@ async def test_database_loss_keeps_the_last_rows_on_screen_marked_stale_until_it
     stack: Stack, control_dir: Path, pool: asyncpg.Pool
 ) -> None:
     quote_id = f"tui-{uuid.uuid4()}"
-    decision = TradeDecision(decision_id=str(uuid.uuid4()), quote_id=quote_id, pair=PAIR, direction="SELL_BTC",
-                             decision="reject", decision_reason="INVENTORY_STALE", threshold_pct=Decimal("2.0"),
-                             armed=False, decided_at=now_utc())
+    decision = TradeDecision(
+        decision_id=str(uuid.uuid4()),
+        quote_id=quote_id,
+        pair=PAIR,
+        direction="SELL_BTC",
+        decision="reject",
+        decision_reason="INVENTORY_STALE",
+        threshold_pct=Decimal("2.0"),
+        armed=False,
+        decided_at=now_utc(),
+    )
     event = new_event(decision, producer=SRC, pair=PAIR, correlation_id=quote_id)
     # stored the way history-writer stores it
-    await write_batch(pool, "tui-test", f"tui-{uuid.uuid4()}",
-                      [Delivery(event.event_type, 0, -1, None, encode(event), event, None)])
+    await write_batch(
+        pool, "tui-test", f"tui-{uuid.uuid4()}", [Delivery(event.event_type, 0, -1, None, encode(event), event, None)]
+    )
     async with monitor(control_dir, stack.database_url) as (app, _pilot):
         await eventually(lambda: any(r[-1] == quote_id for r in rows(app, "decisions")), what="decision shown")
         await asyncio.to_thread(stack.stop_postgres)
@@ -340,8 +405,11 @@ async def test_database_loss_keeps_the_last_rows_on_screen_marked_stale_until_it
             assert any(a[1] == "postgresql" for a in rows(app, "alerts"))
         finally:
             await asyncio.to_thread(stack.start_postgres)
-        await eventually(lambda: not any(a[1] == "postgresql" for a in rows(app, "alerts")), timeout=60,
-                         what="PostgreSQL back, alert cleared")
+        await eventually(
+            lambda: not any(a[1] == "postgresql" for a in rows(app, "alerts")),
+            timeout=60,
+            what="PostgreSQL back, alert cleared",
+        )
         assert "STALE, last read" not in screen_text(app)
 
 

@@ -22,4 +22,5 @@ def test_each_group_belongs_to_one_principal_and_tools_only_read() -> None:
     assert (TOPIC, "cmd.execute_trade", "User:strategy-engine", WRITE) in entries
     assert (GROUP, "trade-executor", "User:trade-executor", READ) in entries
     assert [e for e in entries if e[1] == "cmd.execute_trade" and e[3] == WRITE] == [
-        (TOPIC, "cmd.execute_trade", "User:strategy-engine", WRITE)]
+        (TOPIC, "cmd.execute_trade", "User:strategy-engine", WRITE)
+    ]

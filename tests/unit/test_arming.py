@@ -47,4 +47,6 @@ def test_a_refused_arm_stays_disarmed_and_is_audited() -> None:
     with pytest.raises(ControlError):
         asyncio.run(arm(None, ArmBody(operator="ops", reason="x"), Caller("ops", "x")))
     assert s.armed is False
-    assert writer.pending[-1][1][5] == "refused: signer not authorized"  # (service, action, operator, reason, params, outcome, identity)
+    assert (
+        writer.pending[-1][1][5] == "refused: signer not authorized"
+    )  # (service, action, operator, reason, params, outcome, identity)

@@ -50,8 +50,15 @@ def test_assets_are_frozen_and_must_answer_the_route_question_once() -> None:
     with pytest.raises(ValidationError, match="either a poa_chain or an unsupported_reason"):
         Asset(symbol="BTC", asset_id="nep141:x.near", decimals=8, name="x", bridge="poa")
     with pytest.raises(ValidationError, match="either a poa_chain or an unsupported_reason"):
-        Asset(symbol="BTC", asset_id="nep141:x.near", decimals=8, name="x", bridge="poa", poa_chain="btc:mainnet",
-              unsupported_reason="no")
+        Asset(
+            symbol="BTC",
+            asset_id="nep141:x.near",
+            decimals=8,
+            name="x",
+            bridge="poa",
+            poa_chain="btc:mainnet",
+            unsupported_reason="no",
+        )
 
 
 def test_unknown_asset_is_refused_by_name() -> None:
@@ -196,7 +203,7 @@ def test_round_trip(base_units: int, decimals: int) -> None:
 
 
 @given(
-    st.decimals(allow_nan=False, allow_infinity=False, places=12, min_value=-10**9, max_value=10**9),
+    st.decimals(allow_nan=False, allow_infinity=False, places=12, min_value=-(10**9), max_value=10**9),
     st.integers(min_value=0, max_value=18),
 )
 def test_floor_and_ceiling_bracket_the_value(units: Decimal, decimals: int) -> None:

@@ -58,14 +58,19 @@ def test_a_symlink_missing_file_or_directory_is_refused(tmp_path: Path) -> None:
         load_ceilings(tmp_path, PAIR)
 
 
-@pytest.mark.parametrize("text, words", [
-    (LOCAL.replace('EURe = "500"\n', "", 1), "[max_give_per_answer] has no EURe"),
-    (LOCAL.replace('max_notional_eure_per_answer = "500"', 'max_notional_eure_per_answer = "0"'),
-     "max_notional_eure_per_answer: Input should be greater than 0"),
-    (LOCAL.replace('BTC = "5"', 'BTC = "-1"'), "BTC must be positive"),
-    ("surprise = 1\n" + LOCAL, "surprise: Extra inputs are not permitted"),
-    ("min_edge_pct = [", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (LOCAL.replace('EURe = "500"\n', "", 1), "[max_give_per_answer] has no EURe"),
+        (
+            LOCAL.replace('max_notional_eure_per_answer = "500"', 'max_notional_eure_per_answer = "0"'),
+            "max_notional_eure_per_answer: Input should be greater than 0",
+        ),
+        (LOCAL.replace('BTC = "5"', 'BTC = "-1"'), "BTC must be positive"),
+        ("surprise = 1\n" + LOCAL, "surprise: Extra inputs are not permitted"),
+        ("min_edge_pct = [", "not valid TOML"),
+    ],
+)
 def test_content_errors_name_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:
     with pytest.raises(CeilingsError) as err:
         load_ceilings(_file(tmp_path, text), PAIR)

@@ -74,7 +74,7 @@ def test_u128_round_trips_any_amount(amount: int) -> None:
     assert decode("cmd.execute_trade", encode(event)).payload.amount_in == amount
 
 
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=12, min_value=-10**6, max_value=10**6))
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=12, min_value=-(10**6), max_value=10**6))
 def test_decimal_round_trips_exactly(value: Decimal) -> None:
     payload = sample_payloads()["decision.trade_decision"].model_copy(update={"gross_edge_pct": value})
     event = new_event(payload, producer=PRODUCER, pair="BTC/EURe")

@@ -42,21 +42,44 @@ NOW = datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC)
 KEY = SignerKey.generate()
 
 
-def command(*, fixed_side: str = "exact_amount_in", amount_in: int = 100_000, amount_out: int = 89 * 10**18,
-            direction: str = "BUY_BTC", min_deadline_ms: int = 60_000) -> ExecuteTrade:
+def command(
+    *,
+    fixed_side: str = "exact_amount_in",
+    amount_in: int = 100_000,
+    amount_out: int = 89 * 10**18,
+    direction: str = "BUY_BTC",
+    min_deadline_ms: int = 60_000,
+) -> ExecuteTrade:
     asset_in, asset_out = (BTC, EURE) if direction == "BUY_BTC" else (EURE, BTC)
-    return ExecuteTrade(command_id=str(uuid.uuid4()), decision_id="d", quote_id=str(uuid.uuid4()),
-                        direction=direction, asset_in=asset_in, asset_out=asset_out,  # type: ignore[arg-type]
-                        amount_in=amount_in, amount_out=amount_out, fixed_side=fixed_side,  # type: ignore[arg-type]
-                        min_deadline_ms=min_deadline_ms, answer_by=NOW + timedelta(seconds=1))
+    return ExecuteTrade(
+        command_id=str(uuid.uuid4()),
+        decision_id="d",
+        quote_id=str(uuid.uuid4()),
+        direction=direction,
+        asset_in=asset_in,
+        asset_out=asset_out,  # type: ignore[arg-type]
+        amount_in=amount_in,
+        amount_out=amount_out,
+        fixed_side=fixed_side,  # type: ignore[arg-type]
+        min_deadline_ms=min_deadline_ms,
+        answer_by=NOW + timedelta(seconds=1),
+    )
 
 
 def request_for(cmd: ExecuteTrade) -> dict[str, object]:
     """The relay's quote request the command answers."""
-    fixed = {"exact_amount_in": str(cmd.amount_in)} if cmd.fixed_side == "exact_amount_in" else \
-        {"exact_amount_out": str(cmd.amount_out)}
-    return {"quote_id": cmd.quote_id, "defuse_asset_identifier_in": cmd.asset_in,
-            "defuse_asset_identifier_out": cmd.asset_out, "min_deadline_ms": cmd.min_deadline_ms, **fixed}
+    fixed = (
+        {"exact_amount_in": str(cmd.amount_in)}
+        if cmd.fixed_side == "exact_amount_in"
+        else {"exact_amount_out": str(cmd.amount_out)}
+    )
+    return {
+        "quote_id": cmd.quote_id,
+        "defuse_asset_identifier_in": cmd.asset_in,
+        "defuse_asset_identifier_out": cmd.asset_out,
+        "min_deadline_ms": cmd.min_deadline_ms,
+        **fixed,
+    }
 
 
 def verifier() -> VerifierState:
@@ -100,7 +123,8 @@ def test_the_nonce_carries_salt_and_the_intent_deadline_and_the_signature_verifi
     message = json.loads(answer.signed_data["payload"]["message"])
     assert parse_deadline_ns(message["deadline"]) == parsed.deadline_ns == datetime_to_ns(plan.deadline)
     assert message["signer_id"] == ACCOUNT and message["intents"] == [
-        {"intent": "token_diff", "diff": {BTC: "100000", EURE: "-89000000000000000000"}}]
+        {"intent": "token_diff", "diff": {BTC: "100000", EURE: "-89000000000000000000"}}
+    ]
     digest = verify_signed_data(answer.signed_data)
     assert answer.quote_hash == quote_hash(digest)
     assert answer.quote_output_wire() == {"amount_out": "89000000000000000000"}
@@ -121,10 +145,16 @@ def test_every_answer_gets_its_own_nonce() -> None:
     min_deadline_ms=st.integers(0, 120_000),
     margin_ms=st.integers(0, 10_000),
 )
-def test_the_simulated_verifier_accepts_every_answer_built(fixed_side: str, direction: str, amount_in: int,
-                                                         amount_out: int, min_deadline_ms: int, margin_ms: int) -> None:
-    cmd = command(fixed_side=fixed_side, direction=direction, amount_in=amount_in, amount_out=amount_out,
-                  min_deadline_ms=min_deadline_ms)
+def test_the_simulated_verifier_accepts_every_answer_built(
+    fixed_side: str, direction: str, amount_in: int, amount_out: int, min_deadline_ms: int, margin_ms: int
+) -> None:
+    cmd = command(
+        fixed_side=fixed_side,
+        direction=direction,
+        amount_in=amount_in,
+        amount_out=amount_out,
+        min_deadline_ms=min_deadline_ms,
+    )
     v = verifier()
     plan = plan_nonce(v.current_salt(), NOW, min_deadline_ms, margin_ms)
     answer = sign_answer(KEY, ACCOUNT, cmd, plan, "intents.near")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemons.core.events import TradeResult, decode, encode, new_event, Producer
+from daemons.core.events import Producer, TradeResult, decode, encode, new_event
 from daemons.trade_executor.ledger import (
     FINAL,
     LIVE,
@@ -32,12 +32,21 @@ T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 # The ledger's state machine (docs/design.md §5), written out once more by hand: the code must match it exactly.
 EXPECTED = {
-    (S.RECEIVED, S.SIGNING), (S.RECEIVED, S.SUBMITTED), (S.RECEIVED, S.REFUSED),
-    (S.SIGNING, S.SUBMITTED), (S.SIGNING, S.SETTLED), (S.SIGNING, S.EXPIRED),
-    (S.SUBMITTED, S.ACKNOWLEDGED), (S.SUBMITTED, S.REJECTED), (S.SUBMITTED, S.UNCERTAIN),
-    (S.SUBMITTED, S.SETTLED), (S.SUBMITTED, S.EXPIRED),
-    (S.ACKNOWLEDGED, S.SETTLED), (S.ACKNOWLEDGED, S.EXPIRED),
-    (S.UNCERTAIN, S.SETTLED), (S.UNCERTAIN, S.EXPIRED),
+    (S.RECEIVED, S.SIGNING),
+    (S.RECEIVED, S.SUBMITTED),
+    (S.RECEIVED, S.REFUSED),
+    (S.SIGNING, S.SUBMITTED),
+    (S.SIGNING, S.SETTLED),
+    (S.SIGNING, S.EXPIRED),
+    (S.SUBMITTED, S.ACKNOWLEDGED),
+    (S.SUBMITTED, S.REJECTED),
+    (S.SUBMITTED, S.UNCERTAIN),
+    (S.SUBMITTED, S.SETTLED),
+    (S.SUBMITTED, S.EXPIRED),
+    (S.ACKNOWLEDGED, S.SETTLED),
+    (S.ACKNOWLEDGED, S.EXPIRED),
+    (S.UNCERTAIN, S.SETTLED),
+    (S.UNCERTAIN, S.EXPIRED),
     (S.EXPIRED, S.SETTLED),
 }
 
@@ -93,11 +102,21 @@ def test_execution_id_is_deterministic_per_command() -> None:
 
 def _row(state: S, **extra: object) -> LedgerRow:
     base: dict[str, object] = dict(
-        command_id="c-1", quote_id="q-1", execution_id=execution_id_for("c-1"), decision_id="d-1",
-        command_event_id=uuid.uuid4(), state=state, direction="BUY_BTC", asset_in="nep141:nbtc.bridge.near",
-        asset_out="nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near", amount_in=100_000,
-        amount_out=89 * 10**18, fixed_side="exact_amount_in", min_deadline_ms=60_000,
-        answer_by=T0 + timedelta(seconds=1), received_at=T0,
+        command_id="c-1",
+        quote_id="q-1",
+        execution_id=execution_id_for("c-1"),
+        decision_id="d-1",
+        command_event_id=uuid.uuid4(),
+        state=state,
+        direction="BUY_BTC",
+        asset_in="nep141:nbtc.bridge.near",
+        asset_out="nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near",
+        amount_in=100_000,
+        amount_out=89 * 10**18,
+        fixed_side="exact_amount_in",
+        min_deadline_ms=60_000,
+        answer_by=T0 + timedelta(seconds=1),
+        received_at=T0,
     )
     base.update(extra)
     return LedgerRow(**base)  # type: ignore[arg-type]
@@ -105,10 +124,24 @@ def _row(state: S, **extra: object) -> LedgerRow:
 
 @pytest.mark.parametrize("state", [s for s, status in RESULT_STATUS.items() if status is not None])
 def test_every_result_state_becomes_a_valid_trade_result_that_round_trips(state: S) -> None:
-    row = _row(state, nonce="n", deadline=T0 + timedelta(seconds=61), quote_hash="h", signed_at=T0, sent_at=T0,
-               venue_answered_at=T0, settled_at=T0 + timedelta(seconds=2), expired_at=T0 + timedelta(seconds=70),
-               resolved_by="is_nonce_used", reason="why", reason_code="code", venue_response={"ok": True},
-               inventory_id="inv", spendable_at_check=10**21, reserved_at_check=0)
+    row = _row(
+        state,
+        nonce="n",
+        deadline=T0 + timedelta(seconds=61),
+        quote_hash="h",
+        signed_at=T0,
+        sent_at=T0,
+        venue_answered_at=T0,
+        settled_at=T0 + timedelta(seconds=2),
+        expired_at=T0 + timedelta(seconds=70),
+        resolved_by="is_nonce_used",
+        reason="why",
+        reason_code="code",
+        venue_response={"ok": True},
+        inventory_id="inv",
+        spendable_at_check=10**21,
+        reserved_at_check=0,
+    )
     result = result_from_row(row)
     assert result.status == RESULT_STATUS[state]
     assert (result.execution_id, result.command_id, result.quote_id) == (row.execution_id, "c-1", "q-1")
@@ -142,9 +175,16 @@ def test_needs_publishing_tracks_the_published_state() -> None:
 def test_from_record_converts_numerics_and_states() -> None:
     from decimal import Decimal
 
-    record = {**_row(S.UNCERTAIN).__dict__, "state": "uncertain", "published_state": "uncertain",
-              "amount_in": Decimal(5), "amount_out": Decimal(2**127), "spendable_at_check": Decimal(7),
-              "command": {"x": 1}, "updated_at": T0}
+    record = {
+        **_row(S.UNCERTAIN).__dict__,
+        "state": "uncertain",
+        "published_state": "uncertain",
+        "amount_in": Decimal(5),
+        "amount_out": Decimal(2**127),
+        "spendable_at_check": Decimal(7),
+        "command": {"x": 1},
+        "updated_at": T0,
+    }
     row = LedgerRow.from_record(record)
     assert row.state is S.UNCERTAIN and row.published_state is S.UNCERTAIN
     assert (row.amount_in, row.amount_out, row.spendable_at_check) == (5, 2**127, 7)

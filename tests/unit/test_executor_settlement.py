@@ -26,10 +26,27 @@ BTC = "nep141:nbtc.bridge.near"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-def live(cid: str, amount: int, *, asset: str = EURE, state: S = S.ACKNOWLEDGED, deadline: datetime | None = NOW,
-         quote_hash: str | None = None, nonce: str | None = "bm9uY2U=") -> LiveAnswer:
-    return LiveAnswer(command_id=cid, quote_id=f"q-{cid}", asset_out=asset, amount_out=amount, state=state,
-                      signer_id="solver.near", nonce=nonce, deadline=deadline, quote_hash=quote_hash or f"h-{cid}")
+def live(
+    cid: str,
+    amount: int,
+    *,
+    asset: str = EURE,
+    state: S = S.ACKNOWLEDGED,
+    deadline: datetime | None = NOW,
+    quote_hash: str | None = None,
+    nonce: str | None = "bm9uY2U=",
+) -> LiveAnswer:
+    return LiveAnswer(
+        command_id=cid,
+        quote_id=f"q-{cid}",
+        asset_out=asset,
+        amount_out=amount,
+        state=state,
+        signer_id="solver.near",
+        nonce=nonce,
+        deadline=deadline,
+        quote_hash=quote_hash or f"h-{cid}",
+    )
 
 
 def test_holds_add_up_per_asset_and_release_frees_them() -> None:
@@ -89,13 +106,16 @@ def test_is_due_exactly_at_deadline_plus_grace(offset_ms: int, grace_ms: int) ->
     assert is_due(None, NOW, grace_ms) is False
 
 
-@pytest.mark.parametrize(("state", "step"), [
-    (S.RECEIVED, RecoveryStep.REFUSE),
-    (S.SIGNING, RecoveryStep.RESOLVE_NOW),
-    (S.SUBMITTED, RecoveryStep.MARK_UNCERTAIN),
-    (S.ACKNOWLEDGED, RecoveryStep.WATCH),
-    (S.UNCERTAIN, RecoveryStep.WATCH),
-])
+@pytest.mark.parametrize(
+    ("state", "step"),
+    [
+        (S.RECEIVED, RecoveryStep.REFUSE),
+        (S.SIGNING, RecoveryStep.RESOLVE_NOW),
+        (S.SUBMITTED, RecoveryStep.MARK_UNCERTAIN),
+        (S.ACKNOWLEDGED, RecoveryStep.WATCH),
+        (S.UNCERTAIN, RecoveryStep.WATCH),
+    ],
+)
 def test_every_unresolved_state_has_a_recovery_step(state: S, step: RecoveryStep) -> None:
     assert recovery_step(state) is step
 

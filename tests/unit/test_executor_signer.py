@@ -32,11 +32,18 @@ def test_a_good_key_loads_unverified(tmp_path: Path) -> None:
     assert status.status == "unverified" and not status.ready and status.public_key == key.public_key
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("missing", "key_missing"), ("world_readable", "key_insecure"), ("group_writable", "key_insecure"),
-    ("malformed", "key_invalid"), ("wrong_json", "key_invalid"), ("no_file_setting", "key_file_not_set"),
-    ("no_account", "account_not_set"),
-])
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing", "key_missing"),
+        ("world_readable", "key_insecure"),
+        ("group_writable", "key_insecure"),
+        ("malformed", "key_invalid"),
+        ("wrong_json", "key_invalid"),
+        ("no_file_setting", "key_file_not_set"),
+        ("no_account", "account_not_set"),
+    ],
+)
 def test_each_key_problem_is_named(tmp_path: Path, case: str, expected: str) -> None:
     key = SignerKey.generate()
     account: str | None = "solver.near"

@@ -9,17 +9,35 @@ from tests.faults.invariants import Judged, answered_twice, over_commitment
 BTC = "nep141:nbtc.bridge.near"
 
 
-def answer(at: float, give: int, credited: int, *, deadline: float = 100.0, spent_at: float | None = None,
-           quote_id: str | None = None, accepted: bool = True) -> dict[str, Any]:
-    return {"at": at, "quote_id": quote_id or f"q{at}", "accepted": accepted, "signer_id": "mm.near",
-            "deadline": deadline, "gives": {BTC: str(give)}, "credited": {BTC: str(credited)},
-            "spent_at": spent_at, "settled_tx": None}
+def answer(
+    at: float,
+    give: int,
+    credited: int,
+    *,
+    deadline: float = 100.0,
+    spent_at: float | None = None,
+    quote_id: str | None = None,
+    accepted: bool = True,
+) -> dict[str, Any]:
+    return {
+        "at": at,
+        "quote_id": quote_id or f"q{at}",
+        "accepted": accepted,
+        "signer_id": "mm.near",
+        "deadline": deadline,
+        "gives": {BTC: str(give)},
+        "credited": {BTC: str(credited)},
+        "spent_at": spent_at,
+        "settled_tx": None,
+    }
 
 
 def test_two_live_answers_beyond_the_credited_balance_are_over_commitment() -> None:
     judged = over_commitment([answer(1.0, 3, 5), answer(2.0, 3, 5)], 0.0, 10.0)
     assert judged.samples == 2
-    assert len(judged.problems) == 1 and "6 of nep141:nbtc.bridge.near committed in 2 live answers" in judged.problems[0]
+    assert (
+        len(judged.problems) == 1 and "6 of nep141:nbtc.bridge.near committed in 2 live answers" in judged.problems[0]
+    )
     assert judged.margin == "worst margin BTC -0.00000001"
 
 

@@ -17,8 +17,9 @@ TOPIC_NAMES = sorted(TOPICS)
 
 def _raw(i: int) -> tuple[str, bytes]:
     topic = TOPIC_NAMES[i % len(TOPIC_NAMES)]
-    event = new_event(sample_payloads()[topic], producer=Producer(service="t", instance="t1"),
-                      pair="BTC/EURe", correlation_id=str(i))
+    event = new_event(
+        sample_payloads()[topic], producer=Producer(service="t", instance="t1"), pair="BTC/EURe", correlation_id=str(i)
+    )
     return topic, encode(event)
 
 

@@ -14,12 +14,23 @@ from daemons.venues.near_intents.relay_ws import QuoteRequest
 PAIR = ActivePair(NBTC_ID)
 
 
-def quote(asset_in: str, asset_out: str, *, amount_in: int | None = 10**8, amount_out: int | None = None,
-          quote_id: str = "q1") -> QuoteRequest:
-    return QuoteRequest(quote_id=quote_id, asset_in=asset_in, asset_out=asset_out, exact_amount_in=amount_in,
-                        exact_amount_out=amount_out, min_deadline_ms=60000, metadata={"partner_id": "p"},
-                        subscription="s", seq=None, envelope="event", raw="{}",
-                        received_at=datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC))
+def quote(
+    asset_in: str, asset_out: str, *, amount_in: int | None = 10**8, amount_out: int | None = None, quote_id: str = "q1"
+) -> QuoteRequest:
+    return QuoteRequest(
+        quote_id=quote_id,
+        asset_in=asset_in,
+        asset_out=asset_out,
+        exact_amount_in=amount_in,
+        exact_amount_out=amount_out,
+        min_deadline_ms=60000,
+        metadata={"partner_id": "p"},
+        subscription="s",
+        seq=None,
+        envelope="event",
+        raw="{}",
+        received_at=datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC),
+    )
 
 
 def test_direction_is_named_from_what_quoteloop_gives() -> None:
@@ -40,7 +51,11 @@ def test_other_pairs_and_the_inactive_btc_are_other() -> None:
 def test_normalised_fields_keep_base_units_and_decimals() -> None:
     d = swap_demand(PAIR, quote(NBTC_ID, EURE_ID, amount_in=None, amount_out=123 * 10**18), repeat=True)
     assert (d.fixed_side, d.fixed_amount, d.asset_in_decimals, d.asset_out_decimals) == (
-        "exact_amount_out", 123 * 10**18, 8, 18)
+        "exact_amount_out",
+        123 * 10**18,
+        8,
+        18,
+    )
     assert d.repeat is True and d.partner == {"partner_id": "p"} and d.received_at.microsecond == 123456
 
 

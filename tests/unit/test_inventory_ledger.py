@@ -36,7 +36,12 @@ def test_latest_status_first_amount_latest_details() -> None:
     # the bridge credited less; liquidity-manager may restate the amount: the operator's figure stays
     view = apply(ledger, act("credited", amount=90), 3)
     assert (view.status, view.amount, view.asset_id, view.chain, view.tx_hash) == (
-        "credited", 100, EURE_ID, "eth:100", "0xabc")
+        "credited",
+        100,
+        EURE_ID,
+        "eth:100",
+        "0xabc",
+    )
     assert view.credited_at == at(3) and view.first_at == at(1) and view.done and not view.pending
 
 
@@ -73,11 +78,20 @@ def test_actions_first_recorded_before_the_cutover_are_ignored_with_their_later_
 @pytest.mark.parametrize(
     ("kind", "status", "pending"),
     [
-        ("funding", "requested", True), ("funding", "notified", True), ("funding", "pending", True),
-        ("funding", "delayed", True), ("funding", "credited", False), ("funding", "failed", False),
-        ("funding", "duplicate", False), ("funding", "refused", False),
-        ("withdrawal", "requested", True), ("withdrawal", "issued", True), ("withdrawal", "pending", True),
-        ("withdrawal", "delayed", True), ("withdrawal", "completed", False), ("withdrawal", "failed", False),
+        ("funding", "requested", True),
+        ("funding", "notified", True),
+        ("funding", "pending", True),
+        ("funding", "delayed", True),
+        ("funding", "credited", False),
+        ("funding", "failed", False),
+        ("funding", "duplicate", False),
+        ("funding", "refused", False),
+        ("withdrawal", "requested", True),
+        ("withdrawal", "issued", True),
+        ("withdrawal", "pending", True),
+        ("withdrawal", "delayed", True),
+        ("withdrawal", "completed", False),
+        ("withdrawal", "failed", False),
         ("withdrawal", "refused", False),
     ],
 )
@@ -98,8 +112,13 @@ def test_a_withdrawal_is_burned_once_its_tx_is_known_or_it_is_pending_at_the_bri
 
 @pytest.mark.parametrize(
     ("raw", "normal"),
-    [("0xABCdef", "0xabcdef"), ("0XABC", "0xabc"), ("  ABCDEF01 ", "abcdef01"), ("NearTxBase58Zz", "NearTxBase58Zz"),
-     ("0xnothex", "0xnothex")],
+    [
+        ("0xABCdef", "0xabcdef"),
+        ("0XABC", "0xabc"),
+        ("  ABCDEF01 ", "abcdef01"),
+        ("NearTxBase58Zz", "NearTxBase58Zz"),
+        ("0xnothex", "0xnothex"),
+    ],
 )
 def test_tx_hash_normalisation(raw: str, normal: str) -> None:
     assert normalize_tx_hash(raw) == normal
@@ -109,12 +128,23 @@ def test_tx_hash_normalisation(raw: str, normal: str) -> None:
 @given(st.permutations(list(range(6))))
 def test_the_fold_does_not_depend_on_delivery_order(order: list[int]) -> None:
     statuses = ["requested", "notified", "pending", "delayed", "pending", "credited"]
-    events = [(uuid.uuid4(), act(s, amount=100 + i if i in (0, 3) else None, asset_id=EURE_ID, chain="eth:100",
-                                 tx_hash="0xAA"), at(i)) for i, s in enumerate(statuses)]
+    events = [
+        (
+            uuid.uuid4(),
+            act(s, amount=100 + i if i in (0, 3) else None, asset_id=EURE_ID, chain="eth:100", tx_hash="0xAA"),
+            at(i),
+        )
+        for i, s in enumerate(statuses)
+    ]
     ledger = LiquidityLedger()
     for i in order:
         ledger.apply(*events[i])
     view = ledger.get("a1")
     assert view is not None
     assert (view.status, view.amount, view.first_at, view.credited_at, view.tx_hash) == (
-        "credited", 100, at(0), at(5), "0xaa")
+        "credited",
+        100,
+        at(0),
+        at(5),
+        "0xaa",
+    )

@@ -28,33 +28,69 @@ def at(step: int) -> datetime:
 AFTER = timedelta(microseconds=1)  # the bridge is read just after the balances
 
 
-def funding(action_id: str, tx: str, amount: int | None, *, status: str = "pending", first: int = 0,
-            credited_at: int | None = None, asset: str = EURE_ID) -> ActionView:
-    return ActionView(liquidity_action_id=action_id, kind="funding", status=status, asset_id=asset, chain=CHAIN,
-                      amount=amount, tx_hash=tx, first_at=at(first), status_at=at(first),
-                      credited_at=None if credited_at is None else at(credited_at))
+def funding(
+    action_id: str,
+    tx: str,
+    amount: int | None,
+    *,
+    status: str = "pending",
+    first: int = 0,
+    credited_at: int | None = None,
+    asset: str = EURE_ID,
+) -> ActionView:
+    return ActionView(
+        liquidity_action_id=action_id,
+        kind="funding",
+        status=status,
+        asset_id=asset,
+        chain=CHAIN,
+        amount=amount,
+        tx_hash=tx,
+        first_at=at(first),
+        status_at=at(first),
+        credited_at=None if credited_at is None else at(credited_at),
+    )
 
 
-def withdrawal(action_id: str, *, first: int, status: str = "requested", burned: int | None = None,
-               done: int | None = None) -> ActionView:
-    return ActionView(liquidity_action_id=action_id, kind="withdrawal", status=status, asset_id=EURE_ID,
-                      chain=CHAIN, amount=5 * E, tx_hash=None, first_at=at(first),
-                      status_at=at(done if done is not None else first),
-                      burned_at=None if burned is None else at(burned))
+def withdrawal(
+    action_id: str, *, first: int, status: str = "requested", burned: int | None = None, done: int | None = None
+) -> ActionView:
+    return ActionView(
+        liquidity_action_id=action_id,
+        kind="withdrawal",
+        status=status,
+        asset_id=EURE_ID,
+        chain=CHAIN,
+        amount=5 * E,
+        tx_hash=None,
+        first_at=at(first),
+        status_at=at(done if done is not None else first),
+        burned_at=None if burned is None else at(burned),
+    )
 
 
 def bridge(*deposits: tuple[str, int, str], complete: bool = True) -> dict[str, BridgeRead | None]:
-    return {CHAIN: BridgeRead(CHAIN, tuple(BridgeDeposit(CHAIN, tx, EURE_ID, amount, status)
-                                           for tx, amount, status in deposits), complete)}
+    return {
+        CHAIN: BridgeRead(
+            CHAIN, tuple(BridgeDeposit(CHAIN, tx, EURE_ID, amount, status) for tx, amount, status in deposits), complete
+        )
+    }
 
 
-def reading(seq: int, step: int, eure: int, br: dict[str, BridgeRead | None] | None = None, *,
-            covering: bool = True) -> Reading:
+def reading(
+    seq: int, step: int, eure: int, br: dict[str, BridgeRead | None] | None = None, *, covering: bool = True
+) -> Reading:
     """A reading at `step`: its head block taken as it starts (a covering one), the bridge read
     just after its balances."""
-    return Reading(seq=seq, started_at=at(step), finished_at=at(step), balances={EURE_ID: eure, NBTC_ID: 0},
-                   bridge=br if br is not None else bridge(), bridge_read_at=at(step) + AFTER,
-                   covers_until=at(step) if covering else None)
+    return Reading(
+        seq=seq,
+        started_at=at(step),
+        finished_at=at(step),
+        balances={EURE_ID: eure, NBTC_ID: 0},
+        bridge=br if br is not None else bridge(),
+        bridge_read_at=at(step) + AFTER,
+        covers_until=at(step) if covering else None,
+    )
 
 
 def rec(**kw: int) -> Reconciler:
@@ -80,7 +116,12 @@ def test_an_exact_credit_is_ok_with_both_figures() -> None:
     out = r.observe(reading(4, 6, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [f], [], [], at(6))
     [res] = out.resolved
     assert (res.status, res.baseline, res.expected, res.credited, res.shortfall) == (
-        "ok", 100 * E, 150 * E, 150 * E, None)
+        "ok",
+        100 * E,
+        150 * E,
+        150 * E,
+        None,
+    )
     assert res.window_action_ids == ["f1"] and res.amount == 50 * E
     assert res.baseline_read_at == at(2) and res.credited_read_at == at(6)
     assert not out.wants_reading and summary_status(out.entries) == "ok"
@@ -121,8 +162,7 @@ def test_a_trade_settled_well_before_the_baseline_is_not_a_confound(trade_step: 
     f = funding("f1", "0xa", 50 * E, first=1)
     r.observe(reading(2, 2, 100 * E, bridge(("0xa", 50 * E, "PENDING"))), [f], [], [at(trade_step)], at(2))
     done = funding("f1", "0xa", 50 * E, status="credited", first=1, credited_at=3)
-    out = r.observe(reading(3, 4, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [done], [], [at(trade_step)],
-                    at(4))
+    out = r.observe(reading(3, 4, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [done], [], [at(trade_step)], at(4))
     assert (out.resolved[0].status == "inconclusive") is confounds
 
 
@@ -185,8 +225,7 @@ def test_a_credit_landing_between_the_balance_and_bridge_reads_is_placed_by_an_e
     r.observe(reading(2, 2, 0, bridge(("0x9", 5 * E, "PENDING"))), [g], [], [], at(2))
     f = funding("f", "0x1", 10 * E, first=3)
     # reading 3: balances read at step 4 (nothing credited), then g is credited, then the bridge is read
-    r.observe(reading(3, 4, 0, bridge(("0x9", 5 * E, "COMPLETED"), ("0x1", 10 * E, "PENDING"))), [g, f], [], [],
-              at(4))
+    r.observe(reading(3, 4, 0, bridge(("0x9", 5 * E, "COMPLETED"), ("0x1", 10 * E, "PENDING"))), [g, f], [], [], at(4))
     both = bridge(("0x9", 5 * E, "COMPLETED"), ("0x1", 10 * E, "COMPLETED"))
     r.observe(reading(4, 6, 15 * E, both), [g, f], [], [], at(6))
     out = r.observe(reading(5, 8, 15 * E, both), [g, f], [], [], at(8))
@@ -209,8 +248,9 @@ def test_awaiting_while_pending_and_no_entry_for_a_failed_funding() -> None:
     f = funding("f", "0x1", E, first=0)
     failed = funding("x", "0x2", E, status="failed", first=0)
     refused = funding("y", "0x3", E, status="refused", first=0)
-    out = r.observe(reading(1, 1, 0, bridge(("0x1", E, "PENDING"), ("0x2", E, "FAILED"))), [f, failed, refused], [],
-                    [], at(1))
+    out = r.observe(
+        reading(1, 1, 0, bridge(("0x1", E, "PENDING"), ("0x2", E, "FAILED"))), [f, failed, refused], [], [], at(1)
+    )
     assert [(e.liquidity_action_id, e.status) for e in out.entries] == [("f", "awaiting_credit")]
     assert summary_status(out.entries) == "awaiting_credit"
 
@@ -228,12 +268,23 @@ def test_unknown_timing_waits_then_gives_up() -> None:
     r = rec(max_waits=2)
     r.observe(reading(1, 0, 0), [], [], [], at(0))
     f = funding("f", "0x1", E, first=1)
-    g = ActionView(liquidity_action_id="g", kind="funding", status="pending", asset_id=EURE_ID, chain=None,
-                   amount=E, tx_hash=None, first_at=at(1), status_at=at(1))  # no tx: the bridge cannot place it
+    g = ActionView(
+        liquidity_action_id="g",
+        kind="funding",
+        status="pending",
+        asset_id=EURE_ID,
+        chain=None,
+        amount=E,
+        tx_hash=None,
+        first_at=at(1),
+        status_at=at(1),
+    )  # no tx: the bridge cannot place it
     r.observe(reading(2, 2, 0, bridge(("0x1", E, "PENDING"))), [f, g], [], [], at(2))
     done = funding("f", "0x1", E, status="credited", first=1, credited_at=3)
-    waits = [r.observe(reading(s, 2 * s, E, bridge(("0x1", E, "COMPLETED"))), [done, g], [], [], at(2 * s))
-             for s in (3, 4, 5)]
+    waits = [
+        r.observe(reading(s, 2 * s, E, bridge(("0x1", E, "COMPLETED"))), [done, g], [], [], at(2 * s))
+        for s in (3, 4, 5)
+    ]
     assert [bool(w.resolved) for w in waits] == [False, False, True] and waits[0].wants_reading
     res = waits[-1].resolved[0]
     assert res.status == "inconclusive" and "g" in (res.reason or "")
@@ -281,7 +332,8 @@ def test_summary_status_is_the_most_serious() -> None:
     assert summary_status([e("ok"), e("awaiting_credit")]) == "awaiting_credit"
     assert summary_status([e("inconclusive"), e("awaiting_credit"), e("ok")]) == "inconclusive"
     assert summary_status([e("ok"), e("credited_lower_than_expected"), e("inconclusive")]) == (
-        "credited_lower_than_expected")
+        "credited_lower_than_expected"
+    )
 
 
 # --- a model of the world ----------------------------------------------------------------------
@@ -333,8 +385,17 @@ class _World:
         self.trade_steps.append(self.tick())
 
     def views(self) -> list[ActionView]:
-        return [funding(d.action_id, d.tx, d.recorded, status="credited" if d.marked else "pending", first=d.created,
-                        credited_at=d.marked) for d in self.deps]
+        return [
+            funding(
+                d.action_id,
+                d.tx,
+                d.recorded,
+                status="credited" if d.marked else "pending",
+                first=d.created,
+                credited_at=d.marked,
+            )
+            for d in self.deps
+        ]
 
     def sync(self, interleaved: _Dep | None, bridge_down: bool) -> None:
         read_step = self.tick()
@@ -350,10 +411,19 @@ class _World:
             br = bridge(*[(d.tx, d.actual, "COMPLETED" if d.credited else "PENDING") for d in self.deps])
         self.seq += 1
         out = self.rec.observe(
-            Reading(seq=self.seq, started_at=at(read_step), finished_at=at(read_step),
-                    balances={EURE_ID: self.read_balance[read_step], NBTC_ID: 0}, bridge=br,
-                    bridge_read_at=at(read_step) + AFTER, covers_until=at(read_step)),
-            self.views(), [], [at(s) for s in self.trade_steps], at(now),
+            Reading(
+                seq=self.seq,
+                started_at=at(read_step),
+                finished_at=at(read_step),
+                balances={EURE_ID: self.read_balance[read_step], NBTC_ID: 0},
+                bridge=br,
+                bridge_read_at=at(read_step) + AFTER,
+                covers_until=at(read_step),
+            ),
+            self.views(),
+            [],
+            [at(s) for s in self.trade_steps],
+            at(now),
         )
         for r in out.resolved:
             assert r.liquidity_action_id not in self.results, "resolved twice"
@@ -379,13 +449,13 @@ class _World:
         assert r.shortfall == (short if short > 0 else None)
 
 
-_OPS = st.sampled_from(["new", "new", "credit", "credit", "mark", "sync", "sync", "sync_interleaved", "trade",
-                        "sync_bridge_down"])
+_OPS = st.sampled_from(
+    ["new", "new", "credit", "credit", "mark", "sync", "sync", "sync_interleaved", "trade", "sync_bridge_down"]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), trades=st.booleans(), outages=st.booleans(),
-       balance=st.integers(min_value=0, max_value=10**24))
+@given(data=st.data(), trades=st.booleans(), outages=st.booleans(), balance=st.integers(min_value=0, max_value=10**24))
 def test_model_every_conclusion_is_true_and_clean_windows_always_conclude(
     data: st.DataObject, trades: bool, outages: bool, balance: int
 ) -> None:
@@ -429,8 +499,9 @@ def test_a_credit_is_placed_only_by_a_reading_whose_head_came_after_the_bridge_s
     seen = r.observe(reading(3, 4, 100 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [f], [], [], at(4))
     assert seen.wants_reading and not seen.resolved
     # the balance of this one still predates the credit (100): it must not be compared
-    lagging = r.observe(reading(4, 6, 100 * E, bridge(("0xa", 50 * E, "COMPLETED")), covering=False), [f], [], [],
-                        at(6))
+    lagging = r.observe(
+        reading(4, 6, 100 * E, bridge(("0xa", 50 * E, "COMPLETED")), covering=False), [f], [], [], at(6)
+    )
     assert lagging.wants_reading and not lagging.resolved
     out = r.observe(reading(5, 8, 150 * E, bridge(("0xa", 50 * E, "COMPLETED"))), [f], [], [], at(8))
     assert [(x.status, x.credited) for x in out.resolved] == [("ok", 150 * E)]

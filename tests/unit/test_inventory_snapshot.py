@@ -26,22 +26,50 @@ E = 10**18
 CHAIN = "eth:100"
 
 
-def view(action_id: str, kind: str, status: str, amount: int | None, *, asset: str = EURE.asset_id,
-         tx: str | None = None, burned: bool = False, burned_seq: int = 1) -> ActionView:
-    return ActionView(liquidity_action_id=action_id, kind=kind, status=status, asset_id=asset, chain=CHAIN,
-                      amount=amount, tx_hash=tx, first_at=T0, status_at=T0, burned_at=T0 if burned else None,
-                      burned_seq=burned_seq if burned else None)
+def view(
+    action_id: str,
+    kind: str,
+    status: str,
+    amount: int | None,
+    *,
+    asset: str = EURE.asset_id,
+    tx: str | None = None,
+    burned: bool = False,
+    burned_seq: int = 1,
+) -> ActionView:
+    return ActionView(
+        liquidity_action_id=action_id,
+        kind=kind,
+        status=status,
+        asset_id=asset,
+        chain=CHAIN,
+        amount=amount,
+        tx_hash=tx,
+        first_at=T0,
+        status_at=T0,
+        burned_at=T0 if burned else None,
+        burned_seq=burned_seq if burned else None,
+    )
 
 
 def br(*deposits: tuple[str, int, str], complete: bool = True) -> dict[str, BridgeRead | None]:
-    return {CHAIN: BridgeRead(CHAIN, tuple(BridgeDeposit(CHAIN, tx, EURE.asset_id, a, s) for tx, a, s in deposits),
-                              complete)}
+    return {
+        CHAIN: BridgeRead(
+            CHAIN, tuple(BridgeDeposit(CHAIN, tx, EURE.asset_id, a, s) for tx, a, s in deposits), complete
+        )
+    }
 
 
-def eure_row(fundings: list[ActionView], withdrawals: list[ActionView], bridge: dict[str, BridgeRead | None],
-             credited: int = 100 * E, covered_seq: int | None = 10):
-    held = holdings((NBTC, EURE), {NBTC.asset_id: 7, EURE.asset_id: credited}, fundings, withdrawals, bridge,
-                    covered_seq)
+def eure_row(
+    fundings: list[ActionView],
+    withdrawals: list[ActionView],
+    bridge: dict[str, BridgeRead | None],
+    credited: int = 100 * E,
+    covered_seq: int | None = 10,
+):
+    held = holdings(
+        (NBTC, EURE), {NBTC.asset_id: 7, EURE.asset_id: credited}, fundings, withdrawals, bridge, covered_seq
+    )
     btc, eure = held.assets
     assert (btc.asset_id, btc.credited, btc.spendable, btc.decimals) == (NBTC.asset_id, 7, 7, 8)
     return eure, held.pending
@@ -52,7 +80,12 @@ def test_only_credited_is_spendable_and_pending_funding_is_reported_apart() -> N
     assert (eure.credited, eure.spendable, eure.pending_in, eure.pending_out) == (100 * E, 100 * E, 30 * E, 0)
     [m] = pending
     assert (m.direction, m.source, m.liquidity_action_id, m.status, m.amount) == (
-        "in", "liquidity_action", "f1", "notified", 30 * E)
+        "in",
+        "liquidity_action",
+        "f1",
+        "notified",
+        30 * E,
+    )
 
 
 def test_a_deposit_seen_externally_but_not_recorded_is_pending_from_the_bridge() -> None:
@@ -87,11 +120,20 @@ def test_without_the_bridge_actions_still_count() -> None:
 
 @pytest.mark.parametrize(
     ("status", "burned", "reserved"),
-    [("requested", False, 40), ("issued", False, 40), ("pending", True, 0), ("delayed", True, 0),
-     ("delayed", False, 40), ("completed", True, None), ("failed", False, None), ("refused", False, None)],
+    [
+        ("requested", False, 40),
+        ("issued", False, 40),
+        ("pending", True, 0),
+        ("delayed", True, 0),
+        ("delayed", False, 40),
+        ("completed", True, None),
+        ("failed", False, None),
+        ("refused", False, None),
+    ],
 )
-def test_withdrawals_are_pending_out_and_reserved_until_their_burn(status: str, burned: bool,
-                                                                   reserved: int | None) -> None:
+def test_withdrawals_are_pending_out_and_reserved_until_their_burn(
+    status: str, burned: bool, reserved: int | None
+) -> None:
     w = view("w1", "withdrawal", status, 40 * E, burned=burned)
     eure, pending = eure_row([], [w], br())
     if reserved is None:  # finished: nothing pending, nothing reserved
@@ -103,7 +145,8 @@ def test_withdrawals_are_pending_out_and_reserved_until_their_burn(status: str, 
 
 @pytest.mark.parametrize(("burned_seq", "covered_seq", "reserved"), [(5, 5, 0), (6, 5, 40), (5, None, 40)])
 def test_a_burn_counts_as_gone_only_from_a_reading_whose_head_block_came_after_it(
-        burned_seq: int, covered_seq: int | None, reserved: int) -> None:
+    burned_seq: int, covered_seq: int | None, reserved: int
+) -> None:
     """A `final` read trails the chain: a reading started after the burn was reported can still
     predate it, so the amount stays reserved until a reading's head block was taken after it."""
     w = view("w1", "withdrawal", "pending", 40 * E, burned=True, burned_seq=burned_seq)
@@ -125,20 +168,34 @@ def test_movements_of_assets_outside_the_pair_are_listed_but_not_summed() -> Non
 @settings(max_examples=300, deadline=None)
 @given(
     credited=st.integers(min_value=0, max_value=10**30),
-    fundings=st.lists(st.tuples(st.sampled_from(["requested", "notified", "pending", "delayed", "credited", "failed",
-                                                 "duplicate", "refused"]),
-                                st.integers(min_value=1, max_value=10**24),
-                                st.sampled_from(["PENDING", "COMPLETED", "FAILED", None])), max_size=8),
-    withdrawals=st.lists(st.tuples(st.sampled_from(["requested", "issued", "pending", "delayed", "completed",
-                                                    "failed", "refused"]),
-                                   st.integers(min_value=1, max_value=10**24), st.booleans()), max_size=5),
+    fundings=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["requested", "notified", "pending", "delayed", "credited", "failed", "duplicate", "refused"]
+            ),
+            st.integers(min_value=1, max_value=10**24),
+            st.sampled_from(["PENDING", "COMPLETED", "FAILED", None]),
+        ),
+        max_size=8,
+    ),
+    withdrawals=st.lists(
+        st.tuples(
+            st.sampled_from(["requested", "issued", "pending", "delayed", "completed", "failed", "refused"]),
+            st.integers(min_value=1, max_value=10**24),
+            st.booleans(),
+        ),
+        max_size=5,
+    ),
 )
-def test_invariants(credited: int, fundings: list[tuple[str, int, str | None]],
-                    withdrawals: list[tuple[str, int, bool]]) -> None:
+def test_invariants(
+    credited: int, fundings: list[tuple[str, int, str | None]], withdrawals: list[tuple[str, int, bool]]
+) -> None:
     fs = [view(f"f{i}", "funding", s, a, tx=f"0x{i:x}") for i, (s, a, _) in enumerate(fundings)]
     listed = [(f"0x{i:x}", a, b) for i, (_, a, b) in enumerate(fundings) if b is not None]
-    ws = [view(f"w{i}", "withdrawal", s, a, burned=b or s in ("pending", "completed"))
-          for i, (s, a, b) in enumerate(withdrawals)]
+    ws = [
+        view(f"w{i}", "withdrawal", s, a, burned=b or s in ("pending", "completed"))
+        for i, (s, a, b) in enumerate(withdrawals)
+    ]
     held = holdings((NBTC, EURE), {NBTC.asset_id: 0, EURE.asset_id: credited}, fs, ws, br(*listed), 10)
     eure = held.assets[1]
     # spendable is credited less what is committed to leave, never more than credited
@@ -149,16 +206,29 @@ def test_invariants(credited: int, fundings: list[tuple[str, int, str | None]],
     # each transfer at most once
     txs = [m.tx_hash for m in held.pending if m.direction == "in"]
     assert len(txs) == len(set(txs))
-    expected_in = sum(a for (s, a, b) in fundings if s in ("requested", "notified", "pending", "delayed")
-                      and b not in ("COMPLETED",))
+    expected_in = sum(
+        a for (s, a, b) in fundings if s in ("requested", "notified", "pending", "delayed") and b not in ("COMPLETED",)
+    )
     expected_in += sum(a for (s, a, b) in fundings if b == "PENDING" and s in ("failed", "duplicate", "refused"))
     assert eure.pending_in == expected_in
 
 
 def test_bridge_read_knows_whether_its_list_is_complete() -> None:
-    raw = {"deposits": [{"tx_hash": "0xAB", "chain": CHAIN, "near_token_id": EURE.near_token_id, "decimals": 18,
-                         "amount": Decimal("1000000000000000000"), "account_id": "a", "address": "0x1",
-                         "status": "PENDING"}], "total": 1}
+    raw = {
+        "deposits": [
+            {
+                "tx_hash": "0xAB",
+                "chain": CHAIN,
+                "near_token_id": EURE.near_token_id,
+                "decimals": 18,
+                "amount": Decimal("1000000000000000000"),
+                "account_id": "a",
+                "address": "0x1",
+                "status": "PENDING",
+            }
+        ],
+        "total": 1,
+    }
     read = bridge_read(CHAIN, RecentDeposits.model_validate(raw), limit=100)
     assert read.complete and read.find("0xab") == BridgeDeposit(CHAIN, "0xab", EURE.asset_id, E, "PENDING")
     assert not bridge_read(CHAIN, RecentDeposits.model_validate({**raw, "total": 250}), limit=100).complete

@@ -20,14 +20,29 @@ TX = "0x" + "AB" * 32
 
 
 def _attempt(amount: int = 10**20) -> FundingAttempt:
-    return funding.record(liquidity_action_id="a-1", account_id="me.near", asset_id=EURE_ID, chain="eth:100",
-                          amount=amount, tx_hash=TX, now=T0, deposit_address="0x" + "11" * 20,
-                          operator="alice", note="topping up")
+    return funding.record(
+        liquidity_action_id="a-1",
+        account_id="me.near",
+        asset_id=EURE_ID,
+        chain="eth:100",
+        amount=amount,
+        tx_hash=TX,
+        now=T0,
+        deposit_address="0x" + "11" * 20,
+        operator="alice",
+        note="topping up",
+    )
 
 
 def _deposit(status: str, amount: int = 10**20, asset_id: str | None = EURE_ID) -> BridgeDeposit:
-    return BridgeDeposit(tx_hash=funding.normalize_tx_hash(TX), chain="eth:100", status=status,  # type: ignore[arg-type]
-                         amount=amount, asset_id=asset_id, address="0x" + "11" * 20)
+    return BridgeDeposit(
+        tx_hash=funding.normalize_tx_hash(TX),
+        chain="eth:100",
+        status=status,  # type: ignore[arg-type]
+        amount=amount,
+        asset_id=asset_id,
+        address="0x" + "11" * 20,
+    )
 
 
 def test_record_normalises_and_starts_requested() -> None:
@@ -36,10 +51,16 @@ def test_record_normalises_and_starts_requested() -> None:
     assert (a.stage, a.status, a.pending, a.watched, a.reason) == ("recorded", "requested", True, True, "topping up")
     event = a.event()
     assert (event.kind, event.status, event.amount, event.tx_hash, event.operator) == (
-        "funding", "requested", 10**20, a.tx_hash, "alice")
+        "funding",
+        "requested",
+        10**20,
+        a.tx_hash,
+        "alice",
+    )
     with pytest.raises(ValueError):
-        funding.record(liquidity_action_id="x", account_id="me", asset_id=EURE_ID, chain="eth:100", amount=0,
-                       tx_hash=TX, now=T0)
+        funding.record(
+            liquidity_action_id="x", account_id="me", asset_id=EURE_ID, chain="eth:100", amount=0, tx_hash=TX, now=T0
+        )
 
 
 def test_happy_path_requested_notified_pending_credited() -> None:
@@ -53,7 +74,12 @@ def test_happy_path_requested_notified_pending_credited() -> None:
     done = funding.advance(seen, _deposit("COMPLETED"), T0 + timedelta(minutes=9), BOUND)
     assert done is not None
     assert (done.status, done.credited_amount, done.pending, done.watched, done.reason) == (
-        "credited", 10**20, False, False, None)
+        "credited",
+        10**20,
+        False,
+        False,
+        None,
+    )
     assert done.event().credited_amount == 10**20
     assert funding.advance(done, _deposit("FAILED"), T0 + timedelta(days=2), BOUND) is None  # credited is final
 
@@ -102,27 +128,50 @@ def test_failed_is_final_for_pending_counts_but_can_still_be_credited() -> None:
     assert done is not None and done.status == "credited"
 
 
-@pytest.mark.parametrize(("typed", "normal"), [
-    ("0xABCDEF", "0xabcdef"), ("0XAbC", "0xabc"), ("  ab12  ", "ab12"), ("AB12", "ab12"),
-    ("5x9Zq", "5x9Zq"), ("0xZZ", "0xZZ"),
-])
+@pytest.mark.parametrize(
+    ("typed", "normal"),
+    [
+        ("0xABCDEF", "0xabcdef"),
+        ("0XAbC", "0xabc"),
+        ("  ab12  ", "ab12"),
+        ("AB12", "ab12"),
+        ("5x9Zq", "5x9Zq"),
+        ("0xZZ", "0xZZ"),
+    ],
+)
 def test_tx_hashes_normalise(typed: str, normal: str) -> None:
     assert funding.normalize_tx_hash(typed) == normal
 
 
-@pytest.mark.parametrize(("chain", "tx", "ok"), [
-    ("eth:100", "0x" + "a" * 64, True), ("eth:100", "0X" + "A" * 64, True), ("eth:100", "a" * 64, False),
-    ("eth:100", "0x" + "a" * 63, False), ("btc:mainnet", "f" * 64, True), ("btc:mainnet", "0x" + "f" * 64, False),
-    ("btc:mainnet", "g" * 64, False), ("sol:mainnet", "5x9Zq", True), ("sol:mainnet", "a b", False),
-])
+@pytest.mark.parametrize(
+    ("chain", "tx", "ok"),
+    [
+        ("eth:100", "0x" + "a" * 64, True),
+        ("eth:100", "0X" + "A" * 64, True),
+        ("eth:100", "a" * 64, False),
+        ("eth:100", "0x" + "a" * 63, False),
+        ("btc:mainnet", "f" * 64, True),
+        ("btc:mainnet", "0x" + "f" * 64, False),
+        ("btc:mainnet", "g" * 64, False),
+        ("sol:mainnet", "5x9Zq", True),
+        ("sol:mainnet", "a b", False),
+    ],
+)
 def test_tx_hash_shapes(chain: str, tx: str, ok: bool) -> None:
     assert funding.tx_hash_fits_chain(chain, tx) is ok
 
 
 def test_indexes_pending_totals_and_unmatched() -> None:
     a = _attempt()
-    b = funding.record(liquidity_action_id="a-2", account_id="me.near", asset_id=EURE_ID, chain="eth:100",
-                       amount=5, tx_hash="0x" + "cd" * 32, now=T0)
+    b = funding.record(
+        liquidity_action_id="a-2",
+        account_id="me.near",
+        asset_id=EURE_ID,
+        chain="eth:100",
+        amount=5,
+        tx_hash="0x" + "cd" * 32,
+        now=T0,
+    )
     credited = funding.advance(b, BridgeDeposit(b.tx_hash, "eth:100", "COMPLETED", 5, EURE_ID, "x"), T0, BOUND)
     assert credited is not None
     assert funding.pending_by_asset([a, credited]) == {EURE_ID: 10**20}
@@ -136,8 +185,11 @@ def test_indexes_pending_totals_and_unmatched() -> None:
 _ORDER = {"recorded": 0, "notified": 1, "seen": 2, "failed": 3, "credited": 4}
 _answers = st.one_of(
     st.none(),
-    st.builds(lambda s, amt: _deposit(s, amount=amt),
-              st.sampled_from(["PENDING", "CREDITED", "COMPLETED", "FAILED"]), st.integers(1, 10**21)),
+    st.builds(
+        lambda s, amt: _deposit(s, amount=amt),
+        st.sampled_from(["PENDING", "CREDITED", "COMPLETED", "FAILED"]),
+        st.integers(1, 10**21),
+    ),
 )
 
 

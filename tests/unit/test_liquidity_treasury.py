@@ -62,26 +62,46 @@ def test_toml_and_json_files_load_the_same_config(tmp_path: Path) -> None:
     assert [(r.asset_id, r.chain) for r in _config().routes] == [(EURE_ID, "eth:100"), (POA_BTC_ID, "btc:mainnet")]
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    (f'[[assets]]\nasset_id = "{NBTC_ID}"\nchains = ["btc:mainnet"]', "Omni bridge"),
-    ('[[assets]]\nasset_id = "nep141:wrap.near"\nchains = ["near:mainnet"]', "unknown asset"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:1"]', "funded through chain 'eth:100'"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"', "list its chains"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100", "eth:100"]', "listed twice"),
-    ("assets = []", "at least 1"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\nsurprise = 1', "Extra inputs"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
-     'address = "0x1234"', "not an address on chain"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "btc:mainnet"\n'
-     f'address = "{BTC_WALLET}"', "not a treasury chain"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n' + (f'[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
-     f'address = "{GNOSIS_WALLET}"\n') * 2, "unique"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "Bad Label"\nchain = "eth:100"\n'
-     f'address = "{GNOSIS_WALLET}"', "wallet label"),
-    (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
-     f'address = "{GNOSIS_WALLET}"\nassets = ["{POA_BTC_ID}"]', "not a treasury asset on eth:100"),
-    ("[[assets]\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (f'[[assets]]\nasset_id = "{NBTC_ID}"\nchains = ["btc:mainnet"]', "Omni bridge"),
+        ('[[assets]]\nasset_id = "nep141:wrap.near"\nchains = ["near:mainnet"]', "unknown asset"),
+        (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:1"]', "funded through chain 'eth:100'"),
+        (f'[[assets]]\nasset_id = "{EURE_ID}"', "list its chains"),
+        (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100", "eth:100"]', "listed twice"),
+        ("assets = []", "at least 1"),
+        (f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\nsurprise = 1', "Extra inputs"),
+        (
+            f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
+            'address = "0x1234"',
+            "not an address on chain",
+        ),
+        (
+            f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n'
+            '[[wallets]]\nlabel = "w"\nchain = "btc:mainnet"\n'
+            f'address = "{BTC_WALLET}"',
+            "not a treasury chain",
+        ),
+        (
+            f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n'
+            + (f'[[wallets]]\nlabel = "w"\nchain = "eth:100"\naddress = "{GNOSIS_WALLET}"\n') * 2,
+            "unique",
+        ),
+        (
+            f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n'
+            '[[wallets]]\nlabel = "Bad Label"\nchain = "eth:100"\n'
+            f'address = "{GNOSIS_WALLET}"',
+            "wallet label",
+        ),
+        (
+            f'[[assets]]\nasset_id = "{EURE_ID}"\nchains = ["eth:100"]\n[[wallets]]\nlabel = "w"\nchain = "eth:100"\n'
+            f'address = "{GNOSIS_WALLET}"\nassets = ["{POA_BTC_ID}"]',
+            "not a treasury asset on eth:100",
+        ),
+        ("[[assets]\n", "not valid TOML"),
+    ],
+)
 def test_invalid_files_are_refused_naming_the_problem(text: str, needle: str) -> None:
     with pytest.raises(TreasuryFileError, match=needle):
         parse_treasury(text, "toml")
@@ -94,13 +114,16 @@ def test_a_missing_file_or_setting_is_refused(tmp_path: Path) -> None:
         load_treasury(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize(("asset_id", "chain", "code", "needle"), [
-    (NBTC_ID, None, "unsupported_route", "Omni bridge"),
-    (NBTC_ID, "btc:mainnet", "unsupported_route", "Omni bridge"),
-    ("nep141:wrap.near", None, "unknown_asset", "not in the asset registry"),
-    (EURE_ID, "sol:mainnet", "unknown_chain", "unknown chain 'sol:mainnet'"),
-    (EURE_ID, "btc:mainnet", "unsupported_route", "funded through chain 'eth:100', not 'btc:mainnet'"),
-])
+@pytest.mark.parametrize(
+    ("asset_id", "chain", "code", "needle"),
+    [
+        (NBTC_ID, None, "unsupported_route", "Omni bridge"),
+        (NBTC_ID, "btc:mainnet", "unsupported_route", "Omni bridge"),
+        ("nep141:wrap.near", None, "unknown_asset", "not in the asset registry"),
+        (EURE_ID, "sol:mainnet", "unknown_chain", "unknown chain 'sol:mainnet'"),
+        (EURE_ID, "btc:mainnet", "unsupported_route", "funded through chain 'eth:100', not 'btc:mainnet'"),
+    ],
+)
 def test_routes_are_refused_with_a_reason(asset_id: str, chain: str | None, code: str, needle: str) -> None:
     with pytest.raises(RouteRefused) as caught:
         _config().route(asset_id, chain)
@@ -123,10 +146,10 @@ def test_withdrawal_destinations_are_labelled_wallets_only() -> None:
     assert config.destination(eure, None, GNOSIS_WALLET.upper().replace("0X", "0x")).label == "gnosis-treasury"
     assert config.destination(btc, "btc-cold", BTC_WALLET).label == "btc-cold"
     for label, address, code in [
-        (None, "0x" + "cd" * 20, "unknown_wallet"),     # not listed
+        (None, "0x" + "cd" * 20, "unknown_wallet"),  # not listed
         ("nope", None, "unknown_wallet"),
         ("gnosis-treasury", "0x" + "cd" * 20, "wallet_mismatch"),  # label and address disagree
-        ("btc-hot", None, "wallet_mismatch"),           # a funding-only wallet
+        ("btc-hot", None, "wallet_mismatch"),  # a funding-only wallet
         (None, None, "unknown_wallet"),
     ]:
         with pytest.raises(RouteRefused) as caught:
@@ -147,15 +170,18 @@ def test_funding_sources_are_optional_but_must_fit() -> None:
         config.funding_source(btc, "ghost")
 
 
-@pytest.mark.parametrize(("chain", "address", "ok"), [
-    ("eth:100", GNOSIS_WALLET, True),
-    ("eth:100", GNOSIS_WALLET[:-1], False),
-    ("eth:100", "0x" + "g" * 40, False),
-    ("btc:mainnet", BTC_WALLET, True),
-    ("btc:mainnet", BTC_WALLET.upper(), True),
-    ("btc:mainnet", "bc1QAR0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", False),  # mixed case
-    ("btc:mainnet", "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy", True),
-    ("btc:mainnet", "0x" + "ab" * 20, False),
-])
+@pytest.mark.parametrize(
+    ("chain", "address", "ok"),
+    [
+        ("eth:100", GNOSIS_WALLET, True),
+        ("eth:100", GNOSIS_WALLET[:-1], False),
+        ("eth:100", "0x" + "g" * 40, False),
+        ("btc:mainnet", BTC_WALLET, True),
+        ("btc:mainnet", BTC_WALLET.upper(), True),
+        ("btc:mainnet", "bc1QAR0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq", False),  # mixed case
+        ("btc:mainnet", "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy", True),
+        ("btc:mainnet", "0x" + "ab" * 20, False),
+    ],
+)
 def test_address_shapes(chain: str, address: str, ok: bool) -> None:
     assert address_fits_chain(chain, address) is ok

@@ -28,8 +28,14 @@ GRACE = timedelta(seconds=30)
 def test_the_intent_is_the_documented_poa_withdrawal() -> None:
     intent = withdrawals.ft_withdraw_intent(EURE, 15 * 10**17, DEST, 17_050_000_000_000)
     token = "gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"
-    assert intent == {"intent": "ft_withdraw", "token": token, "receiver_id": token, "amount": str(15 * 10**17),
-                      "memo": "WITHDRAW_TO:" + DEST, "min_gas": "17050000000000"}
+    assert intent == {
+        "intent": "ft_withdraw",
+        "token": token,
+        "receiver_id": token,
+        "amount": str(15 * 10**17),
+        "memo": "WITHDRAW_TO:" + DEST,
+        "min_gas": "17050000000000",
+    }
     assert "msg" not in intent  # a msg would make ft_transfer_call and forbid refunds (docs/poa-bridge.md §8)
     assert "min_gas" not in withdrawals.ft_withdraw_intent(POA_BTC, 1, "bc1qx", None)
     with pytest.raises(ValueError):
@@ -39,9 +45,21 @@ def test_the_intent_is_the_documented_poa_withdrawal() -> None:
 def _signed(key: SignerKey, signer: str, amount: int, salt: str, deadline: datetime) -> Withdrawal:
     intent = withdrawals.ft_withdraw_intent(EURE, amount, DEST)
     si = withdrawals.sign_withdrawal(key, signer, intent, salt_hex=salt, deadline=deadline, recipient="intents.near")
-    return withdrawals.signed(liquidity_action_id="w-1", account_id=signer, asset=EURE, chain="eth:100",
-                              net_amount=amount - 5 * 10**17, fee=5 * 10**17, address=DEST, now=deadline - timedelta(minutes=5),
-                              deadline=deadline, signed_intent=si, wallet_label="gnosis", operator="bob", note="rebalance")
+    return withdrawals.signed(
+        liquidity_action_id="w-1",
+        account_id=signer,
+        asset=EURE,
+        chain="eth:100",
+        net_amount=amount - 5 * 10**17,
+        fee=5 * 10**17,
+        address=DEST,
+        now=deadline - timedelta(minutes=5),
+        deadline=deadline,
+        signed_intent=si,
+        wallet_label="gnosis",
+        operator="bob",
+        note="rebalance",
+    )
 
 
 def test_signed_payload_verifies_and_carries_the_deadline_in_its_nonce() -> None:
@@ -58,7 +76,13 @@ def test_signed_payload_verifies_and_carries_the_deadline_in_its_nonce() -> None
     assert (w.amount, w.net_amount, w.fee, w.status) == (2 * 10**18, 15 * 10**17, 5 * 10**17, "requested")
     event = w.event()
     assert (event.kind, event.status, event.amount, event.net_amount, event.fee, event.intent_hash) == (
-        "withdrawal", "requested", 2 * 10**18, 15 * 10**17, 5 * 10**17, w.intent_hash)
+        "withdrawal",
+        "requested",
+        2 * 10**18,
+        15 * 10**17,
+        5 * 10**17,
+        w.intent_hash,
+    )
 
 
 def test_the_simulated_verifier_executes_it_once_and_the_bridge_sees_the_burn() -> None:
@@ -158,8 +182,11 @@ def test_past_the_deadline_the_nonce_decides() -> None:
     expired = withdrawals.on_expired(w, nonce_used=False, now=T0)
     assert expired is not None and expired.status == "failed" and "never used" in (expired.reason or "")
     assert withdrawals.on_expired(w, nonce_used=True, now=T0) is None
-    recent = [("other", w.asset_id, w.amount, DEST), ("mine", w.asset_id, w.amount, DEST.upper().replace("0X", "0x")),
-              ("small", w.asset_id, w.amount - 1, DEST)]
+    recent = [
+        ("other", w.asset_id, w.amount, DEST),
+        ("mine", w.asset_id, w.amount, DEST.upper().replace("0X", "0x")),
+        ("small", w.asset_id, w.amount - 1, DEST),
+    ]
     assert withdrawals.match_recent_burn(w, recent, known_tx_hashes={"other"}) == "mine"
     assert withdrawals.match_recent_burn(w, recent[2:], set()) is None
     burned = withdrawals.on_nonce_used(w, "mine", T0)
@@ -183,11 +210,23 @@ def test_late_is_flagged_once_and_stages_go_on() -> None:
 
 
 _ORDER = {"signed": 0, "published": 1, "burned": 2, "completed": 3, "failed": 3}
-_moves = st.sampled_from([
-    ("published", None), ("refused", None), ("relay", "SETTLED"), ("relay", "PENDING"),
-    ("relay", "NOT_FOUND_OR_NOT_VALID"), ("relay_failed", None), ("expired", False), ("expired", True),
-    ("bridge", "COMPLETED"), ("bridge", "PENDING"), ("bridge", "FAILED"), ("bridge", None), ("delay", None),
-])
+_moves = st.sampled_from(
+    [
+        ("published", None),
+        ("refused", None),
+        ("relay", "SETTLED"),
+        ("relay", "PENDING"),
+        ("relay", "NOT_FOUND_OR_NOT_VALID"),
+        ("relay_failed", None),
+        ("expired", False),
+        ("expired", True),
+        ("bridge", "COMPLETED"),
+        ("bridge", "PENDING"),
+        ("bridge", "FAILED"),
+        ("bridge", None),
+        ("delay", None),
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)

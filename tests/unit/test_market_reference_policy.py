@@ -32,26 +32,44 @@ def ago(seconds: float) -> datetime:
     return NOW - timedelta(seconds=seconds)
 
 
-def kraken(bid: str = "60000.0", ask: str = "60000.1", age_s: float = 0.5, degraded: str | None = None,
-           connected: bool = True) -> KrakenView:
-    return KrakenView(bid=Decimal(bid), ask=Decimal(ask), received_at=ago(age_s), source_time=ago(age_s + 0.01),
-                      connected=connected, degraded=degraded)
+def kraken(
+    bid: str = "60000.0", ask: str = "60000.1", age_s: float = 0.5, degraded: str | None = None, connected: bool = True
+) -> KrakenView:
+    return KrakenView(
+        bid=Decimal(bid),
+        ask=Decimal(ask),
+        received_at=ago(age_s),
+        source_time=ago(age_s + 0.01),
+        connected=connected,
+        degraded=degraded,
+    )
 
 
-def coingecko(price: str = "60010.5", age_s: float = 30, eure: str | None = None, eure_age_s: float = 30,
-              reachable: bool | None = True, error: str | None = None) -> CoinGeckoView:
-    return CoinGeckoView(btc_eur=Decimal(price), btc_updated_at=ago(age_s),
-                         eure_eur=Decimal(eure) if eure is not None else None,
-                         eure_updated_at=ago(eure_age_s) if eure is not None else None,
-                         reachable=reachable, poll_error=error)
+def coingecko(
+    price: str = "60010.5",
+    age_s: float = 30,
+    eure: str | None = None,
+    eure_age_s: float = 30,
+    reachable: bool | None = True,
+    error: str | None = None,
+) -> CoinGeckoView:
+    return CoinGeckoView(
+        btc_eur=Decimal(price),
+        btc_updated_at=ago(age_s),
+        eure_eur=Decimal(eure) if eure is not None else None,
+        eure_updated_at=ago(eure_age_s) if eure is not None else None,
+        reachable=reachable,
+        poll_error=error,
+    )
 
 
 KRAKEN_DOWN = KrakenView()  # never connected, no tick
 CG_NEVER = CoinGeckoView()
 
 
-def run(*steps: tuple[KrakenView, CoinGeckoView], cfg: PolicyConfig = CFG,
-        state: PolicyState | None = None) -> list[Evaluation]:
+def run(
+    *steps: tuple[KrakenView, CoinGeckoView], cfg: PolicyConfig = CFG, state: PolicyState | None = None
+) -> list[Evaluation]:
     state = state or PolicyState()
     out = []
     for k, c in steps:
@@ -76,7 +94,10 @@ def test_kraken_fresh_is_the_primary() -> None:
     p = last((kraken(), coingecko())).price
     assert (p.source, p.fallback_used, p.decisionable, p.status_reason) == ("kraken", False, True, None)
     assert (p.fair_rate_buy_btc, p.fair_rate_sell_btc, p.fair_rate_mid) == (
-        Decimal("60000.0"), Decimal("60000.1"), Decimal("60000.05"))
+        Decimal("60000.0"),
+        Decimal("60000.1"),
+        Decimal("60000.05"),
+    )
     assert (p.bid, p.ask, p.mid) == (Decimal("60000.0"), Decimal("60000.1"), Decimal("60000.05"))
     assert p.freshness_ms == p.kraken_age_ms == 500 and p.source_time == ago(0.51)
     assert p.kraken_fresh and p.kraken_state == "ok" and p.coingecko_fresh and p.coingecko_state == "ok"
@@ -106,12 +127,13 @@ def test_kraken_staleness_is_by_age_with_an_inclusive_bound(age_s: float, fresh:
 
 
 @pytest.mark.parametrize(
-    "degraded", ["disconnected", "system_maintenance", "system_cancel_only", "no_data", "data_stale",
-                 "subscription_rejected"],
+    "degraded",
+    ["disconnected", "system_maintenance", "system_cancel_only", "no_data", "data_stale", "subscription_rejected"],
 )
 def test_any_client_complaint_about_kraken_means_fallback(degraded: str) -> None:
-    result = last((kraken(), coingecko()), (kraken(degraded=degraded, connected=degraded != "disconnected"),
-                                            coingecko()))
+    result = last(
+        (kraken(), coingecko()), (kraken(degraded=degraded, connected=degraded != "disconnected"), coingecko())
+    )
     p = result.price
     assert (p.source, p.fallback_used, p.decisionable) == ("coingecko", True, True)
     assert p.kraken_state == degraded and not p.kraken_fresh
@@ -125,8 +147,9 @@ def test_any_client_complaint_about_kraken_means_fallback(degraded: str) -> None
 
 
 def test_fallback_is_left_when_kraken_recovers() -> None:
-    results = run((kraken(), coingecko()), (kraken(degraded="system_maintenance"), coingecko()),
-                  (kraken(), coingecko()))
+    results = run(
+        (kraken(), coingecko()), (kraken(degraded="system_maintenance"), coingecko()), (kraken(), coingecko())
+    )
     assert [r.price.source for r in results] == ["kraken", "coingecko", "kraken"]
     assert "fallback_left" in events(results[-1]) and "source_recovered" in events(results[-1])
 
@@ -183,16 +206,22 @@ def cg_at_divergence(pct: str) -> CoinGeckoView:
 
 def test_conflict_beyond_tolerance_is_latched_with_hysteresis() -> None:
     results = run(
-        (kraken(), cg_at_divergence("0.5")),   # agree
-        (kraken(), cg_at_divergence("1.2")),   # apart: conflict
-        (kraken(), cg_at_divergence("0.9")),   # closer, but not within the clear band: still conflict
-        (kraken(), coingecko(age_s=600)),       # cannot cross-check: the latch holds
+        (kraken(), cg_at_divergence("0.5")),  # agree
+        (kraken(), cg_at_divergence("1.2")),  # apart: conflict
+        (kraken(), cg_at_divergence("0.9")),  # closer, but not within the clear band: still conflict
+        (kraken(), coingecko(age_s=600)),  # cannot cross-check: the latch holds
         (KRAKEN_DOWN, cg_at_divergence("0.5")),  # only one side: the latch holds
-        (kraken(), cg_at_divergence("0.7")),   # both fresh and within 0.75 %: agree again
+        (kraken(), cg_at_divergence("0.7")),  # both fresh and within 0.75 %: agree again
     )
     assert [r.price.source_conflict for r in results] == [False, True, True, True, True, False]
     assert [r.price.status_reason for r in results] == [
-        None, "SOURCE_CONFLICT", "SOURCE_CONFLICT", "SOURCE_CONFLICT", "SOURCE_CONFLICT", None]
+        None,
+        "SOURCE_CONFLICT",
+        "SOURCE_CONFLICT",
+        "SOURCE_CONFLICT",
+        "SOURCE_CONFLICT",
+        None,
+    ]
     conflicted = results[1].price
     assert conflicted.source == "kraken" and conflicted.fair_rate_buy_btc == Decimal("60000.0")
     assert conflicted.cross_check_divergence_pct is not None and conflicted.cross_check_divergence_pct > 1
@@ -335,9 +364,14 @@ def coingecko_views(draw: st.DrawFn) -> CoinGeckoView:
     if not draw(st.integers(0, 4)):
         return CG_NEVER
     eure = draw(st.none() | st.decimals(min_value=Decimal("0.9"), max_value=Decimal("1.1"), places=6))
-    return coingecko(str(draw(prices)), draw(ages), str(eure) if eure is not None else None,
-                     draw(st.floats(min_value=0, max_value=5000, allow_nan=False)),
-                     draw(st.sampled_from([True, False, None])), draw(st.sampled_from([None, "timeout"])))
+    return coingecko(
+        str(draw(prices)),
+        draw(ages),
+        str(eure) if eure is not None else None,
+        draw(st.floats(min_value=0, max_value=5000, allow_nan=False)),
+        draw(st.sampled_from([True, False, None])),
+        draw(st.sampled_from([None, "timeout"])),
+    )
 
 
 configs = st.builds(
@@ -379,8 +413,7 @@ def test_every_payload_is_consistent(steps: list[tuple[KrakenView, CoinGeckoView
 
 @settings(max_examples=200)
 @given(st.lists(st.tuples(kraken_views(), coingecko_views()), min_size=1, max_size=4), configs)
-def test_the_same_inputs_twice_change_nothing(steps: list[tuple[KrakenView, CoinGeckoView]],
-                                              cfg: PolicyConfig) -> None:
+def test_the_same_inputs_twice_change_nothing(steps: list[tuple[KrakenView, CoinGeckoView]], cfg: PolicyConfig) -> None:
     """Transitions are changes only: re-evaluating unchanged inputs logs nothing, publishes no news."""
     state = PolicyState()
     for k, c in steps:

@@ -147,8 +147,10 @@ def test_bare_section_numbers_name_their_document() -> None:
                 continue
             where = f"{path}:{line_of(text, match.start())}"
             if declared is None:
-                problems.append(f"{where}: `{match.group(0)}` names no document (cite docs/<name>.md, "
-                                "or declare `docs/<name>.md (§n below)` once)")
+                problems.append(
+                    f"{where}: `{match.group(0)}` names no document (cite docs/<name>.md, "
+                    "or declare `docs/<name>.md (§n below)` once)"
+                )
             elif match.group(1) is None:
                 problems.append(f"{where}: a bare `§` with no number")
             elif not (ROOT / "docs" / declared.group(1)).is_file():

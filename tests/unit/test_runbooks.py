@@ -26,8 +26,9 @@ def runbook_commands() -> list[tuple[str, str]]:
     return found
 
 
-def parse(command: click.Command, args: list[str], parent: click.Context | None = None,
-          name: str = "qlctl") -> click.Context:
+def parse(
+    command: click.Command, args: list[str], parent: click.Context | None = None, name: str = "qlctl"
+) -> click.Context:
     """Resolve subcommands and parse every option and argument, invoking nothing."""
     ctx = command.make_context(name, args, parent=parent)
     if isinstance(command, click.Group):

@@ -16,8 +16,9 @@ def _write(path: Path, text: str, mode: int) -> Path:
     return path
 
 
-def test_owner_only_is_required_outside_the_credentials_directory(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_owner_only_is_required_outside_the_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     assert read_secret_file(_write(tmp_path / "jwt", "t0ken", 0o600), "QL_RELAY_JWT_FILE") == "t0ken"
     with pytest.raises(SecretFileError, match="mode 0440"):
@@ -28,8 +29,9 @@ def test_owner_only_is_required_outside_the_credentials_directory(tmp_path: Path
         read_secret_file(_write(tmp_path / "jwt3", "  \n", 0o600), "QL_RELAY_JWT_FILE")
 
 
-def test_a_systemd_credential_may_be_group_readable_but_never_world(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_systemd_credential_may_be_group_readable_but_never_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     creds = tmp_path / "credentials"
     creds.mkdir()
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))

@@ -39,21 +39,55 @@ def every_shape() -> dict[str, dict[str, Any]]:
     """One of each: running and healthy, unhealthy with a long reason, not running with a long
     error, paused, draining, armed with live answers, undecided outcomes, stale, silent."""
     return {
-        "near-intents-ingest": {"running": True, "healthy": True, "reasons": [], "pair_silent": True,
-                                "pair_silent_for_ms": 754_000, "connected": {"relay": True},
-                                "last_success_at": _ago(0.4)},
-        "market-reference-ingest": {"running": True, "healthy": False, "reasons": ["price_not_decisionable"],
-                                    "decisionable": False, "blocked_reason": "BOTH_STALE",
-                                    "last_success_at": _ago(3 * 86_400)},
-        "inventory-sync": {"running": False, "error": "permission denied on /run/quoteloop/inventory-sync.sock: "
-                                                      "run qlctl as a member of the socket's group (quoteloop)"},
-        "liquidity-manager": {"running": True, "healthy": True, "reasons": [], "draining": True,
-                              "withdrawals": {"undecided": ["w1", "w2"]}, "last_success_at": _ago(59)},
-        "history-writer": {"running": True, "healthy": True, "reasons": [], "paused": True, "pause_effective": False,
-                           "rows_written": 123_456_789, "dead_letters": 3, "last_success_at": _ago(47 * 3600 + 3599)},
+        "near-intents-ingest": {
+            "running": True,
+            "healthy": True,
+            "reasons": [],
+            "pair_silent": True,
+            "pair_silent_for_ms": 754_000,
+            "connected": {"relay": True},
+            "last_success_at": _ago(0.4),
+        },
+        "market-reference-ingest": {
+            "running": True,
+            "healthy": False,
+            "reasons": ["price_not_decisionable"],
+            "decisionable": False,
+            "blocked_reason": "BOTH_STALE",
+            "last_success_at": _ago(3 * 86_400),
+        },
+        "inventory-sync": {
+            "running": False,
+            "error": "permission denied on /run/quoteloop/inventory-sync.sock: "
+            "run qlctl as a member of the socket's group (quoteloop)",
+        },
+        "liquidity-manager": {
+            "running": True,
+            "healthy": True,
+            "reasons": [],
+            "draining": True,
+            "withdrawals": {"undecided": ["w1", "w2"]},
+            "last_success_at": _ago(59),
+        },
+        "history-writer": {
+            "running": True,
+            "healthy": True,
+            "reasons": [],
+            "paused": True,
+            "pause_effective": False,
+            "rows_written": 123_456_789,
+            "dead_letters": 3,
+            "last_success_at": _ago(47 * 3600 + 3599),
+        },
         "strategy-engine": {"running": True, "healthy": False, "reasons": [LONG], "armed": False},
-        "trade-executor": {"running": True, "healthy": True, "reasons": [], "armed": True,
-                           "live_answers": [{}, {}, {}], "last_success_at": _ago(1.2)},
+        "trade-executor": {
+            "running": True,
+            "healthy": True,
+            "reasons": [],
+            "armed": True,
+            "live_answers": [{}, {}, {}],
+            "last_success_at": _ago(1.2),
+        },
     }
 
 
@@ -84,7 +118,7 @@ def check_80(lines: list[str], states: dict[str, dict[str, Any]]) -> dict[str, s
         health = "NOT RUNNING" if not st.get("running") else "ok" if st.get("healthy") else "UNHEALTHY"
         # the health word whole, right after the name, then the run state whole
         after = line.split(compact.short_name(service), 1)[1].split()
-        assert " ".join(after[:len(health.split())]) == health, (service, line)
+        assert " ".join(after[: len(health.split())]) == health, (service, line)
     return rows
 
 
@@ -127,7 +161,13 @@ def test_only_some_services_and_all_absent() -> None:
 
 def test_short_ages() -> None:
     assert [compact.age(ms) for ms in (None, 850, 12_300, 240_000, 7_500_000, 3 * 86_400_000)] == [
-        "-", "850ms", "12s", "4m", "2h05m", "3d"]
+        "-",
+        "850ms",
+        "12s",
+        "4m",
+        "2h05m",
+        "3d",
+    ]
 
 
 # --- the command itself, as an operator runs it ---------------------------------------------------
@@ -135,9 +175,16 @@ def test_short_ages() -> None:
 
 async def qlctl_status(control_dir: Path, *args: str, env: dict[str, str]) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "qlctl.app", "status", *args, cwd=REPO,
+        sys.executable,
+        "-m",
+        "qlctl.app",
+        "status",
+        *args,
+        cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "QL_CONTROL_DIR": str(control_dir), **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert not err, err.decode()
     return proc.returncode or 0, out.decode()
@@ -148,8 +195,11 @@ async def broker_away_engine(tmp_path: Path) -> AsyncIterator[Path]:
     """A real strategy-engine with no broker to reach: up, observable, unhealthy."""
     control_dir = Path(tmp_path / "ctl")
     control_dir.mkdir()
-    settings = StrategySettings(kafka_bootstrap=f"127.0.0.1:{closed_port()}", control_dir=control_dir,
-                                database_url=f"postgresql://quoteloop@127.0.0.1:{closed_port()}/quoteloop")
+    settings = StrategySettings(
+        kafka_bootstrap=f"127.0.0.1:{closed_port()}",
+        control_dir=control_dir,
+        database_url=f"postgresql://quoteloop@127.0.0.1:{closed_port()}/quoteloop",
+    )
     service = StrategyEngine(settings)
     task = asyncio.create_task(serve(service, handle_signals=False))
     await eventually(lambda: service.kafka_unreachable is not None, what="engine saw the broker away")
@@ -168,8 +218,9 @@ async def test_the_command_at_80_columns_through_a_pipe_and_with_no_color(broker
     rows = rows_by_name(lines)
     assert set(rows) == {compact.short_name(s) for s in SERVICES}
     assert rows["strategy"].split()[1:3] == ["UNHEALTHY", "running"] and "kafka_unreachable" in rows["strategy"]
-    assert all(rows[compact.short_name(s)].split()[1:3] == ["NOT", "RUNNING"] for s in SERVICES
-               if s != "strategy-engine")
+    assert all(
+        rows[compact.short_name(s)].split()[1:3] == ["NOT", "RUNNING"] for s in SERVICES if s != "strategy-engine"
+    )
 
     # forced colour shows colour; NO_COLOR takes it away again and keeps every word
     _, forced = await qlctl_status(control_dir, env={"COLUMNS": "80", "FORCE_COLOR": "1"})
@@ -187,5 +238,8 @@ async def test_the_command_at_80_columns_through_a_pipe_and_with_no_color(broker
     se = states["strategy-engine"]
     assert se["running"] is True and se["healthy"] is False and se["service"] == "strategy-engine"
     assert {"limits", "ceilings", "inputs", "reason_counters", "armed", "reasons"} <= set(se)
-    assert states["trade-executor"] == {"service": "trade-executor", "running": False,
-                                        "error": states["trade-executor"]["error"]}
+    assert states["trade-executor"] == {
+        "service": "trade-executor",
+        "running": False,
+        "error": states["trade-executor"]["error"],
+    }

@@ -16,32 +16,63 @@ from daemons.strategy_engine.reservations import Reservations
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 PAIR = ActivePair(NBTC_ID)
-LIMITS = Limits(threshold_pct=Decimal("2.0"), target_edge_pct=Decimal("2.5"), min_notional_eure=Decimal("1"),
-                max_notional_eure=Decimal("5"))
-PRICE = PriceView(event_id="p1", fair_rate_buy_btc=Decimal("59990"), fair_rate_sell_btc=Decimal("60010"),
-                  age_ms=100, decisionable=True, source="kraken")
+LIMITS = Limits(
+    threshold_pct=Decimal("2.0"),
+    target_edge_pct=Decimal("2.5"),
+    min_notional_eure=Decimal("1"),
+    max_notional_eure=Decimal("5"),
+)
+PRICE = PriceView(
+    event_id="p1",
+    fair_rate_buy_btc=Decimal("59990"),
+    fair_rate_sell_btc=Decimal("60010"),
+    age_ms=100,
+    decisionable=True,
+    source="kraken",
+)
 BTC_1E = 10**8
-INVENTORY = InventoryView(inventory_id="i1", credited={NBTC_ID: BTC_1E // 100, EURE_ID: 100 * 10**18},
-                          pending_in={}, age_ms=500, stale=False)
+INVENTORY = InventoryView(
+    inventory_id="i1", credited={NBTC_ID: BTC_1E // 100, EURE_ID: 100 * 10**18}, pending_in={}, age_ms=500, stale=False
+)
 
 
-def demand(direction: str = "SELL_BTC", fixed_side: str = "exact_amount_in", amount: int | None = None,
-           **kw: object) -> SwapDemand:
+def demand(
+    direction: str = "SELL_BTC", fixed_side: str = "exact_amount_in", amount: int | None = None, **kw: object
+) -> SwapDemand:
     asset_in, asset_out = (EURE_ID, NBTC_ID) if direction == "SELL_BTC" else (NBTC_ID, EURE_ID)
     if amount is None:  # about 3 EURe either way
         eure_side = (direction == "SELL_BTC") == (fixed_side == "exact_amount_in")
         amount = 3 * 10**18 if eure_side else 5000
-    fields = dict(quote_id="q1", direction=direction, asset_in=asset_in, asset_out=asset_out,
-                  asset_in_decimals=PAIR.decimals(asset_in), asset_out_decimals=PAIR.decimals(asset_out),
-                  fixed_side=fixed_side, fixed_amount=amount, min_deadline_ms=60_000,
-                  received_at=NOW - timedelta(milliseconds=100))
+    fields = dict(
+        quote_id="q1",
+        direction=direction,
+        asset_in=asset_in,
+        asset_out=asset_out,
+        asset_in_decimals=PAIR.decimals(asset_in),
+        asset_out_decimals=PAIR.decimals(asset_out),
+        fixed_side=fixed_side,
+        fixed_amount=amount,
+        min_deadline_ms=60_000,
+        received_at=NOW - timedelta(milliseconds=100),
+    )
     fields.update(kw)
     return SwapDemand(**fields)  # type: ignore[arg-type]
 
 
 def ctx(**kw: object) -> Context:
-    base = dict(demand=demand(), now=NOW, pair=PAIR, limits=LIMITS, paused=False, armed=True, repeat=False,
-                price=PRICE, inventory=INVENTORY, reserved={}, audit_impaired=False)
+    base = dict(
+        demand=demand(),
+        now=NOW,
+        pair=PAIR,
+        limits=LIMITS,
+        paused=False,
+        armed=True,
+        repeat=False,
+        price=PRICE,
+        inventory=INVENTORY,
+        reserved={},
+        audit_impaired=False,
+    )
     base.update(kw)
     return Context(**base)  # type: ignore[arg-type]
 
@@ -67,8 +98,10 @@ def test_all_gates_pass_in_both_directions_and_fixed_sides(direction: str, fixed
         (dict(demand=demand(min_deadline_ms=600_000)), Reason.DEADLINE_TOO_LONG),
         (dict(price=None), Reason.NO_PRICE),
         (dict(price=replace(PRICE, age_ms=60_000)), Reason.PRICE_STALE),
-        (dict(price=replace(PRICE, decisionable=False, not_decisionable_reason="SOURCE_CONFLICT")),
-         Reason.PRICE_NOT_DECISIONABLE),
+        (
+            dict(price=replace(PRICE, decisionable=False, not_decisionable_reason="SOURCE_CONFLICT")),
+            Reason.PRICE_NOT_DECISIONABLE,
+        ),
         (dict(limits=replace(LIMITS, target_edge_pct=Decimal("1.0"))), Reason.EDGE_BELOW_THRESHOLD),
         (dict(demand=demand(amount=10**17)), Reason.NOTIONAL_BELOW_MIN),
         (dict(demand=demand(amount=50 * 10**18)), Reason.NOTIONAL_ABOVE_CAP),

@@ -35,8 +35,11 @@ class Model:
 
     def on_inventory(self, through: dict[int, int]) -> None:
         # a settled result at (partition, offset) is held by a snapshot whose offsets pass it
-        self.live = {c: r for c, r in self.live.items()
-                     if not (r["settled"] is not None and through.get(r["settled"][0], 0) > r["settled"][1])}
+        self.live = {
+            c: r
+            for c, r in self.live.items()
+            if not (r["settled"] is not None and through.get(r["settled"][0], 0) > r["settled"][1])
+        }
 
     def expire(self, now: datetime) -> None:
         self.live = {c: r for c, r in self.live.items() if not (r["settled"] is None and now > r["expires"])}
@@ -54,8 +57,13 @@ through = st.dictionaries(st.integers(0, 1), st.integers(0, 22), max_size=2)
 command_ids = st.sampled_from([f"c{i}" for i in range(6)])
 operations = st.one_of(
     st.tuples(st.just("reserve"), command_ids, st.sampled_from(ASSETS), st.integers(1, 1000), seconds),
-    st.tuples(st.just("result"), command_ids, st.sampled_from(["acknowledged", "uncertain", "settled", *OVER]),
-              placed, st.none() | seconds),
+    st.tuples(
+        st.just("result"),
+        command_ids,
+        st.sampled_from(["acknowledged", "uncertain", "settled", *OVER]),
+        placed,
+        st.none() | seconds,
+    ),
     st.tuples(st.just("inventory"), through),
     st.tuples(st.just("expire"), seconds),
 )

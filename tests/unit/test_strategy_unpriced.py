@@ -59,8 +59,9 @@ async def test_an_unpriced_decision_carries_null_edge_rate_and_amounts(
     assert payload["gross_edge_pct"] is None and payload["implied_rate"] is None
     assert decode("decision.trade_decision", encode(event)).payload == decision
     # shown as "-" by the TUI's latest requests
-    [row] = decision_rows([{"decision": "reject", "decision_reason": reason.value,
-                            "gross_edge_pct": payload["gross_edge_pct"]}])
+    [row] = decision_rows(
+        [{"decision": "reject", "decision_reason": reason.value, "gross_edge_pct": payload["gross_edge_pct"]}]
+    )
     assert row[4].plain == "-"
 
 
@@ -72,8 +73,9 @@ async def test_the_dust_decision_keeps_the_notional_that_refused_it(engine: Stra
 
 
 @pytest.mark.parametrize("change", [dict(), dict(armed=False), dict(demand=demand(amount=50 * 10**18))])
-async def test_a_priced_decision_still_records_its_edge_and_rate(change: dict[str, object],
-                                                                engine: StrategyEngine) -> None:
+async def test_a_priced_decision_still_records_its_edge_and_rate(
+    change: dict[str, object], engine: StrategyEngine
+) -> None:
     c = ctx(**change)
     v: Verdict = decide(c)
     assert v.candidate is not None
@@ -88,10 +90,20 @@ async def engine(tmp_path: Path) -> AsyncIterator[StrategyEngine]:
     """A strategy-engine that is never started: only its decision building is used, with the
     price the gates were given as the one it holds."""
     service = StrategyEngine(StrategySettings(control_dir=tmp_path, kafka_bootstrap="127.0.0.1:1"))
-    price = MarketPrice(source="kraken", fallback_used=False, fair_rate_buy_btc=PRICE.fair_rate_buy_btc,
-                        fair_rate_sell_btc=PRICE.fair_rate_sell_btc, source_time=NOW, freshness_ms=100,
-                        eure_eur_rate=Decimal(1), eure_basis="assumed_1_to_1", bid=None, ask=None, mid=None,
-                        decisionable=True)
+    price = MarketPrice(
+        source="kraken",
+        fallback_used=False,
+        fair_rate_buy_btc=PRICE.fair_rate_buy_btc,
+        fair_rate_sell_btc=PRICE.fair_rate_sell_btc,
+        source_time=NOW,
+        freshness_ms=100,
+        eure_eur_rate=Decimal(1),
+        eure_basis="assumed_1_to_1",
+        bid=None,
+        ask=None,
+        mid=None,
+        decisionable=True,
+    )
     service.price = new_event(price, producer=service.producer_id, pair="BTC/EURe", occurred_at=NOW)
     yield service
     await service.producer.stop()

@@ -41,7 +41,7 @@ async def test_the_daemon_table_names_every_daemon_whole(tmp_path: Path, size: t
         lines = screen_text(app).splitlines()
         assert len(lines) == size[1] and all(cell_len(line) <= size[0] for line in lines)
         top = next(i for i, ln in enumerate(lines) if "Daemons (select a row" in ln)
-        box = lines[top:top + next(i for i, ln in enumerate(lines[top:]) if ln.startswith("╰")) + 1]
+        box = lines[top : top + next(i for i, ln in enumerate(lines[top:]) if ln.startswith("╰")) + 1]
         states = every_shape()
         for service in SERVICES:
             name = compact.short_name(service) if short else service
@@ -51,7 +51,7 @@ async def test_the_daemon_table_names_every_daemon_whole(tmp_path: Path, size: t
             [line] = [ln for ln in box if ln.startswith(f"│ {name} ")]
             running = "NOT RUNNING" if not states[service].get("running") else "yes"
             health = _health_word(states[service])
-            shown = line[len(f"│ {name} "):].split()
+            shown = line[len(f"│ {name} ") :].split()
             words = running.split() + ([health] if running == "yes" else [])
-            assert [w.rstrip(":") for w in shown[:len(words)]] == words, (service, line)
+            assert [w.rstrip(":") for w in shown[: len(words)]] == words, (service, line)
             assert health in cells[2] or health == "NOT RUNNING" and cells[1] == "NOT RUNNING"

@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -68,6 +68,7 @@ Finality = Literal["final", "optimistic", "near-final"]
 TxWaitUntil = Literal["NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL"]
 DEFAULT_CONTRACT = "intents.near"
 U128_MAX = (1 << 128) - 1
+_T = TypeVar("_T")
 
 WINDOW_S = 60.0  # the budget's window, and usage()'s "requests in the last 60 s"
 DEFAULT_BURST = 5  # `budget_burst=None`: min(per_min, this)
@@ -157,18 +158,20 @@ _SMART_PANIC = re.compile(r'Smart contract panicked: ((?:[^"\\]|\\.)*)')
 def _panic_msg(vm_error: str) -> str | None:
     m = _GUEST_PANIC.search(vm_error)
     if m:
-        # Rust Debug escaping of the message: \" \\ \n and friends.
-        try:
-            return json.loads(f'"{m.group(1)}"')
-        except ValueError:
-            return m.group(1)
+        return _unescaped(m.group(1))
     m = _SMART_PANIC.search(vm_error)
     if m:
-        try:
-            return json.loads(f'"{m.group(1)}"')
-        except ValueError:
-            return m.group(1)
+        return _unescaped(m.group(1))
     return None
+
+
+def _unescaped(message: str) -> str:
+    """Rust Debug escaping of the message undone: \\" \\\\ \\n and friends; as it is when that fails."""
+    try:
+        text: str = json.loads(f'"{message}"')  # a JSON string literal: always a str
+    except ValueError:
+        return message
+    return text
 
 
 def _contract_error(message: str, block_height: Any) -> NearContractError:
@@ -243,18 +246,18 @@ class TxStatus(BaseModel):
     transaction_outcome: ExecutionOutcome | None = None
     receipts_outcome: list[ExecutionOutcome] = []
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over @property
     @property
     def block_hash(self) -> str | None:
         """The block the transaction was included in (`transaction_outcome.block_hash`)."""
         return self.transaction_outcome.block_hash if self.transaction_outcome is not None else None
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over @property
     @property
     def receipt_block_hashes(self) -> list[str]:
         return [r.block_hash for r in self.receipts_outcome]
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy takes no decorator over @property
     @property
     def logs(self) -> list[str]:
         """Every log line, the transaction's first, then each receipt's in the node's order."""
@@ -576,9 +579,7 @@ class NearRpcClient:
         wall_clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.urls: tuple[str, ...] = parse_endpoints(url)
-        self._endpoints: tuple[_Endpoint, ...] = tuple(
-            _register(u, budget_per_min, budget_burst) for u in self.urls
-        )
+        self._endpoints: tuple[_Endpoint, ...] = tuple(_register(u, budget_per_min, budget_burst) for u in self.urls)
         self.url = self.urls[0]  # the endpoint in use: the one that answered last
         self.contract_id = contract_id
         self.timeout_s = timeout_s
@@ -623,7 +624,8 @@ class NearRpcClient:
         return RpcUsage(
             url=redact_url(self.url),
             endpoints=[
-                e.usage(now, wall_now, in_use=_key(u) == current) for u, e in zip(self.urls, self._endpoints)
+                e.usage(now, wall_now, in_use=_key(u) == current)
+                for u, e in zip(self.urls, self._endpoints, strict=True)
             ],
         )
 
@@ -635,8 +637,9 @@ class NearRpcClient:
         session = self._get_session()
         where = redact_url(url)
         try:
-            async with session.post(url, json=body, headers=self._headers,
-                                    timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+            async with session.post(
+                url, json=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=self.timeout_s)
+            ) as resp:
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
                 text = await resp.text()
@@ -711,7 +714,7 @@ class NearRpcClient:
         now = self._clock()
         waits = [e.ready_in(now) for e in self._endpoints]
         parts = []
-        for url, endpoint, wait in zip(self.urls, self._endpoints, waits):
+        for url, endpoint, wait in zip(self.urls, self._endpoints, waits, strict=True):
             why = "cooling after 429" if endpoint.cooling_left(now) > 0 else "budget spent" if wait > 0 else "429"
             parts.append(f"{redact_url(url)}: {why}, {wait:.3g}s")
         retry = min(waits)
@@ -785,9 +788,9 @@ class NearRpcClient:
     async def block(self, *, finality: Finality | None = None, block_id: int | str | None = None) -> BlockHeader:
         """The header of the block at `block_id` (a height or a hash) if given, else the latest
         at `finality` (the client's setting by default). Does not touch `last_block_height`."""
-        params: dict[str, Any] = {"block_id": block_id} if block_id is not None else {
-            "finality": finality or self.finality
-        }
+        params: dict[str, Any] = (
+            {"block_id": block_id} if block_id is not None else {"finality": finality or self.finality}
+        )
         result = self._result(await self._call("block", params), "block")
         header = result.get("header")
         if not isinstance(header, Mapping):
@@ -797,9 +800,7 @@ class NearRpcClient:
             raise NearRpcBadResponse(f"NEAR RPC block header has the wrong shape: {str(header)[:200]}")
         return BlockHeader(height=height, hash=block_hash, timestamp_ns=_timestamp_ns(header), prev_hash=prev_hash)
 
-    async def tx_status(
-        self, tx_hash: str, sender_account_id: str, wait_until: TxWaitUntil = "FINAL"
-    ) -> TxStatus:
+    async def tx_status(self, tx_hash: str, sender_account_id: str, wait_until: TxWaitUntil = "FINAL") -> TxStatus:
         """`tx`: the status of transaction `tx_hash` sent by `sender_account_id` (it picks the
         shard), waiting on the node's side until `wait_until`. An unknown transaction raises
         `NearTxUnknown`. Above `NONE` a node waits for an unknown transaction until its own
@@ -875,8 +876,8 @@ class NearRpcClient:
 
 def _request_error(error: Mapping[str, Any]) -> NearRpcError:
     data, msg = error.get("data"), error.get("message")
-    cause = error.get("cause") if isinstance(error.get("cause"), Mapping) else {}
-    info = cause.get("info") if isinstance(cause.get("info"), Mapping) else {}
+    cause = _mapping(error.get("cause"))
+    info = _mapping(cause.get("info"))
     if cause.get("name") == "CONTRACT_EXECUTION_ERROR":
         vm_error = info.get("vm_error")
         text = vm_error if isinstance(vm_error, str) else data if isinstance(data, str) else str(msg)
@@ -891,11 +892,17 @@ def _request_error(error: Mapping[str, Any]) -> NearRpcError:
     return NearRpcRequestError(text, error)
 
 
-def _is_int(value: Any) -> bool:
+def _mapping(value: object) -> Mapping[str, Any]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_str(value: Any) -> bool:
+def _is_str(value: object) -> TypeGuard[str]:
+    """A non-empty string."""
     return isinstance(value, str) and bool(value)
 
 
@@ -929,8 +936,9 @@ def _outcome(value: Any, what: str) -> ExecutionOutcome:
         or not all(isinstance(line, str) for line in logs)
     ):
         raise NearRpcBadResponse(f"NEAR RPC tx {what} has the wrong shape: {str(value)[:200]}")
-    return ExecutionOutcome(id=ident, block_hash=block_hash, executor_id=executor, logs=logs,
-                            status=outcome.get("status"))
+    return ExecutionOutcome(
+        id=ident, block_hash=block_hash, executor_id=executor, logs=logs, status=outcome.get("status")
+    )
 
 
 def _tx_status(result: Mapping[str, Any], tx_hash: str, sender_account_id: str) -> TxStatus:
@@ -977,7 +985,7 @@ def _u128(value: Any, what: str) -> int:
     return n
 
 
-def _typed(value: Any, kind: type, what: str) -> Any:
+def _typed(value: object, kind: type[_T], what: str) -> _T:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise NearRpcBadResponse(f"{what} returned {value!r}, expected {kind.__name__}")
     return value
@@ -986,6 +994,11 @@ def _typed(value: Any, kind: type, what: str) -> Any:
 def client_from_settings(settings: CoreSettings, *, timeout_s: float, daemon: str) -> NearRpcClient:
     """The daemon's one NEAR RPC client: its endpoints, verifier and budget from the settings;
     `daemon` names it in the User-Agent (`quoteloop-<daemon>`)."""
-    return NearRpcClient(settings.near_rpc_url, settings.verifier_contract, timeout_s=timeout_s,
-                         budget_per_min=settings.near_rpc_budget_per_min,
-                         budget_burst=settings.near_rpc_budget_burst, agent=f"quoteloop-{daemon}")
+    return NearRpcClient(
+        settings.near_rpc_url,
+        settings.verifier_contract,
+        timeout_s=timeout_s,
+        budget_per_min=settings.near_rpc_budget_per_min,
+        budget_burst=settings.near_rpc_budget_burst,
+        agent=f"quoteloop-{daemon}",
+    )

@@ -18,7 +18,7 @@ import secrets
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +73,7 @@ VERSIONED_NONCE_V1 = 0
 NONCE_LEN = 32
 _RANDOM_LEN = 15
 _ED25519 = "ed25519:"
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_MS = 1_000_000
 
 
@@ -151,7 +151,7 @@ def _b58decode(text: str, what: str) -> bytes:
         raise InvalidKey(f"{what} is not valid base58") from None
 
 
-def parse_public_key(public_key: str) -> bytes:
+def parse_public_key(public_key: object) -> bytes:
     """The 32 raw bytes of an `ed25519:<base58>` public key."""
     if not isinstance(public_key, str) or not public_key.startswith(_ED25519):
         raise InvalidKey("public key must be a string 'ed25519:<base58>'")
@@ -262,11 +262,16 @@ def load_signer_key(path: Path) -> SignerKey:
             raise KeyFileMissing(f"{where} does not exist") from None
         if exc.kind == "insecure":
             # group/other write is as bad as read: someone could swap in their own key
-            raise KeyFileInsecure(f"{where} has mode {exc.mode or 0:04o}; it must not be accessible by group or "
-                                  "others (chmod 600)") from None
-        raise KeyFileInvalid({"directory": f"{where} is a directory",
-                              "unreadable": f"{where} is not readable by this user",
-                              "not_regular": f"{where} is not a regular file"}[exc.kind]) from None
+            raise KeyFileInsecure(
+                f"{where} has mode {exc.mode or 0:04o}; it must not be accessible by group or others (chmod 600)"
+            ) from None
+        raise KeyFileInvalid(
+            {
+                "directory": f"{where} is a directory",
+                "unreadable": f"{where} is not readable by this user",
+                "not_regular": f"{where} is not a regular file",
+            }[exc.kind]
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -326,7 +331,7 @@ def parse_deadline_ns(text: str) -> int:
         raise ValueError(f"deadline {text!r} is not RFC 3339")
     year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
     try:
-        base = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+        base = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise ValueError(f"deadline {text!r} is not a valid date/time: {exc}") from None
     frac_ns = int((m.group(7) or "").ljust(9, "0") or "0")
@@ -503,7 +508,7 @@ def _parse_signed_data(signed_data: Any) -> _Parsed:
     if callback_url is not None and not isinstance(callback_url, str):
         raise MalformedPayload("payload.callbackUrl must be a string or absent")
     try:
-        public_key = parse_public_key(signed_data.get("public_key"))  # type: ignore[arg-type]
+        public_key = parse_public_key(signed_data.get("public_key"))
     except InvalidKey as exc:
         raise MalformedPayload(str(exc)) from None
     sig_text = signed_data.get("signature")

@@ -81,8 +81,15 @@ async def _header(rpc: NearRpcClient, height: int, cache: HeaderCache, calls: li
     return header
 
 
-async def last_block_at_or_before(rpc: NearRpcClient, deadline_ns: int, final: BlockHeader, cache: HeaderCache,
-                                  *, block_time_ns: int = 600_000_000, max_calls: int = 24) -> BlockHeader | None:
+async def last_block_at_or_before(
+    rpc: NearRpcClient,
+    deadline_ns: int,
+    final: BlockHeader,
+    cache: HeaderCache,
+    *,
+    block_time_ns: int = 600_000_000,
+    max_calls: int = 24,
+) -> BlockHeader | None:
     """The block with the greatest height whose timestamp is <= `deadline_ns` (timestamps grow
     with height), searching below `final` (which must be past the deadline); None when the node
     no longer keeps it; `LookupsSpent` when `max_calls` look-ups did not find it."""
@@ -128,8 +135,15 @@ async def last_block_at_or_before(rpc: NearRpcClient, deadline_ns: int, final: B
     return lo
 
 
-async def nonce_outcome(rpc: NearRpcClient, account_id: str, nonce_b64: str, deadline_ns: int,
-                        final: BlockHeader, cache: HeaderCache, max_calls: int = 24) -> NonceOutcome:
+async def nonce_outcome(
+    rpc: NearRpcClient,
+    account_id: str,
+    nonce_b64: str,
+    deadline_ns: int,
+    final: BlockHeader,
+    cache: HeaderCache,
+    max_calls: int = 24,
+) -> NonceOutcome:
     """Whether the intent with this nonce and deadline executed; `final` is the latest final
     block header (read once per sweep by the caller)."""
     if final.timestamp_ns <= deadline_ns:

@@ -30,7 +30,6 @@ Auth: §1 leaves UNCONFIRMED whether the RPC reads `X-API-Key` (docs) or `Author
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 from enum import StrEnum
@@ -90,8 +89,8 @@ class PublishResult(_Model):
 class IntentStatus(_Model):
     intent_hash: str
     status: IntentStatusKind
-    status_raw: str                  # exactly as sent, e.g. the old NOT_FOUND_OR_NOT_VALID_ANYMORE
-    tx_hash: str | None = None       # data.hash: set for TX_BROADCASTED / SETTLED, optional otherwise
+    status_raw: str  # exactly as sent, e.g. the old NOT_FOUND_OR_NOT_VALID_ANYMORE
+    tx_hash: str | None = None  # data.hash: set for TX_BROADCASTED / SETTLED, optional otherwise
     status_details: str | None = None  # e.g. "FAILED" with NOT_FOUND_OR_NOT_VALID
     raw: dict[str, Any]
 
@@ -198,14 +197,16 @@ class RelayRpcClient:
                 text = await resp.text()
                 if resp.status >= 400:
                     raise RelayRpcUnavailable(method, f"HTTP {resp.status}: {text[:300]}", resp.status)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise RelayRpcUnavailable(method, f"no answer within {self.timeout_s}s") from None
         except aiohttp.ClientError as exc:
             raise RelayRpcUnavailable(method, f"{type(exc).__name__}: {exc}") from None
         try:
             reply = json.loads(text)
         except ValueError:
-            raise RelayRpcUnavailable(method, f"HTTP {resp.status}, body is not JSON: {text[:300]}", resp.status) from None
+            raise RelayRpcUnavailable(
+                method, f"HTTP {resp.status}, body is not JSON: {text[:300]}", resp.status
+            ) from None
         if not isinstance(reply, dict) or ("result" not in reply and "error" not in reply):
             raise RelayRpcUnavailable(method, f"not a JSON-RPC reply: {text[:300]}", resp.status)
         error = reply.get("error")
@@ -234,7 +235,9 @@ class RelayRpcClient:
         return self._publish_result("publish_intents", result, "intent_hashes")
 
     async def publish_intent(self, signed_data: dict[str, Any], quote_hashes: list[str] | None = None) -> PublishResult:
-        result = await self.call("publish_intent", [{"quote_hashes": list(quote_hashes or []), "signed_data": signed_data}])
+        result = await self.call(
+            "publish_intent", [{"quote_hashes": list(quote_hashes or []), "signed_data": signed_data}]
+        )
         return self._publish_result("publish_intent", result, "intent_hash")
 
     @staticmethod
@@ -262,11 +265,17 @@ class RelayRpcClient:
         except ValueError:
             log.warning("relay_unknown_intent_status", status=raw_status, intent_hash=intent_hash)
             kind = IntentStatusKind.UNKNOWN
-        data = result.get("data") if isinstance(result.get("data"), dict) else {}
+        data = result.get("data")
+        if not isinstance(data, dict):
+            data = {}
         tx_hash = data.get("hash") if isinstance(data.get("hash"), str) else None
         details = result.get("status_details")
+        answered_hash = result.get("intent_hash")
         return IntentStatus(
-            intent_hash=result.get("intent_hash") if isinstance(result.get("intent_hash"), str) else intent_hash,
-            status=kind, status_raw=raw_status, tx_hash=tx_hash,
-            status_details=details if isinstance(details, str) else None, raw=result,
+            intent_hash=answered_hash if isinstance(answered_hash, str) else intent_hash,
+            status=kind,
+            status_raw=raw_status,
+            tx_hash=tx_hash,
+            status_details=details if isinstance(details, str) else None,
+            raw=result,
         )

@@ -44,13 +44,14 @@ nor put in `state()` or reprs.
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import json
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,14 +67,14 @@ U128_MAX = (1 << 128) - 1
 SubKind = Literal["quote", "quote_status"]
 Envelope = Literal["event", "subscribe"]
 RejectCode = Literal[
-    "invalid_json",          # not JSON, or not UTF-8
-    "unknown_frame",         # JSON, but no shape we know
+    "invalid_json",  # not JSON, or not UTF-8
+    "unknown_frame",  # JSON, but no shape we know
     "unknown_subscription",  # an event for a subscription id we do not hold (e.g. one just replaced)
-    "missing_fields",        # a quote / status event without a required field
-    "invalid_field",         # a field present but malformed (amount not u128, both amounts, ...)
-    "oversize",              # over max_frame_bytes
-    "filtered",              # a quote outside the current pair filter (§2: still filter client-side)
-    "unmatched_reply",       # a JSON-RPC reply whose id we never sent
+    "missing_fields",  # a quote / status event without a required field
+    "invalid_field",  # a field present but malformed (amount not u128, both amounts, ...)
+    "oversize",  # over max_frame_bytes
+    "filtered",  # a quote outside the current pair filter (§2: still filter client-side)
+    "unmatched_reply",  # a JSON-RPC reply whose id we never sent
 ]
 
 
@@ -111,8 +112,8 @@ class QuoteRequest(_Item):
 
     kind: Literal["quote"] = "quote"
     quote_id: str
-    asset_in: str            # defuse_asset_identifier_in: the solver receives it
-    asset_out: str           # defuse_asset_identifier_out: the solver gives it
+    asset_in: str  # defuse_asset_identifier_in: the solver receives it
+    asset_out: str  # defuse_asset_identifier_out: the solver gives it
     exact_amount_in: int | None
     exact_amount_out: int | None
     min_deadline_ms: int
@@ -122,7 +123,7 @@ class QuoteRequest(_Item):
     envelope: Envelope
     raw: str
     received_at: datetime
-    epoch: int = 0           # connection number the frame came on
+    epoch: int = 0  # connection number the frame came on
 
 
 class QuoteStatus(_Item):
@@ -152,7 +153,7 @@ class Reject(_Item):
     code: RejectCode
     received_at: datetime
     subscription: str | None = None
-    seq: int | None = None   # set for a malformed event on a guaranteed stream, so it can be acked
+    seq: int | None = None  # set for a malformed event on a guaranteed stream, so it can be acked
     guaranteed: bool = False
     epoch: int = 0
 
@@ -367,8 +368,9 @@ def parse_frame(
         return Reject(raw=text, reason=reason, code=code, received_at=received_at, epoch=epoch, **extra)
 
     size = len(raw) if isinstance(raw, bytes) else len(raw)
-    if size > max_frame_bytes or (isinstance(raw, str) and size * 4 > max_frame_bytes
-                                  and len(raw.encode("utf-8", "replace")) > max_frame_bytes):
+    if size > max_frame_bytes or (
+        isinstance(raw, str) and size * 4 > max_frame_bytes and len(raw.encode("utf-8", "replace")) > max_frame_bytes
+    ):
         head = raw[:512] if isinstance(raw, str) else raw[:512].decode("utf-8", "replace")
         return reject("oversize", f"frame over {max_frame_bytes} bytes", head)
     if isinstance(raw, bytes):
@@ -387,8 +389,14 @@ def parse_frame(
 
     method = msg.get("method")
     if method is None and "id" in msg and ("result" in msg or "error" in msg):
-        return RpcReply(id=msg["id"], result=msg.get("result"), error=msg.get("error"),
-                        has_error=msg.get("error") is not None, raw=text, received_at=received_at)
+        return RpcReply(
+            id=msg["id"],
+            result=msg.get("result"),
+            error=msg.get("error"),
+            has_error=msg.get("error") is not None,
+            raw=text,
+            received_at=received_at,
+        )
     if method not in ("event", "subscribe"):
         return reject("unknown_frame", f"unknown method {method!r}" if method else "no method and no id", text)
     params = msg.get("params")
@@ -399,10 +407,17 @@ def parse_frame(
     seq = _seq(params.get("seq"))
     info = subscriptions.get(subscription)
     if info is None:
-        return reject("unknown_subscription", f"event for unknown subscription {subscription}", text,
-                      subscription=subscription, seq=seq)
+        return reject(
+            "unknown_subscription",
+            f"event for unknown subscription {subscription}",
+            text,
+            subscription=subscription,
+            seq=seq,
+        )
     # §3: working code nests the payload in params.data; the docs put it flat in params.
-    data = params.get("data") if isinstance(params.get("data"), dict) else params
+    data = params.get("data")
+    if not isinstance(data, dict):
+        data = params
     ctx = {"subscription": subscription, "seq": seq, "guaranteed": info.guaranteed}
 
     if info.kind == "quote":
@@ -411,18 +426,34 @@ def parse_frame(
         except ValidationError as exc:
             code, reason = _validation_reason(exc)
             return reject(code, f"quote: {reason}", text, **ctx)
-        if quote_filter is not None and not quote_filter.allows(q.defuse_asset_identifier_in,
-                                                                q.defuse_asset_identifier_out):
-            return reject("filtered", f"pair {q.defuse_asset_identifier_in} -> {q.defuse_asset_identifier_out} "
-                          "outside the quote filter", text, **ctx)
+        if quote_filter is not None and not quote_filter.allows(
+            q.defuse_asset_identifier_in, q.defuse_asset_identifier_out
+        ):
+            return reject(
+                "filtered",
+                f"pair {q.defuse_asset_identifier_in} -> {q.defuse_asset_identifier_out} outside the quote filter",
+                text,
+                **ctx,
+            )
         metadata = params.get("metadata")
         if not isinstance(metadata, dict):
-            metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+            metadata = data.get("metadata")
+            if not isinstance(metadata, dict):
+                metadata = {}
         return QuoteRequest(
-            quote_id=q.quote_id, asset_in=q.defuse_asset_identifier_in, asset_out=q.defuse_asset_identifier_out,
-            exact_amount_in=q.exact_amount_in, exact_amount_out=q.exact_amount_out,
-            min_deadline_ms=q.min_deadline_ms, metadata=metadata, subscription=subscription, seq=seq,
-            envelope=envelope, raw=text, received_at=received_at, epoch=epoch,
+            quote_id=q.quote_id,
+            asset_in=q.defuse_asset_identifier_in,
+            asset_out=q.defuse_asset_identifier_out,
+            exact_amount_in=q.exact_amount_in,
+            exact_amount_out=q.exact_amount_out,
+            min_deadline_ms=q.min_deadline_ms,
+            metadata=metadata,
+            subscription=subscription,
+            seq=seq,
+            envelope=envelope,
+            raw=text,
+            received_at=received_at,
+            epoch=epoch,
         )
     try:
         s = _StatusData.model_validate(data)
@@ -430,8 +461,16 @@ def parse_frame(
         code, reason = _validation_reason(exc)
         return reject(code, f"quote_status: {reason}", text, **ctx)
     return QuoteStatus(
-        quote_hash=s.quote_hash, intent_hash=s.intent_hash, tx_hash=s.tx_hash, subscription=subscription,
-        seq=seq, guaranteed=info.guaranteed, envelope=envelope, raw=text, received_at=received_at, epoch=epoch,
+        quote_hash=s.quote_hash,
+        intent_hash=s.intent_hash,
+        tx_hash=s.tx_hash,
+        subscription=subscription,
+        seq=seq,
+        guaranteed=info.guaranteed,
+        envelope=envelope,
+        raw=text,
+        received_at=received_at,
+        epoch=epoch,
     )
 
 
@@ -449,7 +488,8 @@ def answer_from_reply(reply: RpcReply) -> RelayAnswer:
                 ok=False,
                 error=message if isinstance(message, str) else json.dumps(err, separators=(",", ":")),
                 error_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-                error_data=err.get("data"), raw=reply.raw,
+                error_data=err.get("data"),
+                raw=reply.raw,
             )
         return RelayAnswer(ok=False, error=json.dumps(err), raw=reply.raw)
     result = reply.result
@@ -473,22 +513,22 @@ def _amount_str(value: Any) -> str:
 class RelayWsConfig:
     url: str
     jwt: str = field(repr=False)
-    instance_id: str | None = None          # §6: fixed per instance; required for guaranteed delivery
+    instance_id: str | None = None  # §6: fixed per instance; required for guaranteed delivery
     quote_filter: QuoteFilter | None = None
     # False hands other-pair quotes to the caller as QuoteRequests (an ingest that records and
     # classifies every frame) instead of `filtered` Rejects
     client_side_filter: bool = True
     guaranteed_status: bool = False
     auto_ack: bool = True
-    request_timeout_s: float = 5.0          # subscribe / unsubscribe / acknowledge (§2: the AMM solver uses 5 s)
-    answer_timeout_s: float = 5.0           # quote_response
+    request_timeout_s: float = 5.0  # subscribe / unsubscribe / acknowledge (§2: the AMM solver uses 5 s)
+    answer_timeout_s: float = 5.0  # quote_response
     open_timeout_s: float = 10.0
     close_timeout_s: float = 2.0
-    ping_interval_s: float | None = 20.0    # protocol pings; the relay's own keepalive is UNCONFIRMED (§8)
+    ping_interval_s: float | None = 20.0  # protocol pings; the relay's own keepalive is UNCONFIRMED (§8)
     ping_timeout_s: float | None = 20.0
-    max_frame_bytes: int = 1 << 20          # larger frames are Rejects; the stream goes on
+    max_frame_bytes: int = 1 << 20  # larger frames are Rejects; the stream goes on
     hard_max_frame_bytes: int | None = None  # websockets closes (1009) above this; default 4 x max_frame_bytes
-    queue_max: int = 10_000                 # items beyond this are dropped and counted
+    queue_max: int = 10_000  # items beyond this are dropped and counted
     late_answer_memory: int = 1_000
     proxy: str | None = None
     # permessage-deflate off by default: frames are a few hundred bytes, and compressing each one
@@ -503,7 +543,13 @@ class _Pending:
     on_reply: Callable[[RpcReply], None] | None = None
 
 
-_STOP = object()
+class _Stop(enum.Enum):
+    """The end of the items: queued by `stop()`, and again by each `next_event()` that takes it."""
+
+    STOP = "stop"
+
+
+_STOP: Final = _Stop.STOP
 
 
 class RelayWsClient:
@@ -515,7 +561,7 @@ class RelayWsClient:
         self.config = config
         self.backoff = backoff or Backoff(initial_s=1.0, max_s=30.0)
         self._filter = config.quote_filter
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queue: asyncio.Queue[RelayItem | _Stop] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._late: OrderedDict[int, str] = OrderedDict()  # timed-out quote_response id -> quote_id
@@ -530,8 +576,20 @@ class RelayWsClient:
         self._next_attempt_at: datetime | None = None
         self._connects = 0
         # every reject code and the main flows start at 0 so state() always shows them
-        self._counts: Counter[str] = Counter({k: 0 for k in (*get_args(RejectCode), "frames", "quotes", "statuses",
-                                                              "rejects", "dropped", "request_timeouts")})
+        self._counts: Counter[str] = Counter(
+            {
+                k: 0
+                for k in (
+                    *get_args(RejectCode),
+                    "frames",
+                    "quotes",
+                    "statuses",
+                    "rejects",
+                    "dropped",
+                    "request_timeouts",
+                )
+            }
+        )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[Any]] = set()
@@ -723,9 +781,13 @@ class RelayWsClient:
             self._last_disconnect = reason
             delay = self.backoff.next_delay()
             self._next_attempt_at = utcnow() + timedelta(seconds=delay)
-            log.warning("relay_ws_retry", reason=reason, delay_s=round(delay, 3),
-                        reconnects_in_window=self.backoff.reconnects_in_window(),
-                        budget_exhausted=self.backoff.budget_exhausted())
+            log.warning(
+                "relay_ws_retry",
+                reason=reason,
+                delay_s=round(delay, 3),
+                reconnects_in_window=self.backoff.reconnects_in_window(),
+                budget_exhausted=self.backoff.budget_exhausted(),
+            )
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             except TimeoutError:
@@ -743,10 +805,12 @@ class RelayWsClient:
         try:
             async with self._sub_lock:
                 await self._subscribe("quote", self._quote_params(), guaranteed=False)
-                status_params: list[Any] = ["quote_status", None, True] if self.config.guaranteed_status \
-                    else ["quote_status"]
-                await self._subscribe("quote_status", status_params, guaranteed=self.config.guaranteed_status,
-                                      announce=True)
+                status_params: list[Any] = (
+                    ["quote_status", None, True] if self.config.guaranteed_status else ["quote_status"]
+                )
+                await self._subscribe(
+                    "quote_status", status_params, guaranteed=self.config.guaranteed_status, announce=True
+                )
         except RelayWsError as exc:
             await ws.close()
             reason = await reader
@@ -781,8 +845,15 @@ class RelayWsClient:
                 self._on_frame(message, epoch)
         except ConnectionClosedError as exc:
             if exc.sent is not None and exc.sent.code == 1009:
-                self._count_reject(Reject(raw="", reason=f"frame over the hard limit closed the connection: {exc}",
-                                          code="oversize", received_at=utcnow(), epoch=epoch))
+                self._count_reject(
+                    Reject(
+                        raw="",
+                        reason=f"frame over the hard limit closed the connection: {exc}",
+                        code="oversize",
+                        received_at=utcnow(),
+                        epoch=epoch,
+                    )
+                )
             return f"connection lost: {exc}"
         except Exception as exc:  # noqa: BLE001 - the reader must end with a reason, not kill the loop
             return f"reader failed: {type(exc).__name__}: {exc}"
@@ -802,9 +873,14 @@ class RelayWsClient:
         received_at = utcnow()
         self._counts["frames"] += 1
         self._last_frame_at = received_at
-        frame = parse_frame(message, subscriptions=self._subs, received_at=received_at,
-                            max_frame_bytes=self.config.max_frame_bytes,
-                            quote_filter=self._filter if self.config.client_side_filter else None, epoch=epoch)
+        frame = parse_frame(
+            message,
+            subscriptions=self._subs,
+            received_at=received_at,
+            max_frame_bytes=self.config.max_frame_bytes,
+            quote_filter=self._filter if self.config.client_side_filter else None,
+            epoch=epoch,
+        )
         if isinstance(frame, RpcReply):
             self._on_reply(frame)
         elif isinstance(frame, QuoteRequest):
@@ -833,10 +909,18 @@ class RelayWsClient:
         quote_id = self._late.pop(rid, None) if isinstance(rid, int) else None
         if quote_id is not None:
             self._counts["late_answers"] += 1
-            self._emit(LateRelayAnswer(quote_id=quote_id, answer=answer_from_reply(reply), received_at=reply.received_at))
+            self._emit(
+                LateRelayAnswer(quote_id=quote_id, answer=answer_from_reply(reply), received_at=reply.received_at)
+            )
             return
-        self._count_reject(Reject(raw=reply.raw, reason=f"reply to unknown request id {reply.id!r}",
-                                  code="unmatched_reply", received_at=reply.received_at))
+        self._count_reject(
+            Reject(
+                raw=reply.raw,
+                reason=f"reply to unknown request id {reply.id!r}",
+                code="unmatched_reply",
+                received_at=reply.received_at,
+            )
+        )
 
     def _count_reject(self, reject: Reject) -> bool:
         self._counts["rejects"] += 1
@@ -873,9 +957,14 @@ class RelayWsClient:
                     self._announced = True
                     self._connects += 1
                     self._connected_since = reply.received_at
-                    self._emit(Connected(at=reply.received_at, epoch=epoch,
-                                         subscriptions={s: i.kind for s, i in self._subs.items()},
-                                         instance_id=self.config.instance_id))
+                    self._emit(
+                        Connected(
+                            at=reply.received_at,
+                            epoch=epoch,
+                            subscriptions={s: i.kind for s, i in self._subs.items()},
+                            instance_id=self.config.instance_id,
+                        )
+                    )
                     log.info("relay_ws_connected", epoch=epoch, subscriptions=len(self._subs))
 
         reply = await self._call("subscribe", params, timeout_s=self.config.request_timeout_s, on_reply=on_reply)

@@ -111,7 +111,10 @@ async def test_snapshot_then_scripted_updates(sim: KrakenSimulator, clock: FakeC
 
         subscribe = received(sim, "subscribe", "ticker")[0]
         assert subscribe["params"] == {
-            "channel": "ticker", "symbol": ["BTC/EUR"], "event_trigger": "bbo", "snapshot": True
+            "channel": "ticker",
+            "symbol": ["BTC/EUR"],
+            "event_trigger": "bbo",
+            "snapshot": True,
         }
         assert isinstance(subscribe["req_id"], int)
 
@@ -241,6 +244,7 @@ async def test_reconnect_budget_is_visible_in_state(clock: FakeClock) -> None:
     client = make_client(f"ws://127.0.0.1:{port}/v2", clock, backoff=backoff)
     client.start()
     try:
+
         def waiting_for_window() -> dict[str, Any] | None:
             # out of budget: the next attempt waits for the window to free a slot
             s = client.state()

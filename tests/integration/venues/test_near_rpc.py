@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -130,7 +130,7 @@ async def test_salt_and_fee(client: NearRpcClient, state: VerifierState) -> None
 
 async def test_is_nonce_used(client: NearRpcClient, state: VerifierState) -> None:
     key = SignerKey.generate()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     deadline = now + timedelta(seconds=60)
     nonce = versioned_nonce("252812b3", deadline)
     assert await client.is_nonce_used(key.implicit_account_id, b64_nonce(nonce)) is False
@@ -229,8 +229,13 @@ async def test_rpc_error_fault_through_the_control_route(client: NearRpcClient, 
 
 
 async def test_rpc_error_fault_with_a_given_error(client: NearRpcClient, sim: NearRpcSimulator) -> None:
-    error = {"name": "HANDLER_ERROR", "cause": {"name": "NO_SYNCED_BLOCKS", "info": {}}, "code": -32000,
-             "message": "Server error", "data": "There are no fully synchronized blocks on the node yet"}
+    error = {
+        "name": "HANDLER_ERROR",
+        "cause": {"name": "NO_SYNCED_BLOCKS", "info": {}},
+        "code": -32000,
+        "message": "Server error",
+        "data": "There are no fully synchronized blocks on the node yet",
+    }
     sim.faults.set("rpc_error", on=True, value=error)
     with pytest.raises(NearRpcRequestError) as info:
         await client.current_salt()
@@ -320,7 +325,7 @@ async def test_is_nonce_used_reads_at_the_finality_or_block_given(sim: NearRpcSi
 # Answers shaped as nearcore sends them (docs/near-rpc.md, "block" and "tx"): the header's
 # `timestamp_nanosec` is a decimal string (`dec_format`), `timestamp` the same number as JSON.
 
-WALL = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+WALL = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 Answer = Callable[[dict[str, Any]], Awaitable[web.StreamResponse] | web.StreamResponse]
 
 
@@ -369,8 +374,14 @@ class Node:
 def view(value: Any, height: int = 170_000_000) -> Answer:
     def answer(body: dict[str, Any]) -> web.StreamResponse:
         raw = list(json.dumps(value).encode())
-        return web.json_response({"jsonrpc": "2.0", "id": body.get("id"), "result": {
-            "result": raw, "logs": [], "block_height": height, "block_hash": "BlockHash111"}})
+        return web.json_response(
+            {
+                "jsonrpc": "2.0",
+                "id": body.get("id"),
+                "result": {"result": raw, "logs": [], "block_height": height, "block_hash": "BlockHash111"},
+            }
+        )
+
     return answer
 
 
@@ -390,6 +401,7 @@ def held(node: Node) -> Answer:
     async def answer(_body: dict[str, Any]) -> web.StreamResponse:
         await node.released.wait()
         return web.Response(status=500)
+
     return answer
 
 
@@ -419,12 +431,17 @@ def client_of(clock: Clock, *nodes: Node | str, **kwargs: Any) -> NearRpcClient:
 
 
 HEADER = {  # abridged from a mainnet answer; the client reads height, hash, prev_hash, timestamp_nanosec
-    "height": 170_000_123, "prev_height": 170_000_122, "epoch_id": "EpochId111",
+    "height": 170_000_123,
+    "prev_height": 170_000_122,
+    "epoch_id": "EpochId111",
     "hash": "5Hpj1PeCi32ZkNXgiD1DrW4wvW4Xtic74DJKfyJ9XL3a",
     "prev_hash": "9MzuZrRPW1BGpFnZJUJg6SzCrixPpJDfjsNeUobRXsLe",
-    "timestamp": 1777636800123456789, "timestamp_nanosec": "1777636800123456789",
-    "gas_price": "100000000", "total_supply": "1300000000000000000000000000000000",
-    "last_final_block": "CbwEqMpPcu6KwqVpBM3Ry83k6M4H1FrJjES9kBXThcRd", "latest_protocol_version": 78,
+    "timestamp": 1777636800123456789,
+    "timestamp_nanosec": "1777636800123456789",
+    "gas_price": "100000000",
+    "total_supply": "1300000000000000000000000000000000",
+    "last_final_block": "CbwEqMpPcu6KwqVpBM3Ry83k6M4H1FrJjES9kBXThcRd",
+    "latest_protocol_version": 78,
 }
 
 
@@ -437,13 +454,17 @@ async def test_block_parses_the_header_and_sends_finality_or_block_id(a: Node, c
         await c.block(block_id=HEADER["prev_hash"])
     async with client_of(clock, a, finality="near-final") as c:
         await c.block()
-    assert header == BlockHeader(height=170_000_123, hash=HEADER["hash"], timestamp_ns=1777636800123456789,
-                                 prev_hash=HEADER["prev_hash"])
-    assert header.timestamp == datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    assert header == BlockHeader(
+        height=170_000_123, hash=HEADER["hash"], timestamp_ns=1777636800123456789, prev_hash=HEADER["prev_hash"]
+    )
+    assert header.timestamp == datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
     assert [b["method"] for b in a.bodies] == ["block"] * 5
     assert [b["params"] for b in a.bodies] == [
-        {"finality": "final"}, {"finality": "optimistic"}, {"block_id": 170_000_000},
-        {"block_id": HEADER["prev_hash"]}, {"finality": "near-final"},
+        {"finality": "final"},
+        {"finality": "optimistic"},
+        {"block_id": 170_000_000},
+        {"block_id": HEADER["prev_hash"]},
+        {"finality": "near-final"},
     ]
 
 
@@ -453,11 +474,29 @@ async def test_block_takes_the_legacy_timestamp_when_nanosec_is_absent(a: Node, 
         assert (await c.block()).timestamp_ns == 1777636800123456789
 
 
-@pytest.mark.parametrize("header", [
-    None, {**HEADER, "height": "170000123"}, {**HEADER, "height": True}, {**HEADER, "hash": ""},
-    {k: v for k, v in HEADER.items() if k != "prev_hash"}, {**HEADER, "timestamp_nanosec": "12e9"},
-    {**HEADER, "timestamp_nanosec": None, "timestamp": None}, {**HEADER, "timestamp_nanosec": "9" * 40},
-], ids=["no-header", "height-str", "height-bool", "empty-hash", "no-prev", "nanos-not-digits", "no-time", "nanos-huge"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        {**HEADER, "height": "170000123"},
+        {**HEADER, "height": True},
+        {**HEADER, "hash": ""},
+        {k: v for k, v in HEADER.items() if k != "prev_hash"},
+        {**HEADER, "timestamp_nanosec": "12e9"},
+        {**HEADER, "timestamp_nanosec": None, "timestamp": None},
+        {**HEADER, "timestamp_nanosec": "9" * 40},
+    ],
+    ids=[
+        "no-header",
+        "height-str",
+        "height-bool",
+        "empty-hash",
+        "no-prev",
+        "nanos-not-digits",
+        "no-time",
+        "nanos-huge",
+    ],
+)
 async def test_block_with_the_wrong_shape_is_a_bad_response(a: Node, clock: Clock, header: Any) -> None:
     a.answer = result({"header": header} if header is not None else {"chunks": []})
     async with client_of(clock, a) as c:
@@ -473,19 +512,62 @@ def tx_result(status: Any, final: str = "FINAL") -> dict[str, Any]:
     return {
         "final_execution_status": final,
         "status": status,
-        "transaction": {"signer_id": "solver.near", "receiver_id": "intents.near", "nonce": 15, "hash": TX,
-                        "actions": [{"FunctionCall": {"method_name": "execute_intents", "args": "e30=",
-                                                      "gas": 300000000000000, "deposit": "0"}}]},
-        "transaction_outcome": {"proof": [], "block_hash": "TxBlock111", "id": TX, "outcome": {
-            "logs": [], "receipt_ids": ["Receipt1"], "gas_burnt": 223182562500, "tokens_burnt": "22318256250000000000",
-            "executor_id": "solver.near", "status": {"SuccessReceiptId": "Receipt1"}}},
+        "transaction": {
+            "signer_id": "solver.near",
+            "receiver_id": "intents.near",
+            "nonce": 15,
+            "hash": TX,
+            "actions": [
+                {
+                    "FunctionCall": {
+                        "method_name": "execute_intents",
+                        "args": "e30=",
+                        "gas": 300000000000000,
+                        "deposit": "0",
+                    }
+                }
+            ],
+        },
+        "transaction_outcome": {
+            "proof": [],
+            "block_hash": "TxBlock111",
+            "id": TX,
+            "outcome": {
+                "logs": [],
+                "receipt_ids": ["Receipt1"],
+                "gas_burnt": 223182562500,
+                "tokens_burnt": "22318256250000000000",
+                "executor_id": "solver.near",
+                "status": {"SuccessReceiptId": "Receipt1"},
+            },
+        },
         "receipts_outcome": [
-            {"proof": [], "block_hash": "ReceiptBlock1", "id": "Receipt1", "outcome": {
-                "logs": [EVENT, "second line"], "receipt_ids": ["Refund1"], "gas_burnt": 1, "tokens_burnt": "0",
-                "executor_id": "intents.near", "status": status}},
-            {"proof": [], "block_hash": "ReceiptBlock2", "id": "Refund1", "outcome": {
-                "logs": [], "receipt_ids": [], "gas_burnt": 0, "tokens_burnt": "0",
-                "executor_id": "solver.near", "status": {"SuccessValue": ""}}},
+            {
+                "proof": [],
+                "block_hash": "ReceiptBlock1",
+                "id": "Receipt1",
+                "outcome": {
+                    "logs": [EVENT, "second line"],
+                    "receipt_ids": ["Refund1"],
+                    "gas_burnt": 1,
+                    "tokens_burnt": "0",
+                    "executor_id": "intents.near",
+                    "status": status,
+                },
+            },
+            {
+                "proof": [],
+                "block_hash": "ReceiptBlock2",
+                "id": "Refund1",
+                "outcome": {
+                    "logs": [],
+                    "receipt_ids": [],
+                    "gas_burnt": 0,
+                    "tokens_burnt": "0",
+                    "executor_id": "solver.near",
+                    "status": {"SuccessValue": ""},
+                },
+            },
         ],
     }
 
@@ -496,7 +578,12 @@ async def test_tx_status_success(a: Node, clock: Clock) -> None:
         st = await c.tx_status(TX, "solver.near")
     assert a.bodies[0]["method"] == "tx"
     assert a.bodies[0]["params"] == {"tx_hash": TX, "sender_account_id": "solver.near", "wait_until": "FINAL"}
-    assert (st.tx_hash, st.sender_account_id, st.final_execution_status, st.is_final) == (TX, "solver.near", "FINAL", True)
+    assert (st.tx_hash, st.sender_account_id, st.final_execution_status, st.is_final) == (
+        TX,
+        "solver.near",
+        "FINAL",
+        True,
+    )
     assert (st.outcome, st.success_value, st.failure) == ("success", "bnVsbA==", None)
     assert st.block_hash == "TxBlock111"
     assert st.receipt_block_hashes == ["ReceiptBlock1", "ReceiptBlock2"]
@@ -507,7 +594,9 @@ async def test_tx_status_success(a: Node, clock: Clock) -> None:
 
 
 async def test_tx_status_failure_and_pending(a: Node, clock: Clock) -> None:
-    failure = {"ActionError": {"index": 0, "kind": {"FunctionCallError": {"ExecutionError": "Smart contract panicked: nope"}}}}
+    failure = {
+        "ActionError": {"index": 0, "kind": {"FunctionCallError": {"ExecutionError": "Smart contract panicked: nope"}}}
+    }
     a.answer = result(tx_result({"Failure": failure}, final="EXECUTED_OPTIMISTIC"))
     async with client_of(clock, a) as c:
         st = await c.tx_status(TX, "solver.near", wait_until="EXECUTED_OPTIMISTIC")
@@ -521,8 +610,13 @@ async def test_tx_status_failure_and_pending(a: Node, clock: Clock) -> None:
 
 
 async def test_unknown_transaction_is_typed_and_not_failed_over(a: Node, b: Node, clock: Clock) -> None:
-    error = {"name": "HANDLER_ERROR", "cause": {"name": "UNKNOWN_TRANSACTION", "info": {"requested_transaction_hash": TX}},
-             "code": -32000, "message": "Server error", "data": f"Transaction {TX} doesn't exist"}
+    error = {
+        "name": "HANDLER_ERROR",
+        "cause": {"name": "UNKNOWN_TRANSACTION", "info": {"requested_transaction_hash": TX}},
+        "code": -32000,
+        "message": "Server error",
+        "data": f"Transaction {TX} doesn't exist",
+    }
     a.answer = rpc_error(error)
     async with client_of(clock, a, b) as c:
         with pytest.raises(NearTxUnknown) as info:
@@ -535,22 +629,37 @@ async def test_unknown_transaction_is_typed_and_not_failed_over(a: Node, b: Node
 
 async def test_a_node_timing_out_on_tx_is_tried_elsewhere(a: Node, b: Node, clock: Clock) -> None:
     # nearcore answers TIMEOUT_ERROR with HTTP 408: the node gave up waiting, another may not
-    a.answer = rpc_error({"name": "HANDLER_ERROR", "cause": {"name": "TIMEOUT_ERROR", "info": {}}, "code": -32000,
-                          "message": "Server error", "data": "Timeout"}, status=408)
+    a.answer = rpc_error(
+        {
+            "name": "HANDLER_ERROR",
+            "cause": {"name": "TIMEOUT_ERROR", "info": {}},
+            "code": -32000,
+            "message": "Server error",
+            "data": "Timeout",
+        },
+        status=408,
+    )
     b.answer = result(tx_result({"SuccessValue": ""}))
     async with client_of(clock, a, b) as c:
         assert (await c.tx_status(TX, "solver.near")).outcome == "success"
         assert c.url == b.url
 
 
-@pytest.mark.parametrize("doc", [
-    {**tx_result({"SuccessValue": ""}), "final_execution_status": 3},
-    {**tx_result({"SuccessValue": 5})},
-    {**tx_result({"Weird": 1})},
-    {**tx_result({"SuccessValue": ""}), "receipts_outcome": {}},
-    {**tx_result({"SuccessValue": ""}), "transaction_outcome": {"id": TX, "outcome": {"logs": []}}},
-    {**tx_result({"SuccessValue": ""}), "receipts_outcome": [{"id": "r", "block_hash": "b", "outcome": {"logs": [1]}}]},
-], ids=["status-not-str", "value-not-str", "unknown-status", "receipts-not-list", "no-block-hash", "log-not-str"])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {**tx_result({"SuccessValue": ""}), "final_execution_status": 3},
+        {**tx_result({"SuccessValue": 5})},
+        {**tx_result({"Weird": 1})},
+        {**tx_result({"SuccessValue": ""}), "receipts_outcome": {}},
+        {**tx_result({"SuccessValue": ""}), "transaction_outcome": {"id": TX, "outcome": {"logs": []}}},
+        {
+            **tx_result({"SuccessValue": ""}),
+            "receipts_outcome": [{"id": "r", "block_hash": "b", "outcome": {"logs": [1]}}],
+        },
+    ],
+    ids=["status-not-str", "value-not-str", "unknown-status", "receipts-not-list", "no-block-hash", "log-not-str"],
+)
 async def test_tx_status_with_the_wrong_shape_is_a_bad_response(a: Node, clock: Clock, doc: dict[str, Any]) -> None:
     a.answer = result(doc)
     async with client_of(clock, a) as c:
@@ -660,9 +769,7 @@ async def test_the_simulators_429_fault_is_honoured(sim: NearRpcSimulator, b: No
 
 
 @pytest.mark.parametrize("kind", ["http_500", "refused", "timeout", "garbage"])
-async def test_unavailable_fails_over_and_is_tried_after_the_others(
-    a: Node, b: Node, clock: Clock, kind: str
-) -> None:
+async def test_unavailable_fails_over_and_is_tried_after_the_others(a: Node, b: Node, clock: Clock, kind: str) -> None:
     first: Node | str = a
     if kind == "http_500":
         a.answer = http(500)
@@ -700,15 +807,48 @@ async def test_every_endpoint_failing_raises_the_last_failure(a: Node, b: Node, 
         assert await c.fee() == 1  # no cooldown: asked again on the next call
 
 
-@pytest.mark.parametrize("answer,error", [
-    (rpc_error({"name": "HANDLER_ERROR", "cause": {"name": "UNKNOWN_ACCOUNT", "info": {}}, "code": -32000,
-                "message": "Server error", "data": "account intents.near does not exist while viewing"}),
-     NearRpcUnknownAccount),
-    (rpc_error({"name": "REQUEST_VALIDATION_ERROR", "cause": {"name": "PARSE_ERROR", "info": {}}, "code": -32700,
-                "message": "Parse error", "data": "bad"}, status=400), NearRpcRequestError),
-    (result({"error": "wasm execution failed with error: MethodResolveError(MethodNotFound)", "logs": [],
-             "block_height": 1, "block_hash": "h"}), NearMethodNotFound),
-], ids=["unknown-account", "validation-400", "contract-panic"])
+@pytest.mark.parametrize(
+    "answer,error",
+    [
+        (
+            rpc_error(
+                {
+                    "name": "HANDLER_ERROR",
+                    "cause": {"name": "UNKNOWN_ACCOUNT", "info": {}},
+                    "code": -32000,
+                    "message": "Server error",
+                    "data": "account intents.near does not exist while viewing",
+                }
+            ),
+            NearRpcUnknownAccount,
+        ),
+        (
+            rpc_error(
+                {
+                    "name": "REQUEST_VALIDATION_ERROR",
+                    "cause": {"name": "PARSE_ERROR", "info": {}},
+                    "code": -32700,
+                    "message": "Parse error",
+                    "data": "bad",
+                },
+                status=400,
+            ),
+            NearRpcRequestError,
+        ),
+        (
+            result(
+                {
+                    "error": "wasm execution failed with error: MethodResolveError(MethodNotFound)",
+                    "logs": [],
+                    "block_height": 1,
+                    "block_hash": "h",
+                }
+            ),
+            NearMethodNotFound,
+        ),
+    ],
+    ids=["unknown-account", "validation-400", "contract-panic"],
+)
 async def test_the_venue_saying_no_is_not_failed_over(
     a: Node, b: Node, clock: Clock, answer: Answer, error: type[Exception]
 ) -> None:
@@ -783,8 +923,11 @@ async def test_the_budget_is_never_exceeded(a: Node, b: Node, clock: Clock) -> N
 
 
 async def test_the_budget_is_shared_by_every_client_of_an_endpoint(a: Node, clock: Clock) -> None:
-    async with client_of(clock, a, budget_per_min=10, budget_burst=3) as first, \
-            client_of(clock, a, budget_per_min=4, budget_burst=2) as second, client_of(clock, a) as unlimited:
+    async with (
+        client_of(clock, a, budget_per_min=10, budget_burst=3) as first,
+        client_of(clock, a, budget_per_min=4, budget_burst=2) as second,
+        client_of(clock, a) as unlimited,
+    ):
         for c in (first, second, unlimited):  # the lowest figures win, for all of them
             assert (c.usage().endpoints[0].budget_per_min, c.usage().endpoints[0].budget_burst) == (4, 2)
         assert await first.fee() == 1

@@ -19,7 +19,7 @@ from daemons.venues.near_intents.nep413 import (
     sign_intent,
     versioned_nonce,
 )
-from daemons.venues.near_intents.nonce_outcome import LookupsSpent, HeaderCache, NonceOutcome, nonce_outcome
+from daemons.venues.near_intents.nonce_outcome import HeaderCache, LookupsSpent, NonceOutcome, nonce_outcome
 from simulators.chain import Chain
 from simulators.near_rpc import NearRpcSimulator
 from simulators.verifier import VerifierState
@@ -59,14 +59,16 @@ def _burn(state: VerifierState, key: SignerKey, deadline: datetime, now: datetim
     return b64_nonce(nonce)
 
 
-async def _outcome(state: VerifierState, client: NearRpcClient, key: SignerKey, nonce: str,
-                   deadline: datetime) -> NonceOutcome:
+async def _outcome(
+    state: VerifierState, client: NearRpcClient, key: SignerKey, nonce: str, deadline: datetime
+) -> NonceOutcome:
     final = await client.block(finality="final")
     return await nonce_outcome(client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, HeaderCache())
 
 
 async def test_an_executed_intent_whose_nonce_was_cleaned_reads_used(
-        world: tuple[VerifierState, NearRpcClient], clock: Clock) -> None:
+    world: tuple[VerifierState, NearRpcClient], clock: Clock
+) -> None:
     state, client = world
     key = SignerKey.generate()
     deadline = state.chain.now() + timedelta(seconds=3)
@@ -80,7 +82,8 @@ async def test_an_executed_intent_whose_nonce_was_cleaned_reads_used(
 
 
 async def test_a_never_executed_intent_reads_unused_and_an_early_question_not_yet(
-        world: tuple[VerifierState, NearRpcClient], clock: Clock) -> None:
+    world: tuple[VerifierState, NearRpcClient], clock: Clock
+) -> None:
     state, client = world
     key = SignerKey.generate()
     deadline = state.chain.now() + timedelta(seconds=3)
@@ -92,7 +95,8 @@ async def test_a_never_executed_intent_reads_unused_and_an_early_question_not_ye
 
 
 async def test_an_intent_executed_in_the_last_block_before_its_deadline_reads_used(
-        world: tuple[VerifierState, NearRpcClient], clock: Clock) -> None:
+    world: tuple[VerifierState, NearRpcClient], clock: Clock
+) -> None:
     state, client = world
     key = SignerKey.generate()
     deadline = state.chain.now() + timedelta(seconds=6)
@@ -104,7 +108,8 @@ async def test_an_intent_executed_in_the_last_block_before_its_deadline_reads_us
 
 
 async def test_a_deadline_older_than_the_node_keeps_is_unknown(
-        world: tuple[VerifierState, NearRpcClient], clock: Clock) -> None:
+    world: tuple[VerifierState, NearRpcClient], clock: Clock
+) -> None:
     state, client = world
     key = SignerKey.generate()
     deadline = state.chain.now() + timedelta(seconds=1)
@@ -114,7 +119,8 @@ async def test_a_deadline_older_than_the_node_keeps_is_unknown(
 
 
 async def test_a_search_out_of_look_ups_is_no_outcome_and_goes_on_from_its_cache(
-        world: tuple[VerifierState, NearRpcClient], clock: Clock) -> None:
+    world: tuple[VerifierState, NearRpcClient], clock: Clock
+) -> None:
     """A caller's share of the budget may be smaller than the search needs: that is not
     `unknown` (which would keep a hold for an operator), only 'not yet', and the headers found
     are kept, so the next try needs fewer look-ups."""
@@ -127,7 +133,10 @@ async def test_a_search_out_of_look_ups_is_no_outcome_and_goes_on_from_its_cache
     final = await client.block(finality="final")
     cache = HeaderCache()
     with pytest.raises(LookupsSpent):
-        await nonce_outcome(client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, cache,
-                            max_calls=1)
-    assert await nonce_outcome(client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, cache,
-                               max_calls=24) is NonceOutcome.USED
+        await nonce_outcome(client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, cache, max_calls=1)
+    assert (
+        await nonce_outcome(
+            client, key.implicit_account_id, nonce, datetime_to_ns(deadline), final, cache, max_calls=24
+        )
+        is NonceOutcome.USED
+    )

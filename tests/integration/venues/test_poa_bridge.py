@@ -113,8 +113,9 @@ async def test_withdrawal_estimate(bridge: Bridge) -> None:
     assert estimate.user_address == "bc1qdestination"
     assert estimate.token["near_token_id"] == "btc.omft.near"
     # the registry's prefixed id goes out unprefixed, as the bridge expects
-    assert bridge.sim.seen[-1]["params"] == [{"chain": "btc:mainnet", "token": "btc.omft.near",
-                                              "address": "bc1qdestination"}]
+    assert bridge.sim.seen[-1]["params"] == [
+        {"chain": "btc:mainnet", "token": "btc.omft.near", "address": "bc1qdestination"}
+    ]
     with pytest.raises(PoaBridgeRpcError, match="Unsupported token"):
         await bridge.client.withdrawal_estimate("eth:100", "btc.omft.near", "0xabc")
 
@@ -123,10 +124,18 @@ async def test_withdrawal_estimate(bridge: Bridge) -> None:
 
 
 async def test_deposit_pending_then_completed_credits_exactly_once(bridge: Bridge) -> None:
-    scripted = await bridge.sim_post("/_sim/deposit", {
-        "account_id": ME, "chain": "btc:mainnet", "asset": BTC, "amount": "50000", "tx_hash": "btctx1",
-        "outcome": "credit", "credit_after_s": 600,
-    })
+    scripted = await bridge.sim_post(
+        "/_sim/deposit",
+        {
+            "account_id": ME,
+            "chain": "btc:mainnet",
+            "asset": BTC,
+            "amount": "50000",
+            "tx_hash": "btctx1",
+            "outcome": "credit",
+            "credit_after_s": 600,
+        },
+    )
     assert scripted["status"] == "PENDING"
     address = (await bridge.client.deposit_address(ME, "btc:mainnet")).address
 
@@ -177,9 +186,16 @@ async def test_deposit_never_credited_stays_pending(bridge: Bridge) -> None:
 
 
 async def test_deposit_below_the_minimum_is_never_swept(bridge: Bridge) -> None:
-    scripted = await bridge.sim_post("/_sim/deposit", {
-        "account": ME, "chain": "btc:mainnet", "asset": "btc.omft.near", "amount": 5_000, "tx_hash": "dust",
-    })
+    scripted = await bridge.sim_post(
+        "/_sim/deposit",
+        {
+            "account": ME,
+            "chain": "btc:mainnet",
+            "asset": "btc.omft.near",
+            "amount": 5_000,
+            "tx_hash": "dust",
+        },
+    )
     assert scripted["below_min_deposit"] is True
     bridge.sim.advance(3600)
     assert (await bridge.client.recent_deposits(ME)).deposits[0].status == "PENDING"
@@ -223,11 +239,13 @@ async def test_recent_deposits_filters_pages_and_reads_both_amount_shapes(bridge
 
 
 async def test_scripting_an_impossible_deposit_is_refused(bridge: Bridge) -> None:
-    out = await bridge.sim_post("/_sim/deposit", {"account_id": ME, "chain": "eth:1", "asset": BTC, "amount": "1"},
-                                expect=400)
+    out = await bridge.sim_post(
+        "/_sim/deposit", {"account_id": ME, "chain": "eth:1", "asset": BTC, "amount": "1"}, expect=400
+    )
     assert "no token" in out["error"]
-    out = await bridge.sim_post("/_sim/deposit", {"account_id": ME, "chain": "btc:mainnet", "asset": BTC,
-                                                  "amount": 1.5}, expect=400)
+    out = await bridge.sim_post(
+        "/_sim/deposit", {"account_id": ME, "chain": "btc:mainnet", "asset": BTC, "amount": 1.5}, expect=400
+    )
     assert "float" in out["error"]
 
 
@@ -248,10 +266,18 @@ async def test_a_running_clock_credits_without_anyone_polling() -> None:
 
 
 async def test_withdrawal_status_sdk_shape_pending_then_completed(bridge: Bridge) -> None:
-    await bridge.sim_post("/_sim/withdrawal", {
-        "withdrawal_hash": "8yFNEk7GmRcM3NMJihwCKXt8ZANLpL2koVFWWH1MEEj", "account_id": ME, "chain": "btc:mainnet",
-        "asset": BTC, "amount": "1001500", "address": "bc1qdest", "complete_after_s": 120,
-    })
+    await bridge.sim_post(
+        "/_sim/withdrawal",
+        {
+            "withdrawal_hash": "8yFNEk7GmRcM3NMJihwCKXt8ZANLpL2koVFWWH1MEEj",
+            "account_id": ME,
+            "chain": "btc:mainnet",
+            "asset": BTC,
+            "amount": "1001500",
+            "address": "bc1qdest",
+            "complete_after_s": 120,
+        },
+    )
     status = await bridge.client.withdrawal_status("8yFNEk7GmRcM3NMJihwCKXt8ZANLpL2koVFWWH1MEEj")
     assert status.shape == "withdrawals_list"
     first = status.first
@@ -286,8 +312,9 @@ async def test_withdrawal_status_docs_shape(bridge: Bridge) -> None:
 
 
 async def test_withdrawal_not_found_is_transient_then_failed(bridge: Bridge) -> None:
-    bridge.sim.add_withdrawal("burn2", ME, "btc:mainnet", BTC, 2_000, "bc1q", outcome="fail",
-                              visible_after_s=10, complete_after_s=50)
+    bridge.sim.add_withdrawal(
+        "burn2", ME, "btc:mainnet", BTC, 2_000, "bc1q", outcome="fail", visible_after_s=10, complete_after_s=50
+    )
     with pytest.raises(PoaBridgeRpcError) as exc:
         await bridge.client.withdrawal_status("burn2")
     assert exc.value.withdrawals_not_found and exc.value.message == "Withdrawals not found"
@@ -303,7 +330,9 @@ async def test_recent_withdrawals(bridge: Bridge) -> None:
     bridge.sim.add_withdrawal("w3", "other.near", "eth:100", EURE, 10**18, "0xd")
     recent = await bridge.client.recent_withdrawals(ME)
     assert [(w.status, w.data.tx_hash if w.data else None) for w in recent.withdrawals] == [
-        ("COMPLETED", "w2"), ("PENDING", "w1")]
+        ("COMPLETED", "w2"),
+        ("PENDING", "w1"),
+    ]
     assert len((await bridge.client.recent_withdrawals(ME, "btc:mainnet")).withdrawals) == 1
 
 
@@ -381,9 +410,11 @@ async def canned() -> AsyncIterator[tuple[Canned, PoaBridgeClient]]:
     await server.stop()
 
 
-DEPOSIT = ('{"tx_hash":null,"chain":"eth:100","defuse_asset_identifier":"eth:100:0x42","near_token_id":"x.near",'
-           '"decimals":18,"amount":%s,"account_id":"a.near","address":"0x1","status":"%s",'
-           '"created_at":"2026-07-01T10:00:00"}')
+DEPOSIT = (
+    '{"tx_hash":null,"chain":"eth:100","defuse_asset_identifier":"eth:100:0x42","near_token_id":"x.near",'
+    '"decimals":18,"amount":%s,"account_id":"a.near","address":"0x1","status":"%s",'
+    '"created_at":"2026-07-01T10:00:00"}'
+)
 
 
 async def test_error_object_and_4xx_are_rpc_errors(canned: tuple[Canned, PoaBridgeClient]) -> None:
@@ -407,8 +438,9 @@ async def test_non_json_gateway_error_is_unavailable(canned: tuple[Canned, PoaBr
 
 async def test_amount_numbers_are_read_exactly(canned: tuple[Canned, PoaBridgeClient]) -> None:
     server, client = canned
-    server.body = '{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (DEPOSIT % ("1.23456789012345678901234E+23",
-                                                                                           "CREDITED"))
+    server.body = '{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (
+        DEPOSIT % ("1.23456789012345678901234E+23", "CREDITED")
+    )
     [dep] = (await client.recent_deposits("a.near")).deposits
     # the digits as written; through float this would be 123456789012345685803008
     assert dep.amount == EURE_BIG

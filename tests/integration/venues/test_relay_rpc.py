@@ -1,6 +1,7 @@
 """The relay's taker JSON-RPC client against the relay simulator (docs/near-intents-relay.md §7): auth
 headers, publish_intents burning nonces (so a live answer can no longer settle), get_status with
-every status of docs/near-intents-relay.md §7.4, and typed errors for FAILED results, JSON-RPC errors and HTTP trouble."""
+every status of docs/near-intents-relay.md §7.4, and typed errors for FAILED results, JSON-RPC errors and
+HTTP trouble."""
 
 from __future__ import annotations
 
@@ -137,8 +138,12 @@ async def test_get_status_after_settlement_and_every_status(
         ({"status": "PENDING"}, IntentStatusKind.PENDING, None, False),
         ({"status": "TX_BROADCASTED", "hash": "TXB"}, IntentStatusKind.TX_BROADCASTED, "TXB", False),
         ({"status": "NOT_FOUND_OR_NOT_VALID"}, IntentStatusKind.NOT_FOUND_OR_NOT_VALID, None, False),
-        ({"status": "NOT_FOUND_OR_NOT_VALID", "status_details": "FAILED"},
-         IntentStatusKind.NOT_FOUND_OR_NOT_VALID, None, True),
+        (
+            {"status": "NOT_FOUND_OR_NOT_VALID", "status_details": "FAILED"},
+            IntentStatusKind.NOT_FOUND_OR_NOT_VALID,
+            None,
+            True,
+        ),
         ({"status": "NOT_FOUND_OR_NOT_VALID_ANYMORE"}, IntentStatusKind.NOT_FOUND_OR_NOT_VALID, None, False),
         ({"status": "SOMETHING_NEW"}, IntentStatusKind.UNKNOWN, None, False),
     ]

@@ -5,8 +5,8 @@ simulated taker and reported through (guaranteed) quote_status."""
 
 from __future__ import annotations
 
-import base64
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,8 +34,8 @@ from daemons.venues.near_intents.relay_ws import (
     QuoteRequest,
     QuoteStatus,
     Reject,
-    RelayItem,
     RelayConnectionLost,
+    RelayItem,
     RelayNotConnected,
     RelayTimeout,
     RelayWsClient,
@@ -127,11 +127,18 @@ async def make_client(sim: RelaySimulator) -> AsyncIterator[MakeClient]:
     made: list[RelayWsClient] = []
 
     async def make(*, backoff: Backoff | None = None, start: bool = True, **over: Any) -> tuple[RelayWsClient, Feed]:
-        cfg: dict[str, Any] = {"url": sim.ws_url, "jwt": JWT, "quote_filter": PAIR, "request_timeout_s": 3.0,
-                               "answer_timeout_s": 3.0, "close_timeout_s": 1.0}
+        cfg: dict[str, Any] = {
+            "url": sim.ws_url,
+            "jwt": JWT,
+            "quote_filter": PAIR,
+            "request_timeout_s": 3.0,
+            "answer_timeout_s": 3.0,
+            "close_timeout_s": 1.0,
+        }
         cfg.update(over)
-        client = RelayWsClient(RelayWsConfig(**cfg),
-                               backoff=backoff or Backoff(initial_s=0.01, max_s=0.05, budget=100, window_s=60))
+        client = RelayWsClient(
+            RelayWsConfig(**cfg), backoff=backoff or Backoff(initial_s=0.01, max_s=0.05, budget=100, window_s=60)
+        )
         made.append(client)
         if start:
             await client.start()
@@ -192,7 +199,9 @@ async def test_upgrade_without_bearer_token_is_403(sim: RelaySimulator, make_cli
         await client.send_quote_response("q", {"amount_out": 1}, {})
 
 
-async def test_subscribes_with_pair_filter_and_status(sim: RelaySimulator, http: SimHttp, make_client: MakeClient) -> None:
+async def test_subscribes_with_pair_filter_and_status(
+    sim: RelaySimulator, http: SimHttp, make_client: MakeClient
+) -> None:
     client, feed = await make_client()
     connected = await feed.next(Connected)
     assert sorted(connected.subscriptions.values()) == ["quote", "quote_status"]
@@ -220,15 +229,22 @@ async def test_quote_events_in_both_envelopes(http: SimHttp, make_client: MakeCl
     assert q1.received_at.tzinfo is not None
 
     # the docs' flat form, with the gitbook's string min_deadline_ms and an exact-out amount
-    await http.quote(quote_id="q-flat", asset_in=EURE, asset_out=BTC, exact_amount_out=2500,
-                     min_deadline_ms="30000", envelope="subscribe")
+    await http.quote(
+        quote_id="q-flat",
+        asset_in=EURE,
+        asset_out=BTC,
+        exact_amount_out=2500,
+        min_deadline_ms="30000",
+        envelope="subscribe",
+    )
     q2 = await feed.next(QuoteRequest)
     assert (q2.quote_id, q2.envelope, q2.exact_amount_out, q2.exact_amount_in) == ("q-flat", "subscribe", 2500, None)
     assert q2.min_deadline_ms == 30_000
 
     # the relay ignoring our filter: still filtered client-side (docs/near-intents-relay.md §2)
-    await http.quote(quote_id="q-other", asset_in="nep141:wrap.near", asset_out=EURE, exact_amount_in=5,
-                     ignore_filter=True)
+    await http.quote(
+        quote_id="q-other", asset_in="nep141:wrap.near", asset_out=EURE, exact_amount_in=5, ignore_filter=True
+    )
     r = await feed.next(Reject)
     assert r.code == "filtered" and "q-other" in r.raw
     assert client.state()["counts"]["filtered"] == 1
@@ -242,11 +258,16 @@ async def test_malformed_frames_are_counted_and_the_stream_continues(
     sub = next(s for s, i in client.state()["subscriptions"].items() if i["kind"] == "quote")
     await http.post("/_sim/send", {"text": "{this is not json"})
     await http.fault("malformed_next", count=1)
-    await http.quote(exact_amount_in=1)                                   # cut in half by the fault
-    await http.quote(exact_amount_in=1, omit=["quote_id"])               # a quote missing a field
+    await http.quote(exact_amount_in=1)  # cut in half by the fault
+    await http.quote(exact_amount_in=1, omit=["quote_id"])  # a quote missing a field
     await http.post("/_sim/send", {"text": '{"jsonrpc":"2.0","method":"surprise","params":{}}'})
-    big = ('{"jsonrpc":"2.0","method":"event","params":{"subscription":"' + sub
-           + '","data":{"pad":"' + "x" * 10_000 + '"}}}')
+    big = (
+        '{"jsonrpc":"2.0","method":"event","params":{"subscription":"'
+        + sub
+        + '","data":{"pad":"'
+        + "x" * 10_000
+        + '"}}}'
+    )
     await http.post("/_sim/send", {"text": big})
     await http.quote(quote_id="still-alive", exact_amount_in=7)
 
@@ -277,9 +298,19 @@ async def test_scenario_stream_mixes_everything(sim: RelaySimulator, http: SimHt
     await feed.next(Connected)
     frames_before = client.state()["counts"]["frames"]
     count = 120
-    sid = (await http.post("/_sim/scenario", {"count": count, "rate_per_s": 2000, "seed": 7,
-                                              "malformed_ratio": 0.1, "repeat_ratio": 0.1,
-                                              "other_pair_ratio": 0.15}))["scenario_id"]
+    sid = (
+        await http.post(
+            "/_sim/scenario",
+            {
+                "count": count,
+                "rate_per_s": 2000,
+                "seed": 7,
+                "malformed_ratio": 0.1,
+                "repeat_ratio": 0.1,
+                "other_pair_ratio": 0.15,
+            },
+        )
+    )["scenario_id"]
     result = await sim.scenarios[sid]
     await eventually(lambda: client.state()["counts"]["frames"] - frames_before >= count, what="all scenario frames")
     items: list[RelayItem] = []
@@ -358,8 +389,10 @@ async def test_reconnect_storm_is_bounded_by_the_budget(
     budget = 3
     client, _ = await make_client(backoff=Backoff(initial_s=0.001, max_s=0.002, budget=budget, window_s=120))
     # the first attempt plus `budget` retries, then the client waits for the window to free a slot
-    await eventually(lambda: sim.counts.get("upgrades_refused", 0) == budget + 1 and client.state()["budget_exhausted"],
-                     what="budget spent")
+    await eventually(
+        lambda: sim.counts.get("upgrades_refused", 0) == budget + 1 and client.state()["budget_exhausted"],
+        what="budget spent",
+    )
     state = client.state()
     assert not state["connected"]
     assert state["reconnects_in_window"] == budget + 1 and state["reconnect_budget"] == budget

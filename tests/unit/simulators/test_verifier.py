@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -43,7 +43,7 @@ from simulators.verifier import (
     token_fee_pips,
 )
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 BTC = "nep141:btc.omft.near"
 EURE = "nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"
@@ -97,8 +97,14 @@ def answer(
     give = amount if exact_in is not None else int(quote["exact_amount_out"])
     diff = diff if diff is not None else {tin: receive, tout: -give}
     nonce = nonce if nonce is not None else versioned_nonce(salt, nonce_deadline or deadline)
-    signed = sign_intent(key, token_diff_message(signer_id or key.implicit_account_id, deadline, diff), nonce, recipient)
-    out = output if output is not None else ({"amount_out": str(amount)} if exact_in is not None else {"amount_in": str(amount)})
+    signed = sign_intent(
+        key, token_diff_message(signer_id or key.implicit_account_id, deadline, diff), nonce, recipient
+    )
+    out = (
+        output
+        if output is not None
+        else ({"amount_out": str(amount)} if exact_in is not None else {"amount_in": str(amount)})
+    )
     return {"quote_id": quote["quote_id"], "quote_output": out, "signed_data": signed.signed_data}
 
 
@@ -136,7 +142,9 @@ def test_accepts_a_good_exact_out_answer(state: VerifierState, key: SignerKey) -
 def test_accepts_a_legacy_nonce_and_a_named_account(state: VerifierState, key: SignerKey) -> None:
     state.add_public_key("solver.near", key.public_key)
     state.deposit("solver.near", EURE, 10**20)
-    checked = state.check_quote_response(quote_in(), answer(key, quote_in(), signer_id="solver.near", nonce=bytes(range(32))), NOW)
+    checked = state.check_quote_response(
+        quote_in(), answer(key, quote_in(), signer_id="solver.near", nonce=bytes(range(32))), NOW
+    )
     assert checked.signer_id == "solver.near"
 
 
@@ -218,7 +226,9 @@ def test_refuses_other_tokens_and_a_foreign_quote_id(state: VerifierState, key: 
 
 def test_refuses_a_zero_delta_and_a_wrong_recipient(state: VerifierState, key: SignerKey) -> None:
     deadline = NOW + timedelta(seconds=70)
-    msg = intents_message(key.implicit_account_id, deadline, [{"intent": "token_diff", "diff": {BTC: "100000", EURE: "0"}}])
+    msg = intents_message(
+        key.implicit_account_id, deadline, [{"intent": "token_diff", "diff": {BTC: "100000", EURE: "0"}}]
+    )
     signed = sign_intent(key, msg, versioned_nonce(SALT, deadline))
     resp = {"quote_id": "q-1", "quote_output": {"amount_out": "0"}, "signed_data": signed.signed_data}
     assert refused(lambda: state.check_quote_response(quote_in(), resp, NOW)) == ERR_INVALID_INTENT

@@ -139,7 +139,9 @@ def test_endpoint_lists() -> None:
     assert parse_endpoints("https://a.example") == ("https://a.example",)
     assert parse_endpoints(" https://a.example , https://b.example/,") == ("https://a.example", "https://b.example/")
     assert parse_endpoints(["https://a.example", "https://b.example,https://c.example"]) == (
-        "https://a.example", "https://b.example", "https://c.example",
+        "https://a.example",
+        "https://b.example",
+        "https://c.example",
     )
     assert parse_endpoints("https://a.example,https://a.example/") == ("https://a.example",)  # once
     for empty in ("", " , ", []):
@@ -177,8 +179,12 @@ def test_default_endpoints_are_providers_not_near_org(monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(
     "urls",
-    ["https://rpc.mainnet.near.org", "https://free.rpc.fastnear.com,https://archival-rpc.mainnet.NEAR.org/",
-     "https://near.org", "https://rpc.testnet.near.org."],
+    [
+        "https://rpc.mainnet.near.org",
+        "https://free.rpc.fastnear.com,https://archival-rpc.mainnet.NEAR.org/",
+        "https://near.org",
+        "https://rpc.testnet.near.org.",
+    ],
 )
 def test_near_org_is_refused_unless_allowed(urls: str) -> None:
     with pytest.raises(ValidationError, match="deprecated near.org RPC endpoint"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import base58
@@ -45,7 +45,7 @@ from daemons.venues.near_intents.nep413 import (
     versioned_nonce,
 )
 
-UTC = timezone.utc
+UTC = UTC
 
 # docs/near-intents-relay.md §4: the docs' quote_response example, whose signature verifies
 # (docs/verifier.md §6).
@@ -94,7 +94,15 @@ def test_preimage_starts_with_the_nep461_tag() -> None:
     import struct
 
     msg, rec = "m", "intents.near"
-    pre = bytes.fromhex("9d010080") + struct.pack("<I", 1) + b"m" + bytes(32) + struct.pack("<I", 12) + rec.encode() + b"\x00"
+    pre = (
+        bytes.fromhex("9d010080")
+        + struct.pack("<I", 1)
+        + b"m"
+        + bytes(32)
+        + struct.pack("<I", 12)
+        + rec.encode()
+        + b"\x00"
+    )
     assert nep413_digest(msg, bytes(32), rec) == hashlib.sha256(pre).digest()
     with_cb = nep413_digest(msg, bytes(32), rec, "https://cb")
     assert with_cb != nep413_digest(msg, bytes(32), rec)
@@ -391,5 +399,10 @@ def test_versioned_nonce_round_trip(salt: bytes, ms: int, rand: bytes) -> None:
     dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     parsed = parse_nonce(versioned_nonce(salt.hex(), dt, lambda n: rand))
     assert isinstance(parsed, VersionedNonce)
-    assert (parsed.salt_hex, parsed.deadline, parsed.random, parsed.deadline_ns) == (salt.hex(), dt, rand, ms * 1_000_000)
+    assert (parsed.salt_hex, parsed.deadline, parsed.random, parsed.deadline_ns) == (
+        salt.hex(),
+        dt,
+        rand,
+        ms * 1_000_000,
+    )
     assert parse_deadline_ns(deadline_str(dt)) == parsed.deadline_ns

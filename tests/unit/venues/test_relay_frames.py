@@ -43,8 +43,10 @@ def quote_data(**over: Any) -> dict[str, Any]:
 
 
 def event(data: dict[str, Any], sub: str = "sub-q", **params: Any) -> str:
-    return json.dumps({"jsonrpc": "2.0", "method": "event", "params": {"subscription": sub, "data": data, **params}},
-                      ensure_ascii=False)
+    return json.dumps(
+        {"jsonrpc": "2.0", "method": "event", "params": {"subscription": sub, "data": data, **params}},
+        ensure_ascii=False,
+    )
 
 
 def flat(data: dict[str, Any], sub: str = "sub-q") -> str:
