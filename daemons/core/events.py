@@ -289,6 +289,17 @@ class IntentInventory(_Model):
     reconciliation: list[Reconciliation] = Field(default_factory=list)
 
 
+def results_cover(results_through: dict[int, int] | None, needs: dict[int, int] | None) -> bool:
+    """Whether a snapshot with `results_through` holds the settlements `needs` names (partition ->
+    the offset just past the settled result, as `EventProducer.publish` placed it + 1): every
+    partition named has been read past it. None on either side proves nothing."""
+    return (
+        results_through is not None
+        and needs is not None
+        and all(results_through.get(p, 0) >= o for p, o in needs.items())
+    )
+
+
 def read_behind(
     account_id: str | None, block_height: int | None, held_account_id: str | None, held_block_height: int | None
 ) -> bool:

@@ -355,3 +355,7 @@ class Store:
 
     async def outbox_backlog(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM liquidity_outbox WHERE published_at IS NULL"))
+
+
+class DatabaseDown(Exception):
+    """A state change could not be made durable; nothing was applied."""

@@ -19,6 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
+from daemons.core.events import results_cover
+
 
 @dataclass
 class Reservation:
@@ -34,8 +36,9 @@ class Reservation:
 OVER = frozenset({"rejected", "refused", "expired"})
 
 
-def _covered(results_through: dict[int, int], placed: tuple[int, int] | None) -> bool:
-    return placed is not None and results_through.get(placed[0], 0) > placed[1]
+def needs(placed: tuple[int, int] | None) -> dict[int, int] | None:
+    """What a snapshot must have read past to hold a settled result placed at `placed`."""
+    return None if placed is None else {placed[0]: placed[1] + 1}
 
 
 class Reservations:
@@ -76,7 +79,7 @@ class Reservations:
         """A snapshot whose `results_through` passes a settled result holds its settlement."""
         if results_through is None:
             return
-        for cid in [cid for cid in self._settled if _covered(results_through, self.live[cid].settled_at)]:
+        for cid in [cid for cid in self._settled if results_cover(results_through, needs(self.live[cid].settled_at))]:
             self._drop(cid)
 
     def expire(self, now: datetime) -> None:

@@ -17,7 +17,7 @@ Settled answers keep holding their give-amount until an inventory snapshot prove
 settlement: a `final` read trails the chain, so a snapshot read after the settlement can still
 predate it (docs/near-rpc.md, "Finality"). The proof is the snapshot's `results_through`: once it
 passes the offset of the settled result this executor published, the balances hold that
-settlement (`covers`). Until the result is published the hold has no offset and stays.
+settlement (`results_cover` in daemons/core/events.py). Until the result is published the hold has no offset and stays.
 `recovery_step` says what a start does with each unresolved ledger row.
 """
 
@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from daemons.core.events import results_cover
 from daemons.trade_executor.ledger import LIVE, LedgerRow, LedgerState
 
 S = LedgerState
@@ -130,6 +131,24 @@ class LiveBook:
             self.note_settled(command_id, answer.asset_out, answer.amount_out)
         return answer
 
+    def apply(self, row: LedgerRow, *, settled_hold: bool = True) -> None:
+        """Mirror the ledger row a transition returned: what the book holds follows the row.
+
+        Refused, rejected, expired: released (a withheld answer was moved aside by `withhold`
+        before its write and keeps its hold there). Settled: held as settled until a snapshot
+        holds it (`settled_hold=False`: released outright, for an operator's verdict on an answer
+        old enough to be in every snapshot). Live states: held as the row says."""
+        cid = row.command_id
+        if row.state in (LedgerState.REFUSED, LedgerState.REJECTED, LedgerState.EXPIRED):
+            self.release(cid)
+        elif row.state is LedgerState.SETTLED:
+            if not settled_hold:
+                self.release(cid)
+            elif self.release(cid, settled=True) is None:
+                self.note_settled(cid, row.asset_out, row.amount_out)
+        elif row.state in LIVE:
+            self.hold(LiveAnswer.from_row(row))
+
     def withhold(self, command_id: str) -> LiveAnswer | None:
         """A signed answer that will not be sent: held until its deadline passes."""
         answer = self.release(command_id)
@@ -177,7 +196,7 @@ class LiveBook:
         """Release the settled holds that a snapshot with `results_through` holds."""
         if results_through is None:
             return
-        for cid in [c for c, s in self.settled.items() if covers(results_through, s[0])]:
+        for cid in [c for c, s in self.settled.items() if results_cover(results_through, s[0])]:
             _, asset, amount = self.settled.pop(cid)
             self._add(asset, -amount, live=False)
 
@@ -201,11 +220,6 @@ class LiveBook:
             and a.state in LIVE
             and is_due(a.deadline, now, grace_ms)
         ]
-
-
-def covers(results_through: dict[int, int], needs: dict[int, int] | None) -> bool:
-    """A snapshot's `results_through` holds what `needs` names (partition -> offset it must reach)."""
-    return needs is not None and all(results_through.get(p, 0) >= o for p, o in needs.items())
 
 
 def cancel_succeeded(response: Any) -> bool:

@@ -1,0 +1,374 @@
+"""Answering a command: its ledger `received` row, the gates, the hold, the signature, the
+frame and the venue's answer — the executor's hot path (`TradeExecutor` runs it per command).
+
+Order, and why: the row is durable before anything else (a second delivery finds it and
+republishes its result); every check and the hold run with no await between them, so commands
+accepted concurrently cannot over-commit; the signed `submitted` row is durable before the frame,
+and the last check (`send_refusal`) runs with no await between it and the frame's write. The
+venue's answer is mapped to the ledger by `steps.answer_outcome` (pure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from daemons.core.db import DB_ERRORS
+from daemons.core.events import Envelope, ExecuteTrade, RefusalCode, TradeResult, now_utc
+from daemons.core.failpoints import failpoint
+from daemons.trade_executor.answer import plan_nonce, sign_answer
+from daemons.trade_executor.gates import (
+    InventoryCheck,
+    Refusal,
+    SendInputs,
+    check_ceilings,
+    check_inventory,
+    check_price,
+    command_refusal,
+    send_refusal,
+)
+from daemons.trade_executor.ledger import (
+    RESULT_STATUS,
+    LedgerRow,
+    LedgerState,
+    execution_id_for,
+)
+from daemons.trade_executor.settlement import (
+    LiveAnswer,
+)
+from daemons.trade_executor.steps import answer_outcome
+from daemons.venues.near_intents.near_rpc import (
+    NearRpcError,
+)
+from daemons.venues.near_intents.relay_ws import (
+    RelayAnswer,
+    RelayNotConnected,
+    RelayTimeout,
+)
+
+if TYPE_CHECKING:
+    from daemons.trade_executor.service import TradeExecutor
+
+S = LedgerState
+
+
+class Answering:
+    def __init__(self, ex: TradeExecutor) -> None:
+        self.ex = ex
+
+    async def take(self, event: Envelope[ExecuteTrade]) -> None:
+        cmd = event.payload
+        now = now_utc()
+        self.ex.last_command = {
+            "command_id": cmd.command_id,
+            "quote_id": cmd.quote_id,
+            "decision_id": cmd.decision_id,
+            "received_at": now,
+            "answer_by": cmd.answer_by,
+        }
+        row = await self.ex._store().insert_received(event, now)
+        if row is None:
+            await self._duplicate(event, now)
+            return
+        refusal = (
+            command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))
+            or check_ceilings(cmd, self.ex.pair, self.ex.ceilings, self.ex.book.live_exposure(cmd.asset_out))
+            or check_price(cmd, self.ex.pair, self.ex.prices.latest, now, self.ex.ceilings)
+        )
+        if refusal is not None:
+            await self.refuse(row, refusal, now)
+            return
+        check = check_inventory(
+            self.ex.inventory.latest,
+            cmd.asset_out,
+            cmd.amount_out,
+            self.ex.book.reserved(cmd.asset_out),
+            now,
+            self.ex.cfg.executor_inventory_max_age_ms,
+            self.ex.signer.account_id,
+        )
+        if check.refusal is not None:
+            await self.refuse(row, check.refusal, now)
+            return
+        # reserve now, with no await since the check: the next command already sees this hold
+        self.ex.book.hold(
+            LiveAnswer(
+                command_id=cmd.command_id,
+                quote_id=cmd.quote_id,
+                asset_out=cmd.asset_out,
+                amount_out=cmd.amount_out,
+                state=S.RECEIVED,
+            )
+        )
+        self.ex.busy[cmd.command_id] += 1
+        task = asyncio.create_task(self._answer(row, cmd, check), name=f"answer-{cmd.command_id}")
+        self.ex.tasks.add(task)
+        task.add_done_callback(self.ex.tasks.discard)
+
+    async def _duplicate(self, event: Envelope[ExecuteTrade], now: datetime) -> None:
+        cmd = event.payload
+        store = self.ex._store()
+        existing = await store.get(cmd.command_id)
+        if existing is not None:
+            self.ex.errors["duplicate_commands"] += 1
+            self.ex.log.info(
+                "duplicate_command", command_id=cmd.command_id, quote_id=cmd.quote_id, state=existing.state.value
+            )
+            if RESULT_STATUS[existing.state] is None:
+                return  # in hand (or left for recovery): its result is on the way
+            await self.ex._publish(existing, republish=True)
+            return
+        other = await store.get_by_quote(cmd.quote_id)
+        holder = f"command {other.command_id} ({other.state.value})" if other is not None else "another command"
+        # Not stored (the quote's row belongs to the other command), but deterministic: a
+        # redelivery gets the same refusal with the same execution_id.
+        self.ex.errors["duplicate_quotes"] += 1
+        self.ex.refusals["quote_already_answered"] += 1
+        result = TradeResult(
+            execution_id=execution_id_for(cmd.command_id),
+            command_id=cmd.command_id,
+            quote_id=cmd.quote_id,
+            decision_id=cmd.decision_id,
+            status="refused",
+            reason_code="quote_already_answered",
+            reason=f"quote {cmd.quote_id} already belongs to {holder}: a quote is never answered twice",
+            direction=cmd.direction,
+            asset_in=cmd.asset_in,
+            asset_out=cmd.asset_out,
+            amount_in=cmd.amount_in,
+            amount_out=cmd.amount_out,
+            command_received_at=now,
+        )
+        self.ex.log.warning(
+            "command_refused", command_id=cmd.command_id, quote_id=cmd.quote_id, reason_code="quote_already_answered"
+        )
+        await self.ex._send_result(result, now, causation=event.event_id)
+
+    async def refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
+
+        def noted(_moved: LedgerRow) -> None:
+            self.ex.refusals[refusal.code] += 1
+            self.ex.log.info(
+                "command_refused",
+                command_id=row.command_id,
+                quote_id=row.quote_id,
+                reason_code=refusal.code,
+                reason=refusal.reason,
+            )
+            self.ex.completed += 1
+
+        with self.ex._working(row.command_id):
+            # None: past `received` already, not a refusal any more
+            await self.ex.step(
+                row.command_id,
+                S.REFUSED,
+                now,
+                noted=noted,
+                reason=refusal.reason,
+                reason_code=refusal.code,
+                inventory_id=refusal.inventory_id,
+                spendable_at_check=refusal.spendable,
+                reserved_at_check=refusal.reserved,
+            )
+
+    async def _answer(self, row: LedgerRow, cmd: ExecuteTrade, check: InventoryCheck) -> None:
+        cid = cmd.command_id
+        store = self.ex._store()
+        try:
+            salt = await self._current_salt()
+            now = now_utc()
+            late = command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))  # again, after the await
+            if salt is None and late is None:
+                late = Refusal(RefusalCode.SALT_UNAVAILABLE, f"current_salt could not be read: {self.ex.rpc_error}")
+            if late is not None:
+                await self.refuse(row, late, now)
+                return
+            assert salt is not None and self.ex.key is not None and self.ex.relay is not None
+            signer_id = self.ex.signer.account_id or ""
+            plan = plan_nonce(
+                salt, now, cmd.min_deadline_ms, self.ex.cfg.executor_answer_margin_ms, self.ex.random_bytes
+            )
+            self.ex.book.update(cid, state=S.SIGNING, signer_id=signer_id, nonce=plan.nonce_b64, deadline=plan.deadline)
+            answer = sign_answer(self.ex.key, signer_id, cmd, plan, self.ex.cfg.verifier_contract)
+            signed_at = now_utc()
+            # one durable write before the answer leaves: nonce, deadline and signature together
+            submitted = await store.transition(
+                cid,
+                S.SUBMITTED,
+                signed_at,
+                signer_id=signer_id,
+                salt=plan.salt,
+                nonce=plan.nonce_b64,
+                deadline=plan.deadline,
+                inventory_id=check.inventory_id,
+                spendable_at_check=check.spendable,
+                reserved_at_check=check.reserved,
+                signed_data=answer.signed_data,
+                quote_hash=answer.quote_hash,
+                quote_output=answer.quote_output_wire(),
+                signed_at=signed_at,
+            )
+            if submitted is None:
+                raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
+            failpoint("trade-executor.after_submitted")  # signed and durable, not yet sent
+            self.ex.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
+            sent_at = now_utc()
+            # the last check, with no await between it and the frame's write: once /disarm has
+            # answered nothing leaves, nor anything late, on inputs gone stale, or over a ceiling
+            withheld = send_refusal(
+                cmd,
+                self.ex.pair,
+                self.ex.ceilings,
+                SendInputs(
+                    now=sent_at,
+                    armed=self.ex.arm.armed,
+                    price=self.ex.prices.latest,
+                    inventory=self.ex.inventory.latest,
+                    inventory_max_age_ms=self.ex.cfg.executor_inventory_max_age_ms,
+                    live_exposure=self.ex.book.live_exposure(cmd.asset_out),
+                ),
+            )
+            if withheld is not None:
+                await self._withhold(submitted, withheld)
+                return
+            self.ex.last_request = {
+                "command_id": cid,
+                "quote_id": cmd.quote_id,
+                "quote_hash": answer.quote_hash,
+                "deadline": plan.deadline,
+                "sent_at": sent_at,
+            }
+            self.ex.log.info(
+                "answer_submitted",
+                command_id=cid,
+                quote_id=cmd.quote_id,
+                quote_hash=answer.quote_hash,
+                deadline=plan.deadline.isoformat(),
+            )
+            outcome: RelayAnswer | RelayTimeout | RelayNotConnected
+            try:
+                outcome = await self.ex.relay.send_quote_response(
+                    cmd.quote_id,
+                    answer.quote_output,
+                    answer.signed_data,
+                    timeout_s=self.ex.cfg.executor_relay_answer_timeout_s,
+                )
+            except (RelayTimeout, RelayNotConnected) as exc:
+                outcome = exc
+            await self._apply_answer(submitted, outcome, sent_at, now_utc())
+        except DB_ERRORS as exc:
+            # the row stays where it is; recovery resolves it once PostgreSQL is back
+            self.ex._db_lost(exc)
+        except Exception:
+            self.ex.errors["internal_error"] += 1
+            self.ex.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
+            try:
+                await self.refuse(
+                    row, Refusal(RefusalCode.INTERNAL_ERROR, "the executor failed before signing"), now_utc()
+                )
+            except Exception:  # noqa: BLE001 - the row may be past `received`: the sweeps resolve it
+                pass
+        finally:
+            self.ex._unbusy(cid)
+
+    async def _withhold(self, row: LedgerRow, refusal: Refusal) -> None:
+        """A stored answer that must not leave any more: rejected without being sent. Its hold
+        stays until its deadline passes (its signature is valid until then)."""
+
+        def noted(_moved: LedgerRow) -> None:
+            self.ex.errors["not_sent"] += 1
+            self.ex.refusals[refusal.code] += 1
+            self.ex.log.warning(
+                "answer_withheld",
+                command_id=row.command_id,
+                quote_id=row.quote_id,
+                reason_code=refusal.code,
+                deadline=row.deadline,
+            )
+            self.ex.completed += 1
+
+        self.ex.book.withhold(row.command_id)  # before the await: no other command sees it released
+        # None: resolved by another path meanwhile, it keeps its own result
+        await self.ex.step(
+            row.command_id,
+            S.REJECTED,
+            now_utc(),
+            noted=noted,
+            reason=refusal.reason,
+            reason_code=refusal.code,
+            venue_response={"not_sent": refusal.reason},
+        )
+
+    async def _apply_answer(
+        self,
+        row: LedgerRow,
+        outcome: RelayAnswer | RelayTimeout | RelayNotConnected,
+        sent_at: datetime,
+        answered_at: datetime,
+    ) -> None:
+        cid = row.command_id
+        store = self.ex._store()
+        result = answer_outcome(outcome)
+        target = result.state
+        if result.counter is not None:
+            self.ex.errors[result.counter] += 1
+        if result.salt_invalid:
+            self.ex.salt.invalidate()  # the next answer reads current_salt again
+        if isinstance(outcome, RelayAnswer):
+            self.ex.last_venue_response = {
+                "command_id": cid,
+                "quote_id": row.quote_id,
+                "ok": outcome.ok,
+                "error": outcome.error,
+                "at": answered_at,
+            }
+            if not outcome.ok:
+                self.ex.log.warning(
+                    "venue_rejected",
+                    command_id=cid,
+                    quote_id=row.quote_id,
+                    venue="near_intents",
+                    reason=result.fields["reason"],
+                    reason_code=result.fields["reason_code"],
+                )
+        elif isinstance(outcome, RelayTimeout):
+            self.ex.log.warning(
+                "venue_timeout", command_id=cid, quote_id=row.quote_id, venue="near_intents", error=str(outcome)
+            )
+        fields = result.fields
+        answered = isinstance(outcome, RelayAnswer)
+
+        def noted(_moved: LedgerRow) -> None:
+            if target is S.ACKNOWLEDGED:
+                self.ex.log.info(
+                    "answer_acknowledged", command_id=cid, quote_id=row.quote_id, quote_hash=row.quote_hash
+                )
+            self.ex.completed += 1
+
+        moved = await self.ex.step(
+            cid,
+            target,
+            answered_at,
+            noted=noted,
+            sent_at=None if isinstance(outcome, RelayNotConnected) else sent_at,
+            venue_answered_at=answered_at if answered else None,
+            **fields,
+        )
+        if moved is None:
+            # a quote_status settled it first: keep the venue's answer beside the settlement
+            await store.merge_venue_response(cid, "answer", fields.get("venue_response"))
+
+    async def _current_salt(self) -> str | None:
+        salt = self.ex.salt.get(now_utc())
+        if salt is not None:
+            return salt
+        try:
+            salt = await self.ex.rpc.current_salt()
+        except NearRpcError as exc:
+            self.ex.errors["rpc_current_salt"] += 1
+            self.ex.rpc_error = exc.message
+            return None
+        self.ex.rpc_error = None
+        self.ex.salt.put(salt, now_utc())
+        return salt
