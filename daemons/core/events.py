@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -287,6 +287,21 @@ class IntentInventory(_Model):
     pending: list[PendingMovement] = Field(default_factory=list)
     reconciliation_status: ReconciliationStatus = "ok"
     reconciliation: list[Reconciliation] = Field(default_factory=list)
+
+
+def input_age_ms(
+    origin: datetime | None, published_age_ms: int | None, observed_at: datetime, now: datetime
+) -> int | None:
+    """An input's age at `now` in whole milliseconds, rounded up. From its own origin timestamp
+    when it has one (a snapshot's `synced_at`, a price's `source_time`): the figure an auditor
+    computes from the stored events, whatever publishing and delivery took. Without one, the age
+    it was published with plus the time since its envelope's `observed_at`."""
+    if origin is not None:
+        micros = (now - origin) // timedelta(microseconds=1)
+        return max(0, -(-micros // 1000))
+    if published_age_ms is None:
+        return None
+    return published_age_ms + max(0, int((now - observed_at).total_seconds() * 1000))
 
 
 def results_cover(results_through: dict[int, int] | None, needs: dict[int, int] | None) -> bool:

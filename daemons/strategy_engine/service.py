@@ -42,6 +42,7 @@ from daemons.core.events import (
     TradeDecision,
     TradeResult,
     decode,
+    input_age_ms,
     new_event,
     now_utc,
     read_behind,
@@ -122,8 +123,10 @@ def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
             decisionable=False,
             not_decisionable_reason=p.status_reason or "NO_FAIR_RATE",
         )
-    # the event's own freshness plus the time it has spent since we received it
-    age = p.freshness_ms + max(0, int((now - event.observed_at).total_seconds() * 1000))
+    # the freshness it was published with (from our receive time for Kraken, so the exchange's
+    # clock never ages it; CoinGecko's own time) plus the time since its envelope
+    age = input_age_ms(None, p.freshness_ms, event.observed_at, now)
+    assert age is not None
     return PriceView(
         event_id=str(event.event_id),
         fair_rate_buy_btc=p.fair_rate_buy_btc,
@@ -140,7 +143,8 @@ def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
 
 def inventory_view(event: Envelope[IntentInventory], now: datetime) -> InventoryView:
     inv = event.payload
-    age = inv.age_ms + max(0, int((now - event.observed_at).total_seconds() * 1000))
+    age = input_age_ms(inv.synced_at, inv.age_ms, event.observed_at, now)
+    assert age is not None
     return InventoryView(
         inventory_id=inv.inventory_id,
         credited={a.asset_id: a.spendable for a in inv.assets},

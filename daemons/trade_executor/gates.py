@@ -22,7 +22,7 @@ from decimal import Decimal
 from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
 from daemons.core.edge import PricingError, fair_rate_for, gross_edge_pct, units
-from daemons.core.events import ExecuteTrade, RefusalCode
+from daemons.core.events import ExecuteTrade, RefusalCode, input_age_ms
 
 C = RefusalCode
 
@@ -49,9 +49,9 @@ class PriceView:
     observed_at: datetime  # when it was published (envelope)
 
     def age_ms_at(self, now: datetime) -> int | None:
-        if self.freshness_ms is None:
-            return None
-        return self.freshness_ms + max(0, int((now - self.observed_at).total_seconds() * 1000))
+        # the freshness it was published with (from our receive time for Kraken, so the
+        # exchange's clock never ages it; CoinGecko's own time) plus the time since its envelope
+        return input_age_ms(None, self.freshness_ms, self.observed_at, now)
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,12 @@ class InventoryView:
     observed_at: datetime  # when it was published (envelope)
     account_id: str | None = None  # whose balances these are
     block_height: int | None = None  # the final block the balances were read at
+    synced_at: datetime | None = None  # when the balances were read (its age counts from here)
 
     def age_ms_at(self, now: datetime) -> int:
-        since = max(0, int((now - self.observed_at).total_seconds() * 1000))
-        return self.age_ms + since
+        age = input_age_ms(self.synced_at, self.age_ms, self.observed_at, now)
+        assert age is not None
+        return age
 
 
 @dataclass(frozen=True)

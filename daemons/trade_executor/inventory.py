@@ -27,6 +27,7 @@ def view_of(payload: IntentInventory, observed_at: datetime) -> InventoryView:
         observed_at=observed_at,
         account_id=getattr(payload, "account_id", None),
         block_height=payload.block_height,
+        synced_at=payload.synced_at,
     )
 
 

@@ -203,13 +203,15 @@ async def stale_inputs(
 ) -> Judged:
     """Every answer the venue accepted comes from an `execute` decision whose price and inventory
     were within the limits in force when it was decided, by the events' own timestamps
-    (decided_at − the price's source_time, decided_at − the snapshot's synced_at)."""
+    (the price: the freshness it was published with plus decided_at − its envelope's observed_at,
+    as a Kraken price ages from our receive time; the inventory: decided_at − the snapshot's
+    synced_at)."""
     quote_ids = sorted({a["quote_id"] for a in in_window(answers, start, end) if a["accepted"]})
     if not quote_ids:
         return Judged("fresh inputs", 0, [], min_samples=min_samples)
     sql = (
         "SELECT d.quote_id, (d.event->'payload'->>'decided_at')::timestamptz AS decided_at,"
-        " (p.event->'payload'->>'source_time')::timestamptz AS price_time,"
+        " (p.event->'payload'->>'freshness_ms')::bigint AS freshness_ms, p.observed_at AS price_observed_at,"
         " (i.event->'payload'->>'synced_at')::timestamptz AS synced_at"
         " FROM trade_decisions d"
         " LEFT JOIN market_price_events p ON p.event_id = d.price_event_id"
@@ -230,10 +232,11 @@ async def stale_inputs(
     worst_price = worst_inv = 0
     bad: list[str] = []
     for r in rows:
-        if r["price_time"] is None or r["synced_at"] is None:
+        if r["freshness_ms"] is None or r["synced_at"] is None:
             bad.append(f"{r['quote_id']}: price or inventory event not found")
             continue
-        price_ms = int((r["decided_at"] - r["price_time"]).total_seconds() * 1000)
+        since_ms = int((r["decided_at"] - r["price_observed_at"]).total_seconds() * 1000)
+        price_ms = r["freshness_ms"] + max(0, since_ms)
         inv_ms = int((r["decided_at"] - r["synced_at"]).total_seconds() * 1000)
         worst_price, worst_inv = max(worst_price, price_ms), max(worst_inv, inv_ms)
         if price_ms > price_max_age_ms or inv_ms > inventory_max_age_ms:

@@ -296,7 +296,7 @@ class Harness:
                 "account_id": account,
                 "stale": stale,
                 "age_ms": age_ms,
-                "synced_at": datetime.now(UTC),
+                "synced_at": datetime.now(UTC) - timedelta(milliseconds=age_ms),
                 "results_through": results_through,
                 "assets": [
                     btc_asset.model_copy(update={"asset_id": NBTC_ID, "spendable": btc}),
