@@ -57,7 +57,7 @@ lock: venv ## regenerate requirements-dev.lock and requirements.lock from pyproj
 	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - --extra dev $(LOCK_ARGS) -o requirements-dev.lock
 	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - -c requirements-dev.lock -o requirements.lock
 
-deps: ## PostgreSQL binaries (apt-get if missing) and Kafka jars (fetched once)
+deps: ## PostgreSQL and Prometheus (promtool) binaries (apt-get if missing), Kafka jars (fetched once)
 	scripts/stack.sh deps
 
 # The versions are the dev extra's exact pins in pyproject.toml (installed by `venv`); so is the

@@ -8,7 +8,8 @@
 #   down    graceful stop; a no-op when not running
 #   status  one line per component; exit 1 if something is down
 #   deps    make sure PostgreSQL binaries exist (apt-get when root) and the
-#           Kafka jars are in the cache; starts nothing
+#           Kafka jars are in the cache, and (all|prometheus) Prometheus and promtool
+#           for the alert tests (apt-get, Debian's `prometheus`); starts nothing
 #
 # Knobs (defaults):
 #   QL_STACK_DIR  $REPO/.local/stack   pg/, kafka/, logs/, *.pid, env
@@ -110,6 +111,17 @@ apt_install() { # apt_install PKG...
             last_log_lines "$LOG_DIR/apt-install.log"
             die "apt-get install $* failed (full log: $LOG_DIR/apt-install.log)"
         }
+}
+
+# --------------------------------------------------------------- Prometheus
+
+# promtool (`check rules`, `test rules`) and the server the alert integration test starts on a
+# free port of its own: Debian's package, like PostgreSQL's (its own service, if systemd starts
+# one, is not used by anything here)
+prom_deps() {
+    command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+    apt_install prometheus
+    command -v promtool >/dev/null || die "prometheus installed but no promtool found"
 }
 
 # --------------------------------------------------------------- PostgreSQL
@@ -559,14 +571,15 @@ EOF
 # --------------------------------------------------------------------- main
 
 usage() {
-    echo "usage: $PROG up|down|status|deps [all|pg|kafka]" >&2
+    echo "usage: $PROG up|down|status|deps [all|pg|kafka] (deps also: prometheus)" >&2
     exit 2
 }
 
 cmd="${1:-}"
 what="${2:-all}"
 (( $# <= 2 )) || usage
-case "$what" in all|pg|kafka) ;; *) usage ;; esac
+case "$what" in all|pg|kafka|prometheus) ;; *) usage ;; esac
+[[ "$what" != prometheus || "$cmd" == deps ]] || usage
 want_pg()    { [[ "$what" == all || "$what" == pg ]]; }
 want_kafka() { [[ "$what" == all || "$what" == kafka ]]; }
 
@@ -601,6 +614,7 @@ case "$cmd" in
     deps)
         if want_pg; then pg_deps; echo "pg     ok    $PG_BIN"; fi
         if want_kafka; then kafka_deps; echo "kafka  ok    $KAFKA_LIBS"; fi
+        if [[ "$what" == all || "$what" == prometheus ]]; then prom_deps; echo "prom   ok    $(command -v promtool)"; fi
         ;;
     *) usage ;;
 esac
