@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -29,7 +29,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from daemons.core.logs import get_logger
 
 NAMESPACE = "quoteloop"
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The text format every Prometheus reads (Debian bookworm's 2.42 among them); what
+# `generate_latest` writes for these names (plain `[a-z_]` names, nothing to escape).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 log = get_logger("metrics")
 
