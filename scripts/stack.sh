@@ -8,8 +8,9 @@
 #   down    graceful stop; a no-op when not running
 #   status  one line per component; exit 1 if something is down
 #   deps    make sure PostgreSQL binaries exist (apt-get when root) and the
-#           Kafka jars are in the cache, and (all|prometheus) Prometheus and promtool
-#           for the alert tests (apt-get, Debian's `prometheus`); starts nothing
+#           Kafka jars are in the cache, and (all|prometheus) Prometheus, promtool and
+#           amtool for the alert tests (apt-get, Debian's `prometheus` and
+#           `prometheus-alertmanager`); starts nothing
 #
 # Knobs (defaults):
 #   QL_STACK_DIR  $REPO/.local/stack   pg/, kafka/, logs/, *.pid, env
@@ -119,9 +120,10 @@ apt_install() { # apt_install PKG...
 # free port of its own: Debian's package, like PostgreSQL's (its own service, if systemd starts
 # one, is not used by anything here)
 prom_deps() {
-    command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
-    apt_install prometheus
+    command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null && return 0
+    apt_install prometheus prometheus-alertmanager
     command -v promtool >/dev/null || die "prometheus installed but no promtool found"
+    command -v amtool >/dev/null || die "prometheus-alertmanager installed but no amtool found"
 }
 
 # --------------------------------------------------------------- PostgreSQL
