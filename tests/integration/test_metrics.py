@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,23 @@ async def test_history_impaired_fires_while_postgres_is_stopped_and_resolves_whe
         return ups == dict.fromkeys(metrics_ports, "1")
 
     await eventually(all_up, timeout=60, interval=0.5, what="Prometheus scrapes all seven daemons")
-    await eventually(lambda: api(prometheus, "/api/v1/rules"), timeout=30, interval=0.5, what="the rules are loaded")
+    scraped_at = datetime.now(UTC)
+
+    async def evaluated_since_scraped() -> dict[str, Any] | None:
+        """The rule, once Prometheus has evaluated it on scraped data (before that, no alert
+        would prove nothing)."""
+        data = await api(prometheus, "/api/v1/rules")
+        for group in (data or {}).get("groups", []):
+            for rule in group["rules"]:
+                if rule["name"] == "QuoteloopHistoryImpaired" and rule["health"] == "ok":
+                    # RFC 3339 with nanoseconds: fromisoformat takes microseconds
+                    at = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", rule["lastEvaluation"]))
+                    if at > scraped_at:
+                        return dict(rule)
+        return None
+
+    rule = await eventually(evaluated_since_scraped, timeout=30, interval=0.5, what="the rule evaluated on data")
+    assert rule["state"] == "inactive", rule
     assert await firing(prometheus, "QuoteloopHistoryImpaired") == []
     await asyncio.to_thread(stack.stop_postgres)
     try:
