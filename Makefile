@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # what the dev stack's scripts see (the test harness uses its own stack dir)
 WITH_STACK  := QL_STACK_DIR=$(STACK_DIR)
 
-.PHONY: help venv lock deps lint stack migrate topics run down test test-faults bench-history bench-latency bench-near-rpc
+.PHONY: help venv lock deps lint stack migrate topics run prometheus down test test-faults bench-history bench-latency bench-near-rpc
 
 help: ## list targets
 	@echo "usage: make TARGET"
@@ -57,7 +57,7 @@ lock: venv ## regenerate requirements-dev.lock and requirements.lock from pyproj
 	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - --extra dev $(LOCK_ARGS) -o requirements-dev.lock
 	$(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - -c requirements-dev.lock -o requirements.lock
 
-deps: ## PostgreSQL binaries (apt-get if missing) and Kafka jars (fetched once)
+deps: ## PostgreSQL and Prometheus (promtool) binaries (apt-get if missing), Kafka jars (fetched once)
 	scripts/stack.sh deps
 
 # The versions are the dev extra's exact pins in pyproject.toml (installed by `venv`); so is the
@@ -81,8 +81,15 @@ run: topics ## local stack, simulators, every daemon; walks the first-trade chec
 	$(WITH_STACK) scripts/daemons.sh start simulators all
 	. $(STACK_ENV) && . $(STACK_DIR)/sim/env && $(VENV)/bin/python -m simulators.first_trade
 	. $(STACK_ENV) && $(VENV)/bin/qlctl status
+	@echo "metrics: GET /metrics on each control socket (curl --unix-socket $(STACK_DIR)/run/<daemon>.sock http://x/metrics)"
+	@echo "         and on loopback: $$(scripts/daemons.sh metrics-ports | awk '{printf "%s http://127.0.0.1:%s/metrics  ", $$1, $$2}')"
+	@echo "alerts:  make prometheus   (a local Prometheus with the hosts' rules: http://127.0.0.1:19090/alerts)"
+
+prometheus: ## optional local Prometheus scraping the running daemons, with the alert rules (scripts/prometheus.sh up)
+	$(WITH_STACK) scripts/prometheus.sh up
 
 down: ## stop daemons and the local stack
+	$(WITH_STACK) scripts/prometheus.sh down || true
 	$(WITH_STACK) scripts/daemons.sh stop all || true
 	$(WITH_STACK) scripts/stack.sh down
 

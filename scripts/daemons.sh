@@ -10,6 +10,10 @@
 # start   .venv/bin/python -m daemons.<pkg> with $QL_STACK_DIR/env sourced and
 #         QL_CONTROL_DIR=$QL_STACK_DIR/run; log $QL_STACK_DIR/logs/NAME.log,
 #         pid $QL_STACK_DIR/run/NAME.pid; a no-op if already running
+#         Each daemon also serves GET /metrics on 127.0.0.1:$(metrics_port NAME)
+#         (QL_METRICS_TCP_PORT; QL_METRICS_PORT_BASE, default 19470, plus the daemon's
+#         place in METRICS_ORDER; QL_METRICS_PORT_BASE=off: none), which
+#         scripts/prometheus.sh scrapes
 # stop    SIGTERM, wait up to 30 s, then SIGKILL; a no-op if not running
 # status  one line per daemon; exit 1 if any is down
 set -euo pipefail
@@ -27,7 +31,20 @@ LOG_DIR="$STACK_DIR/logs"
 PYTHON="$REPO/.venv/bin/python"
 STOP_TIMEOUT="${QL_DAEMON_STOP_TIMEOUT:-30}"
 
-usage() { echo "usage: $PROG start|stop|status NAME...|all" >&2; exit 2; }
+usage() { echo "usage: $PROG start|stop|status NAME...|all|metrics-ports" >&2; exit 2; }
+
+# the local metrics ports: QL_METRICS_PORT_BASE + 1.. in this order (scripts/prometheus.sh reads them)
+METRICS_ORDER=(near-intents-ingest market-reference-ingest inventory-sync liquidity-manager history-writer
+    strategy-engine trade-executor)
+METRICS_PORT_BASE="${QL_METRICS_PORT_BASE:-19470}"
+metrics_port() { # metrics_port NAME: its loopback metrics port, else fail (off, or not a daemon)
+    local i
+    [[ "$METRICS_PORT_BASE" =~ ^[0-9]+$ ]] || return 1
+    for i in "${!METRICS_ORDER[@]}"; do
+        [[ "${METRICS_ORDER[$i]}" == "$1" ]] && { echo $((METRICS_PORT_BASE + i + 1)); return 0; }
+    done
+    return 1
+}
 
 all_daemons() { # dashed names of daemons/<pkg>/__main__.py, minus core
     local f pkg
@@ -88,8 +105,11 @@ start_one() {
     # the admin the env file names for tools
     local kcred="$STACK_DIR/kafka-credentials/$name"
     [[ -s "$kcred" ]] || kcred=""
-    (cd "$REPO" && QL_CONTROL_DIR="$RUN_DIR" exec setsid bash -c '
+    local mport=""
+    mport="$(metrics_port "$name")" || mport=""
+    (cd "$REPO" && QL_CONTROL_DIR="$RUN_DIR" QL_METRICS_TCP_PORT="$mport" exec setsid bash -c '
         set -e; . "$1"; if [ -f "$2" ]; then . "$2"; fi; export QL_CONTROL_DIR; echo $$ >"$3"
+        if [ -n "$QL_METRICS_TCP_PORT" ]; then export QL_METRICS_TCP_PORT; else unset QL_METRICS_TCP_PORT; fi
         if [ -n "$4" ]; then export QL_KAFKA_USERNAME="$5" QL_KAFKA_PASSWORD_FILE="$4"; fi; shift 5
         exec "$@"' \
         daemon "$STACK_DIR/env" "$STACK_DIR/sim/env" "$RUN_DIR/$name.pid" "$kcred" "$name" \
@@ -137,6 +157,10 @@ status_one() {
     fi
 }
 
+if [[ "${1:-}" == metrics-ports ]]; then # NAME PORT per line, for scripts/prometheus.sh
+    for n in "${METRICS_ORDER[@]}"; do p="$(metrics_port "$n")" && echo "$n $p"; done
+    exit 0
+fi
 (( $# >= 2 )) || usage
 cmd="$1"; shift
 names=()

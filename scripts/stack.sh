@@ -8,7 +8,9 @@
 #   down    graceful stop; a no-op when not running
 #   status  one line per component; exit 1 if something is down
 #   deps    make sure PostgreSQL binaries exist (apt-get when root) and the
-#           Kafka jars are in the cache; starts nothing
+#           Kafka jars are in the cache, and (all|prometheus) Prometheus, promtool and
+#           amtool for the alert tests (apt-get, Debian's `prometheus` and
+#           `prometheus-alertmanager`); starts nothing
 #
 # Knobs (defaults):
 #   QL_STACK_DIR  $REPO/.local/stack   pg/, kafka/, logs/, *.pid, env
@@ -110,6 +112,18 @@ apt_install() { # apt_install PKG...
             last_log_lines "$LOG_DIR/apt-install.log"
             die "apt-get install $* failed (full log: $LOG_DIR/apt-install.log)"
         }
+}
+
+# --------------------------------------------------------------- Prometheus
+
+# promtool (`check rules`, `test rules`) and the server the alert integration test starts on a
+# free port of its own: Debian's package, like PostgreSQL's (its own service, if systemd starts
+# one, is not used by anything here)
+prom_deps() {
+    command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null && return 0
+    apt_install prometheus prometheus-alertmanager
+    command -v promtool >/dev/null || die "prometheus installed but no promtool found"
+    command -v amtool >/dev/null || die "prometheus-alertmanager installed but no amtool found"
 }
 
 # --------------------------------------------------------------- PostgreSQL
@@ -559,14 +573,15 @@ EOF
 # --------------------------------------------------------------------- main
 
 usage() {
-    echo "usage: $PROG up|down|status|deps [all|pg|kafka]" >&2
+    echo "usage: $PROG up|down|status|deps [all|pg|kafka] (deps also: prometheus)" >&2
     exit 2
 }
 
 cmd="${1:-}"
 what="${2:-all}"
 (( $# <= 2 )) || usage
-case "$what" in all|pg|kafka) ;; *) usage ;; esac
+case "$what" in all|pg|kafka|prometheus) ;; *) usage ;; esac
+[[ "$what" != prometheus || "$cmd" == deps ]] || usage
 want_pg()    { [[ "$what" == all || "$what" == pg ]]; }
 want_kafka() { [[ "$what" == all || "$what" == kafka ]]; }
 
@@ -601,6 +616,7 @@ case "$cmd" in
     deps)
         if want_pg; then pg_deps; echo "pg     ok    $PG_BIN"; fi
         if want_kafka; then kafka_deps; echo "kafka  ok    $KAFKA_LIBS"; fi
+        if [[ "$what" == all || "$what" == prometheus ]]; then prom_deps; echo "prom   ok    $(command -v promtool)"; fi
         ;;
     *) usage ;;
 esac

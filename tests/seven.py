@@ -94,8 +94,15 @@ class Seven:
 
 @asynccontextmanager
 async def seven_daemons(
-    stack: Stack, control_dir: Path, tmp_path: Path, *, jwt: str, key: SignerKey | None = None
+    stack: Stack,
+    control_dir: Path,
+    tmp_path: Path,
+    *,
+    jwt: str,
+    key: SignerKey | None = None,
+    metrics_ports: dict[str, int] | None = None,
 ) -> AsyncIterator[Seven]:
+    """`metrics_ports`: daemon name -> its loopback `GET /metrics` port (`metrics_tcp_port`)."""
     verifier = VerifierState()
     key = key or SignerKey.generate()
     account = key.implicit_account_id
@@ -130,20 +137,32 @@ async def seven_daemons(
         signer_account_id=account,
         signer_key_file=key_file,
     )
+
+    def port(cls: type[Service]) -> dict[str, Any]:
+        return {"metrics_tcp_port": metrics_ports[cls.name]} if metrics_ports else {}
+
     history_group = f"seven-history-{run}"
     await start_group_at_end(stack, history_group)
     services: list[Service] = [
-        HistoryWriter(HistoryWriterSettings(**common, history_group=history_group)),
-        MarketReferenceIngest(MarketReferenceSettings(**common, market_startup_grace_s=0.5)),
+        HistoryWriter(HistoryWriterSettings(**common, **port(HistoryWriter), history_group=history_group)),
+        MarketReferenceIngest(
+            MarketReferenceSettings(**common, **port(MarketReferenceIngest), market_startup_grace_s=0.5)
+        ),
         InventorySync(
             InventorySyncSettings(
-                **common, inventory_group=f"seven-inventory-{run}", inventory_interval_s=3, inventory_fresh_ms=10_000
+                **common,
+                **port(InventorySync),
+                inventory_group=f"seven-inventory-{run}",
+                inventory_interval_s=3,
+                inventory_fresh_ms=10_000,
             )
         ),
-        LiquidityManager(LiquiditySettings(**common, treasury_file=treasury, liquidity_poll_interval_s=0.5)),
-        NearIntentsIngest(IngestSettings(**common)),
-        StrategyEngine(StrategySettings(**common)),
-        TradeExecutor(ExecutorSettings(**common, executor_group=f"seven-executor-{run}")),
+        LiquidityManager(
+            LiquiditySettings(**common, **port(LiquidityManager), treasury_file=treasury, liquidity_poll_interval_s=0.5)
+        ),
+        NearIntentsIngest(IngestSettings(**common, **port(NearIntentsIngest))),
+        StrategyEngine(StrategySettings(**common, **port(StrategyEngine))),
+        TradeExecutor(ExecutorSettings(**common, **port(TradeExecutor), executor_group=f"seven-executor-{run}")),
     ]
     seven = Seven(verifier, key, jwt, relay, poa, control_dir, run, {s.name: s for s in services})
     tasks = [asyncio.create_task(serve(s, handle_signals=False)) for s in services]

@@ -21,12 +21,14 @@ from datetime import datetime
 from typing import Any
 
 import uvloop
+from aiohttp import web
 
 from daemons.core.bus import BusClient, start_clients
 from daemons.core.ceilings import CeilingsError
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
 from daemons.core.events import Producer, now_utc
 from daemons.core.logs import configure_logging, get_logger
+from daemons.core.metrics import CONTENT_TYPE, MetricSet, exposition, metrics_app, registry_for
 from daemons.core.secrets import SecretFileError
 from daemons.core.settings import CoreSettings
 from daemons.core.side_records import AuditLog, DeadLetters, QueuedWriter
@@ -83,6 +85,8 @@ class Service:
         # set while `start_bus` waits for a broker: the daemon is up and says why it does nothing
         self.kafka_unreachable: str | None = None
         self.kafka_unreachable_since: datetime | None = None
+        # `GET /metrics`: this service's own registry, read at scrape time (daemons/core/metrics.py)
+        self.metrics_registry = registry_for(self)
 
     # --- for subclasses -------------------------------------------------------------------
 
@@ -99,6 +103,42 @@ class Service:
 
     def routes(self) -> list[Route]:
         return []
+
+    def metrics(self, m: MetricSet) -> None:
+        """The daemon's own metrics for `GET /metrics`, read from its attributes at scrape time
+        (never through `state()`): connections, staleness, counters, reserved amounts."""
+
+    def kafka_problem(self) -> str | None:
+        """Why Kafka does not work for this daemon, or None: the runtime's wait for a broker,
+        else the daemon's own last publishing error (`kafka_error`, where it keeps one)."""
+        own = getattr(self, "kafka_error", None)
+        return self.kafka_unreachable or (own if isinstance(own, str) else None)
+
+    def core_metrics(self, m: MetricSet) -> None:
+        """What every daemon exposes: up, healthy and why not, pause/drain, Kafka, side records."""
+        reasons = self.reasons()
+        m.gauge("up", "1 while the daemon process serves its control socket", 1)
+        m.gauge("healthy", "1 when the daemon reports no health reasons (GET /healthz is 200)", not reasons)
+        m.gauge("unhealthy_reason", "1 per health reason now reported (the reason's name)", None, reason="")
+        for reason in sorted({r.split(":", 1)[0].strip() for r in reasons}):
+            m.gauge("unhealthy_reason", "1 per health reason now reported (the reason's name)", 1, reason=reason)
+        m.gauge("paused", "1 while paused by an operator", self.paused)
+        m.gauge("draining", "1 while draining towards exit", self.drain_requested.is_set())
+        m.connected("kafka", self.kafka_problem() is None)
+        m.counter("dead_letters", "Inputs set aside as dead letters since start", self.dead_letters.count)
+        m.gauge(
+            "side_records_queued", "Audit rows and dead letters waiting for PostgreSQL", len(self.side_records.pending)
+        )
+        m.age(
+            "last_success_age_seconds",
+            "Seconds since the daemon's last successful unit of work",
+            now_utc(),
+            self.last_success_at,
+        )
+
+    def collect_metrics(self, m: MetricSet) -> None:
+        self.core_metrics(m)
+        self.metrics(m)
 
     def reasons(self) -> list[str]:
         """Every reason the service is unhealthy: the runtime's own, then the daemon's."""
@@ -219,6 +259,9 @@ class Service:
             self.notify_status()
             return {"paused": False, "changed": was}
 
+        async def metrics(_r: Any, _b: Any, _c: Caller) -> Any:
+            return web.Response(body=exposition(self.metrics_registry), headers={"Content-Type": CONTENT_TYPE})
+
         async def drain(_r: Any, _b: Any, caller: Caller) -> Any:
             self.audit.record("drain", caller, "draining")
             self.request_drain()
@@ -227,6 +270,7 @@ class Service:
         return [
             Route("GET", "/healthz", healthz, "200 when healthy, 503 with the reasons otherwise"),
             Route("GET", "/state", state, "Inputs, last success, blocked reason, authoritative or stale"),
+            Route("GET", "/metrics", metrics, "Prometheus text exposition of the daemon's live figures"),
             Route("POST", "/pause", pause, "Stop taking new work; stay alive and observable", OperatorAction),
             Route("POST", "/resume", resume, "Take new work again", OperatorAction),
             Route("POST", "/drain", drain, "Finish in-flight work, then exit 0", OperatorAction),
@@ -270,6 +314,14 @@ async def serve(service: Service, *, handle_signals: bool = True) -> int:
         act_group=settings.control_act_group,
     )
     await control.start()
+    metrics_runner: web.AppRunner | None = None
+    if settings.metrics_tcp_port is not None:
+        metrics_runner = web.AppRunner(
+            metrics_app(lambda: exposition(service.metrics_registry)), access_log=None, handle_signals=False
+        )
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, "127.0.0.1", settings.metrics_tcp_port).start()
+        service.log.info("metrics_listening", tcp_port=settings.metrics_tcp_port)
     helpers = [
         asyncio.create_task(service.side_records.run(settings.database_url), name="side_records"),
         asyncio.create_task(_watchdog(service), name="watchdog"),
@@ -285,6 +337,8 @@ async def serve(service: Service, *, handle_signals: bool = True) -> int:
     finally:
         service.notifier.notify("STOPPING=1")
         await control.stop()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         # give queued audit rows and dead letters a last chance, but never hang the exit on
         # the database (each is in the log already)
         if service.side_records.pending:

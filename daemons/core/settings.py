@@ -47,6 +47,9 @@ class CoreSettings(BaseSettings):
     # Optional loopback TCP control port; it always requires the bearer token in the file below.
     control_tcp_port: int | None = None
     control_token_file: Path | None = None
+    # Optional loopback TCP port serving only `GET /metrics` (Prometheus cannot scrape a Unix
+    # socket); off by default. No token: it is read-only and binds 127.0.0.1 (daemons/core/metrics.py).
+    metrics_tcp_port: int | None = Field(default=None, ge=1, le=65535)
     # Who may open the control socket (read: status, reports): its group; unset, the daemon's
     # own. Who may also act (arm, limits, funding, withdrawals): members of this group, root and
     # the daemon's user (daemons/core/control.py `may_act`).

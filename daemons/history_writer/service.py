@@ -27,6 +27,7 @@ from pydantic import Field
 from daemons.core.bus import EventConsumer, decode_records
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import TOPICS, now_utc
+from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from daemons.history_writer.fastdecode import decode_for_history
@@ -277,6 +278,22 @@ class HistoryWriter(Service):
             self.notify_status()
 
     # --- control surface ------------------------------------------------------------------
+
+    def metrics(self, m: MetricSet) -> None:
+        now = now_utc()
+        m.connected("postgres", self.db_available)
+        m.gauge(
+            "history_impaired", "1 while the audit history cannot be written (PostgreSQL down)", not self.db_available
+        )
+        m.age(
+            "postgres_down_seconds", "Seconds PostgreSQL has been unavailable (absent when up)", now, self.db_down_since
+        )
+        m.age("history_last_write_age_seconds", "Seconds since the last batch was written", now, self.last_write_at)
+        m.gauge("history_lag_messages", "Events on Kafka not yet in the history (all topics)", sum(self.lag.values()))
+        m.counter("history_rows_written", "Rows written to the history", self.rows_written)
+        m.counter("history_duplicates_skipped", "Events already in the history, skipped", self.duplicates_skipped)
+        m.counter("history_dead_lettered", "Events stored as dead letters", self.dead_lettered)
+        m.counter("history_batches", "Batches written", self.batches)
 
     def health_reasons(self) -> list[str]:
         return [] if self.db_available else ["postgres_unavailable: audit history impaired"]

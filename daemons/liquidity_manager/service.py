@@ -36,11 +36,12 @@ from daemons.core.assets import InexactAmount
 from daemons.core.control import Caller, ControlError, Route
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import Envelope, LiquidityAction, LiquidityActionKind, new_event, now_utc
+from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.liquidity_manager import withdrawals
 from daemons.liquidity_manager.controls import Controls
-from daemons.liquidity_manager.funding import FundingAttempt
+from daemons.liquidity_manager.funding import FundingAttempt, pending_by_asset
 from daemons.liquidity_manager.funding_flow import FundingFlow
 from daemons.liquidity_manager.outbox import OutboxPublisher
 from daemons.liquidity_manager.settings import LiquiditySettings
@@ -489,6 +490,57 @@ class LiquidityManager(Service):
 
     def state(self) -> dict[str, Any]:
         return self.controls.state()
+
+    def kafka_problem(self) -> str | None:
+        return self.kafka_unreachable or (self.outbox.kafka_error if self.outbox is not None else None)
+
+    def metrics(self, m: MetricSet) -> None:
+        now = now_utc()
+        m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", self.blocked is not None)
+        m.connected("postgres", self.ready.is_set() and self.db_error is None)
+        m.connected("poa_bridge", self.last_poll_at is not None and "poa_bridge" not in self.venue_errors)
+        if self.relay is not None:
+            m.connected("relay_rpc", "relay_rpc" not in self.venue_errors)
+        m.connected("near_rpc", "near_rpc" not in self.venue_errors)
+        m.age(
+            "liquidity_last_poll_age_seconds",
+            "Seconds since the last successful bridge poll",
+            now,
+            self.last_poll_ok_at,
+        )
+        attempts = list(self.funding.values())
+        m.gauge("funding_pending", "Funding attempts not yet credited or failed", sum(a.pending for a in attempts))
+        m.gauge(
+            "funding_delayed",
+            "Funding attempts past the credit bound, still not credited",
+            sum(a.status == "delayed" for a in attempts),
+        )
+        for asset_id, amount in sorted(pending_by_asset(attempts).items()):
+            m.gauge(
+                "funding_pending_base_units", "Funding on its way in, base units", amount, asset=asset_label(asset_id)
+            )
+        outs = list(self.withdrawals.values())
+        m.gauge("withdrawals_open", "Withdrawals not final yet", sum(w.open for w in outs))
+        for asset_id, amount in sorted(withdrawals.pending_by_asset(outs).items()):
+            m.gauge(
+                "withdrawals_pending_base_units",
+                "Withdrawals on their way out, base units",
+                amount,
+                asset=asset_label(asset_id),
+            )
+        m.gauge(
+            "withdrawals_undecided",
+            "Withdrawals past the deadline the node could not decide (unknown)",
+            len(self.undecided),
+        )
+        m.gauge("withdrawals_frozen", "1 while withdrawals are frozen", self.freeze.frozen)
+        m.gauge(
+            "outbox_backlog",
+            "Liquidity events written but not yet on Kafka",
+            self.outbox.backlog if self.outbox else None,
+        )
+        m.counters("liquidity_events", "Funding, withdrawal and poll outcomes", self.counts, label="reason")
+        near_rpc_metrics(m, self.near.usage())
 
     def health_reasons(self) -> list[str]:
         reasons = []

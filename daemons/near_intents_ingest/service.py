@@ -24,6 +24,7 @@ from daemons.core.assets import REGISTRY, ActivePair
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.events import Envelope, RawQuote, new_event, now_utc
+from daemons.core.metrics import MetricSet
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
@@ -301,6 +302,22 @@ class NearIntentsIngest(Service):
             return None
         since = max(filter(None, (self.last_active_at, self.connected_since)))
         return int((now_utc() - since).total_seconds() * 1000)
+
+    def metrics(self, m: MetricSet) -> None:
+        m.connected("relay", self.connected)
+        m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", self.blocked is not None)
+        silent = self.pair_silent_for_ms()
+        m.gauge(
+            "relay_pair_silent_seconds",
+            "Seconds without a request on the active pair while connected",
+            None if silent is None else silent / 1000,
+        )
+        m.counter("relay_gaps", "Relay disconnections (gaps in the quote stream)", self.gaps)
+        m.counters("ingest_frames", "Relay frames by outcome", self.counts, label="reason")
+        m.counter(
+            "kafka_publish_failures", "Events that could not be published to Kafka", self.counts["publish_failures"]
+        )
+        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
 
     def health_reasons(self) -> list[str]:
         reasons = []

@@ -47,6 +47,7 @@ from daemons.core.events import (
     now_utc,
     read_behind,
 )
+from daemons.core.metrics import MetricSet, reserved_credited
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
@@ -695,6 +696,40 @@ class StrategyEngine(Service):
                 "stale": iv.stale or iv.age_ms > self.limits.inventory_max_age_ms,
             },
         }
+
+    def metrics(self, m: MetricSet) -> None:
+        now = now_utc()
+        m.gauge("armed", "1 while armed (trading allowed by the operator)", self.arm.armed)
+        m.gauge(
+            "audit_impaired", "1 while strict audit mode finds the history impaired", self.audit_impaired is not None
+        )
+        pv = price_view(self.price, now) if self.price is not None else None
+        iv = inventory_view(self.inventory, now) if self.inventory is not None else None
+        m.gauge(
+            "price_input_age_seconds",
+            "Age of the latest market price the daemon holds",
+            None if pv is None else pv.age_ms / 1000,
+        )
+        m.gauge("price_input_decisionable", "1 when the price held may be acted on", pv is not None and pv.decisionable)
+        m.gauge(
+            "inventory_age_seconds",
+            "Age of the latest inventory snapshot held",
+            None if iv is None else iv.age_ms / 1000,
+        )
+        m.gauge(
+            "inventory_stale",
+            "1 when the inventory held is stale or missing",
+            iv is None or iv.stale or iv.age_ms > self.limits.inventory_max_age_ms,
+        )
+        m.counters("strategy_decisions", "Quote requests decided, by reason (EXECUTE or the refusal)", self.counters)
+        m.gauge(
+            "reservations_live", "Live reservations (commands not yet settled or released)", len(self.reservations.live)
+        )
+        m.gauge(
+            "inventory_snapshots_behind", "Snapshots ignored for a block behind the one held", self.inventory_behind
+        )
+        reserved_credited(m, self.pair.token_ids, self.reservations.reserved(), iv.credited if iv is not None else None)
+        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
 
     def health_reasons(self) -> list[str]:
         reasons = []

@@ -759,6 +759,11 @@ class KrakenClient:
     def _connected_at_or(self, now: datetime) -> datetime:
         return self._connected_at or now
 
+    @property
+    def connected(self) -> bool:
+        """A WebSocket connection is open (whether or not data flows on it)."""
+        return self._conn is not None
+
     def state(self) -> dict[str, Any]:
         now = self.clock()
         degraded = self.degraded(now)

@@ -198,8 +198,16 @@ def test_check_mode_against_localhost_passes_and_changes_nothing(tmp_path: Path)
         "Write the secrets",
         "Install the units and the target",
         "Hand the CoinGecko key to market-reference-ingest",
+        "Give each daemon its loopback metrics port (QL_METRICS_TCP_PORT)",
     ):
         assert f"TASK [quoteloop : {task}" in output, task
+    for task in (
+        "Install Prometheus and Alertmanager (Debian packages)",
+        "Install the quoteloop alert rules (checked by promtool)",
+        "Write the Prometheus configuration (checked by promtool)",
+        "Write the Alertmanager configuration (checked by amtool)",
+    ):
+        assert f"TASK [monitoring : {task}" in output, task
     assert host_state() == before
 
 
@@ -257,3 +265,53 @@ def test_units_deployed_are_the_tested_ones() -> None:
     for service in SERVICES:
         assert f"  - {service}\n" in defaults
         assert (REPO / "systemd" / f"quoteloop-{service}.service").is_file()
+
+
+# --- the monitoring role: its templates as rendered with the defaults ---------------------------
+
+
+def render_monitoring(template: str, **overrides: object) -> str:
+    import jinja2
+    import yaml
+
+    quoteloop = yaml.safe_load((ANSIBLE_DIR / "roles/quoteloop/defaults/main.yml").read_text())
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/monitoring/defaults/main.yml").read_text())
+    variables = {**defaults, "ansible_managed": "test", **overrides}
+    variables["monitoring_metrics_ports"] = quoteloop["quoteloop_metrics_ports"]
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    return env.from_string((ANSIBLE_DIR / "roles/monitoring/templates" / template).read_text()).render(variables)
+
+
+def test_prometheus_scrapes_every_daemon_on_its_metrics_port(tmp_path: Path) -> None:
+    import yaml
+
+    from qlctl.client import SERVICES
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `make deps` installs Debian's prometheus"
+    config = tmp_path / "prometheus.yml"
+    config.write_text(render_monitoring("prometheus.yml.j2"))
+    result = subprocess.run([promtool, "check", "config", "--syntax-only", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ports = yaml.safe_load((ANSIBLE_DIR / "roles/quoteloop/defaults/main.yml").read_text())["quoteloop_metrics_ports"]
+    assert set(ports) == set(SERVICES)
+    job = next(j for j in yaml.safe_load(config.read_text())["scrape_configs"] if j["job_name"] == "quoteloop")
+    targets = {c["labels"]["daemon"]: c["targets"] for c in job["static_configs"]}
+    assert targets == {name: [f"127.0.0.1:{port}"] for name, port in ports.items()}
+
+
+@pytest.mark.parametrize("webhook", ["", "https://alerts.example.invalid/hook"])
+def test_alertmanager_sends_to_the_webhook_only_when_one_is_set(tmp_path: Path, webhook: str) -> None:
+    import yaml
+
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool not found: `make deps` installs Debian's prometheus-alertmanager"
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(render_monitoring("alertmanager.yml.j2", monitoring_webhook_url=webhook))
+    result = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    receiver = yaml.safe_load(config.read_text())["receivers"][0]
+    if webhook:
+        assert receiver["webhook_configs"] == [{"url": webhook, "send_resolved": True}]
+    else:
+        assert "webhook_configs" not in receiver  # off by default: shown, never sent

@@ -13,8 +13,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemons.core.control import Route, socket_path
+from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service, serve
 from daemons.core.settings import CoreSettings
 from tests.conftest import Stack, eventually
@@ -34,6 +36,7 @@ class Probe(Service):
         # in-flight work that a drain waits for; tests clear it to hold a drain open
         self.in_flight_done = asyncio.Event()
         self.in_flight_done.set()
+        self.metrics_bug = False
 
     async def run(self) -> None:
         while await self.wait_runnable():
@@ -46,6 +49,11 @@ class Probe(Service):
 
     def state(self) -> dict[str, Any]:
         return {"steps": self.steps}
+
+    def metrics(self, m: MetricSet) -> None:
+        m.gauge("probe_steps", "steps taken", self.steps)
+        if self.metrics_bug:
+            raise RuntimeError("a bug in a daemon's metrics()")
 
     def routes(self) -> list[Route]:
         async def echo(_r: Any, body: Any, caller: Any) -> Any:
@@ -317,3 +325,57 @@ def test_a_token_file_others_may_read_is_refused(control_dir: Path, tmp_path: Pa
     token.chmod(0o644)
     with pytest.raises(SecretFileError, match="QL_CONTROL_TOKEN_FILE: .* has mode 0644"):
         read_token(token)
+
+
+async def _metrics(service: Probe) -> dict[str, Any]:
+    sock = socket_path(service.settings.control_dir, service.name)
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as session:
+        async with session.get("http://x/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = await resp.text()
+    return {
+        s.name: s for f in text_string_to_metric_families(text) for s in f.samples if not s.labels.get("reason")
+    } | {
+        f"{s.name}:{s.labels['reason']}": s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.labels.get("reason")
+    }
+
+
+async def test_metrics_are_read_from_the_live_attributes_at_each_scrape(probe: tuple[Probe, Any]) -> None:
+    service, _ = probe
+    first = await _metrics(service)
+    assert first["quoteloop_up"].value == 1 and first["quoteloop_up"].labels == {"daemon": service.name}
+    assert first["quoteloop_healthy"].value == 1 and first["quoteloop_paused"].value == 0
+    assert first["quoteloop_process_start_time_seconds"].value > 0
+    service.problem = "disk_full: /var is 100 %"
+    service.pause()
+    try:
+        second = await _metrics(service)
+        assert second["quoteloop_healthy"].value == 0
+        assert second["quoteloop_unhealthy_reason:disk_full"].value == 1
+        assert second["quoteloop_paused"].value == 1
+        assert second["quoteloop_probe_steps"].value >= first["quoteloop_probe_steps"].value
+    finally:
+        service.problem = None
+        service.resume()
+
+
+async def test_a_bug_in_a_daemons_metrics_never_fails_the_scrape(probe: tuple[Probe, Any]) -> None:
+    service, _ = probe
+    service.metrics_bug = True
+    try:
+        found = await _metrics(service)
+        assert found["quoteloop_metrics_collect_errors_total"].value >= 1
+        assert found["quoteloop_up"].value == 1  # the runtime's part came before the bug
+    finally:
+        service.metrics_bug = False
+
+
+async def test_the_control_tcp_port_keeps_requiring_the_token_for_metrics(probe: tuple[Probe, Any]) -> None:
+    service, _ = probe
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{service.settings.control_tcp_port}/metrics") as resp:
+            assert resp.status == 401
