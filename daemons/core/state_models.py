@@ -1,0 +1,320 @@
+"""The `/state` bodies of the seven daemons, typed: one home for the keys the daemons publish and
+the front ends (qlctl, its TUI) read.
+
+Each body is the runtime's common part (`ServiceState`, from `Service.base_state`) merged with the
+daemon's own part (`<Daemon>Fields`, from the daemon's `state()`); `STATE_MODELS` holds the whole
+body's model per service name.
+
+Daemon side: every model here forbids unknown keys and requires every key it names, so a daemon
+that renames, adds or drops a key fails its own `state()` (see `conform`) and the test that
+validates every daemon's `/state`. Only what the front ends read is typed precisely; the rest is
+`Any` (a free-form dict or a value nobody reads), so a type nobody relies on never breaks `/state`.
+Nested dicts that the front ends read are typed with `extra="allow"`: their named keys are
+required, anything else passes.
+
+Client side (`qlctl`): `client_model(service)` is the same model ignoring unknown keys, so an
+older qlctl still reads a newer daemon.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Part(BaseModel):
+    """A nested dict: the keys named are required, others are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# --- the common part (daemons/core/runtime.py `Service.base_state`) --------------------------------
+
+
+class ServiceState(_Body):
+    service: str
+    instance: str
+    pid: int
+    healthy: bool
+    reasons: list[str]
+    paused: bool
+    pause_effective: bool
+    draining: bool
+    started_at: datetime
+    last_success_at: datetime | None
+    dead_letters: Any
+    side_records_queued: int
+    kafka_unreachable: str | None
+    kafka_unreachable_since: datetime | None
+
+
+class ArmFields(_Body):
+    """daemons/core/arming.py `ArmSwitch.state`: strategy-engine and trade-executor."""
+
+    armed: bool
+    arm_changed_at: datetime | None
+    arm_changed_by: str | None
+    arm_change_reason: str | None
+
+
+# --- nested parts the front ends read -------------------------------------------------------------
+
+
+class StrategyLimits(_Part):
+    threshold_pct: str
+    target_edge_pct: str
+    min_notional_eure: str
+    max_notional_eure: str
+    answer_window_ms: int
+    max_deadline_ms: int
+    price_max_age_ms: int
+    inventory_max_age_ms: int
+    buffer: dict[str, str]
+
+
+class SignerView(_Part):
+    status: str
+    detail: str | None = None
+    account_id: str | None = None
+
+
+# --- each daemon's own part -----------------------------------------------------------------------
+
+
+class HistoryWriterFields(_Body):
+    connected: dict[str, Any]
+    authoritative: bool
+    audit_history_impaired: bool
+    database_error: str | None
+    database_down_since: datetime | None
+    last_write_at: datetime | None
+    rows_written: int
+    duplicates_skipped: int
+    dead_letters: Any
+    batches: int
+    last_committed_offsets: Any
+    lag: Any
+    blocked_reason: str | None
+
+
+class InventorySyncFields(_Body):
+    connected: dict[str, Any]
+    authoritative: bool
+    blocked_reason: str | None
+    account_id: str | None
+    active_pair: dict[str, str]
+    stale: bool
+    stale_since: datetime | None
+    stale_reason: str | None
+    age_ms: int | None
+    freshness_bound_ms: int
+    last_sync: dict[str, Any] | None
+    finality: dict[str, Any]
+    fee: dict[str, Any]
+    near_rpc: dict[str, Any]
+    last_attempt_at: datetime | None
+    verifier_error: str | None
+    verifier_down_since: datetime | None
+    consecutive_failures: int
+    next_reading_in_ms: int | None
+    interval_s: Any
+    inventory: list[dict[str, Any]]
+    pending: list[dict[str, Any]]
+    pending_complete: bool
+    reconciliation_status: Any
+    reconciliation: list[dict[str, Any]]
+    liquidity_history: dict[str, Any]
+    bridge: dict[str, Any]
+    last_trade_settled_at: datetime | None
+    last_snapshot: Any
+    kafka_error: str | None
+    consumer_error: str | None
+    counts: dict[str, Any]
+    triggers: dict[str, Any]
+
+
+class MarketReferenceFields(_Body):
+    connected: dict[str, Any]
+    authoritative: bool
+    decisionable: bool
+    blocked_reason: str | None
+    fallback_in_use: bool
+    source: Any
+    evaluated_at: datetime | None
+    price: dict[str, Any] | None
+    conflict: dict[str, Any]
+    kraken: dict[str, Any]
+    coingecko: dict[str, Any]
+    eure: dict[str, Any]
+    publishing: dict[str, Any]
+    counts: dict[str, Any]
+    policy: dict[str, Any]
+
+
+class NearIntentsIngestFields(_Body):
+    connected: dict[str, Any]
+    authoritative: bool
+    blocked_reason: str | None
+    connected_since: datetime | None
+    disconnected_since: datetime | None
+    gaps: Any
+    last_gap: Any
+    subscriptions: Any
+    last_frame_at: datetime | None
+    last_active_pair_request_at: datetime | None
+    pair_silent_for_ms: int | None
+    pair_silent: bool
+    counts: dict[str, Any]
+    reconnects_in_window: Any
+    reconnect_budget: Any
+    relay: dict[str, Any]
+    pair_filter: dict[str, Any]
+    active_pair: dict[str, str]
+
+
+class StrategyEngineFields(ArmFields):
+    limits: StrategyLimits
+    ceilings: dict[str, Any]
+    inputs: dict[str, Any]
+    connected: dict[str, Any]
+    authoritative: bool
+    blocked_reason: str | None
+    latest_decision: Any
+    latest_rejection: Any
+    reason_counters: dict[str, Any]
+    reserved: dict[str, str]
+    reservations: Any
+    inventory_snapshots_behind: Any
+
+
+class TradeExecutorFields(ArmFields):
+    connected: dict[str, Any]
+    authoritative: bool
+    blocked_reason: str | None
+    signer: SignerView
+    ledger: dict[str, Any]
+    relay: dict[str, Any]
+    near_rpc_error: str | None
+    near_rpc: dict[str, Any]
+    inputs: dict[str, Any]
+    last_command_seen: Any
+    last_request_sent: Any
+    last_venue_response: Any
+    in_flight: int
+    undecided: list[Any]
+    silence_audit: dict[str, Any]
+    completed: Any
+    live_answers: list[dict[str, Any]]
+    settled_holds: list[dict[str, Any]]
+    withheld: list[dict[str, Any]]
+    reserved: dict[str, str]
+    live_exposure: dict[str, str]
+    ceilings: dict[str, Any]
+    errors: dict[str, Any]
+    refusals: dict[str, Any]
+    results: dict[str, Any]
+    pending_statuses: int
+    limits: dict[str, Any]
+
+
+class LiquidityManagerFields(_Body):
+    connected: dict[str, Any]
+    authoritative: bool
+    stale: bool
+    blocked_reason: str | None
+    account_id: str | None
+    last_poll_at: datetime | None
+    last_successful_poll_at: datetime | None
+    poll_interval_s: Any
+    venue_errors: dict[str, Any]
+    treasury: Any
+    deposit_addresses: list[dict[str, Any]]
+    deposit_address_errors: dict[str, Any]
+    funding: dict[str, Any]
+    pending_credits: dict[str, str]
+    withdrawals: dict[str, Any]
+    near_rpc: dict[str, Any]
+    withdrawals_frozen: bool
+    pending_withdrawals: dict[str, str]
+    rebalance: dict[str, Any]
+    recent_refusals: list[Any]
+    outbox: dict[str, Any]
+    counts: dict[str, Any]
+    thresholds: dict[str, Any]
+
+
+# --- whole bodies: the common part and the daemon's own (the daemon's wins on a shared key) --------
+
+
+class HistoryWriterState(HistoryWriterFields, ServiceState):
+    pass
+
+
+class InventorySyncState(InventorySyncFields, ServiceState):
+    pass
+
+
+class MarketReferenceState(MarketReferenceFields, ServiceState):
+    pass
+
+
+class NearIntentsIngestState(NearIntentsIngestFields, ServiceState):
+    pass
+
+
+class StrategyEngineState(StrategyEngineFields, ServiceState):
+    pass
+
+
+class TradeExecutorState(TradeExecutorFields, ServiceState):
+    pass
+
+
+class LiquidityManagerState(LiquidityManagerFields, ServiceState):
+    pass
+
+
+AnyState = (
+    HistoryWriterState
+    | InventorySyncState
+    | MarketReferenceState
+    | NearIntentsIngestState
+    | StrategyEngineState
+    | TradeExecutorState
+    | LiquidityManagerState
+)
+
+# keyed by service name, in qlctl's display order (qlctl.client.SERVICES)
+STATE_MODELS: dict[str, type[ServiceState]] = {
+    "near-intents-ingest": NearIntentsIngestState,
+    "market-reference-ingest": MarketReferenceState,
+    "inventory-sync": InventorySyncState,
+    "liquidity-manager": LiquidityManagerState,
+    "history-writer": HistoryWriterState,
+    "strategy-engine": StrategyEngineState,
+    "trade-executor": TradeExecutorState,
+}
+
+
+def conform(model: type[BaseModel], body: dict[str, Any]) -> dict[str, Any]:
+    """A daemon's `state()` part checked against its model, returned as built: the wire JSON stays
+    exactly what orjson makes of the daemon's own values (a dump would reformat datetimes and
+    reorder keys). Raises `pydantic.ValidationError` on any drift from the model."""
+    model.model_validate(body)
+    return body
+
+
+@cache
+def client_model(service: str) -> type[ServiceState]:
+    """The service's model ignoring keys it does not name (qlctl reading a newer daemon)."""
+    base = STATE_MODELS[service]
+    return type(f"{base.__name__}Read", (base,), {"model_config": ConfigDict(extra="ignore")})
