@@ -14,6 +14,9 @@ import aiohttp
 
 from qlctl.client import ClientError, ControlClient
 
+# the daemons with an arm switch, in the order they are armed (the strategy decides, the executor
+# answers); disarming goes the other way round
+ARMABLE: tuple[str, ...] = ("strategy-engine", "trade-executor")
 DISARM_ORDER = ("trade-executor", "strategy-engine")
 
 

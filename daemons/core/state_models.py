@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,6 +67,15 @@ class ArmFields(_Body):
     arm_change_reason: str | None
 
 
+class GateFields(_Body):
+    """What every daemon's own part says about its gate: its connections (name -> up, or per
+    chain), whether its data may be acted on, and why it does nothing, if it does not."""
+
+    connected: dict[str, Any]
+    authoritative: bool
+    blocked_reason: str | None
+
+
 # --- nested parts the front ends read -------------------------------------------------------------
 
 
@@ -81,6 +91,14 @@ class StrategyLimits(_Part):
     buffer: dict[str, str]
 
 
+class LiquidityWithdrawals(_Part):
+    frozen: bool
+    blocked_reason: str | None
+    recent: list[dict[str, Any]]
+    in_flight: list[dict[str, Any]]
+    undecided: list[Any]
+
+
 class SignerView(_Part):
     status: str
     detail: str | None = None
@@ -90,9 +108,7 @@ class SignerView(_Part):
 # --- each daemon's own part -----------------------------------------------------------------------
 
 
-class HistoryWriterFields(_Body):
-    connected: dict[str, Any]
-    authoritative: bool
+class HistoryWriterFields(GateFields):
     audit_history_impaired: bool
     database_error: str | None
     database_down_since: datetime | None
@@ -103,13 +119,9 @@ class HistoryWriterFields(_Body):
     batches: int
     last_committed_offsets: Any
     lag: Any
-    blocked_reason: str | None
 
 
-class InventorySyncFields(_Body):
-    connected: dict[str, Any]
-    authoritative: bool
-    blocked_reason: str | None
+class InventorySyncFields(GateFields):
     account_id: str | None
     active_pair: dict[str, str]
     stale: bool
@@ -142,11 +154,8 @@ class InventorySyncFields(_Body):
     triggers: dict[str, Any]
 
 
-class MarketReferenceFields(_Body):
-    connected: dict[str, Any]
-    authoritative: bool
+class MarketReferenceFields(GateFields):
     decisionable: bool
-    blocked_reason: str | None
     fallback_in_use: bool
     source: Any
     evaluated_at: datetime | None
@@ -160,10 +169,7 @@ class MarketReferenceFields(_Body):
     policy: dict[str, Any]
 
 
-class NearIntentsIngestFields(_Body):
-    connected: dict[str, Any]
-    authoritative: bool
-    blocked_reason: str | None
+class NearIntentsIngestFields(GateFields):
     connected_since: datetime | None
     disconnected_since: datetime | None
     gaps: Any
@@ -181,13 +187,10 @@ class NearIntentsIngestFields(_Body):
     active_pair: dict[str, str]
 
 
-class StrategyEngineFields(ArmFields):
+class StrategyEngineFields(ArmFields, GateFields):
     limits: StrategyLimits
     ceilings: dict[str, Any]
     inputs: dict[str, Any]
-    connected: dict[str, Any]
-    authoritative: bool
-    blocked_reason: str | None
     latest_decision: Any
     latest_rejection: Any
     reason_counters: dict[str, Any]
@@ -196,10 +199,7 @@ class StrategyEngineFields(ArmFields):
     inventory_snapshots_behind: Any
 
 
-class TradeExecutorFields(ArmFields):
-    connected: dict[str, Any]
-    authoritative: bool
-    blocked_reason: str | None
+class TradeExecutorFields(ArmFields, GateFields):
     signer: SignerView
     ledger: dict[str, Any]
     relay: dict[str, Any]
@@ -226,11 +226,8 @@ class TradeExecutorFields(ArmFields):
     limits: dict[str, Any]
 
 
-class LiquidityManagerFields(_Body):
-    connected: dict[str, Any]
-    authoritative: bool
+class LiquidityManagerFields(GateFields):
     stale: bool
-    blocked_reason: str | None
     account_id: str | None
     last_poll_at: datetime | None
     last_successful_poll_at: datetime | None
@@ -241,7 +238,7 @@ class LiquidityManagerFields(_Body):
     deposit_address_errors: dict[str, Any]
     funding: dict[str, Any]
     pending_credits: dict[str, str]
-    withdrawals: dict[str, Any]
+    withdrawals: LiquidityWithdrawals
     near_rpc: dict[str, Any]
     withdrawals_frozen: bool
     pending_withdrawals: dict[str, str]
@@ -255,31 +252,35 @@ class LiquidityManagerFields(_Body):
 # --- whole bodies: the common part and the daemon's own (the daemon's wins on a shared key) --------
 
 
-class HistoryWriterState(HistoryWriterFields, ServiceState):
+class DaemonState(GateFields, ServiceState):
+    """What every one of the seven bodies holds: the runtime's part and the gate fields."""
+
+
+class HistoryWriterState(HistoryWriterFields, DaemonState):
     pass
 
 
-class InventorySyncState(InventorySyncFields, ServiceState):
+class InventorySyncState(InventorySyncFields, DaemonState):
     pass
 
 
-class MarketReferenceState(MarketReferenceFields, ServiceState):
+class MarketReferenceState(MarketReferenceFields, DaemonState):
     pass
 
 
-class NearIntentsIngestState(NearIntentsIngestFields, ServiceState):
+class NearIntentsIngestState(NearIntentsIngestFields, DaemonState):
     pass
 
 
-class StrategyEngineState(StrategyEngineFields, ServiceState):
+class StrategyEngineState(StrategyEngineFields, DaemonState):
     pass
 
 
-class TradeExecutorState(TradeExecutorFields, ServiceState):
+class TradeExecutorState(TradeExecutorFields, DaemonState):
     pass
 
 
-class LiquidityManagerState(LiquidityManagerFields, ServiceState):
+class LiquidityManagerState(LiquidityManagerFields, DaemonState):
     pass
 
 
@@ -294,7 +295,7 @@ AnyState = (
 )
 
 # keyed by service name, in qlctl's display order (qlctl.client.SERVICES)
-STATE_MODELS: dict[str, type[ServiceState]] = {
+STATE_MODELS: dict[str, type[DaemonState]] = {
     "near-intents-ingest": NearIntentsIngestState,
     "market-reference-ingest": MarketReferenceState,
     "inventory-sync": InventorySyncState,
@@ -313,8 +314,46 @@ def conform(model: type[BaseModel], body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _lenient_annotation(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _lenient(annotation)
+    args = get_args(annotation)
+    if get_origin(annotation) in (Union, UnionType) and args:
+        return Union[tuple(_lenient_annotation(a) for a in args)]  # noqa: UP007
+    return annotation
+
+
 @cache
-def client_model(service: str) -> type[ServiceState]:
-    """The service's model ignoring keys it does not name (qlctl reading a newer daemon)."""
-    base = STATE_MODELS[service]
-    return type(f"{base.__name__}Read", (base,), {"model_config": ConfigDict(extra="ignore")})
+def _lenient(model: type[M]) -> type[M]:
+    """`model` read by a front end: every key optional (None when the body lacks it), unknown keys
+    ignored; the names and the types of the values that are there stay the model's."""
+    ignoring = type(f"{model.__name__}Read", (model,), {"model_config": ConfigDict(extra="ignore")})
+    fields: dict[str, Any] = {
+        name: (_lenient_annotation(info.annotation) | None, None) for name, info in model.model_fields.items()
+    }
+    built: type[M] = create_model(f"{model.__name__}Read", __base__=ignoring, **fields)
+    return built
+
+
+def client_model(service: str) -> type[DaemonState]:
+    """The service's model as qlctl reads it: keys it does not name are ignored and a key it names
+    but the body lacks reads as None (an older or newer daemon, a partial body), so the front ends
+    read attributes, never dict keys, and a renamed key is a type error there (mypy), not a silent
+    blank."""
+    return _lenient(STATE_MODELS[service])
+
+
+def empty_state(service: str) -> DaemonState:
+    """The service's model with nothing known (every key None): a daemon that did not answer."""
+    return client_model(service).model_validate({})
+
+
+def read_state(service: str, body: Any) -> DaemonState | None:
+    """`body` (a `/state` answer) as the service's model, or None when it is not a mapping or a
+    value has a type the model does not allow."""
+    if not isinstance(body, dict):
+        return None
+    try:
+        return client_model(service).model_validate(body)
+    except ValidationError:
+        return None

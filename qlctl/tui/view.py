@@ -18,10 +18,10 @@ from rich.text import Text
 
 from daemons.core.assets import REGISTRY, to_units
 from qlctl.client import SERVICES
+from qlctl.disarm import ARMABLE
 
 Level = Literal["ok", "warn", "bad", "muted", "plain"]
 STYLE: dict[Level, str] = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim", "plain": ""}
-ARMABLE: tuple[str, ...] = ("strategy-engine", "trade-executor")
 NONE = "-"
 
 State = Mapping[str, Any]
