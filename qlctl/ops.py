@@ -97,6 +97,17 @@ class DaemonStatus:
 Statuses = Mapping[str, DaemonStatus]
 
 
+def as_status(service: str, state: DaemonStatus | Mapping[str, Any] | Any) -> DaemonStatus:
+    """A typed status from either a typed one or an envelope (anything else: not running)."""
+    if isinstance(state, DaemonStatus):
+        return state
+    return DaemonStatus.from_raw(service, state if isinstance(state, Mapping) else {})
+
+
+def typed(states: Mapping[str, Any]) -> dict[str, DaemonStatus]:
+    return {s: as_status(s, st) for s, st in states.items()}
+
+
 def not_running(service: str, error: str) -> dict[str, Any]:
     return {"service": service, "running": False, "error": error}
 

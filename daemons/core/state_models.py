@@ -99,6 +99,17 @@ class LiquidityWithdrawals(_Part):
     undecided: list[Any]
 
 
+class LiquidityFunding(_Part):
+    recent: list[dict[str, Any]]
+    pending: list[dict[str, Any]]
+    delayed: list[Any]
+
+
+class ReferencePrice(_Part):
+    source: Any
+    fair_rate_mid: Any
+
+
 class SignerView(_Part):
     status: str
     detail: str | None = None
@@ -159,7 +170,7 @@ class MarketReferenceFields(GateFields):
     fallback_in_use: bool
     source: Any
     evaluated_at: datetime | None
-    price: dict[str, Any] | None
+    price: ReferencePrice | None
     conflict: dict[str, Any]
     kraken: dict[str, Any]
     coingecko: dict[str, Any]
@@ -236,7 +247,7 @@ class LiquidityManagerFields(GateFields):
     treasury: Any
     deposit_addresses: list[dict[str, Any]]
     deposit_address_errors: dict[str, Any]
-    funding: dict[str, Any]
+    funding: LiquidityFunding
     pending_credits: dict[str, str]
     withdrawals: LiquidityWithdrawals
     near_rpc: dict[str, Any]
@@ -327,7 +338,8 @@ def _lenient_annotation(annotation: Any) -> Any:
 def _lenient(model: type[M]) -> type[M]:
     """`model` read by a front end: every key optional (None when the body lacks it), unknown keys
     ignored; the names and the types of the values that are there stay the model's."""
-    ignoring = type(f"{model.__name__}Read", (model,), {"model_config": ConfigDict(extra="ignore")})
+    config = ConfigDict(extra="allow") if model.model_config.get("extra") == "allow" else ConfigDict(extra="ignore")
+    ignoring = type(f"{model.__name__}Read", (model,), {"model_config": config})
     fields: dict[str, Any] = {
         name: (_lenient_annotation(info.annotation) | None, None) for name, info in model.model_fields.items()
     }

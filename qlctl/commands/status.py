@@ -84,7 +84,7 @@ def status(
     def render(states: Statuses) -> Table:
         if wide:
             return _table(states, chosen, ctl.control_dir)
-        return compact.table({n: st.raw for n, st in states.items()}, chosen, now_utc(), ctl.control_dir)
+        return compact.table(states, chosen, now_utc(), ctl.control_dir)
 
     if watch is not None:
         if watch <= 0:

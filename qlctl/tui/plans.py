@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from qlctl import ops
-from qlctl.ops import ARMABLE, BOTH, DaemonStatus, Statuses
+from qlctl.ops import ARMABLE, BOTH, DaemonStatus
 
 Action = Literal["pause", "resume", "arm", "disarm"]
 
@@ -45,16 +45,8 @@ class Plan:
         return f"/{self.action}"
 
 
-def typed(states: Mapping[str, Any]) -> Statuses:
-    """The TUI's snapshot states (qlctl's `/state` envelopes), typed; already typed ones pass."""
-    return {
-        s: st if isinstance(st, DaemonStatus) else DaemonStatus.from_raw(s, st if isinstance(st, Mapping) else {})
-        for s, st in states.items()
-    }
-
-
 def plan(action: Action, service: str, states: Mapping[str, Any]) -> Plan | Refusal:
-    statuses = typed(states)
+    statuses = ops.typed(states)
     st = statuses.get(service) or DaemonStatus.absent(service)
     if action in ("arm", "disarm") and service not in ARMABLE:
         return Refusal(action, service, f"{service} has no arm switch: only {' and '.join(ARMABLE)} are armed")
@@ -90,7 +82,7 @@ def plan(action: Action, service: str, states: Mapping[str, Any]) -> Plan | Refu
 def plan_disarm_both(states: Mapping[str, Any]) -> Plan:
     """Disarm both, the executor first (qlctl/disarm.py): offered whatever either one's state,
     since a daemon that seems down or disarmed may not be."""
-    lines = ops.disarm_both_lines(typed(states))
+    lines = ops.disarm_both_lines(ops.typed(states))
     return Plan("disarm", BOTH, "Disarm both?", tuple(lines), offer_cancel_live=True)
 
 
