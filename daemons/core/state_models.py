@@ -110,6 +110,15 @@ class ReferencePrice(_Part):
     fair_rate_mid: Any
 
 
+class LiveAnswer(_Part):
+    command_id: Any
+    quote_id: Any
+    state: str
+    asset_id: Any
+    reserved: str
+    deadline: Any
+
+
 class SignerView(_Part):
     status: str
     detail: str | None = None
@@ -224,7 +233,7 @@ class TradeExecutorFields(ArmFields, GateFields):
     undecided: list[Any]
     silence_audit: dict[str, Any]
     completed: Any
-    live_answers: list[dict[str, Any]]
+    live_answers: list[LiveAnswer]
     settled_holds: list[dict[str, Any]]
     withheld: list[dict[str, Any]]
     reserved: dict[str, str]
@@ -329,8 +338,11 @@ def _lenient_annotation(annotation: Any) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _lenient(annotation)
     args = get_args(annotation)
-    if get_origin(annotation) in (Union, UnionType) and args:
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType) and args:
         return Union[tuple(_lenient_annotation(a) for a in args)]  # noqa: UP007
+    if origin is list and args:
+        return list[_lenient_annotation(args[0])]  # type: ignore[misc]
     return annotation
 
 
@@ -352,7 +364,7 @@ def client_model(service: str) -> type[DaemonState]:
     but the body lacks reads as None (an older or newer daemon, a partial body), so the front ends
     read attributes, never dict keys, and a renamed key is a type error there (mypy), not a silent
     blank."""
-    return _lenient(STATE_MODELS[service])
+    return _lenient(STATE_MODELS.get(service, DaemonState))
 
 
 def empty_state(service: str) -> DaemonState:

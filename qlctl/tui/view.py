@@ -12,13 +12,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.text import Text
 
 from daemons.core.assets import REGISTRY, to_units
+from daemons.core.state_models import LiquidityManagerState, TradeExecutorState
 from qlctl.client import SERVICES
 from qlctl.disarm import ARMABLE
+
+if TYPE_CHECKING:
+    from qlctl.ops import DaemonStatus
 
 Level = Literal["ok", "warn", "bad", "muted", "plain"]
 STYLE: dict[Level, str] = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim", "plain": ""}
@@ -26,6 +30,13 @@ NONE = "-"
 
 State = Mapping[str, Any]
 States = Mapping[str, State]
+
+
+def as_status(service: str, state: Any) -> DaemonStatus:
+    """The typed status (qlctl.ops) of an envelope; imported late: ops renders through this module."""
+    from qlctl.ops import as_status as typed
+
+    return typed(service, state)
 
 
 def cell(text: object, level: Level = "plain") -> Text:
@@ -174,9 +185,10 @@ def _connected(value: Any) -> Text:
     return text or cell(NONE, "muted")
 
 
-def daemon_row(service: str, state: State, now: datetime) -> list[Text]:
-    if not state.get("running"):
-        error = str(state.get("error") or "")
+def daemon_row(service: str, state: State | DaemonStatus, now: datetime) -> list[Text]:
+    st = as_status(service, state)
+    if not st.running:
+        error = st.error or ""
         # the plain "not running" needs no repeating; permission or timeout errors do
         detail = "" if "is not running" in error else error
         return [
@@ -185,38 +197,40 @@ def daemon_row(service: str, state: State, now: datetime) -> list[Text]:
             *(cell(NONE, "muted") for _ in range(6)),
             cell(detail, "warn"),
         ]
-    reasons = [str(r) for r in _list(state.get("reasons"))]
-    healthy = state.get("healthy")
-    if healthy is True:
+    s = st.state
+    reasons = [str(r) for r in s.reasons or []]
+    if st.outcome == "unreadable":
+        health = cell(f"UNREADABLE: {st.error}", "bad")
+    elif s.healthy is True:
         health = cell("ok", "ok")
-    elif healthy is False:
+    elif s.healthy is False:
         # the first reason, kept short: every reason is in full in the alerts panel
         health = cell("UNHEALTHY" + (f": {short(reasons[0], 40)}" if reasons else ""), "bad")
     else:
         health = cell(NONE, "muted")
-    if state.get("draining"):
+    if s.draining:
         run_state = cell("draining", "warn")
-    elif state.get("paused"):
-        run_state = cell("paused" if state.get("pause_effective", True) else "pausing", "warn")
+    elif s.paused:
+        run_state = cell("paused" if s.pause_effective is not False else "pausing", "warn")
     else:
         run_state = cell("running", "ok")
-    if service in ARMABLE or "armed" in state:
-        armed = state.get("armed")
+    if st.has_arm_switch or "armed" in s.model_fields_set:
+        armed = st.armed
         arm = cell("ARMED", "bad") if armed is True else cell("disarmed", "ok") if armed is False else cell(NONE)
     else:
         arm = cell("", "muted")
-    auth = state.get("authoritative")
+    auth = s.authoritative
     data = cell("authoritative", "ok") if auth is True else cell("STALE", "warn") if auth is False else cell(NONE)
-    blocked = state.get("blocked_reason")
+    blocked = s.blocked_reason
     return [
         cell(service),
         cell("yes", "ok"),
         health,
         run_state,
         arm,
-        _connected(state.get("connected")),
+        _connected(s.connected),
         data,
-        cell(ago(state.get("last_success_at"), now)),
+        cell(ago(s.last_success_at, now)),
         cell(str(blocked) if blocked else "", "warn"),
     ]
 
@@ -240,31 +254,32 @@ def alerts(states: States, db_error: str | None = None) -> list[Alert]:
     """What needs an operator's eye: unhealthy reasons first, then absences and held states."""
     out: list[Alert] = []
     for service in SERVICES:
-        st = states.get(service) or {"running": False}
-        if not st.get("running"):
-            error = str(st.get("error") or "")
+        st = as_status(service, states.get(service) or {"running": False})
+        if not st.running:
+            error = st.error or ""
             # the socket path is in the header already; other failures (permission, timeout) say more
             out.append(Alert("warn", service, "not running" if not error or "is not running" in error else error))
             continue
-        for reason in _list(st.get("reasons")):
+        s = st.state
+        if st.outcome == "unreadable":
+            out.append(Alert("bad", service, f"/state unreadable: {st.error}"))
+        for reason in s.reasons or []:
             out.append(Alert("bad", service, str(reason)))
-        if st.get("draining"):
+        if s.draining:
             out.append(Alert("warn", service, "draining: finishing in-flight work, then exiting"))
-        elif st.get("paused"):
+        elif s.paused:
             out.append(Alert("warn", service, "paused: taking no new work"))
-        dead = st.get("dead_letters")
+        dead = s.dead_letters
         if isinstance(dead, int) and not isinstance(dead, bool) and dead > 0:
             out.append(Alert("warn", service, f"{dead} undecodable deliveries dead-lettered"))
-        if service == "liquidity-manager" and st.get("withdrawals_frozen"):
+        if isinstance(s, LiquidityManagerState) and s.withdrawals_frozen:
             out.append(Alert("warn", service, "withdrawals frozen"))
-        if service == "trade-executor":
+        if isinstance(s, TradeExecutorState):
             # live answers still unresolved after a timeout or disconnect: never assumed failed
-            uncertain = [
-                a for a in _list(st.get("live_answers")) if isinstance(a, Mapping) and a.get("state") == "uncertain"
-            ]
+            uncertain = [a for a in s.live_answers or [] if a.state == "uncertain"]
             if uncertain:
                 out.append(Alert("bad", service, f"{len(uncertain)} live answers with an uncertain outcome"))
-            undecided = _list(st.get("undecided"))
+            undecided = s.undecided or []
             if undecided:
                 out.append(
                     Alert(
@@ -273,9 +288,8 @@ def alerts(states: States, db_error: str | None = None) -> list[Alert]:
                         f"{len(undecided)} answers the chain cannot decide: holds kept until `qlctl resolve answer`",
                     )
                 )
-        if service == "liquidity-manager":
-            withdrawals = st.get("withdrawals")
-            undecided_w = _list(withdrawals.get("undecided")) if isinstance(withdrawals, Mapping) else []
+        if isinstance(s, LiquidityManagerState):
+            undecided_w = (s.withdrawals.undecided if s.withdrawals is not None else None) or []
             if undecided_w:
                 out.append(
                     Alert(
