@@ -91,18 +91,67 @@ class StrategyLimits(_Part):
     buffer: dict[str, str]
 
 
-class LiquidityWithdrawals(_Part):
-    frozen: bool
-    blocked_reason: str | None
-    recent: list[dict[str, Any]]
-    in_flight: list[dict[str, Any]]
-    undecided: list[Any]
+class FundingView(_Part):
+    liquidity_action_id: Any
+    asset_id: Any
+    amount: Any
+    status: Any
+    recorded_at: Any
+
+
+class WithdrawalView(_Part):
+    liquidity_action_id: Any
+    asset_id: Any
+    amount: Any
+    net_amount: Any
+    status: Any
+    requested_at: Any
+
+
+class DepositAddress(_Part):
+    chain: Any
+    asset_ids: list[Any]
+    address: Any
+    memo: Any
+    issued_at: Any
+    liquidity_action_id: Any
+
+
+class InventoryAsset(_Part):
+    asset_id: Any
+    decimals: Any
+    spendable: Any
+    credited: Any
+    pending_in: Any
+    pending_out: Any
+
+
+class LastSync(_Part):
+    sync_id: Any
+    synced_at: Any
+
+
+class Reservation(_Part):
+    command_id: Any
+    quote_id: Any
+    asset_id: Any
+    amount: Any
+    expires_at: Any
+    settled_at: Any
 
 
 class LiquidityFunding(_Part):
-    recent: list[dict[str, Any]]
-    pending: list[dict[str, Any]]
+    recent: list[FundingView]
+    pending: list[FundingView]
     delayed: list[Any]
+
+
+class LiquidityWithdrawals(_Part):
+    frozen: bool
+    blocked_reason: str | None
+    recent: list[WithdrawalView]
+    in_flight: list[WithdrawalView]
+    undecided: list[Any]
 
 
 class ReferencePrice(_Part):
@@ -117,6 +166,7 @@ class LiveAnswer(_Part):
     asset_id: Any
     reserved: str
     deadline: Any
+    cancel_requested: Any
 
 
 class SignerView(_Part):
@@ -149,7 +199,7 @@ class InventorySyncFields(GateFields):
     stale_reason: str | None
     age_ms: int | None
     freshness_bound_ms: int
-    last_sync: dict[str, Any] | None
+    last_sync: LastSync | None
     finality: dict[str, Any]
     fee: dict[str, Any]
     near_rpc: dict[str, Any]
@@ -159,7 +209,7 @@ class InventorySyncFields(GateFields):
     consecutive_failures: int
     next_reading_in_ms: int | None
     interval_s: Any
-    inventory: list[dict[str, Any]]
+    inventory: list[InventoryAsset]
     pending: list[dict[str, Any]]
     pending_complete: bool
     reconciliation_status: Any
@@ -215,7 +265,7 @@ class StrategyEngineFields(ArmFields, GateFields):
     latest_rejection: Any
     reason_counters: dict[str, Any]
     reserved: dict[str, str]
-    reservations: Any
+    reservations: list[Reservation]
     inventory_snapshots_behind: Any
 
 
@@ -254,7 +304,7 @@ class LiquidityManagerFields(GateFields):
     poll_interval_s: Any
     venue_errors: dict[str, Any]
     treasury: Any
-    deposit_addresses: list[dict[str, Any]]
+    deposit_addresses: list[DepositAddress]
     deposit_address_errors: dict[str, Any]
     funding: LiquidityFunding
     pending_credits: dict[str, str]
@@ -350,6 +400,7 @@ def _lenient_annotation(annotation: Any) -> Any:
 def _lenient(model: type[M]) -> type[M]:
     """`model` read by a front end: every key optional (None when the body lacks it), unknown keys
     ignored; the names and the types of the values that are there stay the model's."""
+    model.model_rebuild()  # forward references resolved before the fields are read
     config = ConfigDict(extra="allow") if model.model_config.get("extra") == "allow" else ConfigDict(extra="ignore")
     ignoring = type(f"{model.__name__}Read", (model,), {"model_config": config})
     fields: dict[str, Any] = {

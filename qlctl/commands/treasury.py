@@ -69,10 +69,11 @@ def addresses(
         result = _call("POST", "/deposit-address", _body(asset_id=asset, chain=chain, operator=getpass.getuser()))
         _emit(result, as_json)
         return
-    rows = _state()[0].deposit_addresses or []
+    state, raw = _state()
     if as_json:
-        print_json(rows)
+        print_json(raw.get("deposit_addresses", []))  # as the daemon sent it (key order included)
     else:
+        rows = [r.model_dump() for r in state.deposit_addresses or []]
         print_rows("deposit addresses", rows, ["chain", "asset_ids", "address", "memo", "issued_at"])
 
 
@@ -105,14 +106,15 @@ def record(
 @funding_app.command("list")
 def list_funding(pending: Annotated[bool, typer.Option("--pending")] = False, as_json: AsJson = False) -> None:
     """Recent funding attempts (or only pending ones) as liquidity-manager sees them now."""
-    funding = _state()[0].funding
-    rows = (funding.pending if pending else funding.recent) or [] if funding is not None else []
-    if as_json:
-        print_json(rows)
+    state, raw = _state()
+    if as_json:  # as the daemon sent it (key order included)
+        print_json(raw.get("funding", {}).get("pending" if pending else "recent", []))
     else:
+        funding = state.funding
+        listed = (funding.pending if pending else funding.recent) if funding is not None else None
         print_rows(
             "pending funding" if pending else "recent funding",
-            rows,
+            [r.model_dump() for r in listed or []],
             ["liquidity_action_id", "asset_id", "amount", "status", "tx_hash"],
         )
 
@@ -160,7 +162,7 @@ def list_withdrawals(as_json: AsJson = False) -> None:
     else:
         print_rows(
             "withdrawals",
-            (state.withdrawals.recent if state.withdrawals is not None else None) or [],
+            [w.model_dump() for w in (state.withdrawals.recent if state.withdrawals is not None else None) or []],
             ["liquidity_action_id", "asset_id", "amount", "status", "address", "tx_hash"],
         )
 

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich.text import Text
 
 from daemons.core.assets import REGISTRY, to_units
-from daemons.core.state_models import LiquidityManagerState, TradeExecutorState
+from daemons.core.state_models import (
+    InventorySyncState,
+    LiquidityManagerState,
+    StrategyEngineState,
+    TradeExecutorState,
+)
 from qlctl.client import SERVICES
 from qlctl.disarm import ARMABLE
 
@@ -414,25 +419,27 @@ INVENTORY_COLUMNS = ("asset", "credited", "spendable", "pending in", "pending ou
 
 
 def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
-    inv = states.get("inventory-sync") or {}
-    se = states.get("strategy-engine") or {}
-    ex = states.get("trade-executor") or {}
-    reserved_s = _map(se.get("reserved"))
-    reserved_e = _map(ex.get("reserved"))
+    inv_st = as_status("inventory-sync", states.get("inventory-sync") or {})
+    se, ex = (
+        as_status("strategy-engine", states.get("strategy-engine") or {}),
+        as_status("trade-executor", states.get("trade-executor") or {}),
+    )
+    inv = inv_st.state if isinstance(inv_st.state, InventorySyncState) else None
+    reserved_s: Mapping[str, Any] = (se.state.reserved if isinstance(se.state, StrategyEngineState) else None) or {}
+    reserved_e: Mapping[str, Any] = (ex.state.reserved if isinstance(ex.state, TradeExecutorState) else None) or {}
     rows: list[list[Text]] = []
-    assets = [a for a in _list(inv.get("inventory")) if isinstance(a, Mapping)]
     seen: set[str] = set()
-    for a in assets:
-        aid: Any = a.get("asset_id")  # whatever the daemon's JSON holds: symbol() and amount() take any value
+    for a in (inv.inventory if inv is not None else None) or []:
+        aid: Any = a.asset_id  # whatever the daemon's JSON holds: symbol() and amount() take any value
         seen.add(str(aid))
-        dec = a.get("decimals")
+        dec = a.decimals
         rows.append(
             [
                 cell(symbol(aid)),
-                cell(amount(a.get("credited"), aid, dec)),
-                cell(amount(a.get("spendable"), aid, dec), "ok"),
-                cell(amount(a.get("pending_in"), aid, dec)),
-                cell(amount(a.get("pending_out"), aid, dec)),
+                cell(amount(a.credited, aid, dec)),
+                cell(amount(a.spendable, aid, dec), "ok"),
+                cell(amount(a.pending_in, aid, dec)),
+                cell(amount(a.pending_out, aid, dec)),
                 cell(amount(reserved_s.get(aid, 0), aid, dec)),
                 cell(amount(reserved_e.get(aid, 0), aid, dec)),
             ]
@@ -450,21 +457,19 @@ def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
                 cell(amount(reserved_e.get(aid, 0), aid)),
             ]
         )
-    if not inv.get("running"):
+    if not inv_st.running or inv is None:
         rows.append([cell("inventory-sync"), cell("not running", "bad"), *(cell("") for _ in range(5))])
     else:
-        stale = inv.get("stale")
-        note = (
-            f"STALE: {inv.get('stale_reason') or 'snapshot too old'}" if stale else "fresh" if stale is False else NONE
-        )
-        sync_at = dig(inv, "last_sync", "synced_at")
+        stale = inv.stale
+        note = f"STALE: {inv.stale_reason or 'snapshot too old'}" if stale else "fresh" if stale is False else NONE
+        sync_at = inv.last_sync.synced_at if inv.last_sync is not None else None
         rows.append(
             [
                 cell("snapshot"),
                 cell(note, "bad" if stale else "ok" if stale is False else "muted"),
-                cell(f"age {fmt_ms(inv.get('age_ms'))}"),
+                cell(f"age {fmt_ms(inv.age_ms)}"),
                 cell(f"synced {ago(sync_at, now)}"),
-                cell(f"reconciliation {inv['reconciliation_status']}" if inv.get("reconciliation_status") else ""),
+                cell(f"reconciliation {inv.reconciliation_status}" if inv.reconciliation_status else ""),
                 cell(""),
                 cell(""),
             ]
@@ -479,43 +484,40 @@ ANSWER_COLUMNS = ("held by", "command", "quote", "state", "gives", "deadline / e
 
 def answer_rows(states: States, now: datetime) -> list[list[Text]]:
     rows: list[list[Text]] = []
-    ex = states.get("trade-executor") or {}
-    for a in _list(ex.get("live_answers")):
-        if not isinstance(a, Mapping):
-            continue
-        state = str(a.get("state") or NONE)
-        if a.get("command_id") in _list(ex.get("undecided")):
+    ex_st = as_status("trade-executor", states.get("trade-executor") or {})
+    ex = ex_st.state if isinstance(ex_st.state, TradeExecutorState) else None
+    undecided = (ex.undecided if ex is not None else None) or []
+    for a in (ex.live_answers if ex is not None else None) or []:
+        state = str(a.state or NONE)
+        if a.command_id in undecided:
             state = "undecided"
-        level: Level = (
-            "bad" if state in ("uncertain", "undecided") else "warn" if a.get("cancel_requested") else "plain"
-        )
+        level: Level = "bad" if state in ("uncertain", "undecided") else "warn" if a.cancel_requested else "plain"
         rows.append(
             [
                 cell("executor"),
-                cell(short(a.get("command_id"))),
-                cell(short(a.get("quote_id"), 12)),
-                cell(state + (" (cancel sent)" if a.get("cancel_requested") else ""), level),
-                cell(amount(a.get("reserved"), a.get("asset_id"))),
-                cell(until(a.get("deadline"), now)),
+                cell(short(a.command_id)),
+                cell(short(a.quote_id, 12)),
+                cell(state + (" (cancel sent)" if a.cancel_requested else ""), level),
+                cell(amount(a.reserved, a.asset_id)),
+                cell(until(a.deadline, now)),
             ]
         )
-    se = states.get("strategy-engine") or {}
-    for r in _list(se.get("reservations")):
-        if not isinstance(r, Mapping):
-            continue
-        settled = r.get("settled_at")
+    se_st = as_status("strategy-engine", states.get("strategy-engine") or {})
+    se = se_st.state if isinstance(se_st.state, StrategyEngineState) else None
+    for r in (se.reservations if se is not None else None) or []:
+        settled = r.settled_at
         rows.append(
             [
                 cell("strategy"),
-                cell(short(r.get("command_id"))),
-                cell(short(r.get("quote_id"), 12)),
+                cell(short(r.command_id)),
+                cell(short(r.quote_id, 12)),
                 cell("settled" if settled else "reserved", "muted" if settled else "plain"),
-                cell(amount(r.get("amount"), r.get("asset_id"))),
-                cell(until(r.get("expires_at"), now)),
+                cell(amount(r.amount, r.asset_id)),
+                cell(until(r.expires_at, now)),
             ]
         )
     if not rows:
-        missing = [s for s in ARMABLE if not (states.get(s) or {}).get("running")]
+        missing = [s for s in ARMABLE if not as_status(s, states.get(s) or {}).running]
         note = f"({', '.join(missing)} not running)" if missing else ""
         rows.append([cell("none", "muted"), cell(""), cell(""), cell(""), cell(""), cell(note, "warn")])
     return rows
@@ -530,48 +532,53 @@ def funding_rows(
     states: States, now: datetime, db_pending: Iterable[Mapping[str, Any]] | None = None
 ) -> list[list[Text]]:
     """liquidity-manager's live view; PostgreSQL's pending funding when the daemon is away."""
-    lm = states.get("liquidity-manager") or {}
+    lm_st = as_status("liquidity-manager", states.get("liquidity-manager") or {})
+    lm = lm_st.state if isinstance(lm_st.state, LiquidityManagerState) else None
     rows: list[list[Text]] = []
-    if lm.get("running"):
-        for a in _list(lm.get("deposit_addresses")):
-            if isinstance(a, Mapping):
-                assets = ", ".join(symbol(x) for x in _list(a.get("asset_ids")))
-                rows.append(
-                    [
-                        cell("deposit address"),
-                        cell(str(a.get("chain") or NONE)),
-                        cell(assets),
-                        cell(""),
-                        cell(""),
-                        cell(str(a.get("address") or NONE)),
-                    ]
-                )
-        for f in _list(dig(lm, "funding", "pending")):
-            if isinstance(f, Mapping):
-                status = str(f.get("status") or NONE)
-                rows.append(
-                    [
-                        cell("funding in"),
-                        cell(short(f.get("liquidity_action_id"))),
-                        cell(symbol(f.get("asset_id"))),
-                        cell(amount(f.get("amount"), f.get("asset_id"))),
-                        cell(status, "warn" if status == "delayed" else "plain"),
-                        cell(f"recorded {ago(f.get('recorded_at'), now)}"),
-                    ]
-                )
-        for w in _list(dig(lm, "withdrawals", "in_flight")):
-            if isinstance(w, Mapping):
-                rows.append(
-                    [
-                        cell("withdrawal out"),
-                        cell(short(w.get("liquidity_action_id"))),
-                        cell(symbol(w.get("asset_id"))),
-                        cell(amount(w.get("net_amount", w.get("amount")), w.get("asset_id"))),
-                        cell(str(w.get("status") or NONE)),
-                        cell(f"requested {ago(w.get('requested_at'), now)}"),
-                    ]
-                )
-        frozen = lm.get("withdrawals_frozen", dig(lm, "withdrawals", "frozen"))
+    if lm_st.running and lm is not None:
+        for d in lm.deposit_addresses or []:
+            assets = ", ".join(symbol(x) for x in d.asset_ids or [])
+            rows.append(
+                [
+                    cell("deposit address"),
+                    cell(str(d.chain or NONE)),
+                    cell(assets),
+                    cell(""),
+                    cell(""),
+                    cell(str(d.address or NONE)),
+                ]
+            )
+        for f in (lm.funding.pending if lm.funding is not None else None) or []:
+            status = str(f.status or NONE)
+            rows.append(
+                [
+                    cell("funding in"),
+                    cell(short(f.liquidity_action_id)),
+                    cell(symbol(f.asset_id)),
+                    cell(amount(f.amount, f.asset_id)),
+                    cell(status, "warn" if status == "delayed" else "plain"),
+                    cell(f"recorded {ago(f.recorded_at, now)}"),
+                ]
+            )
+        for w in (lm.withdrawals.in_flight if lm.withdrawals is not None else None) or []:
+            given = w.net_amount if "net_amount" in w.model_fields_set else w.amount
+            rows.append(
+                [
+                    cell("withdrawal out"),
+                    cell(short(w.liquidity_action_id)),
+                    cell(symbol(w.asset_id)),
+                    cell(amount(given, w.asset_id)),
+                    cell(str(w.status or NONE)),
+                    cell(f"requested {ago(w.requested_at, now)}"),
+                ]
+            )
+        frozen = (
+            lm.withdrawals_frozen
+            if "withdrawals_frozen" in lm.model_fields_set
+            else lm.withdrawals.frozen
+            if lm.withdrawals is not None
+            else None
+        )
         if frozen is not None:
             rows.append(
                 [
@@ -583,10 +590,8 @@ def funding_rows(
                     cell(""),
                 ]
             )
-        if lm.get("blocked_reason"):
-            rows.append(
-                [cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm["blocked_reason"]), "bad"), cell("")]
-            )
+        if lm.blocked_reason:
+            rows.append([cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm.blocked_reason), "bad"), cell("")])
     else:
         rows.append(
             [
@@ -598,15 +603,15 @@ def funding_rows(
                 cell("pending funding below is from PostgreSQL" if db_pending else ""),
             ]
         )
-        for f in db_pending or []:
+        for row in db_pending or []:  # report rows from PostgreSQL, not /state
             rows.append(
                 [
-                    cell(f"{f.get('kind') or 'funding'} (db)"),
-                    cell(short(f.get("liquidity_action_id"))),
-                    cell(symbol(f.get("asset_id"))),
-                    cell(amount(f.get("amount"), f.get("asset_id"))),
-                    cell(str(f.get("status") or NONE)),
-                    cell(f"since {ago(f.get('status_at'), now)}"),
+                    cell(f"{row.get('kind') or 'funding'} (db)"),
+                    cell(short(row.get("liquidity_action_id"))),
+                    cell(symbol(row.get("asset_id"))),
+                    cell(amount(row.get("amount"), row.get("asset_id"))),
+                    cell(str(row.get("status") or NONE)),
+                    cell(f"since {ago(row.get('status_at'), now)}"),
                 ]
             )
     if not rows:
