@@ -156,7 +156,59 @@ class LiquidityWithdrawals(_Part):
 
 class ReferencePrice(_Part):
     source: Any
+    fair_rate_buy_btc: Any
+    fair_rate_sell_btc: Any
     fair_rate_mid: Any
+    freshness_ms: Any
+    eure_eur_rate: Any
+    eure_basis: Any
+    status_reason: Any = None  # not published today: read when a daemon does
+
+
+class KrakenLatest(_Part):
+    bid: Any
+    ask: Any
+    age_ms: Any
+
+
+class KrakenView(_Part):
+    state: Any
+    fresh: Any
+    latest: KrakenLatest | None
+
+
+class CoinGeckoLatest(_Part):
+    btc_eur: Any
+    age_ms: Any
+
+
+class CoinGeckoView(_Part):
+    state: Any
+    fresh: Any
+    latest: CoinGeckoLatest | None
+
+
+class EureView(_Part):
+    basis: Any
+    rate: Any
+    state: Any
+
+
+class Publishing(_Part):
+    last_published_at: Any
+
+
+class PriceInput(_Part):
+    age_ms: Any
+    decisionable: Any
+    source: Any
+    reason: Any
+    stale: Any
+
+
+class StrategyInputs(_Part):
+    price: PriceInput | None
+    inventory: dict[str, Any] | None
 
 
 class LiveAnswer(_Part):
@@ -231,10 +283,10 @@ class MarketReferenceFields(GateFields):
     evaluated_at: datetime | None
     price: ReferencePrice | None
     conflict: dict[str, Any]
-    kraken: dict[str, Any]
-    coingecko: dict[str, Any]
-    eure: dict[str, Any]
-    publishing: dict[str, Any]
+    kraken: KrakenView
+    coingecko: CoinGeckoView
+    eure: EureView
+    publishing: Publishing
     counts: dict[str, Any]
     policy: dict[str, Any]
 
@@ -260,7 +312,7 @@ class NearIntentsIngestFields(GateFields):
 class StrategyEngineFields(ArmFields, GateFields):
     limits: StrategyLimits
     ceilings: dict[str, Any]
-    inputs: dict[str, Any]
+    inputs: StrategyInputs
     latest_decision: Any
     latest_rejection: Any
     reason_counters: dict[str, Any]

@@ -20,6 +20,7 @@ from daemons.core.assets import REGISTRY, to_units
 from daemons.core.state_models import (
     InventorySyncState,
     LiquidityManagerState,
+    MarketReferenceState,
     StrategyEngineState,
     TradeExecutorState,
 )
@@ -322,20 +323,21 @@ def _fresh(age_ms: Any, fresh: Any = None) -> Text:
 
 def price_rows(states: States, now: datetime) -> list[list[Text]]:
     rows: list[list[Text]] = []
-    mr = states.get("market-reference-ingest") or {}
-    if not mr.get("running"):
+    mr_st = as_status("market-reference-ingest", states.get("market-reference-ingest") or {})
+    mr = mr_st.state if isinstance(mr_st.state, MarketReferenceState) else None
+    if not mr_st.running or mr is None:
         rows.append([cell("market-reference-ingest"), cell("not running", "bad"), cell(NONE), cell("")])
     else:
-        price = _map(mr.get("price"))
-        decisionable = mr.get("decisionable")
-        source = mr.get("source") or price.get("source")
-        note = "fallback (CoinGecko)" if mr.get("fallback_in_use") else str(source or "")
-        fresh = price.get("freshness_ms")
+        price = mr.price
+        decisionable = mr.decisionable
+        source = mr.source or (price.source if price is not None else None)
+        note = "fallback (CoinGecko)" if mr.fallback_in_use else str(source or "")
+        fresh = price.freshness_ms if price is not None else None
         ok = decisionable is True
         rows.append(
             [
                 cell("fair BUY_BTC (bid)"),
-                cell(plain_number(price.get("fair_rate_buy_btc"))),
+                cell(plain_number(price.fair_rate_buy_btc if price is not None else None)),
                 _fresh(fresh, ok if decisionable is not None else None),
                 cell(note),
             ]
@@ -343,72 +345,74 @@ def price_rows(states: States, now: datetime) -> list[list[Text]]:
         rows.append(
             [
                 cell("fair SELL_BTC (ask)"),
-                cell(plain_number(price.get("fair_rate_sell_btc"))),
+                cell(plain_number(price.fair_rate_sell_btc if price is not None else None)),
                 _fresh(fresh, ok if decisionable is not None else None),
                 cell(note),
             ]
         )
-        if price.get("fair_rate_mid") is not None:
-            rows.append([cell("fair mid"), cell(plain_number(price.get("fair_rate_mid"))), _fresh(fresh), cell("")])
+        if price is not None and price.fair_rate_mid is not None:
+            rows.append([cell("fair mid"), cell(plain_number(price.fair_rate_mid)), _fresh(fresh), cell("")])
         if ok:
             status = "decisionable"
         elif decisionable is False:
-            status = f"NOT decisionable: {mr.get('blocked_reason') or price.get('status_reason')}"
+            status = f"NOT decisionable: {mr.blocked_reason or (price.status_reason if price is not None else None)}"
         else:
             status = NONE
+        published = mr.publishing.last_published_at if mr.publishing is not None else None
         rows.append(
             [
                 cell("status"),
                 cell(status, "ok" if ok else "bad" if decisionable is False else "muted"),
                 cell(""),
-                cell(f"published {ago(dig(mr, 'publishing', 'last_published_at'), now)}"),
+                cell(f"published {ago(published, now)}"),
             ]
         )
-        kraken = _map(dig(mr, "kraken", "latest"))
-        if kraken or dig(mr, "kraken", "state"):
+        kraken = mr.kraken
+        k = kraken.latest if kraken is not None else None
+        if k is not None and k.model_fields_set or kraken is not None and kraken.state:
             rows.append(
                 [
                     cell("Kraken bid / ask"),
-                    cell(f"{plain_number(kraken.get('bid'))} / {plain_number(kraken.get('ask'))}"),
-                    _fresh(kraken.get("age_ms"), dig(mr, "kraken", "fresh")),
-                    cell(str(dig(mr, "kraken", "state") or "")),
+                    cell(
+                        f"{plain_number(k.bid if k is not None else None)} / "
+                        f"{plain_number(k.ask if k is not None else None)}"
+                    ),
+                    _fresh(k.age_ms if k is not None else None, kraken.fresh if kraken is not None else None),
+                    cell(str((kraken.state if kraken is not None else None) or "")),
                 ]
             )
-        cg = _map(dig(mr, "coingecko", "latest"))
-        if cg or dig(mr, "coingecko", "state"):
+        cg = mr.coingecko
+        c = cg.latest if cg is not None else None
+        if c is not None and c.model_fields_set or cg is not None and cg.state:
             rows.append(
                 [
                     cell("CoinGecko BTC/EUR"),
-                    cell(plain_number(cg.get("btc_eur"))),
-                    _fresh(cg.get("age_ms"), dig(mr, "coingecko", "fresh")),
-                    cell(str(dig(mr, "coingecko", "state") or "")),
+                    cell(plain_number(c.btc_eur if c is not None else None)),
+                    _fresh(c.age_ms if c is not None else None, cg.fresh if cg is not None else None),
+                    cell(str((cg.state if cg is not None else None) or "")),
                 ]
             )
-        eure = _map(mr.get("eure"))
-        rate = eure.get("rate", price.get("eure_eur_rate"))
+        eure = mr.eure
+        price_rate = price.eure_eur_rate if price is not None else None
+        rate = eure.rate if eure is not None and "rate" in eure.model_fields_set else price_rate
         if rate is not None:
-            rows.append(
-                [
-                    cell("EURe/EUR"),
-                    cell(plain_number(rate)),
-                    cell(""),
-                    cell(str(eure.get("basis") or price.get("eure_basis") or "")),
-                ]
-            )
-    se = states.get("strategy-engine") or {}
-    inp = dig(se, "inputs", "price")
-    if se.get("running") and isinstance(inp, Mapping):
-        stale = inp.get("stale")
-        usable = not stale and inp.get("decisionable") is not False
+            basis = (eure.basis if eure is not None else None) or (price.eure_basis if price is not None else None)
+            rows.append([cell("EURe/EUR"), cell(plain_number(rate)), cell(""), cell(str(basis or ""))])
+    se_st = as_status("strategy-engine", states.get("strategy-engine") or {})
+    se = se_st.state if isinstance(se_st.state, StrategyEngineState) else None
+    inp = se.inputs.price if se is not None and se.inputs is not None else None
+    if se_st.running and inp is not None:
+        stale = inp.stale
+        usable = not stale and inp.decisionable is not False
         rows.append(
             [
                 cell("strategy sees"),
                 cell("usable" if usable else "NOT usable", "ok" if usable else "bad"),
-                _fresh(inp.get("age_ms"), not stale if stale is not None else None),
-                cell(str(inp.get("reason") or inp.get("source") or "")),
+                _fresh(inp.age_ms, not stale if stale is not None else None),
+                cell(str(inp.reason or inp.source or "")),
             ]
         )
-    elif se.get("running"):
+    elif se_st.running:
         rows.append([cell("strategy sees"), cell("no price yet", "bad"), cell(NONE), cell("")])
     return rows
 
