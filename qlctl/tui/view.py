@@ -1,9 +1,11 @@
 """The monitor's functional core: daemon `/state` bodies and report rows in, display rows out.
 
-Every function here is pure and tolerant: a daemon that is not running, a key a daemon does not
-(yet) publish, or a value of an unexpected type shows as "-" or a muted note, never as an
-exception. Amounts arrive as integer base units (decimal strings on the wire) and are shown in
-units of the asset through the registry's decimals, exactly (Decimal, never float).
+`/state` bodies are read through their typed models (daemons/core/state_models.py, via
+`qlctl.ops.DaemonStatus`), never through dict keys. Every function here is pure and tolerant: a
+daemon that is not running or a key a daemon does not (yet) publish shows as "-" or a muted note,
+and a body whose values do not fit the model shows as UNREADABLE, never as an exception. Amounts
+arrive as integer base units (decimal strings on the wire) and are shown in units of the asset
+through the registry's decimals, exactly (Decimal, never float).
 """
 
 from __future__ import annotations
@@ -47,24 +49,6 @@ def as_status(service: str, state: Any) -> DaemonStatus:
 
 def cell(text: object, level: Level = "plain") -> Text:
     return Text(str(text), style=STYLE[level])
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def dig(state: Any, *path: str) -> Any:
-    """`state[a][b]...`, or None where any step is missing or not a mapping."""
-    value = state
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
 
 
 # --- scalars --------------------------------------------------------------------------------------
