@@ -6,7 +6,6 @@ do, never as a traceback.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,15 +79,3 @@ class ControlClient:
             raise ClientError(f"{service} did not answer within {self.timeout.total:.0f} s on {sock}") from None
         except aiohttp.ClientError as exc:  # e.g. the daemon closed the connection mid-answer
             raise ClientError(f"{service}: the control request failed ({exc.__class__.__name__}); retry") from None
-
-    async def state_of_all(self, services: tuple[str, ...] = SERVICES) -> dict[str, dict[str, Any]]:
-        """`/state` of each service; a daemon that is not running shows as `running: false`."""
-
-        async def one(service: str) -> tuple[str, dict[str, Any]]:
-            try:
-                reply = await self.request(service, "GET", "/state")
-            except ClientError as exc:
-                return service, {"service": service, "running": False, "error": str(exc)}
-            return service, {"running": True, **(reply.body if isinstance(reply.body, dict) else {})}
-
-        return dict(await asyncio.gather(*(one(s) for s in services)))

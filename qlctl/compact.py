@@ -17,7 +17,18 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from qlctl.tui.view import Level, cell, dig, fmt_ms, ms_between, plain_number
+from daemons.core.state_models import (
+    HistoryWriterState,
+    InventorySyncState,
+    LiquidityManagerState,
+    MarketReferenceState,
+    NearIntentsIngestState,
+    StrategyEngineState,
+    TradeExecutorState,
+)
+from qlctl import ops
+from qlctl.ops import DaemonStatus
+from qlctl.tui.view import Level, cell, fmt_ms, ms_between, plain_number
 
 # the short name of each daemon (qlctl.client.SERVICES order); the full name is the one to type
 SHORT_NAMES: dict[str, str] = {
@@ -54,12 +65,8 @@ def short_name(service: str) -> str:
     return SHORT_NAMES.get(service, service)
 
 
-def _count(value: Any) -> int:
-    return len(value) if isinstance(value, list | tuple) else 0
-
-
-def _arm(state: Mapping[str, Any]) -> tuple[str, Level] | None:
-    armed = state.get("armed")
+def _arm(st: DaemonStatus) -> tuple[str, Level] | None:
+    armed = st.armed
     if armed is True:
         return "ARMED", "bad"
     if armed is False:
@@ -67,60 +74,62 @@ def _arm(state: Mapping[str, Any]) -> tuple[str, Level] | None:
     return None
 
 
-def detail(service: str, state: Mapping[str, Any]) -> tuple[str, Level]:
+def detail(service: str, state: DaemonStatus | Mapping[str, Any]) -> tuple[str, Level]:
     """The one thing an operator needs from this daemon now, most urgent first: outcomes the
     chain cannot decide, the first unhealthy reason, then the daemon's own key figure."""
-    if not state.get("running"):
-        error = str(state.get("error") or "")
+    st = ops.as_status(service, state)
+    if not st.running:
+        error = st.error or ""
         return ("" if "is not running" in error else error), "warn"
-    undecided = _count(state.get("undecided")) + _count(dig(state, "withdrawals", "undecided"))
-    if undecided:
-        return f"UNDECIDED {undecided}: qlctl resolve", "bad"
-    reasons = state.get("reasons")
-    if isinstance(reasons, list) and reasons:
-        return str(reasons[0]), "bad"
-    arm = _arm(state)
-    if service == "trade-executor" and arm is not None:
-        live = _count(state.get("live_answers"))
+    if st.outcome == "unreadable":
+        return f"UNREADABLE: {st.error}", "bad"
+    if st.undecided:
+        return f"UNDECIDED {st.undecided}: qlctl resolve", "bad"
+    s = st.state
+    if s.reasons:
+        return str(s.reasons[0]), "bad"
+    arm = _arm(st)
+    if isinstance(s, TradeExecutorState) and arm is not None:
+        live = len(s.live_answers or [])
         return f"{arm[0]}, {live} live answer{'' if live == 1 else 's'}", arm[1]
-    if service == "strategy-engine" and arm is not None:
+    if isinstance(s, StrategyEngineState) and arm is not None:
         return arm
-    if service == "market-reference-ingest":
-        if state.get("decisionable") is False:
-            return f"NOT decisionable: {state.get('blocked_reason') or '-'}", "bad"
-        mid = dig(state, "price", "fair_rate_mid")
-        source = state.get("source") or dig(state, "price", "source") or "-"
+    if isinstance(s, MarketReferenceState):
+        if s.decisionable is False:
+            return f"NOT decisionable: {s.blocked_reason or '-'}", "bad"
+        mid = s.price.fair_rate_mid if s.price else None
+        source = s.source or (s.price.source if s.price else None) or "-"
         return f"{source} mid {plain_number(mid)}", "plain"
-    if service == "inventory-sync":
-        if state.get("stale"):
-            return f"STALE: {state.get('stale_reason') or 'snapshot too old'}", "bad"
-        return f"fresh, age {fmt_ms(state.get('age_ms'))}", "ok"
-    if service == "near-intents-ingest":
-        silent = state.get("pair_silent_for_ms")
-        if state.get("pair_silent") and silent is not None:
+    if isinstance(s, InventorySyncState):
+        if s.stale:
+            return f"STALE: {s.stale_reason or 'snapshot too old'}", "bad"
+        return f"fresh, age {fmt_ms(s.age_ms)}", "ok"
+    if isinstance(s, NearIntentsIngestState):
+        silent = s.pair_silent_for_ms
+        if s.pair_silent and silent is not None:
             return f"pair silent {fmt_ms(silent)}", "warn"
-        relay = dig(state, "connected", "relay")
+        relay = (s.connected or {}).get("relay")
         return ("relay up", "ok") if relay is True else ("relay DOWN", "bad") if relay is False else ("-", "muted")
-    if service == "liquidity-manager":
-        if state.get("blocked_reason"):
-            return str(state["blocked_reason"]), "warn"
-        if dig(state, "withdrawals", "frozen"):
+    if isinstance(s, LiquidityManagerState):
+        if s.blocked_reason:
+            return str(s.blocked_reason), "warn"
+        if s.withdrawals is not None and s.withdrawals.frozen:
             return "withdrawals FROZEN", "warn"
-        pending = _count(dig(state, "funding", "pending"))
+        pending = len(s.funding.pending or []) if s.funding is not None else 0
         return (f"{pending} funding pending", "plain") if pending else ("nothing pending", "muted")
-    if service == "history-writer":
-        rows, dead = state.get("rows_written"), state.get("dead_letters")
+    if isinstance(s, HistoryWriterState):
+        rows, dead = s.rows_written, s.dead_letters
         written = rows if rows is not None else "-"
         if isinstance(dead, int) and dead:
             return f"{dead} dead letters, {written} rows", "warn"
         return f"{written} rows written", "plain"
-    blocked = state.get("blocked_reason")
-    return (str(blocked), "warn") if blocked else ("", "plain")
+    return (str(s.blocked_reason), "warn") if s.blocked_reason else ("", "plain")
 
 
-def row(service: str, state: Mapping[str, Any], now: datetime) -> list[Text]:
-    text, level = detail(service, state)
-    if not state.get("running"):
+def row(service: str, state: DaemonStatus | Mapping[str, Any], now: datetime) -> list[Text]:
+    st = ops.as_status(service, state)
+    text, level = detail(service, st)
+    if not st.running:
         return [
             cell(short_name(service)),
             cell("NOT RUNNING", "bad"),
@@ -128,20 +137,20 @@ def row(service: str, state: Mapping[str, Any], now: datetime) -> list[Text]:
             cell("-", "muted"),
             cell(text, level),
         ]
-    healthy = state.get("healthy")
-    health = cell("ok", "ok") if healthy is True else cell("UNHEALTHY", "bad") if healthy is False else cell("-")
-    if state.get("draining"):
+    s = st.state
+    health = cell("ok", "ok") if s.healthy is True else cell("UNHEALTHY", "bad") if s.healthy is False else cell("-")
+    if s.draining:
         run = cell("draining", "warn")
-    elif state.get("paused"):
-        run = cell("paused" if state.get("pause_effective", True) else "pausing", "warn")
+    elif s.paused:
+        run = cell("paused" if s.pause_effective is not False else "pausing", "warn")
     else:
         run = cell("running", "ok")
-    last = age(ms_between(state.get("last_success_at"), now))
+    last = age(ms_between(s.last_success_at, now))
     return [cell(short_name(service)), health, run, cell(last), cell(text, level)]
 
 
 def table(
-    states: Mapping[str, Mapping[str, Any]], chosen: tuple[str, ...], now: datetime, control_dir: object
+    states: Mapping[str, DaemonStatus | Mapping[str, Any]], chosen: tuple[str, ...], now: datetime, control_dir: object
 ) -> Table:
     t = Table(
         title="quoteloop daemons",
@@ -163,5 +172,5 @@ def table(
             width = max(width_of[name], len(name))
             t.add_column(name, no_wrap=True, overflow="ellipsis", min_width=width)
     for service in chosen:
-        t.add_row(*row(service, states.get(service) or {"running": False}, now))
+        t.add_row(*row(service, states.get(service) or DaemonStatus.absent(service), now))
     return t

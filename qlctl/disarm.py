@@ -12,8 +12,12 @@ from typing import Any
 
 import aiohttp
 
+from daemons.core.state_models import ArmFields, read_state
 from qlctl.client import ClientError, ControlClient
 
+# the daemons with an arm switch, in the order they are armed (the strategy decides, the executor
+# answers); disarming goes the other way round
+ARMABLE: tuple[str, ...] = ("strategy-engine", "trade-executor")
 DISARM_ORDER = ("trade-executor", "strategy-engine")
 
 
@@ -28,7 +32,8 @@ async def disarm_one(client: ControlClient, service: str, body: dict[str, Any]) 
         out["error"] = str(exc) or exc.__class__.__name__
     try:  # what it says now, whatever the disarm call said
         state = await client.request(service, "GET", "/state")
-        armed = state.body.get("armed") if state.ok and isinstance(state.body, dict) else None
+        read = read_state(service, state.body) if state.ok else None
+        armed = read.armed if isinstance(read, ArmFields) else None
         out["armed"] = armed
         out["confirmed_disarmed"] = armed is False
     except (ClientError, aiohttp.ClientError, OSError) as exc:

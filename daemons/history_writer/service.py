@@ -30,6 +30,7 @@ from daemons.core.events import TOPICS, now_utc
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
+from daemons.core.state_models import HistoryWriterFields, conform
 from daemons.history_writer.fastdecode import decode_for_history
 from daemons.history_writer.store import Batch, stored_offsets, write_batch
 
@@ -299,18 +300,21 @@ class HistoryWriter(Service):
         return [] if self.db_available else ["postgres_unavailable: audit history impaired"]
 
     def state(self) -> dict[str, Any]:
-        return {
-            "connected": {"postgres": self.db_available},
-            "authoritative": self.db_available,
-            "audit_history_impaired": not self.db_available,
-            "database_error": self.db_error,
-            "database_down_since": self.db_down_since,
-            "last_write_at": self.last_write_at,
-            "rows_written": self.rows_written,
-            "duplicates_skipped": self.duplicates_skipped,
-            "dead_letters": self.dead_lettered,
-            "batches": self.batches,
-            "last_committed_offsets": self.committed,
-            "lag": self.lag,
-            "blocked_reason": None if self.db_available else "waiting for PostgreSQL",
-        }
+        return conform(
+            HistoryWriterFields,
+            {
+                "connected": {"postgres": self.db_available},
+                "authoritative": self.db_available,
+                "audit_history_impaired": not self.db_available,
+                "database_error": self.db_error,
+                "database_down_since": self.db_down_since,
+                "last_write_at": self.last_write_at,
+                "rows_written": self.rows_written,
+                "duplicates_skipped": self.duplicates_skipped,
+                "dead_letters": self.dead_lettered,
+                "batches": self.batches,
+                "last_committed_offsets": self.committed,
+                "lag": self.lag,
+                "blocked_reason": None if self.db_available else "waiting for PostgreSQL",
+            },
+        )

@@ -69,6 +69,7 @@ from daemons.core.events import (
 from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
+from daemons.core.state_models import InventorySyncFields, conform
 from daemons.inventory_sync.ledger import LiquidityLedger
 from daemons.inventory_sync.reconcile import Reading, Reconciler, summary_status
 from daemons.inventory_sync.snapshot import BridgeRead, bridge_read, freshness, holdings, stale_at
@@ -879,74 +880,77 @@ class InventorySync(Service):
         f = freshness(s.synced_at if s else None, now, self.bound_ms)
         next_in = max(0, (self._next_due - now) // timedelta(milliseconds=1))
         reconciliation = s.reconciliation if s else []
-        return {
-            "connected": {
-                "verifier": self.last_attempt_at is not None and self.verifier_error is None,
-                "bridge": {c: c in self.bridge_reads and self.bridge_errors.get(c) is None for c in self.chains},
-                "kafka": self.kafka_error is None and self.consumer_error is None,
+        return conform(
+            InventorySyncFields,
+            {
+                "connected": {
+                    "verifier": self.last_attempt_at is not None and self.verifier_error is None,
+                    "bridge": {c: c in self.bridge_reads and self.bridge_errors.get(c) is None for c in self.chains},
+                    "kafka": self.kafka_error is None and self.consumer_error is None,
+                },
+                "authoritative": not f.stale and self.kafka_error is None and bool(s and s.pending_complete),
+                "blocked_reason": self.blocked,
+                "account_id": self.account_id,
+                "active_pair": {"btc": self.pair.btc.asset_id, "eure": self.pair.eure.asset_id},
+                "stale": f.stale,
+                "stale_since": (stale_at(s.synced_at, self.bound_ms) if s else self.started_at) if f.stale else None,
+                "stale_reason": self._stale_reason(now) if f.stale else None,
+                "age_ms": f.age_ms,
+                "freshness_bound_ms": self.bound_ms,
+                "last_sync": None
+                if s is None
+                else {
+                    "sync_id": s.sync_id,
+                    "synced_at": s.synced_at,
+                    "block_height": s.block_height,
+                    "block_hash": s.block_hash,
+                    "trigger": s.trigger,
+                    "duration_ms": s.duration_ms,
+                },
+                "finality": {
+                    "covering_wanted": self.cover_wanted > self.cover_done,
+                    "covered_head_height": self.coverage.head_height if self.coverage else None,
+                    "results_through": self.coverage.results_through if self.coverage else None,
+                    "liquidity_seq": self.coverage.liquidity_seq if self.coverage else None,
+                    "wait_ms": self.cfg.inventory_finality_wait_ms,
+                },
+                "fee": {
+                    "pips": self.fee_pips,
+                    "read_at": self.fee_read_at,
+                    "interval_s": self.cfg.inventory_fee_interval_s,
+                },
+                "near_rpc": self.rpc.usage().model_dump(mode="json"),
+                "last_attempt_at": self.last_attempt_at,
+                "verifier_error": self.verifier_error,
+                "verifier_down_since": self.verifier_down_since,
+                "consecutive_failures": self.consecutive_failures,
+                "next_reading_in_ms": None if self.paused or self.blocked else next_in,
+                "interval_s": self.cfg.inventory_interval_s,
+                "inventory": [a.model_dump(mode="json") for a in s.assets] if s else [],
+                "pending": [p.model_dump(mode="json") for p in s.pending] if s else [],
+                "pending_complete": bool(s and s.pending_complete),
+                "reconciliation_status": summary_status(reconciliation),
+                "reconciliation": [r.model_dump(mode="json") for r in reconciliation],
+                "liquidity_history": {
+                    "caught_up": self.history_caught_up,
+                    "actions": len(self.ledger),
+                    "events_applied": self.ledger.events_applied,
+                    "ignored_actions": self.ledger.ignored,
+                    "since": self.cfg.inventory_liquidity_since,
+                },
+                "bridge": {
+                    c: {
+                        "error": self.bridge_errors.get(c),
+                        "read_at": self.bridge_read_at.get(c),
+                        "deposits": len(self.bridge_reads[c].deposits) if c in self.bridge_reads else None,
+                    }
+                    for c in self.chains
+                },
+                "last_trade_settled_at": self.last_trade_settled_at,
+                "last_snapshot": self.last_snapshot,
+                "kafka_error": self.kafka_error,
+                "consumer_error": self.consumer_error,
+                "counts": dict(self.counts),
+                "triggers": dict(self.triggers),
             },
-            "authoritative": not f.stale and self.kafka_error is None and bool(s and s.pending_complete),
-            "blocked_reason": self.blocked,
-            "account_id": self.account_id,
-            "active_pair": {"btc": self.pair.btc.asset_id, "eure": self.pair.eure.asset_id},
-            "stale": f.stale,
-            "stale_since": (stale_at(s.synced_at, self.bound_ms) if s else self.started_at) if f.stale else None,
-            "stale_reason": self._stale_reason(now) if f.stale else None,
-            "age_ms": f.age_ms,
-            "freshness_bound_ms": self.bound_ms,
-            "last_sync": None
-            if s is None
-            else {
-                "sync_id": s.sync_id,
-                "synced_at": s.synced_at,
-                "block_height": s.block_height,
-                "block_hash": s.block_hash,
-                "trigger": s.trigger,
-                "duration_ms": s.duration_ms,
-            },
-            "finality": {
-                "covering_wanted": self.cover_wanted > self.cover_done,
-                "covered_head_height": self.coverage.head_height if self.coverage else None,
-                "results_through": self.coverage.results_through if self.coverage else None,
-                "liquidity_seq": self.coverage.liquidity_seq if self.coverage else None,
-                "wait_ms": self.cfg.inventory_finality_wait_ms,
-            },
-            "fee": {
-                "pips": self.fee_pips,
-                "read_at": self.fee_read_at,
-                "interval_s": self.cfg.inventory_fee_interval_s,
-            },
-            "near_rpc": self.rpc.usage().model_dump(mode="json"),
-            "last_attempt_at": self.last_attempt_at,
-            "verifier_error": self.verifier_error,
-            "verifier_down_since": self.verifier_down_since,
-            "consecutive_failures": self.consecutive_failures,
-            "next_reading_in_ms": None if self.paused or self.blocked else next_in,
-            "interval_s": self.cfg.inventory_interval_s,
-            "inventory": [a.model_dump(mode="json") for a in s.assets] if s else [],
-            "pending": [p.model_dump(mode="json") for p in s.pending] if s else [],
-            "pending_complete": bool(s and s.pending_complete),
-            "reconciliation_status": summary_status(reconciliation),
-            "reconciliation": [r.model_dump(mode="json") for r in reconciliation],
-            "liquidity_history": {
-                "caught_up": self.history_caught_up,
-                "actions": len(self.ledger),
-                "events_applied": self.ledger.events_applied,
-                "ignored_actions": self.ledger.ignored,
-                "since": self.cfg.inventory_liquidity_since,
-            },
-            "bridge": {
-                c: {
-                    "error": self.bridge_errors.get(c),
-                    "read_at": self.bridge_read_at.get(c),
-                    "deposits": len(self.bridge_reads[c].deposits) if c in self.bridge_reads else None,
-                }
-                for c in self.chains
-            },
-            "last_trade_settled_at": self.last_trade_settled_at,
-            "last_snapshot": self.last_snapshot,
-            "kafka_error": self.kafka_error,
-            "consumer_error": self.consumer_error,
-            "counts": dict(self.counts),
-            "triggers": dict(self.triggers),
-        }
+        )

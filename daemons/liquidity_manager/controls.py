@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.events import LiquidityAction, now_utc
+from daemons.core.state_models import LiquidityManagerFields, conform
 from daemons.liquidity_manager import funding, withdrawals
 from daemons.liquidity_manager.bodies import DepositAddressBody, FundingBody, WithdrawalBody
 from daemons.liquidity_manager.store import DatabaseDown, FreezeState
@@ -132,74 +133,77 @@ class Controls:
         blocked_reason = self.ex.blocked
         if blocked_reason is None and self.ex.db_error is not None:
             blocked_reason = f"database unavailable: {self.ex.db_error}"
-        return {
-            "connected": {
-                "database": self.ex.ready.is_set() and self.ex.db_error is None,
-                "kafka": self.ex.outbox is not None and self.ex.outbox.connected,
-                "poa_bridge": self.ex.last_poll_at is not None and "poa_bridge" not in self.ex.venue_errors,
-                "relay_rpc": None if self.ex.relay is None else "relay_rpc" not in self.ex.venue_errors,
-                "near_rpc": "near_rpc" not in self.ex.venue_errors,
+        return conform(
+            LiquidityManagerFields,
+            {
+                "connected": {
+                    "database": self.ex.ready.is_set() and self.ex.db_error is None,
+                    "kafka": self.ex.outbox is not None and self.ex.outbox.connected,
+                    "poa_bridge": self.ex.last_poll_at is not None and "poa_bridge" not in self.ex.venue_errors,
+                    "relay_rpc": None if self.ex.relay is None else "relay_rpc" not in self.ex.venue_errors,
+                    "near_rpc": "near_rpc" not in self.ex.venue_errors,
+                },
+                "authoritative": self.ex.ready.is_set() and not self.ex._stale() and self.ex.db_error is None,
+                "stale": self.ex._stale(),
+                "blocked_reason": blocked_reason,
+                "account_id": self.ex.account_id,
+                "last_poll_at": self.ex.last_poll_at,
+                "last_successful_poll_at": self.ex.last_poll_ok_at,
+                "poll_interval_s": self.ex.cfg.liquidity_poll_interval_s,
+                "venue_errors": self.ex.venue_errors,
+                "treasury": self.ex.treasury.view() if self.ex.treasury else None,
+                "deposit_addresses": [
+                    {
+                        "chain": chain,
+                        "asset_ids": [r.asset_id for r in self.ex.treasury.routes if r.chain == chain]
+                        if self.ex.treasury
+                        else [],
+                        "address": r.address,
+                        "memo": r.memo,
+                        "issued_at": r.issued_at,
+                        "liquidity_action_id": r.liquidity_action_id,
+                    }
+                    for chain, r in sorted(self.ex.addresses.items())
+                ],
+                "deposit_address_errors": self.ex.address_errors,
+                "funding": {
+                    "recent": [funding_view(a) for a in attempts[:recent]],
+                    "pending": [funding_view(a) for a in attempts if a.pending],
+                    "delayed": [a.liquidity_action_id for a in attempts if a.status == "delayed"],
+                    "notify_errors": self.ex.notify_errors,
+                    "unmatched_deposits": self.ex.unmatched,
+                },
+                "pending_credits": {k: str(v) for k, v in pending_in.items()},
+                "withdrawals": {
+                    "frozen": self.ex.freeze.frozen,
+                    **self.freeze_view(),
+                    "blocked_reason": self.ex.withdrawals_blocked,
+                    "recent": [withdrawal_view(w) for w in outs[:recent]],
+                    "in_flight": [withdrawal_view(w) for w in outs if w.open],
+                    # past the deadline, outcome not decidable by the node: never marked failed
+                    "undecided": sorted(self.ex.undecided),
+                },
+                "near_rpc": self.ex.near.usage().model_dump(mode="json"),
+                "withdrawals_frozen": self.ex.freeze.frozen,
+                "pending_withdrawals": {k: str(v) for k, v in pending_out.items()},
+                "rebalance": {
+                    # No automatic rebalancing: treasury moves are operator acts, off the trade path.
+                    "mode": "manual",
+                    "automatic": False,
+                    "pending_in": {k: str(v) for k, v in pending_in.items()},
+                    "pending_out": {k: str(v) for k, v in pending_out.items()},
+                },
+                "recent_refusals": list(self.ex.refusals),
+                "outbox": {
+                    "backlog": self.ex.outbox.backlog if self.ex.outbox else None,
+                    "last_published_at": self.ex.outbox.last_published_at if self.ex.outbox else None,
+                },
+                "counts": dict(self.ex.counts),
+                "thresholds": {
+                    "credit_delay_s": self.ex.cfg.liquidity_credit_delay_s,
+                    "withdrawal_delay_s": self.ex.cfg.liquidity_withdrawal_delay_s,
+                    "stale_after_s": self.ex.cfg.liquidity_stale_after_s,
+                    "withdraw_deadline_s": self.ex.cfg.liquidity_withdraw_deadline_s,
+                },
             },
-            "authoritative": self.ex.ready.is_set() and not self.ex._stale() and self.ex.db_error is None,
-            "stale": self.ex._stale(),
-            "blocked_reason": blocked_reason,
-            "account_id": self.ex.account_id,
-            "last_poll_at": self.ex.last_poll_at,
-            "last_successful_poll_at": self.ex.last_poll_ok_at,
-            "poll_interval_s": self.ex.cfg.liquidity_poll_interval_s,
-            "venue_errors": self.ex.venue_errors,
-            "treasury": self.ex.treasury.view() if self.ex.treasury else None,
-            "deposit_addresses": [
-                {
-                    "chain": chain,
-                    "asset_ids": [r.asset_id for r in self.ex.treasury.routes if r.chain == chain]
-                    if self.ex.treasury
-                    else [],
-                    "address": r.address,
-                    "memo": r.memo,
-                    "issued_at": r.issued_at,
-                    "liquidity_action_id": r.liquidity_action_id,
-                }
-                for chain, r in sorted(self.ex.addresses.items())
-            ],
-            "deposit_address_errors": self.ex.address_errors,
-            "funding": {
-                "recent": [funding_view(a) for a in attempts[:recent]],
-                "pending": [funding_view(a) for a in attempts if a.pending],
-                "delayed": [a.liquidity_action_id for a in attempts if a.status == "delayed"],
-                "notify_errors": self.ex.notify_errors,
-                "unmatched_deposits": self.ex.unmatched,
-            },
-            "pending_credits": {k: str(v) for k, v in pending_in.items()},
-            "withdrawals": {
-                "frozen": self.ex.freeze.frozen,
-                **self.freeze_view(),
-                "blocked_reason": self.ex.withdrawals_blocked,
-                "recent": [withdrawal_view(w) for w in outs[:recent]],
-                "in_flight": [withdrawal_view(w) for w in outs if w.open],
-                # past the deadline, outcome not decidable by the node: never marked failed
-                "undecided": sorted(self.ex.undecided),
-            },
-            "near_rpc": self.ex.near.usage().model_dump(mode="json"),
-            "withdrawals_frozen": self.ex.freeze.frozen,
-            "pending_withdrawals": {k: str(v) for k, v in pending_out.items()},
-            "rebalance": {
-                # No automatic rebalancing: treasury moves are operator acts, off the trade path.
-                "mode": "manual",
-                "automatic": False,
-                "pending_in": {k: str(v) for k, v in pending_in.items()},
-                "pending_out": {k: str(v) for k, v in pending_out.items()},
-            },
-            "recent_refusals": list(self.ex.refusals),
-            "outbox": {
-                "backlog": self.ex.outbox.backlog if self.ex.outbox else None,
-                "last_published_at": self.ex.outbox.last_published_at if self.ex.outbox else None,
-            },
-            "counts": dict(self.ex.counts),
-            "thresholds": {
-                "credit_delay_s": self.ex.cfg.liquidity_credit_delay_s,
-                "withdrawal_delay_s": self.ex.cfg.liquidity_withdrawal_delay_s,
-                "stale_after_s": self.ex.cfg.liquidity_stale_after_s,
-                "withdraw_deadline_s": self.ex.cfg.liquidity_withdraw_deadline_s,
-            },
-        }
+        )

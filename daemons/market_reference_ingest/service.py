@@ -33,6 +33,7 @@ from daemons.core.events import MarketPrice, new_event
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
+from daemons.core.state_models import MarketReferenceFields, conform
 from daemons.market_reference_ingest.fair import tick_rejection
 from daemons.market_reference_ingest.policy import (
     CoinGeckoView,
@@ -461,71 +462,74 @@ class MarketReferenceIngest(Service):
         kraken_client = self.kraken.state()
         cg_client = self.coingecko.state() if self.coingecko is not None else None
         decisionable = price is not None and price.decisionable
-        return {
-            "connected": {
-                "kraken": kraken_client["connected"],
-                "coingecko": self.cg.reachable,
-                "kafka": self.kafka_error is None,
-            },
-            # a consumer may act on the published price only when this is true
-            "authoritative": decisionable and self.kafka_error is None and not self.paused,
-            "decisionable": decisionable,
-            "blocked_reason": (price.status_reason if price is not None and not price.decisionable else None),
-            "fallback_in_use": price is not None and price.fallback_used,
-            "source": price.source if price is not None else None,
-            "evaluated_at": self.evaluated_at,
-            "price": price.model_dump(mode="json") if price is not None else None,
-            "conflict": {
-                "active": self.policy_state.conflict,
-                "since": self.policy_state.conflict_since,
-                "divergence_pct": price.cross_check_divergence_pct if price is not None else None,
-                "tolerance_pct": self.policy_cfg.conflict_tolerance_pct,
-                "clear_pct": self.policy_cfg.conflict_clear_pct,
-            },
-            "kraken": {
-                "state": price.kraken_state if price is not None else None,
-                "fresh": price is not None and price.kraken_fresh,
-                "latest": None
-                if tick is None
-                else {
-                    "bid": tick.bid,
-                    "ask": tick.ask,
-                    "mid": price.mid if price is not None else None,
-                    "received_at": tick.received_at,
-                    "source_time": tick.source_time,
-                    "age_ms": self._age_ms(now, tick.received_at),
+        return conform(
+            MarketReferenceFields,
+            {
+                "connected": {
+                    "kraken": kraken_client["connected"],
+                    "coingecko": self.cg.reachable,
+                    "kafka": self.kafka_error is None,
                 },
-                "ticks": self.counts["ticks"],
-                "discarded_ticks": dict(self.discarded),
-                "client": kraken_client,
+                # a consumer may act on the published price only when this is true
+                "authoritative": decisionable and self.kafka_error is None and not self.paused,
+                "decisionable": decisionable,
+                "blocked_reason": (price.status_reason if price is not None and not price.decisionable else None),
+                "fallback_in_use": price is not None and price.fallback_used,
+                "source": price.source if price is not None else None,
+                "evaluated_at": self.evaluated_at,
+                "price": price.model_dump(mode="json") if price is not None else None,
+                "conflict": {
+                    "active": self.policy_state.conflict,
+                    "since": self.policy_state.conflict_since,
+                    "divergence_pct": price.cross_check_divergence_pct if price is not None else None,
+                    "tolerance_pct": self.policy_cfg.conflict_tolerance_pct,
+                    "clear_pct": self.policy_cfg.conflict_clear_pct,
+                },
+                "kraken": {
+                    "state": price.kraken_state if price is not None else None,
+                    "fresh": price is not None and price.kraken_fresh,
+                    "latest": None
+                    if tick is None
+                    else {
+                        "bid": tick.bid,
+                        "ask": tick.ask,
+                        "mid": price.mid if price is not None else None,
+                        "received_at": tick.received_at,
+                        "source_time": tick.source_time,
+                        "age_ms": self._age_ms(now, tick.received_at),
+                    },
+                    "ticks": self.counts["ticks"],
+                    "discarded_ticks": dict(self.discarded),
+                    "client": kraken_client,
+                },
+                "coingecko": {
+                    "state": price.coingecko_state if price is not None else None,
+                    "fresh": price is not None and price.coingecko_fresh,
+                    "blocked_reason": self.coingecko_blocked,
+                    "latest": self._coingecko_latest(now),
+                    "poll_error": self.cg.poll_error,
+                    "last_poll_at": self.last_poll_at,
+                    "last_poll_trigger": self.last_poll_trigger,
+                    "last_success_at": self.last_poll_success_at,
+                    "next_poll_at": self.next_poll_at,
+                    "retry_not_before": cg_client["retry_not_before"] if cg_client else None,
+                    "rate_limited": bool(cg_client and cg_client["rate_limited"]),
+                    "eure_error": self.eure_error,
+                    "client": cg_client,
+                },
+                "eure": {
+                    "basis": price.eure_basis if price is not None else None,
+                    "rate": price.eure_eur_rate if price is not None else None,
+                    "state": price.eure_state if price is not None else None,
+                    "observed": self.cg.eure_eur,
+                    "tolerance_pct": self.policy_cfg.eure_tolerance_pct,
+                },
+                "publishing": {
+                    "last_published_at": self.last_published_at,
+                    "last_event_id": self.last_event_id,
+                    "emit_interval_s": self.cfg.market_emit_interval_s,
+                },
+                "counts": dict(self.counts),
+                "policy": dataclasses.asdict(self.policy_cfg),
             },
-            "coingecko": {
-                "state": price.coingecko_state if price is not None else None,
-                "fresh": price is not None and price.coingecko_fresh,
-                "blocked_reason": self.coingecko_blocked,
-                "latest": self._coingecko_latest(now),
-                "poll_error": self.cg.poll_error,
-                "last_poll_at": self.last_poll_at,
-                "last_poll_trigger": self.last_poll_trigger,
-                "last_success_at": self.last_poll_success_at,
-                "next_poll_at": self.next_poll_at,
-                "retry_not_before": cg_client["retry_not_before"] if cg_client else None,
-                "rate_limited": bool(cg_client and cg_client["rate_limited"]),
-                "eure_error": self.eure_error,
-                "client": cg_client,
-            },
-            "eure": {
-                "basis": price.eure_basis if price is not None else None,
-                "rate": price.eure_eur_rate if price is not None else None,
-                "state": price.eure_state if price is not None else None,
-                "observed": self.cg.eure_eur,
-                "tolerance_pct": self.policy_cfg.eure_tolerance_pct,
-            },
-            "publishing": {
-                "last_published_at": self.last_published_at,
-                "last_event_id": self.last_event_id,
-                "emit_interval_s": self.cfg.market_emit_interval_s,
-            },
-            "counts": dict(self.counts),
-            "policy": dataclasses.asdict(self.policy_cfg),
-        }
+        )

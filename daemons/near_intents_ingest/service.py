@@ -29,6 +29,7 @@ from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.settings import CoreSettings
+from daemons.core.state_models import NearIntentsIngestFields, conform
 from daemons.near_intents_ingest.classify import classify, swap_demand
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
@@ -332,23 +333,26 @@ class NearIntentsIngest(Service):
     def state(self) -> dict[str, Any]:
         silent = self.pair_silent_for_ms()
         client = self.client.state() if self.client is not None else {}
-        return {
-            "connected": {"relay": self.connected, "kafka": self.kafka_error is None},
-            "authoritative": self.connected and self.kafka_error is None,
-            "blocked_reason": self.blocked,
-            "connected_since": self.connected_since,
-            "disconnected_since": self.disconnected_since,
-            "gaps": self.gaps,
-            "last_gap": self.last_gap,
-            "subscriptions": client.get("subscriptions"),
-            "last_frame_at": self.last_frame_at,
-            "last_active_pair_request_at": self.last_active_at,
-            "pair_silent_for_ms": silent,
-            "pair_silent": silent is not None and silent >= self.cfg.ingest_pair_silent_after_ms,
-            "counts": dict(self.counts),
-            "reconnects_in_window": client.get("reconnects_in_window"),
-            "reconnect_budget": self.cfg.relay_reconnect_budget,
-            "relay": client,
-            "pair_filter": self._filter_view(),
-            "active_pair": {"btc": self.pair.btc.asset_id, "eure": self.pair.eure.asset_id},
-        }
+        return conform(
+            NearIntentsIngestFields,
+            {
+                "connected": {"relay": self.connected, "kafka": self.kafka_error is None},
+                "authoritative": self.connected and self.kafka_error is None,
+                "blocked_reason": self.blocked,
+                "connected_since": self.connected_since,
+                "disconnected_since": self.disconnected_since,
+                "gaps": self.gaps,
+                "last_gap": self.last_gap,
+                "subscriptions": client.get("subscriptions"),
+                "last_frame_at": self.last_frame_at,
+                "last_active_pair_request_at": self.last_active_at,
+                "pair_silent_for_ms": silent,
+                "pair_silent": silent is not None and silent >= self.cfg.ingest_pair_silent_after_ms,
+                "counts": dict(self.counts),
+                "reconnects_in_window": client.get("reconnects_in_window"),
+                "reconnect_budget": self.cfg.relay_reconnect_budget,
+                "relay": client,
+                "pair_filter": self._filter_view(),
+                "active_pair": {"btc": self.pair.btc.asset_id, "eure": self.pair.eure.asset_id},
+            },
+        )

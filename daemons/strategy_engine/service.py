@@ -51,6 +51,7 @@ from daemons.core.metrics import MetricSet, reserved_credited
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
+from daemons.core.state_models import StrategyEngineFields, conform
 from daemons.strategy_engine.gates import (
     Context,
     InventoryView,
@@ -757,18 +758,21 @@ class StrategyEngine(Service):
 
     def state(self) -> dict[str, Any]:
         reasons = self.reasons()
-        return {
-            **self.arm.state(),
-            "limits": self._limits_view(),
-            "ceilings": self.ceilings.model_dump(mode="json") | {"file": str(self.cfg.ceilings_file)},
-            "inputs": self._inputs(),
-            "connected": {"kafka": self.kafka_error is None},
-            "authoritative": not reasons,
-            "blocked_reason": "disarmed" if not self.arm.armed else ("; ".join(reasons) or None),
-            "latest_decision": self.latest_decision,
-            "latest_rejection": self.latest_rejection,
-            "reason_counters": dict(self.counters),
-            "reserved": {k: str(v) for k, v in self.reservations.reserved().items()},
-            "reservations": self.reservations.view(),
-            "inventory_snapshots_behind": self.inventory_behind,
-        }
+        return conform(
+            StrategyEngineFields,
+            {
+                **self.arm.state(),
+                "limits": self._limits_view(),
+                "ceilings": self.ceilings.model_dump(mode="json") | {"file": str(self.cfg.ceilings_file)},
+                "inputs": self._inputs(),
+                "connected": {"kafka": self.kafka_error is None},
+                "authoritative": not reasons,
+                "blocked_reason": "disarmed" if not self.arm.armed else ("; ".join(reasons) or None),
+                "latest_decision": self.latest_decision,
+                "latest_rejection": self.latest_rejection,
+                "reason_counters": dict(self.counters),
+                "reserved": {k: str(v) for k, v in self.reservations.reserved().items()},
+                "reservations": self.reservations.view(),
+                "inventory_snapshots_behind": self.inventory_behind,
+            },
+        )

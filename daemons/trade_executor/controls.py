@@ -14,6 +14,7 @@ from daemons.core.arming import DisarmBody
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.db import DB_ERRORS
 from daemons.core.events import now_utc
+from daemons.core.state_models import TradeExecutorFields, conform
 from daemons.trade_executor.answer import cancel_payload
 from daemons.trade_executor.ledger import (
     LedgerRow,
@@ -202,67 +203,70 @@ class Controls:
     def state(self) -> dict[str, Any]:
         now = now_utc()
         relay = self.ex.relay.state() if self.ex.relay is not None else {}
-        return {
-            **self.ex.arm.state(),
-            "connected": {
-                "relay": self.ex.relay is not None and self.ex.relay.connected,
-                "postgres": self.ex.db_error is None,
-                "kafka": self.ex.kafka_error is None,
-                "inventory_feed": self.ex.inventory.error is None,
-                "price_feed": self.ex.prices.error is None,
-                "near_rpc": self.ex.rpc_error is None,
-            },
-            "authoritative": self.ex.db_error is None and self.ex.relay is not None and self.ex.relay.connected,
-            "blocked_reason": self.ex.blocked_reason(now),
-            "signer": self.ex.signer.model_dump(mode="json"),
-            "ledger": {
-                "available": self.ex.db_error is None,
-                "error": self.ex.db_error,
-                "recovered_at": self.ex.recovered_at,
-            },
-            "relay": {"error": self.ex.relay_error, **relay},
-            "near_rpc_error": self.ex.rpc_error,
-            "near_rpc": self.ex.rpc.usage().model_dump(mode="json"),
-            "inputs": {
-                "inventory": self.ex.inventory.state(now),
-                "price": self.ex.prices.state(now),
-                "salt": {
-                    "salt": self.ex.salt.get(now),
-                    "age_s": self.ex.salt.age_s(now),
-                    "max_age_s": self.ex.salt.max_age_s,
-                    "invalidations": self.ex.salt.invalidations,
+        return conform(
+            TradeExecutorFields,
+            {
+                **self.ex.arm.state(),
+                "connected": {
+                    "relay": self.ex.relay is not None and self.ex.relay.connected,
+                    "postgres": self.ex.db_error is None,
+                    "kafka": self.ex.kafka_error is None,
+                    "inventory_feed": self.ex.inventory.error is None,
+                    "price_feed": self.ex.prices.error is None,
+                    "near_rpc": self.ex.rpc_error is None,
+                },
+                "authoritative": self.ex.db_error is None and self.ex.relay is not None and self.ex.relay.connected,
+                "blocked_reason": self.ex.blocked_reason(now),
+                "signer": self.ex.signer.model_dump(mode="json"),
+                "ledger": {
+                    "available": self.ex.db_error is None,
+                    "error": self.ex.db_error,
+                    "recovered_at": self.ex.recovered_at,
+                },
+                "relay": {"error": self.ex.relay_error, **relay},
+                "near_rpc_error": self.ex.rpc_error,
+                "near_rpc": self.ex.rpc.usage().model_dump(mode="json"),
+                "inputs": {
+                    "inventory": self.ex.inventory.state(now),
+                    "price": self.ex.prices.state(now),
+                    "salt": {
+                        "salt": self.ex.salt.get(now),
+                        "age_s": self.ex.salt.age_s(now),
+                        "max_age_s": self.ex.salt.max_age_s,
+                        "invalidations": self.ex.salt.invalidations,
+                    },
+                },
+                "last_command_seen": self.ex.last_command,
+                "last_request_sent": self.ex.last_request,
+                "last_venue_response": self.ex.last_venue_response,
+                "in_flight": len(self.ex.tasks),
+                "undecided": sorted(self.ex.undecided),
+                "silence_audit": {"queued": len(self.ex.audits), **self.ex.audit_counts},
+                "completed": self.ex.completed,
+                "live_answers": [a.view() for a in self.ex.book.answers.values()],
+                # settled, held until a snapshot's results_through reaches `needs` (None: not yet known)
+                "settled_holds": [
+                    {"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
+                    for cid, (needs, asset, amount) in self.ex.book.settled.items()
+                ],
+                # signed, never sent, held until their deadlines
+                "withheld": [
+                    {"command_id": cid, "asset_id": asset, "amount": str(amount), "deadline": deadline}
+                    for cid, (deadline, asset, amount) in self.ex.book.withheld.items()
+                ],
+                "reserved": {k: str(v) for k, v in self.ex.book.reserved_by_asset().items()},
+                "live_exposure": {a: str(self.ex.book.live_exposure(a)) for a in self.ex.pair.token_ids},
+                "ceilings": self.ex.ceilings.model_dump(mode="json") | {"file": str(self.ex.cfg.ceilings_file)},
+                "errors": dict(self.ex.errors),
+                "refusals": dict(self.ex.refusals),
+                "results": dict(self.ex.results),
+                "pending_statuses": len(self.ex.pending_statuses),
+                "limits": {
+                    "answer_margin_ms": self.ex.cfg.executor_answer_margin_ms,
+                    "relay_answer_timeout_s": self.ex.cfg.executor_relay_answer_timeout_s,
+                    "inventory_max_age_ms": self.ex.cfg.executor_inventory_max_age_ms,
+                    "max_min_deadline_ms": self.ex.cfg.executor_max_min_deadline_ms,
+                    "settle_grace_ms": self.ex.cfg.executor_settle_grace_ms,
                 },
             },
-            "last_command_seen": self.ex.last_command,
-            "last_request_sent": self.ex.last_request,
-            "last_venue_response": self.ex.last_venue_response,
-            "in_flight": len(self.ex.tasks),
-            "undecided": sorted(self.ex.undecided),
-            "silence_audit": {"queued": len(self.ex.audits), **self.ex.audit_counts},
-            "completed": self.ex.completed,
-            "live_answers": [a.view() for a in self.ex.book.answers.values()],
-            # settled, held until a snapshot's results_through reaches `needs` (None: not yet known)
-            "settled_holds": [
-                {"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
-                for cid, (needs, asset, amount) in self.ex.book.settled.items()
-            ],
-            # signed, never sent, held until their deadlines
-            "withheld": [
-                {"command_id": cid, "asset_id": asset, "amount": str(amount), "deadline": deadline}
-                for cid, (deadline, asset, amount) in self.ex.book.withheld.items()
-            ],
-            "reserved": {k: str(v) for k, v in self.ex.book.reserved_by_asset().items()},
-            "live_exposure": {a: str(self.ex.book.live_exposure(a)) for a in self.ex.pair.token_ids},
-            "ceilings": self.ex.ceilings.model_dump(mode="json") | {"file": str(self.ex.cfg.ceilings_file)},
-            "errors": dict(self.ex.errors),
-            "refusals": dict(self.ex.refusals),
-            "results": dict(self.ex.results),
-            "pending_statuses": len(self.ex.pending_statuses),
-            "limits": {
-                "answer_margin_ms": self.ex.cfg.executor_answer_margin_ms,
-                "relay_answer_timeout_s": self.ex.cfg.executor_relay_answer_timeout_s,
-                "inventory_max_age_ms": self.ex.cfg.executor_inventory_max_age_ms,
-                "max_min_deadline_ms": self.ex.cfg.executor_max_min_deadline_ms,
-                "settle_grace_ms": self.ex.cfg.executor_settle_grace_ms,
-            },
-        }
+        )

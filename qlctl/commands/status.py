@@ -10,52 +10,54 @@ from rich.live import Live
 from rich.table import Table
 
 from daemons.core.events import now_utc
-from qlctl import compact
+from daemons.core.state_models import HistoryWriterState, NearIntentsIngestState
+from qlctl import compact, ops
 from qlctl.client import SERVICES
+from qlctl.ops import DaemonStatus, Statuses
 from qlctl.output import client, console, fail, print_json, run
 
 
-def _summary(state: dict[str, Any]) -> str:
-    keys = (
-        "armed",
-        "connected",
-        "authoritative",
-        "rows_written",
-        "dead_letters",
-        "blocked_reason",
-        "pair_silent_for_ms",
-    )
+def _summary(st: DaemonStatus) -> str:
+    s = st.state
+    fields: list[tuple[str, Any]] = [
+        ("armed", st.armed),
+        ("connected", s.connected),
+        ("authoritative", s.authoritative),
+        ("rows_written", s.rows_written if isinstance(s, HistoryWriterState) else None),
+        ("dead_letters", s.dead_letters),
+        ("blocked_reason", s.blocked_reason),
+        ("pair_silent_for_ms", s.pair_silent_for_ms if isinstance(s, NearIntentsIngestState) else None),
+    ]
     parts = []
-    for key in keys:
-        if key in state and state[key] is not None:
-            value = state[key]
+    for key, value in fields:
+        if value is not None:
             if isinstance(value, dict):
                 value = ",".join(f"{k}={'up' if v else 'down'}" for k, v in value.items())
             parts.append(f"{key}={value}")
     # outcomes the chain could not decide: holds kept until an operator records a verdict
-    undecided = len(state.get("undecided") or []) + len((state.get("withdrawals") or {}).get("undecided") or [])
-    if undecided:
-        parts.append(f"[red]undecided={undecided}[/red]")
+    if st.undecided:
+        parts.append(f"[red]undecided={st.undecided}[/red]")
     return " ".join(parts)
 
 
-def _table(states: dict[str, dict[str, Any]], chosen: tuple[str, ...], control_dir: object) -> Table:
+def _table(states: Statuses, chosen: tuple[str, ...], control_dir: object) -> Table:
     table = Table(title="quoteloop daemons", caption=f"control sockets in {control_dir}")
     for column in ("service", "running", "health", "paused", "last success", "details"):
         table.add_column(column)
     for name in chosen:
         st = states[name]
-        if not st.get("running"):
-            error = st.get("error", "")
+        if not st.running:
+            error = st.error or ""
             table.add_row(name, "[red]no[/red]", "-", "-", "-", "" if "is not running" in error else error)
             continue
-        health = "[green]ok[/green]" if st.get("healthy") else "[red]" + "; ".join(st.get("reasons", [])) + "[/red]"
+        s = st.state
+        health = "[green]ok[/green]" if s.healthy else "[red]" + "; ".join(s.reasons or []) + "[/red]"
         table.add_row(
             name,
             "[green]yes[/green]",
             health,
-            "yes" if st.get("paused") else "no",
-            str(st.get("last_success_at") or "-"),
+            "yes" if s.paused else "no",
+            s.last_success_at.isoformat() if s.last_success_at else "-",
             _summary(st),
         )
     return table
@@ -79,7 +81,7 @@ def status(
             fail(f"unknown service {name!r}; one of: {', '.join(SERVICES)}", code=2)
     ctl = client()
 
-    def render(states: dict[str, dict[str, Any]]) -> Table:
+    def render(states: Statuses) -> Table:
         if wide:
             return _table(states, chosen, ctl.control_dir)
         return compact.table(states, chosen, now_utc(), ctl.control_dir)
@@ -90,23 +92,22 @@ def status(
         if not console.is_terminal:  # a pipe or a log: one table per refresh, no cursor games
             try:
                 while True:
-                    console.print(render(run(ctl.state_of_all(chosen))))
+                    console.print(render(run(ops.status(ctl, chosen))))
                     time.sleep(watch)
             except KeyboardInterrupt:
                 return
-        with Live(render(run(ctl.state_of_all(chosen))), console=console) as live:
+        with Live(render(run(ops.status(ctl, chosen))), console=console) as live:
             try:
                 while True:
                     time.sleep(watch)
-                    live.update(render(run(ctl.state_of_all(chosen))))
+                    live.update(render(run(ops.status(ctl, chosen))))
             except KeyboardInterrupt:
                 return
-    states = run(ctl.state_of_all(chosen))
+    states = run(ops.status(ctl, chosen))
     if as_json:
-        print_json(states)
+        print_json({n: st.raw for n, st in states.items()})
     else:
         console.print(render(states))
-    unhealthy = [n for n, st in states.items() if st.get("running") and not st.get("healthy")]
-    missing = [n for n, st in states.items() if not st.get("running")]
+    unhealthy, missing = ops.unhealthy_or_missing(states)
     if unhealthy or (require_all and missing):
         raise typer.Exit(1)

@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from qlctl import ops
 from qlctl.client import Reply
-from qlctl.disarm import DISARM_ORDER, disarm_in_order, summary_line
+from qlctl.disarm import summary_line
 from qlctl.output import client, console, fail, print_json, run
 
 
@@ -25,24 +26,14 @@ class Target(StrEnum):
     both = "both"
 
 
-SERVICE = {"strategy": "strategy-engine", "executor": "trade-executor"}
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 Operator = Annotated[str | None, typer.Option(help="Who is acting (default: your Unix user)")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
 
 
-def _services(target: Target) -> list[str]:
-    return list(SERVICE.values()) if target is Target.both else [SERVICE[target.value]]
-
-
-def _call(service: str, method: str, path: str, body: dict[str, Any] | None = None) -> Reply:
-    return run(client().request(service, method, path, body))
-
-
 def _checked(service: str, reply: Reply, what: str) -> Any:
     if not reply.ok:
-        error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body
-        fail(f"{service} refused {what}: {error}")
+        fail(f"{service} refused {what}: {ops.refusal_error(reply)}")
     return reply.body
 
 
@@ -55,23 +46,19 @@ def arm(
 ) -> None:
     """Arm strategy-engine, trade-executor or both (asks for confirmation)."""
     who = operator or getpass.getuser()
-    services = _services(target)
+    services = ops.arm_targets(target.value)
     limits = (
-        _checked("strategy-engine", _call("strategy-engine", "GET", "/limits"), "showing limits")
+        ops.read_limits(_checked("strategy-engine", run(ops.show_limits(client())), "showing limits"))
         if "strategy-engine" in services
         else None
     )
     if not as_json:
-        console.print(f"About to ARM: [bold]{', '.join(services)}[/bold] as {who} ({reason})")
-        if limits:
-            console.print(
-                f"  threshold {limits['threshold_pct']} %, target edge {limits['target_edge_pct']} %, "
-                f"notional {limits['min_notional_eure']}..{limits['max_notional_eure']} EURe, "
-                f"answer window {limits['answer_window_ms']} ms"
-            )
+        for line in ops.arm_prompt_lines(services, who, reason, limits):
+            console.print(line)
     if not yes and not typer.confirm("Arm?", default=False):
         fail("not armed (cancelled)", code=1)
-    results = {s: _checked(s, _call(s, "POST", "/arm", {"operator": who, "reason": reason}), "arm") for s in services}
+    replies = run(ops.arm(client(), services, who, reason))
+    results = {s: _checked(s, r, "arm") for s, r in replies.items()}
     if as_json:
         print_json(results)
     else:
@@ -93,17 +80,10 @@ def disarm(
     past a daemon that fails or hangs, reports each one's state as read back, and exits 1 unless
     every one asked is confirmed disarmed."""
     who = operator or getpass.getuser()
-    services = [s for s in DISARM_ORDER if s in _services(target)]
-    if not yes and not typer.confirm(f"Disarm {', '.join(services)}?", default=True):
+    services = ops.disarm_targets(target.value)
+    if not yes and not typer.confirm(ops.disarm_prompt(services), default=True):
         fail("not disarmed (cancelled)", code=1)
-
-    def body_for(service: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"operator": who, "reason": reason}
-        if cancel_live and service == "trade-executor":
-            body["cancel_live"] = True
-        return {k: v for k, v in body.items() if v is not None}
-
-    results = asyncio.run(disarm_in_order(client(), services, body_for))
+    results = asyncio.run(ops.disarm(client(), services, who, reason, cancel_live))
     if as_json:
         print_json(results)
     else:
@@ -135,7 +115,7 @@ def _emit(values: dict[str, Any], as_json: bool, title: str) -> None:
 @limits_app.command("show")
 def show_limits(as_json: AsJson = False) -> None:
     """Threshold, target edge and limits in force."""
-    values = _checked("strategy-engine", _call("strategy-engine", "GET", "/limits"), "showing limits")
+    values = _checked("strategy-engine", run(ops.show_limits(client())), "showing limits")
     _emit(values, as_json, "strategy-engine limits")
 
 
@@ -148,17 +128,9 @@ def set_threshold(
     as_json: AsJson = False,
 ) -> None:
     """Set the threshold (and optionally the target edge)."""
-    body = {
-        "threshold_pct": threshold_pct,
-        "target_edge_pct": target_edge_pct,
-        "operator": operator or getpass.getuser(),
-        "reason": reason,
-    }
-    values = _checked(
-        "strategy-engine",
-        _call("strategy-engine", "PUT", "/threshold", {k: v for k, v in body.items() if v is not None}),
-        "the threshold",
-    )
+    who = operator or getpass.getuser()
+    reply = run(ops.set_threshold(client(), threshold_pct, target_edge_pct, who, reason))
+    values = _checked("strategy-engine", reply, "the threshold")
     _emit(values, as_json, "strategy-engine limits")
 
 
@@ -175,28 +147,23 @@ def set_limits(
     as_json: AsJson = False,
 ) -> None:
     """Change one or more limits; the others stay as they are."""
-    body = {
+    limits = {
         "min_notional_eure": min_notional_eure,
         "max_notional_eure": max_notional_eure,
         "answer_window_ms": answer_window_ms,
         "max_deadline_ms": max_deadline_ms,
         "price_max_age_ms": price_max_age_ms,
         "inventory_max_age_ms": inventory_max_age_ms,
-        "operator": operator or getpass.getuser(),
-        "reason": reason,
     }
-    values = _checked(
-        "strategy-engine",
-        _call("strategy-engine", "PUT", "/limits", {k: v for k, v in body.items() if v is not None}),
-        "the limits",
-    )
+    reply = run(ops.set_limits(client(), limits, operator or getpass.getuser(), reason))
+    values = _checked("strategy-engine", reply, "the limits")
     _emit(values, as_json, "strategy-engine limits")
 
 
 @pair_filter_app.command("show")
 def show_filter(as_json: AsJson = False) -> None:
     """The filter in force and whether it is the default."""
-    values = _checked("near-intents-ingest", _call("near-intents-ingest", "GET", "/pair-filter"), "showing the filter")
+    values = _checked("near-intents-ingest", run(ops.show_pair_filter(client())), "showing the filter")
     _emit(values, as_json, "near-intents-ingest pair filter")
 
 
@@ -210,21 +177,14 @@ def set_filter(
     as_json: AsJson = False,
 ) -> None:
     """Override the filter; the ingest re-subscribes."""
-    body = {"tokens_in": tokens, "tokens_out": tokens, "operator": operator or getpass.getuser(), "reason": reason}
-    values = _checked(
-        "near-intents-ingest",
-        _call("near-intents-ingest", "PUT", "/pair-filter", {k: v for k, v in body.items() if v is not None}),
-        "the filter",
-    )
+    reply = run(ops.set_pair_filter(client(), tokens, operator or getpass.getuser(), reason))
+    values = _checked("near-intents-ingest", reply, "the filter")
     _emit(values, as_json, "near-intents-ingest pair filter")
 
 
 @pair_filter_app.command("reset")
 def reset_filter(operator: Operator = None, as_json: AsJson = False) -> None:
     """Back to the configured default filter."""
-    values = _checked(
-        "near-intents-ingest",
-        _call("near-intents-ingest", "POST", "/pair-filter/reset", {"operator": operator or getpass.getuser()}),
-        "the reset",
-    )
+    reply = run(ops.reset_pair_filter(client(), operator or getpass.getuser()))
+    values = _checked("near-intents-ingest", reply, "the reset")
     _emit(values, as_json, "near-intents-ingest pair filter")

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from daemons.core.state_models import LiquidityManagerState
+from qlctl import ops
 from qlctl.output import client, console, fail, print_json, print_rows, run
 
 SERVICE = "liquidity-manager"
@@ -27,9 +29,16 @@ withdrawals_app = typer.Typer(help="Freeze or unfreeze every new withdrawal", no
 def _call(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     reply = run(client().request(SERVICE, method, path, body))
     if not reply.ok:
-        error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body
-        fail(f"{SERVICE} refused {method} {path}: {error}")
+        fail(f"{SERVICE} refused {method} {path}: {ops.refusal_error(reply)}")
     return reply.body
+
+
+def _state() -> tuple[LiquidityManagerState, dict[str, Any]]:
+    """liquidity-manager's `/state`, typed, and as it came (for `--json`)."""
+    st = ops.as_status(SERVICE, {"running": True, **(_call("GET", "/state") or {})})
+    if not isinstance(st.state, LiquidityManagerState) or st.outcome != "running":
+        fail(f"{SERVICE}: {st.error or 'unexpected /state'}")
+    return st.state, st.raw
 
 
 def _body(**fields: Any) -> dict[str, Any]:
@@ -60,10 +69,11 @@ def addresses(
         result = _call("POST", "/deposit-address", _body(asset_id=asset, chain=chain, operator=getpass.getuser()))
         _emit(result, as_json)
         return
-    rows = _call("GET", "/state").get("deposit_addresses", [])
+    state, raw = _state()
     if as_json:
-        print_json(rows)
+        print_json(raw.get("deposit_addresses", []))  # as the daemon sent it (key order included)
     else:
+        rows = [r.model_dump() for r in state.deposit_addresses or []]
         print_rows("deposit addresses", rows, ["chain", "asset_ids", "address", "memo", "issued_at"])
 
 
@@ -96,14 +106,15 @@ def record(
 @funding_app.command("list")
 def list_funding(pending: Annotated[bool, typer.Option("--pending")] = False, as_json: AsJson = False) -> None:
     """Recent funding attempts (or only pending ones) as liquidity-manager sees them now."""
-    funding = _call("GET", "/state").get("funding", {})
-    rows = funding.get("pending" if pending else "recent", [])
-    if as_json:
-        print_json(rows)
+    state, raw = _state()
+    if as_json:  # as the daemon sent it (key order included)
+        print_json(raw.get("funding", {}).get("pending" if pending else "recent", []))
     else:
+        funding = state.funding
+        listed = (funding.pending if pending else funding.recent) if funding is not None else None
         print_rows(
             "pending funding" if pending else "recent funding",
-            rows,
+            [r.model_dump() for r in listed or []],
             ["liquidity_action_id", "asset_id", "amount", "status", "tx_hash"],
         )
 
@@ -145,13 +156,13 @@ def request(
 @withdraw_app.command("list")
 def list_withdrawals(as_json: AsJson = False) -> None:
     """Recent withdrawals and their status."""
-    withdrawals = _call("GET", "/state").get("withdrawals", {})
+    state, raw = _state()
     if as_json:
-        print_json(withdrawals)
+        print_json(raw.get("withdrawals", {}))  # as the daemon sent it (key order included)
     else:
         print_rows(
             "withdrawals",
-            withdrawals.get("recent", []),
+            [w.model_dump() for w in (state.withdrawals.recent if state.withdrawals is not None else None) or []],
             ["liquidity_action_id", "asset_id", "amount", "status", "address", "tx_hash"],
         )
 

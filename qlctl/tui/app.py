@@ -25,9 +25,9 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Header, Static
 
-from qlctl import compact
+from qlctl import compact, ops
 from qlctl.client import SERVICES, ClientError
-from qlctl.disarm import DISARM_ORDER, disarm_in_order, summary_line
+from qlctl.disarm import DISARM_ORDER, summary_line
 from qlctl.tui import view
 from qlctl.tui.confirm import Confirmation, ConfirmScreen
 from qlctl.tui.plans import BOTH, Action, Plan, Refusal, plan, plan_disarm_both, request_body
@@ -238,17 +238,13 @@ class MonitorApp(App[None]):
 
     @work(group="control", exit_on_error=False)
     async def _send(self, p: Plan, c: Confirmation) -> None:
-        body = request_body(p, c.operator, c.reason, c.cancel_live)
         if p.service == BOTH:
-
-            def body_for(service: str) -> dict[str, Any]:
-                return body if service == "trade-executor" else {k: v for k, v in body.items() if k != "cancel_live"}
-
-            results = await disarm_in_order(self.source.client, DISARM_ORDER, body_for)
+            results = await ops.disarm(self.source.client, DISARM_ORDER, c.operator, c.reason, c.cancel_live)
             ok = all(r["confirmed_disarmed"] for r in results.values())
             self.say("; ".join(summary_line(s, r) for s, r in results.items()), "ok" if ok else "bad")
             self._tick(again=True)
             return
+        body = request_body(p, c.operator, c.reason, c.cancel_live)
         try:
             reply = await self.source.send(p.service, p.path, body)
         except ClientError as exc:
@@ -262,7 +258,7 @@ class MonitorApp(App[None]):
             note = "" if changed is not False else " (no change: it was already so)"
             self.say(f"{p.service}: {p.action} accepted as {c.operator}{note}", "ok")
         else:
-            error = reply.body.get("error") if isinstance(reply.body, dict) else reply.body
+            error = ops.refusal_error(reply)
             self.say(f"{p.service} refused {p.action}: {error or reply.status}", "bad")
         self._tick(again=True)
 

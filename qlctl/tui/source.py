@@ -19,6 +19,7 @@ import asyncpg
 
 from daemons.core.db import DB_ERRORS
 from daemons.core.events import now_utc
+from qlctl import ops
 from qlctl.client import SERVICES, ClientError, ControlClient, Reply
 from qlctl.reports import Reports
 
@@ -77,24 +78,9 @@ class MonitorSource:
     # --- daemons ------------------------------------------------------------------------------
 
     async def _states(self) -> dict[str, dict[str, Any]]:
-        """Like `ControlClient.state_of_all`, but a daemon that breaks the connection mid-answer
-        costs only its own row, not the whole refresh."""
-
-        async def one(service: str) -> tuple[str, dict[str, Any]]:
-            try:
-                reply = await self.client.request(service, "GET", "/state")
-            except ClientError as exc:
-                return service, {"service": service, "running": False, "error": str(exc)}
-            except (aiohttp.ClientError, OSError) as exc:
-                return service, {
-                    "service": service,
-                    "running": False,
-                    "error": f"{service}: /state failed: {exc.__class__.__name__}: {exc}",
-                }
-            body = reply.body if isinstance(reply.body, dict) else {}
-            return service, {**body, "running": True}
-
-        return dict(await asyncio.gather(*(one(s) for s in SERVICES)))
+        """Every daemon's `/state` envelope (`qlctl.ops.read_all_raw`): a daemon that breaks the
+        connection mid-answer costs only its own row, not the whole refresh."""
+        return await ops.read_all_raw(self.client, SERVICES)
 
     async def close(self) -> None:
         await self._drop()

@@ -1,9 +1,11 @@
 """The monitor's functional core: daemon `/state` bodies and report rows in, display rows out.
 
-Every function here is pure and tolerant: a daemon that is not running, a key a daemon does not
-(yet) publish, or a value of an unexpected type shows as "-" or a muted note, never as an
-exception. Amounts arrive as integer base units (decimal strings on the wire) and are shown in
-units of the asset through the registry's decimals, exactly (Decimal, never float).
+`/state` bodies are read through their typed models (daemons/core/state_models.py, via
+`qlctl.ops.DaemonStatus`), never through dict keys. Every function here is pure and tolerant: a
+daemon that is not running or a key a daemon does not (yet) publish shows as "-" or a muted note,
+and a body whose values do not fit the model shows as UNREADABLE, never as an exception. Amounts
+arrive as integer base units (decimal strings on the wire) and are shown in units of the asset
+through the registry's decimals, exactly (Decimal, never float).
 """
 
 from __future__ import annotations
@@ -12,42 +14,41 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.text import Text
 
 from daemons.core.assets import REGISTRY, to_units
+from daemons.core.state_models import (
+    InventorySyncState,
+    LiquidityManagerState,
+    MarketReferenceState,
+    StrategyEngineState,
+    TradeExecutorState,
+)
 from qlctl.client import SERVICES
+from qlctl.disarm import ARMABLE
+
+if TYPE_CHECKING:
+    from qlctl.ops import DaemonStatus
 
 Level = Literal["ok", "warn", "bad", "muted", "plain"]
 STYLE: dict[Level, str] = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim", "plain": ""}
-ARMABLE: tuple[str, ...] = ("strategy-engine", "trade-executor")
 NONE = "-"
 
 State = Mapping[str, Any]
 States = Mapping[str, State]
 
 
+def as_status(service: str, state: Any) -> DaemonStatus:
+    """The typed status (qlctl.ops) of an envelope; imported late: ops renders through this module."""
+    from qlctl.ops import as_status as typed
+
+    return typed(service, state)
+
+
 def cell(text: object, level: Level = "plain") -> Text:
     return Text(str(text), style=STYLE[level])
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def dig(state: Any, *path: str) -> Any:
-    """`state[a][b]...`, or None where any step is missing or not a mapping."""
-    value = state
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
 
 
 # --- scalars --------------------------------------------------------------------------------------
@@ -174,9 +175,10 @@ def _connected(value: Any) -> Text:
     return text or cell(NONE, "muted")
 
 
-def daemon_row(service: str, state: State, now: datetime) -> list[Text]:
-    if not state.get("running"):
-        error = str(state.get("error") or "")
+def daemon_row(service: str, state: State | DaemonStatus, now: datetime) -> list[Text]:
+    st = as_status(service, state)
+    if not st.running:
+        error = st.error or ""
         # the plain "not running" needs no repeating; permission or timeout errors do
         detail = "" if "is not running" in error else error
         return [
@@ -185,38 +187,40 @@ def daemon_row(service: str, state: State, now: datetime) -> list[Text]:
             *(cell(NONE, "muted") for _ in range(6)),
             cell(detail, "warn"),
         ]
-    reasons = [str(r) for r in _list(state.get("reasons"))]
-    healthy = state.get("healthy")
-    if healthy is True:
+    s = st.state
+    reasons = [str(r) for r in s.reasons or []]
+    if st.outcome == "unreadable":
+        health = cell(f"UNREADABLE: {st.error}", "bad")
+    elif s.healthy is True:
         health = cell("ok", "ok")
-    elif healthy is False:
+    elif s.healthy is False:
         # the first reason, kept short: every reason is in full in the alerts panel
         health = cell("UNHEALTHY" + (f": {short(reasons[0], 40)}" if reasons else ""), "bad")
     else:
         health = cell(NONE, "muted")
-    if state.get("draining"):
+    if s.draining:
         run_state = cell("draining", "warn")
-    elif state.get("paused"):
-        run_state = cell("paused" if state.get("pause_effective", True) else "pausing", "warn")
+    elif s.paused:
+        run_state = cell("paused" if s.pause_effective is not False else "pausing", "warn")
     else:
         run_state = cell("running", "ok")
-    if service in ARMABLE or "armed" in state:
-        armed = state.get("armed")
+    if st.has_arm_switch or "armed" in s.model_fields_set:
+        armed = st.armed
         arm = cell("ARMED", "bad") if armed is True else cell("disarmed", "ok") if armed is False else cell(NONE)
     else:
         arm = cell("", "muted")
-    auth = state.get("authoritative")
+    auth = s.authoritative
     data = cell("authoritative", "ok") if auth is True else cell("STALE", "warn") if auth is False else cell(NONE)
-    blocked = state.get("blocked_reason")
+    blocked = s.blocked_reason
     return [
         cell(service),
         cell("yes", "ok"),
         health,
         run_state,
         arm,
-        _connected(state.get("connected")),
+        _connected(s.connected),
         data,
-        cell(ago(state.get("last_success_at"), now)),
+        cell(ago(s.last_success_at, now)),
         cell(str(blocked) if blocked else "", "warn"),
     ]
 
@@ -240,31 +244,32 @@ def alerts(states: States, db_error: str | None = None) -> list[Alert]:
     """What needs an operator's eye: unhealthy reasons first, then absences and held states."""
     out: list[Alert] = []
     for service in SERVICES:
-        st = states.get(service) or {"running": False}
-        if not st.get("running"):
-            error = str(st.get("error") or "")
+        st = as_status(service, states.get(service) or {"running": False})
+        if not st.running:
+            error = st.error or ""
             # the socket path is in the header already; other failures (permission, timeout) say more
             out.append(Alert("warn", service, "not running" if not error or "is not running" in error else error))
             continue
-        for reason in _list(st.get("reasons")):
+        s = st.state
+        if st.outcome == "unreadable":
+            out.append(Alert("bad", service, f"/state unreadable: {st.error}"))
+        for reason in s.reasons or []:
             out.append(Alert("bad", service, str(reason)))
-        if st.get("draining"):
+        if s.draining:
             out.append(Alert("warn", service, "draining: finishing in-flight work, then exiting"))
-        elif st.get("paused"):
+        elif s.paused:
             out.append(Alert("warn", service, "paused: taking no new work"))
-        dead = st.get("dead_letters")
+        dead = s.dead_letters
         if isinstance(dead, int) and not isinstance(dead, bool) and dead > 0:
             out.append(Alert("warn", service, f"{dead} undecodable deliveries dead-lettered"))
-        if service == "liquidity-manager" and st.get("withdrawals_frozen"):
+        if isinstance(s, LiquidityManagerState) and s.withdrawals_frozen:
             out.append(Alert("warn", service, "withdrawals frozen"))
-        if service == "trade-executor":
+        if isinstance(s, TradeExecutorState):
             # live answers still unresolved after a timeout or disconnect: never assumed failed
-            uncertain = [
-                a for a in _list(st.get("live_answers")) if isinstance(a, Mapping) and a.get("state") == "uncertain"
-            ]
+            uncertain = [a for a in s.live_answers or [] if a.state == "uncertain"]
             if uncertain:
                 out.append(Alert("bad", service, f"{len(uncertain)} live answers with an uncertain outcome"))
-            undecided = _list(st.get("undecided"))
+            undecided = s.undecided or []
             if undecided:
                 out.append(
                     Alert(
@@ -273,9 +278,8 @@ def alerts(states: States, db_error: str | None = None) -> list[Alert]:
                         f"{len(undecided)} answers the chain cannot decide: holds kept until `qlctl resolve answer`",
                     )
                 )
-        if service == "liquidity-manager":
-            withdrawals = st.get("withdrawals")
-            undecided_w = _list(withdrawals.get("undecided")) if isinstance(withdrawals, Mapping) else []
+        if isinstance(s, LiquidityManagerState):
+            undecided_w = (s.withdrawals.undecided if s.withdrawals is not None else None) or []
             if undecided_w:
                 out.append(
                     Alert(
@@ -303,20 +307,21 @@ def _fresh(age_ms: Any, fresh: Any = None) -> Text:
 
 def price_rows(states: States, now: datetime) -> list[list[Text]]:
     rows: list[list[Text]] = []
-    mr = states.get("market-reference-ingest") or {}
-    if not mr.get("running"):
+    mr_st = as_status("market-reference-ingest", states.get("market-reference-ingest") or {})
+    mr = mr_st.state if isinstance(mr_st.state, MarketReferenceState) else None
+    if not mr_st.running or mr is None:
         rows.append([cell("market-reference-ingest"), cell("not running", "bad"), cell(NONE), cell("")])
     else:
-        price = _map(mr.get("price"))
-        decisionable = mr.get("decisionable")
-        source = mr.get("source") or price.get("source")
-        note = "fallback (CoinGecko)" if mr.get("fallback_in_use") else str(source or "")
-        fresh = price.get("freshness_ms")
+        price = mr.price
+        decisionable = mr.decisionable
+        source = mr.source or (price.source if price is not None else None)
+        note = "fallback (CoinGecko)" if mr.fallback_in_use else str(source or "")
+        fresh = price.freshness_ms if price is not None else None
         ok = decisionable is True
         rows.append(
             [
                 cell("fair BUY_BTC (bid)"),
-                cell(plain_number(price.get("fair_rate_buy_btc"))),
+                cell(plain_number(price.fair_rate_buy_btc if price is not None else None)),
                 _fresh(fresh, ok if decisionable is not None else None),
                 cell(note),
             ]
@@ -324,72 +329,74 @@ def price_rows(states: States, now: datetime) -> list[list[Text]]:
         rows.append(
             [
                 cell("fair SELL_BTC (ask)"),
-                cell(plain_number(price.get("fair_rate_sell_btc"))),
+                cell(plain_number(price.fair_rate_sell_btc if price is not None else None)),
                 _fresh(fresh, ok if decisionable is not None else None),
                 cell(note),
             ]
         )
-        if price.get("fair_rate_mid") is not None:
-            rows.append([cell("fair mid"), cell(plain_number(price.get("fair_rate_mid"))), _fresh(fresh), cell("")])
+        if price is not None and price.fair_rate_mid is not None:
+            rows.append([cell("fair mid"), cell(plain_number(price.fair_rate_mid)), _fresh(fresh), cell("")])
         if ok:
             status = "decisionable"
         elif decisionable is False:
-            status = f"NOT decisionable: {mr.get('blocked_reason') or price.get('status_reason')}"
+            status = f"NOT decisionable: {mr.blocked_reason or (price.status_reason if price is not None else None)}"
         else:
             status = NONE
+        published = mr.publishing.last_published_at if mr.publishing is not None else None
         rows.append(
             [
                 cell("status"),
                 cell(status, "ok" if ok else "bad" if decisionable is False else "muted"),
                 cell(""),
-                cell(f"published {ago(dig(mr, 'publishing', 'last_published_at'), now)}"),
+                cell(f"published {ago(published, now)}"),
             ]
         )
-        kraken = _map(dig(mr, "kraken", "latest"))
-        if kraken or dig(mr, "kraken", "state"):
+        kraken = mr.kraken
+        k = kraken.latest if kraken is not None else None
+        if k is not None and k.model_fields_set or kraken is not None and kraken.state:
             rows.append(
                 [
                     cell("Kraken bid / ask"),
-                    cell(f"{plain_number(kraken.get('bid'))} / {plain_number(kraken.get('ask'))}"),
-                    _fresh(kraken.get("age_ms"), dig(mr, "kraken", "fresh")),
-                    cell(str(dig(mr, "kraken", "state") or "")),
+                    cell(
+                        f"{plain_number(k.bid if k is not None else None)} / "
+                        f"{plain_number(k.ask if k is not None else None)}"
+                    ),
+                    _fresh(k.age_ms if k is not None else None, kraken.fresh if kraken is not None else None),
+                    cell(str((kraken.state if kraken is not None else None) or "")),
                 ]
             )
-        cg = _map(dig(mr, "coingecko", "latest"))
-        if cg or dig(mr, "coingecko", "state"):
+        cg = mr.coingecko
+        c = cg.latest if cg is not None else None
+        if c is not None and c.model_fields_set or cg is not None and cg.state:
             rows.append(
                 [
                     cell("CoinGecko BTC/EUR"),
-                    cell(plain_number(cg.get("btc_eur"))),
-                    _fresh(cg.get("age_ms"), dig(mr, "coingecko", "fresh")),
-                    cell(str(dig(mr, "coingecko", "state") or "")),
+                    cell(plain_number(c.btc_eur if c is not None else None)),
+                    _fresh(c.age_ms if c is not None else None, cg.fresh if cg is not None else None),
+                    cell(str((cg.state if cg is not None else None) or "")),
                 ]
             )
-        eure = _map(mr.get("eure"))
-        rate = eure.get("rate", price.get("eure_eur_rate"))
+        eure = mr.eure
+        price_rate = price.eure_eur_rate if price is not None else None
+        rate = eure.rate if eure is not None and "rate" in eure.model_fields_set else price_rate
         if rate is not None:
-            rows.append(
-                [
-                    cell("EURe/EUR"),
-                    cell(plain_number(rate)),
-                    cell(""),
-                    cell(str(eure.get("basis") or price.get("eure_basis") or "")),
-                ]
-            )
-    se = states.get("strategy-engine") or {}
-    inp = dig(se, "inputs", "price")
-    if se.get("running") and isinstance(inp, Mapping):
-        stale = inp.get("stale")
-        usable = not stale and inp.get("decisionable") is not False
+            basis = (eure.basis if eure is not None else None) or (price.eure_basis if price is not None else None)
+            rows.append([cell("EURe/EUR"), cell(plain_number(rate)), cell(""), cell(str(basis or ""))])
+    se_st = as_status("strategy-engine", states.get("strategy-engine") or {})
+    se = se_st.state if isinstance(se_st.state, StrategyEngineState) else None
+    inp = se.inputs.price if se is not None and se.inputs is not None else None
+    if se_st.running and inp is not None:
+        stale = inp.stale
+        usable = not stale and inp.decisionable is not False
         rows.append(
             [
                 cell("strategy sees"),
                 cell("usable" if usable else "NOT usable", "ok" if usable else "bad"),
-                _fresh(inp.get("age_ms"), not stale if stale is not None else None),
-                cell(str(inp.get("reason") or inp.get("source") or "")),
+                _fresh(inp.age_ms, not stale if stale is not None else None),
+                cell(str(inp.reason or inp.source or "")),
             ]
         )
-    elif se.get("running"):
+    elif se_st.running:
         rows.append([cell("strategy sees"), cell("no price yet", "bad"), cell(NONE), cell("")])
     return rows
 
@@ -400,25 +407,27 @@ INVENTORY_COLUMNS = ("asset", "credited", "spendable", "pending in", "pending ou
 
 
 def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
-    inv = states.get("inventory-sync") or {}
-    se = states.get("strategy-engine") or {}
-    ex = states.get("trade-executor") or {}
-    reserved_s = _map(se.get("reserved"))
-    reserved_e = _map(ex.get("reserved"))
+    inv_st = as_status("inventory-sync", states.get("inventory-sync") or {})
+    se, ex = (
+        as_status("strategy-engine", states.get("strategy-engine") or {}),
+        as_status("trade-executor", states.get("trade-executor") or {}),
+    )
+    inv = inv_st.state if isinstance(inv_st.state, InventorySyncState) else None
+    reserved_s: Mapping[str, Any] = (se.state.reserved if isinstance(se.state, StrategyEngineState) else None) or {}
+    reserved_e: Mapping[str, Any] = (ex.state.reserved if isinstance(ex.state, TradeExecutorState) else None) or {}
     rows: list[list[Text]] = []
-    assets = [a for a in _list(inv.get("inventory")) if isinstance(a, Mapping)]
     seen: set[str] = set()
-    for a in assets:
-        aid: Any = a.get("asset_id")  # whatever the daemon's JSON holds: symbol() and amount() take any value
+    for a in (inv.inventory if inv is not None else None) or []:
+        aid: Any = a.asset_id  # whatever the daemon's JSON holds: symbol() and amount() take any value
         seen.add(str(aid))
-        dec = a.get("decimals")
+        dec = a.decimals
         rows.append(
             [
                 cell(symbol(aid)),
-                cell(amount(a.get("credited"), aid, dec)),
-                cell(amount(a.get("spendable"), aid, dec), "ok"),
-                cell(amount(a.get("pending_in"), aid, dec)),
-                cell(amount(a.get("pending_out"), aid, dec)),
+                cell(amount(a.credited, aid, dec)),
+                cell(amount(a.spendable, aid, dec), "ok"),
+                cell(amount(a.pending_in, aid, dec)),
+                cell(amount(a.pending_out, aid, dec)),
                 cell(amount(reserved_s.get(aid, 0), aid, dec)),
                 cell(amount(reserved_e.get(aid, 0), aid, dec)),
             ]
@@ -436,21 +445,19 @@ def inventory_rows(states: States, now: datetime) -> list[list[Text]]:
                 cell(amount(reserved_e.get(aid, 0), aid)),
             ]
         )
-    if not inv.get("running"):
+    if not inv_st.running or inv is None:
         rows.append([cell("inventory-sync"), cell("not running", "bad"), *(cell("") for _ in range(5))])
     else:
-        stale = inv.get("stale")
-        note = (
-            f"STALE: {inv.get('stale_reason') or 'snapshot too old'}" if stale else "fresh" if stale is False else NONE
-        )
-        sync_at = dig(inv, "last_sync", "synced_at")
+        stale = inv.stale
+        note = f"STALE: {inv.stale_reason or 'snapshot too old'}" if stale else "fresh" if stale is False else NONE
+        sync_at = inv.last_sync.synced_at if inv.last_sync is not None else None
         rows.append(
             [
                 cell("snapshot"),
                 cell(note, "bad" if stale else "ok" if stale is False else "muted"),
-                cell(f"age {fmt_ms(inv.get('age_ms'))}"),
+                cell(f"age {fmt_ms(inv.age_ms)}"),
                 cell(f"synced {ago(sync_at, now)}"),
-                cell(f"reconciliation {inv['reconciliation_status']}" if inv.get("reconciliation_status") else ""),
+                cell(f"reconciliation {inv.reconciliation_status}" if inv.reconciliation_status else ""),
                 cell(""),
                 cell(""),
             ]
@@ -465,43 +472,40 @@ ANSWER_COLUMNS = ("held by", "command", "quote", "state", "gives", "deadline / e
 
 def answer_rows(states: States, now: datetime) -> list[list[Text]]:
     rows: list[list[Text]] = []
-    ex = states.get("trade-executor") or {}
-    for a in _list(ex.get("live_answers")):
-        if not isinstance(a, Mapping):
-            continue
-        state = str(a.get("state") or NONE)
-        if a.get("command_id") in _list(ex.get("undecided")):
+    ex_st = as_status("trade-executor", states.get("trade-executor") or {})
+    ex = ex_st.state if isinstance(ex_st.state, TradeExecutorState) else None
+    undecided = (ex.undecided if ex is not None else None) or []
+    for a in (ex.live_answers if ex is not None else None) or []:
+        state = str(a.state or NONE)
+        if a.command_id in undecided:
             state = "undecided"
-        level: Level = (
-            "bad" if state in ("uncertain", "undecided") else "warn" if a.get("cancel_requested") else "plain"
-        )
+        level: Level = "bad" if state in ("uncertain", "undecided") else "warn" if a.cancel_requested else "plain"
         rows.append(
             [
                 cell("executor"),
-                cell(short(a.get("command_id"))),
-                cell(short(a.get("quote_id"), 12)),
-                cell(state + (" (cancel sent)" if a.get("cancel_requested") else ""), level),
-                cell(amount(a.get("reserved"), a.get("asset_id"))),
-                cell(until(a.get("deadline"), now)),
+                cell(short(a.command_id)),
+                cell(short(a.quote_id, 12)),
+                cell(state + (" (cancel sent)" if a.cancel_requested else ""), level),
+                cell(amount(a.reserved, a.asset_id)),
+                cell(until(a.deadline, now)),
             ]
         )
-    se = states.get("strategy-engine") or {}
-    for r in _list(se.get("reservations")):
-        if not isinstance(r, Mapping):
-            continue
-        settled = r.get("settled_at")
+    se_st = as_status("strategy-engine", states.get("strategy-engine") or {})
+    se = se_st.state if isinstance(se_st.state, StrategyEngineState) else None
+    for r in (se.reservations if se is not None else None) or []:
+        settled = r.settled_at
         rows.append(
             [
                 cell("strategy"),
-                cell(short(r.get("command_id"))),
-                cell(short(r.get("quote_id"), 12)),
+                cell(short(r.command_id)),
+                cell(short(r.quote_id, 12)),
                 cell("settled" if settled else "reserved", "muted" if settled else "plain"),
-                cell(amount(r.get("amount"), r.get("asset_id"))),
-                cell(until(r.get("expires_at"), now)),
+                cell(amount(r.amount, r.asset_id)),
+                cell(until(r.expires_at, now)),
             ]
         )
     if not rows:
-        missing = [s for s in ARMABLE if not (states.get(s) or {}).get("running")]
+        missing = [s for s in ARMABLE if not as_status(s, states.get(s) or {}).running]
         note = f"({', '.join(missing)} not running)" if missing else ""
         rows.append([cell("none", "muted"), cell(""), cell(""), cell(""), cell(""), cell(note, "warn")])
     return rows
@@ -516,48 +520,53 @@ def funding_rows(
     states: States, now: datetime, db_pending: Iterable[Mapping[str, Any]] | None = None
 ) -> list[list[Text]]:
     """liquidity-manager's live view; PostgreSQL's pending funding when the daemon is away."""
-    lm = states.get("liquidity-manager") or {}
+    lm_st = as_status("liquidity-manager", states.get("liquidity-manager") or {})
+    lm = lm_st.state if isinstance(lm_st.state, LiquidityManagerState) else None
     rows: list[list[Text]] = []
-    if lm.get("running"):
-        for a in _list(lm.get("deposit_addresses")):
-            if isinstance(a, Mapping):
-                assets = ", ".join(symbol(x) for x in _list(a.get("asset_ids")))
-                rows.append(
-                    [
-                        cell("deposit address"),
-                        cell(str(a.get("chain") or NONE)),
-                        cell(assets),
-                        cell(""),
-                        cell(""),
-                        cell(str(a.get("address") or NONE)),
-                    ]
-                )
-        for f in _list(dig(lm, "funding", "pending")):
-            if isinstance(f, Mapping):
-                status = str(f.get("status") or NONE)
-                rows.append(
-                    [
-                        cell("funding in"),
-                        cell(short(f.get("liquidity_action_id"))),
-                        cell(symbol(f.get("asset_id"))),
-                        cell(amount(f.get("amount"), f.get("asset_id"))),
-                        cell(status, "warn" if status == "delayed" else "plain"),
-                        cell(f"recorded {ago(f.get('recorded_at'), now)}"),
-                    ]
-                )
-        for w in _list(dig(lm, "withdrawals", "in_flight")):
-            if isinstance(w, Mapping):
-                rows.append(
-                    [
-                        cell("withdrawal out"),
-                        cell(short(w.get("liquidity_action_id"))),
-                        cell(symbol(w.get("asset_id"))),
-                        cell(amount(w.get("net_amount", w.get("amount")), w.get("asset_id"))),
-                        cell(str(w.get("status") or NONE)),
-                        cell(f"requested {ago(w.get('requested_at'), now)}"),
-                    ]
-                )
-        frozen = lm.get("withdrawals_frozen", dig(lm, "withdrawals", "frozen"))
+    if lm_st.running and lm is not None:
+        for d in lm.deposit_addresses or []:
+            assets = ", ".join(symbol(x) for x in d.asset_ids or [])
+            rows.append(
+                [
+                    cell("deposit address"),
+                    cell(str(d.chain or NONE)),
+                    cell(assets),
+                    cell(""),
+                    cell(""),
+                    cell(str(d.address or NONE)),
+                ]
+            )
+        for f in (lm.funding.pending if lm.funding is not None else None) or []:
+            status = str(f.status or NONE)
+            rows.append(
+                [
+                    cell("funding in"),
+                    cell(short(f.liquidity_action_id)),
+                    cell(symbol(f.asset_id)),
+                    cell(amount(f.amount, f.asset_id)),
+                    cell(status, "warn" if status == "delayed" else "plain"),
+                    cell(f"recorded {ago(f.recorded_at, now)}"),
+                ]
+            )
+        for w in (lm.withdrawals.in_flight if lm.withdrawals is not None else None) or []:
+            given = w.net_amount if "net_amount" in w.model_fields_set else w.amount
+            rows.append(
+                [
+                    cell("withdrawal out"),
+                    cell(short(w.liquidity_action_id)),
+                    cell(symbol(w.asset_id)),
+                    cell(amount(given, w.asset_id)),
+                    cell(str(w.status or NONE)),
+                    cell(f"requested {ago(w.requested_at, now)}"),
+                ]
+            )
+        frozen = (
+            lm.withdrawals_frozen
+            if "withdrawals_frozen" in lm.model_fields_set
+            else lm.withdrawals.frozen
+            if lm.withdrawals is not None
+            else None
+        )
         if frozen is not None:
             rows.append(
                 [
@@ -569,10 +578,8 @@ def funding_rows(
                     cell(""),
                 ]
             )
-        if lm.get("blocked_reason"):
-            rows.append(
-                [cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm["blocked_reason"]), "bad"), cell("")]
-            )
+        if lm.blocked_reason:
+            rows.append([cell("blocked"), cell(""), cell(""), cell(""), cell(str(lm.blocked_reason), "bad"), cell("")])
     else:
         rows.append(
             [
@@ -584,15 +591,15 @@ def funding_rows(
                 cell("pending funding below is from PostgreSQL" if db_pending else ""),
             ]
         )
-        for f in db_pending or []:
+        for row in db_pending or []:  # report rows from PostgreSQL, not /state
             rows.append(
                 [
-                    cell(f"{f.get('kind') or 'funding'} (db)"),
-                    cell(short(f.get("liquidity_action_id"))),
-                    cell(symbol(f.get("asset_id"))),
-                    cell(amount(f.get("amount"), f.get("asset_id"))),
-                    cell(str(f.get("status") or NONE)),
-                    cell(f"since {ago(f.get('status_at'), now)}"),
+                    cell(f"{row.get('kind') or 'funding'} (db)"),
+                    cell(short(row.get("liquidity_action_id"))),
+                    cell(symbol(row.get("asset_id"))),
+                    cell(amount(row.get("amount"), row.get("asset_id"))),
+                    cell(str(row.get("status") or NONE)),
+                    cell(f"since {ago(row.get('status_at'), now)}"),
                 ]
             )
     if not rows:
