@@ -267,10 +267,22 @@ pg_up() {
     chown_pg "$PG_LOG"
     local off
     off="$(stat -c %s "$PG_LOG")"
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PG_LOG" -w -t "$TIMEOUT" start >/dev/null 2>&1 8>&- 9>&- || {
+    # A restart right after a stop can find the port still held by sockets of the old server's
+    # connections that the kernel has not released yet ("could not bind ... Address already in
+    # use" although nothing listens): wait a moment and try again, a few times, for that only.
+    local try
+    for ((try = 1; ; try++)); do
+        as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$PG_LOG" -w -t "$TIMEOUT" start >/dev/null 2>&1 8>&- 9>&- && break
+        if ((try < 5)) && tail -c +"$((off + 1))" "$PG_LOG" | grep -q "could not bind .*Address already in use" \
+            && ! port_open "$PG_PORT"; then
+            note "pg: port $PG_PORT not released yet; retrying ($try)"
+            off="$(stat -c %s "$PG_LOG")"
+            sleep 1
+            continue
+        fi
         last_log_lines "$PG_LOG" "$off"
         die "pg: failed to start (log: $PG_LOG)"
-    }
+    done
     local i
     for ((i = 0; i < TIMEOUT * 2; i++)); do
         pg_ready && break
