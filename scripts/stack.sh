@@ -205,6 +205,24 @@ EOF
         || echo "include_if_exists = 'quoteloop.conf'" >>"$PGDATA/postgresql.conf"
 }
 
+pg_reach() { # pg_reach DIR: as root, let the postgres user traverse every parent of DIR
+    # (a clone in a `mktemp -d` directory is 0700: postgres could not reach its own data dir).
+    # Only the search bit for others is added, only where postgres lacks it; said once per dir.
+    have_root || return 0
+    local d dirs=() i
+    d="$(dirname "$1")"
+    while [[ "$d" != "/" ]]; do
+        dirs+=("$d")
+        d="$(dirname "$d")"
+    done
+    for ((i = ${#dirs[@]} - 1; i >= 0; i--)); do # from the top down: the first blocked one first
+        if ! as_pg test -x "${dirs[i]}"; then
+            note "pg: ${dirs[i]}: adding o+x so the postgres user can reach its data dir"
+            chmod o+x "${dirs[i]}"
+        fi
+    done
+}
+
 pg_init() {
     [[ -f "$PGDATA/PG_VERSION" ]] && return 0
     note "pg: initdb in $PGDATA"
@@ -212,6 +230,7 @@ pg_init() {
     mkdir -p "$PGDATA"
     chmod 0700 "$PGDATA"
     chown_pg "$PGDATA"
+    pg_reach "$PGDATA"
     as_pg test -w "$PGDATA" \
         || die "pg: user $(if have_root; then echo postgres; else id -un; fi) cannot write $PGDATA (is a parent dir not traversable?)"
     as_pg "$PG_BIN/initdb" -D "$PGDATA" -U quoteloop --auth=trust \
