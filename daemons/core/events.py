@@ -315,6 +315,16 @@ def results_cover(results_through: dict[int, int] | None, needs: dict[int, int] 
     )
 
 
+def held_until_covered(status: str, resolved_by: str | None) -> bool:
+    """Whether a result's give-amount stays held until a snapshot covers it (`results_cover`)
+    rather than being released at once: `settled` (gone from the verifier, perhaps not yet from a
+    `final` read), and `expired` for want of a `quote_status` (`no_quote_status`): relay silence is
+    not proof that the intent did not execute, so its amount is released only by balances read
+    after the result was published, which hold any execution up to the deadline
+    (docs/design.md §7)."""
+    return status == "settled" or (status == "expired" and resolved_by == "no_quote_status")
+
+
 def read_behind(
     account_id: str | None, block_height: int | None, held_account_id: str | None, held_block_height: int | None
 ) -> bool:

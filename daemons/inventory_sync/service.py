@@ -3,7 +3,8 @@ keep them apart from pending treasury movements, and publish `state.intent_inven
 (docs/design.md §1, §7).
 
 When it reads: at start, every `QL_INVENTORY_INTERVAL_S`, on `POST /refresh`, right after one of
-our own answers settles (`exec.trade_result` with status `settled`), when liquidity-manager
+our own answers settles (`exec.trade_result` with status `settled`; an answer expired by the
+relay's silence makes the next reading a covering one, see "Finality"), when liquidity-manager
 records a transition (`ops.liquidity_action`), and once more right after a credit is seen, so the
 credit is reconciled at once. Several causes arriving together make one reading.
 
@@ -63,6 +64,7 @@ from daemons.core.events import (
     PendingMovement,
     Reconciliation,
     TradeResult,
+    held_until_covered,
     new_event,
     now_utc,
 )
@@ -236,6 +238,7 @@ class InventorySync(Service):
                     "publish_failures",
                     "trades_settled",
                     "trades_settled_before_start",
+                    "silent_expiries",
                     "liquidity_events",
                     "bridge_failures",
                     "finality_short",
@@ -735,6 +738,13 @@ class InventorySync(Service):
             self.trades_settled.append(event.occurred_at)
             self.last_trade_settled_at = event.occurred_at
             self._request(_Trigger("trade_settled", event.event_id, payload.quote_id))
+        elif isinstance(payload, TradeResult) and held_until_covered(payload.status, payload.resolved_by):
+            # expired by the relay's silence: its hold waits for a covering reading, and the next
+            # reading (at the latest the interval's) becomes one; no reading of its own (one per
+            # unpicked answer would spend the NEAR RPC budget), nothing moved that we know of
+            if event.occurred_at >= self.started_at:
+                self.counts["silent_expiries"] += 1
+                self.cover_wanted += 1
 
     async def _check_caught_up(self) -> None:
         """The liquidity history is read once the consumer stands at its end on every partition."""

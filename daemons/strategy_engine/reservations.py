@@ -4,10 +4,11 @@ Unique nonces mean several live answers can settle (docs/design.md §7), so ever
 command the strategy sends reserves the amount it gives until its result says it is over:
 
 - `rejected`, `refused`, `expired`: released at once;
-- `settled`: kept until an inventory snapshot proves it holds the settlement: its
-  `results_through` passes the offset of the settled result (a `final` read trails the chain,
-  so a snapshot read after the settlement can still predate it; releasing early would count
-  what was just given away twice);
+- `settled`, and `expired` for want of a `quote_status` (it may have executed unseen): kept until
+  an inventory snapshot proves it holds the outcome: its `results_through` passes the offset of
+  that result (a `final` read trails the chain, so a snapshot read after a settlement can still
+  predate it; releasing early would count what was just given away twice). The rule is
+  `held_until_covered` (daemons/core/events.py), shared with the executor;
 - no result at all: released when the answer can no longer settle (its latest possible
   deadline has passed), never before.
 """
@@ -19,7 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from daemons.core.events import results_cover
+from daemons.core.events import held_until_covered, results_cover
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Reservation:
     asset_id: str
     amount: int
     expires_at: datetime  # after this the answer cannot settle
-    # settled: (partition, offset) of its result on exec.trade_result
+    # held until covered: (partition, offset) of its result on exec.trade_result
     settled_at: tuple[int, int] | None = None
 
 
@@ -60,17 +61,22 @@ class Reservations:
         heapq.heappush(self._expiries, (expires_at, command_id))
 
     def on_result(
-        self, command_id: str, status: str, placed: tuple[int, int], deadline: datetime | None = None
+        self,
+        command_id: str,
+        status: str,
+        placed: tuple[int, int],
+        deadline: datetime | None = None,
+        resolved_by: str | None = None,
     ) -> None:
         """A result for a command; `placed` is where it stands on exec.trade_result."""
         r = self.live.get(command_id)
         if r is None:
             return
-        if status in OVER:
-            self._drop(command_id)
-        elif status == "settled":
+        if held_until_covered(status, resolved_by):
             r.settled_at = placed
             self._settled.add(command_id)
+        elif status in OVER:
+            self._drop(command_id)
         elif deadline is not None and deadline > r.expires_at:  # acknowledged / uncertain: lives until its deadline
             r.expires_at = deadline
             heapq.heappush(self._expiries, (deadline, command_id))

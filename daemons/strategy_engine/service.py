@@ -397,7 +397,7 @@ class StrategyEngine(Service):
 
     def _on_result(self, event: Envelope[TradeResult], placed: tuple[int, int]) -> None:
         r = event.payload
-        self.reservations.on_result(r.command_id, r.status, placed, r.deadline)
+        self.reservations.on_result(r.command_id, r.status, placed, r.deadline, r.resolved_by)
 
     def _reserve(self, cmd: ExecuteTrade) -> None:
         received = cmd.request_received_at or cmd.answer_by

@@ -244,9 +244,16 @@ class Controls:
                 "silence_audit": {"queued": len(self.ex.audits), **self.ex.audit_counts},
                 "completed": self.ex.completed,
                 "live_answers": [a.view() for a in self.ex.book.answers.values()],
-                # settled, held until a snapshot's results_through reaches `needs` (None: not yet known)
+                # settled (or expired by relay silence: `state`), held until a snapshot's
+                # results_through reaches `needs` (None: not yet known)
                 "settled_holds": [
-                    {"command_id": cid, "asset_id": asset, "amount": str(amount), "needs": needs}
+                    {
+                        "command_id": cid,
+                        "state": "expired" if cid in self.ex.book.silent else "settled",
+                        "asset_id": asset,
+                        "amount": str(amount),
+                        "needs": needs,
+                    }
                     for cid, (needs, asset, amount) in self.ex.book.settled.items()
                 ],
                 # signed, never sent, held until their deadlines

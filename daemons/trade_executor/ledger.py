@@ -395,8 +395,11 @@ class LedgerStore:
         return [LedgerRow.from_record(r) for r in rows]
 
     async def settled_since(self, since: datetime) -> list[LedgerRow]:
+        """Rows whose holds wait for a snapshot (`held_until_covered`), resolved at or after `since`:
+        settled ones, and expiries by relay silence."""
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM executor_ledger WHERE state = 'settled' AND settled_at >= $1",
+            f"SELECT {_COLUMNS} FROM executor_ledger WHERE (state = 'settled' AND settled_at >= $1) "
+            "OR (state = 'expired' AND resolved_by = 'no_quote_status' AND expired_at >= $1)",
             since,
         )
         return [LedgerRow.from_record(r) for r in rows]

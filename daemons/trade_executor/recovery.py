@@ -86,12 +86,13 @@ class Recovery:
                     )
             elif step is RecoveryStep.WATCH:
                 self.ex.book.hold(LiveAnswer.from_row(row))
-        # settled answers the inventory snapshot may not hold yet keep holding their amount, until
-        # a snapshot covers every result published before this start (placed by the sweep)
+        # settled answers (and expiries by relay silence) the inventory snapshot may not hold yet
+        # keep holding their amount, until a snapshot covers every result published before this
+        # start (placed by the sweep)
         since = now_utc() - timedelta(milliseconds=self.ex.cfg.executor_inventory_max_age_ms)
         for row in await store.settled_since(since):
-            if row.settled_at is not None and row.command_id not in self.ex.book.answers:
-                self.ex.book.note_settled(row.command_id, row.asset_out, row.amount_out)
+            if row.command_id not in self.ex.book.answers:
+                self.ex.book.apply(row)
                 self.ex.recovered_unplaced.add(row.command_id)
         # signed answers withheld before the stop hold until their deadlines, as they did
         for row in await store.withheld_until(now_utc()):

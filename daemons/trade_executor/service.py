@@ -61,7 +61,7 @@ from daemons.core.bus import Delivery, EventConsumer, EventProducer, Placed, nex
 from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.events import TradeResult, new_event, now_utc
+from daemons.core.events import TradeResult, held_until_covered, new_event, now_utc
 from daemons.core.metrics import MetricSet, near_rpc_metrics, reserved_credited
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
@@ -447,7 +447,7 @@ class TradeExecutor(Service):
         placed = await self._send_result(result, at, causation=row.command_event_id, key=row.command_id)
         if placed is None:
             return False
-        if row.state is S.SETTLED:
+        if held_until_covered(result.status, result.resolved_by):
             self.book.place_settled(row.command_id, {placed.partition: placed.offset + 1})
             self.recovered_unplaced.discard(row.command_id)
         if not republish:

@@ -17,7 +17,9 @@ Settled answers keep holding their give-amount until an inventory snapshot prove
 settlement: a `final` read trails the chain, so a snapshot read after the settlement can still
 predate it (docs/near-rpc.md, "Finality"). The proof is the snapshot's `results_through`: once it
 passes the offset of the settled result this executor published, the balances hold that
-settlement (`results_cover` in daemons/core/events.py). Until the result is published the hold has no offset and stays.
+settlement (`results_cover` in daemons/core/events.py). Until the result is published the hold
+has no offset and stays. An answer expired by the relay's silence is held the same way (it may
+have executed unseen; `held_until_covered`), listed in `silent`.
 `recovery_step` says what a start does with each unresolved ledger row.
 """
 
@@ -28,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from daemons.core.events import results_cover
+from daemons.core.events import held_until_covered, results_cover
 from daemons.trade_executor.ledger import LIVE, LedgerRow, LedgerState
 
 S = LedgerState
@@ -81,9 +83,12 @@ class LiveBook:
     answers: dict[str, LiveAnswer] = field(default_factory=dict)
     by_hash: dict[str, str] = field(default_factory=dict)
     by_quote: dict[str, str] = field(default_factory=dict)
-    # command_id -> (needs, asset_id, amount): gone from the verifier, maybe not yet from the
-    # inventory snapshot; `needs` is what a snapshot's `results_through` must reach (None: unknown yet)
+    # command_id -> (needs, asset_id, amount): gone from the verifier (or perhaps gone: `silent`),
+    # maybe not yet from the inventory snapshot; `needs` is what a snapshot's `results_through`
+    # must reach (None: unknown yet)
     settled: dict[str, tuple[dict[int, int] | None, str, int]] = field(default_factory=dict)
+    # the entries of `settled` that are expiries by relay silence, not settlements
+    silent: set[str] = field(default_factory=set)
     # command_id -> (deadline, asset_id, amount): signed, never sent, valid until the deadline
     withheld: dict[str, tuple[datetime | None, str, int]] = field(default_factory=dict)
     # the sum of the three maps per asset, kept as they change: the inventory check of every
@@ -135,17 +140,24 @@ class LiveBook:
         """Mirror the ledger row a transition returned: what the book holds follows the row.
 
         Refused, rejected, expired: released (a withheld answer was moved aside by `withhold`
-        before its write and keeps its hold there). Settled: held as settled until a snapshot
-        holds it (`settled_hold=False`: released outright, for an operator's verdict on an answer
-        old enough to be in every snapshot). Live states: held as the row says."""
+        before its write and keeps its hold there). Settled, and expired by relay silence: held
+        as settled until a snapshot holds it (`settled_hold=False`: released outright, for an
+        operator's verdict on an answer old enough to be in every snapshot). Live states: held as
+        the row says."""
         cid = row.command_id
-        if row.state in (LedgerState.REFUSED, LedgerState.REJECTED, LedgerState.EXPIRED):
-            self.release(cid)
-        elif row.state is LedgerState.SETTLED:
-            if not settled_hold:
-                self.release(cid)
-            elif self.release(cid, settled=True) is None:
+        covered = row.state in (LedgerState.SETTLED, LedgerState.EXPIRED) and held_until_covered(
+            row.state.value, row.resolved_by
+        )
+        if covered and settled_hold:
+            if self.release(cid, settled=True) is None:
                 self.note_settled(cid, row.asset_out, row.amount_out)
+            if row.state is LedgerState.EXPIRED:
+                self.silent.add(cid)
+            else:
+                self.silent.discard(cid)
+        elif row.state in (LedgerState.REFUSED, LedgerState.REJECTED, LedgerState.EXPIRED, LedgerState.SETTLED):
+            self.release(cid)
+            self.forget(cid)
         elif row.state in LIVE:
             self.hold(LiveAnswer.from_row(row))
 
@@ -197,8 +209,14 @@ class LiveBook:
         if results_through is None:
             return
         for cid in [c for c, s in self.settled.items() if results_cover(results_through, s[0])]:
-            _, asset, amount = self.settled.pop(cid)
-            self._add(asset, -amount, live=False)
+            self.forget(cid)
+
+    def forget(self, command_id: str) -> None:
+        """Drop a settled (or silent) hold."""
+        held = self.settled.pop(command_id, None)
+        self.silent.discard(command_id)
+        if held is not None:
+            self._add(held[1], -held[2], live=False)
 
     def reserved(self, asset_id: str) -> int:
         return self._totals.get(asset_id, 0)

@@ -512,6 +512,47 @@ async def test_a_snapshot_covers_a_settlement_only_from_a_block_that_holds_it(
     assert [covers(p) for p in mine_ if p.trigger == "trade_settled"] == [False]
 
 
+async def test_an_expiry_by_relay_silence_makes_the_next_reading_a_covering_one(
+    venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
+) -> None:
+    """An answer expired for want of a quote_status may have executed unseen (a relay that broke
+    its delivery guarantee): its hold waits for a snapshot that covers the expiry. No reading of
+    its own (one per unpicked answer would spend the NEAR RPC budget): the next interval's reading
+    is a covering one, and holds the fill the relay never reported."""
+    venues.verifier.deposit(venues.account, EURE_ID, 50 * E)
+    await venues.verifier.settled()
+    t = await tail(SNAPSHOTS)
+    svc = start(inventory_interval_s=1.0)
+    await latest(t, venues, lambda p: p.pending_complete, "history read")
+    venues.verifier.withdraw(venues.account, EURE_ID, 8 * E)  # the fill nobody reported
+    await venues.verifier.settled("optimistic")
+
+    def expired(resolved_by: str) -> Envelope[Any]:
+        return new_event(
+            TradeResult(
+                execution_id=str(uuid.uuid4()),
+                command_id=str(uuid.uuid4()),
+                quote_id=str(uuid.uuid4()),
+                status="expired",
+                resolved_by=resolved_by,  # type: ignore[arg-type]
+            ),
+            producer=PRODUCER,
+            pair="BTC/EURe",
+        )
+
+    await producer.publish(expired("is_nonce_used"))  # proven on chain: nothing owed
+    silent = expired("no_quote_status")
+    placed = await producer.publish(silent)
+
+    def covers(p: Any) -> bool:
+        return p.results_through is not None and p.results_through.get(placed.partition, 0) > placed.offset
+
+    snap = await latest(t, venues, covers, "a snapshot covering the silent expiry")
+    assert asset(snap, EURE_ID).credited == 42 * E and snap.trigger in ("finality", "interval")
+    assert not [e for e in t.events if e.causation_id == silent.event_id]  # no reading of its own
+    assert svc.service.counts["silent_expiries"] == 1
+
+
 async def test_a_burst_of_settlements_inside_the_gap_is_served_by_one_reading(
     venues: Venues, start: Callable[..., Running], producer: EventProducer, tail: Any
 ) -> None:

@@ -661,6 +661,38 @@ async def test_a_lost_quote_status_is_caught_on_chain_and_corrected_to_settled(h
     assert svc.audit_counts["used"] == 1 and svc.book.reserved(EURE_ID) == GIVE  # held as settled again
 
 
+async def test_a_fill_the_relay_never_reported_keeps_its_money_held_until_a_snapshot_holds_it(
+    harness: Harness,
+) -> None:
+    """The relay loses a fill's status (it broke its delivery guarantee) and the node keeps too
+    few blocks for the audit to decide: the silence expires the answer, but its amount stays held
+    until a snapshot read after the expiry. The snapshot in hand predates the fill, so an answer
+    needing that money is refused; judged by what the relay received and the verifier holds."""
+    harness.venue.verifier.chain.keep_blocks = 2
+    svc = await harness.start()
+    await harness.inventory(eure=GIVE + GIVE // 2)
+    qid = await harness.quote(min_deadline_ms=1_000)
+    first = harness.command(qid, min_deadline_ms=1_000)
+    cid = first.payload.command_id
+    await harness.send(first)
+    await harness.result(cid, "acknowledged")
+    before = harness.venue.verifier.balances_of(ACCOUNT)[EURE_ID]
+    harness.venue.relay.faults.set("lose_status", count=1)
+    assert (await harness.venue.relay.close_quote(qid))["settled"] is True
+    assert harness.venue.verifier.balances_of(ACCOUNT)[EURE_ID] == before - GIVE  # it did execute
+    expired = await harness.result(cid, "expired")
+    assert expired.resolved_by == "no_quote_status"
+    await eventually(lambda: svc.audit_counts["unknown"] >= 1, what="the audit unable to decide")
+    second_q = await harness.quote()
+    second = harness.command(second_q)
+    await harness.send(second)
+    refused = await harness.result(second.payload.command_id, "refused")
+    assert refused.reason_code == "insufficient_inventory"
+    assert [r for r in harness.venue.quote_responses() if second_q in r["text"]] == []
+    await harness.inventory(eure=GIVE // 2)  # read after the expiry was published: holds the fill
+    assert svc.book.reserved(EURE_ID) == 0
+
+
 async def test_an_answer_the_node_cannot_decide_keeps_its_hold_until_an_operator_records_it(harness: Harness) -> None:
     """The node keeps too few blocks to read the nonce at the deadline: the outcome stays open
     (undecided, hold kept, never expired) until an operator's verdict, which is audited."""
@@ -759,7 +791,14 @@ async def test_an_unpicked_answer_expires_after_its_deadline(harness: Harness) -
     await harness.venue.relay.close_quote(qid, pick="none")
     expired = await harness.result(event.payload.command_id, "expired")
     assert expired.resolved_by == "no_quote_status"  # guaranteed delivery, connected throughout
-    assert svc.book.reserved(EURE_ID) == 0
+    # silence proves nothing moved only once balances read after it are in hand
+    assert svc.book.reserved(EURE_ID) == GIVE and svc.book.silent == {event.payload.command_id}
+    status, state = await harness.control("GET", "/state")
+    assert [(h["command_id"], h["state"]) for h in state["settled_holds"]] == [(event.payload.command_id, "expired")]
+    await harness.inventory(results_through=None)  # proves nothing about results
+    assert svc.book.reserved(EURE_ID) == GIVE
+    await harness.inventory()  # a covering reading: released
+    assert svc.book.reserved(EURE_ID) == 0 and not svc.book.silent
     # a quote_status arriving after all is a venue fact: it corrects the expiry
     await harness.venue.relay.broadcast_status(
         {"quote_hash": expired.quote_hash, "intent_hash": "late-intent", "tx_hash": "late-tx"}

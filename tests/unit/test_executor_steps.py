@@ -56,6 +56,40 @@ def test_a_settled_row_keeps_its_amount_held_as_settled_even_when_it_was_no_long
     assert late.reserved(EURE) == 89 * 10**18
 
 
+@pytest.mark.parametrize("resolved_by", ["is_nonce_used", "operator", None])
+def test_an_expiry_proven_on_chain_or_by_an_operator_releases_at_once(resolved_by: str | None) -> None:
+    book = LiveBook()
+    held(book)
+    book.apply(_row(S.EXPIRED, resolved_by=resolved_by))
+    assert book.reserved(EURE) == 0 and not book.settled and not book.silent
+
+
+def test_an_expiry_by_relay_silence_is_held_until_a_snapshot_covers_its_result() -> None:
+    """Silence is no proof the intent did not execute: the amount stays held, as a settlement's
+    is, until a snapshot's results_through passes the published expiry."""
+    book = LiveBook()
+    held(book, S.ACKNOWLEDGED)
+    book.apply(_row(S.EXPIRED, resolved_by="no_quote_status"))
+    assert not book.answers and book.reserved(EURE) == 89 * 10**18 and book.silent == {"c-1"}
+    assert book.live_exposure(EURE) == 0  # it cannot execute any more: not live exposure
+    book.forget_covered({0: 9})  # not placed yet: nothing proves it
+    assert book.reserved(EURE) == 89 * 10**18
+    book.place_settled("c-1", {0: 10})
+    book.forget_covered({0: 9})
+    assert book.reserved(EURE) == 89 * 10**18
+    book.forget_covered({0: 10})
+    assert book.reserved(EURE) == 0 and not book.settled and not book.silent
+
+
+def test_an_expiry_by_silence_corrected_to_settled_stays_held_as_settled() -> None:
+    book = LiveBook()
+    held(book, S.ACKNOWLEDGED)
+    book.apply(_row(S.EXPIRED, resolved_by="no_quote_status"))
+    book.place_settled("c-1", {0: 10})
+    book.apply(_row(S.SETTLED, resolved_by="quote_status"))
+    assert book.reserved(EURE) == 89 * 10**18 and not book.silent and "c-1" in book.settled
+
+
 def test_an_operator_verdict_releases_outright() -> None:
     book = LiveBook()
     held(book)

@@ -22,14 +22,17 @@ class Model:
     def reserve(self, cid: str, asset: str, amount: int, expires: datetime) -> None:
         self.live[cid] = {"asset": asset, "amount": amount, "expires": expires, "settled": None}
 
-    def on_result(self, cid: str, status: str, at: tuple[int, int], deadline: datetime | None) -> None:
+    def on_result(
+        self, cid: str, status: str, at: tuple[int, int], deadline: datetime | None, resolved_by: str | None
+    ) -> None:
         r = self.live.get(cid)
         if r is None:
             return
-        if status in OVER:
-            del self.live[cid]
-        elif status == "settled":
+        # settled, or expired by relay silence (it may have executed unseen): held until covered
+        if status == "settled" or (status == "expired" and resolved_by == "no_quote_status"):
             r["settled"] = at
+        elif status in OVER:
+            del self.live[cid]
         elif deadline is not None:
             r["expires"] = max(r["expires"], deadline)
 
@@ -63,6 +66,7 @@ operations = st.one_of(
         st.sampled_from(["acknowledged", "uncertain", "settled", *OVER]),
         placed,
         st.none() | seconds,
+        st.sampled_from([None, "quote_status", "is_nonce_used", "no_quote_status", "operator"]),
     ),
     st.tuples(st.just("inventory"), through),
     st.tuples(st.just("expire"), seconds),
@@ -79,9 +83,9 @@ def test_any_sequence_leaves_what_the_plain_rules_leave(ops: list[tuple]) -> Non
             book.reserve(cid, "q-" + cid, asset, amount, expires)
             model.reserve(cid, asset, amount, expires)
         elif op[0] == "result":
-            _, cid, status, at, deadline = op
-            book.on_result(cid, status, at, deadline)
-            model.on_result(cid, status, at, deadline)
+            _, cid, status, at, deadline, resolved_by = op
+            book.on_result(cid, status, at, deadline, resolved_by)
+            model.on_result(cid, status, at, deadline, resolved_by)
         elif op[0] == "inventory":
             book.on_inventory(op[1])
             model.on_inventory(op[1])
