@@ -849,6 +849,7 @@ class RelaySimulator(SimServer):
         (not sent, not queued): an outcome only the chain can tell."""
         if self.faults.take("lose_status"):
             self.record("status_lost", quote_hash=data.get("quote_hash"))
+            self._count("status_lost")
             return
         for conn in list(self.conns.values()):
             for sid, sub in list(conn.subs.items()):
