@@ -79,7 +79,7 @@ topics: migrate ## create the Kafka topics (qlctl topics ensure)
 
 run: topics ## local stack, simulators, every daemon; walks the first-trade checklist; qlctl status
 	$(WITH_STACK) scripts/daemons.sh start simulators all
-	. $(STACK_ENV) && . $(STACK_DIR)/sim/env && $(VENV)/bin/python -m simulators.first_trade
+	. $(STACK_ENV) && . $(STACK_DIR)/sim/env && $(VENV)/bin/python -m qlctl.first_trade
 	. $(STACK_ENV) && $(VENV)/bin/qlctl status
 	@echo "metrics: GET /metrics on each control socket (curl --unix-socket $(STACK_DIR)/run/<daemon>.sock http://x/metrics)"
 	@echo "         and on loopback: $$(scripts/daemons.sh metrics-ports | awk '{printf "%s http://127.0.0.1:%s/metrics  ", $$1, $$2}')"

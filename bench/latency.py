@@ -65,6 +65,7 @@ sys.path.insert(0, str(REPO))
 
 from daemons.core.assets import EURE_ID, NBTC_ID, ActivePair  # noqa: E402
 from daemons.core.events import ExecuteTrade, SwapDemand  # noqa: E402
+from daemons.core.startup_order import START_ORDER  # noqa: E402
 from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, decide  # noqa: E402
 from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
 from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
@@ -72,7 +73,7 @@ from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
 sys.path.insert(0, str(REPO / "bench"))
 from infra_floor import durable_commit_ms, kafka_hop_ms  # noqa: E402
 from procstat import CLK_TCK, machine_ticks, proc_sample, stack_pids  # noqa: E402
-from stackrun import DAEMONS, FUND_EURE, FUND_NBTC, BenchStack, Procs, pct  # noqa: E402
+from stackrun import FUND_EURE, FUND_NBTC, BenchStack, Procs, pct  # noqa: E402
 
 PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "26332"))
 KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "29992"))
@@ -439,7 +440,7 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
         for name in names:
             rss = s.usage.rss_max_kb.get(name, 0) / 1024
             cpu = s.usage.cpu_ticks.get(name, 0) / CLK_TCK / s.usage.wall_s * 100 if s.usage.wall_s else 0
-            flag = "" if rss <= RSS_TARGET_MB or name not in DAEMONS else "  OVER"
+            flag = "" if rss <= RSS_TARGET_MB or name not in START_ORDER else "  OVER"
             print(f"  {name:<26} {rss:>10.1f} {cpu:>10.0f}{flag}")
         total_s = sum(s.usage.cpu_ticks.values()) / CLK_TCK
         print(
@@ -477,7 +478,7 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
                 f"  [p50 <= {TARGET_50_PATH_RATIO:g}x path floor {ok(p50 / path50 <= TARGET_50_PATH_RATIO)}, "
                 f"p99 <= {TARGET_50_P99_MS:g} ms {ok(p99 <= TARGET_50_P99_MS)}]"
             )
-        rss_over = [n for n in names if n in DAEMONS and s.usage.rss_max_kb.get(n, 0) / 1024 > RSS_TARGET_MB]
+        rss_over = [n for n in names if n in START_ORDER and s.usage.rss_max_kb.get(n, 0) / 1024 > RSS_TARGET_MB]
         line += f"  RSS {'ok' if not rss_over else 'OVER: ' + ', '.join(rss_over)}"
         print(line)
     if idle is not None:

@@ -31,18 +31,10 @@ from daemons.core.acls import ensure_acls  # noqa: E402
 from daemons.core.assets import EURE_ID, NBTC_ID  # noqa: E402
 from daemons.core.bus import ensure_topics  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
+from daemons.core.startup_order import START_ORDER  # noqa: E402
 from qlctl.client import ClientError, ControlClient  # noqa: E402
 from simulators.envfile import parse_env_file  # noqa: E402
 
-DAEMONS = (
-    "history-writer",
-    "market-reference-ingest",
-    "inventory-sync",
-    "liquidity-manager",
-    "near-intents-ingest",
-    "strategy-engine",
-    "trade-executor",
-)
 # what a benchmark credits: enough of both for every answer of a run to settle
 FUND_NBTC = 10 * 10**8
 FUND_EURE = 1_000_000 * 10**18
@@ -184,7 +176,7 @@ class BenchStack:
                 f"{self.relay}/_sim/credit", json={"account_id": self.account, "asset_id": asset, "amount": str(amount)}
             ) as resp:
                 resp.raise_for_status()
-        for name in DAEMONS:
+        for name in START_ORDER:
             self.procs.start(name, f"daemons.{name.replace('-', '_')}")
         control = ControlClient(self.run_dir)
         print(f"stack {self.directory}: waiting for the seven daemons to be healthy", flush=True)
@@ -207,7 +199,7 @@ class BenchStack:
 
     async def wait_healthy(self, control: ControlClient, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        pending = set(DAEMONS)
+        pending = set(START_ORDER)
         last: dict[str, Any] = {}
         while pending:
             self.procs.check()

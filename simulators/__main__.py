@@ -12,7 +12,7 @@ Ports are consecutive from `--base-port`. The runner writes, into `--dir`:
 
 nBTC moves through the Omni bridge, which is not simulated (and has no funding route in the
 project): the runner credits the solver account with nBTC directly. EURe is funded the real
-way, through the POA bridge simulator and liquidity-manager (step 4 of `python -m simulators.first_trade`).
+way, through the POA bridge simulator and liquidity-manager (step 4 of `python -m qlctl.first_trade`).
 
 It runs until SIGTERM/SIGINT. Test infrastructure only: no daemon imports it.
 """

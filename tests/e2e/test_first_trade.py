@@ -13,6 +13,7 @@ import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.strategy_engine.service import StrategyEngine
+from qlctl.first_trade import Walk
 from qlctl.reports import Reports
 from tests.conftest import Stack, eventually
 from tests.seven import BTC_FUNDED, EURE_FUNDED, Seven, seven_daemons
@@ -79,8 +80,7 @@ async def test_one_quote_from_request_to_settlement_with_the_chain_in_postgres(
 
 
 async def test_the_first_trade_walk_of_make_run(loop: Seven, stack: Stack) -> None:
-    """The same checklist `make run` walks (simulators/first_trade.py), step by step."""
-    from simulators.first_trade import Walk
+    """The same checklist `make run` walks (qlctl/first_trade.py), step by step."""
 
     lines: list[str] = []
     walk = Walk(

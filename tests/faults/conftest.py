@@ -30,8 +30,9 @@ import asyncpg
 import pytest
 
 from daemons.core.db import connect_pool
+from daemons.core.startup_order import START_ORDER
 from tests.conftest import REPO, STACK_SCRIPT, TEST_STACK_DIR, Stack, serve_stack, stack_env
-from tests.faults.harness import DAEMONS, FaultLoop
+from tests.faults.harness import FaultLoop
 from tests.faults.invariants import topic_ends
 
 SOAK_S = float(os.environ.get("QL_FAULT_SOAK_S", "0"))
@@ -100,7 +101,7 @@ async def fault_loop(stack: Stack) -> AsyncIterator[FaultLoop]:
     await loop.start_simulators(BASE_PORT)
     await loop.sim("relay", "POST", "/_sim/config", TAKER)
     try:
-        for name in DAEMONS:
+        for name in START_ORDER:
             await loop.start(name)
         await loop.start_stream(RATE_PER_S, QUOTE_MIN_DEADLINE_MS)
         await loop.arm_all()

@@ -24,20 +24,11 @@ import aiohttp
 
 from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.control import socket_path
+from daemons.core.startup_order import START_ORDER
 from simulators.envfile import parse_env_file
 
 REPO = Path(__file__).resolve().parents[2]
 
-# start order: the writer first (nothing produced is ever missed), the answerers last
-DAEMONS = (
-    "history-writer",
-    "market-reference-ingest",
-    "inventory-sync",
-    "liquidity-manager",
-    "near-intents-ingest",
-    "strategy-engine",
-    "trade-executor",
-)
 ARMED_DAEMONS = ("strategy-engine", "trade-executor")
 # amounts the loop can answer, from either fixed side of SELL_BTC: 5000 and 500 000 sats out,
 # 3 EURe in (the other combinations are refused by the notional gates, also worth exercising);
@@ -183,7 +174,7 @@ class FaultLoop:
     async def stop_all(self) -> dict[str, int | None]:
         """SIGTERM everything (daemons first, then the simulators); SIGKILL what lingers."""
         codes: dict[str, int | None] = {}
-        for name in [*reversed(DAEMONS), "simulators"]:
+        for name in [*reversed(START_ORDER), "simulators"]:
             proc = self.procs.get(name)
             if proc is None or proc.process is None:
                 continue
@@ -318,7 +309,7 @@ class FaultLoop:
     async def unhealthy(self) -> dict[str, Any]:
         """Each running daemon that reports itself unhealthy, with its reasons (for a failure message)."""
         out: dict[str, Any] = {}
-        for name in DAEMONS:
+        for name in START_ORDER:
             if not self.alive().get(name):
                 continue
             try:

@@ -26,6 +26,7 @@ import asyncpg
 import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID
+from daemons.core.startup_order import START_ORDER
 from tests.conftest import Stack, eventually
 from tests.faults.conftest import (
     INVENTORY_MAX_AGE_MS,
@@ -35,7 +36,7 @@ from tests.faults.conftest import (
     SOAK_S,
     Row,
 )
-from tests.faults.harness import ARMED_DAEMONS, DAEMONS, FaultLoop, frozen
+from tests.faults.harness import ARMED_DAEMONS, FaultLoop, frozen
 from tests.faults.invariants import (
     Judged,
     answered_between,
@@ -63,7 +64,7 @@ LONG_S = 15.0  # how long the broker and PostgreSQL faults last (CI mode include
 
 async def ensure_trading(loop: FaultLoop, notes: list[str]) -> None:
     """Every process up (a crash is a finding: noted, then restarted) and both answerers armed."""
-    for name in DAEMONS:
+    for name in START_ORDER:
         proc = loop.procs[name].process
         if proc is None or proc.returncode is not None:
             notes.append(f"{name} had exited ({None if proc is None else proc.returncode}); restarted")
@@ -214,7 +215,7 @@ async def test_disarmed_loop_answers_nothing(fault_loop: FaultLoop, stack: Stack
     await run_fault(fault_loop, stack, fault_pool, "operator disarm", disarm)
 
 
-@pytest.mark.parametrize("daemon", DAEMONS)
+@pytest.mark.parametrize("daemon", START_ORDER)
 async def test_kill9(daemon: str, fault_loop: FaultLoop, stack: Stack, fault_pool: asyncpg.Pool) -> None:
     async def kill(notes: list[str]) -> None:
         moment = random.uniform(0.2, 3.0)
@@ -473,7 +474,7 @@ async def test_soak_random_kills(fault_loop: FaultLoop, stack: Stack, fault_pool
                 await asyncio.sleep(max(0.0, end - time.monotonic()))
                 break
             await asyncio.sleep(pause)
-            daemon = random.choice(DAEMONS)
+            daemon = random.choice(START_ORDER)
             await fault_loop.kill9(daemon)
             if daemon == "near-intents-ingest":
                 fault_loop.excused.append((time.time() - 1.0, time.time() + 30.0))

@@ -1,9 +1,9 @@
-"""Solver relay v2 simulator: the solver WebSocket at `/ws` and the taker JSON-RPC at `POST /rpc`
-(`docs/near-intents-relay.md` (§n below)).
+"""The relay simulator's wire: what the daemons talk to, as `docs/near-intents-relay.md` (§n below)
+describes it — the solver WebSocket at `/ws` and the taker JSON-RPC at `POST /rpc`.
 
-What it models:
+The solver WebSocket:
 
-- WS auth: the upgrade without `Authorization: Bearer <jwt>` is refused with HTTP 403 (§1).
+- Auth: the upgrade without `Authorization: Bearer <jwt>` is refused with HTTP 403 (§1).
   `?instance_id=` names the guaranteed-delivery queue (§6); a second live connection with the
   same id takes over and the older one is closed (§6: "one connection may be live per id").
 - JSON-RPC requests (§2): `subscribe` (`["quote", filter?]`, `["quote_status"]`,
@@ -13,60 +13,47 @@ What it models:
   string verbatim. Error shape: `{"code": -32000, "message": "<verbatim>"}` — the SDK's schema
   allows a string or `{code, message}` (§4); the object is the JSON-RPC 2.0 standard form and
   the default, `error_shape="string"` sends the bare string instead.
-- Quote requests go to `quote` subscribers whose filter matches (server-side filtering), in the
-  working-code envelope (`method: event`, `params.data`) or the docs' flat `method: subscribe`
-  one (§3). Tests send one with `POST /_sim/quote`, arbitrary text with `POST /_sim/send`, or a
-  stream with `POST /_sim/scenario`; both can bypass the filter, as §2 says to filter
-  client-side anyway.
-- The takers: each quote collects answers for `collection_window_s`, then a taker picks one
-  (`pick`: `best` price for the taker, `first`, `none`; sim-only `take_fraction` takes only that
-  share of the quotes, evenly spread), settles it with `VerifierState.settle`
-  (funding the simulated taker first unless `fund_taker=False`) and sends `quote_status`
-  `{quote_hash, intent_hash, tx_hash}` (§5) to every `quote_status` subscriber. Guaranteed
-  subscribers get a per-instance `seq`; unacknowledged statuses are kept per instance_id across
-  reconnects, replayed on the next guaranteed subscribe, and redelivered every `redelivery_s`.
-  `POST /_sim/settle {"quote_id"}` closes a quote's window at once (tests use it instead of waiting).
-- RPC (§7): `publish_intents` / `publish_intent` (empty-intent payloads burn nonces through
-  `VerifierState.burn_nonces`; payloads whose intents are all `ft_withdraw` are executed at
-  once through `VerifierState.execute_ft_withdrawals`, then SETTLED with the
-  simulated transaction's hash; a batch seen before answers FAILED "already processed", which
-  clients treat as success), `get_status` (SETTLED with `data.hash` for the intents it settled;
-  `POST /_sim/status` scripts any status, including the old `NOT_FOUND_OR_NOT_VALID_ANYMORE`).
-  Auth: `Authorization: Bearer` or `X-API-Key` (§1 UNCONFIRMED which one; either is accepted),
-  otherwise HTTP 401.
+- `emit_quote` sends a quote request to the `quote` subscribers whose filter matches
+  (server-side filtering; `ignore_filter` bypasses it, as §2 says to filter client-side anyway),
+  in the working-code envelope (`method: event`, `params.data`) or the docs' flat
+  `method: subscribe` one (§3), and tracks it for the takers (`load.py`).
+- `broadcast_status` sends a `quote_status` `{quote_hash, intent_hash, tx_hash}` (§5) to every
+  `quote_status` subscriber. Guaranteed subscribers get a per-instance `seq`; unacknowledged
+  statuses are kept per instance_id across reconnects, replayed on the next guaranteed
+  subscribe, and redelivered every `redelivery_s`.
 
-Faults (`POST /_sim/fault`): `refuse_upgrade` (HTTP 503), `close_on_connect` (accept, then close
-at once), `disconnect` (close on the next client frame), `malformed_next` (the next event frame is
-broken JSON), `drop_responses` (quote_response is checked but never answered), `hold_responses`
-(its reply is held until `POST /_sim/release`, so it arrives late), `drop_status_frames` (a
-guaranteed quote_status frame is lost on the way; unacknowledged, it is delivered again),
-`lose_status` (a status is never sent nor queued), `drop_subscribe`
-(subscribe is never answered), `rpc_http_500`, `rpc_hang` (held until the client gives up).
-`POST /_sim/disconnect` closes every live WebSocket now.
+The taker JSON-RPC (§7): `publish_intents` / `publish_intent` (empty-intent payloads burn nonces
+through `VerifierState.burn_nonces`; payloads whose intents are all `ft_withdraw` are executed at
+once through `VerifierState.execute_ft_withdrawals`, then SETTLED with the simulated
+transaction's hash; a batch seen before answers FAILED "already processed", which clients treat
+as success), `get_status` (SETTLED with `data.hash` for the intents it settled; `set_status`
+scripts any status, including the old `NOT_FOUND_OR_NOT_VALID_ANYMORE`). Auth: `Authorization:
+Bearer` or `X-API-Key` (§1 UNCONFIRMED which one; either is accepted), otherwise HTTP 401.
+
+Faults it takes (set with `POST /_sim/fault`): `refuse_upgrade` (HTTP 503), `close_on_connect`
+(accept, then close at once), `disconnect` (close on the next client frame), `malformed_next`
+(the next event frame is broken JSON), `drop_responses` (quote_response is checked but never
+answered), `hold_responses` (its reply is held until `release_held()`, so it arrives late),
+`drop_status_frames` (a guaranteed quote_status frame is lost on the way; unacknowledged, it is
+delivered again), `lose_status` (a status is never sent nor queued), `drop_subscribe` (subscribe
+is never answered), `rpc_http_500`, `rpc_hang` (held until the client gives up).
 
 Timing, for the latency benchmark (`bench/latency.py`): every tracked quote's request frame is
-stamped (`time.perf_counter_ns`) right after the last subscriber's send returns, and every
-`quote_response` frame when it arrives, before parsing; `GET /_sim/timing` returns, per quote id,
-the send wall time and the request-to-answer delay (`?clear=1` starts over). `POST /_sim/load`
-sends a fixed mix of request templates at an exact rate for a fixed time (paced on absolute
-times, so a slow send does not lower the rate), and `POST /_sim/credit` deposits straight into
-the simulated verifier (funding a benchmark run beyond what the runner credits).
+stamped (`time.perf_counter_ns`) right after the last subscriber's send returns
+(`request_sent`), and every `quote_response` frame when it arrives, before parsing
+(`answer_delay_ns`).
 
 Sim-only choices (the real wording is UNDOCUMENTED): the JSON-RPC error strings for an unknown
 quote, a closed quote, bad params and unknown methods; burn intents report NOT_FOUND_OR_NOT_VALID.
-Every frame received is recorded in `/_sim/seen` (the JWT never is). The venue's own record of
-requests sent and answers received, with the verifier's balances at each answer and when each
-answer's nonce was consumed, is `GET /_sim/book` (`simulators/answer_book.py`).
+Every frame received is recorded in `seen` (the JWT never is); every request sent and answer
+received goes into the answer book (`answer_book.py`).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
-import math
-import random
 import time
 import uuid
 from collections import OrderedDict
@@ -77,9 +64,9 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 
 from daemons.venues.near_intents.nep413 import MalformedPayload, quote_hash, signed_data_digest
-from simulators.answer_book import AnswerBook
-from simulators.base import SimServer, serve_standalone
-from simulators.verifier import CheckedAnswer, Settlement, VerifierError, VerifierState, gross_up, token_fee_pips
+from simulators.base import SimServer
+from simulators.relay.answer_book import AnswerBook
+from simulators.verifier import CheckedAnswer, VerifierError, VerifierState
 
 PickRule = Literal["best", "first", "none"]
 Envelope = Literal["event", "subscribe"]
@@ -171,7 +158,11 @@ class QuoteRecord:
     window: asyncio.Task[Any] | None = None
 
 
-class RelaySimulator(SimServer):
+class RelayProtocol(SimServer):
+    """The wire's state: connections, subscriptions, guaranteed-delivery queues, the quotes sent
+    and their answers, the intents' statuses. `load.RelayLoad` adds the takers and the request
+    streams, `api.RelaySimulator` the `/_sim/` routes."""
+
     name = "relay"
 
     def __init__(
@@ -190,25 +181,16 @@ class RelaySimulator(SimServer):
         self.conns: dict[int, _Conn] = {}
         self.queues: dict[str, _InstanceQueue] = {}
         self.quotes: dict[str, QuoteRecord] = {}
-        self.settlements: list[Settlement] = []
         self.statuses: dict[str, dict[str, Any]] = {}  # intent_hash -> get_status result
         self.published: set[str] = set()
         self.counts: dict[str, int] = {}
-        self.scenarios: dict[int, asyncio.Task[dict[str, Any]]] = {}
-        self.scenario_results: dict[int, dict[str, Any]] = {}
-        self._scenario_ids = itertools.count(1)
-        self._scenarios_running = asyncio.Event()  # cleared: every scenario waits before its next item
-        self._scenarios_running.set()
         self._release = asyncio.Event()
         self._redelivery: asyncio.Task[None] | None = None
-        self._bg: set[asyncio.Task[Any]] = set()
         self._held: list[tuple[_Conn, Any, dict[str, Any]]] = []
         # quote_id -> (perf_counter_ns when its request frame left, wall time then)
         self.request_sent: dict[str, tuple[int, float]] = {}
         # quote_id -> ns from the request frame leaving to the first quote_response arriving
         self.answer_delay_ns: dict[str, int] = {}
-        self.loads: dict[int, dict[str, Any]] = {}
-        self._closed_quotes = 0  # quotes whose window closed, for `take_fraction`
         # the venue's own record of requests sent and answers received (`GET /_sim/book`)
         self.book = AnswerBook()
         verifier.nonce_listeners.append(self.book.nonce_spent)
@@ -224,16 +206,12 @@ class RelaySimulator(SimServer):
 
     async def stop(self) -> None:
         self._release.set()
-        tasks = [t for t in (self._redelivery, *self.scenarios.values(), *self._windows(), *self._bg) if t]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._redelivery is not None:
+            self._redelivery.cancel()
+            await asyncio.gather(self._redelivery, return_exceptions=True)
         self._redelivery = None
         await self.close_all(code=1001, message="simulator stopping")
         await super().stop()
-
-    def _windows(self) -> list[asyncio.Task[Any]]:
-        return [q.window for q in self.quotes.values() if q.window is not None]
 
     @property
     def ws_url(self) -> str:
@@ -247,232 +225,29 @@ class RelaySimulator(SimServer):
         self.counts[name] = self.counts.get(name, 0) + n
 
     def reset_state(self) -> None:
-        for t in (*self.scenarios.values(), *self._windows()):
-            t.cancel()
         self.queues.clear()
         self.quotes.clear()
-        self.settlements.clear()
         self.statuses.clear()
         self.published.clear()
         self.counts.clear()
-        self.scenarios.clear()
-        self.scenario_results.clear()
         self._held.clear()
         self.request_sent.clear()
         self.answer_delay_ns.clear()
-        self.loads.clear()
         self.book.clear()
-
-    def extra_sim_state(self) -> dict[str, Any]:
-        return {
-            "connections": [
-                {
-                    "id": c.id,
-                    "instance_id": c.instance_id,
-                    "subscriptions": {
-                        s: {"kind": v.kind, "filter": v.filter, "guaranteed": v.guaranteed} for s, v in c.subs.items()
-                    },
-                }
-                for c in self.conns.values()
-            ],
-            "counts": dict(self.counts),
-            "quotes": len(self.quotes),
-            "settlements": [
-                {"quote_hash": s.quote_hash, "intent_hash": s.intent_hash, "tx_hash": s.tx_hash}
-                for s in self.settlements
-            ],
-            "unacked": {i: list(q.unacked) for i, q in self.queues.items()},
-            "acked": {i: list(q.acked) for i, q in self.queues.items()},
-            "scenarios": {str(k): v for k, v in self.scenario_results.items()},
-            "verifier": self.verifier.snapshot(),
-        }
-
-    # --- routes ------------------------------------------------------------------------------
 
     def venue_routes(self, app: web.Application) -> None:
         app.router.add_get("/ws", self._ws_handler)
         app.router.add_post("/rpc", self._rpc_handler)
-        app.router.add_post("/_sim/quote", self._sim_quote)
-        app.router.add_post("/_sim/send", self._sim_send)
-        app.router.add_post("/_sim/scenario", self._sim_scenario)
-        app.router.add_post("/_sim/scenario/pause", self._sim_scenario_pause)
-        app.router.add_post("/_sim/settle", self._sim_settle)
-        app.router.add_post("/_sim/status", self._sim_status)
-        app.router.add_post("/_sim/disconnect", self._sim_disconnect)
-        app.router.add_post("/_sim/config", self._sim_config)
-        app.router.add_post("/_sim/release", self._sim_release)
-        app.router.add_get("/_sim/timing", self._sim_timing)
-        app.router.add_get("/_sim/book", self._sim_book)
-        app.router.add_post("/_sim/load", self._sim_load)
-        app.router.add_post("/_sim/credit", self._sim_credit)
 
         async def on_shutdown(_app: web.Application) -> None:
             await self.close_all(code=1001, message="simulator stopping")
 
         app.on_shutdown.append(on_shutdown)
 
-    async def _sim_quote(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        try:
-            result = await self.emit_quote(**body)
-        except (TypeError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(result)
+    def _quote_tracked(self, quote_id: str) -> None:
+        """A new quote request is tracked in `quotes`: the takers (`load.py`) open its window."""
 
-    async def _sim_send(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        sent = await self.send_raw(body["text"], conn_id=body.get("conn_id"))
-        return web.json_response({"sent": sent})
-
-    async def _sim_scenario(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        sid = self.start_scenario(**body)
-        return web.json_response({"scenario_id": sid})
-
-    async def _sim_scenario_pause(self, request: web.Request) -> web.Response:
-        """`{"paused": true}` holds every running scenario before its next item; false resumes."""
-        body = await request.json()
-        if not isinstance(body, dict) or not isinstance(body.get("paused"), bool):
-            return web.json_response({"error": 'body must be {"paused": true|false}'}, status=400)
-        if body["paused"]:
-            self._scenarios_running.clear()
-        else:
-            self._scenarios_running.set()
-        return web.json_response({"paused": body["paused"]})
-
-    async def _sim_settle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        outcome = await self.close_quote(body["quote_id"], pick=body.get("pick"))
-        return web.json_response(outcome)
-
-    async def _sim_status(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.set_status(
-            body["intent_hash"], body["status"], tx_hash=body.get("hash"), status_details=body.get("status_details")
-        )
-        return web.json_response({"ok": True})
-
-    async def _sim_disconnect(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
-        body = body if isinstance(body, dict) else {}
-        closed = await self.close_all(
-            code=int(body.get("code", 1012)), message=str(body.get("message", "sim disconnect"))
-        )
-        return web.json_response({"closed": closed})
-
-    async def _sim_release(self, _request: web.Request) -> web.Response:
-        return web.json_response({"released": await self.release_held()})
-
-    async def _sim_timing(self, request: web.Request) -> web.Response:
-        if request.query.get("summary") == "1":
-            # counts and loads only: a caller polling a run in progress does not pay (nor make
-            # the simulator pay) for every answer so far on each poll
-            answered = sum(1 for qid in self.answer_delay_ns if qid in self.request_sent)
-            return web.json_response(
-                {
-                    "sent": len(self.request_sent),
-                    "answered": answered,
-                    "unanswered": len(self.request_sent) - answered,
-                    "loads": {str(k): v for k, v in self.loads.items()},
-                }
-            )
-        body = {
-            "sent": len(self.request_sent),
-            "answers": {
-                qid: {"sent_wall": self.request_sent[qid][1], "delay_ns": ns}
-                for qid, ns in self.answer_delay_ns.items()
-                if qid in self.request_sent
-            },
-            "unanswered": [qid for qid in self.request_sent if qid not in self.answer_delay_ns],
-            "loads": {str(k): v for k, v in self.loads.items()},
-        }
-        if request.query.get("clear") == "1":
-            self.request_sent.clear()
-            self.answer_delay_ns.clear()
-        return web.json_response(body)
-
-    async def _sim_book(self, request: web.Request) -> web.Response:
-        try:
-            answers_from = max(0, int(request.query.get("answers_from", "0")))
-            requests_from = max(0, int(request.query.get("requests_from", "0")))
-        except ValueError:
-            return web.json_response({"error": "answers_from and requests_from are integers"}, status=400)
-        return web.json_response(
-            {
-                **self.book.page(answers_from, requests_from),
-                "held_replies": len(self._held),
-                "counts": dict(self.counts),
-            }
-        )
-
-    async def _sim_load(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        try:
-            load_id = self.start_load(
-                rate_per_s=float(body["rate_per_s"]),
-                duration_s=float(body["duration_s"]),
-                templates=list(body["templates"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"load_id": load_id})
-
-    async def _sim_credit(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.verifier.deposit(str(body["account_id"]), str(body["asset_id"]), int(body["amount"]))
-        return web.json_response(
-            {"balance": str(self.verifier.balance(str(body["account_id"]), str(body["asset_id"])))}
-        )
-
-    def start_load(self, rate_per_s: float, duration_s: float, templates: list[dict[str, Any]]) -> int:
-        """Send `rate_per_s * duration_s` quote requests, cycling through `templates` (keyword
-        arguments of `emit_quote`), request i due at start + i / rate. Progress in `loads`."""
-        if rate_per_s <= 0 or duration_s <= 0 or not templates:
-            raise ValueError("rate_per_s and duration_s must be positive, templates non-empty")
-        load_id = next(self._scenario_ids)
-        total = int(rate_per_s * duration_s)
-        progress: dict[str, Any] = {
-            "rate_per_s": rate_per_s,
-            "total": total,
-            "sent": 0,
-            "late_max_ms": 0.0,
-            "done": False,
-        }
-        self.loads[load_id] = progress
-
-        async def run() -> dict[str, Any]:
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            for i in range(total):
-                due = start + i / rate_per_s
-                delay = due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:  # behind schedule: record by how much, and send at once
-                    progress["late_max_ms"] = max(progress["late_max_ms"], -delay * 1000)
-                await self.emit_quote(**templates[i % len(templates)])
-                progress["sent"] = i + 1
-            progress["elapsed_s"] = loop.time() - start
-            progress["done"] = True
-            return progress
-
-        task = asyncio.create_task(run())
-        self._bg.add(task)
-        task.add_done_callback(self._bg.discard)
-        return load_id
-
-    async def _sim_config(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        for key, value in body.items():
-            if not hasattr(self.config, key):
-                return web.json_response({"error": f"unknown config {key}"}, status=400)
-            setattr(self.config, key, value)
-        return web.json_response({"ok": True})
-
-    # --- WebSocket ---------------------------------------------------------------------------
+    # --- solver WebSocket --------------------------------------------------------------------
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         instance_id = request.query.get("instance_id")
@@ -735,7 +510,7 @@ class RelaySimulator(SimServer):
                 existing.repeats += 1
             else:
                 self.quotes[qid] = QuoteRecord(data=dict(data), sent_at=utcnow())
-                self._open_window(qid)
+                self._quote_tracked(qid)
         sent = 0
         for conn in list(self.conns.values()):
             for sid, sub in list(conn.subs.items()):
@@ -764,84 +539,7 @@ class RelaySimulator(SimServer):
         self._count("raw_sent", sent)
         return sent
 
-    # --- takers ------------------------------------------------------------------------------
-
-    def _open_window(self, quote_id: str) -> None:
-        record = self.quotes[quote_id]
-
-        async def window() -> None:
-            await asyncio.sleep(self.config.collection_window_s)
-            await self.close_quote(quote_id, from_window=True)
-
-        record.window = asyncio.create_task(window())
-
-    async def close_quote(
-        self, quote_id: str, *, pick: PickRule | None = None, from_window: bool = False
-    ) -> dict[str, Any]:
-        """End a quote's collection window now: the taker picks and settles (or not)."""
-        record = self.quotes.get(quote_id)
-        if record is None:
-            return {"quote_id": quote_id, "settled": False, "error": ERR_UNKNOWN_QUOTE}
-        if record.closed:
-            return record.outcome or {"quote_id": quote_id, "settled": False}
-        record.closed = True
-        if record.window is not None and not from_window:
-            record.window.cancel()
-        rule = pick or self.config.pick
-        if pick is None and from_window:
-            fraction = min(1.0, max(0.0, float(self.config.take_fraction)))
-            n = self._closed_quotes = self._closed_quotes + 1
-            if math.floor(n * fraction) == math.floor((n - 1) * fraction):
-                rule = "none"
-        outcome: dict[str, Any] = {"quote_id": quote_id, "settled": False, "answers": len(record.answers), "rule": rule}
-        chosen = self._choose(record, rule)
-        if chosen is not None:
-            outcome["quote_hash"] = chosen.quote_hash
-            now = utcnow()
-            try:
-                if self.config.fund_taker:
-                    self._fund_taker(chosen)
-                settlement = self.verifier.settle(chosen, self.config.taker_account_id, now)
-            except VerifierError as exc:
-                outcome["error"] = exc.message
-                self._count("settle_failed")
-                self.record("settle_failed", quote_id=quote_id, quote_hash=chosen.quote_hash, error=exc.message)
-            else:
-                self.settlements.append(settlement)
-                self.book.settled(chosen.signer_id, chosen.nonce, settlement.tx_hash)
-                self._count("settled")
-                # the status goes out once the block holding the execution is produced
-                tx = self.verifier.transactions.get(settlement.tx_hash)
-                if tx is not None:
-                    await self.verifier.chain.reached(tx.height, "optimistic")
-                self.set_status(settlement.intent_hash, "SETTLED", tx_hash=settlement.tx_hash)
-                outcome.update(settled=True, intent_hash=settlement.intent_hash, tx_hash=settlement.tx_hash)
-                await self.broadcast_status(
-                    {
-                        "quote_hash": chosen.quote_hash,
-                        "intent_hash": settlement.intent_hash,
-                        "tx_hash": settlement.tx_hash,
-                    }
-                )
-        record.outcome = outcome
-        return outcome
-
-    def _choose(self, record: QuoteRecord, rule: PickRule) -> CheckedAnswer | None:
-        if not record.answers or rule == "none":
-            return None
-        if rule == "first":
-            return record.answers[0]
-        if "exact_amount_in" in record.data:
-            # exact in: the taker gives a fixed amount and wants the most out (§7.1 sortQuotes)
-            return max(record.answers, key=lambda a: a.amount_out)
-        return min(record.answers, key=lambda a: a.amount_in)
-
-    def _fund_taker(self, answer: CheckedAnswer) -> None:
-        token_in = next(t for t, d in answer.diff.items() if d > 0)
-        needed = gross_up(answer.amount_in, token_fee_pips(token_in, answer.amount_in, self.verifier.fee_pips))
-        short = needed - self.verifier.balance(self.config.taker_account_id, token_in)
-        if short > 0:
-            self.verifier.deposit(self.config.taker_account_id, token_in, short)
+    # --- quote_status ------------------------------------------------------------------------
 
     async def broadcast_status(self, data: dict[str, Any]) -> None:
         """Send a quote_status to every plain subscriber once, and queue it for every known
@@ -894,120 +592,7 @@ class RelaySimulator(SimServer):
                             await self._deliver_guaranteed(conn, sid, seq, pending)
                             self._count("status_redelivered")
 
-    # --- scenario ----------------------------------------------------------------------------
-
-    def start_scenario(
-        self,
-        count: int = 100,
-        rate_per_s: float = 100.0,
-        pairs: list[list[str]] | None = None,
-        sizes: list[int] | None = None,
-        sizes_by_asset: dict[str, list[int]] | None = None,  # the fixed side's asset -> its sizes
-        exact_out_ratio: float = 0.3,
-        other_pairs: list[list[str]] | None = None,
-        other_pair_ratio: float = 0.1,
-        other_pairs_bypass_filter: bool = True,
-        flat_envelope_ratio: float = 0.3,
-        string_deadline_ratio: float = 0.1,
-        repeat_ratio: float = 0.05,
-        malformed_ratio: float = 0.05,
-        min_deadline_ms: int = 60_000,
-        seed: int = 0,
-    ) -> int:
-        """Start a background stream of `count` items at `rate_per_s`: quotes in both directions
-        of `pairs`, exact-in and exact-out, other pairs mixed in, both envelopes, repeated quote
-        ids and malformed frames, by the given ratios. Progress is in `/_sim/seen` `scenarios`;
-        `POST /_sim/scenario/pause` holds and resumes every scenario."""
-        scenario_id = next(self._scenario_ids)
-        rng = random.Random(seed)
-        pairs = pairs or [[BTC, EURE]]
-        directions = [(a, b) for a, b in pairs] + [(b, a) for a, b in pairs]
-        others = [tuple(p) for p in (other_pairs or [["nep141:wrap.near", "nep141:usdt.tether-token.near"]])]
-        sizes = sizes or [10_000, 100_000, 1_000_000]
-        result: dict[str, Any] = {"sent": 0, "done": False, "by_kind": {}}
-        self.scenario_results[scenario_id] = result
-        sent_ids: list[str] = []
-
-        def bump(kind: str) -> None:
-            result["by_kind"][kind] = result["by_kind"].get(kind, 0) + 1
-
-        async def run() -> dict[str, Any]:
-            interval = 1.0 / rate_per_s if rate_per_s > 0 else 0.0
-            malformed = [
-                '{"jsonrpc":"2.0","method":"event","params":',  # cut off
-                "not json at all",
-                json.dumps({"jsonrpc": "2.0", "method": "mystery", "params": {}}),
-            ]
-            for i in range(count):
-                await self._scenarios_running.wait()
-                roll = rng.random()
-                if roll < malformed_ratio:
-                    text = malformed[i % len(malformed)]
-                    if i % 4 == 3:  # a quote event missing its quote_id, on a real subscription
-                        for conn in list(self.conns.values()):
-                            for sid, sub in conn.subs.items():
-                                if sub.kind == "quote":
-                                    await conn.send(
-                                        self._frame(
-                                            sid,
-                                            {
-                                                "defuse_asset_identifier_in": BTC,
-                                                "defuse_asset_identifier_out": EURE,
-                                                "exact_amount_in": "1",
-                                                "min_deadline_ms": 60000,
-                                            },
-                                            "event",
-                                        )
-                                    )
-                    else:
-                        await self.send_raw(text)
-                    bump("malformed")
-                elif roll < malformed_ratio + repeat_ratio and sent_ids:
-                    qid = rng.choice(sent_ids)
-                    rec = self.quotes.get(qid)
-                    if rec is not None:
-                        d = rec.data
-                        await self.emit_quote(
-                            d["defuse_asset_identifier_in"],
-                            d["defuse_asset_identifier_out"],
-                            d.get("exact_amount_in"),
-                            d.get("exact_amount_out"),
-                            quote_id=qid,
-                            min_deadline_ms=d["min_deadline_ms"],
-                        )
-                    bump("repeat")
-                else:
-                    other = rng.random() < other_pair_ratio
-                    a, b = rng.choice(others) if other else rng.choice(directions)
-                    size = rng.choice(sizes)
-                    exact_out = rng.random() < exact_out_ratio
-                    if sizes_by_asset:  # drawn after: without it a seed streams what it always did
-                        size = rng.choice(sizes_by_asset.get(b if exact_out else a, sizes))
-                    out = await self.emit_quote(
-                        a,
-                        b,
-                        exact_amount_in=None if exact_out else size,
-                        exact_amount_out=size if exact_out else None,
-                        min_deadline_ms=str(min_deadline_ms)
-                        if rng.random() < string_deadline_ratio
-                        else min_deadline_ms,
-                        metadata={"partner_id": "1click"},
-                        envelope="subscribe" if rng.random() < flat_envelope_ratio else "event",
-                        ignore_filter=other and other_pairs_bypass_filter,
-                    )
-                    if not other:
-                        sent_ids.append(out["quote_id"])  # repeats are of in-filter quotes only
-                    bump("other_pair" if other else ("exact_out" if exact_out else "exact_in"))
-                result["sent"] = i + 1
-                if interval:
-                    await asyncio.sleep(interval)
-            result["done"] = True
-            return result
-
-        self.scenarios[scenario_id] = asyncio.create_task(run())
-        return scenario_id
-
-    # --- RPC ---------------------------------------------------------------------------------
+    # --- taker JSON-RPC ----------------------------------------------------------------------
 
     def set_status(
         self, intent_hash: str, status: str, *, tx_hash: str | None = None, status_details: str | None = None
@@ -1133,30 +718,3 @@ def _only_ft_withdrawals(signed_datas: list[dict[str, Any]]) -> bool:
         if not all(isinstance(i, dict) and i.get("intent") == "ft_withdraw" for i in intents):
             return False
     return True
-
-
-# --- standalone --------------------------------------------------------------------------------
-
-
-async def _serve(host: str, port: int, config: RelaySimConfig) -> None:
-    sim = RelaySimulator(VerifierState(), config, host, port)
-    await serve_standalone([sim], lambda u: f"relay simulator on {u[0]} (WS {sim.ws_url}, RPC POST {sim.rpc_url})")
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulators.relay", description="Solver relay v2 simulator (WS /ws, JSON-RPC POST /rpc)"
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose")
-    parser.add_argument("--jwt", default=RelaySimConfig.jwt, help="the bearer token the simulator expects")
-    parser.add_argument("--window", type=float, default=1.0, help="taker collection window per quote, seconds")
-    parser.add_argument("--pick", choices=["best", "first", "none"], default="best")
-    parser.add_argument("--taker", default=RelaySimConfig.taker_account_id)
-    args = parser.parse_args(argv)
-    config = RelaySimConfig(jwt=args.jwt, collection_window_s=args.window, pick=args.pick, taker_account_id=args.taker)
-    asyncio.run(_serve(args.host, args.port, config))
-
-
-if __name__ == "__main__":
-    main()

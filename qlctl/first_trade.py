@@ -1,5 +1,5 @@
-"""`python -m simulators.first_trade`: the first-trade checklist, walked automatically on the
-local stack (runbooks/first-trade.md).
+"""`python -m qlctl.first_trade`: the first-trade checklist (runbooks/first-trade.md), walked
+automatically on the local stack by `make run`.
 
 Every step prints what it checked; a failed step stops with the reason (exit 1). The walk:
 strategy and executor start disarmed → prices live → inventory live → fund EURe through the POA
@@ -8,7 +8,7 @@ bridge simulator and liquidity-manager until credited → a quote while disarmed
 simulator and settled → the chain of custody from PostgreSQL → disarm. The stack stays up.
 It talks to the daemons only through their control sockets and to PostgreSQL through the
 reports layer, as an operator would; the simulators' `/_sim/` routes stand in for the takers
-and the treasury wallet.
+and the treasury wallet, so it walks a stack on the simulators (`make run`), never a host's.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class Walk:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m simulators.first_trade",
+        prog="python -m qlctl.first_trade",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
