@@ -46,14 +46,9 @@ metrics_port() { # metrics_port NAME: its loopback metrics port, else fail (off,
     return 1
 }
 
-all_daemons() { # dashed names of daemons/<pkg>/__main__.py, minus core
-    local f pkg
-    for f in "$REPO"/daemons/*/__main__.py; do
-        [[ -f "$f" ]] || continue
-        pkg="$(basename "$(dirname "$f")")"
-        [[ "$pkg" == core ]] && continue
-        echo "${pkg//_/-}"
-    done
+all_daemons() { # the seven in their start order (daemons/core/startup_order.py), which a test
+    # checks against the daemons/<pkg>/__main__.py packages
+    (cd "$REPO" && "$PYTHON" -c 'from daemons.core.startup_order import START_ORDER; print(*START_ORDER, sep="\n")')
 }
 
 pid_alive() {
@@ -166,7 +161,11 @@ cmd="$1"; shift
 names=()
 for n in "$@"; do
     if [[ "$n" == all ]]; then
-        while read -r d; do names+=("$d"); done < <(all_daemons)
+        if [[ "$cmd" == stop ]]; then # the answerers first, history-writer last
+            while read -r d; do names+=("$d"); done < <(all_daemons | tac)
+        else
+            while read -r d; do names+=("$d"); done < <(all_daemons)
+        fi
         if [[ "$cmd" == stop ]]; then # also whatever still has a pid file
             for f in "$RUN_DIR"/*.pid; do
                 [[ -f "$f" ]] && names+=("$(basename "$f" .pid)")
