@@ -155,20 +155,26 @@ class Controls:
         ]
 
     async def _operator_resolve(self, _r: Any, body: ResolveBody, caller: Caller) -> dict[str, Any]:
-        """Only an `undecided` answer (past its deadline, beyond what the node can tell) takes a
+        """An `undecided` answer (past its deadline, beyond what the node can tell) takes a
         verdict; until then its hold is kept. Settled or expired, the hold goes: an answer that
-        old is in every snapshot by now."""
+        old is in every snapshot by now. An answer expired by relay silence (`no_quote_status`)
+        takes `settled` only (the operator found the fill the relay never reported); its hold
+        stays until a snapshot covers it, as any settlement's."""
         cid = body.command_id
-        answer = self.ex.book.answers.get(cid)
-        if cid not in self.ex.undecided or answer is None:
-            self.ex.audit.record("resolve", caller, "refused: not undecided", {"command_id": cid})
-            raise ControlError(
-                409,
-                f"answer {cid} is not undecided; only an answer the chain could not decide "
-                "takes an operator's verdict (see undecided in GET /state)",
-            )
         if self.ex.db_error is not None:
             raise ControlError(503, f"ledger unavailable: {self.ex.db_error}")
+        silent = False
+        if cid not in self.ex.undecided or cid not in self.ex.book.answers:
+            row = await self.ex._store().get(cid)
+            silent = row is not None and row.state is S.EXPIRED and row.resolved_by == "no_quote_status"
+            if not (silent and body.outcome == "settled"):
+                self.ex.audit.record("resolve", caller, "refused: not undecided", {"command_id": cid})
+                raise ControlError(
+                    409,
+                    f"answer {cid} is not undecided; only an answer the chain could not decide takes an "
+                    "operator's verdict (see undecided in GET /state), and an answer expired by relay "
+                    "silence only `settled`",
+                )
         with self.ex._working(cid):
             at = now_utc()
             settled = body.outcome == "settled"
@@ -184,12 +190,13 @@ class Controls:
                     operator=caller.operator,
                 )
 
-            # an answer this old is in every snapshot: its hold goes, settled or not
+            # an undecided answer is old enough to be in every snapshot: its hold goes, settled or
+            # not; a silence expiry corrected to settled keeps waiting for its covering snapshot
             moved = await self.ex.step(
                 cid,
                 S.SETTLED if settled else S.EXPIRED,
                 at,
-                settled_hold=False,
+                settled_hold=silent,
                 noted=noted,
                 resolved_by="operator",
                 resolution={"operator": caller.operator, "reason": body.reason, "recorded_at": at},

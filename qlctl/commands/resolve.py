@@ -1,6 +1,8 @@
 """`qlctl resolve answer`: record an operator's verdict on an answer whose outcome the NEAR node
-could not decide (`undecided` in trade-executor's `/state`). The executor keeps such an answer's
-hold until this is recorded; the verdict, who gave it and why are audited in `control_actions`.
+could not decide (`undecided` in trade-executor's `/state`), or record as settled an answer expired
+by relay silence that did execute (a fill the relay never reported). The executor keeps an
+undecided answer's hold until this is recorded; the verdict, who gave it and why are audited in
+`control_actions`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ class Outcome(StrEnum):
 
 @app.command("answer")
 def answer(
-    command_id: Annotated[str, typer.Argument(help="The command whose answer is undecided")],
+    command_id: Annotated[
+        str, typer.Argument(help="The command whose answer is undecided (or expired by relay silence)")
+    ],
     outcome: Annotated[Outcome, typer.Option(help="What the evidence shows: settled or expired")],
     reason: Annotated[str, typer.Option(help="The evidence (required; audited)")],
     operator: Annotated[str | None, typer.Option(help="Who is acting (default: your Unix user)")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Record that an undecided answer settled or expired; its hold is released."""
+    """Record that an undecided answer settled or expired (its hold is released), or that an answer
+    expired by relay silence settled after all."""
     if not reason.strip():
         fail("--reason must say what the evidence is", code=2)
     if not yes and not typer.confirm(f"Record answer {command_id} as {outcome.value}?", default=False):

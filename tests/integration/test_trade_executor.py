@@ -689,7 +689,17 @@ async def test_a_fill_the_relay_never_reported_keeps_its_money_held_until_a_snap
     refused = await harness.result(second.payload.command_id, "refused")
     assert refused.reason_code == "insufficient_inventory"
     assert [r for r in harness.venue.quote_responses() if second_q in r["text"]] == []
-    await harness.inventory(eure=GIVE // 2)  # read after the expiry was published: holds the fill
+    # the operator finds the fill (an archival node, the account's history) and records it; an
+    # expiry by silence takes `settled` only
+    verdict = {"command_id": cid, "reason": "nonce used at its deadline block (archival node)", "operator": "olga"}
+    status, err = await harness.control("POST", "/resolve", {**verdict, "outcome": "expired"})
+    assert status == 409 and "only `settled`" in err["error"]
+    status, body = await harness.control("POST", "/resolve", {**verdict, "outcome": "settled"})
+    assert status == 200 and body["state"] == "settled"
+    corrected = await harness.result(cid, "settled")
+    assert (corrected.resolved_by, corrected.reason_code) == ("operator", "operator_settled")
+    assert svc.book.reserved(EURE_ID) == GIVE and not svc.book.silent  # held as settled now
+    await harness.inventory(eure=GIVE // 2)  # read after the results were published: holds the fill
     assert svc.book.reserved(EURE_ID) == 0
 
 
