@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, localcontext
 from typing import Annotated, Any
 
@@ -511,9 +511,24 @@ async def fetch(
 ) -> tuple[list[SettledTrade], list[InventoryPoint]]:
     """The settled trades (by the time their settlement was recorded) and the inventory
     snapshots of [since, until), with the prices each needs."""
-    rows = await pool.fetch(TRADES_SQL, since, until, *(h for _, h in HORIZONS))
-    trades = [t for t in (settled_trade(r) for r in rows) if t is not None]
+    trades = await fetch_trades(pool, since, until)
     inventory = [
         inventory_point(r) for r in await pool.fetch(INVENTORY_SQL, since, until, every, INVENTORY_PRICE_MAX_AGE)
     ]
     return trades, inventory
+
+
+async def fetch_trades(pool: asyncpg.Pool, since: datetime, until: datetime) -> list[SettledTrade]:
+    """The settled trades of [since, until) (by the time their settlement was recorded)."""
+    rows = await pool.fetch(TRADES_SQL, since, until, *(h for _, h in HORIZONS))
+    return [t for t in (settled_trade(r) for r in rows) if t is not None]
+
+
+def start_of_day(now: datetime) -> datetime:
+    """Midnight UTC of `now`'s day: where "today" starts in the monitor's summary."""
+    return datetime.combine(now.astimezone(UTC).date(), time(0), tzinfo=UTC)
+
+
+async def today(pool: asyncpg.Pool, now: datetime) -> Totals:
+    """Every trade settled since midnight UTC, summed (the monitor's P&L line)."""
+    return totals([trade_pnl(t) for t in await fetch_trades(pool, start_of_day(now), now)], start_of_day(now).date())

@@ -1,7 +1,8 @@
 """The Textual live monitor: all seven daemons at a glance, refreshed on an interval.
 
 Panels: the daemon table (health, run and arm state, connections, authoritative or stale, last
-success, blocked reason; the selected row is what the control keys act on), alerts, prices and
+success, blocked reason; the selected row is what the control keys act on), today's P&L in one
+line (`view.pnl_line`), alerts, prices and
 their freshness, inventory (credited, spendable, pending, reserved), live answers and
 reservations, the latest requests with their decisions (PostgreSQL), and the funding pipeline.
 Keys p/r/a/d pause, resume, arm and disarm the selected daemon, D disarms both (trade-executor
@@ -55,6 +56,7 @@ class MonitorApp(App[None]):
     #funding-box { width: 2fr; }
     DataTable { height: auto; max-height: 100%; }
     #message { height: 1; padding: 0 1; }
+    #pnl { height: 1; padding: 0 1; }
     """
     BINDINGS = [
         Binding("p", "control('pause')", "Pause"),
@@ -84,6 +86,7 @@ class MonitorApp(App[None]):
         with Vertical(id="daemons-box") as box:
             box.border_title = "Daemons (select a row; p pause, r resume, a arm, d disarm)"
             yield DataTable(id="daemons", cursor_type="row", zebra_stripes=True)
+        yield Static(view.pnl_line(None), id="pnl")
         with Horizontal(classes="row"):
             yield self._panel("alerts")
             yield self._panel("prices")
@@ -167,6 +170,7 @@ class MonitorApp(App[None]):
                 or [[view.cell("ok", "ok"), view.cell("all"), view.cell("no alerts", "ok")]]
             ),
         )
+        self.query_one("#pnl", Static).update(view.pnl_line(s.pnl, s.db_error))
         self._fill("prices", lambda: view.price_rows(s.states, now))
         self._fill("inventory", lambda: view.inventory_rows(s.states, now))
         self._fill("answers", lambda: view.answer_rows(s.states, now))

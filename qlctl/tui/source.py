@@ -2,7 +2,8 @@
 
 Daemons are read through `qlctl.client.ControlClient`: a daemon that is not running, or that
 fails mid-answer, comes back as `running: false` with the reason, never as an exception. The
-latest decisions and the pending funding come through `qlctl.reports.Reports`. PostgreSQL being
+latest decisions and the pending funding come through `qlctl.reports.Reports`, today's P&L
+(`qlctl.pnl.today`) at most every `pnl_every_s`. PostgreSQL being
 away is a message on the snapshot, and the last rows read stay on screen marked stale;
 reconnecting is tried again after a pause so an unreachable database never slows every refresh.
 """
@@ -19,7 +20,7 @@ import asyncpg
 
 from daemons.core.db import DB_ERRORS
 from daemons.core.events import now_utc
-from qlctl import ops
+from qlctl import ops, pnl
 from qlctl.client import SERVICES, ClientError, ControlClient, Reply
 from qlctl.reports import Reports
 
@@ -33,6 +34,8 @@ class Snapshot:
     # None: PostgreSQL answered this refresh; otherwise why not (the rows above are the last read)
     db_error: str | None = None
     db_read_at: datetime | None = None
+    # trades settled since midnight UTC, summed; None until first read
+    pnl: pnl.Totals | None = None
 
 
 class MonitorSource:
@@ -44,6 +47,7 @@ class MonitorSource:
         decisions_shown: int = 20,
         db_timeout_s: float = 3.0,
         db_retry_s: float = 5.0,
+        pnl_every_s: float = 10.0,
     ) -> None:
         self.client = client
         self.database_url = database_url
@@ -56,6 +60,9 @@ class MonitorSource:
         self._pending: list[dict[str, Any]] = []
         self._db_error: str | None = None if database_url else "no database configured (QL_DATABASE_URL)"
         self._db_read_at: datetime | None = None
+        self.pnl_every_s = pnl_every_s
+        self._pnl: pnl.Totals | None = None
+        self._pnl_due = 0.0
 
     async def read(self) -> Snapshot:
         states, _ = await asyncio.gather(self._states(), self._read_db())
@@ -66,6 +73,7 @@ class MonitorSource:
             pending_funding=self._pending,
             db_error=self._db_error,
             db_read_at=self._db_read_at,
+            pnl=self._pnl,
         )
 
     async def send(self, service: str, path: str, body: dict[str, Any]) -> Reply:
@@ -120,6 +128,14 @@ class MonitorSource:
         self._decisions, self._pending = decisions, pending
         self._db_error = None
         self._db_read_at = now_utc()
+        if loop.time() >= self._pnl_due:
+            try:
+                self._pnl = await asyncio.wait_for(pnl.today(reports.pool, now_utc()), timeout=self.db_timeout_s)
+            except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+                await self._drop()
+                self._down(f"PostgreSQL: {exc.__class__.__name__}: {str(exc)[:160]}; showing the last rows read")
+                return
+            self._pnl_due = loop.time() + self.pnl_every_s
 
     def _down(self, message: str) -> None:
         self._db_error = message

@@ -31,6 +31,7 @@ from qlctl.disarm import ARMABLE
 
 if TYPE_CHECKING:
     from qlctl.ops import DaemonStatus
+    from qlctl.pnl import Totals
 
 Level = Literal["ok", "warn", "bad", "muted", "plain"]
 STYLE: dict[Level, str] = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim", "plain": ""}
@@ -651,3 +652,31 @@ def decision_rows(decisions: Iterable[Mapping[str, Any]]) -> list[list[Text]]:
             ]
         )
     return rows
+
+
+PNL_SHOWN = Decimal("0.01")
+
+
+def eure_text(value: Decimal | None) -> str:
+    """Signed EURe to the cent for reading (the report keeps the exact figure)."""
+    if value is None:
+        return NONE
+    return f"{value.quantize(PNL_SHOWN):+f}"
+
+
+def pnl_line(totals: Totals | None, db_error: str | None = None) -> Text:
+    """Today's P&L in one line that fits 80 columns: trades settled since midnight UTC, the edge
+    captured, net of the protocol fee, and the 1-minute markout (over the trades it covers);
+    `qlctl report pnl` has the rest."""
+    if totals is None:
+        why = "PostgreSQL unavailable" if db_error else "reading…"
+        return cell(f"P&L today: {why}", "muted")
+    line = Text("P&L today (UTC): ")
+    line.append(f"{totals.trades} trades", STYLE["plain"])
+    line.append(f" · edge {eure_text(totals.edge_eure)}")
+    line.append(f" · net {eure_text(totals.net_eure)}", "green" if totals.net_eure >= 0 else "bold red")
+    marked = f" ({totals.markout_1m_n}/{totals.trades})" if totals.markout_1m_n != totals.trades else ""
+    line.append(f" · 1m markout {eure_text(totals.markout_1m_eure)}{marked} EURe")
+    if db_error:
+        line.append(" (stale)", STYLE["warn"])
+    return line

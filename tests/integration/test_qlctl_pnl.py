@@ -46,6 +46,7 @@ from daemons.core.events import (
     TradeResult,
     new_event,
 )
+from qlctl import pnl
 from tests.conftest import Stack
 from tests.integration.test_qlctl import qlctl
 from tests.integration.test_qlctl_reports import store
@@ -361,6 +362,16 @@ async def test_pnl_of_settled_trades_every_figure(
         (D("0.148"), 2),
         (D("0.122"), 2),
     ]
+
+    # the monitor's line (qlctl tui): the trades settled since midnight UTC, D alone on day 1
+    today = await pnl.today(pool, t0 + timedelta(days=1, hours=1))
+    assert (today.day, today.trades, today.edge_eure, today.net_eure) == (
+        (t0 + timedelta(days=1)).date(),
+        1,
+        D("0.05"),
+        D("0.05"),
+    )
+    assert (today.markout_10s_eure, today.markout_10s_n, today.markout_1m_eure) == (D(0), 1, None)
 
     # inventory: one line per hour, the hour's last snapshot at the fair mid of the time
     inventory = report["inventory"]

@@ -364,6 +364,7 @@ async def test_latest_decisions_from_postgresql_and_the_reservation_they_hold(
         reserved = next(r for r in rows(app, "inventory") if r[0] == "EURe")
         assert reserved[5].endswith(" EURe") and reserved[5] != "0 EURe"
         assert "EXECUTE" in screen_text(app)
+        assert "P&L today (UTC): " in screen_text(app)  # read from the same database
 
 
 async def test_postgresql_unreachable_is_shown_and_the_daemons_still_are(
@@ -374,6 +375,7 @@ async def test_postgresql_unreachable_is_shown_and_the_daemons_still_are(
         [db_alert] = [a for a in rows(app, "alerts") if a[1] == "postgresql"]
         assert "PostgreSQL is not reachable" in db_alert[2]
         assert "UNAVAILABLE" in screen_text(app) and rows(app, "decisions") == []
+        assert "P&L today: PostgreSQL unavailable" in screen_text(app)
 
 
 async def test_database_loss_keeps_the_last_rows_on_screen_marked_stale_until_it_returns(

@@ -530,3 +530,37 @@ def test_pause_and_resume_say_when_nothing_changes() -> None:
     r = plan("resume", "history-writer", {"history-writer": running()})
     assert isinstance(r, Plan) and "not paused" in r.lines[-1]
     assert request_body(r, "carol", "") == {"operator": "carol"}
+
+
+def test_the_pnl_line_fits_80_columns_and_says_what_it_covers() -> None:
+    from datetime import date
+
+    from qlctl.pnl import Totals
+
+    d = Decimal
+    t = Totals(
+        day=date(2026, 12, 7),
+        trades=1234,
+        gave={},
+        received={},
+        given_value_eure=d("98765.4321"),
+        edge_eure=d("2345.678"),
+        edge_n=1234,
+        fee_eure=d(0),
+        net_eure=d("-12345.675"),
+        markout_10s_eure=d("1.5"),
+        markout_10s_n=1234,
+        markout_1m_eure=d("-987.654"),
+        markout_1m_n=1200,
+        markout_5m_eure=None,
+        markout_5m_n=0,
+    )
+    assert view.pnl_line(t).plain == (
+        "P&L today (UTC): 1234 trades · edge +2345.68 · net -12345.68 · 1m markout -987.65 (1200/1234) EURe"
+    )
+    assert view.pnl_line(t, "PostgreSQL down").plain.endswith("(stale)")
+    assert view.pnl_line(None, "PostgreSQL down").plain == "P&L today: PostgreSQL unavailable"
+    assert view.pnl_line(None).plain == "P&L today: reading…"
+    small = t.model_copy(update={"trades": 3, "markout_1m_n": 3, "edge_eure": d("0.1"), "net_eure": d("0.1")})
+    assert view.pnl_line(small).plain == "P&L today (UTC): 3 trades · edge +0.10 · net +0.10 · 1m markout -987.65 EURe"
+    assert len(view.pnl_line(small).plain) <= 78  # inside an 80-column terminal with its padding
