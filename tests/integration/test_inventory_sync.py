@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -608,14 +608,27 @@ async def test_pause_refuses_refresh_and_one_reading_serves_what_arrived_meanwhi
         producer=PRODUCER,
         pair="BTC/EURe",
     )
-    await producer.publish(trade)
+    placed = await producer.publish(trade)
     await eventually(lambda: svc.service.counts["trades_settled"] == 1, what="trade seen while paused")
     assert svc.service.counts["readings"] == readings  # seen, but nothing asked of the venues
     status, state = await svc.control("GET", "/state")
     assert state["paused"] is True and state["pause_effective"] is True and state["next_reading_in_ms"] is None
+    resumed_at = datetime.now(UTC)
     status, _ = await svc.control("POST", "/resume", {"operator": operator})
-    [event] = await t.wait_for(mine(venues, lambda p: p.trigger == "trade_settled"), what="the owed reading")
-    assert event.causation_id == trade.event_id
+
+    def after_resume(p: Any) -> bool:
+        return p.synced_at is not None and p.synced_at > resumed_at
+
+    [event] = await t.wait_for(mine(venues, after_resume), what="the owed reading")
+    # one reading serves every cause that arrived meanwhile; the first since the last reading
+    # names it (a `history_caught_up` still owed when the pause came, else the trade)
+    assert event.payload.trigger in ("trade_settled", "history_caught_up")
+    assert event.causation_id == (trade.event_id if event.payload.trigger == "trade_settled" else None)
+
+    def covers(p: Any) -> bool:
+        return p.results_through is not None and p.results_through.get(placed.partition, 0) > placed.offset
+
+    await latest(t, venues, covers, "a reading that holds the trade")
     status, answer = await svc.control("POST", "/refresh", {"operator": operator, "reason": "check"})
     assert status == 200 and answer["synced"] and answer["published"]
 
