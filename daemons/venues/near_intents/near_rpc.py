@@ -61,13 +61,13 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from pydantic import AwareDatetime, BaseModel, ConfigDict, computed_field
 
+from daemons.core.amounts import parse_u128
 from daemons.core.settings import CoreSettings
 
 Finality = Literal["final", "optimistic", "near-final"]
 # `wait_until` of `tx` / `send_tx`: nearcore's TxExecutionStatus, weakest to strongest.
 TxWaitUntil = Literal["NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL"]
 DEFAULT_CONTRACT = "intents.near"
-U128_MAX = (1 << 128) - 1
 _T = TypeVar("_T")
 
 WINDOW_S = 60.0  # the budget's window, and usage()'s "requests in the last 60 s"
@@ -977,12 +977,11 @@ def _tx_status(result: Mapping[str, Any], tx_hash: str, sender_account_id: str) 
 
 
 def _u128(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-        raise NearRpcBadResponse(f"{what} returned {value!r}, not a u128 decimal string")
-    n = int(value)
-    if n > U128_MAX:
-        raise NearRpcBadResponse(f"{what} returned {value!r}, beyond u128")
-    return n
+    # a balance: a u128 decimal string (docs/verifier.md §9), zero allowed, never a JSON number
+    try:
+        return parse_u128(value)
+    except ValueError as exc:
+        raise NearRpcBadResponse(f"{what} returned {repr(value)[:100]}: {exc}") from None
 
 
 def _typed(value: object, kind: type[_T], what: str) -> _T:

@@ -58,12 +58,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from daemons.core.amounts import parse_u128
 from daemons.core.logs import get_logger
 from daemons.venues.backoff import Backoff
 
 log = get_logger("relay_ws", venue="near_intents")
 
-U128_MAX = (1 << 128) - 1
 SubKind = Literal["quote", "quote_status"]
 Envelope = Literal["event", "subscribe"]
 RejectCode = Literal[
@@ -247,22 +247,10 @@ class RelayRequestError(RelayWsError):
 # --- pure parsing ---------------------------------------------------------------------------
 
 
-def parse_u128(value: Any) -> int:
-    """u128 from its wire form: a decimal string (§3), or a JSON integer from a lenient peer.
-    Floats are refused: an amount that went through a float has already lost precision."""
-    if isinstance(value, bool):
-        raise ValueError("amount must be a u128 decimal string, got a boolean")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        if not value.isascii() or not value.isdigit():
-            raise ValueError(f"amount must be a u128 decimal string, got {value!r}")
-        n = int(value)
-    else:
-        raise ValueError(f"amount must be a u128 decimal string, got {type(value).__name__}")
-    if not 0 < n <= U128_MAX:
-        raise ValueError(f"amount out of range (1..2^128-1): {value!r}")
-    return n
+def _amount(value: Any) -> int:
+    """An amount of a quote request or answer: a u128 decimal string (§3) or a JSON integer from a
+    lenient peer; zero is no amount to trade, so it is refused like a malformed one."""
+    return parse_u128(value, positive=True, allow_int=True)
 
 
 def _parse_ms(value: Any) -> int:
@@ -298,7 +286,7 @@ class _QuoteData(BaseModel):
     @field_validator("exact_amount_in", "exact_amount_out", mode="before")
     @classmethod
     def _u128(cls, v: Any) -> int | None:
-        return None if v is None else parse_u128(v)
+        return None if v is None else _amount(v)
 
     @field_validator("min_deadline_ms", mode="before")
     @classmethod
@@ -503,7 +491,7 @@ def answer_from_reply(reply: RpcReply) -> RelayAnswer:
 def _amount_str(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(f"amounts are int or u128 decimal strings, never {type(value).__name__}")
-    return str(parse_u128(value))
+    return str(_amount(value))
 
 
 # --- the client -------------------------------------------------------------------------------
