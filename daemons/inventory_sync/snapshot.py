@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 
 from daemons.core.assets import Asset
 from daemons.core.events import AssetInventory, PendingMovement
-from daemons.inventory_sync.ledger import ActionView, normalize_tx_hash
+from daemons.core.tx_hash import normalize_tx_hash
+from daemons.inventory_sync.ledger import ActionView
 from daemons.venues.poa_bridge import RecentDeposits
 
 CREDITED_DEPOSIT = frozenset({"COMPLETED", "CREDITED"})
