@@ -602,6 +602,12 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
+def ms_since(then: datetime, now: datetime) -> int:
+    """Whole milliseconds from `then` to `now`, rounded down and exact (no float on the way); 0
+    when `then` is not before `now`, so a clock that stepped back never makes an age negative."""
+    return max(0, (now - then) // timedelta(milliseconds=1))
+
+
 def new_event(
     payload: P,
     *,

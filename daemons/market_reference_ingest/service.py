@@ -22,14 +22,14 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route, json_response
-from daemons.core.events import MarketPrice, new_event
+from daemons.core.events import MarketPrice, ms_since, new_event, now_utc
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
@@ -59,10 +59,6 @@ from daemons.venues.coingecko import (
 from daemons.venues.kraken import KrakenClient, KrakenTick
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _error_kind(exc: CoinGeckoError) -> str:
     # most specific first: CoinGeckoAuthError is a CoinGeckoHTTPError
     for cls, kind in (
@@ -90,7 +86,7 @@ class PollOutcome:
 class MarketReferenceIngest(Service):
     name = "market-reference-ingest"
 
-    def __init__(self, settings: MarketReferenceSettings, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, settings: MarketReferenceSettings, *, clock: Callable[[], datetime] = now_utc) -> None:
         super().__init__(settings)
         self.cfg = settings
         self.clock = clock
@@ -443,7 +439,7 @@ class MarketReferenceIngest(Service):
         m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
 
     def _age_ms(self, now: datetime, then: datetime | None) -> int | None:
-        return None if then is None else max(0, int((now - then).total_seconds() * 1000))
+        return None if then is None else ms_since(then, now)
 
     def _coingecko_latest(self, now: datetime) -> dict[str, Any]:
         return {

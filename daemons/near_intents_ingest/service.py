@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from daemons.core.assets import REGISTRY, ActivePair
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
-from daemons.core.events import Envelope, RawQuote, new_event, now_utc
+from daemons.core.events import Envelope, RawQuote, ms_since, new_event, now_utc
 from daemons.core.metrics import MetricSet
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
@@ -226,7 +226,7 @@ class NearIntentsIngest(Service):
         now = item.at
         if self.last_gap is not None and self.last_gap["ended_at"] is None:
             self.last_gap["ended_at"] = now
-            self.last_gap["gap_ms"] = int((now - self.last_gap["started_at"]).total_seconds() * 1000)
+            self.last_gap["gap_ms"] = ms_since(self.last_gap["started_at"], now)
         self.connected_since = now
         self.disconnected_since = None
         self.log.info("relay_connected", venue="near_intents", epoch=item.epoch, subscriptions=item.subscriptions)
@@ -302,7 +302,7 @@ class NearIntentsIngest(Service):
         if not self.connected or self.connected_since is None:
             return None
         since = max(filter(None, (self.last_active_at, self.connected_since)))
-        return int((now_utc() - since).total_seconds() * 1000)
+        return ms_since(since, now_utc())
 
     def metrics(self, m: MetricSet) -> None:
         m.connected("relay", self.connected)

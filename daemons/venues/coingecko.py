@@ -25,6 +25,7 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr
 
+from daemons.core.events import now_utc
 from daemons.core.http import retry_after_s
 from daemons.core.logs import get_logger
 
@@ -38,10 +39,6 @@ VS_EUR = "eur"
 DEFAULT_BACKOFF_S = 60.0  # §4: no usable header -> at least 60 s (freqtrade 60, hummingbot 63)
 
 Plan = Literal["public", "demo", "pro"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -253,7 +250,7 @@ class CoinGeckoClient:
         stale_after_s: float = 180.0,  # docs/reference-prices.md §4: 2–3x the 60 s Demo cache
         eure_stale_after_s: float = 3600.0,  # docs/reference-prices.md §6: EURe trades thinly; ~1 h
         eure_id: str = EURE_ID,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = now_utc,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if api_key is not None and api_key_file is not None:

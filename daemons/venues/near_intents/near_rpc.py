@@ -61,6 +61,7 @@ import aiohttp
 from pydantic import AwareDatetime, BaseModel, ConfigDict, computed_field
 
 from daemons.core.amounts import parse_u128
+from daemons.core.events import now_utc
 from daemons.core.http import retry_after_s
 from daemons.core.settings import CoreSettings
 
@@ -524,10 +525,6 @@ class _Http429(Exception):
         self.retry_after = retry_after
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- client ----------------------------------------------------------------------------------------
 
 
@@ -552,7 +549,7 @@ class NearRpcClient:
         budget_burst: int | None = None,
         agent: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], datetime] = _utc_now,
+        wall_clock: Callable[[], datetime] = now_utc,
     ) -> None:
         self.urls: tuple[str, ...] = parse_endpoints(url)
         self._endpoints: tuple[_Endpoint, ...] = tuple(_register(u, budget_per_min, budget_burst) for u in self.urls)

@@ -50,7 +50,7 @@ import json
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -59,6 +59,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from daemons.core.amounts import parse_u128
+from daemons.core.events import now_utc
 from daemons.core.logs import get_logger
 from daemons.venues.backoff import Backoff
 
@@ -76,10 +77,6 @@ RejectCode = Literal[
     "filtered",  # a quote outside the current pair filter (§2: still filter client-side)
     "unmatched_reply",  # a JSON-RPC reply whose id we never sent
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- caller-facing items --------------------------------------------------------------------
@@ -768,7 +765,7 @@ class RelayWsClient:
                 break
             self._last_disconnect = reason
             delay = self.backoff.next_delay()
-            self._next_attempt_at = utcnow() + timedelta(seconds=delay)
+            self._next_attempt_at = now_utc() + timedelta(seconds=delay)
             log.warning(
                 "relay_ws_retry",
                 reason=reason,
@@ -816,7 +813,7 @@ class RelayWsClient:
         if self._announced:
             self._announced = False
             self._connected_since = None
-            self._emit(Disconnected(at=utcnow(), epoch=epoch, reason=reason))
+            self._emit(Disconnected(at=now_utc(), epoch=epoch, reason=reason))
             log.warning("relay_ws_disconnected", epoch=epoch, reason=reason)
         return reason
 
@@ -838,7 +835,7 @@ class RelayWsClient:
                         raw="",
                         reason=f"frame over the hard limit closed the connection: {exc}",
                         code="oversize",
-                        received_at=utcnow(),
+                        received_at=now_utc(),
                         epoch=epoch,
                     )
                 )
@@ -858,7 +855,7 @@ class RelayWsClient:
     # --- frames ---------------------------------------------------------------------------
 
     def _on_frame(self, message: str | bytes, epoch: int) -> None:
-        received_at = utcnow()
+        received_at = now_utc()
         self._counts["frames"] += 1
         self._last_frame_at = received_at
         frame = parse_frame(
