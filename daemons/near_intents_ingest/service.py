@@ -31,6 +31,7 @@ from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.settings import CoreSettings
 from daemons.core.state_models import NearIntentsIngestFields, conform
 from daemons.near_intents_ingest.classify import classify, swap_demand
+from daemons.near_intents_ingest.metrics import daemon_metrics
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
     Connected,
@@ -305,20 +306,7 @@ class NearIntentsIngest(Service):
         return ms_since(since, now_utc())
 
     def metrics(self, m: MetricSet) -> None:
-        m.connected("relay", self.connected)
-        m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", self.blocked is not None)
-        silent = self.pair_silent_for_ms()
-        m.gauge(
-            "relay_pair_silent_seconds",
-            "Seconds without a request on the active pair while connected",
-            None if silent is None else silent / 1000,
-        )
-        m.counter("relay_gaps", "Relay disconnections (gaps in the quote stream)", self.gaps)
-        m.counters("ingest_frames", "Relay frames by outcome", self.counts, label="reason")
-        m.counter(
-            "kafka_publish_failures", "Events that could not be published to Kafka", self.counts["publish_failures"]
-        )
-        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         reasons = []
