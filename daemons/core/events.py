@@ -28,23 +28,12 @@ from pydantic import (
     WithJsonSchema,
 )
 
-U128_MAX = 2**128 - 1
+from daemons.core.amounts import parse_u128
 
 
 def _parse_u128(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("amount must be an integer in base units (a decimal string), never float or bool")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str):
-        if not value.isascii() or not value.isdigit():
-            raise ValueError(f"amount must be a string of decimal digits, got {value!r}")
-        number = int(value)
-    else:
-        raise ValueError(f"amount must be a decimal string, got {type(value).__name__}")
-    if number < 0 or number > U128_MAX:
-        raise ValueError("amount out of u128 range")
-    return number
+    # zero allowed; a JSON integer too (quoteloop's own producers send strings, but an int is exact)
+    return parse_u128(value, allow_int=True)
 
 
 def _parse_decimal(value: Any) -> Decimal:
@@ -611,6 +600,12 @@ class Envelope(_Model, Generic[P]):
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def ms_since(then: datetime, now: datetime) -> int:
+    """Whole milliseconds from `then` to `now`, rounded down and exact (no float on the way); 0
+    when `then` is not before `now`, so a clock that stepped back never makes an age negative."""
+    return max(0, (now - then) // timedelta(milliseconds=1))
 
 
 def new_event(

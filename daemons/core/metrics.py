@@ -4,7 +4,8 @@ One `CollectorRegistry` per service (never the library's global default registry
 process collector (`quoteloop_process_*`, among them `quoteloop_process_start_time_seconds`) and a
 `ServiceCollector`. The collector owns no state and runs no task: at each scrape it builds a
 `MetricSet`, the runtime adds what every daemon has (`Service.core_metrics`), then the daemon adds its
-own (`Service.metrics`, one small method per daemon reading its attributes directly, not `state()`).
+own (`Service.metrics`, which hands the set to `daemon_metrics` in the daemon's own `metrics.py`:
+one function per daemon reading the service's attributes directly, not `state()`).
 Nothing in a daemon waits on Prometheus; a scrape is a synchronous read of attributes.
 
 Every name is under the `quoteloop_` namespace; labels are `daemon` (always), and where they apply
@@ -99,7 +100,7 @@ class MetricsSource(Protocol):
 
 class ServiceCollector(Collector):
     """Reads a service's attributes at every scrape (`collect_metrics`). A bug in one daemon's
-    `metrics()` never fails the scrape: it is logged and `quoteloop_metrics_collect_errors` says so,
+    metrics never fails the scrape: it is logged and `quoteloop_metrics_collect_errors` says so,
     beside what was collected before the error."""
 
     def __init__(self, source: MetricsSource) -> None:

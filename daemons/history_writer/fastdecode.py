@@ -41,7 +41,8 @@ from pydantic import (
     create_model,
 )
 
-from daemons.core.events import TOPICS, U128_MAX, Envelope, _parse_decimal, _parse_u128, decode
+from daemons.core.amounts import U128_MAX
+from daemons.core.events import TOPICS, Envelope, _parse_decimal, _parse_u128, decode
 
 _FastU128 = Union[  # noqa: UP007 - a runtime union of Annotated types
     Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9]{1,38}$")],

@@ -32,6 +32,7 @@ from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from daemons.core.state_models import HistoryWriterFields, conform
 from daemons.history_writer.fastdecode import decode_for_history
+from daemons.history_writer.metrics import daemon_metrics
 from daemons.history_writer.store import Batch, stored_offsets, write_batch
 
 
@@ -281,20 +282,7 @@ class HistoryWriter(Service):
     # --- control surface ------------------------------------------------------------------
 
     def metrics(self, m: MetricSet) -> None:
-        now = now_utc()
-        m.connected("postgres", self.db_available)
-        m.gauge(
-            "history_impaired", "1 while the audit history cannot be written (PostgreSQL down)", not self.db_available
-        )
-        m.age(
-            "postgres_down_seconds", "Seconds PostgreSQL has been unavailable (absent when up)", now, self.db_down_since
-        )
-        m.age("history_last_write_age_seconds", "Seconds since the last batch was written", now, self.last_write_at)
-        m.gauge("history_lag_messages", "Events on Kafka not yet in the history (all topics)", sum(self.lag.values()))
-        m.counter("history_rows_written", "Rows written to the history", self.rows_written)
-        m.counter("history_duplicates_skipped", "Events already in the history, skipped", self.duplicates_skipped)
-        m.counter("history_dead_lettered", "Events stored as dead letters", self.dead_lettered)
-        m.counter("history_batches", "Batches written", self.batches)
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         return [] if self.db_available else ["postgres_unavailable: audit history impaired"]

@@ -17,13 +17,13 @@ status `pending`/`completed`) is already out of the credited balance.
 
 from __future__ import annotations
 
-import string
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from daemons.core.events import LiquidityAction
+from daemons.core.tx_hash import normalize_tx_hash
 
 FUNDING_DONE = frozenset({"credited", "failed", "duplicate", "refused"})
 WITHDRAWAL_DONE = frozenset({"completed", "failed", "refused"})
@@ -31,19 +31,6 @@ WITHDRAWAL_BURNED = frozenset({"pending", "completed"})
 # a funding in one of these never moved money: it can be left out of any credit window
 NEVER_CREDITED = frozenset({"duplicate", "refused"})
 TRACKED_KINDS = frozenset({"funding", "withdrawal"})
-
-_HEX = frozenset(string.hexdigits)
-
-
-def normalize_tx_hash(tx_hash: str) -> str:
-    """Hex hashes (EVM `0x…`, bitcoin txids) in lower case, anything else as given (trimmed), so
-    the operator's record and the bridge's deposit list name one transfer the same way."""
-    text = tx_hash.strip()
-    prefixed = text[:2] in ("0x", "0X")
-    body = text[2:] if prefixed else text
-    if body and all(c in _HEX for c in body):
-        return ("0x" if prefixed else "") + body.lower()
-    return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,11 +68,12 @@ from daemons.core.events import (
     new_event,
     now_utc,
 )
-from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics
+from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from daemons.core.state_models import InventorySyncFields, conform
 from daemons.inventory_sync.ledger import LiquidityLedger
+from daemons.inventory_sync.metrics import daemon_metrics
 from daemons.inventory_sync.reconcile import Reading, Reconciler, summary_status
 from daemons.inventory_sync.snapshot import BridgeRead, bridge_read, freshness, holdings, stale_at
 from daemons.venues.near_intents.near_rpc import NearRpcError, NearRpcRateLimited, client_from_settings
@@ -824,51 +825,7 @@ class InventorySync(Service):
     # --- state ----------------------------------------------------------------------------
 
     def metrics(self, m: MetricSet) -> None:
-        now = now_utc()
-        s = self.synced
-        m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", self.blocked is not None)
-        m.connected("verifier", self.last_attempt_at is not None and self.verifier_error is None)
-        for chain in self.chains:
-            m.connected(f"poa_bridge_{chain}", chain in self.bridge_reads and self.bridge_errors.get(chain) is None)
-        m.age("inventory_age_seconds", "Age of the latest successful verifier reading", now, s.synced_at if s else None)
-        m.gauge(
-            "inventory_stale",
-            "1 when the inventory is stale (or never read)",
-            freshness(s.synced_at if s else None, now, self.bound_ms).stale,
-        )
-        m.gauge("inventory_freshness_bound_seconds", "Age past which the inventory is stale", self.bound_ms / 1000)
-        m.gauge("inventory_sync_failures", "Consecutive failed readings", self.consecutive_failures)
-        m.gauge(
-            "inventory_pending_complete", "1 when pending movements are fully known", bool(s and s.pending_complete)
-        )
-        for a in s.assets if s else []:
-            label = asset_label(a.asset_id)
-            m.gauge(
-                "credited_base_units",
-                "Credited (spendable) in the latest inventory, base units",
-                a.spendable,
-                asset=label,
-            )
-            m.gauge(
-                "pending_in_base_units", "Funding on its way in, not spendable, base units", a.pending_in, asset=label
-            )
-            m.gauge("pending_out_base_units", "Withdrawals on their way out, base units", a.pending_out, asset=label)
-        statuses = Counter(r.status for r in (s.reconciliation if s else []))
-        m.gauge("reconciliation", "Funding credits checked against the balance, by status", None, reason="")
-        for status in ("awaiting_credit", "ok", "credited_lower_than_expected", "inconclusive"):
-            m.gauge(
-                "reconciliation",
-                "Funding credits checked against the balance, by status",
-                statuses[status],
-                reason=status,
-            )
-        m.gauge(
-            "reconciliation_mismatch", "Funding credits lower than expected", statuses["credited_lower_than_expected"]
-        )
-        m.gauge("liquidity_history_caught_up", "1 once the liquidity history has been read", self.history_caught_up)
-        m.counters("inventory_events", "Readings, publications and failures", self.counts, label="reason")
-        near_rpc_metrics(m, self.rpc.usage())
-        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         reasons = []

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from daemons.core.assets import Asset
-from daemons.core.events import AssetInventory, PendingMovement
-from daemons.inventory_sync.ledger import ActionView, normalize_tx_hash
+from daemons.core.events import AssetInventory, PendingMovement, ms_since
+from daemons.core.tx_hash import normalize_tx_hash
+from daemons.inventory_sync.ledger import ActionView
 from daemons.venues.poa_bridge import RecentDeposits
 
 CREDITED_DEPOSIT = frozenset({"COMPLETED", "CREDITED"})
@@ -208,7 +209,7 @@ def freshness(synced_at: datetime | None, now: datetime, bound_ms: int) -> Fresh
     that stepped back makes the age 0, never negative."""
     if synced_at is None:
         return Freshness(age_ms=None, stale=True)
-    age = max(0, (now - synced_at) // timedelta(milliseconds=1))
+    age = ms_since(synced_at, now)
     return Freshness(age_ms=age, stale=age > bound_ms)
 
 

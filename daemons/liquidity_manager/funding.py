@@ -8,8 +8,9 @@ flag beside the stage, not a stage: past the credit bound a pending attempt is `
 so (later sightings are reported as `delayed` too) until it is credited or fails. The event status is
 derived from stage and flag, so one poll yields at most one event per attempt.
 
-Duplicates are decided on the normalised (chain, tx hash): hex hashes compare without case or
-a `0x` difference in case, so the same transfer typed twice is caught.
+Duplicates are decided on the (chain, tx hash) normalised by `normalize_tx_hash`
+(daemons/core/tx_hash.py, which inventory-sync matches the bridge's deposits with too): hex hashes
+compare without case or a `0x` difference in case, so the same transfer typed twice is caught.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from daemons.core.events import LiquidityAction
+from daemons.core.tx_hash import normalize_tx_hash
 
 Stage = Literal["recorded", "notified", "seen", "credited", "failed"]
 FundingStatus = Literal["requested", "notified", "pending", "credited", "delayed", "failed"]
@@ -34,16 +36,6 @@ _STAGE_STATUS: dict[Stage, FundingStatus] = {
     "failed": "failed",
 }
 _HEX = frozenset(string.hexdigits)
-
-
-def normalize_tx_hash(tx_hash: str) -> str:
-    """Hex hashes (EVM `0x…`, bitcoin txids) in lower case; anything else as typed, trimmed."""
-    text = tx_hash.strip()
-    prefixed = text[:2] in ("0x", "0X")
-    body = text[2:] if prefixed else text
-    if body and all(c in _HEX for c in body):
-        return ("0x" if prefixed else "") + body.lower()
-    return text
 
 
 def tx_hash_fits_chain(chain: str, tx_hash: str) -> bool:

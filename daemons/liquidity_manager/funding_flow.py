@@ -18,6 +18,7 @@ import asyncpg
 from daemons.core.control import Caller, ControlError
 from daemons.core.db import DB_ERRORS
 from daemons.core.events import LiquidityAction, now_utc
+from daemons.core.tx_hash import normalize_tx_hash
 from daemons.liquidity_manager import funding
 from daemons.liquidity_manager.bodies import DepositAddressBody, FundingBody
 from daemons.liquidity_manager.funding import BridgeDeposit, FundingAttempt
@@ -120,7 +121,7 @@ class FundingFlow:
             for d in answer.deposits:
                 found.append(
                     BridgeDeposit(
-                        tx_hash=funding.normalize_tx_hash(d.tx_hash),
+                        tx_hash=normalize_tx_hash(d.tx_hash),
                         chain=d.chain or chain,
                         status=d.status,
                         amount=d.amount,
@@ -215,9 +216,7 @@ class FundingFlow:
                 self.ex.store.funding_by_id(body.liquidity_action_id)
             )
             if replay is not None:
-                if replay.chain != (body.chain or replay.chain) or replay.tx_hash != funding.normalize_tx_hash(
-                    body.tx_hash
-                ):
+                if replay.chain != (body.chain or replay.chain) or replay.tx_hash != normalize_tx_hash(body.tx_hash):
                     raise ControlError(409, f"liquidity_action_id {body.liquidity_action_id} names another transfer")
                 return {**funding_view(self.ex.funding.get(replay.liquidity_action_id, replay)), "replayed": True}
         try:

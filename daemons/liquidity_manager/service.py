@@ -15,9 +15,9 @@ trade path (docs/design.md §1; docs/poa-bridge.md). Every transition is an `ops
 State lives in PostgreSQL (`store.py`), each change committed with its event into an outbox that
 a task publishes to Kafka, so a transition is never lost or published without being durable.
 The pure rules are in `treasury.py`, `funding.py` and `withdrawals.py`; the flows that move data
-in `funding_flow.py` and `withdrawal_flow.py`, the control socket and `/state` in `controls.py`.
-This module holds the state they share, the durable step (`_commit`: state and events together),
-the poll loop and the wiring.
+in `funding_flow.py` and `withdrawal_flow.py`, the control socket and `/state` in `controls.py`,
+`GET /metrics` in `metrics.py`. This module holds the state they share, the durable step
+(`_commit`: state and events together), the poll loop and the wiring.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ from daemons.core.assets import InexactAmount
 from daemons.core.control import Caller, ControlError, Route
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import Envelope, LiquidityAction, LiquidityActionKind, new_event, now_utc
-from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics
+from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.liquidity_manager import withdrawals
 from daemons.liquidity_manager.controls import Controls
-from daemons.liquidity_manager.funding import FundingAttempt, pending_by_asset
+from daemons.liquidity_manager.funding import FundingAttempt
 from daemons.liquidity_manager.funding_flow import FundingFlow
+from daemons.liquidity_manager.metrics import daemon_metrics
 from daemons.liquidity_manager.outbox import OutboxPublisher
 from daemons.liquidity_manager.settings import LiquiditySettings
 from daemons.liquidity_manager.store import DatabaseDown, DepositAddressRecord, FreezeState, Store
@@ -495,52 +496,7 @@ class LiquidityManager(Service):
         return self.kafka_unreachable or (self.outbox.kafka_error if self.outbox is not None else None)
 
     def metrics(self, m: MetricSet) -> None:
-        now = now_utc()
-        m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", self.blocked is not None)
-        m.connected("postgres", self.ready.is_set() and self.db_error is None)
-        m.connected("poa_bridge", self.last_poll_at is not None and "poa_bridge" not in self.venue_errors)
-        if self.relay is not None:
-            m.connected("relay_rpc", "relay_rpc" not in self.venue_errors)
-        m.connected("near_rpc", "near_rpc" not in self.venue_errors)
-        m.age(
-            "liquidity_last_poll_age_seconds",
-            "Seconds since the last successful bridge poll",
-            now,
-            self.last_poll_ok_at,
-        )
-        attempts = list(self.funding.values())
-        m.gauge("funding_pending", "Funding attempts not yet credited or failed", sum(a.pending for a in attempts))
-        m.gauge(
-            "funding_delayed",
-            "Funding attempts past the credit bound, still not credited",
-            sum(a.status == "delayed" for a in attempts),
-        )
-        for asset_id, amount in sorted(pending_by_asset(attempts).items()):
-            m.gauge(
-                "funding_pending_base_units", "Funding on its way in, base units", amount, asset=asset_label(asset_id)
-            )
-        outs = list(self.withdrawals.values())
-        m.gauge("withdrawals_open", "Withdrawals not final yet", sum(w.open for w in outs))
-        for asset_id, amount in sorted(withdrawals.pending_by_asset(outs).items()):
-            m.gauge(
-                "withdrawals_pending_base_units",
-                "Withdrawals on their way out, base units",
-                amount,
-                asset=asset_label(asset_id),
-            )
-        m.gauge(
-            "withdrawals_undecided",
-            "Withdrawals past the deadline the node could not decide (unknown)",
-            len(self.undecided),
-        )
-        m.gauge("withdrawals_frozen", "1 while withdrawals are frozen", self.freeze.frozen)
-        m.gauge(
-            "outbox_backlog",
-            "Liquidity events written but not yet on Kafka",
-            self.outbox.backlog if self.outbox else None,
-        )
-        m.counters("liquidity_events", "Funding, withdrawal and poll outcomes", self.counts, label="reason")
-        near_rpc_metrics(m, self.near.usage())
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         reasons = []

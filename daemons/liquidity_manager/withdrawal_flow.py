@@ -20,7 +20,7 @@ from daemons.liquidity_manager.treasury import RouteRefused
 from daemons.liquidity_manager.views import withdrawal_view
 from daemons.liquidity_manager.withdrawals import Withdrawal
 from daemons.venues.near_intents.near_rpc import NearRpcError
-from daemons.venues.near_intents.nep413 import datetime_to_ns
+from daemons.venues.near_intents.nep413 import datetime_to_ns, floor_ms
 from daemons.venues.near_intents.nonce_outcome import LookupsSpent, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_rpc import (
     RelayRpcClientError,
@@ -290,8 +290,7 @@ class WithdrawalFlow:
                 address=address,
             )
         now = now_utc()
-        deadline = now + timedelta(seconds=self.ex.cfg.liquidity_withdraw_deadline_s)
-        deadline = deadline.replace(microsecond=deadline.microsecond // 1000 * 1000)  # the nonce's ms precision
+        deadline = floor_ms(now + timedelta(seconds=self.ex.cfg.liquidity_withdraw_deadline_s))
         fee = estimate.withdrawal_fee
         intent = withdrawals.ft_withdraw_intent(
             route.asset, net + fee, address, self.ex.cfg.liquidity_withdraw_min_gas or None

@@ -22,19 +22,20 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route, json_response
-from daemons.core.events import MarketPrice, new_event
+from daemons.core.events import MarketPrice, ms_since, new_event, now_utc
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.state_models import MarketReferenceFields, conform
 from daemons.market_reference_ingest.fair import tick_rejection
+from daemons.market_reference_ingest.metrics import daemon_metrics
 from daemons.market_reference_ingest.policy import (
     CoinGeckoView,
     KrakenView,
@@ -57,10 +58,6 @@ from daemons.venues.coingecko import (
     CoinGeckoUnknownId,
 )
 from daemons.venues.kraken import KrakenClient, KrakenTick
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _error_kind(exc: CoinGeckoError) -> str:
@@ -90,7 +87,7 @@ class PollOutcome:
 class MarketReferenceIngest(Service):
     name = "market-reference-ingest"
 
-    def __init__(self, settings: MarketReferenceSettings, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, settings: MarketReferenceSettings, *, clock: Callable[[], datetime] = now_utc) -> None:
         super().__init__(settings)
         self.cfg = settings
         self.clock = clock
@@ -396,54 +393,10 @@ class MarketReferenceIngest(Service):
         return reasons
 
     def metrics(self, m: MetricSet) -> None:
-        now = self.clock()
-        price = self.current
-        m.connected("kraken", self.kraken.connected)
-        m.connected("coingecko", self.cg.reachable)
-        tick = self.kraken_tick
-        m.age(
-            "price_age_seconds",
-            "Seconds since the source's last price",
-            now,
-            tick.received_at if tick else None,
-            venue="kraken",
-        )
-        m.age(
-            "price_age_seconds", "Seconds since the source's last price", now, self.cg.btc_updated_at, venue="coingecko"
-        )
-        m.gauge(
-            "price_fresh",
-            "1 while the source's price is fresh",
-            None if price is None else price.kraken_fresh,
-            venue="kraken",
-        )
-        m.gauge(
-            "price_fresh",
-            "1 while the source's price is fresh",
-            None if price is None else price.coingecko_fresh,
-            venue="coingecko",
-        )
-        m.gauge(
-            "price_decisionable",
-            "1 while the published fair price may be acted on",
-            price is not None and price.decisionable,
-        )
-        m.gauge("price_conflict", "1 while Kraken and CoinGecko disagree beyond tolerance", self.policy_state.conflict)
-        m.age(
-            "price_published_age_seconds",
-            "Seconds since the last market.price event was published",
-            now,
-            self.last_published_at,
-        )
-        m.counters("market_events", "Ticks, publications, polls and failures", self.counts, label="reason")
-        m.counters("market_discarded_ticks", "Kraken ticks discarded, by reason", self.discarded)
-        m.counter(
-            "kafka_publish_failures", "Events that could not be published to Kafka", self.counts["publish_failures"]
-        )
-        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
+        daemon_metrics(self, m)
 
     def _age_ms(self, now: datetime, then: datetime | None) -> int | None:
-        return None if then is None else max(0, int((now - then).total_seconds() * 1000))
+        return None if then is None else ms_since(then, now)
 
     def _coingecko_latest(self, now: datetime) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from daemons.core.assets import REGISTRY, ActivePair
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
-from daemons.core.events import Envelope, RawQuote, new_event, now_utc
+from daemons.core.events import Envelope, RawQuote, ms_since, new_event, now_utc
 from daemons.core.metrics import MetricSet
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
@@ -31,6 +31,7 @@ from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.core.settings import CoreSettings
 from daemons.core.state_models import NearIntentsIngestFields, conform
 from daemons.near_intents_ingest.classify import classify, swap_demand
+from daemons.near_intents_ingest.metrics import daemon_metrics
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
     Connected,
@@ -226,7 +227,7 @@ class NearIntentsIngest(Service):
         now = item.at
         if self.last_gap is not None and self.last_gap["ended_at"] is None:
             self.last_gap["ended_at"] = now
-            self.last_gap["gap_ms"] = int((now - self.last_gap["started_at"]).total_seconds() * 1000)
+            self.last_gap["gap_ms"] = ms_since(self.last_gap["started_at"], now)
         self.connected_since = now
         self.disconnected_since = None
         self.log.info("relay_connected", venue="near_intents", epoch=item.epoch, subscriptions=item.subscriptions)
@@ -302,23 +303,10 @@ class NearIntentsIngest(Service):
         if not self.connected or self.connected_since is None:
             return None
         since = max(filter(None, (self.last_active_at, self.connected_since)))
-        return int((now_utc() - since).total_seconds() * 1000)
+        return ms_since(since, now_utc())
 
     def metrics(self, m: MetricSet) -> None:
-        m.connected("relay", self.connected)
-        m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", self.blocked is not None)
-        silent = self.pair_silent_for_ms()
-        m.gauge(
-            "relay_pair_silent_seconds",
-            "Seconds without a request on the active pair while connected",
-            None if silent is None else silent / 1000,
-        )
-        m.counter("relay_gaps", "Relay disconnections (gaps in the quote stream)", self.gaps)
-        m.counters("ingest_frames", "Relay frames by outcome", self.counts, label="reason")
-        m.counter(
-            "kafka_publish_failures", "Events that could not be published to Kafka", self.counts["publish_failures"]
-        )
-        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         reasons = []

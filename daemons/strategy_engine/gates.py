@@ -7,7 +7,7 @@ cap · no inventory · inventory stale · insufficient spendable inventory of th
 (spendable = credited − reserved for live answers − buffer), or its own reason when a pending
 deposit would cover it · audit history impaired (strict mode) · disarmed. The first gate that
 fails names the decision's reason; a request that passes them all is `EXECUTE`. Nothing here
-does I/O: the service hands in views of its latest inputs.
+does I/O: the service hands in views of its latest inputs (`price_view`, `inventory_view`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TypedDict
 from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
 from daemons.core.edge import fair_rate_for
-from daemons.core.events import Direction, SwapDemand
+from daemons.core.events import Direction, Envelope, IntentInventory, MarketPrice, SwapDemand, input_age_ms
 from daemons.strategy_engine.pricing import Candidate, PricingError, price
 
 
@@ -75,6 +75,48 @@ class InventoryView:
     pending_in: dict[str, int]
     age_ms: int  # at decision time
     stale: bool
+
+
+def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
+    p = event.payload
+    if p.fair_rate_buy_btc is None or p.fair_rate_sell_btc is None or p.freshness_ms is None:
+        return PriceView(
+            event_id=str(event.event_id),
+            fair_rate_buy_btc=Decimal(0),
+            fair_rate_sell_btc=Decimal(0),
+            age_ms=0,
+            decisionable=False,
+            not_decisionable_reason=p.status_reason or "NO_FAIR_RATE",
+        )
+    # the freshness it was published with (from our receive time for Kraken, so the exchange's
+    # clock never ages it; CoinGecko's own time) plus the time since its envelope
+    age = input_age_ms(None, p.freshness_ms, event.observed_at, now)
+    assert age is not None
+    return PriceView(
+        event_id=str(event.event_id),
+        fair_rate_buy_btc=p.fair_rate_buy_btc,
+        fair_rate_sell_btc=p.fair_rate_sell_btc,
+        age_ms=age,
+        decisionable=p.decisionable,
+        not_decisionable_reason=p.status_reason,
+        source=p.source,
+        fallback_used=p.fallback_used,
+        eure_eur_rate=p.eure_eur_rate,
+        eure_basis=p.eure_basis,
+    )
+
+
+def inventory_view(event: Envelope[IntentInventory], now: datetime) -> InventoryView:
+    inv = event.payload
+    age = input_age_ms(inv.synced_at, inv.age_ms, event.observed_at, now)
+    assert age is not None
+    return InventoryView(
+        inventory_id=inv.inventory_id,
+        credited={a.asset_id: a.spendable for a in inv.assets},
+        pending_in={a.asset_id: a.pending_in for a in inv.assets},
+        age_ms=age,
+        stale=inv.stale,
+    )
 
 
 @dataclass(frozen=True)

@@ -42,26 +42,26 @@ from daemons.core.events import (
     TradeDecision,
     TradeResult,
     decode,
-    input_age_ms,
     new_event,
     now_utc,
     read_behind,
 )
-from daemons.core.metrics import MetricSet, reserved_credited
+from daemons.core.metrics import MetricSet
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
 from daemons.core.state_models import StrategyEngineFields, conform
 from daemons.strategy_engine.gates import (
     Context,
-    InventoryView,
     Limits,
-    PriceView,
     Reason,
     Verdict,
     ceiling_breach,
     decide,
+    inventory_view,
+    price_view,
 )
+from daemons.strategy_engine.metrics import daemon_metrics
 from daemons.strategy_engine.reservations import Reservations
 
 # Read as they arrive: a request is decided at once, on the newest price and inventory.
@@ -112,48 +112,6 @@ class LimitsBody(OperatorAction):
     max_deadline_ms: int | None = Field(default=None, ge=1000)
     price_max_age_ms: int | None = Field(default=None, ge=1)
     inventory_max_age_ms: int | None = Field(default=None, ge=1)
-
-
-def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
-    p = event.payload
-    if p.fair_rate_buy_btc is None or p.fair_rate_sell_btc is None or p.freshness_ms is None:
-        return PriceView(
-            event_id=str(event.event_id),
-            fair_rate_buy_btc=Decimal(0),
-            fair_rate_sell_btc=Decimal(0),
-            age_ms=0,
-            decisionable=False,
-            not_decisionable_reason=p.status_reason or "NO_FAIR_RATE",
-        )
-    # the freshness it was published with (from our receive time for Kraken, so the exchange's
-    # clock never ages it; CoinGecko's own time) plus the time since its envelope
-    age = input_age_ms(None, p.freshness_ms, event.observed_at, now)
-    assert age is not None
-    return PriceView(
-        event_id=str(event.event_id),
-        fair_rate_buy_btc=p.fair_rate_buy_btc,
-        fair_rate_sell_btc=p.fair_rate_sell_btc,
-        age_ms=age,
-        decisionable=p.decisionable,
-        not_decisionable_reason=p.status_reason,
-        source=p.source,
-        fallback_used=p.fallback_used,
-        eure_eur_rate=p.eure_eur_rate,
-        eure_basis=p.eure_basis,
-    )
-
-
-def inventory_view(event: Envelope[IntentInventory], now: datetime) -> InventoryView:
-    inv = event.payload
-    age = input_age_ms(inv.synced_at, inv.age_ms, event.observed_at, now)
-    assert age is not None
-    return InventoryView(
-        inventory_id=inv.inventory_id,
-        credited={a.asset_id: a.spendable for a in inv.assets},
-        pending_in={a.asset_id: a.pending_in for a in inv.assets},
-        age_ms=age,
-        stale=inv.stale,
-    )
 
 
 @dataclass(frozen=True)
@@ -699,38 +657,7 @@ class StrategyEngine(Service):
         }
 
     def metrics(self, m: MetricSet) -> None:
-        now = now_utc()
-        m.gauge("armed", "1 while armed (trading allowed by the operator)", self.arm.armed)
-        m.gauge(
-            "audit_impaired", "1 while strict audit mode finds the history impaired", self.audit_impaired is not None
-        )
-        pv = price_view(self.price, now) if self.price is not None else None
-        iv = inventory_view(self.inventory, now) if self.inventory is not None else None
-        m.gauge(
-            "price_input_age_seconds",
-            "Age of the latest market price the daemon holds",
-            None if pv is None else pv.age_ms / 1000,
-        )
-        m.gauge("price_input_decisionable", "1 when the price held may be acted on", pv is not None and pv.decisionable)
-        m.gauge(
-            "inventory_age_seconds",
-            "Age of the latest inventory snapshot held",
-            None if iv is None else iv.age_ms / 1000,
-        )
-        m.gauge(
-            "inventory_stale",
-            "1 when the inventory held is stale or missing",
-            iv is None or iv.stale or iv.age_ms > self.limits.inventory_max_age_ms,
-        )
-        m.counters("strategy_decisions", "Quote requests decided, by reason (EXECUTE or the refusal)", self.counters)
-        m.gauge(
-            "reservations_live", "Live reservations (commands not yet settled or released)", len(self.reservations.live)
-        )
-        m.gauge(
-            "inventory_snapshots_behind", "Snapshots ignored for a block behind the one held", self.inventory_behind
-        )
-        reserved_credited(m, self.pair.token_ids, self.reservations.reserved(), iv.credited if iv is not None else None)
-        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         reasons = []

@@ -33,11 +33,6 @@ from daemons.venues.near_intents.nep413 import (
 _NS_PER_MS = 1_000_000
 
 
-def floor_ms(dt: datetime) -> datetime:
-    """`dt` truncated to the millisecond: the precision a nonce deadline carries (docs/verifier.md §3)."""
-    return ns_to_datetime(datetime_to_ns(dt) // _NS_PER_MS * _NS_PER_MS)
-
-
 def ceil_ms(dt: datetime) -> datetime:
     ns = datetime_to_ns(dt)
     return ns_to_datetime(-(-ns // _NS_PER_MS) * _NS_PER_MS)

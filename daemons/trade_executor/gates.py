@@ -22,7 +22,7 @@ from decimal import Decimal
 from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
 from daemons.core.edge import PricingError, fair_rate_for, gross_edge_pct, units
-from daemons.core.events import ExecuteTrade, RefusalCode, input_age_ms
+from daemons.core.events import ExecuteTrade, RefusalCode, input_age_ms, ms_since
 
 C = RefusalCode
 
@@ -177,7 +177,7 @@ def command_refusal(cmd: ExecuteTrade, pair: ActivePair, g: GateInputs) -> Refus
     if problem is not None:
         return Refusal(C.INVALID_COMMAND, problem)
     if g.now >= cmd.answer_by:
-        late = int((g.now - cmd.answer_by).total_seconds() * 1000)
+        late = ms_since(cmd.answer_by, g.now)
         return Refusal(C.ANSWER_BY_PASSED, f"answer_by {cmd.answer_by.isoformat()} passed {late} ms ago")
     if cmd.min_deadline_ms > g.max_min_deadline_ms:
         return Refusal(

@@ -50,7 +50,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, get_args
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -62,7 +62,7 @@ from daemons.core.ceilings import CeilingsError, load_ceilings
 from daemons.core.control import AuditWatch, Route
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import TradeResult, held_until_covered, new_event, now_utc
-from daemons.core.metrics import MetricSet, near_rpc_metrics, reserved_credited
+from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.trade_executor.answer import SaltCache
@@ -80,6 +80,7 @@ from daemons.trade_executor.ledger import (
     LedgerStore,
     result_from_row,
 )
+from daemons.trade_executor.metrics import daemon_metrics
 from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.recovery import Recovery
 from daemons.trade_executor.resolution import Resolution
@@ -604,61 +605,7 @@ class TradeExecutor(Service):
         return self.controls.state()
 
     def metrics(self, m: MetricSet) -> None:
-        now = now_utc()
-        m.gauge("armed", "1 while armed (trading allowed by the operator)", self.arm.armed)
-        m.gauge(
-            "audit_impaired",
-            "1 while strict audit mode finds the history impaired",
-            self.audit_watch.impaired is not None,
-        )
-        m.connected("relay", self.relay is not None and self.relay.connected and self.relay_error is None)
-        m.connected("postgres", self.db_error is None)
-        m.connected("near_rpc", self.rpc_error is None)
-        m.gauge("signer_ready", "1 when the signer key is loaded and verified", self.signer.ready)
-        price = self.prices.latest
-        age = price.age_ms_at(now) if price is not None else None
-        m.gauge(
-            "price_input_age_seconds",
-            "Age of the latest market price the daemon holds",
-            None if age is None else age / 1000,
-        )
-        inv = self.inventory.latest
-        m.gauge(
-            "inventory_age_seconds",
-            "Age of the latest inventory snapshot held",
-            None if inv is None else inv.age_ms_at(now) / 1000,
-        )
-        m.gauge(
-            "inventory_stale",
-            "1 when the inventory held is stale or missing",
-            inv is None or inv.stale or inv.age_ms_at(now) > self.cfg.executor_inventory_max_age_ms,
-        )
-        # every status from the start (0 until seen), so "nothing answered for N minutes" has a series
-        results = {s: self.results.get(s, 0) for s in get_args(TradeResult.model_fields["status"].annotation)}
-        m.counters(
-            "executor_results",
-            "Trade results published, by status (acknowledged: answered)",
-            results | dict(self.results),
-        )
-        m.counters("executor_refusals", "Commands refused before answering, by reason", self.refusals)
-        m.counters("executor_errors", "Errors, by kind", self.errors)
-        m.counter("executor_completed", "Commands brought to a final state", self.completed)
-        m.gauge("executor_in_flight", "Commands some coroutine is working on", len(self.tasks))
-        m.gauge("executor_live_answers", "Answers given whose outcome is not final yet", len(self.book.answers))
-        m.gauge(
-            "executor_undecided", "Live answers whose outcome the node could not decide (unknown)", len(self.undecided)
-        )
-        m.gauge(
-            "executor_silence_audits_queued",
-            "Answers expired by relay silence waiting for a chain check",
-            len(self.audits),
-        )
-        m.gauge("executor_pending_statuses", "Relay quote statuses not yet applied", len(self.pending_statuses))
-        reserved_credited(
-            m, self.pair.token_ids, self.book.reserved_by_asset(), inv.spendable if inv is not None else None
-        )
-        near_rpc_metrics(m, self.rpc.usage())
-        m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", self.producer.restarts)
+        daemon_metrics(self, m)
 
     def health_reasons(self) -> list[str]:
         reasons = []

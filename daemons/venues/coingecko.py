@@ -19,13 +19,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr
 
+from daemons.core.events import now_utc
+from daemons.core.http import retry_after_s
 from daemons.core.logs import get_logger
 
 DEMO_BASE_URL = "https://api.coingecko.com/api/v3"  # keyless public and Demo share it (§1)
@@ -38,10 +39,6 @@ VS_EUR = "eur"
 DEFAULT_BACKOFF_S = 60.0  # §4: no usable header -> at least 60 s (freqtrade 60, hummingbot 63)
 
 Plan = Literal["public", "demo", "pro"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -185,31 +182,18 @@ def parse_simple_price(
     return found
 
 
-def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
-    """`retry-after` as delta-seconds or an HTTP date; None if absent, unparsable or not ahead."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = int(value)
-        return now + timedelta(seconds=seconds) if seconds > 0 else None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC) if moment > now else None
-
-
 def parse_ratelimit_reset(value: str | None, now: datetime) -> datetime | None:
-    """`x-ratelimit-reset` as observed in §4 (`2025-07-25 14:54:00 +0000`), or epoch seconds."""
+    """`x-ratelimit-reset` as observed in §4 (`2025-07-25 14:54:00 +0000`), or epoch seconds;
+    None if absent, unparsable, beyond what a datetime holds, or not ahead."""
     if not value:
         return None
     value = value.strip()
     moment: datetime | None = None
-    if value.isdigit():
-        moment = datetime.fromtimestamp(int(value), UTC)
+    if value.isascii() and value.isdigit():
+        try:
+            moment = datetime.fromtimestamp(int(value), UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
     else:
         for fmt in ("%Y-%m-%d %H:%M:%S %z", "%Y-%m-%dT%H:%M:%S%z"):
             try:
@@ -225,9 +209,9 @@ def parse_ratelimit_reset(value: str | None, now: datetime) -> datetime | None:
 
 def rate_limit_until(headers: Any, now: datetime, default_backoff_s: float = DEFAULT_BACKOFF_S) -> tuple[datetime, str]:
     """When a 429 lets us try again, and which signal said so (§4 order)."""
-    moment = parse_retry_after(headers.get("retry-after"), now)
-    if moment is not None:
-        return moment, "retry-after"
+    seconds = retry_after_s(headers.get("retry-after"), now)
+    if seconds:  # 0 (or a date already past) says nothing of when: the next signal decides
+        return now + timedelta(seconds=seconds), "retry-after"
     moment = parse_ratelimit_reset(headers.get("x-ratelimit-reset"), now)
     if moment is not None:
         return moment, "x-ratelimit-reset"
@@ -266,7 +250,7 @@ class CoinGeckoClient:
         stale_after_s: float = 180.0,  # docs/reference-prices.md §4: 2–3x the 60 s Demo cache
         eure_stale_after_s: float = 3600.0,  # docs/reference-prices.md §6: EURe trades thinly; ~1 h
         eure_id: str = EURE_ID,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = now_utc,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         if api_key is not None and api_key_file is not None:
@@ -477,7 +461,6 @@ __all__ = [
     "CoinGeckoTimeout",
     "CoinGeckoUnknownId",
     "CoinPrice",
-    "parse_retry_after",
     "parse_simple_price",
     "rate_limit_until",
     "read_api_key",

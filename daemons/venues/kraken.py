@@ -31,6 +31,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from daemons.core.events import now_utc
 from daemons.core.logs import get_logger
 from daemons.venues.backoff import Backoff
 
@@ -39,10 +40,6 @@ DEFAULT_SYMBOL = "BTC/EUR"  # §2: v2 spells it BTC, not XBT (UNCONFIRMED live, 
 CHECKSUM_LEVELS = 10  # §6: the CRC32 always covers the top 10 levels whatever the depth
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)  # §6
 INT32_MAX = 2**31 - 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class KrakenParseError(ValueError):
@@ -367,7 +364,7 @@ class KrakenClient:
         close_timeout_s: float = 1.0,
         book_depth: int | None = None,
         backoff: Backoff | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] = now_utc,
         on_tick: Callable[[KrakenTick], Awaitable[None] | None] | None = None,
         queue_size: int = 1000,
     ) -> None:

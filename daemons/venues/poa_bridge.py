@@ -8,7 +8,8 @@ units. Where the docs and the SDK disagree (§4, §6) the parser accepts both:
 - `withdrawal_status` answers `{status, data}` (docs) or `{withdrawals: [{status, data}]}` (SDK);
   both become `WithdrawalStatus.withdrawals`.
 - `amount` is a JSON number in the new docs/SDK and a string in the old docs: both are read
-  exactly (the body is parsed with `parse_float=Decimal`, so no amount ever passes through float).
+  exactly, as a u128 with zero allowed (the body is parsed with `parse_float=Decimal`, so no
+  amount ever passes through float).
 - errors are a bare string `error` (SDK schema) or a JSON-RPC error object: both become
   `PoaBridgeRpcError` carrying the message verbatim.
 
@@ -39,6 +40,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from daemons.core.amounts import U128_MAX, parse_u128
 
 # "Withdrawals not found" is what the bridge says until it has indexed a burn; the SDK retries it
 # as transient (§6, `waitForWithdrawalCompletion.ts`).
@@ -93,25 +96,16 @@ class PoaBridgeBadResponse(PoaBridgeError):
 
 
 def _parse_base_units(value: Any) -> int:
-    # Integral Decimal arrives when the bridge writes a number with an exponent or ".0": it is
-    # still exact because the body was parsed with parse_float=Decimal.
-    if isinstance(value, (bool, float)):
-        raise ValueError("amount must be an exact integer, never float or bool")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, Decimal):
+    # A u128, zero allowed, as a decimal string or a JSON number (module docstring). An integral
+    # Decimal arrives when the bridge writes a number with an exponent or ".0": it is still exact
+    # because the body was parsed with parse_float=Decimal.
+    if isinstance(value, Decimal):
         if not value.is_finite() or value != value.to_integral_value():
             raise ValueError(f"amount must be an integer, got {value}")
-        number = int(value)
-    elif isinstance(value, str):
-        if not value.isascii() or not value.isdigit():
-            raise ValueError(f"amount must be a string of decimal digits, got {value!r}")
-        number = int(value)
-    else:
-        raise ValueError(f"amount must be an integer or a decimal string, got {type(value).__name__}")
-    if number < 0:
-        raise ValueError("amount must not be negative")
-    return number
+        if abs(value) > U128_MAX:  # before int(): "1E+999999" is a finite, integral Decimal
+            raise ValueError("amount out of u128 range")
+        value = int(value)
+    return parse_u128(value, allow_int=True)
 
 
 # Integer base units; accepted as a JSON number or a decimal string, serialised as a string.

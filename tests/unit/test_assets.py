@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from daemons.core.amounts import U128_MAX
 from daemons.core.assets import (
     DEFAULT_BTC_ASSET_ID,
     EURE,
@@ -29,7 +30,6 @@ from daemons.core.assets import (
     to_units,
 )
 
-U128_MAX = 2**128 - 1
 WBTC_ID = "nep141:eth-0x2260fac5e5542a773aa44fbcfedf7c193bc2c599.omft.near"
 
 

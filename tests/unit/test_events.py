@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daemons.core.amounts import U128_MAX
 from daemons.core.events import (
     TOPICS,
-    U128_MAX,
     EventDecodeError,
     ExecuteTrade,
     MarketPrice,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from daemons.core.assets import EURE_ID
 from daemons.core.events import LiquidityAction
-from daemons.inventory_sync.ledger import LiquidityLedger, normalize_tx_hash
+from daemons.inventory_sync.ledger import LiquidityLedger
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
@@ -108,20 +108,6 @@ def test_a_withdrawal_is_burned_once_its_tx_is_known_or_it_is_pending_at_the_bri
     assert view.burned and view.burned_at == at(3) and view.tx_hash == "BurnTx"
     other = LiquidityLedger()
     assert apply(other, act("delayed", kind="withdrawal", tx_hash="t"), 1).burned
-
-
-@pytest.mark.parametrize(
-    ("raw", "normal"),
-    [
-        ("0xABCdef", "0xabcdef"),
-        ("0XABC", "0xabc"),
-        ("  ABCDEF01 ", "abcdef01"),
-        ("NearTxBase58Zz", "NearTxBase58Zz"),
-        ("0xnothex", "0xnothex"),
-    ],
-)
-def test_tx_hash_normalisation(raw: str, normal: str) -> None:
-    assert normalize_tx_hash(raw) == normal
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemons.core.assets import EURE_ID, POA_BTC_ID
+from daemons.core.tx_hash import normalize_tx_hash
 from daemons.liquidity_manager import funding
 from daemons.liquidity_manager.funding import BridgeDeposit, FundingAttempt
 
@@ -36,7 +37,7 @@ def _attempt(amount: int = 10**20) -> FundingAttempt:
 
 def _deposit(status: str, amount: int = 10**20, asset_id: str | None = EURE_ID) -> BridgeDeposit:
     return BridgeDeposit(
-        tx_hash=funding.normalize_tx_hash(TX),
+        tx_hash=normalize_tx_hash(TX),
         chain="eth:100",
         status=status,  # type: ignore[arg-type]
         amount=amount,
@@ -126,21 +127,6 @@ def test_failed_is_final_for_pending_counts_but_can_still_be_credited() -> None:
     assert funding.advance(failed, _deposit("PENDING"), T0, BOUND) is None  # never backwards
     done = funding.advance(failed, _deposit("COMPLETED"), T0 + BOUND, BOUND)
     assert done is not None and done.status == "credited"
-
-
-@pytest.mark.parametrize(
-    ("typed", "normal"),
-    [
-        ("0xABCDEF", "0xabcdef"),
-        ("0XAbC", "0xabc"),
-        ("  ab12  ", "ab12"),
-        ("AB12", "ab12"),
-        ("5x9Zq", "5x9Zq"),
-        ("0xZZ", "0xZZ"),
-    ],
-)
-def test_tx_hashes_normalise(typed: str, normal: str) -> None:
-    assert funding.normalize_tx_hash(typed) == normal
 
 
 @pytest.mark.parametrize(

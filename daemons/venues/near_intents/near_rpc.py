@@ -54,27 +54,27 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal, TypeGuard, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from pydantic import AwareDatetime, BaseModel, ConfigDict, computed_field
 
+from daemons.core.amounts import parse_u128
+from daemons.core.events import now_utc
+from daemons.core.http import retry_after_s
 from daemons.core.settings import CoreSettings
 
 Finality = Literal["final", "optimistic", "near-final"]
 # `wait_until` of `tx` / `send_tx`: nearcore's TxExecutionStatus, weakest to strongest.
 TxWaitUntil = Literal["NONE", "INCLUDED", "EXECUTED_OPTIMISTIC", "INCLUDED_FINAL", "EXECUTED", "FINAL"]
 DEFAULT_CONTRACT = "intents.near"
-U128_MAX = (1 << 128) - 1
 _T = TypeVar("_T")
 
 WINDOW_S = 60.0  # the budget's window, and usage()'s "requests in the last 60 s"
 DEFAULT_BURST = 5  # `budget_burst=None`: min(per_min, this)
 BACKOFF_INITIAL_S = 1.0  # 429 without Retry-After, and the transport-failure demotion
 BACKOFF_MAX_S = 60.0
-MAX_RETRY_AFTER_S = 3600.0  # a provider's Retry-After beyond this is taken as this
 _EPS = 1e-9  # token arithmetic is float: a bucket at 0.999999999 holds a token
 
 
@@ -415,29 +415,6 @@ def _backoff_s(consecutive: int) -> float:
     return min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2.0 ** max(0, consecutive - 1))
 
 
-def retry_after_s(value: str | None, wall_now: datetime) -> float | None:
-    """A `Retry-After` header as seconds from now: delta-seconds, or an HTTP date (0 if past).
-    None when absent or unparsable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - wall_now).total_seconds())
-
-
 class _Endpoint:
     """One endpoint's shared state: budget, cooldown, demotion and counters."""
 
@@ -482,8 +459,8 @@ class _Endpoint:
     def on_429(self, now: float, retry_after: float | None) -> float:
         self.rate_limited_total += 1
         self._consecutive_429 += 1
+        # `retry_after` comes from `retry_after_s`, which caps it at an hour
         delay = retry_after if retry_after is not None else _backoff_s(self._consecutive_429)
-        delay = min(delay, MAX_RETRY_AFTER_S)
         until = now + delay
         self.cooling_until = until if self.cooling_until is None else max(self.cooling_until, until)
         return delay
@@ -548,10 +525,6 @@ class _Http429(Exception):
         self.retry_after = retry_after
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- client ----------------------------------------------------------------------------------------
 
 
@@ -576,7 +549,7 @@ class NearRpcClient:
         budget_burst: int | None = None,
         agent: str | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], datetime] = _utc_now,
+        wall_clock: Callable[[], datetime] = now_utc,
     ) -> None:
         self.urls: tuple[str, ...] = parse_endpoints(url)
         self._endpoints: tuple[_Endpoint, ...] = tuple(_register(u, budget_per_min, budget_burst) for u in self.urls)
@@ -977,12 +950,11 @@ def _tx_status(result: Mapping[str, Any], tx_hash: str, sender_account_id: str) 
 
 
 def _u128(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
-        raise NearRpcBadResponse(f"{what} returned {value!r}, not a u128 decimal string")
-    n = int(value)
-    if n > U128_MAX:
-        raise NearRpcBadResponse(f"{what} returned {value!r}, beyond u128")
-    return n
+    # a balance: a u128 decimal string (docs/verifier.md §9), zero allowed, never a JSON number
+    try:
+        return parse_u128(value)
+    except ValueError as exc:
+        raise NearRpcBadResponse(f"{what} returned {repr(value)[:100]}: {exc}") from None
 
 
 def _typed(value: object, kind: type[_T], what: str) -> _T:

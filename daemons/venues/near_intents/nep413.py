@@ -307,6 +307,12 @@ def _floor_ms(dt: datetime) -> int:
     return datetime_to_ns(dt) // _NS_PER_MS
 
 
+def floor_ms(dt: datetime) -> datetime:
+    """`dt` truncated to the millisecond: the precision a nonce deadline carries (§3), so a
+    deadline built from it is the same in the nonce and in the intent."""
+    return ns_to_datetime(_floor_ms(dt) * _NS_PER_MS)
+
+
 def deadline_str(dt: datetime) -> str:
     """RFC 3339 in JS `toISOString()` form, `2024-10-14T12:53:40.000Z` (§4).
 

@@ -50,7 +50,7 @@ import json
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, get_args
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -58,12 +58,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
+from daemons.core.amounts import parse_u128
+from daemons.core.events import now_utc
 from daemons.core.logs import get_logger
 from daemons.venues.backoff import Backoff
 
 log = get_logger("relay_ws", venue="near_intents")
 
-U128_MAX = (1 << 128) - 1
 SubKind = Literal["quote", "quote_status"]
 Envelope = Literal["event", "subscribe"]
 RejectCode = Literal[
@@ -76,10 +77,6 @@ RejectCode = Literal[
     "filtered",  # a quote outside the current pair filter (§2: still filter client-side)
     "unmatched_reply",  # a JSON-RPC reply whose id we never sent
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # --- caller-facing items --------------------------------------------------------------------
@@ -247,22 +244,10 @@ class RelayRequestError(RelayWsError):
 # --- pure parsing ---------------------------------------------------------------------------
 
 
-def parse_u128(value: Any) -> int:
-    """u128 from its wire form: a decimal string (§3), or a JSON integer from a lenient peer.
-    Floats are refused: an amount that went through a float has already lost precision."""
-    if isinstance(value, bool):
-        raise ValueError("amount must be a u128 decimal string, got a boolean")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        if not value.isascii() or not value.isdigit():
-            raise ValueError(f"amount must be a u128 decimal string, got {value!r}")
-        n = int(value)
-    else:
-        raise ValueError(f"amount must be a u128 decimal string, got {type(value).__name__}")
-    if not 0 < n <= U128_MAX:
-        raise ValueError(f"amount out of range (1..2^128-1): {value!r}")
-    return n
+def _amount(value: Any) -> int:
+    """An amount of a quote request or answer: a u128 decimal string (§3) or a JSON integer from a
+    lenient peer; zero is no amount to trade, so it is refused like a malformed one."""
+    return parse_u128(value, positive=True, allow_int=True)
 
 
 def _parse_ms(value: Any) -> int:
@@ -298,7 +283,7 @@ class _QuoteData(BaseModel):
     @field_validator("exact_amount_in", "exact_amount_out", mode="before")
     @classmethod
     def _u128(cls, v: Any) -> int | None:
-        return None if v is None else parse_u128(v)
+        return None if v is None else _amount(v)
 
     @field_validator("min_deadline_ms", mode="before")
     @classmethod
@@ -503,7 +488,7 @@ def answer_from_reply(reply: RpcReply) -> RelayAnswer:
 def _amount_str(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise TypeError(f"amounts are int or u128 decimal strings, never {type(value).__name__}")
-    return str(parse_u128(value))
+    return str(_amount(value))
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -780,7 +765,7 @@ class RelayWsClient:
                 break
             self._last_disconnect = reason
             delay = self.backoff.next_delay()
-            self._next_attempt_at = utcnow() + timedelta(seconds=delay)
+            self._next_attempt_at = now_utc() + timedelta(seconds=delay)
             log.warning(
                 "relay_ws_retry",
                 reason=reason,
@@ -828,7 +813,7 @@ class RelayWsClient:
         if self._announced:
             self._announced = False
             self._connected_since = None
-            self._emit(Disconnected(at=utcnow(), epoch=epoch, reason=reason))
+            self._emit(Disconnected(at=now_utc(), epoch=epoch, reason=reason))
             log.warning("relay_ws_disconnected", epoch=epoch, reason=reason)
         return reason
 
@@ -850,7 +835,7 @@ class RelayWsClient:
                         raw="",
                         reason=f"frame over the hard limit closed the connection: {exc}",
                         code="oversize",
-                        received_at=utcnow(),
+                        received_at=now_utc(),
                         epoch=epoch,
                     )
                 )
@@ -870,7 +855,7 @@ class RelayWsClient:
     # --- frames ---------------------------------------------------------------------------
 
     def _on_frame(self, message: str | bytes, epoch: int) -> None:
-        received_at = utcnow()
+        received_at = now_utc()
         self._counts["frames"] += 1
         self._last_frame_at = received_at
         frame = parse_frame(

@@ -453,6 +453,10 @@ async def test_amount_numbers_are_read_exactly(canned: tuple[Canned, PoaBridgeCl
     ("body", "what"),
     [
         ('{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (DEPOSIT % ("1.5", "PENDING")), "amount"),
+        # beyond u128, as a number, an exponent or a string: refused before any int is built
+        ('{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (DEPOSIT % (2**128, "PENDING")), "amount"),
+        ('{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (DEPOSIT % ("1E+999999", "PENDING")), "amount"),
+        ('{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (DEPOSIT % ('"-1"', "PENDING")), "amount"),
         ('{"jsonrpc":"2.0","id":"1","result":{"deposits":[%s]}}' % (DEPOSIT % ("1", "SWEEPING")), "status"),
         ('{"jsonrpc":"2.0","id":"1"}', "neither result nor error"),
         ("not json", "not JSON"),

@@ -15,7 +15,6 @@ from daemons.venues.coingecko import (
     CoinGeckoResponseError,
     CoinGeckoUnknownId,
     parse_ratelimit_reset,
-    parse_retry_after,
     parse_simple_price,
     rate_limit_until,
 )
@@ -79,19 +78,34 @@ def test_coin_without_the_vs_currency_counts_as_missing() -> None:
         parse_simple_price('{"bitcoin": {}}', ["bitcoin"], "eur", NOW)
 
 
-def test_retry_after_seconds_and_http_date() -> None:
-    assert parse_retry_after("119", NOW) == NOW + timedelta(seconds=119)
-    assert parse_retry_after("Mon, 18 May 2026 12:02:00 GMT", NOW) == NOW + timedelta(minutes=2)
-    assert parse_retry_after("Mon, 18 May 2026 11:00:00 GMT", NOW) is None  # already past
-    assert parse_retry_after("0", NOW) is None
-    assert parse_retry_after("soon", NOW) is None
-    assert parse_retry_after(None, NOW) is None
+@pytest.mark.parametrize(
+    ("value", "until"),
+    [
+        ("119", NOW + timedelta(seconds=119)),
+        ("Mon, 18 May 2026 12:02:00 GMT", NOW + timedelta(minutes=2)),
+        ("86400", NOW + timedelta(hours=1)),  # capped (daemons/core/http.py)
+        # no moment ahead: the next signal (here none, so the default wait) decides
+        ("Mon, 18 May 2026 11:00:00 GMT", None),
+        ("0", None),
+        ("soon", None),
+        ("1.5", None),
+        (None, None),
+    ],
+)
+def test_retry_after_seconds_and_http_date(value: str | None, until: datetime | None) -> None:
+    headers = {} if value is None else {"retry-after": value}
+    if until is None:
+        assert rate_limit_until(headers, NOW) == (NOW + timedelta(seconds=60), "default")
+    else:
+        assert rate_limit_until(headers, NOW) == (until, "retry-after")
 
 
 def test_ratelimit_reset_as_observed() -> None:
     assert parse_ratelimit_reset("2026-05-18 12:01:00 +0000", NOW) == NOW + timedelta(minutes=1)
     in_30s = NOW + timedelta(seconds=30)
     assert parse_ratelimit_reset(str(int(in_30s.timestamp())), NOW) == in_30s
+    for nonsense in ("99999999999999", "9" * 30, "9" * 5000, "²", "2026-05-18", "soon"):
+        assert parse_ratelimit_reset(nonsense, NOW) is None
 
 
 def test_rate_limit_until_prefers_retry_after_then_reset_then_60s() -> None:

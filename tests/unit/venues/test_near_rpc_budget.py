@@ -1,12 +1,11 @@
 """The NEAR RPC client's pure parts: the per-endpoint budget (never over `per_min` in any 60 s nor
-`burst` at once, and never starving), Retry-After parsing, endpoint lists, URL redaction, and the
-settings that name the endpoints (no deprecated near.org host by default, refused unless allowed).
-The client's behaviour over HTTP is in tests/integration/venues/test_near_rpc.py."""
+`burst` at once, and never starving), endpoint lists, URL redaction, and the settings that name
+the endpoints (no deprecated near.org host by default, refused unless allowed). Retry-After is
+read by daemons/core/http.py (tests/unit/test_http.py). The client's behaviour over HTTP is in
+tests/integration/venues/test_near_rpc.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 import pytest
@@ -19,7 +18,6 @@ from daemons.venues.near_intents.near_rpc import (
     RpcBudget,
     parse_endpoints,
     redact_url,
-    retry_after_s,
 )
 
 # --- the budget ----------------------------------------------------------------------------------------
@@ -104,32 +102,6 @@ def test_tighten_keeps_the_lowest_figures() -> None:
 def test_budget_refuses_nonsense(per_min: object, burst: object) -> None:
     with pytest.raises(ValueError):
         RpcBudget(per_min, burst)  # type: ignore[arg-type]
-
-
-# --- Retry-After --------------------------------------------------------------------------------------
-
-NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    "value,seconds",
-    [
-        ("30", 30.0),
-        (" 2 ", 2.0),
-        ("0", 0.0),
-        ("1.5", 1.5),
-        (format_datetime(NOW + timedelta(seconds=90), usegmt=True), 90.0),
-        (format_datetime(NOW - timedelta(seconds=90), usegmt=True), 0.0),  # in the past: now
-        (None, None),
-        ("", None),
-        ("soon", None),
-        ("-5", None),
-        ("inf", None),
-        ("nan", None),
-    ],
-)
-def test_retry_after(value: str | None, seconds: float | None) -> None:
-    assert retry_after_s(value, NOW) == seconds
 
 
 # --- endpoints and their display ----------------------------------------------------------------------
