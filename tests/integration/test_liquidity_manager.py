@@ -578,9 +578,10 @@ async def test_a_withdrawal_the_chain_cannot_decide_stays_open_and_blocks_anothe
     assert status == 200 and view2["liquidity_action_id"] != action
 
     async def audited() -> Any:
-        return await pool.fetchrow(
+        return await pool.fetchrow(  # this run's: the database outlives a test run on a local stack
             "SELECT * FROM control_actions WHERE service = 'liquidity-manager' "
-            "AND action = 'withdrawal_despite_unknown' AND operator = 'erin'"
+            "AND action = 'withdrawal_despite_unknown' AND operator = 'erin' AND params::text LIKE $1",
+            f"%{action}%",
         )
 
     row = await eventually(audited, what="the confirmation audited")
