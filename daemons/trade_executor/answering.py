@@ -1,23 +1,26 @@
 """Answering a command: its ledger `received` row, the gates, the hold, the signature, the
 frame and the venue's answer — the executor's hot path (`TradeExecutor` runs it per command).
 
-Order, and why: the row is durable before anything else (a second delivery finds it and
-republishes its result); every check and the hold run with no await between them, so commands
-accepted concurrently cannot over-commit; the signed `submitted` row is durable before the frame,
-and the last check (`send_refusal`) runs with no await between it and the frame's write. The
-venue's answer is mapped to the ledger by `steps.answer_outcome` (pure).
+Order, and why: every check and the hold run with no await between them, so commands accepted
+concurrently cannot over-commit; the command's first row is written once, straight in its state
+(`refused`, or `submitted` with nonce, deadline and signature: signing is local and may come
+first), so an answer costs one durable write before its frame, and a second delivery finds the
+row and republishes its result; the last check (`send_refusal`) runs with no await between it
+and the frame's write. The command loop commits a command's offset only once its row is durable.
+The venue's answer is mapped to the ledger by `steps.answer_outcome` (pure).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from daemons.core.db import DB_ERRORS
 from daemons.core.events import Envelope, ExecuteTrade, RefusalCode, TradeResult, now_utc
 from daemons.core.failpoints import failpoint
-from daemons.trade_executor.answer import plan_nonce, sign_answer
+from daemons.trade_executor.answer import SignedAnswer, plan_nonce, sign_answer
 from daemons.trade_executor.gates import (
     InventoryCheck,
     Refusal,
@@ -58,18 +61,26 @@ class Answering:
         self.ex = ex
 
     async def take(self, event: Envelope[ExecuteTrade]) -> None:
+        """Returns once the command's first ledger row is durable (`submitted` with its signature,
+        or `refused`), or it is found a duplicate: the command loop commits its offset after
+        that. The frame and the venue's answer follow in a task."""
         cmd = event.payload
+        cid = cmd.command_id
         now = now_utc()
         self.ex.last_command = {
-            "command_id": cmd.command_id,
+            "command_id": cid,
             "quote_id": cmd.quote_id,
             "decision_id": cmd.decision_id,
             "received_at": now,
             "answer_by": cmd.answer_by,
         }
-        row = await self.ex._store().insert_received(event, now)
-        if row is None:
-            await self._duplicate(event, now)
+        if cid in self.ex.busy:
+            # delivered again while the first delivery is in hand: its result comes from that one
+            self.ex.errors["duplicate_commands"] += 1
+            self.ex.log.info("duplicate_command", command_id=cid, quote_id=cmd.quote_id, state="in hand")
+            return
+        if cid in self.ex.book.answers or cmd.quote_id in self.ex.book.by_quote:
+            await self._duplicate(event, now)  # its row (or the quote's) is stored: republish, refuse
             return
         refusal = (
             command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))
@@ -77,7 +88,7 @@ class Answering:
             or check_price(cmd, self.ex.pair, self.ex.prices.latest, now, self.ex.ceilings)
         )
         if refusal is not None:
-            await self.refuse(row, refusal, now)
+            await self.refuse_new(event, refusal, now)
             return
         check = check_inventory(
             self.ex.inventory.latest,
@@ -89,22 +100,88 @@ class Answering:
             self.ex.signer.account_id,
         )
         if check.refusal is not None:
-            await self.refuse(row, check.refusal, now)
+            await self.refuse_new(event, check.refusal, now)
             return
         # reserve now, with no await since the check: the next command already sees this hold
         self.ex.book.hold(
             LiveAnswer(
-                command_id=cmd.command_id,
+                command_id=cid,
                 quote_id=cmd.quote_id,
                 asset_out=cmd.asset_out,
                 amount_out=cmd.amount_out,
                 state=S.RECEIVED,
             )
         )
-        self.ex.busy[cmd.command_id] += 1
-        task = asyncio.create_task(self._answer(row, cmd, check), name=f"answer-{cmd.command_id}")
+        self.ex.busy[cid] += 1
+        try:
+            stored = await self._sign_and_store(event, check, now)
+        except BaseException:
+            self.ex.book.release(cid)  # nothing durable, nothing sent: the command is read again
+            self.ex._unbusy(cid)
+            raise
+        if stored is None:
+            self.ex._unbusy(cid)
+            return
+        task = asyncio.create_task(self._send(stored, cmd), name=f"answer-{cid}")
         self.ex.tasks.add(task)
         task.add_done_callback(self.ex.tasks.discard)
+
+    async def _sign_and_store(
+        self, event: Envelope[ExecuteTrade], check: InventoryCheck, received_at: datetime
+    ) -> tuple[LedgerRow, SignedAnswer] | None:
+        """Salt, the command's checks once more (after that await), the nonce and the NEP-413
+        signature, then the one durable write before the frame: the row straight in `submitted`
+        with nonce, deadline and signature. None: refused late, or a duplicate (handled)."""
+        cmd = event.payload
+        cid = cmd.command_id
+        try:
+            salt = await self._current_salt()
+            now = now_utc()
+            late = command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))  # again, after the await
+            if salt is None and late is None:
+                late = Refusal(RefusalCode.SALT_UNAVAILABLE, f"current_salt could not be read: {self.ex.rpc_error}")
+            if late is not None:
+                await self.refuse_new(event, late, now)
+                return None
+            assert salt is not None and self.ex.key is not None
+            signer_id = self.ex.signer.account_id or ""
+            plan = plan_nonce(
+                salt, now, cmd.min_deadline_ms, self.ex.cfg.executor_answer_margin_ms, self.ex.random_bytes
+            )
+            self.ex.book.update(cid, state=S.SIGNING, signer_id=signer_id, nonce=plan.nonce_b64, deadline=plan.deadline)
+            answer = sign_answer(self.ex.key, signer_id, cmd, plan, self.ex.cfg.verifier_contract)
+        except DB_ERRORS:
+            raise
+        except Exception:
+            self.ex.errors["internal_error"] += 1
+            self.ex.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
+            await self.refuse_new(
+                event, Refusal(RefusalCode.INTERNAL_ERROR, "the executor failed before signing"), now_utc()
+            )
+            return None
+        signed_at = now_utc()
+        submitted = await self.ex._store().insert(
+            event,
+            received_at,
+            S.SUBMITTED,
+            signed_at,
+            signer_id=signer_id,
+            salt=plan.salt,
+            nonce=plan.nonce_b64,
+            deadline=plan.deadline,
+            inventory_id=check.inventory_id,
+            spendable_at_check=check.spendable,
+            reserved_at_check=check.reserved,
+            signed_data=answer.signed_data,
+            quote_hash=answer.quote_hash,
+            quote_output=answer.quote_output_wire(),
+            signed_at=signed_at,
+        )
+        if submitted is None:
+            self.ex.book.release(cid)  # signed, never stored nor sent: the stored row stands
+            await self._duplicate(event, received_at)
+            return None
+        return submitted, answer
 
     async def _duplicate(self, event: Envelope[ExecuteTrade], now: datetime) -> None:
         cmd = event.payload
@@ -145,8 +222,29 @@ class Answering:
         )
         await self.ex._send_result(result, now, causation=event.event_id)
 
-    async def refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
+    async def refuse_new(self, event: Envelope[ExecuteTrade], refusal: Refusal, now: datetime) -> None:
+        """A command refused before anything was signed: its first row written straight in
+        `refused` (its hold, if it took one, released), the result published."""
+        cmd = event.payload
+        row = await self.ex._store().insert(
+            event,
+            now,
+            S.REFUSED,
+            now,
+            reason=refusal.reason,
+            reason_code=refusal.code,
+            inventory_id=refusal.inventory_id,
+            spendable_at_check=refusal.spendable,
+            reserved_at_check=refusal.reserved,
+        )
+        if row is None:
+            self.ex.book.release(cmd.command_id)
+            await self._duplicate(event, now)
+            return
+        with self.ex._working(row.command_id):
+            await self.ex.written(row, noted=self._refusal_noted(row, refusal))
 
+    def _refusal_noted(self, row: LedgerRow, refusal: Refusal) -> Callable[[LedgerRow], None]:
         def noted(_moved: LedgerRow) -> None:
             self.ex.refusals[refusal.code] += 1
             self.ex.log.info(
@@ -158,13 +256,18 @@ class Answering:
             )
             self.ex.completed += 1
 
+        return noted
+
+    async def refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
+        """A `received` row refused (one a start finds left from before it)."""
+
         with self.ex._working(row.command_id):
             # None: past `received` already, not a refusal any more
             await self.ex.step(
                 row.command_id,
                 S.REFUSED,
                 now,
-                noted=noted,
+                noted=self._refusal_noted(row, refusal),
                 reason=refusal.reason,
                 reason_code=refusal.code,
                 inventory_id=refusal.inventory_id,
@@ -172,45 +275,11 @@ class Answering:
                 reserved_at_check=refusal.reserved,
             )
 
-    async def _answer(self, row: LedgerRow, cmd: ExecuteTrade, check: InventoryCheck) -> None:
+    async def _send(self, stored: tuple[LedgerRow, SignedAnswer], cmd: ExecuteTrade) -> None:
+        submitted, answer = stored
         cid = cmd.command_id
-        store = self.ex._store()
         try:
-            salt = await self._current_salt()
-            now = now_utc()
-            late = command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))  # again, after the await
-            if salt is None and late is None:
-                late = Refusal(RefusalCode.SALT_UNAVAILABLE, f"current_salt could not be read: {self.ex.rpc_error}")
-            if late is not None:
-                await self.refuse(row, late, now)
-                return
-            assert salt is not None and self.ex.key is not None and self.ex.relay is not None
-            signer_id = self.ex.signer.account_id or ""
-            plan = plan_nonce(
-                salt, now, cmd.min_deadline_ms, self.ex.cfg.executor_answer_margin_ms, self.ex.random_bytes
-            )
-            self.ex.book.update(cid, state=S.SIGNING, signer_id=signer_id, nonce=plan.nonce_b64, deadline=plan.deadline)
-            answer = sign_answer(self.ex.key, signer_id, cmd, plan, self.ex.cfg.verifier_contract)
-            signed_at = now_utc()
-            # one durable write before the answer leaves: nonce, deadline and signature together
-            submitted = await store.transition(
-                cid,
-                S.SUBMITTED,
-                signed_at,
-                signer_id=signer_id,
-                salt=plan.salt,
-                nonce=plan.nonce_b64,
-                deadline=plan.deadline,
-                inventory_id=check.inventory_id,
-                spendable_at_check=check.spendable,
-                reserved_at_check=check.reserved,
-                signed_data=answer.signed_data,
-                quote_hash=answer.quote_hash,
-                quote_output=answer.quote_output_wire(),
-                signed_at=signed_at,
-            )
-            if submitted is None:
-                raise RuntimeError(f"ledger row {cid} left `received` under the executor's feet")
+            assert self.ex.relay is not None and submitted.deadline is not None
             failpoint("trade-executor.after_submitted")  # signed and durable, not yet sent
             self.ex.book.update(cid, state=S.SUBMITTED, quote_hash=answer.quote_hash)
             sent_at = now_utc()
@@ -236,7 +305,7 @@ class Answering:
                 "command_id": cid,
                 "quote_id": cmd.quote_id,
                 "quote_hash": answer.quote_hash,
-                "deadline": plan.deadline,
+                "deadline": submitted.deadline,
                 "sent_at": sent_at,
             }
             self.ex.log.info(
@@ -244,7 +313,7 @@ class Answering:
                 command_id=cid,
                 quote_id=cmd.quote_id,
                 quote_hash=answer.quote_hash,
-                deadline=plan.deadline.isoformat(),
+                deadline=submitted.deadline.isoformat(),
             )
             outcome: RelayAnswer | RelayTimeout | RelayNotConnected
             try:
@@ -261,14 +330,9 @@ class Answering:
             # the row stays where it is; recovery resolves it once PostgreSQL is back
             self.ex._db_lost(exc)
         except Exception:
+            # stored as submitted: never resent, resolved from the venue like any live answer
             self.ex.errors["internal_error"] += 1
             self.ex.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
-            try:
-                await self.refuse(
-                    row, Refusal(RefusalCode.INTERNAL_ERROR, "the executor failed before signing"), now_utc()
-                )
-            except Exception:  # noqa: BLE001 - the row may be past `received`: the sweeps resolve it
-                pass
         finally:
             self.ex._unbusy(cid)
 

@@ -1,7 +1,7 @@
 """The executor's durable ledger: the state machine (pure) and its PostgreSQL table.
 
 One row per command (`executor_ledger`, unique by `command_id` and by `quote_id`), written before
-anything is signed. States and the only moves between them::
+anything leaves the process. States and the only moves between them::
 
     received ──► signing ──► submitted ──► acknowledged ──► settled | expired
         │  │        │       ▲    ├───────► rejected
@@ -9,10 +9,11 @@ anything is signed. States and the only moves between them::
         ▼           └──► settled | expired          (restart: never sent, resolved at once)
      refused
 
-The executor goes `received → submitted` in one write: the nonce, deadline and signature are
-stored together, before anything is sent (signing is local and has no side effect, so a write
-before it protected nothing and cost a durable commit on the hot path). `signing` remains for
-rows written by earlier versions, and recovery still resolves them.
+A command's first row is written straight in `submitted` (`LedgerStore.insert`: the nonce,
+deadline and signature with the command, before anything is sent; signing is local and has no
+side effect, so a write before it protected nothing and cost a durable commit on the hot path)
+or straight in `refused`. `received` and `signing` remain for rows written by earlier versions,
+and recovery still resolves them.
 
 `submitted` also goes straight to settled/expired (a `quote_status` can beat the relay's OK),
 and `expired` to `settled` (a late `quote_status` is a venue fact and wins over our inference).
@@ -290,7 +291,9 @@ class LedgerStore:
         self.pool = pool
 
     async def insert_received(self, event: Envelope[ExecuteTrade], received_at: datetime) -> LedgerRow | None:
-        """The command's row in `received`; None when its command_id or quote_id already has one."""
+        """A row in `received`, as earlier versions wrote a command's first row (the executor now
+        writes it straight in its state, `insert`); recovery still refuses such rows, and tests
+        seed them with this. None when its command_id or quote_id already has one."""
         cmd = event.payload
         record = await self.pool.fetchrow(
             _INSERT,
@@ -309,6 +312,49 @@ class LedgerStore:
             cmd.answer_by,
             event.model_dump(mode="json"),
             received_at,
+        )
+        return LedgerRow.from_record(record) if record is not None else None
+
+    async def insert(
+        self, event: Envelope[ExecuteTrade], received_at: datetime, target: LedgerState, at: datetime, **fields: Any
+    ) -> LedgerRow | None:
+        """The command's first row, written straight in `target` (`submitted` with its signature,
+        or `refused`): one durable write where a `received` row and a transition would make two.
+        None when its command_id or quote_id already has a row."""
+        if target not in (S.SUBMITTED, S.REFUSED):
+            raise ValueError(f"a command's first row is submitted or refused, not {target.value}")
+        unknown = set(fields) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+        cmd = event.payload
+        names = [f"{target.value}_at", *fields]
+        values = [at, *(_value(n, fields[n]) for n in fields)]
+        sql = (
+            "INSERT INTO executor_ledger (command_id, quote_id, execution_id, decision_id, command_event_id, state, "
+            "direction, asset_in, asset_out, amount_in, amount_out, fixed_side, min_deadline_ms, answer_by, command, "
+            f"received_at, {', '.join(names)}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+            f"$15, $16, {', '.join(f'${i}' for i in range(17, 17 + len(names)))}) "
+            f"ON CONFLICT DO NOTHING RETURNING {_COLUMNS}"
+        )
+        record = await self.pool.fetchrow(
+            sql,
+            cmd.command_id,
+            cmd.quote_id,
+            execution_id_for(cmd.command_id),
+            cmd.decision_id,
+            event.event_id,
+            target.value,
+            cmd.direction,
+            cmd.asset_in,
+            cmd.asset_out,
+            Decimal(cmd.amount_in),
+            Decimal(cmd.amount_out),
+            cmd.fixed_side,
+            cmd.min_deadline_ms,
+            cmd.answer_by,
+            event.model_dump(mode="json"),
+            received_at,
+            *values,
         )
         return LedgerRow.from_record(record) if record is not None else None
 

@@ -3,16 +3,18 @@
 
 The loop, per `cmd.execute_trade`:
 
-1. Write the command's ledger row (`received`) before anything else. A row that already exists
-   means a duplicate delivery: the result already recorded is republished, nothing is answered.
+1. A command already in the ledger (or in hand) is a duplicate delivery: the result already
+   recorded is republished, nothing is answered.
 2. Check (pure, `gates.py`): draining, paused, disarmed, strict audit, signer, relay connection,
    the command itself, `answer_by`, the deadline asked for, the root-owned ceilings (given per
    answer, EURe notional, live exposure), its own price check against the latest
    `ref.market_price` (edge floor, freshness), and the late inventory check of the asset given
    against the latest snapshot minus what live answers hold. A failure is `refused` (a
-   `RefusalCode`), recorded and published. A pass reserves the amount at once, before any await.
-3. Nonce and deadline (salt from a ≤ 5 min cache) → ledger `signing`; sign the NEP-413
-   `token_diff` → ledger `submitted` with the signed payload and quote_hash; then, with no await
+   `RefusalCode`): the command's row is written straight in `refused` and published. A pass
+   reserves the amount at once, before any await.
+3. Nonce and deadline (salt from a ≤ 5 min cache), the NEP-413 `token_diff` signed, then the
+   one durable write before the frame: the command's row straight in `submitted` with the signed
+   payload and quote_hash (the command's offset is committed only after it). Then, with no await
    between the check and the frame's write, still armed, `answer_by` not passed, price and
    inventory fresh and exposure within its ceiling (else `rejected`, never sent, its hold kept
    until its deadline), send the `quote_response` and await the relay: OK → `acknowledged`, an
@@ -26,8 +28,9 @@ The loop, per `cmd.execute_trade`:
    ever resubmitted.
 
 The start path is the recovery path: every unresolved ledger row is resolved from the venue and
-its result published (received → refused; signing → resolved at once, it was never sent;
-submitted → uncertain, then resolved; acknowledged/uncertain → watched). The same recovery runs
+its result published (received → refused, a row an earlier version left; signing → resolved
+at once, it was never sent; submitted → uncertain, then resolved; acknowledged/uncertain →
+watched). The same recovery runs
 when PostgreSQL comes back after an outage; while it is away no command is taken (they wait in
 Kafka) and `/state` says why. Results are published at least once: `published_state` in the
 ledger says what is known to be on Kafka, and a sweep republishes whatever is behind.
@@ -39,7 +42,9 @@ Where each part lives: `answering.py` (steps 1-3), `resolution.py` (step 4), `re
 start path), `controls.py` (the control socket and `/state`); the pure decisions beside them in
 `gates.py`, `steps.py`, `settlement.py`, `ledger.py`. This module holds the state they share, the
 loops and the wiring, and `step`: every result-bearing ledger transition goes through it (the
-write, the live book derived from the returned row, the publication).
+write, then `written`: the live book derived from the returned row, the publication); a
+command's first row, written straight in its state, goes through `written` too. `metrics.py`
+holds what `/metrics` reads.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ from daemons.trade_executor.gates import (
 )
 from daemons.trade_executor.inventory import InventoryFeed
 from daemons.trade_executor.ledger import (
+    RESULT_STATUS,
     LedgerRow,
     LedgerState,
     LedgerStore,
@@ -435,11 +441,19 @@ class TradeExecutor(Service):
         moved = await self._store().transition(cid, target, at, **fields)
         if moved is None:
             return None
-        self.book.apply(moved, settled_hold=settled_hold)
-        if noted is not None:
-            noted(moved)
-        await self._publish(moved)
+        await self.written(moved, settled_hold=settled_hold, noted=noted)
         return moved
+
+    async def written(
+        self, row: LedgerRow, *, settled_hold: bool = True, noted: Callable[[LedgerRow], None] | None = None
+    ) -> None:
+        """What follows a durable ledger write (`step`, or a command's first row written straight
+        in its state): the live book derived from the row, `noted`, the result published."""
+        self.book.apply(row, settled_hold=settled_hold)
+        if noted is not None:
+            noted(row)
+        if RESULT_STATUS[row.state] is not None:
+            await self._publish(row)
 
     async def _publish(self, row: LedgerRow, *, republish: bool = False) -> bool:
         """Publish the row's result, then note it in the ledger; on failure the sweep retries."""

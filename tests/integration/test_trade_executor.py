@@ -1001,7 +1001,7 @@ async def test_an_answer_being_stored_when_the_executor_is_disarmed_never_leaves
         CREATE OR REPLACE FUNCTION test_hold_submitted() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN PERFORM pg_advisory_xact_lock(74110); RETURN NEW; END $$;
         DROP TRIGGER IF EXISTS test_hold_submitted ON executor_ledger;
-        CREATE TRIGGER test_hold_submitted BEFORE UPDATE ON executor_ledger FOR EACH ROW
+        CREATE TRIGGER test_hold_submitted BEFORE INSERT OR UPDATE ON executor_ledger FOR EACH ROW
             WHEN (NEW.state = 'submitted') EXECUTE FUNCTION test_hold_submitted();""")
     try:
         async with harness.pool.acquire() as conn:
