@@ -64,10 +64,12 @@ def market_price(
     )
 
 
-def inventory(btc: int, eure: int, *, stale: bool = False, block_height: int | None = None) -> IntentInventory:
+def inventory(
+    btc: int, eure: int, *, stale: bool = False, block_height: int | None = None, account_id: str = "solver.near"
+) -> IntentInventory:
     return IntentInventory(
         inventory_id=str(uuid.uuid4()),
-        account_id="solver.near",
+        account_id=account_id,
         assets=[
             AssetInventory(asset_id=NBTC_ID, decimals=8, spendable=btc),
             AssetInventory(asset_id=EURE_ID, decimals=18, spendable=eure),
@@ -242,15 +244,18 @@ async def test_a_snapshot_read_at_an_older_block_never_replaces_the_one_held(
     """A restarted inventory-sync on a lagging node publishes a snapshot from a block behind the
     one held: it may predate fills whose reservations were released, so decisions keep using the
     held one (here the older one would show nothing to give)."""
-    held = inventory(10**6, 10**20, block_height=1_000)
+    # an account of this run's own: a snapshot an earlier run left at a later block must not
+    # count as held (the engine starts from the topic's last snapshot)
+    account = f"solver-{uuid.uuid4().hex[:8]}.near"
+    held = inventory(10**6, 10**20, block_height=1_000, account_id=account)
     await feed(producer, engine, market_price(), held)
     await arm(engine)
-    await producer.publish(new_event(inventory(0, 0, block_height=997), producer=SRC, pair=PAIR))
+    await producer.publish(new_event(inventory(0, 0, block_height=997, account_id=account), producer=SRC, pair=PAIR))
     await eventually(lambda: engine.inventory_behind == 1, what="the older snapshot read and set aside")
     decision, [_] = await ask(producer, tail, demand())
     assert decision.payload.decision_reason == "EXECUTE"
     assert decision.payload.inventory_snapshot_id == held.inventory_id
-    newer = inventory(0, 0, block_height=1_001)
+    newer = inventory(0, 0, block_height=1_001, account_id=account)
     await feed(producer, engine, newer)  # a later block is taken, whatever it shows
     decision, _ = await ask(producer, tail, demand())
     assert decision.payload.decision_reason == "INSUFFICIENT_INVENTORY"
