@@ -180,6 +180,13 @@ class RpcUsageLike(Protocol):
     def endpoints(self) -> Sequence[EndpointUsageLike]: ...
 
 
+def oldest_age_s(since: Iterable[datetime | None], now: datetime) -> float:
+    """Seconds since the earliest of `since` (0 when there is none): e.g. how long the oldest
+    unknown outcome has been past its deadline, the figure its alert compares with N minutes."""
+    known = [t for t in since if t is not None]
+    return max(0.0, (now - min(known)).total_seconds()) if known else 0.0
+
+
 def asset_label(asset_id: str) -> str:
     """The `asset` label: the registry's symbol (BTC, EURe), else the asset id itself."""
     from daemons.core.assets import REGISTRY

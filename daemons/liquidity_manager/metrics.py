@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daemons.core.events import now_utc
-from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics
+from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics, oldest_age_s
 from daemons.liquidity_manager import withdrawals
 from daemons.liquidity_manager.funding import pending_by_asset
 
@@ -53,6 +53,11 @@ def daemon_metrics(ex: LiquidityManager, m: MetricSet) -> None:
         "withdrawals_undecided",
         "Withdrawals past the deadline the node could not decide (unknown)",
         len(ex.undecided),
+    )
+    m.gauge(
+        "withdrawals_undecided_oldest_seconds",
+        "How long the oldest unknown withdrawal has been past its deadline (0: none)",
+        oldest_age_s((w.deadline for a in ex.undecided if (w := ex.withdrawals.get(a)) is not None), now),
     )
     m.gauge("withdrawals_frozen", "1 while withdrawals are frozen", ex.freeze.frozen)
     m.gauge(

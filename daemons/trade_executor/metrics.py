@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, get_args
 
 from daemons.core.events import TradeResult, now_utc
-from daemons.core.metrics import MetricSet, near_rpc_metrics, reserved_credited
+from daemons.core.metrics import MetricSet, near_rpc_metrics, oldest_age_s, reserved_credited
 
 if TYPE_CHECKING:
     from daemons.trade_executor.service import TradeExecutor
@@ -58,6 +58,11 @@ def daemon_metrics(ex: TradeExecutor, m: MetricSet) -> None:
     m.gauge("executor_in_flight", "Commands some coroutine is working on", len(ex.tasks))
     m.gauge("executor_live_answers", "Answers given whose outcome is not final yet", len(ex.book.answers))
     m.gauge("executor_undecided", "Live answers whose outcome the node could not decide (unknown)", len(ex.undecided))
+    m.gauge(
+        "executor_undecided_oldest_seconds",
+        "How long the oldest unknown outcome has been past its answer's deadline (0: none)",
+        oldest_age_s((a.deadline for cid in ex.undecided if (a := ex.book.answers.get(cid)) is not None), now),
+    )
     m.gauge(
         "executor_silence_audits_queued",
         "Answers expired by relay silence waiting for a chain check",

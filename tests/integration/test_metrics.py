@@ -74,6 +74,7 @@ EXPECTED: dict[str, set[str]] = {
     "liquidity-manager": {
         "quoteloop_funding_delayed",
         "quoteloop_withdrawals_undecided",
+        "quoteloop_withdrawals_undecided_oldest_seconds",
         "quoteloop_withdrawals_frozen",
         *NEAR_RPC,
     },
@@ -94,6 +95,7 @@ EXPECTED: dict[str, set[str]] = {
         "quoteloop_executor_refusals",
         "quoteloop_executor_in_flight",
         "quoteloop_executor_undecided",
+        "quoteloop_executor_undecided_oldest_seconds",
         "quoteloop_reserved_base_units",
         "quoteloop_credited_base_units",
         *NEAR_RPC,

@@ -29,6 +29,7 @@ from daemons.core.assets import EURE_ID, NBTC_ID
 from daemons.core.bus import EventProducer, topic_end_offsets
 from daemons.core.control import socket_path
 from daemons.core.events import Envelope, ExecuteTrade, IntentInventory, MarketPrice, Producer, new_event
+from daemons.core.metrics import MetricSet
 from daemons.core.runtime import serve
 from daemons.trade_executor.answer import plan_nonce, sign_answer
 from daemons.trade_executor.ledger import LedgerRow, LedgerState, LedgerStore
@@ -719,6 +720,11 @@ async def test_an_answer_the_node_cannot_decide_keeps_its_hold_until_an_operator
     status, state = await harness.control("GET", "/state")
     assert cid in state["undecided"] and svc.book.reserved(EURE_ID) == GIVE
     assert await harness.statuses(cid) == ["uncertain"]  # neither expired nor settled by a guess
+    # what the unknown-outcome alert reads: how long past its deadline the oldest one is
+    scrape = MetricSet("trade-executor")
+    svc.metrics(scrape)
+    [oldest] = [f for f in scrape.families() if f.name == "quoteloop_executor_undecided_oldest_seconds"]
+    assert oldest.samples[0].value > 0
     status, err = await harness.control(
         "POST",
         "/resolve",
