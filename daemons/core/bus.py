@@ -84,6 +84,7 @@ class EventProducer:
         self._broken: AIOKafkaProducer | None = None  # a producer whose sequence state is broken
         self._broken_by: BaseException | None = None
         self.restarts = 0  # how often a dead producer was replaced (shown by owners that care)
+        self.failures = 0  # sends that failed: not handed over, or not acknowledged by the broker
 
     def _new(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -157,12 +158,19 @@ class EventProducer:
         return self._producer
 
     async def _send(self, topic: str, value: bytes, key: bytes | None) -> asyncio.Future[Any]:
-        producer = await self._live()
-        # aiokafka is untyped: send() resolves to the future of the broker's acknowledgement
-        ack: asyncio.Future[Any] = await producer.send(topic, value, key=key)
+        try:
+            producer = await self._live()
+            # aiokafka is untyped: send() resolves to the future of the broker's acknowledgement
+            ack: asyncio.Future[Any] = await producer.send(topic, value, key=key)
+        except (KafkaError, OSError):
+            self.failures += 1
+            raise
 
         def watch(done: asyncio.Future[Any]) -> None:
-            if not done.cancelled() and isinstance(done.exception(), _SEQUENCE_BROKEN):
+            if done.cancelled() or done.exception() is None:
+                return
+            self.failures += 1
+            if isinstance(done.exception(), _SEQUENCE_BROKEN):
                 self._broken, self._broken_by = producer, done.exception()
 
         ack.add_done_callback(watch)

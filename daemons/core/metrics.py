@@ -180,6 +180,21 @@ class RpcUsageLike(Protocol):
     def endpoints(self) -> Sequence[EndpointUsageLike]: ...
 
 
+class ProducerLike(Protocol):
+    restarts: int
+    failures: int
+
+
+def kafka_producer_metrics(m: MetricSet, producer: ProducerLike) -> None:
+    """What every daemon that publishes shows of its Kafka producer (`EventProducer`)."""
+    m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", producer.restarts)
+    m.counter(
+        "kafka_send_failures",
+        "Kafka sends that failed (not handed over, or not acknowledged by the broker)",
+        producer.failures,
+    )
+
+
 def oldest_age_s(since: Iterable[datetime | None], now: datetime) -> float:
     """Seconds since the earliest of `since` (0 when there is none): e.g. how long the oldest
     unknown outcome has been past its deadline, the figure its alert compares with N minutes."""

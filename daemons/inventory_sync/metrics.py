@@ -10,7 +10,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from daemons.core.events import now_utc
-from daemons.core.metrics import MetricSet, asset_label, near_rpc_metrics
+from daemons.core.metrics import MetricSet, asset_label, kafka_producer_metrics, near_rpc_metrics
 from daemons.inventory_sync.snapshot import freshness
 
 if TYPE_CHECKING:
@@ -56,4 +56,4 @@ def daemon_metrics(ex: InventorySync, m: MetricSet) -> None:
     m.gauge("liquidity_history_caught_up", "1 once the liquidity history has been read", ex.history_caught_up)
     m.counters("inventory_events", "Readings, publications and failures", ex.counts, label="reason")
     near_rpc_metrics(m, ex.rpc.usage())
-    m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", ex.producer.restarts)
+    kafka_producer_metrics(m, ex.producer)

@@ -65,5 +65,10 @@ def daemon_metrics(ex: LiquidityManager, m: MetricSet) -> None:
         "Liquidity events written but not yet on Kafka",
         ex.outbox.backlog if ex.outbox else None,
     )
+    m.counter(
+        "kafka_send_failures",
+        "Kafka sends that failed (not handed over, or not acknowledged by the broker)",
+        ex.outbox.failures if ex.outbox else 0,
+    )
     m.counters("liquidity_events", "Funding, withdrawal and poll outcomes", ex.counts, label="reason")
     near_rpc_metrics(m, ex.near.usage())

@@ -43,6 +43,7 @@ class OutboxPublisher:
         self._on_db_ok = on_db_ok
         self._on_change = on_change
         self._producer: EventProducer | None = None
+        self.failures = 0  # publications of the outbox that failed (each is tried again)
         self._wake = asyncio.Event()
         self._stopping = False
         self._pruned_at = datetime.min.replace(tzinfo=UTC)
@@ -120,6 +121,7 @@ class OutboxPublisher:
             for row in rows:
                 await self._producer.publish_raw(row.topic, row.event, row.key.encode())
         except (KafkaError, OSError) as exc:
+            self.failures += 1
             if self.kafka_error is None:
                 self.log.error("kafka_publish_failed", topic="ops.liquidity_action", error=str(exc), backlog=len(rows))
             self.kafka_error = f"{exc.__class__.__name__}: {exc}"

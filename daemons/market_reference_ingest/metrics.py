@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemons.core.metrics import MetricSet
+from daemons.core.metrics import MetricSet, kafka_producer_metrics
 
 if TYPE_CHECKING:
     from daemons.market_reference_ingest.service import MarketReferenceIngest
@@ -55,4 +55,4 @@ def daemon_metrics(ex: MarketReferenceIngest, m: MetricSet) -> None:
     m.counters("market_events", "Ticks, publications, polls and failures", ex.counts, label="reason")
     m.counters("market_discarded_ticks", "Kraken ticks discarded, by reason", ex.discarded)
     m.counter("kafka_publish_failures", "Events that could not be published to Kafka", ex.counts["publish_failures"])
-    m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", ex.producer.restarts)
+    kafka_producer_metrics(m, ex.producer)

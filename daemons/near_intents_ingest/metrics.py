@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daemons.core.metrics import MetricSet
+from daemons.core.metrics import MetricSet, kafka_producer_metrics
 
 if TYPE_CHECKING:
     from daemons.near_intents_ingest.service import NearIntentsIngest
@@ -26,4 +26,4 @@ def daemon_metrics(ex: NearIntentsIngest, m: MetricSet) -> None:
     m.counter("relay_gaps", "Relay disconnections (gaps in the quote stream)", ex.gaps)
     m.counters("ingest_frames", "Relay frames by outcome", ex.counts, label="reason")
     m.counter("kafka_publish_failures", "Events that could not be published to Kafka", ex.counts["publish_failures"])
-    m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", ex.producer.restarts)
+    kafka_producer_metrics(m, ex.producer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daemons.core.events import now_utc
-from daemons.core.metrics import MetricSet, reserved_credited
+from daemons.core.metrics import MetricSet, kafka_producer_metrics, reserved_credited
 from daemons.strategy_engine.gates import inventory_view, price_view
 
 if TYPE_CHECKING:
@@ -42,4 +42,4 @@ def daemon_metrics(ex: StrategyEngine, m: MetricSet) -> None:
     m.gauge("reservations_live", "Live reservations (commands not yet settled or released)", len(ex.reservations.live))
     m.gauge("inventory_snapshots_behind", "Snapshots ignored for a block behind the one held", ex.inventory_behind)
     reserved_credited(m, ex.pair.token_ids, ex.reservations.reserved(), iv.credited if iv is not None else None)
-    m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", ex.producer.restarts)
+    kafka_producer_metrics(m, ex.producer)

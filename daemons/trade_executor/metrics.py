@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, get_args
 
 from daemons.core.events import TradeResult, now_utc
-from daemons.core.metrics import MetricSet, near_rpc_metrics, oldest_age_s, reserved_credited
+from daemons.core.metrics import MetricSet, kafka_producer_metrics, near_rpc_metrics, oldest_age_s, reserved_credited
 
 if TYPE_CHECKING:
     from daemons.trade_executor.service import TradeExecutor
@@ -71,4 +71,4 @@ def daemon_metrics(ex: TradeExecutor, m: MetricSet) -> None:
     m.gauge("executor_pending_statuses", "Relay quote statuses not yet applied", len(ex.pending_statuses))
     reserved_credited(m, ex.pair.token_ids, ex.book.reserved_by_asset(), inv.spendable if inv is not None else None)
     near_rpc_metrics(m, ex.rpc.usage())
-    m.counter("kafka_producer_restarts", "Kafka producers replaced after their sender died", ex.producer.restarts)
+    kafka_producer_metrics(m, ex.producer)

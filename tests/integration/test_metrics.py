@@ -49,6 +49,8 @@ NEAR_RPC = {
     "quoteloop_near_rpc_budget_per_min",
     "quoteloop_near_rpc_rate_limited",
 }
+# every daemon that publishes to Kafka (all but history-writer)
+PUBLISHES = {"quoteloop_kafka_send_failures"}
 # family names (a counter's samples add `_total`)
 EXPECTED: dict[str, set[str]] = {
     "history-writer": {
@@ -57,6 +59,7 @@ EXPECTED: dict[str, set[str]] = {
         "quoteloop_history_rows_written",
     },
     "market-reference-ingest": {
+        *PUBLISHES,
         "quoteloop_price_age_seconds",
         "quoteloop_price_fresh",
         "quoteloop_price_decisionable",
@@ -64,6 +67,7 @@ EXPECTED: dict[str, set[str]] = {
         "quoteloop_kafka_producer_restarts",
     },
     "inventory-sync": {
+        *PUBLISHES,
         "quoteloop_inventory_age_seconds",
         "quoteloop_inventory_stale",
         "quoteloop_credited_base_units",
@@ -72,14 +76,21 @@ EXPECTED: dict[str, set[str]] = {
         *NEAR_RPC,
     },
     "liquidity-manager": {
+        *PUBLISHES,
         "quoteloop_funding_delayed",
         "quoteloop_withdrawals_undecided",
         "quoteloop_withdrawals_undecided_oldest_seconds",
         "quoteloop_withdrawals_frozen",
         *NEAR_RPC,
     },
-    "near-intents-ingest": {"quoteloop_relay_gaps", "quoteloop_ingest_frames", "quoteloop_kafka_publish_failures"},
+    "near-intents-ingest": {
+        *PUBLISHES,
+        "quoteloop_relay_gaps",
+        "quoteloop_ingest_frames",
+        "quoteloop_kafka_publish_failures",
+    },
     "strategy-engine": {
+        *PUBLISHES,
         "quoteloop_armed",
         "quoteloop_price_input_age_seconds",
         "quoteloop_inventory_age_seconds",
@@ -88,6 +99,7 @@ EXPECTED: dict[str, set[str]] = {
         "quoteloop_credited_base_units",
     },
     "trade-executor": {
+        *PUBLISHES,
         "quoteloop_armed",
         "quoteloop_price_input_age_seconds",
         "quoteloop_inventory_age_seconds",
