@@ -162,7 +162,15 @@ async def seven_daemons(
         ),
         NearIntentsIngest(IngestSettings(**common, **port(NearIntentsIngest))),
         StrategyEngine(StrategySettings(**common, **port(StrategyEngine))),
-        TradeExecutor(ExecutorSettings(**common, **port(TradeExecutor), executor_group=f"seven-executor-{run}")),
+        # its own group each run, and no look back: other tests' commands on the shared topic are not its
+        TradeExecutor(
+            ExecutorSettings(
+                **common,
+                **port(TradeExecutor),
+                executor_group=f"seven-executor-{run}",
+                executor_new_group_lookback_ms=0,
+            )
+        ),
     ]
     seven = Seven(verifier, key, jwt, relay, poa, control_dir, run, {s.name: s for s in services})
     tasks = [asyncio.create_task(serve(s, handle_signals=False)) for s in services]

@@ -296,6 +296,11 @@ class EventConsumer:
     async def end_offset(self, tp: TopicPartition) -> int:
         return int((await self._consumer.end_offsets([tp]))[tp])
 
+    async def offset_at(self, tp: TopicPartition, at_ms: int) -> int:
+        """The first offset whose record time is at or after `at_ms` (epoch ms), else the end."""
+        found = (await self._consumer.offsets_for_times({tp: at_ms})).get(tp)
+        return int(found.offset) if found is not None else await self.end_offset(tp)
+
     async def positions(self) -> dict[TopicPartition, int]:
         """Where the consumer reads next, per assigned partition (resolving a pending reset)."""
         return {tp: await self._consumer.position(tp) for tp in self.assignment()}

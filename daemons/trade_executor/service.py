@@ -143,9 +143,15 @@ class TradeExecutor(Service):
         self.audit_watch = AuditWatch(settings.control_dir, self.log)
         self.random_bytes = random_bytes
         self.producer = EventProducer(settings, client_id=self.name)
-        # a new group starts at the end: a command from before the executor's first start is stale
+        # a new group starts a short way back (`_assigned`): a command sent while the executor was
+        # joining gets its result; an older one is long past its answer_by
         self.consumer = EventConsumer(
-            settings, settings.executor_group, ["cmd.execute_trade"], client_id=self.name, new_group_starts_at="latest"
+            settings,
+            settings.executor_group,
+            ["cmd.execute_trade"],
+            client_id=self.name,
+            new_group_starts_at="latest",
+            on_assigned=self._assigned,
         )
         self.rpc = client_from_settings(settings, timeout_s=settings.executor_rpc_timeout_s, daemon="trade-executor")
         self.book = LiveBook()
@@ -325,6 +331,13 @@ class TradeExecutor(Service):
         return self.store
 
     # --- commands -------------------------------------------------------------------------------
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        """Partitions this group never committed on start `executor_new_group_lookback_ms` back."""
+        since_ms = int(now_utc().timestamp() * 1000) - self.cfg.executor_new_group_lookback_ms
+        for tp in assigned:
+            if await self.consumer.committed(tp) is None:
+                self.consumer.seek(tp, await self.consumer.offset_at(tp, since_ms))
 
     async def _command_loop(self) -> None:
         while not self.drain_requested.is_set():

@@ -19,6 +19,9 @@ class ExecutorSettings(CoreSettings):
     near_rpc_budget_per_min: int = Field(default=12, ge=1)
     # Kafka consumer group for cmd.execute_trade
     executor_group: str = "trade-executor"
+    # a new group (no committed offset) starts this far back: a command sent while the executor
+    # was joining gets its result (refused as late if it is), nothing older is replayed
+    executor_new_group_lookback_ms: int = Field(default=60_000, ge=0)
     # deadline = now + min_deadline_ms + this margin (covers the way to the relay)
     executor_answer_margin_ms: int = Field(default=5_000, ge=0, le=60_000)
     # how long to wait for the relay's answer to a quote_response before it is `uncertain`

@@ -122,6 +122,8 @@ def _env(stack: Stack, control_dir: Path, venue: Venue, secrets_dir: Path, group
         "QL_SIGNER_ACCOUNT_ID": ACCOUNT,
         "QL_SIGNER_KEY_FILE": str(secrets_dir / "signer.key"),
         "QL_EXECUTOR_GROUP": group,
+        # a group of its own per test, and no look back: earlier tests' commands are not its
+        "QL_EXECUTOR_NEW_GROUP_LOOKBACK_MS": "0",
         "QL_RELAY_BACKOFF_INITIAL_S": "0.05",
         "QL_RELAY_BACKOFF_MAX_S": "0.2",
         "QL_EXECUTOR_RESOLVE_INTERVAL_S": "0.05",
