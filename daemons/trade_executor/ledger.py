@@ -268,14 +268,6 @@ _SETTABLE = frozenset(
 )
 _AMOUNTS = frozenset({"spendable_at_check", "reserved_at_check"})
 
-_INSERT = f"""
-INSERT INTO executor_ledger (command_id, quote_id, execution_id, decision_id, command_event_id, state, direction,
-    asset_in, asset_out, amount_in, amount_out, fixed_side, min_deadline_ms, answer_by, command, received_at)
-VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-ON CONFLICT DO NOTHING
-RETURNING {_COLUMNS}
-"""
-
 
 def _value(name: str, value: Any) -> Any:
     if name in _AMOUNTS and isinstance(value, int):
@@ -294,26 +286,7 @@ class LedgerStore:
         """A row in `received`, as earlier versions wrote a command's first row (the executor now
         writes it straight in its state, `insert`); recovery still refuses such rows, and tests
         seed them with this. None when its command_id or quote_id already has one."""
-        cmd = event.payload
-        record = await self.pool.fetchrow(
-            _INSERT,
-            cmd.command_id,
-            cmd.quote_id,
-            execution_id_for(cmd.command_id),
-            cmd.decision_id,
-            event.event_id,
-            cmd.direction,
-            cmd.asset_in,
-            cmd.asset_out,
-            Decimal(cmd.amount_in),
-            Decimal(cmd.amount_out),
-            cmd.fixed_side,
-            cmd.min_deadline_ms,
-            cmd.answer_by,
-            event.model_dump(mode="json"),
-            received_at,
-        )
-        return LedgerRow.from_record(record) if record is not None else None
+        return await self.insert(event, received_at, S.RECEIVED, received_at)
 
     async def insert(
         self, event: Envelope[ExecuteTrade], received_at: datetime, target: LedgerState, at: datetime, **fields: Any
@@ -321,19 +294,21 @@ class LedgerStore:
         """The command's first row, written straight in `target` (`submitted` with its signature,
         or `refused`): one durable write where a `received` row and a transition would make two.
         None when its command_id or quote_id already has a row."""
-        if target not in (S.SUBMITTED, S.REFUSED):
-            raise ValueError(f"a command's first row is submitted or refused, not {target.value}")
+        if target not in (S.RECEIVED, S.SUBMITTED, S.REFUSED):
+            raise ValueError(f"a command's first row is received, submitted or refused, not {target.value}")
         unknown = set(fields) - _SETTABLE
         if unknown:
             raise ValueError(f"not ledger columns: {sorted(unknown)}")
         cmd = event.payload
-        names = [f"{target.value}_at", *fields]
-        values = [at, *(_value(n, fields[n]) for n in fields)]
+        # `received_at` is always written; another state also gets its own time
+        stamped = [] if target is S.RECEIVED else [(f"{target.value}_at", at)]
+        names = [n for n, _ in stamped] + list(fields)
+        values = [v for _, v in stamped] + [_value(n, fields[n]) for n in fields]
         sql = (
             "INSERT INTO executor_ledger (command_id, quote_id, execution_id, decision_id, command_event_id, state, "
             "direction, asset_in, asset_out, amount_in, amount_out, fixed_side, min_deadline_ms, answer_by, command, "
-            f"received_at, {', '.join(names)}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-            f"$15, $16, {', '.join(f'${i}' for i in range(17, 17 + len(names)))}) "
+            f"received_at{''.join(f', {n}' for n in names)}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+            f"$12, $13, $14, $15, $16{''.join(f', ${i}' for i in range(17, 17 + len(names)))}) "
             f"ON CONFLICT DO NOTHING RETURNING {_COLUMNS}"
         )
         record = await self.pool.fetchrow(
