@@ -83,7 +83,7 @@ class Answering:
             await self._duplicate(event, now)  # its row (or the quote's) is stored: republish, refuse
             return
         refusal = (
-            command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))
+            command_refusal(cmd, self.ex.pair, self.ex.gate_inputs(now))
             or check_ceilings(cmd, self.ex.pair, self.ex.ceilings, self.ex.book.live_exposure(cmd.asset_out))
             or check_price(cmd, self.ex.pair, self.ex.prices.latest, now, self.ex.ceilings)
         )
@@ -112,15 +112,15 @@ class Answering:
                 state=S.RECEIVED,
             )
         )
-        self.ex.busy[cid] += 1
+        self.ex.busy.take(cid)
         try:
             stored = await self._sign_and_store(event, check, now)
         except BaseException:
             self.ex.book.release(cid)  # nothing durable, nothing sent: the command is read again
-            self.ex._unbusy(cid)
+            self.ex.busy.release(cid)
             raise
         if stored is None:
-            self.ex._unbusy(cid)
+            self.ex.busy.release(cid)
             return
         task = asyncio.create_task(self._send(stored, cmd), name=f"answer-{cid}")
         self.ex.tasks.add(task)
@@ -137,9 +137,10 @@ class Answering:
         try:
             salt = await self._current_salt()
             now = now_utc()
-            late = command_refusal(cmd, self.ex.pair, self.ex._gate_inputs(now))  # again, after the await
+            late = command_refusal(cmd, self.ex.pair, self.ex.gate_inputs(now))  # again, after the await
             if salt is None and late is None:
-                late = Refusal(RefusalCode.SALT_UNAVAILABLE, f"current_salt could not be read: {self.ex.rpc_error}")
+                why = f"current_salt could not be read: {self.ex.near_rpc.error}"
+                late = Refusal(RefusalCode.SALT_UNAVAILABLE, why)
             if late is not None:
                 await self.refuse_new(event, late, now)
                 return None
@@ -160,7 +161,7 @@ class Answering:
             )
             return None
         signed_at = now_utc()
-        submitted = await self.ex._store().insert(
+        submitted = await self.ex.ledger().insert(
             event,
             received_at,
             S.SUBMITTED,
@@ -185,7 +186,7 @@ class Answering:
 
     async def _duplicate(self, event: Envelope[ExecuteTrade], now: datetime) -> None:
         cmd = event.payload
-        store = self.ex._store()
+        store = self.ex.ledger()
         existing = await store.get(cmd.command_id)
         if existing is not None:
             self.ex.errors["duplicate_commands"] += 1
@@ -194,7 +195,7 @@ class Answering:
             )
             if RESULT_STATUS[existing.state] is None:
                 return  # in hand (or left for recovery): its result is on the way
-            await self.ex._publish(existing, republish=True)
+            await self.ex.publisher.publish(existing, republish=True)
             return
         other = await store.get_by_quote(cmd.quote_id)
         holder = f"command {other.command_id} ({other.state.value})" if other is not None else "another command"
@@ -220,13 +221,13 @@ class Answering:
         self.ex.log.warning(
             "command_refused", command_id=cmd.command_id, quote_id=cmd.quote_id, reason_code="quote_already_answered"
         )
-        await self.ex._send_result(result, now, causation=event.event_id)
+        await self.ex.publisher.send_result(result, now, causation=event.event_id)
 
     async def refuse_new(self, event: Envelope[ExecuteTrade], refusal: Refusal, now: datetime) -> None:
         """A command refused before anything was signed: its first row written straight in
         `refused` (its hold, if it took one, released), the result published."""
         cmd = event.payload
-        row = await self.ex._store().insert(
+        row = await self.ex.ledger().insert(
             event,
             now,
             S.REFUSED,
@@ -241,8 +242,8 @@ class Answering:
             self.ex.book.release(cmd.command_id)
             await self._duplicate(event, now)
             return
-        with self.ex._working(row.command_id):
-            await self.ex.written(row, noted=self._refusal_noted(row, refusal))
+        with self.ex.busy.working(row.command_id):
+            await self.ex.publisher.written(row, noted=self._refusal_noted(row, refusal))
 
     def _refusal_noted(self, row: LedgerRow, refusal: Refusal) -> Callable[[LedgerRow], None]:
         def noted(_moved: LedgerRow) -> None:
@@ -261,9 +262,9 @@ class Answering:
     async def refuse(self, row: LedgerRow, refusal: Refusal, now: datetime) -> None:
         """A `received` row refused (one a start finds left from before it)."""
 
-        with self.ex._working(row.command_id):
+        with self.ex.busy.working(row.command_id):
             # None: past `received` already, not a refusal any more
-            await self.ex.step(
+            await self.ex.publisher.step(
                 row.command_id,
                 S.REFUSED,
                 now,
@@ -328,13 +329,13 @@ class Answering:
             await self._apply_answer(submitted, outcome, sent_at, now_utc())
         except DB_ERRORS as exc:
             # the row stays where it is; recovery resolves it once PostgreSQL is back
-            self.ex._db_lost(exc)
+            self.ex.db_lost(exc)
         except Exception:
             # stored as submitted: never resent, resolved from the venue like any live answer
             self.ex.errors["internal_error"] += 1
             self.ex.log.exception("answer_failed", command_id=cid, quote_id=cmd.quote_id)
         finally:
-            self.ex._unbusy(cid)
+            self.ex.busy.release(cid)
 
     async def _withhold(self, row: LedgerRow, refusal: Refusal) -> None:
         """A stored answer that must not leave any more: rejected without being sent. Its hold
@@ -354,7 +355,7 @@ class Answering:
 
         self.ex.book.withhold(row.command_id)  # before the await: no other command sees it released
         # None: resolved by another path meanwhile, it keeps its own result
-        await self.ex.step(
+        await self.ex.publisher.step(
             row.command_id,
             S.REJECTED,
             now_utc(),
@@ -372,7 +373,7 @@ class Answering:
         answered_at: datetime,
     ) -> None:
         cid = row.command_id
-        store = self.ex._store()
+        store = self.ex.ledger()
         result = answer_outcome(outcome)
         target = result.state
         if result.counter is not None:
@@ -410,7 +411,7 @@ class Answering:
                 )
             self.ex.completed += 1
 
-        moved = await self.ex.step(
+        moved = await self.ex.publisher.step(
             cid,
             target,
             answered_at,
@@ -431,8 +432,8 @@ class Answering:
             salt = await self.ex.rpc.current_salt()
         except NearRpcError as exc:
             self.ex.errors["rpc_current_salt"] += 1
-            self.ex.rpc_error = exc.message
+            self.ex.near_rpc.fail(exc.message, call="current_salt")
             return None
-        self.ex.rpc_error = None
+        self.ex.near_rpc.ok()
         self.ex.salt.put(salt, now_utc())
         return salt

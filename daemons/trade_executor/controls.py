@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -16,6 +17,7 @@ from daemons.core.db import DB_ERRORS
 from daemons.core.events import now_utc
 from daemons.core.state_models import TradeExecutorFields, conform
 from daemons.trade_executor.answer import cancel_payload
+from daemons.trade_executor.gates import price_problem
 from daemons.trade_executor.ledger import (
     LedgerRow,
     LedgerState,
@@ -54,7 +56,7 @@ class Controls:
             if (
                 self.ex.signer.status == "unverified"
             ):  # the node could not say: asked again in a second, not every sweep
-                self.ex.signer_retry_at = asyncio.get_running_loop().time() + 1.0
+                self.ex.sweep.signer_retry_at = asyncio.get_running_loop().time() + 1.0
         if self.ex.signer.status != before or not self.ex.signer.ready:
             log = self.ex.log.info if self.ex.signer.ready else self.ex.log.error
             log(
@@ -72,8 +74,8 @@ class Controls:
         await self.authorize_signer()
         if not self.ex.signer.ready:
             raise ControlError(409, f"signer {self.ex.signer.status}: {self.ex.signer.detail}")
-        if self.ex.db_error is not None:
-            raise ControlError(409, f"ledger unavailable: {self.ex.db_error}")
+        if not self.ex.db.healthy:
+            raise ControlError(409, f"ledger unavailable: {self.ex.db.error}")
         if self.ex.relay is None:
             raise ControlError(409, f"relay unavailable: {self.ex.relay_error}")
 
@@ -133,9 +135,9 @@ class Controls:
                 for a in targets:
                     self.ex.book.update(a.command_id, cancel_requested=True)
             try:
-                await self.ex._store().record_cancel(ids, now, record)
+                await self.ex.ledger().record_cancel(ids, now, record)
             except DB_ERRORS as exc:
-                self.ex._db_lost(exc)
+                self.ex.db_lost(exc)
                 record["ledger"] = f"not recorded: {exc}"
         self.ex.audit.record("cancel_live", caller, str(relay["status"]), record)
         self.ex.log.warning("cancel_live", status=relay["status"], answers=len(ids), operator=caller.operator)
@@ -161,11 +163,11 @@ class Controls:
         takes `settled` only (the operator found the fill the relay never reported); its hold
         stays until a snapshot covers it, as any settlement's."""
         cid = body.command_id
-        if self.ex.db_error is not None:
-            raise ControlError(503, f"ledger unavailable: {self.ex.db_error}")
+        if not self.ex.db.healthy:
+            raise ControlError(503, f"ledger unavailable: {self.ex.db.error}")
         silent = False
         if cid not in self.ex.undecided or cid not in self.ex.book.answers:
-            row = await self.ex._store().get(cid)
+            row = await self.ex.ledger().get(cid)
             silent = row is not None and row.state is S.EXPIRED and row.resolved_by == "no_quote_status"
             if not (silent and body.outcome == "settled"):
                 self.ex.audit.record("resolve", caller, "refused: not undecided", {"command_id": cid})
@@ -175,7 +177,7 @@ class Controls:
                     "operator's verdict (see undecided in GET /state), and an answer expired by relay "
                     "silence only `settled`",
                 )
-        with self.ex._working(cid):
+        with self.ex.busy.working(cid):
             at = now_utc()
             settled = body.outcome == "settled"
 
@@ -192,7 +194,7 @@ class Controls:
 
             # an undecided answer is old enough to be in every snapshot: its hold goes, settled or
             # not; a silence expiry corrected to settled keeps waiting for its covering snapshot
-            moved = await self.ex.step(
+            moved = await self.ex.publisher.step(
                 cid,
                 S.SETTLED if settled else S.EXPIRED,
                 at,
@@ -216,22 +218,22 @@ class Controls:
                 **self.ex.arm.state(),
                 "connected": {
                     "relay": self.ex.relay is not None and self.ex.relay.connected,
-                    "postgres": self.ex.db_error is None,
-                    "kafka": self.ex.kafka_error is None,
+                    "postgres": self.ex.db.healthy,
+                    "kafka": self.ex.kafka.healthy,
                     "inventory_feed": self.ex.inventory.error is None,
                     "price_feed": self.ex.prices.error is None,
-                    "near_rpc": self.ex.rpc_error is None,
+                    "near_rpc": self.ex.near_rpc.healthy,
                 },
-                "authoritative": self.ex.db_error is None and self.ex.relay is not None and self.ex.relay.connected,
-                "blocked_reason": self.ex.blocked_reason(now),
+                "authoritative": self.ex.db.healthy and self.ex.relay is not None and self.ex.relay.connected,
+                "blocked_reason": self.blocked_reason(now),
                 "signer": self.ex.signer.model_dump(mode="json"),
                 "ledger": {
-                    "available": self.ex.db_error is None,
-                    "error": self.ex.db_error,
+                    "available": self.ex.db.healthy,
+                    "error": self.ex.db.error,
                     "recovered_at": self.ex.recovered_at,
                 },
                 "relay": {"error": self.ex.relay_error, **relay},
-                "near_rpc_error": self.ex.rpc_error,
+                "near_rpc_error": self.ex.near_rpc.error,
                 "near_rpc": self.ex.rpc.usage().model_dump(mode="json"),
                 "inputs": {
                     "inventory": self.ex.inventory.state(now),
@@ -284,3 +286,28 @@ class Controls:
                 },
             },
         )
+
+    def blocked_reason(self, now: datetime) -> str | None:
+        """Why a command arriving now would not be answered, or None."""
+        if not self.ex.db.healthy:
+            return f"ledger unavailable (commands wait in Kafka): {self.ex.db.error}"
+        g = self.ex.gate_inputs(now)
+        for problem, why in (
+            (g.draining, "draining"),
+            (g.paused, "paused"),
+            (not g.armed, "disarmed"),
+            (g.audit_impaired is not None, f"audit history impaired: {g.audit_impaired}"),
+            (g.signer_problem is not None, g.signer_problem),
+            (not g.relay_connected, "relay disconnected"),
+        ):
+            if problem:
+                return why
+        stale_price = price_problem(self.ex.prices.latest, now, self.ex.ceilings.max_price_age_ms)
+        if stale_price is not None:
+            return stale_price.reason
+        inv = self.ex.inventory.latest
+        if inv is None:
+            return "no inventory snapshot yet"
+        if inv.stale or inv.age_ms_at(now) > self.ex.cfg.executor_inventory_max_age_ms:
+            return f"inventory snapshot {inv.inventory_id} is stale"
+        return None

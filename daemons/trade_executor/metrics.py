@@ -24,8 +24,8 @@ def daemon_metrics(ex: TradeExecutor, m: MetricSet) -> None:
         ex.audit_watch.impaired is not None,
     )
     m.connected("relay", ex.relay is not None and ex.relay.connected and ex.relay_error is None)
-    m.connected("postgres", ex.db_error is None)
-    m.connected("near_rpc", ex.rpc_error is None)
+    m.connected("postgres", ex.db.healthy)
+    m.connected("near_rpc", ex.near_rpc.healthy)
     m.gauge("signer_ready", "1 when the signer key is loaded and verified", ex.signer.ready)
     price = ex.prices.latest
     age = price.age_ms_at(now) if price is not None else None

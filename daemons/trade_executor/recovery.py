@@ -36,25 +36,25 @@ class Recovery:
         self.ex = ex
 
     async def publish_backlog(self) -> None:
-        store = self.ex._store()
+        store = self.ex.ledger()
         for stale in await store.unpublished():
             cid = stale.command_id
-            if self.ex.busy[cid] or cid in self.ex.published_marks:
+            if cid in self.ex.busy or cid in self.ex.publisher.marks:
                 continue
-            with self.ex._working(cid):
+            with self.ex.busy.working(cid):
                 # read again under the marker: the list may be older than another path's publication
                 row = await store.get(cid)
                 if row is None or not row.needs_publishing:
                     continue
-                if not await self.ex._publish(row):
+                if not await self.ex.publisher.publish(row):
                     return  # Kafka is away: try again next sweep
 
     async def recover(self) -> None:
-        store = self.ex._store()
+        store = self.ex.ledger()
         rows = await store.unresolved()
         steps: Counter[str] = Counter()
         for row in rows:
-            if self.ex.busy[row.command_id]:
+            if row.command_id in self.ex.busy:
                 continue
             step = recovery_step(row.state)
             steps[row.state.value] += 1
@@ -75,8 +75,8 @@ class Recovery:
                     answer, reason="not sent: the executor stopped while signing, before the signed answer was stored"
                 )
             elif step is RecoveryStep.MARK_UNCERTAIN:
-                with self.ex._working(row.command_id):
-                    await self.ex.step(
+                with self.ex.busy.working(row.command_id):
+                    await self.ex.publisher.step(
                         row.command_id,
                         S.UNCERTAIN,
                         now,

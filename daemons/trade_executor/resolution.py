@@ -1,7 +1,8 @@
-"""Resolving live answers from the venue only: a `quote_status` settles; past deadline + grace
-the relay's silence on the guaranteed stream expires (audited on chain as the NEAR RPC budget
-allows), otherwise the verifier's nonce read at the last block at or before the deadline decides
-(`nonce_outcome`); an answer the node cannot decide stays held and `undecided`.
+"""Resolving live answers from the venue only, beginning with the relay's events
+(`relay_events`): a `quote_status` settles; past deadline + grace the relay's silence on the
+guaranteed stream expires (audited on chain as the NEAR RPC budget allows), otherwise the
+verifier's nonce read at the last block at or before the deadline decides (`nonce_outcome`); an
+answer the node cannot decide stays held and `undecided`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ from daemons.venues.near_intents.near_rpc import (
 from daemons.venues.near_intents.nep413 import datetime_to_ns
 from daemons.venues.near_intents.nonce_outcome import LookupsSpent, NonceOutcome, nonce_outcome
 from daemons.venues.near_intents.relay_ws import (
+    Connected,
+    Disconnected,
     LateRelayAnswer,
     QuoteStatus,
+    Reject,
+    RelayWsClient,
 )
 
 if TYPE_CHECKING:
@@ -43,21 +48,48 @@ class Resolution:
     def __init__(self, ex: TradeExecutor) -> None:
         self.ex = ex
 
+    async def relay_events(self, relay: RelayWsClient) -> None:
+        """The relay connection's events: statuses and late answers resolve, poison frames are
+        counted (and acknowledged, so they do not come back forever), connection changes logged.
+        Quote requests are near-intents-ingest's business."""
+        ex = self.ex
+        async for item in relay.events():
+            try:
+                if isinstance(item, QuoteStatus):
+                    await self.on_status(item)
+                elif isinstance(item, LateRelayAnswer):
+                    await self.on_late_answer(item)
+                elif isinstance(item, Reject):
+                    ex.errors[f"relay_frame_{item.code}"] += 1
+                    if item.guaranteed and item.seq is not None and not relay.config.auto_ack:
+                        await relay.ack(item)
+                elif isinstance(item, Connected):
+                    ex.log.info("relay_connected", venue="near_intents", epoch=item.epoch)
+                    ex.notify_status()
+                elif isinstance(item, Disconnected):
+                    ex.log.warning("relay_disconnected", venue="near_intents", reason=item.reason)
+                    ex.notify_status()
+            except DB_ERRORS as exc:
+                ex.db_lost(exc)
+            except Exception:
+                ex.errors["internal_error"] += 1
+                ex.log.exception("relay_item_failed", kind=getattr(item, "kind", None))
+
     async def on_status(self, item: QuoteStatus) -> None:
-        if self.ex.db_error is not None:
+        if not self.ex.db.healthy:
             self.ex.pending_statuses.append(item)  # acknowledged once it is written
             return
         try:
             await self._settle_by_status(item)
         except DB_ERRORS as exc:
-            self.ex._db_lost(exc)
+            self.ex.db_lost(exc)
             self.ex.pending_statuses.append(item)
             return
         if self.ex.relay is not None and item.guaranteed:
             await self.ex.relay.ack(item)
 
     async def _settle_by_status(self, item: QuoteStatus) -> bool:
-        store = self.ex._store()
+        store = self.ex.ledger()
         cid = self.ex.book.by_hash.get(item.quote_hash)
         if cid is None:
             row = await store.get_by_hash(item.quote_hash)
@@ -69,7 +101,7 @@ class Resolution:
             if row.state is S.EXPIRED:
                 self.ex.log.error("settled_after_expiry", command_id=row.command_id, quote_hash=item.quote_hash)
             cid = row.command_id
-        with self.ex._working(cid):
+        with self.ex.busy.working(cid):
             at = now_utc()
             resolution = {
                 "quote_status": {
@@ -93,7 +125,7 @@ class Resolution:
                     resolved_by="quote_status",
                 )
 
-            settled = await self.ex.step(
+            settled = await self.ex.publisher.step(
                 cid,
                 S.SETTLED,
                 at,
@@ -111,13 +143,13 @@ class Resolution:
         self.ex.errors["late_answers"] += 1
         cid = self.ex.book.by_quote.get(item.quote_id)
         if cid is None:
-            row = await self.ex._store().get_by_quote(item.quote_id)
+            row = await self.ex.ledger().get_by_quote(item.quote_id)
             cid = row.command_id if row is not None else None
         self.ex.log.warning(
             "late_relay_answer", quote_id=item.quote_id, command_id=cid, ok=item.answer.ok, error=item.answer.error
         )
         if cid is not None:
-            await self.ex._store().merge_venue_response(
+            await self.ex.ledger().merge_venue_response(
                 cid,
                 "late_answer",
                 {
@@ -231,7 +263,7 @@ class Resolution:
                 final = await self.ex.rpc.block(finality="final")
             except NearRpcError as exc:
                 self.ex.errors["rpc_block"] += 1
-                self.ex.rpc_error = exc.message
+                self.ex.near_rpc.fail(exc.message, call="block")
                 return None
             self.ex.final_block, self.ex.final_block_read_at = final, loop_now
         return final
@@ -259,14 +291,14 @@ class Resolution:
             return None  # the headers read are cached: the next sweep goes on from there
         except NearRpcError as exc:
             self.ex.errors["rpc_is_nonce_used"] += 1
-            self.ex.rpc_error = exc.message
+            self.ex.near_rpc.fail(exc.message, call="is_nonce_used")
             return None
-        self.ex.rpc_error = None
+        self.ex.near_rpc.ok()
         return outcome
 
     async def _correct_to_settled(self, answer: LiveAnswer, height: int) -> None:
         cid = answer.command_id
-        with self.ex._working(cid):
+        with self.ex.busy.working(cid):
             at = now_utc()
 
             def noted(moved: LedgerRow) -> None:
@@ -277,7 +309,7 @@ class Resolution:
                     reason="expired for want of a quote_status, but its nonce was used: corrected to settled",
                 )
 
-            await self.ex.step(
+            await self.ex.publisher.step(
                 cid,
                 S.SETTLED,
                 at,
@@ -335,9 +367,9 @@ class Resolution:
             used = await self.ex.rpc.is_nonce_used(account, answer.nonce)
         except NearRpcError as exc:
             self.ex.errors["rpc_is_nonce_used"] += 1
-            self.ex.rpc_error = exc.message
+            self.ex.near_rpc.fail(exc.message, call="is_nonce_used")
             return
-        self.ex.rpc_error = None
+        self.ex.near_rpc.ok()
         await self._resolve(
             answer,
             used,
@@ -355,7 +387,7 @@ class Resolution:
     ) -> None:
         """The venue's verdict on a live answer: used → settled, unused → expired."""
         cid = answer.command_id
-        with self.ex._working(cid):
+        with self.ex.busy.working(cid):
             at = now_utc()
             target = resolve_by_nonce(used)
             if used:
@@ -379,11 +411,11 @@ class Resolution:
                     resolved_by=resolved_by,
                 )
 
-            moved = await self.ex.step(
+            moved = await self.ex.publisher.step(
                 cid, target, at, noted=noted, resolved_by=resolved_by, resolution=resolution, **fields
             )
             if moved is None:
                 self.ex.undecided.discard(cid)
-                fresh = await self.ex._store().get(cid)
+                fresh = await self.ex.ledger().get(cid)
                 if fresh is None or fresh.state not in LIVE:
                     self.ex.book.release(cid)

@@ -5,7 +5,7 @@ columns written with it, and the error counter it bumps: OK → `acknowledged`; 
 refusal → `rejected` with its text verbatim and a reason code; no answer in time (or the
 connection lost with the frame out) → `uncertain`, never assumed failed; the frame never
 written → `rejected`, not sent. The executor applies it with one ledger step
-(`TradeExecutor.step`).
+(`Publisher.step`).
 """
 
 from __future__ import annotations

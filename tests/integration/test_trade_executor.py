@@ -188,7 +188,7 @@ class Harness:
                 lambda: (
                     svc.relay is not None
                     and svc.relay.connected
-                    and svc.db_error is None
+                    and svc.db.healthy
                     and svc.consumer.assignment()
                     and svc.recovered_at is not None
                     and svc.prices.latest is not None
@@ -1297,7 +1297,7 @@ async def test_without_postgres_nothing_is_answered_until_it_returns(harness: Ha
     await harness.inventory()
     await asyncio.to_thread(harness.stack.stop_postgres)
     try:
-        await eventually(lambda: svc.db_error is not None, what="the executor noticed the ledger is gone")
+        await eventually(lambda: not svc.db.healthy, what="the executor noticed the ledger is gone")
         status, state = await harness.control("GET", "/state")
         assert state["ledger"]["available"] is False and state["blocked_reason"].startswith("ledger unavailable")
         assert state["authoritative"] is False
@@ -1311,7 +1311,7 @@ async def test_without_postgres_nothing_is_answered_until_it_returns(harness: Ha
         restarting_at = datetime.now(UTC)
         await asyncio.to_thread(harness.stack.start_postgres)
     ack = await harness.result(event.payload.command_id, "acknowledged", timeout=30)
-    assert ack.quote_id == event.payload.quote_id and svc.db_error is None
+    assert ack.quote_id == event.payload.quote_id and svc.db.healthy
     # written and answered only once the ledger was back: nothing went out while it was away
     assert ack.command_received_at >= restarting_at and ack.sent_at >= restarting_at
     assert len(harness.venue.quote_responses()) == 1
