@@ -197,6 +197,7 @@ class LedgerRow:
 # What a LedgerRow holds: every column but the stored command event (a jsonb decoded for nothing
 # on every transition) and updated_at.
 _COLUMNS = ", ".join(f.name for f in fields(LedgerRow))
+_L_COLUMNS = ", ".join(f"l.{f.name}" for f in fields(LedgerRow))  # the same, in a statement that joins
 
 
 def result_from_row(row: LedgerRow) -> TradeResult:
@@ -267,6 +268,10 @@ _SETTABLE = frozenset(
     }
 )
 _AMOUNTS = frozenset({"spendable_at_check", "reserved_at_check"})
+
+
+# text columns `transition_many` may set to a different value in each row
+_PER_ROW = frozenset({"reason", "reason_code"})
 
 
 def _value(name: str, value: Any) -> Any:
@@ -367,6 +372,44 @@ class LedgerStore:
             *(_value(n, fields[n]) for n in names),
         )
         return LedgerRow.from_record(record) if record is not None else None
+
+    async def transition_many(
+        self, target: LedgerState, at: datetime, each: dict[str, dict[str, str | None]], **common: Any
+    ) -> list[LedgerRow]:
+        """`transition` of many rows in one statement: the same target, `<target>_at` and `common`
+        fields for all, plus the text columns in `each[command_id]` (the same names for every
+        row, from `_PER_ROW`). Returns the rows moved; a row in a state `target` cannot follow is
+        left as it is (someone else won) and is not returned."""
+        if not each:
+            return []
+        per_row = sorted(next(iter(each.values())))
+        if set(per_row) - _PER_ROW or any(sorted(v) != per_row for v in each.values()):
+            raise ValueError(f"per-row columns must be the same subset of {sorted(_PER_ROW)} for every row")
+        unknown = set(common) - _SETTABLE
+        if unknown:
+            raise ValueError(f"not ledger columns: {sorted(unknown)}")
+        names = list(common)
+        sets = ["state = $2", f"{target.value}_at = $3", "updated_at = now()"]
+        sets += [f"{name} = ${i}" for i, name in enumerate(names, start=5)]
+        sets += [f"{name} = m.{name}" for name in per_row]
+        first = 5 + len(names)
+        arrays = ", ".join(["$1::text[]"] + [f"${first + i}::text[]" for i in range(len(per_row))])
+        sql = (
+            f"UPDATE executor_ledger l SET {', '.join(sets)} "
+            f"FROM unnest({arrays}) AS m({', '.join(['command_id', *per_row])}) "
+            f"WHERE l.command_id = m.command_id AND l.state = ANY($4::text[]) RETURNING {_L_COLUMNS}"
+        )
+        cids = list(each)
+        records = await self.pool.fetch(
+            sql,
+            cids,
+            target.value,
+            at,
+            [s.value for s in sources_of(target)],
+            *(_value(n, common[n]) for n in names),
+            *([each[cid][n] for cid in cids] for n in per_row),
+        )
+        return [LedgerRow.from_record(r) for r in records]
 
     async def merge_venue_response(self, command_id: str, key: str, value: Any) -> None:
         """Add `{key: value}` to the row's venue_response without changing its state (e.g. the

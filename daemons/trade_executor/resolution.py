@@ -8,6 +8,7 @@ answer the node cannot decide stays held and `undecided`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +202,7 @@ class Resolution:
             and stream_up_since <= now - wait
         )
         chain: list[LiveAnswer] = []
+        silent: list[LiveAnswer] = []  # expired together, in one ledger write
         for answer in due:
             if answer.nonce is None or answer.deadline is None or answer.command_id in self.ex.undecided:
                 continue  # undecided: beyond what the node keeps for good; an operator's verdict ends it
@@ -208,20 +210,21 @@ class Resolution:
                 if now < answer.deadline + wait:
                     continue  # a replayed status may still come
                 if silent_ok:
-                    await self._resolve(
-                        answer,
-                        False,
-                        {
-                            "rule": "no quote_status on the guaranteed-delivery stream",
-                            "stream_connected_since": stream_up_since,
-                            "status_wait_ms": self.ex.cfg.executor_status_wait_ms,
-                            "checked_at": now,
-                        },
-                        resolved_by="no_quote_status",
-                    )
-                    self._queue_audit(answer)
+                    silent.append(answer)
                     continue
             chain.append(answer)
+        if silent:
+            await self._expire_silent(
+                silent,
+                {
+                    "rule": "no quote_status on the guaranteed-delivery stream",
+                    "stream_connected_since": stream_up_since,
+                    "status_wait_ms": self.ex.cfg.executor_status_wait_ms,
+                    "checked_at": now,
+                },
+            )
+            for answer in silent:
+                self._queue_audit(answer)
         if chain:
             await self._resolve_on_chain(chain)
 
@@ -388,34 +391,69 @@ class Resolution:
         """The venue's verdict on a live answer: used → settled, unused → expired."""
         cid = answer.command_id
         with self.ex.busy.working(cid):
-            at = now_utc()
-            target = resolve_by_nonce(used)
-            if used:
-                fields: dict[str, Any] = {
-                    "reason": "settled: its nonce is used in the verifier (the quote_status was missed)",
-                    "reason_code": "nonce_used",
-                }
-            else:
-                fields = {
-                    "reason": reason or expiry_reason(answer),
-                    "reason_code": "cancelled" if answer.cancel_requested else "deadline_passed",
-                }
-
-            def noted(moved: LedgerRow) -> None:
-                self.ex.undecided.discard(cid)
-                self.ex.log.info(
-                    "answer_resolved",
-                    command_id=cid,
-                    quote_id=moved.quote_id,
-                    state=target.value,
-                    resolved_by=resolved_by,
-                )
-
+            target, fields = _verdict(answer, used, reason)
             moved = await self.ex.publisher.step(
-                cid, target, at, noted=noted, resolved_by=resolved_by, resolution=resolution, **fields
+                cid,
+                target,
+                now_utc(),
+                noted=self._noted(target, resolved_by),
+                resolved_by=resolved_by,
+                resolution=resolution,
+                reason=fields["reason"],
+                reason_code=fields["reason_code"],
             )
             if moved is None:
-                self.ex.undecided.discard(cid)
-                fresh = await self.ex.ledger().get(cid)
-                if fresh is None or fresh.state not in LIVE:
-                    self.ex.book.release(cid)
+                await self._not_moved(cid)
+
+    async def _expire_silent(self, answers: list[LiveAnswer], resolution: dict[str, Any]) -> None:
+        """Answers the relay's silence expires, in one ledger write; their results published
+        together (the producer batches them)."""
+        ex = self.ex
+        for a in answers:
+            ex.busy.take(a.command_id)
+        try:
+            each = {a.command_id: _verdict(a, False, None)[1] for a in answers}
+            moved = await ex.ledger().transition_many(
+                S.EXPIRED, now_utc(), each, resolved_by="no_quote_status", resolution=resolution
+            )
+            noted = self._noted(S.EXPIRED, "no_quote_status")
+            await asyncio.gather(*(ex.publisher.written(row, noted=noted) for row in moved))
+            for cid in set(each) - {row.command_id for row in moved}:
+                await self._not_moved(cid)
+        finally:
+            for a in answers:
+                ex.busy.release(a.command_id)
+
+    def _noted(self, target: LedgerState, resolved_by: str) -> Callable[[LedgerRow], None]:
+        def noted(moved: LedgerRow) -> None:
+            self.ex.undecided.discard(moved.command_id)
+            self.ex.log.info(
+                "answer_resolved",
+                command_id=moved.command_id,
+                quote_id=moved.quote_id,
+                state=target.value,
+                resolved_by=resolved_by,
+            )
+
+        return noted
+
+    async def _not_moved(self, cid: str) -> None:
+        """Another path resolved the row first: its own result stands; the book follows the row."""
+        self.ex.undecided.discard(cid)
+        fresh = await self.ex.ledger().get(cid)
+        if fresh is None or fresh.state not in LIVE:
+            self.ex.book.release(cid)
+
+
+def _verdict(answer: LiveAnswer, used: bool, reason: str | None) -> tuple[LedgerState, dict[str, str | None]]:
+    """The ledger state and reason columns of a venue verdict on a live answer."""
+    target = resolve_by_nonce(used)
+    if target is S.SETTLED:
+        return target, {
+            "reason": "settled: its nonce is used in the verifier (the quote_status was missed)",
+            "reason_code": "nonce_used",
+        }
+    return target, {
+        "reason": reason or expiry_reason(answer),
+        "reason_code": "cancelled" if answer.cancel_requested else "deadline_passed",
+    }

@@ -1315,3 +1315,49 @@ async def test_without_postgres_nothing_is_answered_until_it_returns(harness: Ha
     # written and answered only once the ledger was back: nothing went out while it was away
     assert ack.command_received_at >= restarting_at and ack.sent_at >= restarting_at
     assert len(harness.venue.quote_responses()) == 1
+
+
+async def test_transition_many_moves_only_rows_that_may_follow_with_each_rows_reason(harness: Harness) -> None:
+    """Silence expiries of one sweep are one ledger write: each row gets its own reason columns,
+    the shared ones alike, and a row another path moved first is left as it is."""
+    store = LedgerStore(harness.pool)
+    now = datetime.now(UTC)
+    cids = []
+    for _ in range(3):
+        event = harness.command(await harness.quote())
+        plan = plan_nonce(harness.venue.verifier.current_salt(), now, 200, 0)
+        answer = sign_answer(harness.venue.key, ACCOUNT, event.payload, plan, "intents.near")
+        signed = {
+            "signer_id": ACCOUNT,
+            "salt": plan.salt,
+            "nonce": plan.nonce_b64,
+            "deadline": plan.deadline,
+            "signed_data": answer.signed_data,
+            "quote_hash": answer.quote_hash,
+            "quote_output": answer.quote_output_wire(),
+            "signed_at": now,
+        }
+        assert await store.insert(event, now, LedgerState.SUBMITTED, now, **signed) is not None
+        assert await store.transition(event.payload.command_id, LedgerState.ACKNOWLEDGED, now) is not None
+        cids.append(event.payload.command_id)
+    first, second, settled_first = cids
+    assert await store.transition(settled_first, LedgerState.SETTLED, now, resolved_by="quote_status") is not None
+    each = {cid: {"reason": f"reason {i}", "reason_code": "deadline_passed"} for i, cid in enumerate(cids)}
+    at = datetime.now(UTC)
+    moved = await store.transition_many(
+        LedgerState.EXPIRED, at, each, resolved_by="no_quote_status", resolution={"rule": "r"}
+    )
+    assert sorted(r.command_id for r in moved) == sorted([first, second])
+    for i, cid in enumerate((first, second)):
+        row = await store.get(cid)
+        assert row is not None and row.state is LedgerState.EXPIRED and row.expired_at == at
+        assert (row.reason, row.reason_code, row.resolved_by) == (f"reason {i}", "deadline_passed", "no_quote_status")
+        assert row.resolution == {"rule": "r"}
+    kept = await store.get(settled_first)
+    assert kept is not None and kept.state is LedgerState.SETTLED and kept.reason is None
+    assert await store.transition_many(LedgerState.EXPIRED, at, {}) == []
+    with pytest.raises(ValueError):
+        await store.transition_many(LedgerState.EXPIRED, at, {first: {"nonce": "x"}})
+    # noted as published, so no later executor's start republishes these hand-made rows
+    await store.mark_published_many({first: LedgerState.EXPIRED, second: LedgerState.EXPIRED})
+    await store.mark_published_many({settled_first: LedgerState.SETTLED})
