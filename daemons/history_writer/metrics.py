@@ -18,7 +18,7 @@ def daemon_metrics(ex: HistoryWriter, m: MetricSet) -> None:
     now = now_utc()
     m.connected("postgres", ex.db_available)
     m.gauge("history_impaired", "1 while the audit history cannot be written (PostgreSQL down)", not ex.db_available)
-    m.age("postgres_down_seconds", "Seconds PostgreSQL has been unavailable (absent when up)", now, ex.db_down_since)
+    m.age("postgres_down_seconds", "Seconds PostgreSQL has been unavailable (absent when up)", now, ex.db_link.since)
     m.age("history_last_write_age_seconds", "Seconds since the last batch was written", now, ex.last_write_at)
     m.gauge("history_lag_messages", "Events on Kafka not yet in the history (all topics)", sum(ex.lag.values()))
     m.counter("history_rows_written", "Rows written to the history", ex.rows_written)

@@ -27,6 +27,7 @@ from pydantic import Field
 from daemons.core.bus import EventConsumer, decode_records
 from daemons.core.db import DB_ERRORS, connect_pool
 from daemons.core.events import TOPICS, now_utc
+from daemons.core.health import Link
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
@@ -68,9 +69,9 @@ class HistoryWriter(Service):
         self.consumer = EventConsumer(
             settings, settings.history_group, list(TOPICS), on_assigned=self._assigned, batched=True
         )
+        # connected and writing: False until the first connection, and while PostgreSQL fails
         self.db_available = False
-        self.db_error: str | None = None
-        self.db_down_since: datetime | None = None
+        self.db_link = Link(self.log, down="database_lost", up="database_recovered")
         self.last_write_at: datetime | None = None
         self.rows_written = 0
         self.duplicates_skipped = 0
@@ -262,21 +263,19 @@ class HistoryWriter(Service):
         self.pool = await connect_pool(self.cfg.database_url, min_size=1, max_size=2)
         self._db_back()
 
+    @property
+    def db_error(self) -> str | None:
+        return self.db_link.error
+
     def _db_lost(self, exc: BaseException) -> None:
-        self.db_error = f"{exc.__class__.__name__}: {exc}"
-        if self.db_available or self.db_down_since is None:
-            self.db_down_since = now_utc()
-            self.log.error("database_lost", error=self.db_error)
+        if self.db_link.fail(exc):
             self.notify_status()
         self.db_available = False
 
     def _db_back(self) -> None:
         if not self.db_available:
-            if self.db_down_since is not None:
-                self.log.info("database_recovered", down_since=self.db_down_since)
+            self.db_link.ok(down_since=self.db_link.since)  # logged only after a failure, not at the first connection
             self.db_available = True
-            self.db_error = None
-            self.db_down_since = None
             self.notify_status()
 
     # --- control surface ------------------------------------------------------------------
@@ -294,8 +293,8 @@ class HistoryWriter(Service):
                 "connected": {"postgres": self.db_available},
                 "authoritative": self.db_available,
                 "audit_history_impaired": not self.db_available,
-                "database_error": self.db_error,
-                "database_down_since": self.db_down_since,
+                "database_error": self.db_link.error,
+                "database_down_since": self.db_link.since,
                 "last_write_at": self.last_write_at,
                 "rows_written": self.rows_written,
                 "duplicates_skipped": self.duplicates_skipped,

@@ -1,27 +1,90 @@
 """liquidity-manager's control socket: funding, withdrawals, the withdrawal freeze (it latches
-across restarts) and `/state`.
+across restarts) and `/state`; and what every request shares: the guard (blocked, not ready,
+draining, paused), refusals recorded as events, amounts in base units, database reads that
+answer 503 while PostgreSQL is away.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from daemons.core.assets import InexactAmount
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
-from daemons.core.events import LiquidityAction, now_utc
+from daemons.core.db import DB_ERRORS
+from daemons.core.events import LiquidityAction, LiquidityActionKind, now_utc
 from daemons.core.state_models import LiquidityManagerFields, conform
 from daemons.liquidity_manager import funding, withdrawals
 from daemons.liquidity_manager.bodies import DepositAddressBody, FundingBody, WithdrawalBody
 from daemons.liquidity_manager.store import DatabaseDown, FreezeState
+from daemons.liquidity_manager.treasury import Route as TreasuryRoute
 from daemons.liquidity_manager.views import funding_view, withdrawal_view
 
 if TYPE_CHECKING:
     from daemons.liquidity_manager.service import LiquidityManager
 
+T = TypeVar("T")
+
 
 class Controls:
     def __init__(self, ex: LiquidityManager) -> None:
         self.ex = ex
+
+    # --- what every request shares ---------------------------------------------------------------
+
+    def guard(self) -> None:
+        if self.ex.blocked:
+            raise ControlError(503, f"liquidity-manager is blocked: {self.ex.blocked}")
+        if not self.ex.ready.is_set():
+            raise ControlError(503, f"liquidity-manager is not ready: {self.ex.db_link.error or 'starting'}")
+        if self.ex.drain_requested.is_set():
+            raise ControlError(409, "liquidity-manager is draining")
+        if self.ex.paused:
+            raise ControlError(409, "liquidity-manager is paused: no new funding or withdrawal work (POST /resume)")
+
+    async def refuse(
+        self, kind: LiquidityActionKind, body: Any, caller: Caller, status: int, code: str, reason: str, **fields: Any
+    ) -> ControlError:
+        """Record a refusal as an event and build the answer for the operator."""
+        action_id = str(uuid.uuid4())
+        subject = {"asset_id": getattr(body, "asset_id", None), "chain": getattr(body, "chain", None), **fields}
+        payload = LiquidityAction(
+            liquidity_action_id=action_id,
+            kind=kind,
+            status="refused",
+            reason=f"{code}: {reason}",
+            operator=caller.operator,
+            **subject,
+        )
+        try:
+            await self.ex.journal.emit(payload)
+        except DatabaseDown:
+            return ControlError(
+                503, f"refused ({code}): {reason}; the refusal could not be recorded: database unavailable"
+            )
+        self.ex.refusals.appendleft({**payload.model_dump(mode="json"), "at": now_utc()})
+        return ControlError(status, f"refused ({code}): {reason} [liquidity_action_id {action_id}]")
+
+    def base_units(self, body: Any, route: TreasuryRoute) -> int:
+        if body.amount is not None:
+            return int(body.amount)
+        try:
+            return route.asset.to_base_units(body.amount_units)
+        except InexactAmount as exc:
+            raise ControlError(422, f"amount_units: {exc} ({route.asset.symbol} has {route.asset.decimals})") from None
+
+    async def db(self, read: Awaitable[T]) -> T:
+        """A database read for a request: 503 while PostgreSQL is unavailable."""
+        try:
+            result = await read
+        except DB_ERRORS as exc:
+            self.ex._db_failed(exc)
+            raise ControlError(503, "database unavailable") from None
+        self.ex._db_ok()
+        return result
+
+    # --- the withdrawal freeze --------------------------------------------------------------------
 
     def frozen_text(self) -> str:
         f = self.ex.freeze
@@ -48,7 +111,7 @@ class Controls:
                 operator=caller.operator,
             )
             try:
-                await self.ex._commit([payload], freeze=state)
+                await self.ex.journal.commit([payload], freeze=state)
             except DatabaseDown:
                 raise ControlError(503, "database unavailable: the freeze was not changed") from None
             self.ex.freeze = state
@@ -65,9 +128,11 @@ class Controls:
             "liquidity_action_id": f.liquidity_action_id,
         }
 
+    # --- routes and /state ------------------------------------------------------------------------
+
     def routes(self) -> list[Route]:
         async def refresh(_r: Any, _b: Any, caller: Caller) -> Any:
-            self.ex._guard()
+            self.guard()
             self.ex.audit.record("refresh", caller, "polled")
             return await self.ex.poll_once()
 
@@ -84,7 +149,7 @@ class Controls:
             return await self.ex.funding_flow.record_funding(body, caller)
 
         async def request_withdrawal(_r: Any, body: WithdrawalBody, caller: Caller) -> Any:
-            return await self.ex.withdrawal_flow.request_withdrawal(body, caller)
+            return await self.ex.withdrawal_requests.request_withdrawal(body, caller)
 
         return [
             Route(
@@ -130,27 +195,28 @@ class Controls:
         outs = sorted(self.ex.withdrawals.values(), key=lambda w: w.requested_at, reverse=True)
         pending_in = funding.pending_by_asset(attempts)
         pending_out = withdrawals.pending_by_asset(outs)
+        db_error = self.ex.db_link.error
         blocked_reason = self.ex.blocked
-        if blocked_reason is None and self.ex.db_error is not None:
-            blocked_reason = f"database unavailable: {self.ex.db_error}"
+        if blocked_reason is None and db_error is not None:
+            blocked_reason = f"database unavailable: {db_error}"
         return conform(
             LiquidityManagerFields,
             {
                 "connected": {
-                    "database": self.ex.ready.is_set() and self.ex.db_error is None,
+                    "database": self.ex.ready.is_set() and db_error is None,
                     "kafka": self.ex.outbox is not None and self.ex.outbox.connected,
-                    "poa_bridge": self.ex.last_poll_at is not None and "poa_bridge" not in self.ex.venue_errors,
-                    "relay_rpc": None if self.ex.relay is None else "relay_rpc" not in self.ex.venue_errors,
-                    "near_rpc": "near_rpc" not in self.ex.venue_errors,
+                    "poa_bridge": self.ex.last_poll_at is not None and self.ex.venues.up("poa_bridge"),
+                    "relay_rpc": None if self.ex.relay is None else self.ex.venues.up("relay_rpc"),
+                    "near_rpc": self.ex.venues.up("near_rpc"),
                 },
-                "authoritative": self.ex.ready.is_set() and not self.ex._stale() and self.ex.db_error is None,
+                "authoritative": self.ex.ready.is_set() and not self.ex._stale() and db_error is None,
                 "stale": self.ex._stale(),
                 "blocked_reason": blocked_reason,
                 "account_id": self.ex.account_id,
                 "last_poll_at": self.ex.last_poll_at,
                 "last_successful_poll_at": self.ex.last_poll_ok_at,
                 "poll_interval_s": self.ex.cfg.liquidity_poll_interval_s,
-                "venue_errors": self.ex.venue_errors,
+                "venue_errors": self.ex.venues.errors(),
                 "treasury": self.ex.treasury.view() if self.ex.treasury else None,
                 "deposit_addresses": [
                     {

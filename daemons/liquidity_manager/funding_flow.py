@@ -68,17 +68,21 @@ class FundingFlow:
             operator=operator,
             reason=reason,
         )
-        await self.ex._commit([base])
+        await self.ex.journal.commit([base])
         try:
             answer = await self.ex.bridge.deposit_address(self.ex.account_id, route.chain)
         except PoaBridgeError as exc:
-            self.ex._venue_failed("poa_bridge", exc)
+            self.ex.venues.failed("poa_bridge", exc)
             self.ex.address_errors[route.chain] = {"error": str(exc), "at": now_utc(), "liquidity_action_id": action_id}
-            await self.ex._commit([base.model_copy(update={"status": "failed", "reason": f"deposit_address: {exc}"})])
+            await self.ex.journal.commit(
+                [base.model_copy(update={"status": "failed", "reason": f"deposit_address: {exc}"})]
+            )
             raise
-        self.ex._venue_ok("poa_bridge")
+        self.ex.venues.ok("poa_bridge")
         record = DepositAddressRecord(route.chain, answer.address, answer.memo, action_id, now_utc())
-        await self.ex._commit([base.model_copy(update={"status": "issued", "address": answer.address})], address=record)
+        await self.ex.journal.commit(
+            [base.model_copy(update={"status": "issued", "address": answer.address})], address=record
+        )
         self.ex.addresses[route.chain] = record
         self.ex.address_errors.pop(route.chain, None)
         return record
@@ -97,15 +101,15 @@ class FundingFlow:
             await self.ex.bridge.notify_deposit(address.address, attempt.tx_hash, chain=attempt.chain)
         except PoaBridgeError as exc:
             if isinstance(exc, PoaBridgeRpcError):
-                self.ex._venue_ok("poa_bridge")  # it answered: the bridge is up, it refused this one
+                self.ex.venues.ok("poa_bridge")  # it answered: the bridge is up, it refused this one
             else:
-                self.ex._venue_failed("poa_bridge", exc)
+                self.ex.venues.failed("poa_bridge", exc)
             self.ex.notify_errors[attempt.liquidity_action_id] = str(exc)
             return
-        self.ex._venue_ok("poa_bridge")
+        self.ex.venues.ok("poa_bridge")
         self.ex.notify_errors.pop(attempt.liquidity_action_id, None)
         now = now_utc()
-        await self.ex._step_funding(
+        await self.ex.journal.step_funding(
             attempt.liquidity_action_id,
             lambda a: funding.notified(
                 dataclasses.replace(a, deposit_address=a.deposit_address or address.address), now
@@ -143,15 +147,15 @@ class FundingFlow:
             try:
                 listed = funding.deposits_by_tx(await self._recent_deposits(chain, {a.tx_hash for a in watched}))
             except PoaBridgeError as exc:
-                self.ex._venue_failed("poa_bridge", exc)
+                self.ex.venues.failed("poa_bridge", exc)
                 ok = False
                 listed = None
             else:
-                self.ex._venue_ok("poa_bridge")
+                self.ex.venues.ok("poa_bridge")
             now = now_utc()
             for attempt in watched:
                 deposit = listed.get((chain, attempt.tx_hash)) if listed is not None else None
-                await self.ex._step_funding(
+                await self.ex.journal.step_funding(
                     attempt.liquidity_action_id,
                     functools.partial(funding.advance, deposit=deposit, now=now, bound=bound),
                 )
@@ -174,12 +178,12 @@ class FundingFlow:
         ]
 
     async def deposit_address(self, body: DepositAddressBody, caller: Caller) -> dict[str, Any]:
-        self.ex._guard()
+        self.ex.controls.guard()
         assert self.ex.treasury is not None
         try:
             route = self.ex.treasury.route(body.asset_id, body.chain)
         except RouteRefused as exc:
-            raise await self.ex._refuse("deposit_address", body, caller, 422, exc.code, exc.reason) from None
+            raise await self.ex.controls.refuse("deposit_address", body, caller, 422, exc.code, exc.reason) from None
         held = self.ex.addresses.get(route.chain)
         if held is not None and not body.renew:
             return {
@@ -209,10 +213,10 @@ class FundingFlow:
         }
 
     async def record_funding(self, body: FundingBody, caller: Caller) -> dict[str, Any]:
-        self.ex._guard()
+        self.ex.controls.guard()
         assert self.ex.treasury is not None and self.ex.store is not None and self.ex.account_id is not None
         if body.liquidity_action_id is not None:
-            replay = self.ex.funding.get(body.liquidity_action_id) or await self.ex._db(
+            replay = self.ex.funding.get(body.liquidity_action_id) or await self.ex.controls.db(
                 self.ex.store.funding_by_id(body.liquidity_action_id)
             )
             if replay is not None:
@@ -225,7 +229,7 @@ class FundingFlow:
             if not funding.tx_hash_fits_chain(route.chain, body.tx_hash):
                 raise RouteRefused("invalid_tx_hash", f"{body.tx_hash!r} is not a transaction hash on {route.chain}")
         except RouteRefused as exc:
-            raise await self.ex._refuse(
+            raise await self.ex.controls.refuse(
                 "funding",
                 body,
                 caller,
@@ -236,12 +240,12 @@ class FundingFlow:
                 wallet_label=body.wallet_label,
                 amount=body.amount,
             ) from None
-        amount = self.ex._base_units(body, route)
+        amount = self.ex.controls.base_units(body, route)
         action_id = body.liquidity_action_id or str(uuid.uuid4())
         held = self.ex.addresses.get(route.chain)
         warning = None
         with contextlib.suppress(PoaBridgeError):  # a hint only: the transfer is recorded regardless
-            token = await self.ex._bridge_token(route)
+            token = await self.ex.venues.bridge_token(route)
             if token is not None and amount < token.min_deposit_amount:
                 warning = (
                     f"below the bridge's minimum deposit of {token.min_deposit_amount}: "
@@ -265,7 +269,7 @@ class FundingFlow:
         async with self.ex._state_lock:
             event = attempt.event()
             try:
-                original = await self.ex.store.insert_funding(attempt, [self.ex._event(event)])
+                original = await self.ex.store.insert_funding(attempt, [self.ex.journal.event(event)])
             except asyncpg.UniqueViolationError:
                 raise ControlError(409, f"liquidity_action_id {action_id} is already in use") from None
             except DB_ERRORS as exc:
@@ -275,7 +279,7 @@ class FundingFlow:
             if original is None:
                 self.ex.funding[action_id] = attempt
                 self.ex._wake_outbox()
-                self.ex._log_transition(event)
+                self.ex.journal.log(event)
         if original is not None:
             raise await self._refuse_duplicate(attempt, original, caller)
         self.ex.audit.record(
@@ -306,7 +310,7 @@ class FundingFlow:
             )
         )
         try:
-            await self.ex._emit(payload)
+            await self.ex.journal.emit(payload)
         except DatabaseDown:
             return ControlError(503, "duplicate funding, and the refusal could not be recorded: database unavailable")
         self.ex.refusals.appendleft({**payload.model_dump(mode="json"), "at": now_utc()})

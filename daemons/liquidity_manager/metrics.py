@@ -20,11 +20,11 @@ if TYPE_CHECKING:
 def daemon_metrics(ex: LiquidityManager, m: MetricSet) -> None:
     now = now_utc()
     m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", ex.blocked is not None)
-    m.connected("postgres", ex.ready.is_set() and ex.db_error is None)
-    m.connected("poa_bridge", ex.last_poll_at is not None and "poa_bridge" not in ex.venue_errors)
+    m.connected("postgres", ex.ready.is_set() and ex.db_link.healthy)
+    m.connected("poa_bridge", ex.last_poll_at is not None and ex.venues.up("poa_bridge"))
     if ex.relay is not None:
-        m.connected("relay_rpc", "relay_rpc" not in ex.venue_errors)
-    m.connected("near_rpc", "near_rpc" not in ex.venue_errors)
+        m.connected("relay_rpc", ex.venues.up("relay_rpc"))
+    m.connected("near_rpc", ex.venues.up("near_rpc"))
     m.age(
         "liquidity_last_poll_age_seconds",
         "Seconds since the last successful bridge poll",

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from daemons.core.bus import EventProducer
 from daemons.core.db import DB_ERRORS
 from daemons.core.events import now_utc
+from daemons.core.health import Link
 from daemons.liquidity_manager.settings import LiquiditySettings
 from daemons.liquidity_manager.store import OutboxRow, Store
 
@@ -47,9 +48,15 @@ class OutboxPublisher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._pruned_at = datetime.min.replace(tzinfo=UTC)
-        self.kafka_error: str | None = None
+        self.kafka_link = Link(
+            log, down="kafka_publish_failed", up="kafka_publish_recovered", topic="ops.liquidity_action"
+        )
         self.backlog = 0
         self.last_published_at: datetime | None = None
+
+    @property
+    def kafka_error(self) -> str | None:
+        return self.kafka_link.error
 
     @property
     def connected(self) -> bool:
@@ -122,17 +129,13 @@ class OutboxPublisher:
                 await self._producer.publish_raw(row.topic, row.event, row.key.encode())
         except (KafkaError, OSError) as exc:
             self.failures += 1
-            if self.kafka_error is None:
-                self.log.error("kafka_publish_failed", topic="ops.liquidity_action", error=str(exc), backlog=len(rows))
-            self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+            self.kafka_link.fail(exc, backlog=len(rows))
             self._on_change()
             if self._producer is not None:
                 with contextlib.suppress(Exception):
                     await self._producer.stop()
                 self._producer = None
             return False
-        if self.kafka_error is not None:
-            self.log.info("kafka_publish_recovered", topic="ops.liquidity_action")
-            self.kafka_error = None
+        if self.kafka_link.ok():
             self._on_change()
         return True

@@ -13,60 +13,51 @@ trade path (docs/design.md §1; docs/poa-bridge.md). Every transition is an `ops
   `POST /freeze-withdrawals` latches (it survives restarts) until `POST /unfreeze-withdrawals`.
 
 State lives in PostgreSQL (`store.py`), each change committed with its event into an outbox that
-a task publishes to Kafka, so a transition is never lost or published without being durable.
-The pure rules are in `treasury.py`, `funding.py` and `withdrawals.py`; the flows that move data
-in `funding_flow.py` and `withdrawal_flow.py`, the control socket and `/state` in `controls.py`,
-`GET /metrics` in `metrics.py`. This module holds the state they share, the durable step
-(`_commit`: state and events together), the poll loop and the wiring.
+a task publishes to Kafka (`outbox.py`), so a transition is never lost or published without
+being durable. The pure rules are in `treasury.py`, `funding.py` and `withdrawals.py`. The
+concerns, each an object over the state held here: the durable step (`journal.py`: state and
+events together), the venues' health and the bridge's token records (`venues.py`), funding
+(`funding_flow.py`), withdrawal requests (`withdrawal_request.py`) and following withdrawals
+(`withdrawal_flow.py`), the control socket and `/state` (`controls.py`); `GET /metrics` is
+`metrics.py`. This module holds the shared state, the database's and the poll's health, the
+start, the poll loop and the wiring.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import Counter, deque
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from daemons.core.assets import InexactAmount
-from daemons.core.control import Caller, ControlError, Route
+from daemons.core.control import Route
 from daemons.core.db import DB_ERRORS, connect_pool
-from daemons.core.events import Envelope, LiquidityAction, LiquidityActionKind, new_event, now_utc
+from daemons.core.events import now_utc
+from daemons.core.health import Link
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
-from daemons.liquidity_manager import withdrawals
 from daemons.liquidity_manager.controls import Controls
 from daemons.liquidity_manager.funding import FundingAttempt
 from daemons.liquidity_manager.funding_flow import FundingFlow
+from daemons.liquidity_manager.journal import Journal
 from daemons.liquidity_manager.metrics import daemon_metrics
 from daemons.liquidity_manager.outbox import OutboxPublisher
 from daemons.liquidity_manager.settings import LiquiditySettings
 from daemons.liquidity_manager.store import DatabaseDown, DepositAddressRecord, FreezeState, Store
-from daemons.liquidity_manager.treasury import Route as TreasuryRoute
 from daemons.liquidity_manager.treasury import TreasuryConfig, TreasuryFileError, load_treasury
+from daemons.liquidity_manager.venues import Venues
 from daemons.liquidity_manager.withdrawal_flow import WithdrawalFlow
+from daemons.liquidity_manager.withdrawal_request import WithdrawalRequests
 from daemons.liquidity_manager.withdrawals import Withdrawal
-from daemons.venues.near_intents.near_rpc import NearRpcError, client_from_settings
+from daemons.venues.near_intents.near_rpc import client_from_settings
 from daemons.venues.near_intents.nep413 import KeyFileError, SignerKey, load_signer_key
 from daemons.venues.near_intents.nonce_outcome import HeaderCache
-from daemons.venues.near_intents.relay_rpc import (
-    RelayPublishFailed,
-    RelayRpcClient,
-    RelayRpcClientError,
-)
-from daemons.venues.poa_bridge import (
-    PoaBridgeClient,
-    SupportedToken,
-    SupportedTokens,
-)
-
-_WARN_STATUSES = frozenset({"delayed", "failed", "duplicate", "refused", "frozen"})
-_PROBE_HASH = "1" * 44  # a well-formed intent hash nobody published: get_status answers NOT_FOUND
+from daemons.venues.near_intents.relay_rpc import RelayRpcClient
+from daemons.venues.poa_bridge import PoaBridgeClient
 
 
 class LiquidityManager(Service):
@@ -101,9 +92,9 @@ class LiquidityManager(Service):
         self.refusals: deque[dict[str, Any]] = deque(maxlen=settings.liquidity_recent)
         self.unmatched: dict[str, list[dict[str, Any]]] = {}
         self.notify_errors: dict[str, str] = {}
-        self.venue_errors: dict[str, dict[str, Any]] = {}
-        self.db_error: str | None = None
-        self.poll_error: str | None = None
+        self.db_link = Link(self.log, down="database_unavailable", up="database_recovered")
+        # an unexpected error in a poll pass (a bug): logged with its traceback, once per run of failures
+        self.poll_link = Link(self.log, down="poll_failed", up="poll_recovered")
         self.last_poll_at: datetime | None = None
         self.last_poll_ok_at: datetime | None = None
         self.counts: Counter[str] = Counter()
@@ -112,11 +103,22 @@ class LiquidityManager(Service):
         self._poll_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
-        self._tokens: dict[str, tuple[datetime, SupportedTokens]] = {}
-        # the daemon's concerns, each over the state above (service.py: the loops and wiring)
+        # the daemon's concerns, each an object over the state above
+        self.journal = Journal(self)
+        self.venues = Venues(self)
         self.funding_flow = FundingFlow(self)
+        self.withdrawal_requests = WithdrawalRequests(self)
         self.withdrawal_flow = WithdrawalFlow(self)
         self.controls = Controls(self)
+
+    @property
+    def db_error(self) -> str | None:
+        return self.db_link.error
+
+    @property
+    def venue_errors(self) -> dict[str, dict[str, Any]]:
+        """Each failing venue's error and since when (`/state`'s `venue_errors`)."""
+        return self.venues.errors()
 
     # --- start ------------------------------------------------------------------------------
 
@@ -226,87 +228,12 @@ class LiquidityManager(Service):
     # --- database health ---------------------------------------------------------------------
 
     def _db_ok(self) -> None:
-        if self.db_error is not None:
-            self.log.info("database_recovered")
-            self.db_error = None
+        if self.db_link.ok():
             self.notify_status()
 
     def _db_failed(self, exc: BaseException) -> None:
-        if self.db_error is None:
-            self.log.error("database_unavailable", error=f"{exc.__class__.__name__}: {exc}")
-        self.db_error = f"{exc.__class__.__name__}: {exc}"
+        self.db_link.fail(exc)
         self.notify_status()
-
-    def _venue_ok(self, venue: str) -> None:
-        if self.venue_errors.pop(venue, None) is not None:
-            self.log.info("venue_recovered", venue=venue)
-
-    def _venue_failed(self, venue: str, exc: BaseException) -> None:
-        error = str(exc) or exc.__class__.__name__
-        if venue not in self.venue_errors:
-            self.log.warning("venue_unavailable", venue=venue, error=error)
-            self.venue_errors[venue] = {"error": error, "since": now_utc()}
-        else:
-            self.venue_errors[venue]["error"] = error
-
-    # --- events and durable transitions --------------------------------------------------------
-
-    def _event(self, payload: LiquidityAction) -> tuple[Envelope[Any], str]:
-        event = new_event(
-            payload, producer=self.producer_id, pair=self.cfg.pair, correlation_id=payload.liquidity_action_id
-        )
-        return event, payload.liquidity_action_id  # keyed by the action: its transitions stay in order
-
-    def _log_transition(self, payload: LiquidityAction) -> None:
-        level = self.log.warning if payload.status in _WARN_STATUSES else self.log.info
-        level(
-            f"{payload.kind}_{payload.status}",
-            liquidity_action_id=payload.liquidity_action_id,
-            asset_id=payload.asset_id,
-            chain=payload.chain,
-            amount=None if payload.amount is None else str(payload.amount),
-            tx_hash=payload.tx_hash,
-            intent_hash=payload.intent_hash,
-            reason=payload.reason,
-            operator=payload.operator,
-        )
-        self.counts[f"{payload.kind}_{payload.status}"] += 1
-
-    async def _commit(self, payloads: list[LiquidityAction], **state: Any) -> None:
-        """Make `state` and the events of `payloads` durable together, or raise `DatabaseDown`."""
-        assert self.store is not None
-        try:
-            await self.store.commit([self._event(p) for p in payloads], **state)
-        except DB_ERRORS as exc:
-            self._db_failed(exc)
-            raise DatabaseDown(str(exc)) from exc
-        self._db_ok()
-        self._wake_outbox()
-        for payload in payloads:
-            self._log_transition(payload)
-
-    async def _emit(self, payload: LiquidityAction) -> None:
-        """An event with no working state behind it (a refusal, a duplicate)."""
-        await self._commit([payload])
-
-    async def _step_funding(self, action_id: str, step: Callable[[FundingAttempt], FundingAttempt | None]) -> None:
-        async with self._state_lock:
-            current = self.funding.get(action_id)
-            new = step(current) if current is not None else None
-            if new is None or new == current:
-                return
-            await self._commit([new.event()], funding=new)
-            self.funding[action_id] = new
-
-    async def _step_withdrawal(self, action_id: str, step: Callable[[Withdrawal], Withdrawal | None]) -> Withdrawal:
-        async with self._state_lock:
-            current = self.withdrawals[action_id]
-            new = step(current)
-            if new is None or new == current:
-                return current
-            await self._commit([new.event()], withdrawal=new)
-            self.withdrawals[action_id] = new
-            return new
 
     # --- polling -------------------------------------------------------------------------------
 
@@ -316,13 +243,9 @@ class LiquidityManager(Service):
             try:
                 await self.poll_once()
             except Exception as exc:  # a bug must not silently stop the following of money
-                if self.poll_error is None:
-                    self.log.exception("poll_failed")
-                self.poll_error = f"{exc.__class__.__name__}: {exc}"
+                self.poll_link.fail(exc, exc_info=True)
             else:
-                if self.poll_error is not None:
-                    self.log.info("poll_recovered")
-                self.poll_error = None
+                self.poll_link.ok()
             # a published withdrawal whose intent is only broadcast yet is asked again soon
             in_flight = any(w.stage == "published" for w in self.withdrawals.values())
             interval = (
@@ -337,27 +260,28 @@ class LiquidityManager(Service):
         """One pass over deposit addresses, open funding and open withdrawals."""
         async with self._poll_lock:
             started = now_utc()
-            errors_before = set(self.venue_errors)
+            errors_before = set(self.venues.errors())
             try:
                 await self.funding_flow.ensure_addresses(started)
                 await self.funding_flow.notify_recorded()
                 bridge_ok = await self.funding_flow.follow()
                 await self.withdrawal_flow.follow()
-                await self._probe_errored_venues()
+                await self.venues.probe()
             except DatabaseDown:
                 bridge_ok = False
             self._trim()
             self.last_poll_at = now_utc()
-            if bridge_ok and self.db_error is None:
+            if bridge_ok and self.db_link.healthy:
                 self.last_poll_ok_at = self.last_poll_at
                 self.mark_success()
-            if set(self.venue_errors) != errors_before:
+            venue_errors = self.venues.errors()
+            if set(venue_errors) != errors_before:
                 self.notify_status()
             return {
                 "polled_at": self.last_poll_at,
                 "bridge_ok": bridge_ok,
-                "venue_errors": self.venue_errors,
-                "database_error": self.db_error,
+                "venue_errors": venue_errors,
+                "database_error": self.db_link.error,
             }
 
     def _trim(self) -> None:
@@ -369,115 +293,6 @@ class LiquidityManager(Service):
         finished = sorted((w for w in self.withdrawals.values() if not w.open), key=lambda w: w.requested_at)
         for w in finished[:-keep]:
             del self.withdrawals[w.liquidity_action_id]
-
-    # --- withdrawals: following ------------------------------------------------------------------
-
-    async def _probe_errored_venues(self) -> None:
-        """A relay or NEAR RPC error with no withdrawal left to retry it would stay up forever:
-        ask a read-only question so the error clears when the venue is back."""
-        if "relay_rpc" in self.venue_errors and self.relay is not None:
-            try:
-                await self.relay.get_status(_PROBE_HASH)
-            except RelayRpcClientError as exc:
-                self._venue_failed("relay_rpc", exc)
-            else:
-                self._venue_ok("relay_rpc")
-        if "near_rpc" in self.venue_errors:
-            try:
-                await self.near.current_salt()
-            except NearRpcError as exc:
-                self._venue_failed("near_rpc", exc)
-            else:
-                self._venue_ok("near_rpc")
-
-    async def _publish(self, w: Withdrawal) -> Withdrawal:
-        """Send the signed intent (the same payload on every retry). Unknown outcome: stays signed."""
-        assert self.relay is not None and w.signed_data is not None
-        try:
-            result = await self.relay.publish_intents([w.signed_data], quote_hashes=[])
-        except RelayPublishFailed as exc:
-            self._venue_ok("relay_rpc")
-            now, reason = now_utc(), exc.reason  # bound here: `exc` is unset once the except block ends
-            return await self._step_withdrawal(
-                w.liquidity_action_id, lambda cur: withdrawals.publish_refused(cur, reason, now)
-            )
-        except RelayRpcClientError as exc:
-            self._venue_failed("relay_rpc", exc)
-            return w
-        self._venue_ok("relay_rpc")
-        now = now_utc()
-        self._wake.set()  # follow it at once
-        return await self._step_withdrawal(
-            w.liquidity_action_id,
-            lambda cur: withdrawals.published(cur, now, already_processed=result.already_processed),
-        )
-
-    # --- control: common guards ----------------------------------------------------------------
-
-    def _guard(self) -> None:
-        if self.blocked:
-            raise ControlError(503, f"liquidity-manager is blocked: {self.blocked}")
-        if not self.ready.is_set():
-            raise ControlError(503, f"liquidity-manager is not ready: {self.db_error or 'starting'}")
-        if self.drain_requested.is_set():
-            raise ControlError(409, "liquidity-manager is draining")
-        if self.paused:
-            raise ControlError(409, "liquidity-manager is paused: no new funding or withdrawal work (POST /resume)")
-
-    async def _refuse(
-        self, kind: LiquidityActionKind, body: Any, caller: Caller, status: int, code: str, reason: str, **fields: Any
-    ) -> ControlError:
-        """Record a refusal as an event and build the answer for the operator."""
-        action_id = str(uuid.uuid4())
-        subject = {"asset_id": getattr(body, "asset_id", None), "chain": getattr(body, "chain", None), **fields}
-        payload = LiquidityAction(
-            liquidity_action_id=action_id,
-            kind=kind,
-            status="refused",
-            reason=f"{code}: {reason}",
-            operator=caller.operator,
-            **subject,
-        )
-        try:
-            await self._emit(payload)
-        except DatabaseDown:
-            return ControlError(
-                503, f"refused ({code}): {reason}; the refusal could not be recorded: database unavailable"
-            )
-        self.refusals.appendleft({**payload.model_dump(mode="json"), "at": now_utc()})
-        return ControlError(status, f"refused ({code}): {reason} [liquidity_action_id {action_id}]")
-
-    async def _bridge_token(self, route: TreasuryRoute) -> SupportedToken | None:
-        """The bridge's record of the route's token (minimums, fee), cached for a few minutes;
-        raises `PoaBridgeError` when the bridge cannot say."""
-        cached = self._tokens.get(route.chain)
-        if cached is None or now_utc() - cached[0] > timedelta(minutes=5):
-            cached = (now_utc(), await self.bridge.supported_tokens([route.chain]))
-            self._tokens[route.chain] = cached
-        return cached[1].by_intents_id(route.asset_id)
-
-    def _base_units(self, body: Any, route: TreasuryRoute) -> int:
-        if body.amount is not None:
-            return int(body.amount)
-        try:
-            return route.asset.to_base_units(body.amount_units)
-        except InexactAmount as exc:
-            raise ControlError(422, f"amount_units: {exc} ({route.asset.symbol} has {route.asset.decimals})") from None
-
-    # --- control: handlers ----------------------------------------------------------------------
-
-    async def _emit_quietly(self, payload: LiquidityAction) -> None:
-        with contextlib.suppress(DatabaseDown):
-            await self._emit(payload)
-
-    async def _db(self, coro: Any) -> Any:
-        try:
-            result = await coro
-        except DB_ERRORS as exc:
-            self._db_failed(exc)
-            raise ControlError(503, "database unavailable") from None
-        self._db_ok()
-        return result
 
     # --- state -------------------------------------------------------------------------------
 
@@ -502,14 +317,11 @@ class LiquidityManager(Service):
         reasons = []
         if self.blocked:
             reasons.append(f"blocked: {self.blocked}")
-        if self.db_error:
-            reasons.append(f"database_unavailable: {self.db_error}")
-        if self.outbox is not None and self.outbox.kafka_error:
-            reasons.append(f"kafka_unavailable: {self.outbox.kafka_error}")
-        if self.poll_error:
-            reasons.append(f"poll_failed: {self.poll_error}")
-        for venue, error in sorted(self.venue_errors.items()):
-            reasons.append(f"{venue}_unavailable: {error['error']}")
+        reasons += self.db_link.reason("database_unavailable")
+        if self.outbox is not None:
+            reasons += self.outbox.kafka_link.reason("kafka_unavailable")
+        reasons += self.poll_link.reason("poll_failed")
+        reasons += self.venues.health_reasons()
         if self.ready.is_set() and self.last_poll_at is not None and self._stale():
             reasons.append(f"stale: no successful bridge poll within {self.cfg.liquidity_stale_after_s:g} s")
         return reasons

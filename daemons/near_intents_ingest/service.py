@@ -24,6 +24,7 @@ from daemons.core.assets import REGISTRY, ActivePair
 from daemons.core.bus import EventProducer
 from daemons.core.control import Caller, ControlError, OperatorAction, Route
 from daemons.core.events import Envelope, RawQuote, ms_since, new_event, now_utc
+from daemons.core.health import Link
 from daemons.core.metrics import MetricSet
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
@@ -90,7 +91,9 @@ class NearIntentsIngest(Service):
         )
         self.client: RelayWsClient | None = None
         self.blocked: str | None = None
-        self.kafka_error: str | None = None
+        self.kafka_link = Link(
+            self.log, down="kafka_publish_failed", up="kafka_publish_recovered", topic="norm.swap_demand"
+        )
         self.connected_since: datetime | None = None
         self.disconnected_since: datetime | None = None
         self.last_gap: dict[str, Any] | None = None
@@ -204,16 +207,13 @@ class NearIntentsIngest(Service):
         exc = ack.exception()
         if exc is not None:
             self._publish_failed(exc)
-        elif self.kafka_error is not None:
-            self.log.info("kafka_publish_recovered")
-            self.kafka_error = None
+        else:
+            self.kafka_link.ok()
 
     def _publish_failed(self, exc: BaseException) -> None:
         # a quote request is worthless seconds later: count and say so, never queue it
         self.counts["publish_failures"] += 1
-        if self.kafka_error is None:
-            self.log.error("kafka_publish_failed", topic="norm.swap_demand", error=str(exc))
-        self.kafka_error = f"{exc.__class__.__name__}: {exc}"
+        self.kafka_link.fail(exc)
 
     def _on_reject(self, reject: Reject) -> None:
         self.counts["rejects"] += 1
@@ -295,6 +295,11 @@ class NearIntentsIngest(Service):
     # --- state ----------------------------------------------------------------------------
 
     @property
+    def kafka_error(self) -> str | None:
+        """The last publishing error while Kafka fails (None while it works)."""
+        return self.kafka_link.error
+
+    @property
     def connected(self) -> bool:
         return self.client is not None and self.client.connected
 
@@ -314,8 +319,7 @@ class NearIntentsIngest(Service):
             reasons.append(f"blocked: {self.blocked}")
         elif not self.connected:
             reasons.append("relay_disconnected")
-        if self.kafka_error:
-            reasons.append(f"kafka_unavailable: {self.kafka_error}")
+        reasons += self.kafka_link.reason("kafka_unavailable")
         return reasons
 
     def state(self) -> dict[str, Any]:
