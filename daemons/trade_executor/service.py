@@ -309,6 +309,9 @@ class TradeExecutor(Service):
         self.errors["ledger_unavailable"] += 1
         self.notify_status()
 
+    def kafka_problem(self) -> str | None:
+        return self.kafka_unreachable or self.kafka.error
+
     def kafka_failed(self, exc: BaseException) -> None:
         self.kafka.fail(exc)
         self.errors["kafka_unavailable"] += 1
