@@ -135,16 +135,15 @@ class Answering:
         cmd = event.payload
         cid = cmd.command_id
         try:
-            salt = await self._current_salt()
+            salt = await self.ex.chain.current_salt()
             now = now_utc()
             late = command_refusal(cmd, self.ex.pair, self.ex.gate_inputs(now))  # again, after the await
-            if salt is None and late is None:
-                why = f"current_salt could not be read: {self.ex.near_rpc.error}"
-                late = Refusal(RefusalCode.SALT_UNAVAILABLE, why)
+            if isinstance(salt, NearRpcError) and late is None:
+                late = Refusal(RefusalCode.SALT_UNAVAILABLE, f"current_salt could not be read: {salt.message}")
             if late is not None:
                 await self.refuse_new(event, late, now)
                 return None
-            assert salt is not None and self.ex.key is not None
+            assert isinstance(salt, str) and self.ex.key is not None
             signer_id = self.ex.signer.account_id or ""
             plan = plan_nonce(
                 salt, now, cmd.min_deadline_ms, self.ex.cfg.executor_answer_margin_ms, self.ex.random_bytes
@@ -423,17 +422,3 @@ class Answering:
         if moved is None:
             # a quote_status settled it first: keep the venue's answer beside the settlement
             await store.merge_venue_response(cid, "answer", fields.get("venue_response"))
-
-    async def _current_salt(self) -> str | None:
-        salt = self.ex.salt.get(now_utc())
-        if salt is not None:
-            return salt
-        try:
-            salt = await self.ex.rpc.current_salt()
-        except NearRpcError as exc:
-            self.ex.errors["rpc_current_salt"] += 1
-            self.ex.near_rpc.fail(exc.message, call="current_salt")
-            return None
-        self.ex.near_rpc.ok()
-        self.ex.salt.put(salt, now_utc())
-        return salt

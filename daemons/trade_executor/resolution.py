@@ -24,12 +24,8 @@ from daemons.trade_executor.settlement import (
     LiveAnswer,
     expiry_reason,
 )
-from daemons.venues.near_intents.near_rpc import (
-    BlockHeader,
-    NearRpcError,
-)
 from daemons.venues.near_intents.nep413 import datetime_to_ns
-from daemons.venues.near_intents.nonce_outcome import LookupsSpent, NonceOutcome, nonce_outcome
+from daemons.venues.near_intents.nonce_outcome import NonceOutcome
 from daemons.venues.near_intents.relay_ws import (
     Connected,
     Disconnected,
@@ -161,20 +157,6 @@ class Resolution:
                 },
             )
 
-    def _rpc_spare_count(self) -> int | None:
-        """NEAR RPC requests that chain reads that can wait (deciding expired answers, audits) may
-        spend now: what the budget holds beyond `executor_rpc_reserve`, kept for the salt and the
-        signer (checked again at every arm). None: no client-side limit."""
-        usage = self.ex.rpc.usage()
-        current = next((e for e in usage.endpoints if e.in_use), usage.endpoints[0] if usage.endpoints else None)
-        if current is None or current.tokens_available is None:
-            return None
-        return max(0, current.tokens_available - self.ex.cfg.executor_rpc_reserve)
-
-    def _rpc_spare(self) -> bool:
-        spare = self._rpc_spare_count()
-        return spare is None or spare > 0
-
     async def resolve_due(self, due: list[LiveAnswer]) -> None:
         """Answers past deadline + grace with no quote_status.
 
@@ -242,62 +224,16 @@ class Resolution:
         relay lost a fill's status: the row goes expired → settled, its amount held as settled."""
         if not self.ex.audits:
             return
-        final = await self._final_block(None)
+        final = await self.ex.chain.final_block(None)
         while final is not None and self.ex.audits:
             answer = self.ex.audits[0]
-            outcome = await self._chain_outcome(answer, final)
+            outcome = await self.ex.chain.outcome(answer, final)
             if outcome is None or outcome is NonceOutcome.NOT_YET:
                 return  # the budget or the node: the rest wait
             self.ex.audits.popleft()
             self.ex.audit_counts[outcome.value] += 1
             if outcome is NonceOutcome.USED:
                 await self._correct_to_settled(answer, final.height)
-
-    async def _final_block(self, before_ns: int | None) -> BlockHeader | None:
-        """The latest final block, read again at most every `executor_final_block_interval_s`,
-        and (with `before_ns`) only while the one in hand is not yet past that instant."""
-        loop_now = asyncio.get_running_loop().time()
-        final = self.ex.final_block
-        due = loop_now - self.ex.final_block_read_at >= self.ex.cfg.executor_final_block_interval_s
-        if final is None or (due and (before_ns is None or final.timestamp_ns <= before_ns)):
-            if not self._rpc_spare():
-                return final
-            try:
-                final = await self.ex.rpc.block(finality="final")
-            except NearRpcError as exc:
-                self.ex.errors["rpc_block"] += 1
-                self.ex.near_rpc.fail(exc.message, call="block")
-                return None
-            self.ex.final_block, self.ex.final_block_read_at = final, loop_now
-        return final
-
-    async def _chain_outcome(self, answer: LiveAnswer, final: BlockHeader) -> NonceOutcome | None:
-        """`nonce_outcome` for a live answer; None when NEAR RPC did not answer (counted) or the
-        budget has only the reserve left."""
-        assert answer.nonce is not None and answer.deadline is not None
-        spare = self._rpc_spare_count()
-        if spare is not None and spare < 2:
-            return None
-        account = answer.signer_id or self.ex.cfg.signer_account_id or ""
-        try:
-            # the block search takes at most what is spare, less the is_nonce_used read itself
-            outcome = await nonce_outcome(
-                self.ex.rpc,
-                account,
-                answer.nonce,
-                datetime_to_ns(answer.deadline),
-                final,
-                self.ex.headers,
-                max_calls=24 if spare is None else min(24, spare - 1),
-            )
-        except LookupsSpent:
-            return None  # the headers read are cached: the next sweep goes on from there
-        except NearRpcError as exc:
-            self.ex.errors["rpc_is_nonce_used"] += 1
-            self.ex.near_rpc.fail(exc.message, call="is_nonce_used")
-            return None
-        self.ex.near_rpc.ok()
-        return outcome
 
     async def _correct_to_settled(self, answer: LiveAnswer, height: int) -> None:
         cid = answer.command_id
@@ -329,9 +265,9 @@ class Resolution:
             )
 
     async def _resolve_on_chain(self, due: list[LiveAnswer]) -> None:
-        final = await self._final_block(min(datetime_to_ns(a.deadline) for a in due if a.deadline is not None))
+        final = await self.ex.chain.final_block(min(datetime_to_ns(a.deadline) for a in due if a.deadline is not None))
         for answer in due if final is not None else []:
-            outcome = await self._chain_outcome(answer, final)  # type: ignore[arg-type]
+            outcome = await self.ex.chain.outcome(answer, final)  # type: ignore[arg-type]
             if outcome is None:
                 return  # the budget or the node: the rest wait for the next sweep
             if outcome is NonceOutcome.NOT_YET:
@@ -366,13 +302,9 @@ class Resolution:
         if answer.nonce is None:
             return
         account = answer.signer_id or self.ex.cfg.signer_account_id or ""
-        try:
-            used = await self.ex.rpc.is_nonce_used(account, answer.nonce)
-        except NearRpcError as exc:
-            self.ex.errors["rpc_is_nonce_used"] += 1
-            self.ex.near_rpc.fail(exc.message, call="is_nonce_used")
+        used = await self.ex.chain.is_nonce_used(account, answer.nonce)
+        if used is None:
             return
-        self.ex.near_rpc.ok()
         await self._resolve(
             answer,
             used,

@@ -68,6 +68,7 @@ from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
 from daemons.trade_executor.answer import SaltCache
 from daemons.trade_executor.answering import Answering
+from daemons.trade_executor.chain_reads import ChainReads
 from daemons.trade_executor.controls import Controls
 from daemons.trade_executor.gates import (
     GateInputs,
@@ -93,11 +94,9 @@ from daemons.trade_executor.signer import SignerStatus, load_key
 from daemons.trade_executor.sweep import Sweep
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.near_rpc import (
-    BlockHeader,
     client_from_settings,
 )
 from daemons.venues.near_intents.nep413 import SignerKey
-from daemons.venues.near_intents.nonce_outcome import HeaderCache
 from daemons.venues.near_intents.relay_rpc import (
     RelayRpcClient,
 )
@@ -144,9 +143,6 @@ class TradeExecutor(Service):
         )
         self.rpc = client_from_settings(settings, timeout_s=settings.executor_rpc_timeout_s, daemon="trade-executor")
         self.book = LiveBook()
-        self.headers = HeaderCache()
-        self.final_block: BlockHeader | None = None  # read at most every executor_final_block_interval_s
-        self.final_block_read_at = float("-inf")
         # answers expired by relay silence, to check on chain as the budget allows
         self.audits: deque[LiveAnswer] = deque()
         self.audit_counts: Counter[str] = Counter()
@@ -180,6 +176,7 @@ class TradeExecutor(Service):
         self.last_venue_response: dict[str, Any] | None = None
         self._stop = asyncio.Event()
         # the executor's concerns, each over the state above (service.py: the loops and wiring)
+        self.chain = ChainReads(self)
         self.intake = Intake(self)
         self.publisher = Publisher(self)
         self.sweep = Sweep(self)

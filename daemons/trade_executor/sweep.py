@@ -64,15 +64,8 @@ class Sweep:
         ex.notify_status()
 
     async def refresh_salt(self) -> None:
-        ex = self.ex
-        try:
-            salt = await ex.rpc.current_salt()
-        except NearRpcError as exc:
-            ex.errors["rpc_current_salt"] += 1
-            ex.near_rpc.fail(exc.message, call="current_salt")
+        salt = await self.ex.chain.current_salt(refresh=True)
+        if isinstance(salt, NearRpcError):
             # not again before the budget or the node allows (never every sweep)
-            wait = exc.retry_after_s if isinstance(exc, NearRpcRateLimited) else 1.0
+            wait = salt.retry_after_s if isinstance(salt, NearRpcRateLimited) else 1.0
             self.salt_retry_at = asyncio.get_running_loop().time() + max(0.5, wait)
-            return
-        ex.near_rpc.ok()
-        ex.salt.put(salt, now_utc())
