@@ -6,7 +6,10 @@ per `kafka_commit_interval_ms` (what a crash replays is bounded by it; every con
 idempotent on replay), flushed on revocation and on stop. Every
 message comes back as a `Delivery` holding either the decoded event or the reason it could not
 be decoded, so a malformed message is handed to the caller (to count and dead-letter), never
-raised and never dropped. Topic creation lives here too, as idempotent code.
+raised and never dropped. Beside the group consumer, readers with no group (nothing joined or
+committed): `EndOffsets` / `topic_end_offsets` (where each partition ends) and `read_since` (the
+events of some topics from a point in time up to their end, e.g. to rebuild state at start).
+Topic creation lives here too, as idempotent code.
 """
 
 from __future__ import annotations
@@ -298,8 +301,8 @@ class EventConsumer:
 
     async def offset_at(self, tp: TopicPartition, at_ms: int) -> int:
         """The first offset whose record time is at or after `at_ms` (epoch ms), else the end."""
-        found = (await self._consumer.offsets_for_times({tp: at_ms})).get(tp)
-        return int(found.offset) if found is not None else await self.end_offset(tp)
+        found = (await _offsets_at(self._consumer, [tp], at_ms))[tp]
+        return found if found is not None else await self.end_offset(tp)
 
     async def positions(self) -> dict[TopicPartition, int]:
         """Where the consumer reads next, per assigned partition (resolving a pending reset)."""
@@ -442,19 +445,7 @@ class EndOffsets:
 
     async def of(self, topic: str) -> dict[int, int]:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                enable_auto_commit=False,
-                group_id=None,
-                client_id=self.client_id,
-                **kafka_auth(self.settings),
-            )
-            try:
-                await consumer.start()
-            except BaseException:
-                await _close_unstarted(consumer)
-                raise
-            self._consumer = consumer
+            self._consumer = await _groupless_consumer(self.settings, self.client_id)
         partitions = self._consumer.partitions_for_topic(topic)
         if not partitions:
             await self._consumer.topics()  # refresh the metadata once
@@ -476,6 +467,86 @@ async def topic_end_offsets(settings: CoreSettings, topic: str, client_id: str) 
         return await reader.of(topic)
     finally:
         await reader.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """What `read_since` read.
+
+    `events`: each decoded event with where it stands on its topic, `(partition, offset)` (the
+    topic is the envelope's `event_type`), in time order: by the envelope's `observed_at`,
+    records of the same instant in the order read. `undecodable`: records skipped because they
+    are not valid events of their topic (`decode` raised `EventDecodeError`).
+    """
+
+    events: list[tuple[Envelope[Any], tuple[int, int]]]
+    undecodable: int
+
+
+async def read_since(settings: CoreSettings, topics: Sequence[str], since_ms: int, client_id: str) -> Tail:
+    """Every event of `topics` whose record time is at or after `since_ms` (epoch ms; Kafka's
+    default record time is when its producer sent it), up to each partition's end as it is when
+    called; see `Tail` for the order.
+
+    From a consumer of its own with no group (nothing joined or committed), opened and closed
+    here. The partitions read are `0 .. topic_partitions - 1` of each topic: the topics are the
+    bus's, created from the settings by `ensure_topics`. A partition with nothing at or after
+    `since_ms` is not read at all, so an empty topic costs only the offset lookups. Raises what
+    aiokafka raises when the broker cannot be reached or refuses the read.
+    """
+    reader = await _groupless_consumer(settings, client_id)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.topic_partitions)]
+        reader.assign(tps)
+        ends = {tp: int(off) for tp, off in (await reader.end_offsets(tps)).items()}
+        starts = await _offsets_at(reader, tps, since_ms)
+        remaining: list[TopicPartition] = []
+        for tp in tps:
+            start = starts[tp]
+            reader.seek(tp, start if start is not None else ends[tp])
+            if start is not None and start < ends[tp]:
+                remaining.append(tp)
+        read: list[tuple[Envelope[Any], tuple[int, int]]] = []
+        undecodable = 0
+        while remaining:
+            for tp, records in (await reader.getmany(*remaining, timeout_ms=200)).items():
+                for d in decode_records(tp, (rec for rec in records if rec.offset < ends[tp])):
+                    if d.event is None:
+                        undecodable += 1
+                    else:
+                        read.append((d.event, (d.partition, d.offset)))
+            remaining = [tp for tp in remaining if await reader.position(tp) < ends[tp]]
+        read.sort(key=lambda item: item[0].observed_at)
+        return Tail(read, undecodable)
+    finally:
+        await reader.stop()
+
+
+async def _groupless_consumer(settings: CoreSettings, client_id: str) -> AIOKafkaConsumer:
+    """A started consumer with no group: it reads only the partitions it is given, from where it
+    is told, and never joins, rebalances or commits."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        client_id=client_id,
+        **kafka_auth(settings),
+    )
+    try:
+        await consumer.start()
+    except BaseException:
+        await _close_unstarted(consumer)
+        raise
+    return consumer
+
+
+async def _offsets_at(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], at_ms: int
+) -> dict[TopicPartition, int | None]:
+    """Per partition, the first offset whose record time is at or after `at_ms` (epoch ms); None
+    when no record is that recent."""
+    found = await consumer.offsets_for_times({tp: at_ms for tp in tps})
+    return {tp: None if found.get(tp) is None else int(found[tp].offset) for tp in tps}
 
 
 def next_offsets(deliveries: Iterable[Delivery]) -> dict[TopicPartition, int]:

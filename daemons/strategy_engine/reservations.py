@@ -18,9 +18,9 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from daemons.core.events import held_until_covered, results_cover
+from daemons.core.events import ExecuteTrade, held_until_covered, results_cover
 
 
 @dataclass
@@ -35,6 +35,13 @@ class Reservation:
 
 
 OVER = frozenset({"rejected", "refused", "expired"})
+
+
+def answer_expiry(cmd: ExecuteTrade, answer_margin_ms: int, answer_window_ms: int) -> datetime:
+    """The latest an answer to `cmd` can settle: its request's receipt (else its `answer_by`) plus
+    the deadline asked for, the executor's margin and the answer window."""
+    received = cmd.request_received_at or cmd.answer_by
+    return received + timedelta(milliseconds=cmd.min_deadline_ms + answer_margin_ms + answer_window_ms)
 
 
 def needs(placed: tuple[int, int] | None) -> dict[int, int] | None:

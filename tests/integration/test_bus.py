@@ -1,6 +1,7 @@
 """The Kafka wrapper against the real broker: coalesced offset commits (flushed by interval, by
-`now=True` and on stop), a producer whose sender died being replaced on the next send, and
-`Service.start_bus` waiting for a broker that is not there yet at start (and giving up on a drain)."""
+`now=True` and on stop), a producer whose sender died being replaced on the next send,
+`Service.start_bus` waiting for a broker that is not there yet at start (and giving up on a drain),
+and `read_since` reading some topics from a point in time up to their end."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, OutOfOrderSequenceNumber
 
-from daemons.core.bus import EventConsumer, EventProducer, next_offsets
-from daemons.core.events import Producer, new_event
+from daemons.core.bus import EventConsumer, EventProducer, Placed, next_offsets, read_since, topic_end_offsets
+from daemons.core.events import Envelope, Producer, new_event, now_utc
 from daemons.core.runtime import Service
 from daemons.core.settings import CoreSettings
-from tests.conftest import Stack, TcpForwarder, closed_port, eventually, start_group_at_end
+from tests.conftest import Stack, TcpForwarder, closed_port, eventually, kafka_options, start_group_at_end
 from tests.samples import sample_payloads
 
 TOPIC = "norm.swap_demand"
@@ -197,3 +199,76 @@ async def test_a_drain_while_kafka_is_away_ends_the_wait_and_stops_what_started(
     assert await asyncio.wait_for(starting, 10) is False
     assert producer._producer._closed  # the producer that had started is stopped again
     await consumer.stop()  # never started: closing it is harmless
+
+
+# --- read_since --------------------------------------------------------------------------------
+
+TAIL_TOPICS = ("cmd.execute_trade", "exec.trade_result")
+
+
+def _tail_event(topic: str) -> Envelope[Any]:
+    return new_event(sample_payloads()[topic], producer=Producer(service="t", instance="t"), pair="BTC/EURe")
+
+
+def _epoch_ms() -> int:
+    return int(now_utc().timestamp() * 1000)
+
+
+async def test_read_since_returns_the_events_from_a_time_up_to_the_end_in_time_order(stack: Stack) -> None:
+    """Records stored before `since_ms` are left out, every valid event stored since up to the
+    end is returned once with where it stands, in `observed_at` order across topics and within
+    one (an event observed first but stored last comes first), and a malformed record is counted."""
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap)
+    cmd, result = TAIL_TOPICS
+    producer = EventProducer(settings, client_id="bus-test-tail")
+    await producer.start()
+    try:
+        before = _tail_event(cmd)
+        await producer.publish(before)
+        await asyncio.sleep(0.01)
+        since_ms = _epoch_ms() + 1
+        await asyncio.sleep(0.01)
+        early = _tail_event(result)  # observed now, stored after the others
+        ordered = [_tail_event(cmd), _tail_event(result), _tail_event(cmd)]
+        placed: dict[uuid.UUID, Placed] = {}
+        for event in ordered:
+            placed[event.event_id] = await producer.publish(event)
+        await producer.publish_raw(result, b"not an event")
+        placed[early.event_id] = await producer.publish(early)
+        tail = await read_since(settings, TAIL_TOPICS, since_ms, "bus-test-tail")
+    finally:
+        await producer.stop()
+    ours = {before.event_id, early.event_id, *(e.event_id for e in ordered)}
+    got = [(e.event_id, where) for e, where in tail.events if e.event_id in ours]
+    assert [event_id for event_id, _ in got] == [early.event_id, *(e.event_id for e in ordered)]
+    assert all(where == (placed[event_id].partition, placed[event_id].offset) for event_id, where in got)
+    assert [e.observed_at for e, _ in tail.events] == sorted(e.observed_at for e, _ in tail.events)
+    assert {e.event_type for e, _ in tail.events} <= set(TAIL_TOPICS)
+    assert tail.undecodable >= 1
+
+
+async def test_read_since_returns_nothing_promptly_when_nothing_is_that_recent_or_the_topic_is_empty(
+    stack: Stack,
+) -> None:
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tail = await asyncio.wait_for(read_since(settings, TAIL_TOPICS, _epoch_ms() + 3_600_000, "bus-test-tail"), 10)
+    assert (tail.events, tail.undecodable) == ([], 0)
+    assert loop.time() - started < 5
+
+    empty = f"bus-empty-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="bus-test", **kafka_options())
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name=empty, num_partitions=settings.topic_partitions, replication_factor=1)]
+        )
+        await eventually(lambda: topic_end_offsets(settings, empty, "bus-test-tail"), what="the new topic has a leader")
+        started = loop.time()
+        tail = await asyncio.wait_for(read_since(settings, [empty], 0, "bus-test-tail"), 10)
+        assert (tail.events, tail.undecodable) == ([], 0)
+        assert loop.time() - started < 5
+    finally:
+        await admin.delete_topics([empty])
+        await admin.close()

@@ -271,7 +271,7 @@ async def test_a_failure_reading_results_stops_the_daemon(
     def broken(event: Any) -> None:
         raise RuntimeError("results loop broken by the test")
 
-    monkeypatch.setattr(service, "_on_result", broken)
+    monkeypatch.setattr(service.reserving, "on_result", broken)
     result = TradeResult(
         execution_id=str(uuid.uuid4()),
         command_id=str(uuid.uuid4()),
@@ -380,7 +380,7 @@ async def test_a_restart_rebuilds_reservations_of_answers_still_live(
             kafka_bootstrap=stack.kafka_bootstrap, database_url=stack.database_url, control_dir=control_dir / "again"
         )
     )
-    await again._rebuild_reservations()
+    await again.reserving.rebuild()
     await again.producer.stop()
     assert live.payload.command_id in again.reservations.live
     assert done.payload.command_id not in again.reservations.live

@@ -49,7 +49,7 @@ async def test_an_unpriced_decision_carries_null_edge_rate_and_amounts(
     c = ctx(**change)
     v = decide(c)
     assert v.reason is reason
-    decision = engine._decision(c.demand, v, NOW)
+    decision = engine.deciding.decision(c.demand, v, NOW)
     assert decision.decision == "reject" and decision.decision_reason == reason.value
     assert decision.gross_edge_pct is None and decision.implied_rate is None
     assert decision.reference_rate is None and decision.amount_in is None and decision.amount_out is None
@@ -67,7 +67,7 @@ async def test_an_unpriced_decision_carries_null_edge_rate_and_amounts(
 
 async def test_the_dust_decision_keeps_the_notional_that_refused_it(engine: StrategyEngine) -> None:
     c = ctx(**DUST)
-    decision = engine._decision(c.demand, decide(c), NOW)
+    decision = engine.deciding.decision(c.demand, decide(c), NOW)
     assert decision.notional_eure == Decimal("1E-12")
     assert decision.decision_detail == "0.000000000001 EURe < 1 EURe"
 
@@ -79,7 +79,7 @@ async def test_a_priced_decision_still_records_its_edge_and_rate(
     c = ctx(**change)
     v: Verdict = decide(c)
     assert v.candidate is not None
-    decision = engine._decision(c.demand, v, NOW)
+    decision = engine.deciding.decision(c.demand, v, NOW)
     assert decision.gross_edge_pct == v.candidate.gross_edge_pct and decision.gross_edge_pct is not None
     assert Decimal("2.0") <= decision.gross_edge_pct < Decimal("3")
     assert decision.implied_rate == v.candidate.implied_rate and decision.reference_rate == PRICE.fair_rate_sell_btc
