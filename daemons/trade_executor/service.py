@@ -39,7 +39,8 @@ Starts disarmed on every start. `POST /disarm` with `cancel_live: true` also bur
 live answers through the relay (empty-intent payloads) and records it in the ledger.
 
 Where each part lives: `intake.py` (reading commands, offsets committed past the durable row),
-`answering.py` (steps 1-3), `resolution.py` (the relay's events and step 4), `sweep.py` (the
+`answering.py` (steps 1-3 up to the stored answer), `sending.py` (step 3's frame and the
+venue's answer), `resolution.py` (the relay's events and step 4), `sweep.py` (the
 periodic sweep), `recovery.py` (the start path), `publishing.py` (every result-bearing ledger
 write end to end: the write, the live book derived from the returned row, the result published;
 the in-hand marks), `controls.py` (the control socket and `/state`), `metrics.py` (`/metrics`);
@@ -85,6 +86,7 @@ from daemons.trade_executor.prices import PriceFeed
 from daemons.trade_executor.publishing import InHand, Publisher
 from daemons.trade_executor.recovery import Recovery
 from daemons.trade_executor.resolution import Resolution
+from daemons.trade_executor.sending import Sending
 from daemons.trade_executor.settings import ExecutorSettings
 from daemons.trade_executor.settlement import (
     LiveAnswer,
@@ -181,6 +183,7 @@ class TradeExecutor(Service):
         self.publisher = Publisher(self)
         self.sweep = Sweep(self)
         self.answering = Answering(self)
+        self.sending = Sending(self)
         self.resolution = Resolution(self)
         self.recovery = Recovery(self)
         self.controls = Controls(self)
