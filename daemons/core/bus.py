@@ -446,10 +446,9 @@ class EndOffsets:
     async def of(self, topic: str) -> dict[int, int]:
         if self._consumer is None:
             self._consumer = await _groupless_consumer(self.settings, self.client_id)
-        partitions = self._consumer.partitions_for_topic(topic)
-        if not partitions:
-            await self._consumer.topics()  # refresh the metadata once
-            partitions = self._consumer.partitions_for_topic(topic) or {0}
+        # a consumer with no subscription holds no metadata of the topic (and `topics()` does not
+        # fill it): without it, the partitions are the count the topics are created with
+        partitions = self._consumer.partitions_for_topic(topic) or set(range(self.settings.topic_partitions))
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await self._consumer.end_offsets(tps)
         return {tp.partition: int(ends[tp]) for tp in tps}

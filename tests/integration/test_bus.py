@@ -272,3 +272,23 @@ async def test_read_since_returns_nothing_promptly_when_nothing_is_that_recent_o
     finally:
         await admin.delete_topics([empty])
         await admin.close()
+
+
+async def test_end_offsets_cover_every_partition_of_the_topic(stack: Stack) -> None:
+    """A snapshot's `results_through` and the executor's recovered holds are per partition: a
+    topic of three partitions reports all three ends, a record on the last one counted there."""
+    settings = CoreSettings(kafka_bootstrap=stack.kafka_bootstrap, topic_partitions=3)
+    topic = f"bus-parts-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="bus-test", **kafka_options())
+    await admin.start()
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, **kafka_options())
+    await producer.start()
+    try:
+        await admin.create_topics([NewTopic(name=topic, num_partitions=3, replication_factor=1)])
+        await eventually(lambda: topic_end_offsets(settings, topic, "bus-test-ends"), what="the new topic has a leader")
+        await producer.send_and_wait(topic, b"x", partition=2)
+        assert await topic_end_offsets(settings, topic, "bus-test-ends") == {0: 0, 1: 0, 2: 1}
+    finally:
+        await producer.stop()
+        await admin.delete_topics([topic])
+        await admin.close()
