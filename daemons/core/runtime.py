@@ -27,6 +27,7 @@ from daemons.core.bus import BusClient, start_clients
 from daemons.core.ceilings import CeilingsError
 from daemons.core.control import Caller, ControlError, ControlServer, OperatorAction, Route, json_response, read_token
 from daemons.core.events import Producer, now_utc
+from daemons.core.health import Link
 from daemons.core.logs import configure_logging, get_logger
 from daemons.core.metrics import CONTENT_TYPE, MetricSet, exposition, metrics_app, registry_for
 from daemons.core.secrets import SecretFileError
@@ -67,6 +68,8 @@ class Service:
 
     def __init__(self, settings: CoreSettings) -> None:
         self.settings = settings
+        # the daemon's Kafka publishing health, where it publishes (`kafka_problem`)
+        self.kafka_link: Link | None = None
         self.producer_id = Producer(service=self.name, instance=settings.instance or socket.gethostname())
         self.log = get_logger(self.name.replace("-", "_"))
         self.paused = False
@@ -110,9 +113,8 @@ class Service:
 
     def kafka_problem(self) -> str | None:
         """Why Kafka does not work for this daemon, or None: the runtime's wait for a broker,
-        else the daemon's own last publishing error (`kafka_error`, where it keeps one)."""
-        own = getattr(self, "kafka_error", None)
-        return self.kafka_unreachable or (own if isinstance(own, str) else None)
+        else its own publishing link's last error (`kafka_link`, in a daemon that publishes)."""
+        return self.kafka_unreachable or (self.kafka_link.error if self.kafka_link is not None else None)
 
     def core_metrics(self, m: MetricSet) -> None:
         """What every daemon exposes: up, healthy and why not, pause/drain, Kafka, side records."""

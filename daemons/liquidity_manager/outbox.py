@@ -55,12 +55,8 @@ class OutboxPublisher:
         self.last_published_at: datetime | None = None
 
     @property
-    def kafka_error(self) -> str | None:
-        return self.kafka_link.error
-
-    @property
     def connected(self) -> bool:
-        return self._producer is not None and self.kafka_error is None
+        return self._producer is not None and self.kafka_link.healthy
 
     def wake(self) -> None:
         self._wake.set()

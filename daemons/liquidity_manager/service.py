@@ -308,7 +308,7 @@ class LiquidityManager(Service):
         return self.controls.state()
 
     def kafka_problem(self) -> str | None:
-        return self.kafka_unreachable or (self.outbox.kafka_error if self.outbox is not None else None)
+        return self.kafka_unreachable or (self.outbox.kafka_link.error if self.outbox is not None else None)
 
     def metrics(self, m: MetricSet) -> None:
         daemon_metrics(self, m)

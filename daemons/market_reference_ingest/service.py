@@ -53,6 +53,7 @@ from daemons.venues.kraken import KrakenClient, KrakenTick
 
 
 class MarketReferenceIngest(Service):
+    kafka_link: Link  # publishes: always has one
     name = "market-reference-ingest"
 
     def __init__(self, settings: MarketReferenceSettings, *, clock: Callable[[], datetime] = now_utc) -> None:
@@ -104,11 +105,6 @@ class MarketReferenceIngest(Service):
         self._first_tick = asyncio.Event()
         self.coingecko = CoinGeckoPolls(self)
         self.controls = Controls(self)
-
-    @property
-    def kafka_error(self) -> str | None:
-        """The first publishing error of the current Kafka outage (None while publishing works)."""
-        return self.kafka_link.error
 
     def wake(self) -> None:
         """Evaluate now instead of at the next interval: a source has news."""

@@ -64,6 +64,7 @@ class _FilterView(BaseModel):
 
 
 class NearIntentsIngest(Service):
+    kafka_link: Link  # publishes: always has one
     name = "near-intents-ingest"
 
     def __init__(self, settings: IngestSettings) -> None:
@@ -295,11 +296,6 @@ class NearIntentsIngest(Service):
     # --- state ----------------------------------------------------------------------------
 
     @property
-    def kafka_error(self) -> str | None:
-        """The last publishing error while Kafka fails (None while it works)."""
-        return self.kafka_link.error
-
-    @property
     def connected(self) -> bool:
         return self.client is not None and self.client.connected
 
@@ -328,8 +324,8 @@ class NearIntentsIngest(Service):
         return conform(
             NearIntentsIngestFields,
             {
-                "connected": {"relay": self.connected, "kafka": self.kafka_error is None},
-                "authoritative": self.connected and self.kafka_error is None,
+                "connected": {"relay": self.connected, "kafka": self.kafka_link.healthy},
+                "authoritative": self.connected and self.kafka_link.healthy,
                 "blocked_reason": self.blocked,
                 "connected_since": self.connected_since,
                 "disconnected_since": self.disconnected_since,

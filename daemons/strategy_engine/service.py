@@ -58,6 +58,7 @@ LATEST_TOPICS = ("ref.market_price", "state.intent_inventory")
 
 
 class StrategyEngine(Service):
+    kafka_link: Link  # publishes: always has one
     name = "strategy-engine"
 
     def __init__(self, settings: StrategySettings) -> None:
@@ -104,11 +105,6 @@ class StrategyEngine(Service):
         self.publishing = Publishing(self)
         self.reserving = Reserving(self)
         self.controls = Controls(self)
-
-    @property
-    def kafka_error(self) -> str | None:
-        """The last publishing error while publishing fails, else None (`Service.kafka_problem`)."""
-        return self.kafka_link.error
 
     @property
     def audit_impaired(self) -> str | None:

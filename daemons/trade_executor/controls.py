@@ -219,7 +219,7 @@ class Controls:
                 "connected": {
                     "relay": self.ex.relay is not None and self.ex.relay.connected,
                     "postgres": self.ex.db.healthy,
-                    "kafka": self.ex.kafka.healthy,
+                    "kafka": self.ex.kafka_link.healthy,
                     "inventory_feed": self.ex.inventory.error is None,
                     "price_feed": self.ex.prices.error is None,
                     "near_rpc": self.ex.near_rpc.healthy,

@@ -143,6 +143,6 @@ class Publisher:
         except (KafkaError, OSError) as exc:
             ex.kafka_failed(exc)
             return None
-        ex.kafka.ok()
+        ex.kafka_link.ok()
         ex.mark_success()
         return placed

@@ -113,6 +113,7 @@ S = LedgerState
 
 
 class TradeExecutor(Service):
+    kafka_link: Link  # publishes: always has one
     name = "trade-executor"
 
     def __init__(
@@ -162,7 +163,7 @@ class TradeExecutor(Service):
         self.relay_error: str | None = None  # why there is no relay client at all (its JWT)
         self.store: LedgerStore | None = None
         self.db = Link(self.log, down="ledger_unavailable", up="ledger_available", error="not connected yet")
-        self.kafka = Link(self.log, down="kafka_unavailable", up="kafka_publish_recovered")
+        self.kafka_link = Link(self.log, down="kafka_unavailable", up="kafka_publish_recovered")
         self.near_rpc = Link(self.log, down="near_rpc_failing", up="near_rpc_recovered", level="warning")
         self.recovered_at: datetime | None = None
         # command ids some coroutine is working on: the sweeps leave them alone
@@ -309,11 +310,8 @@ class TradeExecutor(Service):
         self.errors["ledger_unavailable"] += 1
         self.notify_status()
 
-    def kafka_problem(self) -> str | None:
-        return self.kafka_unreachable or self.kafka.error
-
     def kafka_failed(self, exc: BaseException) -> None:
-        self.kafka.fail(exc)
+        self.kafka_link.fail(exc)
         self.errors["kafka_unavailable"] += 1
 
     def ledger(self) -> LedgerStore:
@@ -366,7 +364,7 @@ class TradeExecutor(Service):
             reasons.append(f"relay_unavailable: {self.relay_error}")
         elif self.relay is None or not self.relay.connected:
             reasons.append("relay_disconnected")
-        return reasons + self.kafka.reason("kafka_unavailable")
+        return reasons + self.kafka_link.reason("kafka_unavailable")
 
     def gate_status(self) -> str:
         return ("armed; " if self.arm.armed else "disarmed; ") + super().gate_status()

@@ -644,7 +644,7 @@ async def test_transitions_wait_in_the_outbox_while_kafka_is_away_and_none_is_lo
     status, view = await harness.call("POST", "/funding", {"asset_id": EURE_ID, "amount": str(EURE), "tx_hash": _tx()})
     assert status == 200  # durable in PostgreSQL: the request does not depend on Kafka
     action = view["liquidity_action_id"]
-    await eventually(lambda: lm.outbox is not None and lm.outbox.kafka_error, what="kafka failure noticed")
+    await eventually(lambda: lm.outbox is not None and lm.outbox.kafka_link.error, what="kafka failure noticed")
     status, health = await harness.call("GET", "/healthz")
     assert status == 503 and any(r.startswith("kafka_unavailable") for r in health["reasons"])
     _, state = await harness.call("GET", "/state")
