@@ -1,4 +1,4 @@
-"""The POA bridge simulator's live state (`docs/poa-bridge.md`, §n below): the scripted
+"""The POA bridge simulator's live state (`docs/poa-bridge.md` (§n below)): the scripted
 deposits and withdrawals, and their transitions as simulated time passes — a deposit credited
 once through the `credit` callback (or failed, or left pending), a withdrawal completed with a
 transfer hash (or failed, or left pending).

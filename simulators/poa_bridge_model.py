@@ -1,4 +1,4 @@
-"""The POA bridge simulator's model (`docs/poa-bridge.md`, §n below): the tokens it bridges,
+"""The POA bridge simulator's model (`docs/poa-bridge.md` (§n below)): the tokens it bridges,
 its simulated clock, the scripted deposits and withdrawals with their wire shapes, and the
 addresses and hashes it makes up. `poa_bridge_book.BridgeBook` holds the live state;
 `poa_bridge.PoaBridgeSimulator` serves it.

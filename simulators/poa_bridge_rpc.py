@@ -1,4 +1,4 @@
-"""The POA bridge's JSON-RPC methods (`docs/poa-bridge.md` §2–§7, §n below) over the bridge's
+"""The POA bridge's JSON-RPC methods (`docs/poa-bridge.md` (§n below), §2–§7) over the bridge's
 state, apart from HTTP: each takes the request's `params[0]` object and returns the `result`,
 or raises `RpcError`, which the bridge answers with `error` as a bare string (§1).
 

@@ -3,7 +3,7 @@ composes: token balances with their recent history, public keys, salts and nonce
 
 They hold data and answer questions about it; the block heights they stamp come from the caller,
 and the contract's checks and error strings live in `simulators/verifier_rules.py`. Section
-numbers (§n) are those of `docs/verifier.md`.
+numbers are those of `docs/verifier.md` (§n below).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ their order, the relay's check of a quote answer, and the §8 fee arithmetic of 
 
 What these rules read from the verifier's state (public keys, salts, nonces, balances) comes in
 as callables, so the order of the checks is the contract's and lives in one place; `VerifierState`
-(`simulators/verifier.py`) supplies its state and applies what they decide. Section numbers (§n)
-are those of `docs/verifier.md`; relay-level refusals have no documented wording
+(`simulators/verifier.py`) supplies its state and applies what they decide. Section numbers are
+those of `docs/verifier.md` (§n below); relay-level refusals have no documented wording
 (docs/near-intents-relay.md §4, UNCONFIRMED): their strings are this module's own and are marked so.
 """
 

@@ -1,4 +1,4 @@
-"""`quote_status` delivery (docs/near-intents-relay.md §5, §6): every plain subscriber gets a
+"""`quote_status` delivery (`docs/near-intents-relay.md` (§n below) §5, §6): every plain subscriber gets a
 status once; every known instance queues it under a per-instance `seq` until acknowledged,
 replays the unacknowledged on its next guaranteed subscribe, and gets it again every
 `redelivery_s` while it stays unacknowledged.

@@ -1,4 +1,4 @@
-"""The taker JSON-RPC's answers (docs/near-intents-relay.md §7), apart from HTTP: the intents'
+"""The taker JSON-RPC's answers (`docs/near-intents-relay.md` (§n below) §7), apart from HTTP: the intents'
 statuses for `get_status`, and `publish_intents` / `publish_intent`, which burn nonces
 (empty-intent payloads) or execute withdrawals (payloads whose intents are all `ft_withdraw`)
 through the verifier. A batch seen before answers FAILED "already processed", which clients
