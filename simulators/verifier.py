@@ -8,19 +8,18 @@ exactly what the real contract would, with the contract's verbatim `DefuseError`
 Relay-level refusals have no documented wording (docs/near-intents-relay.md §4, UNCONFIRMED): their
 strings are this module's own and are marked so.
 
+`VerifierState` is the shell: its records are the classes of `verifier_books.py`, and the checks
+it makes, with their error strings, are the functions of `verifier_rules.py`; the error strings,
+`VerifierError`, `CheckedAnswer` and the fee arithmetic are importable from here too.
+
 Signatures and byte layouts come from `daemons.venues.near_intents.nep413`, the same code the
 solver signs with; the test vectors of §6 pin that module.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import copy
 import json
-import re
 import secrets
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,185 +27,92 @@ from typing import Any
 
 import base58
 
-from daemons.venues.near_intents.nep413 import (
-    InvalidNonce,
-    InvalidSignature,
-    LegacyNonce,
-    MalformedPayload,
-    b64_nonce,
-    datetime_to_ns,
-    implicit_account_id,
-    ns_to_datetime,
-    parse_deadline_ns,
-    parse_nonce,
-    parse_public_key,
-    quote_hash,
-    verify_signed_data,
-)
+from daemons.venues.near_intents.nep413 import b64_nonce, datetime_to_ns, parse_public_key
 from simulators.chain import Chain
-
-# --- verbatim contract errors (§14, §2, §3) ---------------------------------------------------
-ERR_INVALID_SIGNATURE = "invalid signature"
-ERR_NONCE_USED = "nonce was already used"
-ERR_NONCE_EXPIRED = "nonce was already expired"
-ERR_INVALID_NONCE = "invalid nonce"
-ERR_DEADLINE_EXPIRED = "deadline has expired"
-ERR_DEADLINE_GT_NONCE = "deadline is greater than nonce"
-ERR_INVALID_SALT = "invalid salt"
-ERR_INSUFFICIENT_BALANCE = "insufficient balance or overflow"
-ERR_INVALID_INTENT = "invalid intent"
-ERR_WRONG_CONTRACT = "wrong verifying_contract"
-
-
-def err_public_key_missing(account_id: str, public_key: str) -> str:
-    return f"public key '{public_key}' doesn't exist for account '{account_id}'"
-
-
-def err_public_key_exists(account_id: str, public_key: str) -> str:
-    return f"public key '{public_key}' already exists for account '{account_id}'"
-
-
-def err_json(detail: str) -> str:
-    # The `JSON: {…}` prefix is the contract's; the detail after it is ours (serde's text differs).
-    return f"JSON: {detail}"
-
-
-# --- our own strings (no documented wording) --------------------------------------------------
-# OWN CHOICE: the simulator only implements nep413; the real contract also takes erc191 etc.
-ERR_UNSUPPORTED_STANDARD = "unsupported standard: the simulated verifier accepts nep413 only"
-# OWN CHOICE (relay-level, docs/near-intents-relay.md §4): how the relay refuses a misfit answer.
-ERR_QUOTE_ID_MISMATCH = "quote_id does not match the quote request"
-ERR_NOT_ONE_TOKEN_DIFF = "quote must carry exactly one token_diff intent"
-ERR_TOKENS_MISMATCH = "token_diff tokens do not match the quote request"
-ERR_DIFF_SIGNS = (
-    "token_diff signs are wrong: the solver receives defuse_asset_identifier_in (positive) "
-    "and gives defuse_asset_identifier_out (negative)"
+from simulators.verifier_books import KeyRing, Ledger, NonceBook, SaltBook
+from simulators.verifier_rules import (
+    ERR_BURN_NOT_EMPTY,
+    ERR_DEADLINE_EXPIRED,
+    ERR_DEADLINE_GT_NONCE,
+    ERR_DEADLINE_TOO_SHORT,
+    ERR_DIFF_SIGNS,
+    ERR_FIXED_AMOUNT_CHANGED,
+    ERR_INSUFFICIENT_BALANCE,
+    ERR_INVALID_INTENT,
+    ERR_INVALID_NONCE,
+    ERR_INVALID_SALT,
+    ERR_INVALID_SIGNATURE,
+    ERR_NONCE_EXPIRED,
+    ERR_NONCE_USED,
+    ERR_NOT_ONE_TOKEN_DIFF,
+    ERR_ONLY_FT_WITHDRAW,
+    ERR_QUOTE_ID_MISMATCH,
+    ERR_QUOTE_OUTPUT_MISMATCH,
+    ERR_TOKENS_MISMATCH,
+    ERR_UNSUPPORTED_STANDARD,
+    ERR_WRONG_CONTRACT,
+    I128_MAX,
+    I128_MIN,
+    PIPS_MAX,
+    U128_MAX,
+    CheckedAnswer,
+    Verified,
+    VerifierError,
+    check_quote_answer,
+    cleanable_before,
+    err_json,
+    err_public_key_exists,
+    err_public_key_missing,
+    fee_ceil,
+    gross_up,
+    parse_ft_withdraw,
+    parse_nonce_b64,
+    parse_token_diff,
+    settlement_terms,
+    token_fee_pips,
+    verify_payload,
 )
-ERR_FIXED_AMOUNT_CHANGED = "the fixed amount does not match the quote request"
-ERR_QUOTE_OUTPUT_MISMATCH = "quote_output does not match token_diff"
-ERR_DEADLINE_TOO_SHORT = "quote deadline is sooner than min_deadline_ms"
-ERR_BURN_NOT_EMPTY = "nonce invalidation payloads must carry no intents"
-# OWN CHOICE: the simulator executes published payloads only when they are nonce burns (no
-# intents) or withdrawals (only `ft_withdraw` intents); anything else is refused with this.
-ERR_ONLY_FT_WITHDRAW = "the simulated relay executes only ft_withdraw intents"
 
-PIPS_MAX = 1_000_000  # 100 % in pips (§8)
-U128_MAX = (1 << 128) - 1
-I128_MIN, I128_MAX = -(1 << 127), (1 << 127) - 1
-
-# Intent tags the contract knows (§2); anything else fails to deserialize.
-_KNOWN_INTENTS = frozenset(
-    {
-        "add_public_key",
-        "remove_public_key",
-        "transfer",
-        "ft_withdraw",
-        "nft_withdraw",
-        "mt_withdraw",
-        "native_withdraw",
-        "storage_deposit",
-        "token_diff",
-        "set_auth_by_predecessor_id",
-        "auth_call",
-        "imt_mint",
-        "imt_burn",
-    }
-)
-_ACCOUNT_ID = re.compile(r"^(([a-z\d]+[-_])*[a-z\d]+\.)*([a-z\d]+[-_])*[a-z\d]+$")
-_IMPLICIT = re.compile(r"^[0-9a-f]{64}$")
-_I128 = re.compile(r"^[+-]?[0-9]+$")
-_U128 = re.compile(r"^[0-9]+$")
-_TOKEN_PREFIXES = ("nep141:", "nep171:", "nep245:", "imt:")
-
-
-class VerifierError(Exception):
-    """A refusal; `.message` is the verifier's (or relay's) verbatim error string."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-def _is_account_id(value: Any) -> bool:
-    return isinstance(value, str) and 2 <= len(value) <= 64 and _ACCOUNT_ID.match(value) is not None
-
-
-def _parse_token_id(value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith(_TOKEN_PREFIXES) or len(value) > 127 + 7:
-        raise VerifierError(err_json(f"token_id: invalid token id {value!r}"))
-    return value
-
-
-def _parse_i128(token_id: str, value: Any) -> int:
-    # i128 as a decimal string (serde DisplayFromStr, §2); a JSON number is a type error.
-    if not isinstance(value, str) or not _I128.match(value):
-        raise VerifierError(err_json(f"invalid delta for {token_id}: expected an i128 decimal string"))
-    n = int(value)
-    if not I128_MIN <= n <= I128_MAX:
-        raise VerifierError(err_json(f"delta for {token_id} is out of i128 range"))
-    return n
-
-
-def _parse_u128(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not _U128.match(value):
-        raise ValueError(f"{what} must be a u128 decimal string, got {value!r}")
-    n = int(value)
-    if n > U128_MAX:
-        raise ValueError(f"{what} is out of u128 range")
-    return n
-
-
-def token_fee_pips(token_id: str, amount: int, fee_pips: int) -> int:
-    """The fee rate applied to a token (§8): NEP-141 always; NEP-245 (and IMT, also a
-    multi-token) only when |delta| > 1; NEP-171 (NFTs) never."""
-    if token_id.startswith("nep141:"):
-        return fee_pips
-    if token_id.startswith(("nep245:", "imt:")) and amount > 1:
-        return fee_pips
-    return 0
-
-
-def fee_ceil(amount: int, pips: int) -> int:
-    """ceil(amount * pips / 1e6), the fee on a negative delta of |amount| (§8)."""
-    return (amount * pips + PIPS_MAX - 1) // PIPS_MAX
-
-
-def gross_up(amount: int, pips: int) -> int:
-    """What a counterparty must give so that, net of the fee, exactly `amount` arrives.
-
-    The contract's closure (`TokenDiff::closure_supply_delta`): ceil(amount * 1e6 / (1e6 - fee)).
-    net = T - ceil(T*f/1e6) rises by 0 or 1 per unit of T, so the smallest T reaching `amount`
-    hits it exactly and the per-token invariant (sum of deltas + fees == 0) holds.
-    """
-    m = PIPS_MAX - pips
-    return (amount * PIPS_MAX + m - 1) // m
-
-
-@dataclass
-class _Verified:
-    digest: bytes
-    intent_hash: str
-    signer_id: str
-    public_key: str
-    nonce: bytes
-    deadline_ns: int
-    intents: list[dict[str, Any]]
-
-
-@dataclass
-class CheckedAnswer:
-    """A solver's quote answer that passed every check, with its parsed terms."""
-
-    quote_id: str
-    quote_hash: str
-    signer_id: str
-    public_key: str
-    nonce: bytes
-    deadline: datetime
-    diff: dict[str, int]  # as signed: positive on asset_in (solver receives), negative on asset_out
-    amount_in: int  # what the solver receives
-    amount_out: int  # what the solver gives
-    signed_data: dict[str, Any]
+# importable from here: the error strings, the refusal, the checked answer and the fee arithmetic
+__all__ = [
+    "ERR_INVALID_SIGNATURE",
+    "ERR_NONCE_USED",
+    "ERR_NONCE_EXPIRED",
+    "ERR_INVALID_NONCE",
+    "ERR_DEADLINE_EXPIRED",
+    "ERR_DEADLINE_GT_NONCE",
+    "ERR_INVALID_SALT",
+    "ERR_INSUFFICIENT_BALANCE",
+    "ERR_INVALID_INTENT",
+    "ERR_WRONG_CONTRACT",
+    "ERR_UNSUPPORTED_STANDARD",
+    "ERR_QUOTE_ID_MISMATCH",
+    "ERR_NOT_ONE_TOKEN_DIFF",
+    "ERR_TOKENS_MISMATCH",
+    "ERR_DIFF_SIGNS",
+    "ERR_FIXED_AMOUNT_CHANGED",
+    "ERR_QUOTE_OUTPUT_MISMATCH",
+    "ERR_DEADLINE_TOO_SHORT",
+    "ERR_BURN_NOT_EMPTY",
+    "ERR_ONLY_FT_WITHDRAW",
+    "PIPS_MAX",
+    "U128_MAX",
+    "I128_MIN",
+    "I128_MAX",
+    "err_public_key_missing",
+    "err_public_key_exists",
+    "err_json",
+    "token_fee_pips",
+    "fee_ceil",
+    "gross_up",
+    "VerifierError",
+    "CheckedAnswer",
+    "DEFAULT_NONCE_CLEANUP_AFTER_S",
+    "FtWithdrawal",
+    "Settlement",
+    "TxRecord",
+    "VerifierState",
+]
 
 
 @dataclass
@@ -239,19 +145,19 @@ class FtWithdrawal:
         return "nep141:" + self.token
 
 
-def _cleanable_before(nonce: bytes, limit_ns: int) -> bool:
-    """A versioned nonce whose own deadline is before `limit_ns` (legacy nonces carry none)."""
-    try:
-        parsed = parse_nonce(nonce)
-    except InvalidNonce:
-        return False
-    return not isinstance(parsed, LegacyNonce) and parsed.deadline_ns < limit_ns
-
-
 def _dip4_event(event: str, data: Any) -> str:
     """A NEP-297 log line as the verifier emits it (standard `dip4`, version 0.3.0; NEAR Intents docs, events)."""
     return "EVENT_JSON:" + json.dumps(
         {"standard": "dip4", "version": "0.3.0", "event": event, "data": data}, separators=(",", ":")
+    )
+
+
+def _executed_event(verified: list[Verified]) -> str:
+    """The `intents_executed` log line of an `execute_intents` transaction: each payload's signer,
+    intent hash and nonce."""
+    return _dip4_event(
+        "intents_executed",
+        [{"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)} for v in verified],
     )
 
 
@@ -304,23 +210,13 @@ class VerifierState:
         self.chain = chain if chain is not None else Chain()
         # None: nonces are never cleaned up (a kinder chain than mainnet; only for unit tests)
         self.nonce_cleanup_after_s = nonce_cleanup_after_s
-        self._balances: dict[str, dict[str, int]] = {}
-        # (account, token) -> [(height, delta)] for the kept blocks: reads at an older block
-        self._history: dict[tuple[str, str], deque[tuple[int, int]]] = {}
-        self._keys: dict[str, dict[str, None]] = {}  # insertion-ordered sets
-        self._implicit_removed: set[str] = set()
-        # account -> nonce -> the height it was committed at
-        self._nonces: dict[str, dict[bytes, int]] = {}
-        # cleaned nonces, kept for reads at older blocks: (account, nonce) -> (committed, cleaned)
-        self._cleaned: dict[tuple[str, bytes], tuple[int, int]] = {}
-        self.nonces_cleaned = 0
-        # Nonces the relay invalidated in memory only (docs/near-intents-relay.md §7.5): they block settlement
+        self._ledger = Ledger()
+        self._keys = KeyRing()
+        # Nonces the relay invalidated in memory only (docs/near-intents-relay.md §7.5) block settlement
         # through the relay, but the on-chain `is_nonce_used` view does not see them.
-        self._relay_burned: dict[str, set[bytes]] = {}
-        current = salt_hex if salt_hex is not None else secrets.token_bytes(4).hex()
-        self._check_salt_format(current)
-        self._current_salt = current
-        self._valid_salts: dict[str, None] = {current: None}
+        self._nonces = NonceBook()
+        self.nonces_cleaned = 0
+        self._salts = SaltBook(salt_hex)
         self.settlements: list[Settlement] = []
         self.ft_withdrawals: list[FtWithdrawal] = []
         self.transactions: dict[str, TxRecord] = {}
@@ -344,7 +240,7 @@ class VerifierState:
 
     def balance(self, account_id: str, token_id: str) -> int:
         """The balance once every executed transaction is in a block (what the next block holds)."""
-        return self._balances.get(account_id, {}).get(token_id, 0)
+        return self._ledger.balance(account_id, token_id)
 
     async def settled(self, finality: str = "final") -> None:
         """Return once every change made so far is visible to reads at `finality`."""
@@ -352,100 +248,55 @@ class VerifierState:
 
     def balance_at(self, account_id: str, token_id: str, height: int) -> int:
         """The balance as a read at block `height` sees it (changes executed after it undone)."""
-        later = sum(d for h, d in self._history.get((account_id, token_id), ()) if h > height)
-        return self.balance(account_id, token_id) - later
+        return self._ledger.balance_at(account_id, token_id, height)
 
     def balances_of(self, account_id: str) -> dict[str, int]:
-        return {t: a for t, a in self._balances.get(account_id, {}).items() if a}
+        return self._ledger.balances_of(account_id)
 
     def _add(self, account_id: str, token_id: str, delta: int) -> None:
-        new = self.balance(account_id, token_id) + delta
-        if not 0 <= new <= U128_MAX:
-            raise VerifierError(ERR_INSUFFICIENT_BALANCE)
-        self._balances.setdefault(account_id, {})[token_id] = new
-        history = self._history.setdefault((account_id, token_id), deque())
-        history.append((self.chain.pending_height(), delta))
-        oldest = self.chain.oldest_kept()
-        while history and history[0][0] < oldest:
-            history.popleft()
+        self._ledger.add(
+            account_id, token_id, delta, height=self.chain.pending_height(), oldest_kept=self.chain.oldest_kept()
+        )
 
     # --- public keys ---------------------------------------------------------------------
-
-    @staticmethod
-    def _implicit_owner(account_id: str, public_key: str) -> bool:
-        if not _IMPLICIT.match(account_id):
-            return False
-        try:
-            return implicit_account_id(public_key) == account_id
-        except ValueError:
-            return False
 
     def add_public_key(self, account_id: str, public_key: str) -> None:
         parse_public_key(public_key)
         if self.has_public_key(account_id, public_key):
             raise VerifierError(err_public_key_exists(account_id, public_key))
-        if self._implicit_owner(account_id, public_key):
-            self._implicit_removed.discard(account_id)  # re-activating the implicit key
-        else:
-            self._keys.setdefault(account_id, {})[public_key] = None
+        self._keys.add(account_id, public_key)
 
     def remove_public_key(self, account_id: str, public_key: str) -> None:
         if not self.has_public_key(account_id, public_key):
             raise VerifierError(err_public_key_missing(account_id, public_key))
-        if self._implicit_owner(account_id, public_key):
-            # An implicit account can opt out of its own key (contract comment, §10).
-            self._implicit_removed.add(account_id)
-        else:
-            self._keys[account_id].pop(public_key, None)
+        self._keys.remove(account_id, public_key)
 
     def has_public_key(self, account_id: str, public_key: str) -> bool:
         """Registered keys, plus the implicit account's own key unless it was removed (§10)."""
-        if public_key in self._keys.get(account_id, {}):
-            return True
-        return self._implicit_owner(account_id, public_key) and account_id not in self._implicit_removed
+        return self._keys.has(account_id, public_key)
 
     def public_keys_of(self, account_id: str) -> list[str]:
         # UNCONFIRMED whether the real view lists an implicit account's own key; the contract
         # source we read returns only stored keys (an account never touched yields []), so do we.
-        return list(self._keys.get(account_id, {}))
+        return self._keys.stored(account_id)
 
     # --- salts (§3) ----------------------------------------------------------------------
 
-    @staticmethod
-    def _check_salt_format(salt_hex: str) -> None:
-        try:
-            ok = len(bytes.fromhex(salt_hex)) == 4 and salt_hex == salt_hex.lower()
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ValueError(f"salt must be 8 lowercase hex chars, got {salt_hex!r}")
-
     def current_salt(self) -> str:
-        return self._current_salt
+        return self._salts.current
 
     def is_valid_salt(self, salt_hex: str) -> bool:
-        return salt_hex in self._valid_salts
+        return self._salts.is_valid(salt_hex)
 
     def rotate_salt(self, new_salt_hex: str | None = None) -> str:
         """`update_current_salt`: a new current salt; previous salts stay valid (contract
         SaltManager doc comment: "previous salt remains valid"). Returns the new salt."""
-        new = new_salt_hex if new_salt_hex is not None else secrets.token_bytes(4).hex()
-        self._check_salt_format(new)
-        while new_salt_hex is None and new in self._valid_salts:
-            new = secrets.token_bytes(4).hex()
-        self._current_salt = new
-        self._valid_salts[new] = None
-        return new
+        return self._salts.rotate(new_salt_hex)
 
     def invalidate_salts(self, salts: Iterable[str]) -> str:
         """`invalidate_salts`: drop the given salts; a new current one if the current went.
         Returns the current salt."""
-        for salt in salts:
-            self._valid_salts.pop(salt, None)
-        if self._current_salt not in self._valid_salts:
-            self._current_salt = ""
-            self.rotate_salt()
-        return self._current_salt
+        return self._salts.invalidate(salts)
 
     # --- nonces and fee --------------------------------------------------------------------
 
@@ -453,19 +304,10 @@ class VerifierState:
         """The on-chain view: committed nonces only (not the relay's in-memory invalidations),
         as of block `height` (the latest by default). A nonce the garbage collector cleaned
         reads as unused from the block it was cleaned in on."""
-        try:
-            raw = base64.b64decode(nonce_b64, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise VerifierError(err_json("nonce is not standard base64")) from None
-        if len(raw) != 32:
-            raise VerifierError(err_json(f"nonce must be 32 bytes, got {len(raw)}"))
+        raw = parse_nonce_b64(nonce_b64)
         self.collect_nonces()
         at = height if height is not None else self.chain.pending_height()
-        committed = self._nonces.get(account_id, {}).get(raw)
-        if committed is not None:
-            return committed <= at
-        cleaned = self._cleaned.get((account_id, raw))
-        return cleaned is not None and cleaned[0] <= at < cleaned[1]
+        return self._nonces.used_at(account_id, raw, at)
 
     def collect_nonces(self, now: datetime | None = None) -> int:
         """The garbage collector's `cleanup_nonces`: versioned nonces whose deadline passed
@@ -474,23 +316,19 @@ class VerifierState:
             return 0
         now_ns = datetime_to_ns(now or self.chain.now())
         limit_ns = now_ns - int(self.nonce_cleanup_after_s * 1e9)
-        height = self.chain.pending_height()
-        oldest = self.chain.oldest_kept()
-        cleaned = 0
-        for account_id, nonces in self._nonces.items():
-            for nonce in [n for n in nonces if _cleanable_before(n, limit_ns)]:
-                self._cleaned[(account_id, nonce)] = (nonces.pop(nonce), height)
-                cleaned += 1
-        for key in [k for k, (_c, gone) in self._cleaned.items() if gone < oldest]:
-            del self._cleaned[key]
+        cleaned = self._nonces.clean(
+            lambda nonce: cleanable_before(nonce, limit_ns),
+            height=self.chain.pending_height(),
+            oldest_kept=self.chain.oldest_kept(),
+        )
         self.nonces_cleaned += cleaned
         return cleaned
 
     def _nonce_taken(self, account_id: str, nonce: bytes) -> bool:
-        return nonce in self._nonces.get(account_id, {}) or nonce in self._relay_burned.get(account_id, set())
+        return self._nonces.taken(account_id, nonce)
 
     def _commit_nonce(self, account_id: str, nonce: bytes) -> None:
-        self._nonces.setdefault(account_id, {})[nonce] = self.chain.pending_height()
+        self._nonces.commit(account_id, nonce, self.chain.pending_height())
         self._nonce_spent(account_id, nonce)
 
     def _nonce_spent(self, account_id: str, nonce: bytes) -> None:
@@ -512,88 +350,16 @@ class VerifierState:
 
     # --- payload verification (§2 engine order) ---------------------------------------------
 
-    def _verify_payload(self, signed_data: Any, now: datetime) -> _Verified:
-        """The checks `execute_signed_intent` makes, in its order: signature, verifying
-        contract, deadline, public key, versioned-nonce rules, nonce unused."""
-        if not isinstance(signed_data, Mapping):
-            raise VerifierError(err_json("signed_data must be an object"))
-        if "standard" not in signed_data:
-            raise VerifierError(err_json("missing field `standard`"))
-        if signed_data["standard"] != "nep413":
-            raise VerifierError(ERR_UNSUPPORTED_STANDARD)
-        try:
-            digest = verify_signed_data(signed_data)
-        except InvalidSignature:
-            raise VerifierError(ERR_INVALID_SIGNATURE) from None
-        except MalformedPayload as exc:
-            raise VerifierError(err_json(str(exc))) from None
-        payload = signed_data["payload"]
-        signer_id, deadline_ns, intents = self._parse_message(payload["message"])
-        if payload["recipient"] != self.contract_id:
-            raise VerifierError(ERR_WRONG_CONTRACT)
-        now_ns = datetime_to_ns(now)
-        if now_ns > deadline_ns:
-            raise VerifierError(ERR_DEADLINE_EXPIRED)
-        public_key = signed_data["public_key"]
-        if not self.has_public_key(signer_id, public_key):
-            raise VerifierError(err_public_key_missing(signer_id, public_key))
-        nonce = base64.b64decode(payload["nonce"])
-        try:
-            parsed = parse_nonce(nonce)
-        except InvalidNonce:
-            raise VerifierError(ERR_INVALID_NONCE) from None
-        if not isinstance(parsed, LegacyNonce):
-            # Versioned nonce rules (§3, `verify_intent_nonce`); legacy nonces skip them.
-            if not self.is_valid_salt(parsed.salt_hex):
-                raise VerifierError(ERR_INVALID_SALT)
-            if deadline_ns > parsed.deadline_ns:
-                raise VerifierError(ERR_DEADLINE_GT_NONCE)
-            if parsed.deadline_ns < now_ns:
-                raise VerifierError(ERR_NONCE_EXPIRED)
-        if self._nonce_taken(signer_id, nonce):
-            raise VerifierError(ERR_NONCE_USED)
-        return _Verified(digest, quote_hash(digest), signer_id, public_key, nonce, deadline_ns, intents)
-
-    @staticmethod
-    def _parse_message(message: str) -> tuple[str, int, list[dict[str, Any]]]:
-        """`Nep413DefuseMessage` (§2): signer_id, deadline (RFC 3339), intents (default [])."""
-        try:
-            doc = json.loads(message)
-        except ValueError as exc:
-            raise VerifierError(err_json(f"message is not JSON: {exc}")) from None
-        if not isinstance(doc, dict):
-            raise VerifierError(err_json("message must be a JSON object"))
-        signer_id = doc.get("signer_id")
-        if not _is_account_id(signer_id):
-            raise VerifierError(err_json(f"invalid signer_id {signer_id!r}"))
-        try:
-            deadline_ns = parse_deadline_ns(doc.get("deadline"))  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise VerifierError(err_json(str(exc))) from None
-        intents = doc.get("intents", [])
-        if not isinstance(intents, list):
-            raise VerifierError(err_json("intents must be an array"))
-        for intent in intents:
-            if not isinstance(intent, dict) or intent.get("intent") not in _KNOWN_INTENTS:
-                tag = intent.get("intent") if isinstance(intent, dict) else intent
-                raise VerifierError(err_json(f"unknown intent variant {tag!r}"))
-        return signer_id, deadline_ns, intents  # type: ignore[return-value]
-
-    @staticmethod
-    def _token_diff(intent: dict[str, Any]) -> dict[str, int]:
-        """Parse a token_diff intent; empty diff or a zero delta is `invalid intent` (§2)."""
-        diff = intent.get("diff")
-        if not isinstance(diff, dict):
-            raise VerifierError(err_json("token_diff.diff must be an object"))
-        for key in ("memo",):
-            if intent.get(key) is not None and not isinstance(intent[key], str):
-                raise VerifierError(err_json(f"token_diff.{key} must be a string"))
-        if intent.get("referral") is not None and not _is_account_id(intent["referral"]):
-            raise VerifierError(err_json("token_diff.referral must be an account id"))
-        parsed = {_parse_token_id(t): _parse_i128(t, v) for t, v in diff.items()}
-        if not parsed or any(d == 0 for d in parsed.values()):
-            raise VerifierError(ERR_INVALID_INTENT)
-        return parsed
+    def _verify_payload(self, signed_data: Any, now: datetime) -> Verified:
+        """The checks `execute_signed_intent` makes, in its order, against this state."""
+        return verify_payload(
+            signed_data,
+            now,
+            contract_id=self.contract_id,
+            has_public_key=self.has_public_key,
+            is_valid_salt=self.is_valid_salt,
+            nonce_taken=self._nonce_taken,
+        )
 
     # --- the relay's check of a quote answer --------------------------------------------------
 
@@ -602,68 +368,7 @@ class VerifierState:
     ) -> CheckedAnswer:
         """Everything the verifier and the relay check on a solver's `quote_response` params[0]
         against its quote request (docs/near-intents-relay.md §3, §4). Raises `VerifierError`."""
-        asset_in = quote["defuse_asset_identifier_in"]
-        asset_out = quote["defuse_asset_identifier_out"]
-        exact_in, exact_out = quote.get("exact_amount_in"), quote.get("exact_amount_out")
-        if (exact_in is None) == (exact_out is None):
-            raise ValueError("quote request needs exactly one of exact_amount_in / exact_amount_out")
-        fixed = _parse_u128(exact_in if exact_in is not None else exact_out, "exact amount")
-        min_deadline_ms = int(quote.get("min_deadline_ms", 60_000))  # int or str (docs/near-intents-relay.md §3)
-
-        if not isinstance(response, Mapping) or response.get("quote_id") != quote["quote_id"]:
-            raise VerifierError(ERR_QUOTE_ID_MISMATCH)
-        v = self._verify_payload(response.get("signed_data"), now)
-
-        # UNCONFIRMED relay rule: a quote must live at least min_deadline_ms from now, or the
-        # taker cannot use it. Compared at millisecond precision, the deadline's own precision.
-        if v.deadline_ns // 1_000_000 < datetime_to_ns(now) // 1_000_000 + min_deadline_ms:
-            raise VerifierError(ERR_DEADLINE_TOO_SHORT)
-
-        if len(v.intents) != 1 or v.intents[0].get("intent") != "token_diff":
-            raise VerifierError(ERR_NOT_ONE_TOKEN_DIFF)
-        diff = self._token_diff(v.intents[0])
-        if asset_in == asset_out or set(diff) != {asset_in, asset_out}:
-            raise VerifierError(ERR_TOKENS_MISMATCH)
-        # docs/near-intents-relay.md §4: + on what the solver receives (asset_in), - on what it gives.
-        if not (diff[asset_in] > 0 and diff[asset_out] < 0):
-            raise VerifierError(ERR_DIFF_SIGNS)
-        amount_in, amount_out = diff[asset_in], -diff[asset_out]
-
-        # docs/near-intents-relay.md §4: the fixed side is echoed unchanged; quote_output names the other side.
-        output = response.get("quote_output")
-        if not isinstance(output, Mapping):
-            raise VerifierError(ERR_QUOTE_OUTPUT_MISMATCH)
-        if exact_in is not None:
-            fixed_ok, out_key, out_amount = amount_in == fixed, "amount_out", amount_out
-        else:
-            fixed_ok, out_key, out_amount = amount_out == fixed, "amount_in", amount_in
-        if not fixed_ok:
-            raise VerifierError(ERR_FIXED_AMOUNT_CHANGED)
-        try:
-            reported = _parse_u128(output.get(out_key), f"quote_output.{out_key}")
-        except ValueError:
-            raise VerifierError(ERR_QUOTE_OUTPUT_MISMATCH) from None
-        if reported != out_amount:
-            raise VerifierError(ERR_QUOTE_OUTPUT_MISMATCH)
-
-        # The signer's balance moves by exactly its delta (`internal_apply_deltas`); the §8 fee
-        # on its negative delta is not drawn from the signer but withheld from the counterparty,
-        # so covering `amount_out` is sufficient.
-        if self.balance(v.signer_id, asset_out) < amount_out:
-            raise VerifierError(ERR_INSUFFICIENT_BALANCE)
-
-        return CheckedAnswer(
-            quote_id=str(quote["quote_id"]),
-            quote_hash=v.intent_hash,
-            signer_id=v.signer_id,
-            public_key=v.public_key,
-            nonce=v.nonce,
-            deadline=ns_to_datetime(v.deadline_ns),
-            diff=diff,
-            amount_in=amount_in,
-            amount_out=amount_out,
-            signed_data=copy.deepcopy(dict(response["signed_data"])),
-        )
+        return check_quote_answer(quote, response, now, verify=self._verify_payload, balance=self.balance)
 
     # --- settlement ---------------------------------------------------------------------------
 
@@ -679,35 +384,20 @@ class VerifierState:
         amounts it reports is UNCONFIRMED, §8). The taker must hold that balance.
         """
         v = self._verify_payload(answer.signed_data, now)
-        diff = self._token_diff(v.intents[0]) if len(v.intents) == 1 else {}
-        if len(diff) != 2:
-            raise VerifierError(ERR_NOT_ONE_TOKEN_DIFF)
-        gains = [(t, d) for t, d in diff.items() if d > 0]
-        losses = [(t, -d) for t, d in diff.items() if d < 0]
-        if len(gains) != 1 or len(losses) != 1:
-            raise VerifierError(ERR_DIFF_SIGNS)
-        (token_in, amount_in), (token_out, amount_out) = gains[0], losses[0]
+        diff = parse_token_diff(v.intents[0]) if len(v.intents) == 1 else {}
+        t = settlement_terms(diff, self.fee_pips)
 
-        fee_out = fee_ceil(amount_out, token_fee_pips(token_out, amount_out, self.fee_pips))
-        taker_gives = gross_up(amount_in, token_fee_pips(token_in, amount_in, self.fee_pips))
-        fee_in = fee_ceil(taker_gives, token_fee_pips(token_in, taker_gives, self.fee_pips))
-        taker_gets = amount_out - fee_out
-        # Per-token invariant: sum(deltas) + fees == 0 (§8).
-        if amount_in - taker_gives + fee_in != 0 or -amount_out + taker_gets + fee_out != 0:
-            raise VerifierError(f"invariant violated: {json.dumps({token_in: str(amount_in - taker_gives + fee_in)})}")
-
-        if self.balance(v.signer_id, token_out) < amount_out:
+        if self.balance(v.signer_id, t.token_out) < t.amount_out:
             raise VerifierError(ERR_INSUFFICIENT_BALANCE)
-        if self.balance(taker_account_id, token_in) < taker_gives:
+        if self.balance(taker_account_id, t.token_in) < t.taker_gives:
             raise VerifierError(ERR_INSUFFICIENT_BALANCE)
 
-        self._add(v.signer_id, token_out, -amount_out)
-        self._add(taker_account_id, token_in, -taker_gives)
-        self._add(v.signer_id, token_in, amount_in)
-        if taker_gets:
-            self._add(taker_account_id, token_out, taker_gets)
-        fees = {t: f for t, f in ((token_in, fee_in), (token_out, fee_out)) if f}
-        for token_id, amount in fees.items():
+        self._add(v.signer_id, t.token_out, -t.amount_out)
+        self._add(taker_account_id, t.token_in, -t.taker_gives)
+        self._add(v.signer_id, t.token_in, t.amount_in)
+        if t.taker_gets:
+            self._add(taker_account_id, t.token_out, t.taker_gets)
+        for token_id, amount in t.fees.items():
             self._add(self.fee_collector, token_id, amount)
         self._commit_nonce(v.signer_id, v.nonce)
 
@@ -718,22 +408,15 @@ class VerifierState:
             solver_account_id=v.signer_id,
             taker_account_id=taker_account_id,
             solver_diff=dict(diff),
-            taker_diff={token_in: -taker_gives, token_out: taker_gets},
-            fees_collected=fees,
+            taker_diff={t.token_in: -t.taker_gives, t.token_out: t.taker_gets},
+            fees_collected=dict(t.fees),
         )
         self.settlements.append(settlement)
         self.record_tx(
             settlement.tx_hash,
             taker_account_id,
             "execute_intents",
-            [
-                _dip4_event(
-                    "intents_executed",
-                    [
-                        {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)},
-                    ],
-                )
-            ],
+            [_executed_event([v])],
         )
         return settlement
 
@@ -748,7 +431,7 @@ class VerifierState:
         `is_nonce_used` view stays false. `on_chain=True` models `execute_intents` with the same
         payloads, which commits the nonces on chain. Returns the payloads' intent hashes.
         """
-        checked: list[_Verified] = []
+        checked: list[Verified] = []
         seen: set[tuple[str, bytes]] = set()
         for signed_data in signed_datas:
             v = self._verify_payload(signed_data, now)
@@ -762,7 +445,7 @@ class VerifierState:
             if on_chain:
                 self._commit_nonce(v.signer_id, v.nonce)
             else:
-                self._relay_burned.setdefault(v.signer_id, set()).add(v.nonce)
+                self._nonces.burn(v.signer_id, v.nonce)
                 self._nonce_spent(v.signer_id, v.nonce)
         if on_chain and checked:
             self.record_tx(_fresh_hash(), checked[0].signer_id, "execute_intents")
@@ -770,33 +453,13 @@ class VerifierState:
 
     # --- withdrawals (§10; docs/poa-bridge.md §8) -----------------------------------------------
 
-    @staticmethod
-    def _parse_ft_withdraw(intent: dict[str, Any]) -> tuple[str, str, int, str | None]:
-        """(token, receiver_id, amount, memo) of one `ft_withdraw` intent: unprefixed token and
-        receiver account ids, a u128 decimal-string amount, optional string memo and msg."""
-        if intent.get("intent") != "ft_withdraw":
-            raise VerifierError(ERR_ONLY_FT_WITHDRAW)
-        token, receiver = intent.get("token"), intent.get("receiver_id")
-        if not _is_account_id(token) or not _is_account_id(receiver):
-            raise VerifierError(err_json("ft_withdraw.token and receiver_id must be account ids"))
-        try:
-            amount = _parse_u128(intent.get("amount"), "ft_withdraw.amount")
-        except ValueError as exc:
-            raise VerifierError(err_json(str(exc))) from None
-        if amount == 0:
-            raise VerifierError(ERR_INVALID_INTENT)  # OWN CHOICE: the contract's wording is unread
-        for key in ("memo", "msg"):
-            if intent.get(key) is not None and not isinstance(intent[key], str):
-                raise VerifierError(err_json(f"ft_withdraw.{key} must be a string"))
-        return str(token), str(receiver), amount, intent.get("memo")
-
     def execute_ft_withdrawals(self, signed_datas: list[dict[str, Any]], now: datetime) -> list[FtWithdrawal]:
         """`execute_intents` with payloads that carry only `ft_withdraw` intents, as one batch
         (one transaction): every payload is verified (§2 order) and every balance checked before
         anything moves; then the signers are debited, their nonces committed, and the listeners
         told. A POA token burns when `receiver_id` is the token and the memo is `WITHDRAW_TO:…`
         (docs/poa-bridge.md §8); the simulator leaves that reading to its listeners."""
-        checked: list[tuple[_Verified, list[tuple[str, str, int, str | None]]]] = []
+        checked: list[tuple[Verified, list[tuple[str, str, int, str | None]]]] = []
         seen: set[tuple[str, bytes]] = set()
         debits: dict[tuple[str, str], int] = {}
         for signed_data in signed_datas:
@@ -806,7 +469,7 @@ class VerifierState:
             if (v.signer_id, v.nonce) in seen:
                 raise VerifierError(ERR_NONCE_USED)
             seen.add((v.signer_id, v.nonce))
-            parsed = [self._parse_ft_withdraw(i) for i in v.intents]
+            parsed = [parse_ft_withdraw(i) for i in v.intents]
             for token, _receiver, amount, _memo in parsed:
                 key = (v.signer_id, "nep141:" + token)
                 debits[key] = debits.get(key, 0) + amount
@@ -826,15 +489,7 @@ class VerifierState:
             tx_hash,
             checked[0][0].signer_id if checked else self.contract_id,
             "execute_intents",
-            [
-                _dip4_event(
-                    "intents_executed",
-                    [
-                        {"account_id": v.signer_id, "intent_hash": v.intent_hash, "nonce": b64_nonce(v.nonce)}
-                        for v, _parsed in checked
-                    ],
-                )
-            ],
+            [_executed_event([v for v, _parsed in checked])],
         )
         for withdrawal in done:
             for listener in list(self.withdrawal_listeners):
@@ -848,15 +503,15 @@ class VerifierState:
             "contract_id": self.contract_id,
             "fee_pips": self.fee_pips,
             "fee_collector": self.fee_collector,
-            "current_salt": self._current_salt,
-            "valid_salts": list(self._valid_salts),
-            "balances": {a: {t: str(v) for t, v in b.items() if v} for a, b in self._balances.items()},
-            "public_keys": {a: list(k) for a, k in self._keys.items()},
-            "used_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._nonces.items()},
+            "current_salt": self._salts.current,
+            "valid_salts": self._salts.valid(),
+            "balances": self._ledger.snapshot(),
+            "public_keys": self._keys.snapshot(),
+            "used_nonces": self._nonces.snapshot_committed(),
             "nonces_cleaned": self.nonces_cleaned,
             "head_height": self.chain.head(),
             "final_height": self.chain.final(),
-            "relay_burned_nonces": {a: sorted(b64_nonce(n) for n in s) for a, s in self._relay_burned.items()},
+            "relay_burned_nonces": self._nonces.snapshot_relay_burned(),
             "settlements": len(self.settlements),
             "ft_withdrawals": [
                 {

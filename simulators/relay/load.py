@@ -25,14 +25,12 @@ from typing import Any
 
 from simulators.relay.protocol import (
     BTC,
-    ERR_UNKNOWN_QUOTE,
     EURE,
     PickRule,
-    QuoteRecord,
     RelayProtocol,
     RelaySimConfig,
-    utcnow,
 )
+from simulators.relay.wire import ERR_UNKNOWN_QUOTE, QuoteRecord, event_frame, utcnow
 from simulators.verifier import CheckedAnswer, Settlement, VerifierError, VerifierState, gross_up, token_fee_pips
 
 
@@ -219,7 +217,7 @@ class RelayLoad(RelayProtocol):
                             for sid, sub in conn.subs.items():
                                 if sub.kind == "quote":
                                     await conn.send(
-                                        self._frame(
+                                        event_frame(
                                             sid,
                                             {
                                                 "defuse_asset_identifier_in": BTC,

@@ -47,6 +47,10 @@ Sim-only choices (the real wording is UNDOCUMENTED): the JSON-RPC error strings 
 quote, a closed quote, bad params and unknown methods; burn intents report NOT_FOUND_OR_NOT_VALID.
 Every frame received is recorded in `seen` (the JWT never is); every request sent and answer
 received goes into the answer book (`answer_book.py`).
+
+`RelayProtocol` is the shell that holds the connections and does the I/O: the wire records,
+frames and request checks are `wire.py`, the quote_status queues `status_delivery.py`, the
+taker's intents and publishing `taker_rpc.py`.
 """
 
 from __future__ import annotations
@@ -56,36 +60,36 @@ import itertools
 import json
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 
-from daemons.venues.near_intents.nep413 import MalformedPayload, quote_hash, signed_data_digest
 from simulators.base import SimServer
 from simulators.relay.answer_book import AnswerBook
-from simulators.verifier import CheckedAnswer, VerifierError, VerifierState
+from simulators.relay.status_delivery import StatusDelivery
+from simulators.relay.taker_rpc import TakerIntents
+from simulators.relay.wire import (
+    ERR_BAD_PARAMS,
+    ERR_METHOD_NOT_FOUND,
+    ERR_QUOTE_CLOSED,
+    ERR_UNKNOWN_QUOTE,
+    Connection,
+    Envelope,
+    QuoteRecord,
+    event_frame,
+    filter_allows,
+    parse_subscribe,
+    quote_request,
+    reply_frame,
+    utcnow,
+)
+from simulators.verifier import VerifierError, VerifierState
 
 PickRule = Literal["best", "first", "none"]
-Envelope = Literal["event", "subscribe"]
-
-# Sim-only strings (undocumented at the real relay).
-ERR_UNKNOWN_QUOTE = "quote not found"
-ERR_QUOTE_CLOSED = "quote is closed"
-ERR_BAD_PARAMS = "invalid params"
-ERR_METHOD_NOT_FOUND = "method not found"
-ERR_GUARANTEED_NEEDS_INSTANCE = "guaranteed delivery requires the instance_id query parameter"
-ERR_GUARANTEED_FILTER = "guaranteed delivery requires empty filters"
-ERR_ALREADY_PROCESSED = "already processed"
 
 BTC = "nep141:btc.omft.near"
 EURE = "nep141:gnosis-0x420ca0f9b9b604ce0fd9c18ef134c705e5fa3430.omft.near"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -103,59 +107,6 @@ class RelaySimConfig:
     error_shape: Literal["object", "string"] = "object"
     error_code: int = -32000
     server_filter: bool = True
-
-
-@dataclass
-class _Sub:
-    kind: Literal["quote", "quote_status"]
-    filter: dict[str, Any] | None = None
-    guaranteed: bool = False
-
-
-@dataclass
-class _Conn:
-    id: int
-    ws: web.WebSocketResponse
-    instance_id: str | None
-    subs: dict[str, _Sub] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def send(self, text: str) -> bool:
-        if self.ws.closed:
-            return False
-        async with self.lock:
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return False
-        return True
-
-
-@dataclass
-class _Pending:
-    data: dict[str, Any]
-    sent_at: float = 0.0
-
-
-@dataclass
-class _InstanceQueue:
-    """A guaranteed-delivery queue `QS_<partner>_<instance_id>` (§6)."""
-
-    next_seq: int = 1
-    unacked: OrderedDict[int, _Pending] = field(default_factory=OrderedDict)
-    acked: list[int] = field(default_factory=list)
-
-
-@dataclass
-class QuoteRecord:
-    data: dict[str, Any]  # the quote request as sent (§3 data)
-    sent_at: datetime
-    answers: list[CheckedAnswer] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    repeats: int = 0
-    closed: bool = False
-    outcome: dict[str, Any] | None = None
-    window: asyncio.Task[Any] | None = None
 
 
 class RelayProtocol(SimServer):
@@ -178,15 +129,19 @@ class RelayProtocol(SimServer):
         if self.config.fee_pips is not None:
             verifier.set_fee(self.config.fee_pips)
         self._conn_ids = itertools.count(1)
-        self.conns: dict[int, _Conn] = {}
-        self.queues: dict[str, _InstanceQueue] = {}
+        self.conns: dict[int, Connection] = {}
         self.quotes: dict[str, QuoteRecord] = {}
-        self.statuses: dict[str, dict[str, Any]] = {}  # intent_hash -> get_status result
-        self.published: set[str] = set()
         self.counts: dict[str, int] = {}
+        self.status_delivery = StatusDelivery(
+            self.conns, self.faults, send_event=self._send_event, record=self.record, count=self._count
+        )
+        self.queues = self.status_delivery.queues  # instance_id -> its guaranteed-delivery queue
+        self.taker = TakerIntents(verifier, count=self._count)
+        self.statuses = self.taker.statuses  # intent_hash -> get_status result
+        self.published = self.taker.published
         self._release = asyncio.Event()
         self._redelivery: asyncio.Task[None] | None = None
-        self._held: list[tuple[_Conn, Any, dict[str, Any]]] = []
+        self._held: list[tuple[Connection, Any, dict[str, Any]]] = []
         # quote_id -> (perf_counter_ns when its request frame left, wall time then)
         self.request_sent: dict[str, tuple[int, float]] = {}
         # quote_id -> ns from the request frame leaving to the first quote_response arriving
@@ -201,7 +156,7 @@ class RelayProtocol(SimServer):
         url = await super().start()
         self._release = asyncio.Event()
         if self.config.redelivery_s:
-            self._redelivery = asyncio.create_task(self._redelivery_loop(self.config.redelivery_s))
+            self._redelivery = asyncio.create_task(self.status_delivery.redelivery_loop(self.config.redelivery_s))
         return url
 
     async def stop(self) -> None:
@@ -262,7 +217,7 @@ class RelayProtocol(SimServer):
             return web.Response(status=503, text="Service Unavailable")
         ws = web.WebSocketResponse(heartbeat=None, autoping=True)
         await ws.prepare(request)
-        conn = _Conn(id=next(self._conn_ids), ws=ws, instance_id=instance_id)
+        conn = Connection(id=next(self._conn_ids), ws=ws, instance_id=instance_id)
         if instance_id:
             for other in [c for c in self.conns.values() if c.instance_id == instance_id]:
                 self.record("ws_takeover", instance_id=instance_id, old=other.id, new=conn.id)
@@ -297,15 +252,10 @@ class RelayProtocol(SimServer):
             return message
         return {"code": self.config.error_code if code is None else code, "message": message}
 
-    async def _reply(self, conn: _Conn, rid: Any, *, result: Any = None, error: Any = None) -> None:
-        frame: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
-        if error is not None:
-            frame["error"] = error
-        else:
-            frame["result"] = result
-        await conn.send(json.dumps(frame))
+    async def _reply(self, conn: Connection, rid: Any, *, result: Any = None, error: Any = None) -> None:
+        await conn.send(reply_frame(rid, result=result, error=error))
 
-    async def _on_ws_text(self, conn: _Conn, text: str) -> None:
+    async def _on_ws_text(self, conn: Connection, text: str) -> None:
         arrived_ns = time.perf_counter_ns()  # before any parsing: the answer frame's arrival
         self.record("ws_in", conn=conn.id, text=text)
         self._count("frames_in")
@@ -336,39 +286,22 @@ class RelayProtocol(SimServer):
         else:
             await self._reply(conn, rid, error=self._error(ERR_METHOD_NOT_FOUND, -32601))
 
-    async def _subscribe(self, conn: _Conn, rid: Any, params: Any) -> None:
+    async def _subscribe(self, conn: Connection, rid: Any, params: Any) -> None:
         if self.faults.take("drop_subscribe"):
             self._count("subscribe_dropped")
             return
-        if not isinstance(params, list) or not params or params[0] not in ("quote", "quote_status"):
-            await self._reply(conn, rid, error=self._error(ERR_BAD_PARAMS, -32602))
+        sub = parse_subscribe(params, conn.instance_id)
+        if isinstance(sub, str):
+            await self._reply(conn, rid, error=self._error(sub, -32602))
             return
-        kind = params[0]
-        flt = params[1] if len(params) > 1 else None
-        guaranteed = len(params) > 2 and params[2] is True
-        if flt is not None and not isinstance(flt, dict):
-            await self._reply(conn, rid, error=self._error(ERR_BAD_PARAMS, -32602))
-            return
-        if guaranteed:
-            # §6: JWT + instance_id, and "the second parameter (filters) must be empty"
-            if not conn.instance_id:
-                await self._reply(conn, rid, error=self._error(ERR_GUARANTEED_NEEDS_INSTANCE, -32602))
-                return
-            if flt:
-                await self._reply(conn, rid, error=self._error(ERR_GUARANTEED_FILTER, -32602))
-                return
         sid = str(uuid.uuid4())
-        conn.subs[sid] = _Sub(kind=kind, filter=flt or None, guaranteed=guaranteed)
+        conn.subs[sid] = sub
         self._count("subscriptions")
         await self._reply(conn, rid, result=sid)
-        if guaranteed and conn.instance_id:
-            # "Events wait while you are offline, then replay when you reconnect" (§6)
-            queue = self.queues.setdefault(conn.instance_id, _InstanceQueue())
-            for seq, pending in list(queue.unacked.items()):
-                await self._deliver_guaranteed(conn, sid, seq, pending)
-                self._count("status_replayed")
+        if sub.guaranteed and conn.instance_id:
+            await self.status_delivery.replay(conn, sid, conn.instance_id)
 
-    async def _acknowledge(self, conn: _Conn, rid: Any, params: Any) -> None:
+    async def _acknowledge(self, conn: Connection, rid: Any, params: Any) -> None:
         if not (
             isinstance(params, list) and len(params) == 2 and isinstance(params[0], str) and isinstance(params[1], int)
         ):
@@ -378,13 +311,10 @@ class RelayProtocol(SimServer):
         if sub is None or not sub.guaranteed or conn.instance_id is None:
             await self._reply(conn, rid, error=self._error(ERR_BAD_PARAMS, -32602))
             return
-        queue = self.queues.setdefault(conn.instance_id, _InstanceQueue())
-        if queue.unacked.pop(params[1], None) is not None:
-            queue.acked.append(params[1])
-            self._count("acks")
+        self.status_delivery.acknowledge(conn.instance_id, params[1])
         await self._reply(conn, rid, result="OK")  # the real ack reply format is UNCONFIRMED (§2)
 
-    async def _quote_response(self, conn: _Conn, rid: Any, params: Any, arrived_ns: int | None = None) -> None:
+    async def _quote_response(self, conn: Connection, rid: Any, params: Any, arrived_ns: int | None = None) -> None:
         drop = self.faults.take("drop_responses")
         if not isinstance(params, list) or len(params) != 1 or not isinstance(params[0], dict):
             if not drop:
@@ -437,36 +367,11 @@ class RelayProtocol(SimServer):
 
     # --- emitting quotes ---------------------------------------------------------------------
 
-    def _frame(
-        self,
-        sid: str,
-        data: dict[str, Any],
-        envelope: Envelope,
-        *,
-        metadata: dict[str, Any] | None = None,
-        seq: int | None = None,
-    ) -> str:
-        if envelope == "subscribe":
-            params: dict[str, Any] = {"subscription": sid, **data}
-        else:
-            params = {"subscription": sid, "data": data}
-            if metadata is not None:
-                params["metadata"] = metadata
-        if seq is not None:
-            params["seq"] = seq
-        return json.dumps({"jsonrpc": "2.0", "method": envelope, "params": params})
-
-    async def _send_event(self, conn: _Conn, text: str) -> bool:
+    async def _send_event(self, conn: Connection, text: str) -> bool:
         if self.faults.take("malformed_next"):
             text = text[: max(1, len(text) // 2)]  # cut mid-object: invalid JSON
             self._count("malformed_sent")
         return await conn.send(text)
-
-    @staticmethod
-    def _filter_allows(flt: dict[str, Any] | None, asset_in: str, asset_out: str) -> bool:
-        if not flt:
-            return True
-        return asset_in in (flt.get("tokens_in") or []) and asset_out in (flt.get("tokens_out") or [])
 
     async def emit_quote(
         self,
@@ -490,19 +395,9 @@ class RelayProtocol(SimServer):
             raise ValueError(f"envelope must be 'event' or 'subscribe', not {envelope!r}")
         if exact_amount_in is None and exact_amount_out is None and not omit:
             raise ValueError("give exact_amount_in or exact_amount_out")
-        data: dict[str, Any] = {
-            "quote_id": quote_id or str(uuid.uuid4()),
-            "defuse_asset_identifier_in": asset_in,
-            "defuse_asset_identifier_out": asset_out,
-        }
-        if exact_amount_in is not None:
-            data["exact_amount_in"] = str(exact_amount_in)
-        if exact_amount_out is not None:
-            data["exact_amount_out"] = str(exact_amount_out)
-        data["min_deadline_ms"] = min_deadline_ms
-        for key in omit or []:
-            data.pop(key, None)
-        data.update(extra or {})
+        data = quote_request(
+            asset_in, asset_out, exact_amount_in, exact_amount_out, quote_id, min_deadline_ms, omit, extra
+        )
         qid = str(data.get("quote_id"))
         if track and not omit:
             existing = self.quotes.get(qid)
@@ -519,11 +414,11 @@ class RelayProtocol(SimServer):
                 if (
                     self.config.server_filter
                     and not ignore_filter
-                    and not self._filter_allows(sub.filter, asset_in, asset_out)
+                    and not filter_allows(sub.filter, asset_in, asset_out)
                 ):
                     self._count("quotes_filtered")
                     continue
-                if await self._send_event(conn, self._frame(sid, data, envelope, metadata=metadata, seq=seq)):
+                if await self._send_event(conn, event_frame(sid, data, envelope, metadata=metadata, seq=seq)):
                     sent += 1
         if sent and track and not omit:
             self.request_sent.setdefault(qid, (time.perf_counter_ns(), time.time()))
@@ -545,64 +440,14 @@ class RelayProtocol(SimServer):
         """Send a quote_status to every plain subscriber once, and queue it for every known
         instance (guaranteed delivery, §6). The counted fault `lose_status` loses it entirely
         (not sent, not queued): an outcome only the chain can tell."""
-        if self.faults.take("lose_status"):
-            self.record("status_lost", quote_hash=data.get("quote_hash"))
-            self._count("status_lost")
-            return
-        for conn in list(self.conns.values()):
-            for sid, sub in list(conn.subs.items()):
-                if sub.kind == "quote_status" and not sub.guaranteed:
-                    await self._send_event(conn, self._frame(sid, data, "event"))
-                    self._count("status_sent")
-        for instance_id, queue in self.queues.items():
-            seq = queue.next_seq
-            queue.next_seq += 1
-            pending = _Pending(data=dict(data))
-            queue.unacked[seq] = pending
-            for conn, sid in self._guaranteed_subs(instance_id):
-                await self._deliver_guaranteed(conn, sid, seq, pending)
-
-    def _guaranteed_subs(self, instance_id: str) -> list[tuple[_Conn, str]]:
-        return [
-            (c, sid)
-            for c in self.conns.values()
-            if c.instance_id == instance_id
-            for sid, s in c.subs.items()
-            if s.kind == "quote_status" and s.guaranteed
-        ]
-
-    async def _deliver_guaranteed(self, conn: _Conn, sid: str, seq: int, pending: _Pending) -> None:
-        pending.sent_at = asyncio.get_running_loop().time()
-        if self.faults.take("drop_status_frames"):
-            # lost on the way: still unacknowledged, so the redelivery (or the next guaranteed
-            # subscribe) sends it again
-            self._count("status_frames_dropped")
-            return
-        await self._send_event(conn, self._frame(sid, pending.data, "event", seq=seq))
-        self._count("status_sent")
-
-    async def _redelivery_loop(self, every_s: float) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(every_s)
-            for instance_id, queue in list(self.queues.items()):
-                for conn, sid in self._guaranteed_subs(instance_id):
-                    for seq, pending in list(queue.unacked.items()):
-                        if loop.time() - pending.sent_at >= every_s:
-                            await self._deliver_guaranteed(conn, sid, seq, pending)
-                            self._count("status_redelivered")
+        await self.status_delivery.broadcast(data)
 
     # --- taker JSON-RPC ----------------------------------------------------------------------
 
     def set_status(
         self, intent_hash: str, status: str, *, tx_hash: str | None = None, status_details: str | None = None
     ) -> None:
-        result: dict[str, Any] = {"intent_hash": intent_hash, "status": status}
-        if tx_hash is not None:
-            result["data"] = {"hash": tx_hash}
-        if status_details is not None:
-            result["status_details"] = status_details
-        self.statuses[intent_hash] = result
+        self.taker.set_status(intent_hash, status, tx_hash=tx_hash, status_details=status_details)
 
     async def _rpc_handler(self, request: web.Request) -> web.StreamResponse:
         auth_header = request.headers.get("Authorization")
@@ -632,89 +477,4 @@ class RelayProtocol(SimServer):
             return web.json_response(
                 {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": "parse error"}}
             )
-        rid = msg.get("id") if isinstance(msg, dict) else None
-        method = msg.get("method") if isinstance(msg, dict) else None
-        params = msg.get("params") if isinstance(msg, dict) else None
-        arg = params[0] if isinstance(params, list) and len(params) == 1 and isinstance(params[0], dict) else None
-
-        def error(message: str, code: int) -> web.Response:
-            return web.json_response({"jsonrpc": "2.0", "id": rid, "error": self._error(message, code)})
-
-        def result(value: Any) -> web.Response:
-            return web.json_response({"jsonrpc": "2.0", "id": rid, "result": value})
-
-        if method in ("publish_intents", "publish_intent"):
-            if arg is None:
-                return error(ERR_BAD_PARAMS, -32602)
-            many = method == "publish_intents"
-            signed = arg.get("signed_datas") if many else [arg.get("signed_data")]
-            if not isinstance(signed, list) or not signed or not all(isinstance(s, dict) for s in signed):
-                return error(ERR_BAD_PARAMS, -32602)
-            return result(self._publish(signed, many))
-        if method == "get_status":
-            if arg is None or not isinstance(arg.get("intent_hash"), str):
-                return error(ERR_BAD_PARAMS, -32602)
-            status = self.statuses.get(arg["intent_hash"]) or {
-                "intent_hash": arg["intent_hash"],
-                "status": "NOT_FOUND_OR_NOT_VALID",
-            }
-            tx = self.verifier.transactions.get(str((status.get("data") or {}).get("hash")))
-            if status.get("status") == "SETTLED" and tx is not None and tx.height > self.verifier.chain.head():
-                # executed in the block being produced: broadcast, not settled yet (§7.4 statuses)
-                status = {**status, "status": "TX_BROADCASTED"}
-            return result(status)
-        return error(ERR_METHOD_NOT_FOUND, -32601)
-
-    def _publish(self, signed_datas: list[dict[str, Any]], many: bool) -> dict[str, Any]:
-        hashes: list[str] = []
-        for s in signed_datas:
-            try:
-                hashes.append(quote_hash(signed_data_digest(s)))
-            except (MalformedPayload, ValueError):
-                hashes.append("")
-        key = "intent_hashes" if many else "intent_hash"
-
-        def shaped(status: str, **extra: Any) -> dict[str, Any]:
-            return {"status": status, key: hashes if many else hashes[0], **extra}
-
-        if all(h and h in self.published for h in hashes):
-            # a retried publish (§7.3: the SDK treats "already processed" as success)
-            return shaped("FAILED", reason=ERR_ALREADY_PROCESSED)
-        if _only_ft_withdrawals(signed_datas):
-            # Withdrawals (docs/poa-bridge.md §8): executed at once as one `execute_intents`, SETTLED with its tx hash.
-            try:
-                done = self.verifier.execute_ft_withdrawals(signed_datas, utcnow())
-            except VerifierError as exc:
-                self._count("publish_failed")
-                return shaped("FAILED", reason=exc.message)
-            for w in done:
-                self.set_status(w.intent_hash, "SETTLED", tx_hash=w.tx_hash)
-            self.published.update(hashes)
-            self._count("ft_withdrawals", len(done))
-            return shaped("OK")
-        try:
-            self.verifier.burn_nonces(signed_datas, utcnow())
-        except VerifierError as exc:
-            self._count("publish_failed")
-            return shaped("FAILED", reason=exc.message)
-        self.published.update(hashes)
-        self._count("nonces_burned", len(hashes))
-        return shaped("OK")
-
-
-def _only_ft_withdrawals(signed_datas: list[dict[str, Any]]) -> bool:
-    """True when every payload's message carries intents and all of them are `ft_withdraw`
-    (anything else keeps the nonce-burn path and its refusals)."""
-    for s in signed_datas:
-        payload = s.get("payload")
-        message = payload.get("message") if isinstance(payload, dict) else None
-        try:
-            doc = json.loads(message) if isinstance(message, str) else None
-        except ValueError:
-            return False
-        intents = doc.get("intents") if isinstance(doc, dict) else None
-        if not isinstance(intents, list) or not intents:
-            return False
-        if not all(isinstance(i, dict) and i.get("intent") == "ft_withdraw" for i in intents):
-            return False
-    return True
+        return web.json_response(self.taker.answer(msg, self._error))
