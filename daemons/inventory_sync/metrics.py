@@ -1,7 +1,7 @@
 """inventory-sync's own metrics for `GET /metrics`, beside what every daemon has
 (`Service.core_metrics`): the verifier and bridge connections, freshness, balances and pending
-movements per asset, reconciliation by status. Read from the service's attributes at scrape
-time, never through `/state` (daemons/core/metrics.py).
+movements per asset, reconciliation by status. Read from the service and the parts it wires at
+scrape time, never through `/state` (daemons/core/metrics.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def daemon_metrics(ex: InventorySync, m: MetricSet) -> None:
     now = now_utc()
     s = ex.synced
     m.gauge("blocked", "1 while the daemon cannot work at all (blocked reason set)", ex.blocked is not None)
-    m.connected("verifier", ex.last_attempt_at is not None and ex.verifier_error is None)
+    m.connected("verifier", ex.readings.connected)
     for chain in ex.chains:
-        m.connected(f"poa_bridge_{chain}", chain in ex.bridge_reads and ex.bridge_errors.get(chain) is None)
+        m.connected(f"poa_bridge_{chain}", ex.pipeline.connected(chain))
     m.age("inventory_age_seconds", "Age of the latest successful verifier reading", now, s.synced_at if s else None)
     m.gauge(
         "inventory_stale",
@@ -31,7 +31,7 @@ def daemon_metrics(ex: InventorySync, m: MetricSet) -> None:
         freshness(s.synced_at if s else None, now, ex.bound_ms).stale,
     )
     m.gauge("inventory_freshness_bound_seconds", "Age past which the inventory is stale", ex.bound_ms / 1000)
-    m.gauge("inventory_sync_failures", "Consecutive failed readings", ex.consecutive_failures)
+    m.gauge("inventory_sync_failures", "Consecutive failed readings", ex.readings.consecutive_failures)
     m.gauge("inventory_pending_complete", "1 when pending movements are fully known", bool(s and s.pending_complete))
     for a in s.assets if s else []:
         label = asset_label(a.asset_id)
@@ -53,7 +53,7 @@ def daemon_metrics(ex: InventorySync, m: MetricSet) -> None:
             reason=status,
         )
     m.gauge("reconciliation_mismatch", "Funding credits lower than expected", statuses["credited_lower_than_expected"])
-    m.gauge("liquidity_history_caught_up", "1 once the liquidity history has been read", ex.history_caught_up)
+    m.gauge("liquidity_history_caught_up", "1 once the liquidity history has been read", ex.inputs.history_caught_up)
     m.counters("inventory_events", "Readings, publications and failures", ex.counts, label="reason")
     near_rpc_metrics(m, ex.rpc.usage())
     kafka_producer_metrics(m, ex.producer)

@@ -14,7 +14,10 @@
   liquidity-manager records the credit.
 - Pending outbound per asset: every withdrawal not completed, failed or refused.
 - Freshness: the age of the last successful verifier reading; stale when older than the bound
-  or when there has never been one.
+  or when there has never been one; `stale_reason` says why in words.
+
+`Synced` is the last successful reading with everything computed from it: what the next
+snapshot, `/state` and `/metrics` show.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from daemons.core.assets import Asset
-from daemons.core.events import AssetInventory, PendingMovement, ms_since
+from daemons.core.events import AssetInventory, PendingMovement, Reconciliation, ms_since
 from daemons.core.tx_hash import normalize_tx_hash
 from daemons.inventory_sync.ledger import ActionView
 from daemons.venues.poa_bridge import RecentDeposits
@@ -79,6 +82,25 @@ def bridge_read(chain: str, result: RecentDeposits, limit: int) -> BridgeRead:
     else:
         complete = len(deposits) < limit
     return BridgeRead(chain=chain, deposits=deposits, complete=complete)
+
+
+@dataclass(frozen=True)
+class Synced:
+    """The last successful reading and everything computed from it."""
+
+    sync_id: str
+    seq: int
+    synced_at: datetime
+    duration_ms: int
+    block_height: int | None
+    block_hash: str | None
+    results_through: dict[int, int] | None
+    trigger: str
+    assets: list[AssetInventory]
+    pending: list[PendingMovement]
+    pending_complete: bool
+    reconciliation: list[Reconciliation]
+    fee_pips: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,3 +240,18 @@ def stale_at(synced_at: datetime | None, bound_ms: int) -> datetime | None:
     if synced_at is None:
         return None
     return synced_at + timedelta(milliseconds=bound_ms + 1)
+
+
+def stale_reason(synced_at: datetime | None, now: datetime, bound_ms: int, *, error: str | None, paused: bool) -> str:
+    """Why inventory is stale, in words: since when no reading succeeded, the verifier's last
+    error, and the operator's pause."""
+    if synced_at is None:
+        reason = "no successful verifier reading since start"
+    else:
+        age = (now - synced_at) // timedelta(milliseconds=1)
+        reason = f"no successful verifier reading for {age} ms (bound {bound_ms} ms)"
+    if error:
+        reason += f"; last error: {error}"
+    if paused:
+        reason += "; readings paused by the operator"
+    return reason
