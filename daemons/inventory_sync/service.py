@@ -113,6 +113,7 @@ class InventorySync(Service):
         self.readings = Readings(self)
         self.pipeline = PendingPipeline(self)
         self.publishing = Publishing(self)
+        self.kafka_link = self.publishing.link  # the producer's health (`kafka_problem`)
         self.controls = Controls(self)
         self.producer = EventProducer(settings, client_id=self.name)
         # batched: a settlement asks for a reading that waits `inventory_min_gap_ms` anyway
@@ -134,11 +135,6 @@ class InventorySync(Service):
         self.next_due = now_utc()  # when the timer's reading falls due
 
     # --- the concerns' state, read through the service ------------------------------------
-
-    @property
-    def kafka_error(self) -> str | None:
-        """The producer's last error while snapshots cannot be published (`kafka_problem`)."""
-        return self.publishing.link.error
 
     @property
     def stale(self) -> bool | None:
