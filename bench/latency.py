@@ -73,9 +73,10 @@ sys.path.insert(0, str(REPO))
 from daemons.core.assets import EURE_ID, NBTC_ID, ActivePair  # noqa: E402
 from daemons.core.bus import topic_end_offsets  # noqa: E402
 from daemons.core.events import TOPICS, ExecuteTrade, SwapDemand  # noqa: E402
+from daemons.core.inventory import InventoryView  # noqa: E402
 from daemons.core.settings import CoreSettings  # noqa: E402
 from daemons.core.startup_order import START_ORDER  # noqa: E402
-from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, decide  # noqa: E402
+from daemons.strategy_engine.gates import Context, Limits, PriceView, decide  # noqa: E402
 from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
 from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
 
@@ -193,9 +194,9 @@ def floor_ns(iterations: int) -> list[int]:
     )
     inventory = InventoryView(
         inventory_id=str(uuid.uuid4()),
-        credited={NBTC_ID: FUND_NBTC, EURE_ID: FUND_EURE},
-        pending_in={},
+        spendable={NBTC_ID: FUND_NBTC, EURE_ID: FUND_EURE},
         age_ms=100,
+        observed_at=datetime.now(UTC),
         stale=False,
     )
     salt = "0a1b2c3d"

@@ -129,7 +129,7 @@ class Controls:
         ex = self.ex
         now = now_utc()
         pv = price_view(ex.price, now) if ex.price is not None else None
-        iv = inventory_view(ex.inventory, now) if ex.inventory is not None else None
+        iv = inventory_view(ex.inventory) if ex.inventory is not None else None
         return {
             "price": None
             if pv is None
@@ -145,8 +145,8 @@ class Controls:
             if iv is None
             else {
                 "inventory_id": iv.inventory_id,
-                "age_ms": iv.age_ms,
-                "stale": iv.stale or iv.age_ms > ex.limits.inventory_max_age_ms,
+                "age_ms": iv.age_ms_at(now),
+                "stale": iv.stale or iv.age_ms_at(now) > ex.limits.inventory_max_age_ms,
             },
         }
 

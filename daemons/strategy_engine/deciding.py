@@ -43,7 +43,7 @@ class Deciding:
                 armed=ex.arm.armed,
                 repeat=repeat,
                 price=price_view(ex.price, now) if ex.price is not None else None,
-                inventory=inventory_view(ex.inventory, now) if ex.inventory is not None else None,
+                inventory=inventory_view(ex.inventory) if ex.inventory is not None else None,
                 reserved=ex.reservations.reserved(),
                 audit_impaired=ex.audit_impaired is not None,
             )

@@ -22,6 +22,7 @@ from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
 from daemons.core.edge import fair_rate_for
 from daemons.core.events import Direction, Envelope, IntentInventory, MarketPrice, SwapDemand, input_age_ms
+from daemons.core.inventory import InventoryView, view_of
 from daemons.strategy_engine.pricing import Candidate, PricingError, price
 
 
@@ -66,17 +67,6 @@ class PriceView:
         return fair_rate_for(direction, self.fair_rate_buy_btc, self.fair_rate_sell_btc)
 
 
-@dataclass(frozen=True)
-class InventoryView:
-    """The latest inventory snapshot: credited (spendable) and pending per asset."""
-
-    inventory_id: str
-    credited: dict[str, int]
-    pending_in: dict[str, int]
-    age_ms: int  # at decision time
-    stale: bool
-
-
 def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
     p = event.payload
     if p.fair_rate_buy_btc is None or p.fair_rate_sell_btc is None or p.freshness_ms is None:
@@ -106,17 +96,8 @@ def price_view(event: Envelope[MarketPrice], now: datetime) -> PriceView:
     )
 
 
-def inventory_view(event: Envelope[IntentInventory], now: datetime) -> InventoryView:
-    inv = event.payload
-    age = input_age_ms(inv.synced_at, inv.age_ms, event.observed_at, now)
-    assert age is not None
-    return InventoryView(
-        inventory_id=inv.inventory_id,
-        credited={a.asset_id: a.spendable for a in inv.assets},
-        pending_in={a.asset_id: a.pending_in for a in inv.assets},
-        age_ms=age,
-        stale=inv.stale,
-    )
+def inventory_view(event: Envelope[IntentInventory]) -> InventoryView:
+    return view_of(event.payload, event.observed_at)
 
 
 @dataclass(frozen=True)
@@ -278,12 +259,12 @@ def decide(ctx: Context) -> Verdict:
     give = d.asset_out
     figures = _Figures(
         give_asset=give,
-        credited=inv.credited.get(give, 0),
+        credited=inv.spendable.get(give, 0),
         reserved=ctx.reserved.get(give, 0),
         buffer=lim.buffer.get(give, 0),
         pending_in=inv.pending_in.get(give, 0),
     )
-    if inv.stale or inv.age_ms > lim.inventory_max_age_ms:
+    if inv.stale or inv.age_ms_at(ctx.now) > lim.inventory_max_age_ms:
         return Verdict(Reason.INVENTORY_STALE, cand, **figures)
     verdict = Verdict(Reason.EXECUTE, cand, **figures)
     spendable = verdict.spendable or 0

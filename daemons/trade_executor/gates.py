@@ -14,7 +14,6 @@ late"): the executor never tops up, bridges or moves treasury.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +22,7 @@ from daemons.core.assets import ActivePair
 from daemons.core.ceilings import Ceilings
 from daemons.core.edge import PricingError, fair_rate_for, gross_edge_pct, units
 from daemons.core.events import ExecuteTrade, RefusalCode, input_age_ms, ms_since
+from daemons.core.inventory import InventoryView
 
 C = RefusalCode
 
@@ -52,26 +52,6 @@ class PriceView:
         # the freshness it was published with (from our receive time for Kraken, so the
         # exchange's clock never ages it; CoinGecko's own time) plus the time since its envelope
         return input_age_ms(None, self.freshness_ms, self.observed_at, now)
-
-
-@dataclass(frozen=True)
-class InventoryView:
-    """What the executor keeps of the latest inventory snapshot."""
-
-    inventory_id: str
-    spendable: Mapping[str, int]  # asset_id -> credited base units
-    stale: bool
-    stale_reason: str | None
-    age_ms: int  # as the snapshot said when it was published
-    observed_at: datetime  # when it was published (envelope)
-    account_id: str | None = None  # whose balances these are
-    block_height: int | None = None  # the final block the balances were read at
-    synced_at: datetime | None = None  # when the balances were read (its age counts from here)
-
-    def age_ms_at(self, now: datetime) -> int:
-        age = input_age_ms(self.synced_at, self.age_ms, self.observed_at, now)
-        assert age is not None
-        return age
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,11 @@ from datetime import datetime
 from typing import Any
 
 from daemons.core.events import Envelope, IntentInventory, read_behind
+from daemons.core.inventory import InventoryView, view_of
 from daemons.core.latest import LatestFollower
 from daemons.core.settings import CoreSettings
-from daemons.trade_executor.gates import InventoryView
 
 TOPIC = "state.intent_inventory"
-
-
-def view_of(payload: IntentInventory, observed_at: datetime) -> InventoryView:
-    return InventoryView(
-        inventory_id=payload.inventory_id,
-        spendable={a.asset_id: a.spendable for a in payload.assets},
-        stale=payload.stale,
-        stale_reason=getattr(payload, "stale_reason", None),
-        age_ms=payload.age_ms,
-        observed_at=observed_at,
-        account_id=getattr(payload, "account_id", None),
-        block_height=payload.block_height,
-        synced_at=payload.synced_at,
-    )
 
 
 class InventoryFeed(LatestFollower):

@@ -1,7 +1,8 @@
 """Schemathesis against every daemon's `/openapi.json`, over its Unix control socket.
 
 Schemathesis generates requests from each daemon's own OpenAPI document (plus garbage bodies);
-they are sent to the seven daemons running in-process. Properties: never a 5xx, the daemons
+they are sent to the seven daemons running in-process. Properties: never a 5xx (but the 503 of
+`/healthz` naming its reasons, which is its documented answer while unhealthy), the daemons
 keep running, and a rejected (4xx) request changes nothing observable (threshold, limits, pair
 filter, armed, paused, frozen). `/drain` is left out: a valid drain legitimately stops a daemon.
 Hypothesis drives its sync engine in a worker thread; every request still goes through the
@@ -76,7 +77,10 @@ async def test_no_5xx_and_rejections_change_nothing(stack: Stack, control_dir: P
             before = await observable(seven, service, paths) if mutating else None
             status, answer = await seven.call(service, method, path, body, raw=raw)
             what = f"{service} {method} {path} body={body!r} raw={raw!r} -> {status} {answer!r}"[:400]
-            if status >= 500:
+            # /healthz answers 503 with its reasons by design (an input gone stale, e.g. when the
+            # barrage's refreshes spent inventory-sync's NEAR RPC budget): not a server error
+            unhealthy = path == "/healthz" and status == 503 and isinstance(answer, dict) and answer.get("reasons")
+            if status >= 500 and not unhealthy:
                 problems.append(what)
             if mutating and 400 <= status < 500:
                 after = await observable(seven, service, paths)

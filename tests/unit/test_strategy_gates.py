@@ -11,7 +11,8 @@ import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID, POA_BTC_ID, ActivePair
 from daemons.core.events import SwapDemand
-from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, Reason, decide
+from daemons.core.inventory import InventoryView
+from daemons.strategy_engine.gates import Context, Limits, PriceView, Reason, decide
 from daemons.strategy_engine.reservations import Reservations
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -32,7 +33,11 @@ PRICE = PriceView(
 )
 BTC_1E = 10**8
 INVENTORY = InventoryView(
-    inventory_id="i1", credited={NBTC_ID: BTC_1E // 100, EURE_ID: 100 * 10**18}, pending_in={}, age_ms=500, stale=False
+    inventory_id="i1",
+    spendable={NBTC_ID: BTC_1E // 100, EURE_ID: 100 * 10**18},
+    age_ms=500,
+    observed_at=NOW,
+    stale=False,
 )
 
 
@@ -108,7 +113,7 @@ def test_all_gates_pass_in_both_directions_and_fixed_sides(direction: str, fixed
         (dict(inventory=None), Reason.NO_INVENTORY),
         (dict(inventory=replace(INVENTORY, stale=True)), Reason.INVENTORY_STALE),
         (dict(inventory=replace(INVENTORY, age_ms=10**6)), Reason.INVENTORY_STALE),
-        (dict(inventory=replace(INVENTORY, credited={NBTC_ID: 10})), Reason.INSUFFICIENT_INVENTORY),
+        (dict(inventory=replace(INVENTORY, spendable={NBTC_ID: 10})), Reason.INSUFFICIENT_INVENTORY),
         (dict(audit_impaired=True), Reason.AUDIT_IMPAIRED),
         (dict(armed=False), Reason.DISARMED),
     ],
@@ -123,26 +128,26 @@ def test_stale_price_blocks_even_when_everything_else_is_fine() -> None:
 
 
 def test_a_pending_deposit_is_not_spendable_and_has_its_own_reason() -> None:
-    inv = replace(INVENTORY, credited={NBTC_ID: 100}, pending_in={NBTC_ID: BTC_1E})
+    inv = replace(INVENTORY, spendable={NBTC_ID: 100}, pending_in={NBTC_ID: BTC_1E})
     v = decide(ctx(inventory=inv))
     assert v.reason is Reason.PENDING_DEPOSIT_NOT_CREDITED
     assert v.spendable == 100 and v.pending_in == BTC_1E
 
 
 def test_one_direction_affordable_and_the_other_not() -> None:
-    inv = replace(INVENTORY, credited={NBTC_ID: BTC_1E, EURE_ID: 0})
+    inv = replace(INVENTORY, spendable={NBTC_ID: BTC_1E, EURE_ID: 0})
     assert decide(ctx(inventory=inv, demand=demand("SELL_BTC"))).reason is Reason.EXECUTE  # gives BTC
     assert decide(ctx(inventory=inv, demand=demand("BUY_BTC"))).reason is Reason.INSUFFICIENT_INVENTORY  # EURe
 
 
 def test_disarmed_still_decides_and_reports_every_figure() -> None:
     v = decide(ctx(armed=False))
-    assert v.reason is Reason.DISARMED and v.candidate is not None and v.credited == INVENTORY.credited[NBTC_ID]
+    assert v.reason is Reason.DISARMED and v.candidate is not None and v.credited == INVENTORY.spendable[NBTC_ID]
 
 
 def test_the_buffer_and_reservations_come_off_the_credited_balance() -> None:
     need = decide(ctx()).candidate.amount_out  # type: ignore[union-attr]
-    credited = INVENTORY.credited[NBTC_ID]
+    credited = INVENTORY.spendable[NBTC_ID]
     assert decide(ctx(reserved={NBTC_ID: credited - need})).reason is Reason.EXECUTE
     assert decide(ctx(reserved={NBTC_ID: credited - need + 1})).reason is Reason.INSUFFICIENT_INVENTORY
     limits = replace(LIMITS, buffer={NBTC_ID: credited - need + 1})
@@ -152,7 +157,7 @@ def test_the_buffer_and_reservations_come_off_the_credited_balance() -> None:
 def test_reservations_prevent_over_commitment_across_concurrent_requests() -> None:
     """Three requests in flight against inventory for two: the third is refused."""
     need = decide(ctx()).candidate.amount_out  # type: ignore[union-attr]
-    inv = replace(INVENTORY, credited={NBTC_ID: 2 * need})
+    inv = replace(INVENTORY, spendable={NBTC_ID: 2 * need})
     book = Reservations()
     reasons = []
     for i in range(3):

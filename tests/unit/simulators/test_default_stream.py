@@ -12,7 +12,8 @@ import pytest
 
 from daemons.core.assets import EURE_ID, NBTC_ID, POA_BTC_ID, ActivePair
 from daemons.core.events import SwapDemand
-from daemons.strategy_engine.gates import Context, InventoryView, Limits, PriceView, Reason, decide
+from daemons.core.inventory import InventoryView
+from daemons.strategy_engine.gates import Context, Limits, PriceView, Reason, decide
 from daemons.strategy_engine.service import StrategySettings
 from simulators.__main__ import STREAM_SIZES_BTC, STREAM_SIZES_EURE, stream_scenario
 from simulators.kraken import KrakenSimulator
@@ -56,7 +57,7 @@ def _decide(pair: ActivePair, direction: str, fixed_side: str, amount: int, bid:
     )
     price = PriceView(event_id="p", fair_rate_buy_btc=bid, fair_rate_sell_btc=ask, age_ms=100, decisionable=True)
     plenty = InventoryView(
-        inventory_id="i", credited={btc: 10**8, eure: 10**22}, pending_in={}, age_ms=100, stale=False
+        inventory_id="i", spendable={btc: 10**8, eure: 10**22}, age_ms=100, observed_at=NOW, stale=False
     )
     verdict = decide(
         Context(
