@@ -22,10 +22,8 @@ Figures:
   one Kafka hop and one durable commit as the daemons make them; the path floor adds two of each
   to the in-process floor (two hops and two ledger commits lie on every answer's path), and the
   ratio of the end-to-end p50 to it says how much our own code and the load add;
-- the infrastructure CPU floor per request (`infra_floor.cpu_floor`): the events each step made
-  per request on each topic (end offsets before and after), each produced once and read by the
-  consumer groups that read that topic, plus the executor's unbatched ledger writes, at what each
-  costs on the idle stack: what the design costs in CPU before any of our Python runs;
+- the events each step made per request on each topic (end offsets before and after its answers'
+  whole life): each is produced once and read by every consumer group of its topic;
 - RSS (max) and CPU (share of one core) of every daemon and the simulators per rate step,
   sampled from /proc, against the 120 MB target; and the CPU per request over the whole life of
   the step's answers: from the step's start until the executor holds no live answer (their
@@ -81,7 +79,7 @@ from daemons.trade_executor.answer import plan_nonce, sign_answer  # noqa: E402
 from daemons.venues.near_intents.nep413 import SignerKey  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
-from infra_floor import CpuFloor, cpu_floor, durable_commit_ms, kafka_hop_ms  # noqa: E402
+from infra_floor import durable_commit_ms, kafka_hop_ms  # noqa: E402
 from procstat import CLK_TCK, machine_ticks, proc_sample, stack_pids  # noqa: E402
 from stackrun import FUND_EURE, FUND_NBTC, BenchStack, Procs, pct  # noqa: E402
 
@@ -91,9 +89,6 @@ PG_PORT = int(os.environ.get("QL_BENCH_PG_PORT", "26332"))
 KAFKA_PORT = int(os.environ.get("QL_BENCH_KAFKA_PORT", "29992"))
 SIM_PORT = int(os.environ.get("QL_BENCH_SIM_PORT", "18380"))
 STACK_DIR = REPO / ".local" / "bench-latency-stack"
-# the executor's unbatched durable writes per answer: its first row (straight in `submitted`) and
-# the venue's answer; expiries and published-notes are grouped per sweep and not counted
-LEDGER_WRITES_PER_ANSWER = 2.0
 TABLES = (
     "raw_near_intents_quotes",
     "swap_demand_events",
@@ -465,7 +460,6 @@ class InfraFloor:
 
     kafka_hop: list[float]
     commit: list[float]
-    cpu: CpuFloor | None = None
 
     def path_p50(self, floor_p50: float) -> float:
         """The in-process work plus what the design puts around it: two Kafka hops and two
@@ -485,12 +479,7 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
     print(row("Kafka hop (send → record in hand)", infra.kafka_hop))
     print(row("durable commit (UPDATE, round trip)", infra.commit))
     print(f"  path floor = in-process + 2 Kafka hops + 2 durable commits (p50s): {path50:.2f} ms")
-    if infra.cpu is not None:
-        print(
-            f"  CPU (every process involved): {infra.cpu.produce_ms:.3f} ms per event produced, "
-            f"{infra.cpu.consume_ms:.3f} ms per consumer group reading it, "
-            f"{infra.cpu.statement_ms:.3f} ms per durable single-row statement"
-        )
+
     for s in steps:
         print(
             f"\n=== {s.rate} requests/s: {s.sent} sent (max {s.late_max_ms:.1f} ms behind schedule), "
@@ -523,15 +512,9 @@ def report(steps: list[Step], floor: list[int], infra: InfraFloor, names: list[s
             f"  {'all of the above':<26} {'':>10} {total_s / s.usage.wall_s * 100 if s.usage.wall_s else 0:>10.0f}"
             f"  = {total_s / max(1, s.sent) * 1000:.2f} ms CPU per request during the step"
         )
-        if infra.cpu is not None and s.events:
+        if s.events:
             per_req = {t: n / max(1, s.sent) for t, n in s.events.items() if n}
-            floor_cpu = infra.cpu.per_request_ms(per_req, LEDGER_WRITES_PER_ANSWER)
-            print(
-                "  events per request: "
-                + ", ".join(f"{t} {n:.2f}" for t, n in sorted(per_req.items()))
-                + f"; infrastructure CPU floor {floor_cpu:.2f} ms per request (those events produced and read"
-                f" by their readers, {LEDGER_WRITES_PER_ANSWER:g} durable ledger writes per answer)"
-            )
+            print("  events per request: " + ", ".join(f"{t} {n:.2f}" for t, n in sorted(per_req.items())))
         if s.life is not None:
             print(
                 f"  whole life of the step's answers ({s.life.wall_s:.0f} s, until none is live): "
@@ -672,10 +655,7 @@ async def main(
                     kafka_hop=await kafka_hop_ms(bench.settings()),
                     commit=await durable_commit_ms(procs.env["QL_DATABASE_URL"]),
                 )
-                broker, pg = pids.get("kafka broker"), pids.get("postgresql (all backends)")
-                if broker is not None and pg is not None:
-                    print("infrastructure CPU floor: events produced and read, durable statements", flush=True)
-                    infra.cpu = await cpu_floor(bench.settings(), procs.env["QL_DATABASE_URL"], broker, pg)
+
             finally:
                 await pool.close()
         report(steps, floor, infra, list(pids), idle)
