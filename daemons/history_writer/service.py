@@ -22,7 +22,6 @@ from typing import Any
 import asyncpg
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from pydantic import Field
 
 from daemons.core.bus import EventConsumer, decode_records
 from daemons.core.db import DB_ERRORS, connect_pool
@@ -30,27 +29,11 @@ from daemons.core.events import TOPICS, now_utc
 from daemons.core.health import Link
 from daemons.core.metrics import MetricSet
 from daemons.core.runtime import Service
-from daemons.core.settings import CoreSettings
 from daemons.core.state_models import HistoryWriterFields, conform
 from daemons.history_writer.fastdecode import decode_for_history
 from daemons.history_writer.metrics import daemon_metrics
+from daemons.history_writer.settings import HistoryWriterSettings
 from daemons.history_writer.store import Batch, stored_offsets, write_batch
-
-
-class HistoryWriterSettings(CoreSettings):
-    history_group: str = "history-writer"
-    history_batch_max: int = Field(default=5000, ge=1)
-    history_poll_ms: int = Field(default=100, ge=1)
-    history_retry_max_s: float = Field(default=5.0, gt=0)
-    # a poll bringing fewer records than `history_linger_records` waits up to this long for more
-    # before writing: at a few hundred events/s one transaction per poll cost PostgreSQL and the
-    # writer more CPU per event than the events themselves. 0 writes every poll at once.
-    history_linger_ms: int = Field(default=50, ge=0, le=5_000)
-    history_linger_records: int = Field(default=500, ge=1)
-    # ~16 tracked objects per event held until its batch is written, two batches in flight: at
-    # the shared 50,000 every batch was walked by the collector, a fifth of the writer's CPU
-    gc_young_threshold: int = Field(default=400_000, ge=700)
-
 
 # records decoded between two turns of the batch being written: a PostgreSQL round trip of the
 # write in flight waits at most one slice (about a millisecond) instead of the whole batch

@@ -29,10 +29,10 @@ from daemons.core.metrics import MetricSet
 from daemons.core.repeats import RepeatTracker
 from daemons.core.runtime import Service
 from daemons.core.secrets import SecretFileError, read_secret_file
-from daemons.core.settings import CoreSettings
 from daemons.core.state_models import NearIntentsIngestFields, conform
 from daemons.near_intents_ingest.classify import classify, swap_demand
 from daemons.near_intents_ingest.metrics import daemon_metrics
+from daemons.near_intents_ingest.settings import IngestSettings
 from daemons.venues.backoff import Backoff
 from daemons.venues.near_intents.relay_ws import (
     Connected,
@@ -43,12 +43,6 @@ from daemons.venues.near_intents.relay_ws import (
     RelayWsClient,
     RelayWsConfig,
 )
-
-
-class IngestSettings(CoreSettings):
-    # a pair silent this long on a healthy connection is reported as silent (not unhealthy)
-    ingest_pair_silent_after_ms: int = Field(default=60_000, ge=1)
-    ingest_repeat_memory: int = Field(default=100_000, ge=1)
 
 
 class PairFilterBody(OperatorAction):
