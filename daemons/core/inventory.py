@@ -2,8 +2,9 @@
 strategy's inventory gate and the executor's late inventory check.
 
 The architecture's words: `credited` is what the verifier holds for the account; `spendable` is
-credited less what burned-but-unfinished withdrawals still reserve, as inventory-sync publishes
-it; `pending_in` is on its way in and not spendable; what live answers and commands hold is each
+credited less the pending withdrawals whose burn has not settled yet (still inside the credited
+balance, already committed to leave), as inventory-sync publishes it (`AssetInventory`);
+`pending_in` is on its way in and never spendable; what live answers and commands hold is each
 consumer's own `reserved`, subtracted by its gate, never here.
 """
 
